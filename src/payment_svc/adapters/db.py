@@ -1,0 +1,139 @@
+"""The asyncpg pool, with every call bounded in time.
+
+asyncpg's own timeouts do not cover everything a pool does: a transaction
+cancelled by a timeout tries to ROLLBACK on the same socket, and against a
+paused (SIGSTOPped) or black-holed server that waits forever. So each call
+runs as a task we wait on with a deadline; past it the connection is
+terminated (the socket closed at once), which ends any await on it, and the
+caller gets StoreUnavailable. The pool replaces the connection.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+from collections.abc import Awaitable, Callable
+from typing import TypeAlias, TypeVar
+
+import asyncpg
+import structlog
+
+from payment_svc.domain.errors import StoreUnavailable
+
+T = TypeVar("T")
+log = structlog.get_logger("payment_svc.db")
+
+# Errors that mean "the database is not reachable or not usable right now".
+# Anything else (a constraint, a syntax error) is a bug or a domain case and
+# is left to the caller.
+UNAVAILABLE_ERRORS: tuple[type[BaseException], ...] = (
+    OSError,
+    asyncpg.PostgresConnectionError,
+    asyncpg.InterfaceError,
+    asyncpg.CannotConnectNowError,
+    asyncpg.AdminShutdownError,
+    asyncpg.CrashShutdownError,
+    asyncpg.TooManyConnectionsError,
+    asyncpg.ReadOnlySQLTransactionError,
+    asyncpg.QueryCanceledError,
+    ConnectionError,
+)
+_TIMEOUT_OR_UNAVAILABLE: tuple[type[BaseException], ...] = (TimeoutError, *UNAVAILABLE_ERRORS)
+
+# What store functions receive: a pooled connection.
+Conn: TypeAlias = "asyncpg.pool.PoolConnectionProxy[asyncpg.Record]"
+
+
+async def _init_connection(conn: asyncpg.Connection) -> None:
+    await conn.set_type_codec("jsonb", encoder=json.dumps, decoder=json.loads, schema="pg_catalog")
+
+
+class Database:
+    def __init__(self, dsn: str, *, timeout: float, min_size: int = 0, max_size: int = 10) -> None:
+        self._dsn = dsn
+        self.timeout = timeout
+        self._min_size = min_size
+        self._max_size = max_size
+        self._pool: asyncpg.Pool | None = None
+        self.healthy = False
+        self._listeners: list[Callable[[bool], None]] = []
+
+    def on_health_change(self, listener: Callable[[bool], None]) -> None:
+        self._listeners.append(listener)
+
+    def _set_healthy(self, healthy: bool) -> None:
+        if healthy != self.healthy:
+            self.healthy = healthy
+            log.warning("database_health_changed", healthy=healthy)
+            for listener in self._listeners:
+                listener(healthy)
+
+    async def open(self) -> None:
+        # min_size=0 by default: the service starts, and reports NOT_SERVING,
+        # even when the database is down; connections come as calls need them.
+        self._pool = await asyncpg.create_pool(
+            self._dsn,
+            min_size=self._min_size,
+            max_size=self._max_size,
+            init=_init_connection,
+            timeout=self.timeout,  # connection establishment
+            command_timeout=self.timeout,
+        )
+
+    async def close(self) -> None:
+        if self._pool is not None:
+            try:
+                await asyncio.wait_for(self._pool.close(), timeout=self.timeout)
+            except _TIMEOUT_OR_UNAVAILABLE:
+                self._pool.terminate()
+
+    async def run(self, fn: Callable[[Conn], Awaitable[T]]) -> T:
+        """Runs fn on a pooled connection within the timeout, or raises
+        StoreUnavailable. fn may open a transaction; it must not call out."""
+        if self._pool is None:
+            raise StoreUnavailable("database pool not open")
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.timeout
+        try:
+            conn = await self._pool.acquire(timeout=self.timeout)
+        except _TIMEOUT_OR_UNAVAILABLE as exc:
+            self._set_healthy(False)
+            raise StoreUnavailable(f"database unavailable: {type(exc).__name__}") from exc
+        try:
+            task = asyncio.ensure_future(fn(conn))
+            try:
+                done, _ = await asyncio.wait({task}, timeout=max(0.0, deadline - loop.time()))
+            except asyncio.CancelledError:
+                # Our caller went away (RPC cancelled): do not leave the
+                # connection mid-statement.
+                conn.terminate()
+                task.cancel()
+                raise
+            if not done:
+                conn.terminate()
+                task.cancel()
+                await asyncio.gather(task, return_exceptions=True)
+                self._set_healthy(False)
+                raise StoreUnavailable("database call timed out")
+            try:
+                result = task.result()
+            except UNAVAILABLE_ERRORS as exc:
+                self._set_healthy(False)
+                raise StoreUnavailable(f"database unavailable: {type(exc).__name__}") from exc
+            self._set_healthy(True)
+            return result
+        finally:
+            # The pool resets the connection on release, and terminates it
+            # itself when that fails; a failed reset must not turn a call
+            # that already committed into an error. A connection the server
+            # closed has been handed back already (InternalClientError).
+            with contextlib.suppress(*_TIMEOUT_OR_UNAVAILABLE, asyncpg.InternalClientError):
+                await self._pool.release(conn, timeout=self.timeout)
+
+    async def ping(self) -> bool:
+        try:
+            await self.run(lambda c: c.fetchval("SELECT 1"))
+        except StoreUnavailable:
+            return False
+        return True

@@ -1,0 +1,276 @@
+"""All SQL of the payment service: payments and their history.
+
+Each public method is one bounded database call (see db.py) and one
+transaction at most; none calls out to the network. The specific asyncpg
+errors are caught here: a unique violation on the idempotency key is a
+duplicate payment.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import datetime
+
+import asyncpg
+
+from payment_svc.adapters.db import Conn, Database
+from payment_svc.domain import status as st
+from payment_svc.domain.errors import DuplicatePayment, NotFound
+from payment_svc.domain.model import Payment, PaymentEvent, ProviderResult, format_payment_id
+from payment_svc.domain.status import PaymentStatus, Source
+
+_PAYMENT_COLUMNS = """id, client_id, idempotency_key, amount, currency, status, payment_method,
+    description, metadata, provider_payment_id, failure_code, failure_message,
+    amount_reversed, version, created_at, updated_at"""
+
+# One round trip and one commit: the payment and its first history entry.
+# ON CONFLICT DO NOTHING waits for a concurrent insert of the same key to
+# commit, so concurrent duplicates all see the winner afterwards.
+_INSERT = f"""
+WITH p AS (
+    INSERT INTO payments (id, client_id, idempotency_key, request_fingerprint, amount, currency,
+                          status, payment_method, description, metadata)
+    VALUES ($1, $2, $3, $4, $5, $6, 'PENDING', $7, $8, $9)
+    ON CONFLICT (client_id, idempotency_key) DO NOTHING
+    RETURNING {_PAYMENT_COLUMNS}
+), e AS (
+    INSERT INTO payment_events (payment_id, from_status, to_status, source, applied, recorded_at)
+    SELECT id, NULL, 'PENDING', 'api', true, created_at FROM p
+)
+SELECT {_PAYMENT_COLUMNS} FROM p
+"""
+
+_EXISTING = """SELECT id, status, request_fingerprint FROM payments
+    WHERE client_id = $1 AND idempotency_key = $2"""
+
+# The fast path of a transition: succeeds only if nobody changed the payment
+# since we read it (version), in one round trip with its history entry.
+_TRANSITION = f"""
+WITH u AS (
+    UPDATE payments
+    SET status = $3,
+        provider_payment_id = COALESCE($4, provider_payment_id),
+        failure_code = $5,
+        failure_message = $6,
+        version = version + 1,
+        updated_at = now()
+    WHERE id = $1 AND version = $2
+    RETURNING {_PAYMENT_COLUMNS}
+), e AS (
+    INSERT INTO payment_events (payment_id, from_status, to_status, source, applied,
+                                failure_code, note)
+    SELECT id, $7, $3, $8, true, $5, $9 FROM u
+)
+SELECT {_PAYMENT_COLUMNS} FROM u
+"""
+
+_RECORD_ONLY = """INSERT INTO payment_events (payment_id, from_status, to_status, source, applied,
+    failure_code, note) VALUES ($1, $2, $3, $4, false, $5, $6)"""
+
+
+@dataclass(frozen=True)
+class NewPayment:
+    id: uuid.UUID
+    client_id: str
+    idempotency_key: str
+    fingerprint: bytes
+    amount: int
+    currency: str
+    payment_method: str
+    description: str
+    metadata: Mapping[str, str]
+
+
+@dataclass(frozen=True)
+class PageCursor:
+    created_at: datetime
+    id: uuid.UUID
+
+
+def _payment(row: asyncpg.Record) -> Payment:
+    return Payment(
+        id=row["id"],
+        client_id=row["client_id"],
+        idempotency_key=row["idempotency_key"],
+        amount=row["amount"],
+        currency=row["currency"],
+        status=PaymentStatus(row["status"]),
+        payment_method=row["payment_method"],
+        description=row["description"],
+        metadata=row["metadata"],
+        provider_payment_id=row["provider_payment_id"],
+        failure_code=row["failure_code"],
+        failure_message=row["failure_message"],
+        amount_reversed=row["amount_reversed"],
+        version=row["version"],
+        created_at=row["created_at"],
+        updated_at=row["updated_at"],
+    )
+
+
+def _event(row: asyncpg.Record) -> PaymentEvent:
+    return PaymentEvent(
+        id=row["id"],
+        payment_id=row["payment_id"],
+        from_status=PaymentStatus(row["from_status"]) if row["from_status"] else None,
+        to_status=PaymentStatus(row["to_status"]),
+        source=Source(row["source"]),
+        applied=row["applied"],
+        provider_event_id=row["provider_event_id"],
+        provider_event_type=row["provider_event_type"],
+        failure_code=row["failure_code"],
+        note=row["note"],
+        provider_created_at=row["provider_created_at"],
+        recorded_at=row["recorded_at"],
+    )
+
+
+class PaymentStore:
+    def __init__(self, db: Database) -> None:
+        self._db = db
+
+    async def insert_new(self, new: NewPayment) -> Payment:
+        """Commits the payment as PENDING, or raises DuplicatePayment."""
+
+        async def op(conn: Conn) -> Payment | asyncpg.Record:
+            row = await conn.fetchrow(
+                _INSERT,
+                new.id,
+                new.client_id,
+                new.idempotency_key,
+                new.fingerprint,
+                new.amount,
+                new.currency,
+                new.payment_method,
+                new.description,
+                dict(new.metadata),
+            )
+            if row is not None:
+                return _payment(row)
+            existing = await conn.fetchrow(_EXISTING, new.client_id, new.idempotency_key)
+            assert existing is not None, "a conflicting row is committed before DO NOTHING returns"
+            return existing
+
+        result = await self._db.run(op)
+        if isinstance(result, Payment):
+            return result
+        raise DuplicatePayment(
+            format_payment_id(result["id"]),
+            PaymentStatus(result["status"]),
+            same_parameters=bytes(result["request_fingerprint"]) == new.fingerprint,
+        )
+
+    async def record_result(
+        self, payment: Payment, result: ProviderResult, *, source: Source
+    ) -> Payment:
+        """Moves the payment as the provider's answer says, if the transition
+        table allows; the history records the answer either way."""
+
+        async def op(conn: Conn) -> Payment:
+            row = await self._try_transition(conn, payment, result, source)
+            if row is not None:
+                return row
+            # Somebody moved it since we read it: decide again under a lock.
+            async with conn.transaction():
+                current = await conn.fetchrow(
+                    f"SELECT {_PAYMENT_COLUMNS} FROM payments WHERE id = $1 FOR UPDATE", payment.id
+                )
+                assert current is not None
+                fresh = _payment(current)
+                moved = await self._try_transition(conn, fresh, result, source)
+                return moved if moved is not None else fresh
+
+        return await self._db.run(op)
+
+    async def _try_transition(
+        self, conn: Conn, payment: Payment, result: ProviderResult, source: Source
+    ) -> Payment | None:
+        move = st.decide(payment.status, result.status, authoritative=False)
+        if move is st.Move.NOOP:
+            return payment
+        if move is st.Move.REJECT:
+            await conn.execute(
+                _RECORD_ONLY,
+                payment.id,
+                payment.status.value,
+                result.status.value,
+                source.value,
+                result.failure_code,
+                result.note or "transition not allowed; recorded only",
+            )
+            return payment
+        row = await conn.fetchrow(
+            _TRANSITION,
+            payment.id,
+            payment.version,
+            result.status.value,
+            result.provider_payment_id,
+            result.failure_code,
+            result.failure_message,
+            payment.status.value,
+            source.value,
+            result.note,
+        )
+        return _payment(row) if row is not None else None
+
+    async def get(self, client_id: str, payment_id: uuid.UUID) -> Payment:
+        row = await self._db.run(
+            lambda c: c.fetchrow(
+                f"SELECT {_PAYMENT_COLUMNS} FROM payments WHERE id = $1 AND client_id = $2",
+                payment_id,
+                client_id,
+            )
+        )
+        if row is None:
+            raise NotFound(f"payment {format_payment_id(payment_id)} not found")
+        return _payment(row)
+
+    async def search(
+        self,
+        client_id: str,
+        *,
+        limit: int,
+        statuses: frozenset[PaymentStatus],
+        created_after: datetime | None,
+        created_before: datetime | None,
+        after: PageCursor | None,
+    ) -> list[Payment]:
+        """Newest first; `after` continues below the last row of a page."""
+        rows = await self._db.run(
+            lambda c: c.fetch(
+                f"""SELECT {_PAYMENT_COLUMNS} FROM payments
+                WHERE client_id = $1
+                  AND ($2::text[] IS NULL OR status = ANY($2))
+                  AND ($3::timestamptz IS NULL OR created_at >= $3)
+                  AND ($4::timestamptz IS NULL OR created_at < $4)
+                  AND ($5::timestamptz IS NULL OR (created_at, id) < ($5, $6::uuid))
+                ORDER BY created_at DESC, id DESC
+                LIMIT $7""",
+                client_id,
+                sorted(s.value for s in statuses) or None,
+                created_after,
+                created_before,
+                after.created_at if after else None,
+                after.id if after else None,
+                limit,
+            )
+        )
+        return [_payment(r) for r in rows]
+
+    async def events(self, client_id: str, payment_id: uuid.UUID) -> list[PaymentEvent]:
+        async def op(conn: Conn) -> list[asyncpg.Record] | None:
+            owner = await conn.fetchval("SELECT client_id FROM payments WHERE id = $1", payment_id)
+            if owner != client_id:
+                return None
+            return list(
+                await conn.fetch(
+                    "SELECT * FROM payment_events WHERE payment_id = $1 ORDER BY id", payment_id
+                )
+            )
+
+        rows = await self._db.run(op)
+        if rows is None:
+            raise NotFound(f"payment {format_payment_id(payment_id)} not found")
+        return [_event(r) for r in rows]

@@ -1,0 +1,68 @@
+"""Stripe's payment-intent shapes and the one mapping of their statuses to ours.
+
+Stripe statuses (https://docs.stripe.com/payments/paymentintents/lifecycle):
+every one is listed in an exhaustive match; a status Stripe adds later falls
+into `Unknown` and maps to PENDING (not final), so the reconciler keeps
+asking instead of anyone guessing.
+"""
+
+from __future__ import annotations
+
+import enum
+from typing import Any
+
+from payment_svc.domain.status import PaymentStatus
+
+
+class StripeIntentStatus(enum.Enum):
+    REQUIRES_PAYMENT_METHOD = "requires_payment_method"
+    REQUIRES_CONFIRMATION = "requires_confirmation"
+    REQUIRES_ACTION = "requires_action"
+    PROCESSING = "processing"
+    REQUIRES_CAPTURE = "requires_capture"
+    CANCELED = "canceled"
+    SUCCEEDED = "succeeded"
+    UNKNOWN = "unknown"  # anything Stripe may add later
+
+    @classmethod
+    def parse(cls, value: str | None) -> StripeIntentStatus:
+        try:
+            return cls(value)
+        except ValueError:
+            return cls.UNKNOWN
+
+
+def to_payment_status(status: StripeIntentStatus, *, has_payment_error: bool) -> PaymentStatus:
+    S = StripeIntentStatus
+    match status:
+        case S.SUCCEEDED:
+            return PaymentStatus.SUCCEEDED
+        case S.CANCELED:
+            return PaymentStatus.FAILED
+        case S.REQUIRES_PAYMENT_METHOD:
+            # After a confirmation attempt it means the attempt failed; before
+            # one, nothing was tried yet.
+            return PaymentStatus.FAILED if has_payment_error else PaymentStatus.PENDING
+        case S.PROCESSING | S.REQUIRES_CAPTURE | S.REQUIRES_CONFIRMATION | S.REQUIRES_ACTION:
+            return PaymentStatus.PENDING
+        case S.UNKNOWN:
+            return PaymentStatus.PENDING
+
+
+def field(obj: Any, key: str) -> Any:
+    """obj[key] or None, for SDK objects (which are not dicts) and dicts alike."""
+    return obj[key] if obj is not None and key in obj else None
+
+
+def intent_status(intent: Any) -> tuple[StripeIntentStatus, PaymentStatus]:
+    """The provider's and our status of a PaymentIntent (SDK object or dict)."""
+    provider = StripeIntentStatus.parse(field(intent, "status"))
+    error = field(intent, "last_payment_error")
+    return provider, to_payment_status(provider, has_payment_error=bool(error))
+
+
+def intent_failure(intent: Any) -> tuple[str | None, str | None]:
+    error = field(intent, "last_payment_error")
+    if not error:
+        return None, None
+    return field(error, "decline_code") or field(error, "code"), field(error, "message")

@@ -1,0 +1,106 @@
+"""The provider adapter: Stripe's API through the official SDK, async.
+
+One table classifies what can go wrong (SPEC §3, issue #2):
+
+    stripe.CardError               declined            -> FAILED, provider's code
+    stripe.InvalidRequestError     refused, not charged -> FAILED, provider's code
+      (but idempotency_error)      a key conflict       -> UNKNOWN
+    everything else: timeout, connection error, 5xx, 401/403/429, rate
+    limits, an answer we cannot parse             -> UNKNOWN (never FAILED)
+
+The same code runs against Stripe's test mode by changing the base URL and key.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import stripe
+import structlog
+
+from payment_svc.adapters.stripe_mapping import field, intent_failure, intent_status
+from payment_svc.domain.model import ProviderCharge, ProviderResult
+from payment_svc.domain.status import PaymentStatus
+
+log = structlog.get_logger("payment_svc.provider")
+
+
+class StripeProvider:
+    def __init__(self, *, api_key: str, base_url: str, timeout: float) -> None:
+        self._timeout = timeout
+        self._http = stripe.AIOHTTPClient(timeout=timeout)
+        self._client = stripe.StripeClient(
+            api_key,
+            base_addresses={"api": base_url},
+            http_client=self._http,
+            # Retries are the reconciler's job, with the same idempotency key.
+            max_network_retries=0,
+        )
+
+    async def close(self) -> None:
+        await self._http.close_async()  # type: ignore[no-untyped-call]
+
+    async def create_payment(self, charge: ProviderCharge) -> ProviderResult:
+        params: dict[str, Any] = {
+            "amount": charge.amount,
+            "currency": charge.currency.lower(),
+            "payment_method": charge.payment_method,
+            "confirm": True,
+            # Server-side confirmation without redirects: no return_url needed.
+            "automatic_payment_methods": {"enabled": True, "allow_redirects": "never"},
+            "metadata": {"payment_id": charge.payment_id},
+        }
+        if charge.description:
+            params["description"] = charge.description
+        try:
+            async with asyncio.timeout(self._timeout):
+                intent = await self._client.v1.payment_intents.create_async(
+                    params,  # type: ignore[arg-type]
+                    {"idempotency_key": charge.idempotency_key or charge.payment_id},
+                )
+        except stripe.CardError as exc:
+            return _declined(exc)
+        except stripe.IdempotencyError as exc:
+            return _unknown(f"idempotency conflict: {exc.user_message or exc.code}")
+        except stripe.InvalidRequestError as exc:
+            return _declined(exc)
+        except TimeoutError:
+            return _unknown("provider call timed out")
+        except stripe.StripeError as exc:
+            return _unknown(f"{type(exc).__name__} (http {exc.http_status})")
+        except Exception as exc:  # an answer we cannot make sense of
+            log.exception("provider_unexpected_error")
+            return _unknown(f"unexpected {type(exc).__name__}")
+        return result_of_intent(intent)
+
+
+def result_of_intent(intent: Any) -> ProviderResult:
+    provider_status, ours = intent_status(intent)
+    code, message = intent_failure(intent) if ours is PaymentStatus.FAILED else (None, None)
+    return ProviderResult(
+        status=ours,
+        provider_payment_id=field(intent, "id"),
+        provider_status=provider_status.value,
+        failure_code=code,
+        failure_message=message,
+        note=f"provider status {provider_status.value}",
+    )
+
+
+def _declined(exc: stripe.StripeError) -> ProviderResult:
+    intent = field(exc.error, "payment_intent")
+    code = field(exc.error, "decline_code") or field(exc.error, "code")
+    return ProviderResult(
+        status=PaymentStatus.FAILED,
+        provider_payment_id=field(intent, "id"),
+        provider_status=field(intent, "status"),
+        failure_code=code or exc.code or "provider_declined",
+        failure_message=exc.user_message or "declined by the provider",
+        note=f"provider refused: {type(exc).__name__}",
+    )
+
+
+def _unknown(why: str) -> ProviderResult:
+    log.warning("provider_outcome_unknown", reason=why)
+    return ProviderResult(status=PaymentStatus.UNKNOWN, note=why)

@@ -1,0 +1,85 @@
+"""The one error tree of the payment service.
+
+    PaymentsError
+     ├── RetryableError            a retry may help
+     │    ├── StoreUnavailable     Postgres unreachable, slow or failing over
+     │    └── ProviderUnavailable  the provider cannot be asked right now
+     └── PermanentError            a retry of the same request never helps
+          ├── InvalidArgument      field violations
+          ├── DuplicatePayment     idempotency key already used (same or other params)
+          ├── NotFound
+          ├── Unauthenticated
+          └── PermissionDenied
+
+Each boundary maps this tree in one table: entrypoints/errors.py to gRPC
+statuses, adapters/stripe_provider.py from the provider's errors.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from payment_svc.domain.status import PaymentStatus
+
+
+class PaymentsError(Exception):
+    retryable = False
+    reason = "INTERNAL"
+
+
+class RetryableError(PaymentsError):
+    retryable = True
+
+
+class PermanentError(PaymentsError):
+    pass
+
+
+class StoreUnavailable(RetryableError):
+    reason = "STORE_UNAVAILABLE"
+
+
+class ProviderUnavailable(RetryableError):
+    reason = "PROVIDER_UNAVAILABLE"
+
+
+@dataclass(frozen=True)
+class FieldViolation:
+    field: str
+    description: str
+
+
+class InvalidArgument(PermanentError):
+    reason = "INVALID_ARGUMENT"
+
+    def __init__(self, violations: list[FieldViolation]) -> None:
+        self.violations = violations
+        super().__init__("; ".join(f"{v.field}: {v.description}" for v in violations))
+
+
+class DuplicatePayment(PermanentError):
+    """The idempotency key was used before. `same_parameters` tells a retry
+    (DUPLICATE_PAYMENT) from a reuse of the key for another payment
+    (IDEMPOTENCY_KEY_REUSED)."""
+
+    def __init__(self, payment_id: str, status: PaymentStatus, *, same_parameters: bool) -> None:
+        self.payment_id = payment_id
+        self.status = status
+        self.same_parameters = same_parameters
+        self.reason = "DUPLICATE_PAYMENT" if same_parameters else "IDEMPOTENCY_KEY_REUSED"
+        super().__init__(
+            f"idempotency key already used by payment {payment_id} ({status.value})"
+            + ("" if same_parameters else " with other parameters")
+        )
+
+
+class NotFound(PermanentError):
+    reason = "NOT_FOUND"
+
+
+class Unauthenticated(PermanentError):
+    reason = "UNAUTHENTICATED"
+
+
+class PermissionDenied(PermanentError):
+    reason = "PERMISSION_DENIED"

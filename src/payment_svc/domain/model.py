@@ -1,0 +1,119 @@
+"""Payments, their history entries, and what the provider answered."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import time
+import uuid
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import datetime
+
+from payment_svc.domain.status import PaymentStatus, Source
+
+PAYMENT_ID_PREFIX = "pay_"
+
+
+def new_payment_uuid() -> uuid.UUID:
+    """A UUIDv7: time-ordered, so new rows land at the end of the index."""
+    ms = time.time_ns() // 1_000_000
+    rand = int.from_bytes(os.urandom(10), "big")
+    value = (ms & ((1 << 48) - 1)) << 80 | rand & ((1 << 80) - 1)
+    value = (value & ~(0xF << 76)) | (0x7 << 76)  # version 7
+    value = (value & ~(0x3 << 62)) | (0x2 << 62)  # RFC 4122 variant
+    return uuid.UUID(int=value)
+
+
+def format_payment_id(value: uuid.UUID) -> str:
+    return PAYMENT_ID_PREFIX + value.hex
+
+
+def parse_payment_id(text: str) -> uuid.UUID | None:
+    """`pay_<32 hex>` to its UUID, or None when it is not one of ours."""
+    if not text.startswith(PAYMENT_ID_PREFIX) or len(text) != len(PAYMENT_ID_PREFIX) + 32:
+        return None
+    try:
+        return uuid.UUID(hex=text[len(PAYMENT_ID_PREFIX) :])
+    except ValueError:
+        return None
+
+
+@dataclass(frozen=True)
+class Payment:
+    id: uuid.UUID
+    client_id: str
+    idempotency_key: str
+    amount: int
+    currency: str
+    status: PaymentStatus
+    payment_method: str
+    description: str
+    metadata: Mapping[str, str]
+    provider_payment_id: str | None
+    failure_code: str | None
+    failure_message: str | None
+    amount_reversed: int
+    version: int
+    created_at: datetime
+    updated_at: datetime
+
+    @property
+    def public_id(self) -> str:
+        return format_payment_id(self.id)
+
+
+@dataclass(frozen=True)
+class PaymentEvent:
+    id: int
+    payment_id: uuid.UUID
+    from_status: PaymentStatus | None
+    to_status: PaymentStatus
+    source: Source
+    applied: bool
+    provider_event_id: str | None
+    provider_event_type: str | None
+    failure_code: str | None
+    note: str | None
+    provider_created_at: datetime | None
+    recorded_at: datetime
+
+
+@dataclass(frozen=True)
+class ProviderResult:
+    """What one provider call taught us. `status` is already ours (the
+    adapter owns the mapping); `provider_status` keeps the provider's word."""
+
+    status: PaymentStatus
+    provider_payment_id: str | None = None
+    provider_status: str | None = None
+    failure_code: str | None = None
+    failure_message: str | None = None
+    note: str | None = None
+
+
+@dataclass(frozen=True)
+class ProviderCharge:
+    """What the provider is asked to charge. `idempotency_key` is our payment
+    id, so a re-drive can never charge twice."""
+
+    payment_id: str
+    amount: int
+    currency: str
+    payment_method: str
+    description: str
+    idempotency_key: str = field(default="")
+
+
+def request_fingerprint(
+    amount: int, currency: str, payment_method: str, description: str, metadata: Mapping[str, str]
+) -> bytes:
+    """Identifies the parameters of a create request, to tell a retry of the
+    same request from a reuse of its idempotency key."""
+    canonical = json.dumps(
+        [amount, currency, payment_method, description, sorted(metadata.items())],
+        separators=(",", ":"),
+        ensure_ascii=True,
+    )
+    return hashlib.sha256(canonical.encode()).digest()

@@ -1,0 +1,63 @@
+"""The one mapping of domain errors to gRPC statuses with rich details
+(google.rpc ErrorInfo, BadRequest, RetryInfo)."""
+
+from __future__ import annotations
+
+import grpc
+from google.protobuf import any_pb2, duration_pb2
+from google.rpc import code_pb2, error_details_pb2, status_pb2
+from grpc_status import rpc_status
+
+from payment_svc.domain import errors as e
+from payment_svc.entrypoints.convert import status_name
+
+DOMAIN = "payments.v1"
+
+_CODES: list[tuple[type[e.PaymentsError], int]] = [
+    (e.InvalidArgument, code_pb2.INVALID_ARGUMENT),
+    (e.DuplicatePayment, code_pb2.ALREADY_EXISTS),
+    (e.NotFound, code_pb2.NOT_FOUND),
+    (e.Unauthenticated, code_pb2.UNAUTHENTICATED),
+    (e.PermissionDenied, code_pb2.PERMISSION_DENIED),
+    (e.StoreUnavailable, code_pb2.UNAVAILABLE),
+    (e.ProviderUnavailable, code_pb2.UNAVAILABLE),
+]
+
+
+def _pack(message: object) -> any_pb2.Any:
+    packed = any_pb2.Any()
+    packed.Pack(message)  # type: ignore[arg-type]
+    return packed
+
+
+def to_grpc_status(exc: e.PaymentsError) -> grpc.Status:
+    code = next((c for cls, c in _CODES if isinstance(exc, cls)), code_pb2.INTERNAL)
+    metadata: dict[str, str] = {}
+    details = []
+    if isinstance(exc, e.DuplicatePayment):
+        metadata = {"payment_id": exc.payment_id, "status": status_name(exc.status)}
+    if isinstance(exc, e.InvalidArgument):
+        details.append(
+            _pack(
+                error_details_pb2.BadRequest(
+                    field_violations=[
+                        error_details_pb2.BadRequest.FieldViolation(
+                            field=v.field, description=v.description, reason=exc.reason
+                        )
+                        for v in exc.violations
+                    ]
+                )
+            )
+        )
+    details.insert(
+        0, _pack(error_details_pb2.ErrorInfo(reason=exc.reason, domain=DOMAIN, metadata=metadata))
+    )
+    if exc.retryable:
+        details.append(
+            _pack(error_details_pb2.RetryInfo(retry_delay=duration_pb2.Duration(seconds=1)))
+        )
+    message = str(exc) if code != code_pb2.INTERNAL else "internal error"
+    status: grpc.Status = rpc_status.to_status(
+        status_pb2.Status(code=code, message=message, details=details)
+    )
+    return status

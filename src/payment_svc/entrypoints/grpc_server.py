@@ -1,0 +1,144 @@
+"""The gRPC surface: servicers that only translate, and the server factory.
+
+Each method turns the request into one typed command, calls one use case,
+and builds the reply; errors are raised as domain errors and mapped once in
+CallInterceptor.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import grpc
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+
+from payment_svc.entrypoints import convert, metrics
+from payment_svc.entrypoints.interceptors import (
+    PRINCIPAL,
+    AuthInterceptor,
+    CallInterceptor,
+    MetricsInterceptor,
+)
+from payment_svc.service_layer.payments import PaymentsService
+from payment_svc.settings import Settings
+from payments.v1 import payment_service_pb2 as svc
+from payments.v1 import payment_service_pb2_grpc as svc_grpc
+from payments.v1 import provider_sync_service_pb2 as sync
+from payments.v1 import provider_sync_service_pb2_grpc as sync_grpc
+
+Context = grpc.aio.ServicerContext[Any, Any]
+
+PAYMENT_SERVICE = svc.DESCRIPTOR.services_by_name["PaymentService"].full_name
+PROVIDER_SYNC_SERVICE = sync.DESCRIPTOR.services_by_name["ProviderSyncService"].full_name
+
+
+class PaymentServicer(svc_grpc.PaymentServiceServicer):
+    def __init__(self, payments: PaymentsService) -> None:
+        self._payments = payments
+
+    async def CreatePayment(
+        self, request: svc.CreatePaymentRequest, context: Context
+    ) -> svc.CreatePaymentResponse:
+        try:
+            payment = await self._payments.create(
+                PRINCIPAL.get().client_id, convert.create_command(request)
+            )
+        except Exception as exc:
+            metrics.PAYMENTS_CREATED.labels(getattr(exc, "reason", "error").lower()).inc()
+            raise
+        metrics.PAYMENTS_CREATED.labels(payment.status.value.lower()).inc()
+        return svc.CreatePaymentResponse(payment=convert.payment_to_pb(payment))
+
+    async def GetPayment(
+        self, request: svc.GetPaymentRequest, context: Context
+    ) -> svc.GetPaymentResponse:
+        payment = await self._payments.get(PRINCIPAL.get().client_id, request.payment_id)
+        return svc.GetPaymentResponse(payment=convert.payment_to_pb(payment))
+
+    async def ListPayments(
+        self, request: svc.ListPaymentsRequest, context: Context
+    ) -> svc.ListPaymentsResponse:
+        page = await self._payments.list(PRINCIPAL.get().client_id, convert.list_query(request))
+        return svc.ListPaymentsResponse(
+            payments=[convert.payment_to_pb(p) for p in page.payments],
+            next_page_token=page.next_page_token,
+        )
+
+    async def ListPaymentEvents(
+        self, request: svc.ListPaymentEventsRequest, context: Context
+    ) -> svc.ListPaymentEventsResponse:
+        events = await self._payments.events(PRINCIPAL.get().client_id, request.payment_id)
+        return svc.ListPaymentEventsResponse(events=[convert.event_to_pb(e) for e in events])
+
+
+class ProviderSyncServicer(sync_grpc.ProviderSyncServiceServicer):
+    """Declared now; its methods arrive with the webhook and reconciliation
+    flows (issues #3, #4) and answer UNIMPLEMENTED until then."""
+
+    async def _unimplemented(self, context: Context) -> Any:
+        await context.abort(grpc.StatusCode.UNIMPLEMENTED, "not implemented yet")
+
+    async def ApplyProviderEvent(
+        self, request: sync.ApplyProviderEventRequest, context: Context
+    ) -> sync.ApplyProviderEventResponse:
+        return await self._unimplemented(context)  # type: ignore[no-any-return]
+
+    async def ReconcilePayment(
+        self, request: sync.ReconcilePaymentRequest, context: Context
+    ) -> sync.ReconcilePaymentResponse:
+        return await self._unimplemented(context)  # type: ignore[no-any-return]
+
+    async def ReportDiscrepancy(
+        self, request: sync.ReportDiscrepancyRequest, context: Context
+    ) -> sync.ReportDiscrepancyResponse:
+        return await self._unimplemented(context)  # type: ignore[no-any-return]
+
+    async def ListPaymentsToReconcile(
+        self, request: sync.ListPaymentsToReconcileRequest, context: Context
+    ) -> sync.ListPaymentsToReconcileResponse:
+        return await self._unimplemented(context)  # type: ignore[no-any-return]
+
+
+def health_names() -> list[str]:
+    return ["", PAYMENT_SERVICE, PROVIDER_SYNC_SERVICE]
+
+
+async def set_serving(servicer: health.aio.HealthServicer, serving: bool) -> None:
+    state = (
+        health_pb2.HealthCheckResponse.SERVING
+        if serving
+        else health_pb2.HealthCheckResponse.NOT_SERVING
+    )
+    for name in health_names():
+        await servicer.set(name, state)
+
+
+def create_server(
+    settings: Settings, payments: PaymentsService, health_servicer: health.aio.HealthServicer
+) -> tuple[grpc.aio.Server, int]:
+    """Builds the server bound to settings.listen; returns it and its port
+    (tests bind port 0)."""
+    server = grpc.aio.server(
+        interceptors=[
+            MetricsInterceptor(),
+            CallInterceptor(settings.max_call_seconds),
+            AuthInterceptor(settings.principals),
+        ],
+        options=[
+            ("grpc.max_receive_message_length", 4 * 1024 * 1024),
+            ("grpc.so_reuseport", 0),
+        ],
+    )
+    svc_grpc.add_PaymentServiceServicer_to_server(PaymentServicer(payments), server)
+    sync_grpc.add_ProviderSyncServiceServicer_to_server(ProviderSyncServicer(), server)
+    health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
+    if not settings.production:
+        reflection.enable_server_reflection(
+            [PAYMENT_SERVICE, PROVIDER_SYNC_SERVICE, health.SERVICE_NAME, reflection.SERVICE_NAME],
+            server,
+        )
+    port = server.add_insecure_port(settings.listen)
+    if port == 0:
+        raise OSError(f"cannot listen on {settings.listen}")
+    return server, port

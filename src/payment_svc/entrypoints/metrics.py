@@ -1,0 +1,42 @@
+"""Prometheus metrics of payment-svc.
+
+The gRPC metrics use go-grpc-prometheus's names and labels, so existing
+dashboards and alerts work unchanged. No library instruments grpc.aio servers
+this way (py-grpc-prometheus is for the sync server and misses cancelled and
+deadline-exceeded calls), so the interceptor in interceptors.py does it.
+"""
+
+from __future__ import annotations
+
+from prometheus_client import Counter, Gauge, Histogram
+
+_LABELS = ("grpc_type", "grpc_service", "grpc_method")
+
+GRPC_STARTED = Counter(
+    "grpc_server_started_total", "Total number of RPCs started on the server.", _LABELS
+)
+GRPC_HANDLED = Counter(
+    "grpc_server_handled_total",
+    "Total number of RPCs completed on the server, regardless of success or failure.",
+    (*_LABELS, "grpc_code"),
+)
+GRPC_HANDLING_SECONDS = Histogram(
+    "grpc_server_handling_seconds",
+    "Histogram of response latency (seconds) of gRPC that had been application-level "
+    "handled by the server.",
+    _LABELS,
+    buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
+)
+GRPC_MSG_RECEIVED = Counter(
+    "grpc_server_msg_received_total", "Total number of RPC stream messages received.", _LABELS
+)
+GRPC_MSG_SENT = Counter(
+    "grpc_server_msg_sent_total", "Total number of gRPC stream messages sent.", _LABELS
+)
+
+PAYMENTS_CREATED = Counter(
+    "payments_created_total",
+    "CreatePayment outcomes: the status the call returned, or why it returned none.",
+    ("outcome",),
+)
+DATABASE_UP = Gauge("payments_database_up", "1 when the last database call or probe succeeded.")

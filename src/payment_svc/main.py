@@ -1,0 +1,115 @@
+"""payment-svc: wiring and lifecycle, in one place.
+
+    payment-svc            serve (gRPC + /metrics)
+    payment-svc migrate    apply database migrations and exit
+
+Start: settings -> logs -> pool -> provider client -> server. The database
+may be down at start: the server still comes up, health says NOT_SERVING, and
+a probe flips it back when Postgres answers. SIGTERM: health NOT_SERVING,
+stop accepting, let in-flight calls finish (drain), then close the provider
+client and the pool, in that order.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import signal
+import sys
+
+import structlog
+import uvloop
+from grpc_health.v1 import health
+from prometheus_client import start_http_server
+
+from payment_svc.adapters import migrate
+from payment_svc.adapters.db import Database
+from payment_svc.adapters.store import PaymentStore
+from payment_svc.adapters.stripe_provider import StripeProvider
+from payment_svc.entrypoints import metrics
+from payment_svc.entrypoints.grpc_server import create_server, set_serving
+from payment_svc.service_layer.payments import PaymentsService
+from payment_svc.settings import ConfigError, Settings
+from payments import logs
+
+log = structlog.get_logger("payment_svc")
+
+
+def _split(address: str) -> tuple[str, int]:
+    host, _, port = address.rpartition(":")
+    return host.strip("[]") or "127.0.0.1", int(port)
+
+
+async def _watch_database(db: Database, healthy_every: float, unhealthy_every: float) -> None:
+    while True:
+        await db.ping()
+        await asyncio.sleep(healthy_every if db.healthy else unhealthy_every)
+
+
+async def serve(settings: Settings) -> None:
+    loop = asyncio.get_running_loop()
+    db = Database(settings.database_url, timeout=settings.db_timeout, max_size=settings.db_pool_max)
+    await db.open()
+    provider = StripeProvider(
+        api_key=settings.stripe_api_key,
+        base_url=settings.stripe_api_base,
+        timeout=settings.provider_timeout,
+    )
+    payments = PaymentsService(PaymentStore(db), provider)
+    health_servicer = health.aio.HealthServicer()
+    server, port = create_server(settings, payments, health_servicer)
+
+    pending: set[asyncio.Task[None]] = set()
+
+    def on_health(healthy: bool) -> None:
+        metrics.DATABASE_UP.set(1 if healthy else 0)
+        task = loop.create_task(set_serving(health_servicer, healthy))
+        pending.add(task)
+        task.add_done_callback(pending.discard)
+
+    db.on_health_change(on_health)
+    await set_serving(health_servicer, False)
+    if settings.metrics_listen and _split(settings.metrics_listen)[1]:
+        host, mport = _split(settings.metrics_listen)
+        start_http_server(mport, addr=host)
+    await server.start()
+    watcher = loop.create_task(_watch_database(db, 5.0, 0.5))
+    log.info("payment_svc_started", grpc_port=port, metrics=settings.metrics_listen)
+
+    stop = asyncio.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    await stop.wait()
+
+    log.info("payment_svc_draining", grace_seconds=settings.drain_seconds)
+    watcher.cancel()
+    await health_servicer.enter_graceful_shutdown()
+    await server.stop(settings.drain_seconds)
+    await payments.drain(settings.drain_seconds)
+    await provider.close()
+    await db.close()
+    log.info("payment_svc_stopped")
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="payment-svc", description=__doc__.split("\n")[0])
+    parser.add_argument("command", nargs="?", choices=["serve", "migrate"], default="serve")
+    parser.add_argument("--listen", help="gRPC address (overrides PAYMENT_SVC_LISTEN)")
+    args = parser.parse_args(argv)
+    try:
+        settings = Settings.from_env()
+    except ConfigError as exc:
+        print(f"payment-svc: configuration error: {exc}", file=sys.stderr)
+        raise SystemExit(2) from None
+    if args.listen:
+        settings = Settings(**{**settings.__dict__, "listen": args.listen})
+    logs.configure("payment-svc", settings.log_level)
+    if args.command == "migrate":
+        applied = uvloop.run(migrate.migrate(settings.database_url))
+        log.info("migrations_applied", versions=applied)
+        return
+    uvloop.run(serve(settings))
+
+
+if __name__ == "__main__":
+    main()

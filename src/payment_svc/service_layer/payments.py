@@ -1,0 +1,136 @@
+"""The use cases of PaymentService.
+
+Create: the payment is committed as PENDING first (a duplicate key stops
+here), then the provider is asked with no transaction open, then its answer
+is recorded. The attempt runs shielded from the caller: if the caller goes
+away mid-call, the provider's answer is still recorded, never lost.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from dataclasses import dataclass
+from typing import Protocol
+
+import structlog
+
+from payment_svc.adapters.store import NewPayment, PageCursor, PaymentStore
+from payment_svc.domain.commands import CreatePayment, ListPayments
+from payment_svc.domain.errors import FieldViolation, InvalidArgument
+from payment_svc.domain.model import (
+    Payment,
+    PaymentEvent,
+    ProviderCharge,
+    ProviderResult,
+    new_payment_uuid,
+    parse_payment_id,
+    request_fingerprint,
+)
+from payment_svc.domain.status import PaymentStatus, Source
+from payment_svc.service_layer import pagination
+
+log = structlog.get_logger("payment_svc.payments")
+
+
+class PaymentProvider(Protocol):
+    async def create_payment(self, charge: ProviderCharge) -> ProviderResult: ...
+
+
+@dataclass(frozen=True)
+class Page:
+    payments: list[Payment]
+    next_page_token: str
+
+
+def payment_uuid(text: str) -> uuid.UUID:
+    value = parse_payment_id(text)
+    if value is None:
+        raise InvalidArgument([FieldViolation("payment_id", "must be a payment id (pay_...)")])
+    return value
+
+
+class PaymentsService:
+    def __init__(self, store: PaymentStore, provider: PaymentProvider) -> None:
+        self._store = store
+        self._provider = provider
+        self._attempts: set[asyncio.Task[Payment]] = set()
+
+    async def create(self, client_id: str, cmd: CreatePayment) -> Payment:
+        cmd.validate()
+        payment = await self._store.insert_new(
+            NewPayment(
+                id=new_payment_uuid(),
+                client_id=client_id,
+                idempotency_key=cmd.idempotency_key,
+                fingerprint=request_fingerprint(
+                    cmd.amount, cmd.currency, cmd.payment_method, cmd.description, cmd.metadata
+                ),
+                amount=cmd.amount,
+                currency=cmd.currency,
+                payment_method=cmd.payment_method,
+                description=cmd.description,
+                metadata=cmd.metadata,
+            )
+        )
+        structlog.contextvars.bind_contextvars(payment_id=payment.public_id)
+        task = asyncio.ensure_future(self._attempt(payment))
+        self._attempts.add(task)
+        task.add_done_callback(self._attempts.discard)
+        return await asyncio.shield(task)
+
+    async def _attempt(self, payment: Payment) -> Payment:
+        result = await self._provider.create_payment(
+            ProviderCharge(
+                payment_id=payment.public_id,
+                amount=payment.amount,
+                currency=payment.currency,
+                payment_method=payment.payment_method,
+                description=payment.description,
+                idempotency_key=payment.public_id,
+            )
+        )
+        recorded = await self._store.record_result(payment, result, source=Source.API)
+        log.info(
+            "payment_attempted",
+            payment_id=payment.public_id,
+            status=recorded.status.value,
+            provider_payment_id=recorded.provider_payment_id,
+            failure_code=recorded.failure_code,
+        )
+        return recorded
+
+    async def drain(self, timeout: float) -> None:
+        """Waits for provider attempts still running (their callers may be gone)."""
+        if self._attempts:
+            await asyncio.wait(set(self._attempts), timeout=timeout)
+
+    async def get(self, client_id: str, payment_id: str) -> Payment:
+        return await self._store.get(client_id, payment_uuid(payment_id))
+
+    async def events(self, client_id: str, payment_id: str) -> list[PaymentEvent]:
+        return await self._store.events(client_id, payment_uuid(payment_id))
+
+    async def list(self, client_id: str, query: ListPayments) -> Page:
+        query.validate()
+        filters = pagination.filter_fingerprint(
+            sorted(s.value for s in query.statuses), query.created_after, query.created_before
+        )
+        after = pagination.decode(query.page_token, filters)
+        limit = query.effective_page_size
+        rows = await self._store.search(
+            client_id,
+            limit=limit + 1,
+            statuses=query.statuses,
+            created_after=query.created_after,
+            created_before=query.created_before,
+            after=after,
+        )
+        token = ""
+        if len(rows) > limit:
+            rows = rows[:limit]
+            token = pagination.encode(PageCursor(rows[-1].created_at, rows[-1].id), filters)
+        return Page(rows, token)
+
+
+__all__ = ["Page", "PaymentProvider", "PaymentStatus", "PaymentsService"]

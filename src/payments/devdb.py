@@ -1,0 +1,145 @@
+"""An embedded Postgres for local runs and tests, when DATABASE_URL is unset.
+
+The binaries come from the PyPI package `pgserver`; this module drives them
+directly (initdb, pg_ctl) rather than through pgserver's own server object,
+because tests need what that object does not offer: a TCP port, durable
+settings we choose, and stop / start / pause (SIGSTOP) of a running cluster.
+As root, Postgres refuses to run, so the cluster belongs to a system user
+(`pgserver`, created on first use, as pgserver itself does).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import time
+from pathlib import Path
+
+import psutil
+from pgserver._commands import POSTGRES_BIN_PATH
+from pgserver.utils import (
+    ensure_folder_permissions,
+    ensure_prefix_permissions,
+    ensure_user_exists,
+)
+
+SYSTEM_USER = "pgserver"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+class LocalPostgres:
+    def __init__(self, datadir: Path, port: int | None = None) -> None:
+        self.datadir = datadir.resolve()
+        self.port = port or free_port()
+        self._user = SYSTEM_USER if os.geteuid() == 0 else None
+
+    @property
+    def dsn(self) -> str:
+        return f"postgresql://postgres@127.0.0.1:{self.port}/postgres"
+
+    def _run(self, tool: str, *args: str, timeout: float = 60) -> None:
+        argv = [str(POSTGRES_BIN_PATH / tool), *args]
+        if self._user is not None:
+            # Not subprocess's user=: switching uid in a child forked from a
+            # multi-threaded parent (gRPC's threads) crashed now and then.
+            argv = ["runuser", "-u", self._user, "--", *argv]
+        result = subprocess.run(argv, capture_output=True, timeout=timeout)
+        if result.returncode != 0:
+            raise RuntimeError(
+                f"{tool} {args[-1]} failed ({result.returncode}): "
+                f"{result.stderr.decode(errors='replace').strip()}"
+            )
+
+    def _prepare(self) -> None:
+        self.datadir.mkdir(parents=True, exist_ok=True)
+        if self._user is None:
+            return
+        import pwd
+        import stat
+
+        ensure_user_exists(self._user)
+        ensure_prefix_permissions(self.datadir)
+        ensure_prefix_permissions(POSTGRES_BIN_PATH)
+        read, execute = stat.S_IRGRP | stat.S_IROTH, stat.S_IXGRP | stat.S_IXOTH
+        ensure_folder_permissions(POSTGRES_BIN_PATH, execute | read)
+        ensure_folder_permissions(POSTGRES_BIN_PATH.parent / "lib", read)
+        entry = pwd.getpwnam(self._user)
+        os.chown(self.datadir, entry.pw_uid, entry.pw_gid)
+        self.datadir.chmod(0o700)
+
+    def start(self) -> None:
+        self._prepare()
+        if not (self.datadir / "PG_VERSION").exists():
+            self._run(
+                "initdb", "-D", str(self.datadir), "-U", "postgres",
+                "--auth=trust", "--encoding=UTF8", "--no-instructions",
+            )  # fmt: skip
+        options = " ".join(
+            [
+                "-h 127.0.0.1",
+                f"-p {self.port}",
+                f"-k {self.datadir}",
+                # durable commits, as in production
+                "-c fsync=on",
+                "-c synchronous_commit=on",
+                "-c max_connections=200",
+                "-c shared_buffers=256MB",
+            ]
+        )
+        self._run(
+            "pg_ctl", "-D", str(self.datadir), "-o", options,
+            "-l", str(self.datadir / "server.log"), "-w", "-t", "60", "start",
+        )  # fmt: skip
+
+    def stop(self, mode: str = "fast") -> None:
+        self.resume()
+        if not (self.datadir / "postmaster.pid").exists():
+            return
+        self._run("pg_ctl", "-D", str(self.datadir), "-m", mode, "-w", "-t", "60", "stop")
+
+    def _processes(self) -> list[psutil.Process]:
+        pid_file = self.datadir / "postmaster.pid"
+        try:
+            pid = int(pid_file.read_text().split()[0])
+            main = psutil.Process(pid)
+            return [main, *main.children(recursive=True)]
+        except (OSError, ValueError, IndexError, psutil.Error):
+            return []
+
+    def pause(self) -> None:
+        """Freezes the server and its backends: connections hang, nothing fails."""
+        for p in self._processes():
+            with contextlib.suppress(psutil.Error):
+                p.send_signal(signal.SIGSTOP)
+
+    def resume(self) -> None:
+        for p in self._processes():
+            with contextlib.suppress(psutil.Error):
+                p.send_signal(signal.SIGCONT)
+
+    def wait_ready(self, timeout: float = 30) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            with (
+                contextlib.suppress(OSError),
+                socket.create_connection(("127.0.0.1", self.port), 1),
+            ):
+                return
+            time.sleep(0.1)
+        raise TimeoutError(f"postgres on port {self.port} not ready")
+
+    def destroy(self) -> None:
+        self.stop("immediate")
+        shutil.rmtree(self.datadir, ignore_errors=True)
+        if self.datadir.parent.name.startswith("payments-pg-"):
+            shutil.rmtree(self.datadir.parent, ignore_errors=True)

@@ -1,0 +1,231 @@
+"""Runs the platform's processes locally: `payments up`, the benchmark and the
+end-to-end tests all start them through this one module.
+
+    Stack.start()
+      database: DATABASE_URL, or an embedded Postgres (devdb.LocalPostgres)
+      migrations (payment-svc migrate)
+      provider-sim           HTTP  127.0.0.1:12111
+      payment-svc            gRPC  127.0.0.1:50051, metrics 127.0.0.1:9101
+
+Each child is a real process running its console entry point; its output is
+either copied line by line with a `name | ` prefix or written to a log file.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO
+
+from payments.devdb import LocalPostgres, free_port
+
+DEV_TOKENS = {
+    "merchant": "dev-merchant-token",
+    "merchant-2": "dev-merchant-2-token",
+    "gateway": "dev-gateway-token",
+    "reconciler": "dev-reconciler-token",
+}
+
+
+def wait_for_port(
+    host: str, port: int, timeout: float, proc: subprocess.Popen[bytes] | None = None
+) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc is not None and proc.poll() is not None:
+            raise RuntimeError(f"process exited with {proc.returncode} before listening on {port}")
+        with contextlib.suppress(OSError), socket.create_connection((host, port), 0.5):
+            return
+        time.sleep(0.05)
+    raise TimeoutError(f"nothing listens on {host}:{port} after {timeout}s")
+
+
+@dataclass
+class Process:
+    """One child process, its output prefixed or captured to a file."""
+
+    name: str
+    argv: list[str]
+    env: Mapping[str, str]
+    log_path: Path | None = None
+    prefix_output: bool = True
+    popen: subprocess.Popen[bytes] | None = None
+    _pump: threading.Thread | None = None
+    _log_file: IO[bytes] | None = None
+
+    def start(self) -> None:
+        out: int | IO[bytes]
+        if self.log_path is not None:
+            self._log_file = open(self.log_path, "ab")  # noqa: SIM115 - closed in stop()
+            out = self._log_file
+        elif self.prefix_output:
+            out = subprocess.PIPE
+        else:
+            out = subprocess.DEVNULL
+        self.popen = subprocess.Popen(
+            self.argv,
+            env={**os.environ, **self.env},
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,  # Ctrl-C reaches us only; we stop children in order
+        )
+        if out is subprocess.PIPE:
+            self._pump = threading.Thread(target=self._copy_output, daemon=True)
+            self._pump.start()
+
+    def _copy_output(self) -> None:
+        assert self.popen is not None
+        assert self.popen.stdout is not None
+        prefix = f"{self.name:>16} | ".encode()
+        for line in self.popen.stdout:
+            sys.stdout.buffer.write(prefix + line)
+            sys.stdout.buffer.flush()
+
+    @property
+    def running(self) -> bool:
+        return self.popen is not None and self.popen.poll() is None
+
+    def signal(self, sig: int) -> None:
+        if self.running:
+            assert self.popen is not None
+            self.popen.send_signal(sig)
+
+    def stop(self, timeout: float = 30) -> int | None:
+        if self.popen is None:
+            return None
+        if self.popen.poll() is None:
+            self.popen.send_signal(signal.SIGTERM)
+            try:
+                self.popen.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.popen.kill()
+                self.popen.wait()
+        if self._pump is not None:
+            self._pump.join(2)
+        if self._log_file is not None:
+            self._log_file.close()
+        return self.popen.returncode
+
+
+def _bin(name: str) -> str:
+    """The console script beside the running interpreter (same venv)."""
+    candidate = Path(sys.executable).parent / name
+    return str(candidate) if candidate.exists() else name
+
+
+@dataclass
+class StackConfig:
+    database_url: str | None = None
+    data_dir: Path = Path(".payments")
+    embedded_pg_port: int | None = None
+    sim_port: int = 12111
+    grpc_port: int = 50051
+    metrics_port: int = 9101
+    log_dir: Path | None = None  # None: prefixed lines on our stdout
+    extra_env: dict[str, str] = field(default_factory=dict)
+
+
+class Stack:
+    def __init__(self, config: StackConfig) -> None:
+        self.config = config
+        self.postgres: LocalPostgres | None = None
+        self.processes: dict[str, Process] = {}
+        self.database_url = config.database_url or ""
+
+    @property
+    def grpc_target(self) -> str:
+        return f"127.0.0.1:{self.config.grpc_port}"
+
+    @property
+    def sim_url(self) -> str:
+        return f"http://127.0.0.1:{self.config.sim_port}"
+
+    @property
+    def metrics_url(self) -> str:
+        return f"http://127.0.0.1:{self.config.metrics_port}/metrics"
+
+    def env(self) -> dict[str, str]:
+        return {
+            "DATABASE_URL": self.database_url,
+            "STRIPE_API_BASE": self.sim_url,
+            "PAYMENT_SVC_LISTEN": self.grpc_target,
+            "PAYMENT_SVC_METRICS_LISTEN": f"127.0.0.1:{self.config.metrics_port}",
+            "PROVIDER_SIM_PORT": str(self.config.sim_port),
+            **self.config.extra_env,
+        }
+
+    def _process(self, name: str, argv: list[str]) -> Process:
+        log_path = self.config.log_dir / f"{name}.log" if self.config.log_dir else None
+        proc = Process(name, argv, self.env(), log_path=log_path)
+        self.processes[name] = proc
+        return proc
+
+    def start_database(self) -> None:
+        if not self.database_url:
+            self.postgres = LocalPostgres(
+                self.config.data_dir / "pgdata", port=self.config.embedded_pg_port or free_port()
+            )
+            self.postgres.start()
+            self.database_url = self.postgres.dsn
+        migrate = subprocess.run(
+            [_bin("payment-svc"), "migrate"],
+            env={**os.environ, **self.env()},
+            capture_output=True,
+            timeout=120,
+        )
+        if migrate.returncode != 0:
+            raise RuntimeError(
+                f"migrations failed:\n{migrate.stdout.decode()}{migrate.stderr.decode()}"
+            )
+
+    def start_provider_sim(self) -> Process:
+        proc = self._process("provider-sim", [_bin("provider-sim")])
+        proc.start()
+        wait_for_port("127.0.0.1", self.config.sim_port, 30, proc.popen)
+        return proc
+
+    def start_payment_svc(self) -> Process:
+        proc = self._process("payment-svc", [_bin("payment-svc")])
+        proc.start()
+        wait_for_port("127.0.0.1", self.config.grpc_port, 30, proc.popen)
+        return proc
+
+    def start(self) -> None:
+        self.start_database()
+        self.start_provider_sim()
+        self.start_payment_svc()
+
+    def stop(self) -> None:
+        # Callers first, then what they call, then the database.
+        for name in reversed(list(self.processes)):
+            self.processes[name].stop()
+        if self.postgres is not None:
+            self.postgres.stop()
+
+
+async def wait_serving(target: str, timeout: float = 30.0) -> None:
+    """Waits until payment-svc's health says SERVING (database reachable)."""
+    import grpc
+    from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+    deadline = time.monotonic() + timeout
+    async with grpc.aio.insecure_channel(target) as channel:
+        stub = health_pb2_grpc.HealthStub(channel)
+        while time.monotonic() < deadline:
+            with contextlib.suppress(grpc.RpcError):
+                reply = await stub.Check(health_pb2.HealthCheckRequest(service=""), timeout=1)
+                if reply.status == health_pb2.HealthCheckResponse.SERVING:
+                    return
+            await asyncio.sleep(0.1)
+    raise TimeoutError(f"payment-svc at {target} not SERVING after {timeout}s")

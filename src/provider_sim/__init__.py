@@ -1,0 +1,21 @@
+"""provider-sim: a local payment provider speaking a subset of Stripe's API, with faults.
+
+main.py         console entry: settings, uvloop, one JSON start line
+app.py          init_app(settings): routes, JSON error middleware, shutdown
+stripe_api.py   /v1 views (auth, Idempotency-Key, Stripe error shape)
+control_api.py  /_sim views (faults, ledger, settle, unrecorded charges, reset)
+simulator.py    use cases: idempotent POSTs, injected faults, search
+forms.py        Stripe form/query parameters -> typed commands
+ledger.py       pure books: intents, indexes, charges, events (+ subscribe)
+intents.py      pure: statuses, transition table, test cards, intent JSON
+idempotency.py  stored responses per (API key, Idempotency-Key)
+faults.py       fault settings and their validation
+search.py       Stripe search query subset
+settings.py     SimSettings.from_env()
+"""
+
+from provider_sim.app import init_app
+from provider_sim.appkeys import SETTINGS, SIMULATOR
+from provider_sim.settings import SettingsError, SimSettings
+
+__all__ = ["SETTINGS", "SIMULATOR", "SettingsError", "SimSettings", "init_app"]

@@ -1,0 +1,84 @@
+"""Injected faults, as set through `POST /_sim/faults` (names are a public contract)."""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any, Final
+
+_MAX_MS: Final = 600_000
+
+
+class FaultsError(ValueError):
+    """A fault setting that cannot be applied; the request must be corrected."""
+
+    def __init__(self, reason: str, message: str) -> None:
+        super().__init__(message)
+        self.reason = reason
+        self.message = message
+
+
+@dataclass(frozen=True, slots=True)
+class Faults:
+    latency_ms: int = 0
+    error_rate: float = 0.0
+    timeout_after_charge_rate: float = 0.0
+    timeout_after_charge_hold_ms: int = 30_000
+    # Stored and validated now; the webhook deliverer reads them.
+    webhook_drop_rate: float = 0.0
+    webhook_duplicate_rate: float = 0.0
+    webhook_reorder: bool = False
+    webhook_delay_ms: int = 0
+
+    def to_json(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    def merged(self, update: object) -> Faults:
+        """A copy with `update` (a JSON object, possibly partial) applied, or FaultsError."""
+        if not isinstance(update, Mapping):
+            raise FaultsError("invalid_body", "the body must be a JSON object of fault settings")
+        changes: dict[str, Any] = {}
+        for name, value in update.items():
+            check = _CHECKS.get(name)
+            if check is None:
+                known = ", ".join(sorted(_CHECKS))
+                raise FaultsError("unknown_fault", f"unknown fault {name!r}; known: {known}")
+            changes[name] = check(name, value)
+        return dataclasses.replace(self, **changes)
+
+
+def _milliseconds(name: str, value: object) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= _MAX_MS:
+        raise FaultsError("invalid_value", f"{name} must be an integer from 0 to {_MAX_MS}")
+    return value
+
+
+def _rate(name: str, value: object) -> float:
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, int | float)
+        or not math.isfinite(value)
+        or not 0 <= value <= 1
+    ):
+        raise FaultsError("invalid_value", f"{name} must be a number from 0 to 1")
+    return float(value)
+
+
+def _flag(name: str, value: object) -> bool:
+    if not isinstance(value, bool):
+        raise FaultsError("invalid_value", f"{name} must be true or false")
+    return value
+
+
+_CHECKS: Final[dict[str, Callable[[str, object], object]]] = {
+    "latency_ms": _milliseconds,
+    "error_rate": _rate,
+    "timeout_after_charge_rate": _rate,
+    "timeout_after_charge_hold_ms": _milliseconds,
+    "webhook_drop_rate": _rate,
+    "webhook_duplicate_rate": _rate,
+    "webhook_reorder": _flag,
+    "webhook_delay_ms": _milliseconds,
+}

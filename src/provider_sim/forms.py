@@ -1,0 +1,192 @@
+"""Stripe's form-encoded and query-string parameters, turned into typed commands.
+
+The SDK encodes nested values with brackets (`metadata[payment_id]=...`,
+`payment_method_types[0]=card`) and booleans as `true`/`false`. Parameters the
+simulator does not model are tolerated and ignored (they still take part in the
+idempotency comparison, which uses the raw pairs). Invalid values raise a 400
+StripeApiError naming the `param`, as Stripe does.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Final
+from urllib.parse import parse_qsl
+
+from provider_sim import search
+from provider_sim.errors import StripeApiError
+from provider_sim.ledger import CreateIntent
+
+FormPairs = list[tuple[str, str]]
+
+MAX_AMOUNT: Final = 99_999_999
+MAX_METADATA_KEYS: Final = 50
+MAX_SEARCH_LIMIT: Final = 100
+CANCELLATION_REASONS: Final = frozenset(
+    {"duplicate", "fraudulent", "requested_by_customer", "abandoned"}
+)
+_CURRENCY: Final = re.compile(r"[A-Za-z]{3}")
+_PAGE: Final = re.compile(r"page_(\d{1,18})")
+
+
+@dataclass(frozen=True, slots=True)
+class SearchParams:
+    query: search.SearchQuery
+    limit: int
+    # Results continue with intents older than this ledger sequence number.
+    before_seq: int | None
+
+
+def parse_form(body: bytes) -> FormPairs:
+    try:
+        text = body.decode("utf-8")
+    except UnicodeDecodeError:
+        raise StripeApiError.invalid("The request body must be UTF-8 form data.") from None
+    try:
+        return parse_qsl(text, keep_blank_values=True, max_num_fields=1000)
+    except ValueError as exc:
+        raise StripeApiError.invalid(f"Invalid form body: {exc}.") from None
+
+
+def create_intent(pairs: Sequence[tuple[str, str]], idempotency_key: str | None) -> CreateIntent:
+    params: dict[str, str] = {}
+    metadata: dict[str, str] = {}
+    for name, value in pairs:
+        if name.startswith("metadata"):
+            _metadata_entry(name, value, metadata)
+        else:
+            params[name] = value
+    payment_method = params.get("payment_method") or None
+    confirm = _boolean(params, "confirm")
+    if confirm and payment_method is None:
+        raise StripeApiError.invalid(
+            "You cannot confirm this PaymentIntent because it's missing a payment method.",
+            param="payment_method",
+            code="parameter_missing",
+        )
+    description = params.get("description") or None
+    if description is not None and len(description) > 1000:
+        raise StripeApiError.invalid(
+            "description must be at most 1000 characters.", param="description"
+        )
+    return CreateIntent(
+        amount=_amount(params),
+        currency=_currency(params),
+        payment_method=payment_method,
+        confirm=confirm,
+        description=description,
+        metadata=metadata,
+        idempotency_key=idempotency_key,
+    )
+
+
+def cancellation_reason(pairs: Sequence[tuple[str, str]]) -> str | None:
+    reason = dict(pairs).get("cancellation_reason") or None
+    if reason is not None and reason not in CANCELLATION_REASONS:
+        raise StripeApiError.invalid(
+            "Invalid cancellation_reason: must be one of "
+            + ", ".join(sorted(CANCELLATION_REASONS)),
+            param="cancellation_reason",
+        )
+    return reason
+
+
+def search_params(query: Mapping[str, str]) -> SearchParams:
+    text = query.get("query")
+    if text is None:
+        raise StripeApiError.invalid(
+            "Missing required param: query.", param="query", code="parameter_missing"
+        )
+    try:
+        parsed = search.parse(text)
+    except search.SearchSyntaxError as exc:
+        raise StripeApiError.invalid(str(exc), param="query") from None
+    limit = 10
+    if query.get("limit"):
+        limit = _integer(query["limit"], "limit")
+        if not 1 <= limit <= MAX_SEARCH_LIMIT:
+            raise StripeApiError.invalid(
+                f"limit must be between 1 and {MAX_SEARCH_LIMIT}.", param="limit"
+            )
+    before_seq = None
+    if query.get("page"):
+        page = _PAGE.fullmatch(query["page"])
+        if page is None:
+            raise StripeApiError.invalid("Invalid page: use the next_page value.", param="page")
+        before_seq = int(page.group(1))
+    return SearchParams(parsed, limit, before_seq)
+
+
+def is_currency(raw: str) -> bool:
+    return _CURRENCY.fullmatch(raw) is not None
+
+
+def page_token(seq: int) -> str:
+    return f"page_{seq}"
+
+
+def _metadata_entry(name: str, value: str, metadata: dict[str, str]) -> None:
+    if name == "metadata":
+        if value:
+            raise StripeApiError.invalid("Invalid object", param="metadata")
+        return
+    if not (name.startswith("metadata[") and name.endswith("]")) or len(name) == 10:
+        raise StripeApiError.invalid(f"Invalid metadata parameter: {name}", param=name)
+    key = name[9:-1]
+    if len(key) > 40 or len(value) > 500:
+        raise StripeApiError.invalid(
+            "Metadata keys are limited to 40 characters and values to 500.", param=name
+        )
+    metadata[key] = value
+    if len(metadata) > MAX_METADATA_KEYS:
+        raise StripeApiError.invalid(
+            f"Metadata can have at most {MAX_METADATA_KEYS} keys.", param="metadata"
+        )
+
+
+def _amount(params: Mapping[str, str]) -> int:
+    raw = params.get("amount")
+    if not raw:
+        raise StripeApiError.invalid(
+            "Missing required param: amount.", param="amount", code="parameter_missing"
+        )
+    amount = _integer(raw, "amount")
+    if not 1 <= amount <= MAX_AMOUNT:
+        raise StripeApiError.invalid(
+            f"Amount must be from 1 to {MAX_AMOUNT} in the smallest currency unit.",
+            param="amount",
+            code="parameter_invalid_integer",
+        )
+    return amount
+
+
+def _currency(params: Mapping[str, str]) -> str:
+    raw = params.get("currency")
+    if not raw:
+        raise StripeApiError.invalid(
+            "Missing required param: currency.", param="currency", code="parameter_missing"
+        )
+    if not is_currency(raw):
+        raise StripeApiError.invalid(
+            f"Invalid currency: {raw}. Currencies are three-letter ISO codes.", param="currency"
+        )
+    return raw.lower()
+
+
+def _boolean(params: Mapping[str, str], name: str) -> bool:
+    raw = params.get(name)
+    if raw is None or raw == "false":
+        return False
+    if raw == "true":
+        return True
+    raise StripeApiError.invalid(f"Invalid boolean: {raw}", param=name)
+
+
+def _integer(raw: str, name: str) -> int:
+    if not re.fullmatch(r"-?\d{1,18}", raw):
+        raise StripeApiError.invalid(
+            f"Invalid integer: {raw}", param=name, code="parameter_invalid_integer"
+        )
+    return int(raw)

@@ -1,0 +1,245 @@
+"""Use cases of the simulated provider: the ledger behind Stripe's API, plus faults.
+
+    Stripe API (/v1)                       control API (/_sim)
+      create_intent ─┐                       set_faults, settle, unrecorded_charge,
+      cancel_intent ─┴─ idempotent POST      ledger_rows, reset
+      retrieve_intent, search_intents
+
+An idempotent POST claims its key first, then sleeps the injected latency, then
+maybe fails before charging (not stored, so a retry runs), then executes and
+stores the response, then maybe holds it (timeout after charge). A request that
+arrives while another with the same key is still in flight waits for it and
+replays its stored response, so a key is charged at most once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import random
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from provider_sim import forms
+from provider_sim.errors import ControlError, StripeApiError
+from provider_sim.faults import Faults, FaultsError
+from provider_sim.idempotency import (
+    Fingerprint,
+    IdempotencyStore,
+    InFlight,
+    Mismatch,
+    Replay,
+    Reservation,
+    StoredResponse,
+)
+from provider_sim.intents import IntentStatus, JsonObject, PaymentIntent
+from provider_sim.ledger import (
+    IntentNotFound,
+    InvalidTransition,
+    Ledger,
+    SettleOutcome,
+    UnknownPaymentMethod,
+)
+from provider_sim.settings import SimSettings
+
+SEARCH_URL = "/v1/payment_intents/search"
+
+
+@dataclass(frozen=True, slots=True)
+class Reply:
+    response: StoredResponse
+    replayed: bool = False
+
+
+def encode(body: JsonObject) -> bytes:
+    return json.dumps(body, separators=(",", ":")).encode()
+
+
+class Simulator:
+    def __init__(self, settings: SimSettings, *, rng: random.Random | None = None) -> None:
+        self.settings = settings
+        self.ledger = Ledger()
+        self.idempotency = IdempotencyStore(retention_s=settings.idempotency_retention_s)
+        self.faults = Faults()
+        self._rng = rng or random.Random()
+        self._closing = asyncio.Event()
+
+    def close(self) -> None:
+        """Let responses held by `timeout_after_charge` go, so shutdown is quick."""
+        self._closing.set()
+
+    # -- Stripe API -------------------------------------------------------------
+
+    async def create_intent(
+        self, api_key: str, idempotency_key: str | None, pairs: forms.FormPairs
+    ) -> Reply:
+        def execute() -> StoredResponse:
+            command = forms.create_intent(pairs, idempotency_key)
+            try:
+                intent = self.ledger.create(command)
+            except UnknownPaymentMethod as exc:
+                raise StripeApiError.missing(str(exc), param="payment_method", status=400) from None
+            if intent.status is IntentStatus.REQUIRES_PAYMENT_METHOD and intent.last_payment_error:
+                return StoredResponse(402, encode(StripeApiError.card_declined(intent).to_json()))
+            return StoredResponse(200, encode(intent.to_json()))
+
+        fingerprint = ("POST /v1/payment_intents", tuple(sorted(pairs)))
+        return await self._idempotent_post(api_key, idempotency_key, fingerprint, execute)
+
+    async def cancel_intent(
+        self, api_key: str, idempotency_key: str | None, intent_id: str, pairs: forms.FormPairs
+    ) -> Reply:
+        def execute() -> StoredResponse:
+            reason = forms.cancellation_reason(pairs)
+            try:
+                intent = self.ledger.cancel(intent_id, reason)
+            except IntentNotFound as exc:
+                raise StripeApiError.missing(str(exc), param="intent") from None
+            except InvalidTransition as exc:
+                raise StripeApiError.invalid(
+                    str(exc), code="payment_intent_unexpected_state"
+                ) from None
+            return StoredResponse(200, encode(intent.to_json()))
+
+        fingerprint = (f"POST /v1/payment_intents/{intent_id}/cancel", tuple(sorted(pairs)))
+        return await self._idempotent_post(api_key, idempotency_key, fingerprint, execute)
+
+    async def retrieve_intent(self, intent_id: str) -> JsonObject:
+        await self._before_read()
+        try:
+            return self.ledger.get(intent_id).to_json()
+        except IntentNotFound as exc:
+            raise StripeApiError.missing(str(exc), param="intent") from None
+
+    async def search_intents(self, params: forms.SearchParams) -> JsonObject:
+        await self._before_read()
+        found: list[PaymentIntent] = []
+        has_more = False
+        for intent in self.ledger.newest_first(payment_id=params.query.payment_id):
+            if params.before_seq is not None and intent.seq >= params.before_seq:
+                continue
+            if params.query.matches(intent):
+                if len(found) == params.limit:
+                    has_more = True
+                    break
+                found.append(intent)
+        return {
+            "object": "search_result",
+            "data": [intent.to_json() for intent in found],
+            "has_more": has_more,
+            "next_page": forms.page_token(found[-1].seq) if has_more else None,
+            "url": SEARCH_URL,
+        }
+
+    # -- control API ------------------------------------------------------------
+
+    def set_faults(self, update: object) -> Faults:
+        try:
+            self.faults = self.faults.merged(update)
+        except FaultsError as exc:
+            raise ControlError(400, exc.reason, exc.message) from None
+        return self.faults
+
+    def settle(self, intent_id: str, outcome: object) -> PaymentIntent:
+        if not isinstance(outcome, str) or outcome not in list(SettleOutcome):
+            raise ControlError(400, "invalid_outcome", "outcome must be 'succeeded' or 'failed'")
+        settle_outcome = SettleOutcome(outcome)
+        try:
+            return self.ledger.settle(intent_id, settle_outcome)
+        except IntentNotFound as exc:
+            raise ControlError(404, "not_found", str(exc)) from None
+        except InvalidTransition as exc:
+            raise ControlError(409, "not_processing", str(exc)) from None
+
+    def unrecorded_charge(self, amount: object, currency: object) -> PaymentIntent:
+        if isinstance(amount, bool) or not isinstance(amount, int) or amount < 1:
+            raise ControlError(400, "invalid_amount", "amount must be a positive integer")
+        if amount > forms.MAX_AMOUNT:
+            raise ControlError(400, "invalid_amount", f"amount must be at most {forms.MAX_AMOUNT}")
+        if not isinstance(currency, str) or not forms.is_currency(currency):
+            raise ControlError(400, "invalid_currency", "currency must be a 3-letter ISO code")
+        return self.ledger.record_unrecorded_charge(amount, currency.lower())
+
+    def ledger_rows(
+        self, *, idempotency_key: str | None, payment_id: str | None
+    ) -> list[JsonObject]:
+        intents = self.ledger.intents(idempotency_key=idempotency_key, payment_id=payment_id)
+        return [intent.to_ledger_json() for intent in intents]
+
+    def reset(self) -> None:
+        self.ledger.clear()
+        self.idempotency.clear()
+        self.faults = Faults()
+
+    # -- faults and idempotency -------------------------------------------------
+
+    async def _idempotent_post(
+        self,
+        api_key: str,
+        key: str | None,
+        fingerprint: Fingerprint,
+        execute: Callable[[], StoredResponse],
+    ) -> Reply:
+        if key is None:
+            await self._delay()
+            self._maybe_fail()
+            response = execute()
+            await self._maybe_hold()
+            return Reply(response)
+        waited = False
+        while True:
+            claim = self.idempotency.claim(api_key, key, fingerprint)
+            if not isinstance(claim, InFlight):
+                break
+            await claim.wait()
+            waited = True
+        if isinstance(claim, Reservation):
+            response = await self._execute_reserved(claim, execute, delay=not waited)
+            await self._maybe_hold()
+            return Reply(response)
+        if not waited:
+            await self._delay()
+        if isinstance(claim, Mismatch):
+            raise StripeApiError.idempotency_mismatch(claim.key)
+        assert isinstance(claim, Replay)
+        return Reply(claim.response, replayed=True)
+
+    async def _execute_reserved(
+        self, reservation: Reservation, execute: Callable[[], StoredResponse], *, delay: bool
+    ) -> StoredResponse:
+        stored = False
+        try:
+            if delay:
+                await self._delay()
+            self._maybe_fail()
+            response = execute()
+            self.idempotency.complete(reservation, response)
+            stored = True
+            return response
+        finally:
+            if not stored:
+                self.idempotency.release(reservation)
+
+    async def _before_read(self) -> None:
+        await self._delay()
+        self._maybe_fail()
+
+    async def _delay(self) -> None:
+        latency_ms = self.faults.latency_ms
+        if latency_ms:
+            await asyncio.sleep(latency_ms / 1000)
+
+    def _maybe_fail(self) -> None:
+        rate = self.faults.error_rate
+        if rate and self._rng.random() < rate:
+            raise StripeApiError.injected()
+
+    async def _maybe_hold(self) -> None:
+        faults = self.faults
+        rate = faults.timeout_after_charge_rate
+        if rate and self._rng.random() < rate:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(
+                    self._closing.wait(), faults.timeout_after_charge_hold_ms / 1000
+                )

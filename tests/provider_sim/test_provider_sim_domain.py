@@ -1,0 +1,272 @@
+"""provider-sim's pure parts, without a server: ledger, idempotency, faults, search, settings."""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+from typing import Any
+
+import pytest
+
+from provider_sim import forms, search
+from provider_sim.errors import StripeApiError
+from provider_sim.faults import Faults, FaultsError
+from provider_sim.idempotency import (
+    IdempotencyStore,
+    InFlight,
+    Mismatch,
+    Replay,
+    Reservation,
+    StoredResponse,
+)
+from provider_sim.intents import IntentStatus
+from provider_sim.ledger import (
+    CreateIntent,
+    IntentNotFound,
+    InvalidTransition,
+    Ledger,
+    SettleOutcome,
+    UnknownPaymentMethod,
+)
+from provider_sim.settings import SettingsError, SimSettings
+
+
+def make_ledger() -> Ledger:
+    counter = itertools.count(1)
+    return Ledger(clock=lambda: 1_700_000_000.0, new_id=lambda p: f"{p}_{next(counter)}")
+
+
+def command(payment_method: str | None = "pm_card_visa", **changes: Any) -> CreateIntent:
+    values: dict[str, Any] = {
+        "amount": 500,
+        "currency": "usd",
+        "payment_method": payment_method,
+        "confirm": True,
+        "description": None,
+        "metadata": {"payment_id": "pay_1"},
+        "idempotency_key": "k1",
+    }
+    return CreateIntent(**(values | changes))
+
+
+class TestLedger:
+    def test_outcomes_by_test_card(self) -> None:
+        ledger = make_ledger()
+        visa = ledger.create(command("pm_card_visa"))
+        declined = ledger.create(command("pm_card_chargeDeclined"))
+        processing = ledger.create(command("pm_card_processing"))
+        unconfirmed = ledger.create(command("pm_card_visa", confirm=False))
+        assert (visa.status, visa.charges, visa.amount_received) == (IntentStatus.SUCCEEDED, 1, 500)
+        assert (declined.status, declined.charges) == (IntentStatus.REQUIRES_PAYMENT_METHOD, 0)
+        assert declined.last_payment_error is not None
+        assert (processing.status, processing.charges) == (IntentStatus.PROCESSING, 1)
+        assert (unconfirmed.status, unconfirmed.charges) == (IntentStatus.REQUIRES_CONFIRMATION, 0)
+        assert [e["type"] for e in ledger.events] == [
+            "payment_intent.succeeded",
+            "payment_intent.payment_failed",
+            "payment_intent.processing",
+        ]
+        assert ledger.events[0]["request"] == {"id": None, "idempotency_key": "k1"}
+
+    def test_unknown_payment_method_creates_nothing(self) -> None:
+        ledger = make_ledger()
+        with pytest.raises(UnknownPaymentMethod):
+            ledger.create(command("pm_nope"))
+        assert ledger.intents() == []
+
+    def test_settle_only_from_processing(self) -> None:
+        ledger = make_ledger()
+        intent = ledger.create(command("pm_card_processing"))
+        ledger.settle(intent.id, SettleOutcome.FAILED)
+        assert intent.status is IntentStatus.REQUIRES_PAYMENT_METHOD
+        assert intent.charges == 0
+        with pytest.raises(InvalidTransition):
+            ledger.settle(intent.id, SettleOutcome.SUCCEEDED)
+        with pytest.raises(IntentNotFound):
+            ledger.settle("pi_missing", SettleOutcome.SUCCEEDED)
+
+    def test_cancel_respects_the_transition_table(self) -> None:
+        ledger = make_ledger()
+        done = ledger.create(command())
+        with pytest.raises(InvalidTransition):
+            ledger.cancel(done.id, None)
+        assert done.canceled_at is None
+        open_intent = ledger.create(command(confirm=False))
+        ledger.cancel(open_intent.id, "duplicate")
+        assert open_intent.status is IntentStatus.CANCELED
+
+    def test_indexes_and_subscribers(self) -> None:
+        ledger = make_ledger()
+        seen: list[str] = []
+        unsubscribe = ledger.subscribe(lambda event: seen.append(event["type"]))
+        first = ledger.create(command(metadata={"payment_id": "a"}, idempotency_key="ka"))
+        second = ledger.create(command(metadata={"payment_id": "a"}, idempotency_key="kb"))
+        ledger.create(command(metadata={}, idempotency_key=None))
+        assert ledger.intents(payment_id="a") == [first, second]
+        assert ledger.intents(idempotency_key="kb") == [second]
+        assert ledger.intents(idempotency_key="kb", payment_id="b") == []
+        assert list(ledger.newest_first(payment_id="a")) == [second, first]
+        unsubscribe()
+        ledger.record_unrecorded_charge(100, "eur")
+        assert seen == ["payment_intent.succeeded"] * 3
+        ledger.clear()
+        assert ledger.intents() == [] and ledger.events == []
+
+    def test_event_snapshot_does_not_change_later(self) -> None:
+        ledger = make_ledger()
+        intent = ledger.create(command("pm_card_processing"))
+        ledger.settle(intent.id, SettleOutcome.SUCCEEDED)
+        assert [e["data"]["object"]["status"] for e in ledger.events] == [
+            "processing",
+            "succeeded",
+        ]
+
+
+class TestIdempotencyStore:
+    FINGERPRINT = ("POST /v1/payment_intents", (("amount", "1"),))
+
+    def test_claim_replay_mismatch(self) -> None:
+        store = IdempotencyStore(retention_s=10)
+        reservation = store.claim("sk", "k", self.FINGERPRINT)
+        assert isinstance(reservation, Reservation)
+        assert isinstance(store.claim("sk", "k", self.FINGERPRINT), InFlight)
+        assert isinstance(store.claim("sk_other", "k", self.FINGERPRINT), Reservation)
+        store.complete(reservation, StoredResponse(200, b"{}"))
+        assert store.claim("sk", "k", self.FINGERPRINT) == Replay(StoredResponse(200, b"{}"))
+        assert isinstance(store.claim("sk", "k", ("POST /v1/payment_intents", ())), Mismatch)
+
+    def test_release_lets_the_next_request_run(self) -> None:
+        store = IdempotencyStore(retention_s=10)
+        reservation = store.claim("sk", "k", self.FINGERPRINT)
+        assert isinstance(reservation, Reservation)
+        store.release(reservation)
+        assert isinstance(store.claim("sk", "k", self.FINGERPRINT), Reservation)
+
+    def test_keys_expire_after_retention(self) -> None:
+        now = [0.0]
+        store = IdempotencyStore(retention_s=10, clock=lambda: now[0])
+        for key in ("a", "b"):
+            claim = store.claim("sk", key, self.FINGERPRINT)
+            assert isinstance(claim, Reservation)
+            store.complete(claim, StoredResponse(200, key.encode()))
+        now[0] = 9.0
+        assert isinstance(store.claim("sk", "a", self.FINGERPRINT), Replay)
+        now[0] = 10.5
+        assert isinstance(store.claim("sk", "a", self.FINGERPRINT), Reservation)
+        assert len(store) == 1
+
+    async def test_waiter_wakes_when_the_first_request_completes(self) -> None:
+        store = IdempotencyStore(retention_s=10)
+        reservation = store.claim("sk", "k", self.FINGERPRINT)
+        waiting = store.claim("sk", "k", self.FINGERPRINT)
+        assert isinstance(reservation, Reservation) and isinstance(waiting, InFlight)
+        waiter = asyncio.create_task(waiting.wait())
+        await asyncio.sleep(0)
+        assert not waiter.done()
+        store.complete(reservation, StoredResponse(402, b"{}"))
+        await asyncio.wait_for(waiter, 1)
+
+
+class TestFaults:
+    def test_partial_updates_merge(self) -> None:
+        faults = Faults().merged({"latency_ms": 5}).merged({"error_rate": 0.5})
+        assert (faults.latency_ms, faults.error_rate) == (5, 0.5)
+        assert faults.timeout_after_charge_hold_ms == 30_000
+
+    @pytest.mark.parametrize(
+        "update",
+        [
+            {"nope": 1},
+            {"error_rate": -0.1},
+            {"error_rate": float("nan")},
+            {"error_rate": True},
+            {"latency_ms": 1.5},
+            {"webhook_reorder": "yes"},
+            "latency_ms",
+        ],
+    )
+    def test_bad_updates_are_refused(self, update: object) -> None:
+        with pytest.raises(FaultsError):
+            Faults().merged(update)
+
+
+class TestSearch:
+    def test_parses_stripe_syntax(self) -> None:
+        query = search.parse(
+            "metadata['payment_id']:'p\\'1' AND status:'succeeded' AND amount>=100"
+        )
+        assert query.payment_id == "p'1"
+        assert [c.field for c in query.clauses] == ["metadata", "status", "amount"]
+        assert search.parse('metadata["payment_id"]:"x" OR currency:"EUR"').payment_id is None
+        assert search.parse("-status:'canceled'").clauses[0].negated
+
+    @pytest.mark.parametrize(
+        "text",
+        [
+            "status:'a' AND currency:'usd' OR amount:1",
+            "status:'a' and currency:'usd'",
+            "amount:'ten'",
+            "status>'a'",
+            "metadata[payment_id]:'x'",
+            " ",
+        ],
+    )
+    def test_rejects_malformed_queries(self, text: str) -> None:
+        with pytest.raises(search.SearchSyntaxError):
+            search.parse(text)
+
+
+class TestForms:
+    def test_create_intent_reads_brackets_and_booleans(self) -> None:
+        pairs = forms.parse_form(
+            b"amount=100&currency=EUR&confirm=true&payment_method=pm_card_visa"
+            b"&metadata[payment_id]=p1&payment_method_types[0]=card&automatic_payment_methods[enabled]=false"
+        )
+        cmd = forms.create_intent(pairs, "k")
+        assert (cmd.amount, cmd.currency, cmd.confirm) == (100, "eur", True)
+        assert cmd.metadata == {"payment_id": "p1"}
+
+    def test_confirm_needs_a_payment_method(self) -> None:
+        with pytest.raises(StripeApiError) as caught:
+            forms.create_intent([("amount", "1"), ("currency", "usd"), ("confirm", "true")], None)
+        assert caught.value.param == "payment_method"
+
+    def test_search_page_tokens(self) -> None:
+        params = forms.search_params({"query": "status:'succeeded'", "page": forms.page_token(7)})
+        assert params.before_seq == 7
+        with pytest.raises(StripeApiError):
+            forms.search_params({"query": "status:'succeeded'", "page": "garbage"})
+        with pytest.raises(StripeApiError):
+            forms.search_params({"query": "status:'succeeded'", "limit": "101"})
+
+
+class TestSettings:
+    def test_defaults(self) -> None:
+        settings = SimSettings.from_env({})
+        assert (settings.host, settings.port, settings.api_key) == ("127.0.0.1", 12111, None)
+        assert settings.idempotency_retention_s == 86400
+
+    def test_reads_environment(self) -> None:
+        settings = SimSettings.from_env(
+            {
+                "PROVIDER_SIM_HOST": "0.0.0.0",
+                "PROVIDER_SIM_PORT": "9000",
+                "PROVIDER_SIM_API_KEY": "sk_test_abc",
+                "PROVIDER_SIM_IDEMPOTENCY_RETENTION_S": "60",
+            }
+        )
+        assert (settings.host, settings.port, settings.api_key) == ("0.0.0.0", 9000, "sk_test_abc")
+        assert settings.idempotency_retention_s == 60
+
+    @pytest.mark.parametrize(
+        "env",
+        [
+            {"PROVIDER_SIM_PORT": "http"},
+            {"PROVIDER_SIM_PORT": "70000"},
+            {"PROVIDER_SIM_API_KEY": "pk_test_abc"},
+            {"PROVIDER_SIM_IDEMPOTENCY_RETENTION_S": "0"},
+        ],
+    )
+    def test_bad_values_fail_clearly(self, env: dict[str, str]) -> None:
+        with pytest.raises(SettingsError, match="PROVIDER_SIM_"):
+            SimSettings.from_env(env)

@@ -1,0 +1,98 @@
+"""What tests share: auth metadata, rich-error parsing, the simulator's control API."""
+
+from __future__ import annotations
+
+import tempfile
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import grpc
+from google.rpc import error_details_pb2
+from grpc_status import rpc_status
+
+from payments.devdb import LocalPostgres
+from payments.stack import DEV_TOKENS
+from payments.v1 import payment_service_pb2 as svc
+from payments.v1 import payment_service_pb2_grpc as svc_grpc
+
+
+def auth(who: str = "merchant") -> tuple[tuple[str, str], ...]:
+    return (("authorization", f"Bearer {DEV_TOKENS[who]}"),)
+
+
+def new_key() -> str:
+    return f"test-{uuid.uuid4()}"
+
+
+def create_request(**overrides: Any) -> svc.CreatePaymentRequest:
+    fields: dict[str, Any] = {
+        "idempotency_key": new_key(),
+        "amount": 1999,
+        "currency": "USD",
+        "payment_method": "pm_card_visa",
+        "description": "test order",
+    }
+    fields.update(overrides)
+    return svc.CreatePaymentRequest(**fields)
+
+
+def stub(channel: grpc.aio.Channel) -> svc_grpc.PaymentServiceStub:
+    return svc_grpc.PaymentServiceStub(channel)
+
+
+@dataclass
+class RichError:
+    code: grpc.StatusCode
+    message: str
+    reason: str
+    metadata: dict[str, str]
+    violations: dict[str, str]
+
+
+def rich_error(err: grpc.aio.AioRpcError) -> RichError:
+    reason, metadata, violations = "", {}, {}
+    status = rpc_status.from_call(err)  # type: ignore[arg-type]
+    if status is not None:
+        for detail in status.details:
+            if detail.Is(error_details_pb2.ErrorInfo.DESCRIPTOR):
+                info = error_details_pb2.ErrorInfo()
+                detail.Unpack(info)
+                reason, metadata = info.reason, dict(info.metadata)
+            elif detail.Is(error_details_pb2.BadRequest.DESCRIPTOR):
+                bad = error_details_pb2.BadRequest()
+                detail.Unpack(bad)
+                violations = {v.field: v.description for v in bad.field_violations}
+    return RichError(err.code(), err.details() or "", reason, metadata, violations)
+
+
+class SimControl:
+    """The provider simulator's /_sim/ control API."""
+
+    def __init__(self, http: aiohttp.ClientSession) -> None:
+        self.http = http
+
+    async def faults(self, **values: Any) -> dict[str, Any]:
+        async with self.http.post("/_sim/faults", json=values) as r:
+            assert r.status == 200, await r.text()
+            body: dict[str, Any] = await r.json()
+            return body
+
+    async def clear_faults(self) -> None:
+        await self.faults(latency_ms=0, error_rate=0, timeout_after_charge_rate=0)
+
+    async def ledger(self, **query: str) -> list[dict[str, Any]]:
+        async with self.http.get("/_sim/ledger", params=query) as r:
+            assert r.status == 200, await r.text()
+            body = await r.json()
+            intents: list[dict[str, Any]] = body["payment_intents"]
+            return intents
+
+
+def embedded_postgres() -> LocalPostgres:
+    """A new embedded cluster in its own directory. Not under pytest's
+    tmp_path: that tree is 0700 and rotated by other pytest runs, and the
+    cluster runs as another user when we are root."""
+    return LocalPostgres(Path(tempfile.mkdtemp(prefix="payments-pg-")) / "data")
