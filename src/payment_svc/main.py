@@ -24,11 +24,14 @@ from prometheus_client import start_http_server
 
 from payment_svc.adapters import migrate
 from payment_svc.adapters.db import Database
+from payment_svc.adapters.event_store import EventStore
 from payment_svc.adapters.store import PaymentStore
 from payment_svc.adapters.stripe_provider import StripeProvider
+from payment_svc.domain.errors import StoreUnavailable
 from payment_svc.entrypoints import metrics
 from payment_svc.entrypoints.grpc_server import create_server, set_serving
 from payment_svc.service_layer.payments import PaymentsService
+from payment_svc.service_layer.provider_sync import ProviderSyncService
 from payment_svc.settings import ConfigError, Settings
 from payments import logs
 
@@ -41,9 +44,27 @@ def _split(address: str) -> tuple[str, int]:
 
 
 async def _watch_database(db: Database, healthy_every: float, unhealthy_every: float) -> None:
+    """The probe behind health: often while the database is down (to come
+    back quickly), less often while it is up. A failed call also flips
+    health at once (Database marks connection errors)."""
     while True:
         await db.ping()
         await asyncio.sleep(healthy_every if db.healthy else unhealthy_every)
+
+
+async def _inbox_upkeep(sync_service: ProviderSyncService, every: float) -> None:
+    """Matches inbox events that arrived before their payment could be found,
+    and reports the ones past their deadline."""
+    while True:
+        try:
+            await sync_service.rematch()
+            await sync_service.report_overdue()
+            metrics.UNMATCHED_EVENTS.set(await sync_service.count_unmatched())
+        except StoreUnavailable:
+            pass  # the health watcher says so; try again next round
+        except Exception:
+            log.exception("inbox_upkeep_failed")
+        await asyncio.sleep(every)
 
 
 async def serve(settings: Settings) -> None:
@@ -56,8 +77,11 @@ async def serve(settings: Settings) -> None:
         timeout=settings.provider_timeout,
     )
     payments = PaymentsService(PaymentStore(db), provider)
+    sync_service = ProviderSyncService(
+        EventStore(db), unmatched_deadline_seconds=settings.unmatched_event_deadline
+    )
     health_servicer = health.aio.HealthServicer()
-    server, port = create_server(settings, payments, health_servicer)
+    server, port = create_server(settings, payments, sync_service, health_servicer)
 
     pending: set[asyncio.Task[None]] = set()
 
@@ -73,7 +97,8 @@ async def serve(settings: Settings) -> None:
         host, mport = _split(settings.metrics_listen)
         start_http_server(mport, addr=host)
     await server.start()
-    watcher = loop.create_task(_watch_database(db, 5.0, 0.5))
+    watcher = loop.create_task(_watch_database(db, 1.0, 0.25))
+    inbox = loop.create_task(_inbox_upkeep(sync_service, settings.inbox_upkeep_seconds))
     log.info("payment_svc_started", grpc_port=port, metrics=settings.metrics_listen)
 
     stop = asyncio.Event()
@@ -83,6 +108,7 @@ async def serve(settings: Settings) -> None:
 
     log.info("payment_svc_draining", grace_seconds=settings.drain_seconds)
     watcher.cancel()
+    inbox.cancel()
     await health_servicer.enter_graceful_shutdown()
     await server.stop(settings.drain_seconds)
     await payments.drain(settings.drain_seconds)

@@ -16,6 +16,8 @@
 | DB_POOL_MAX | 20 | connections |
 | PAYMENT_SVC_MAX_CALL_SECONDS | 30 | server-side cap for calls without a deadline |
 | PAYMENT_SVC_DRAIN_SECONDS | 20 | grace for in-flight calls on SIGTERM |
+| PAYMENT_SVC_UNMATCHED_EVENT_DEADLINE_SECONDS | 3600 | unmatched events are reported after |
+| PAYMENT_SVC_INBOX_UPKEEP_SECONDS | 1 | how often unmatched provider events are matched again |
 | LOG_LEVEL | INFO | |
 """
 
@@ -96,6 +98,8 @@ class Settings:
     db_pool_max: int = 20
     max_call_seconds: float = 30.0
     drain_seconds: float = 20.0
+    unmatched_event_deadline: float = 3600.0
+    inbox_upkeep_seconds: float = 1.0
     log_level: str = "INFO"
 
     @classmethod
@@ -135,5 +139,11 @@ class Settings:
             db_pool_max=_int(env, "DB_POOL_MAX", cls.db_pool_max),
             max_call_seconds=_float(env, "PAYMENT_SVC_MAX_CALL_SECONDS", cls.max_call_seconds),
             drain_seconds=_float(env, "PAYMENT_SVC_DRAIN_SECONDS", cls.drain_seconds),
+            unmatched_event_deadline=_float(
+                env, "PAYMENT_SVC_UNMATCHED_EVENT_DEADLINE_SECONDS", cls.unmatched_event_deadline
+            ),
+            inbox_upkeep_seconds=_float(
+                env, "PAYMENT_SVC_INBOX_UPKEEP_SECONDS", cls.inbox_upkeep_seconds
+            ),
             log_level=env.get("LOG_LEVEL", "INFO"),
         )

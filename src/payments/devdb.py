@@ -20,14 +20,19 @@ import time
 from pathlib import Path
 
 import psutil
-from pgserver._commands import POSTGRES_BIN_PATH
-from pgserver.utils import (
-    ensure_folder_permissions,
-    ensure_prefix_permissions,
-    ensure_user_exists,
-)
 
 SYSTEM_USER = "pgserver"
+
+
+def _bin_path() -> Path:
+    # Imported late: importing pgserver warns about XDG_RUNTIME_DIR, and
+    # most users of this module (DATABASE_URL set) never need it.
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        from pgserver._commands import POSTGRES_BIN_PATH
+    return Path(POSTGRES_BIN_PATH)
 
 
 def free_port() -> int:
@@ -48,7 +53,7 @@ class LocalPostgres:
         return f"postgresql://postgres@127.0.0.1:{self.port}/postgres"
 
     def _run(self, tool: str, *args: str, timeout: float = 60) -> None:
-        argv = [str(POSTGRES_BIN_PATH / tool), *args]
+        argv = [str(_bin_path() / tool), *args]
         if self._user is not None:
             # Not subprocess's user=: switching uid in a child forked from a
             # multi-threaded parent (gRPC's threads) crashed now and then.
@@ -67,12 +72,19 @@ class LocalPostgres:
         import pwd
         import stat
 
+        from pgserver.utils import (
+            ensure_folder_permissions,
+            ensure_prefix_permissions,
+            ensure_user_exists,
+        )
+
+        bin_path = _bin_path()
         ensure_user_exists(self._user)
         ensure_prefix_permissions(self.datadir)
-        ensure_prefix_permissions(POSTGRES_BIN_PATH)
+        ensure_prefix_permissions(bin_path)
         read, execute = stat.S_IRGRP | stat.S_IROTH, stat.S_IXGRP | stat.S_IXOTH
-        ensure_folder_permissions(POSTGRES_BIN_PATH, execute | read)
-        ensure_folder_permissions(POSTGRES_BIN_PATH.parent / "lib", read)
+        ensure_folder_permissions(bin_path, execute | read)
+        ensure_folder_permissions(bin_path.parent / "lib", read)
         entry = pwd.getpwnam(self._user)
         os.chown(self.datadir, entry.pw_uid, entry.pw_gid)
         self.datadir.chmod(0o700)

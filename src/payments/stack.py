@@ -37,13 +37,27 @@ DEV_TOKENS = {
 }
 
 
+def port_is_free(port: int) -> bool:
+    with socket.socket() as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            s.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
+
+
 def wait_for_port(
-    host: str, port: int, timeout: float, proc: subprocess.Popen[bytes] | None = None
+    host: str,
+    port: int,
+    timeout: float,
+    proc: subprocess.Popen[bytes] | None = None,
+    name: str = "process",
 ) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if proc is not None and proc.poll() is not None:
-            raise RuntimeError(f"process exited with {proc.returncode} before listening on {port}")
+            raise RuntimeError(f"{name} exited with {proc.returncode} before listening on {port}")
         with contextlib.suppress(OSError), socket.create_connection((host, port), 0.5):
             return
         time.sleep(0.05)
@@ -165,6 +179,15 @@ class Stack:
             **self.config.extra_env,
         }
 
+    def _start(self, name: str, argv: list[str], port: int) -> Process:
+        # Something else on the port would be taken for our child.
+        if not port_is_free(port):
+            raise RuntimeError(f"cannot start {name}: port {port} is already in use")
+        proc = self._process(name, argv)
+        proc.start()
+        wait_for_port("127.0.0.1", port, 30, proc.popen, name)
+        return proc
+
     def _process(self, name: str, argv: list[str]) -> Process:
         log_path = self.config.log_dir / f"{name}.log" if self.config.log_dir else None
         proc = Process(name, argv, self.env(), log_path=log_path)
@@ -190,16 +213,10 @@ class Stack:
             )
 
     def start_provider_sim(self) -> Process:
-        proc = self._process("provider-sim", [_bin("provider-sim")])
-        proc.start()
-        wait_for_port("127.0.0.1", self.config.sim_port, 30, proc.popen)
-        return proc
+        return self._start("provider-sim", [_bin("provider-sim")], self.config.sim_port)
 
     def start_payment_svc(self) -> Process:
-        proc = self._process("payment-svc", [_bin("payment-svc")])
-        proc.start()
-        wait_for_port("127.0.0.1", self.config.grpc_port, 30, proc.popen)
-        return proc
+        return self._start("payment-svc", [_bin("payment-svc")], self.config.grpc_port)
 
     def start(self) -> None:
         self.start_database()

@@ -41,6 +41,8 @@ UNAVAILABLE_ERRORS: tuple[type[BaseException], ...] = (
 )
 _TIMEOUT_OR_UNAVAILABLE: tuple[type[BaseException], ...] = (TimeoutError, *UNAVAILABLE_ERRORS)
 
+_PROBE_FAILURES: tuple[type[BaseException], ...] = (*_TIMEOUT_OR_UNAVAILABLE, asyncpg.PostgresError)
+
 # What store functions receive: a pooled connection.
 Conn: TypeAlias = "asyncpg.pool.PoolConnectionProxy[asyncpg.Record]"
 
@@ -56,6 +58,7 @@ class Database:
         self._min_size = min_size
         self._max_size = max_size
         self._pool: asyncpg.Pool | None = None
+        self._probe: asyncpg.Connection | None = None
         self.healthy = False
         self._listeners: list[Callable[[bool], None]] = []
 
@@ -82,6 +85,8 @@ class Database:
         )
 
     async def close(self) -> None:
+        if self._probe is not None:
+            self._probe.terminate()
         if self._pool is not None:
             try:
                 await asyncio.wait_for(self._pool.close(), timeout=self.timeout)
@@ -97,7 +102,11 @@ class Database:
         deadline = loop.time() + self.timeout
         try:
             conn = await self._pool.acquire(timeout=self.timeout)
-        except _TIMEOUT_OR_UNAVAILABLE as exc:
+        except TimeoutError as exc:
+            # Every connection busy (load) or connecting hangs (outage): the
+            # probe tells which; the caller may retry either way.
+            raise StoreUnavailable("no database connection within the timeout") from exc
+        except UNAVAILABLE_ERRORS as exc:
             self._set_healthy(False)
             raise StoreUnavailable(f"database unavailable: {type(exc).__name__}") from exc
         try:
@@ -114,14 +123,12 @@ class Database:
                 conn.terminate()
                 task.cancel()
                 await asyncio.gather(task, return_exceptions=True)
-                self._set_healthy(False)
                 raise StoreUnavailable("database call timed out")
             try:
                 result = task.result()
             except UNAVAILABLE_ERRORS as exc:
                 self._set_healthy(False)
                 raise StoreUnavailable(f"database unavailable: {type(exc).__name__}") from exc
-            self._set_healthy(True)
             return result
         finally:
             # The pool resets the connection on release, and terminates it
@@ -132,8 +139,19 @@ class Database:
                 await self._pool.release(conn, timeout=self.timeout)
 
     async def ping(self) -> bool:
+        """Health is decided here, on a connection of its own: a pool busy
+        under load is not an outage, and must not take the service out of
+        rotation. A hung probe is bounded like any call."""
         try:
-            await self.run(lambda c: c.fetchval("SELECT 1"))
-        except StoreUnavailable:
+            async with asyncio.timeout(self.timeout):
+                if self._probe is None or self._probe.is_closed():
+                    self._probe = await asyncpg.connect(self._dsn, timeout=self.timeout)
+                await self._probe.fetchval("SELECT 1")
+        except _PROBE_FAILURES:
+            if self._probe is not None:
+                self._probe.terminate()
+                self._probe = None
+            self._set_healthy(False)
             return False
+        self._set_healthy(True)
         return True

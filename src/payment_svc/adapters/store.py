@@ -21,7 +21,7 @@ from payment_svc.domain.errors import DuplicatePayment, NotFound
 from payment_svc.domain.model import Payment, PaymentEvent, ProviderResult, format_payment_id
 from payment_svc.domain.status import PaymentStatus, Source
 
-_PAYMENT_COLUMNS = """id, client_id, idempotency_key, amount, currency, status, payment_method,
+PAYMENT_COLUMNS = """id, client_id, idempotency_key, amount, currency, status, payment_method,
     description, metadata, provider_payment_id, failure_code, failure_message,
     amount_reversed, version, created_at, updated_at"""
 
@@ -34,12 +34,12 @@ WITH p AS (
                           status, payment_method, description, metadata)
     VALUES ($1, $2, $3, $4, $5, $6, 'PENDING', $7, $8, $9)
     ON CONFLICT (client_id, idempotency_key) DO NOTHING
-    RETURNING {_PAYMENT_COLUMNS}
+    RETURNING {PAYMENT_COLUMNS}
 ), e AS (
     INSERT INTO payment_events (payment_id, from_status, to_status, source, applied, recorded_at)
     SELECT id, NULL, 'PENDING', 'api', true, created_at FROM p
 )
-SELECT {_PAYMENT_COLUMNS} FROM p
+SELECT {PAYMENT_COLUMNS} FROM p
 """
 
 _EXISTING = """SELECT id, status, request_fingerprint FROM payments
@@ -57,13 +57,13 @@ WITH u AS (
         version = version + 1,
         updated_at = now()
     WHERE id = $1 AND version = $2
-    RETURNING {_PAYMENT_COLUMNS}
+    RETURNING {PAYMENT_COLUMNS}
 ), e AS (
     INSERT INTO payment_events (payment_id, from_status, to_status, source, applied,
                                 failure_code, note)
     SELECT id, $7, $3, $8, true, $5, $9 FROM u
 )
-SELECT {_PAYMENT_COLUMNS} FROM u
+SELECT {PAYMENT_COLUMNS} FROM u
 """
 
 _RECORD_ONLY = """INSERT INTO payment_events (payment_id, from_status, to_status, source, applied,
@@ -89,7 +89,7 @@ class PageCursor:
     id: uuid.UUID
 
 
-def _payment(row: asyncpg.Record) -> Payment:
+def payment_from_row(row: asyncpg.Record) -> Payment:
     return Payment(
         id=row["id"],
         client_id=row["client_id"],
@@ -148,7 +148,7 @@ class PaymentStore:
                 dict(new.metadata),
             )
             if row is not None:
-                return _payment(row)
+                return payment_from_row(row)
             existing = await conn.fetchrow(_EXISTING, new.client_id, new.idempotency_key)
             assert existing is not None, "a conflicting row is committed before DO NOTHING returns"
             return existing
@@ -175,10 +175,10 @@ class PaymentStore:
             # Somebody moved it since we read it: decide again under a lock.
             async with conn.transaction():
                 current = await conn.fetchrow(
-                    f"SELECT {_PAYMENT_COLUMNS} FROM payments WHERE id = $1 FOR UPDATE", payment.id
+                    f"SELECT {PAYMENT_COLUMNS} FROM payments WHERE id = $1 FOR UPDATE", payment.id
                 )
                 assert current is not None
-                fresh = _payment(current)
+                fresh = payment_from_row(current)
                 moved = await self._try_transition(conn, fresh, result, source)
                 return moved if moved is not None else fresh
 
@@ -213,19 +213,19 @@ class PaymentStore:
             source.value,
             result.note,
         )
-        return _payment(row) if row is not None else None
+        return payment_from_row(row) if row is not None else None
 
     async def get(self, client_id: str, payment_id: uuid.UUID) -> Payment:
         row = await self._db.run(
             lambda c: c.fetchrow(
-                f"SELECT {_PAYMENT_COLUMNS} FROM payments WHERE id = $1 AND client_id = $2",
+                f"SELECT {PAYMENT_COLUMNS} FROM payments WHERE id = $1 AND client_id = $2",
                 payment_id,
                 client_id,
             )
         )
         if row is None:
             raise NotFound(f"payment {format_payment_id(payment_id)} not found")
-        return _payment(row)
+        return payment_from_row(row)
 
     async def search(
         self,
@@ -240,7 +240,7 @@ class PaymentStore:
         """Newest first; `after` continues below the last row of a page."""
         rows = await self._db.run(
             lambda c: c.fetch(
-                f"""SELECT {_PAYMENT_COLUMNS} FROM payments
+                f"""SELECT {PAYMENT_COLUMNS} FROM payments
                 WHERE client_id = $1
                   AND ($2::text[] IS NULL OR status = ANY($2))
                   AND ($3::timestamptz IS NULL OR created_at >= $3)
@@ -257,7 +257,7 @@ class PaymentStore:
                 limit,
             )
         )
-        return [_payment(r) for r in rows]
+        return [payment_from_row(r) for r in rows]
 
     async def events(self, client_id: str, payment_id: uuid.UUID) -> list[PaymentEvent]:
         async def op(conn: Conn) -> list[asyncpg.Record] | None:

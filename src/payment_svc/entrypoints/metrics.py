@@ -40,3 +40,12 @@ PAYMENTS_CREATED = Counter(
     ("outcome",),
 )
 DATABASE_UP = Gauge("payments_database_up", "1 when the last database call or probe succeeded.")
+UNMATCHED_EVENTS = Gauge(
+    "payments_unmatched_provider_events",
+    "Provider events in the inbox that match no payment (yet).",
+)
+PROVIDER_EVENTS = Counter(
+    "payments_provider_events_total",
+    "Provider events received through ApplyProviderEvent, by source and outcome.",
+    ("source", "outcome"),
+)

@@ -1,0 +1,221 @@
+"""SQL of the provider-event inbox: store each event once, match it to its
+payment, apply it under the payment's row lock, all in one transaction.
+
+    apply(event)      insert into the inbox (a redelivery stops here: duplicate)
+                      -> find the payment by provider id, else by metadata id
+                      -> plan with the domain rules -> update payment + history
+    rematch(limit)    the same for inbox rows that matched nothing yet
+    overdue(age)      unmatched rows past their deadline, marked as reported
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime
+
+import asyncpg
+
+from payment_svc.adapters.db import Conn, Database
+from payment_svc.adapters.store import PAYMENT_COLUMNS, payment_from_row
+from payment_svc.domain.model import parse_payment_id
+from payment_svc.domain.provider_events import EventPlan, ProviderObservation, plan_event
+from payment_svc.domain.status import Source
+
+_INSERT = """
+INSERT INTO provider_events (provider_event_id, event_type, provider_object_id,
+                             metadata_payment_id, provider_created_at, payload, source)
+VALUES ($1, $2, $3, $4, $5, $6::text::jsonb, $7)
+ON CONFLICT (provider_event_id) DO NOTHING
+RETURNING provider_event_id
+"""
+
+_FIND_PAYMENT = f"""
+SELECT {PAYMENT_COLUMNS}, provider_state_at, provider_state_rank FROM payments
+WHERE provider_payment_id = $1 OR id = $2
+ORDER BY provider_payment_id = $1 DESC NULLS LAST
+LIMIT 1
+FOR UPDATE
+"""
+
+# Status, provider id, failure, the newest provider state, and the history
+# entry, in one statement.
+_TOUCH = """
+WITH u AS (
+    UPDATE payments
+    SET status = CASE WHEN $2 THEN $3 ELSE status END,
+        provider_payment_id = COALESCE(provider_payment_id, $4),
+        failure_code = CASE WHEN $2 AND $3 = 'FAILED' THEN $5 ELSE failure_code END,
+        failure_message = CASE WHEN $2 AND $3 = 'FAILED' THEN $6 ELSE failure_message END,
+        amount_reversed = GREATEST(amount_reversed, COALESCE($7, 0)),
+        provider_state_at = GREATEST(provider_state_at, $8),
+        provider_state_rank = CASE
+            WHEN provider_state_at IS NULL OR $8 > provider_state_at THEN $9
+            ELSE GREATEST(provider_state_rank, $9) END,
+        version = version + 1,
+        updated_at = now()
+    WHERE id = $1
+    RETURNING id
+)
+SELECT count(*) FROM u
+"""
+
+_HISTORY = """
+INSERT INTO payment_events (payment_id, from_status, to_status, source, applied,
+    provider_event_id, provider_event_type, failure_code, note, provider_created_at)
+VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)
+"""
+
+_MATCHED = """
+UPDATE provider_events SET payment_id = $2, matched_at = now(), applied = $3
+WHERE provider_event_id = $1
+"""
+
+
+@dataclass(frozen=True)
+class InboxEvent:
+    provider_event_id: str
+    event_type: str
+    created: datetime | None
+    stored_json: str
+    observation: ProviderObservation
+    source: Source
+
+
+@dataclass(frozen=True)
+class EventOutcome:
+    duplicate: bool
+    payment_id: uuid.UUID | None
+    applied: bool
+
+
+class EventStore:
+    def __init__(self, db: Database) -> None:
+        self._db = db
+
+    async def apply(self, event: InboxEvent, *, authoritative: bool = False) -> EventOutcome:
+        obs = event.observation
+
+        async def op(conn: Conn) -> EventOutcome:
+            async with conn.transaction():
+                inserted = await conn.fetchval(
+                    _INSERT,
+                    event.provider_event_id,
+                    event.event_type,
+                    obs.provider_payment_id,
+                    obs.metadata_payment_id,
+                    event.created,
+                    event.stored_json,
+                    event.source.value,
+                )
+                if inserted is None:
+                    row = await conn.fetchrow(
+                        "SELECT payment_id, applied FROM provider_events "
+                        "WHERE provider_event_id = $1",
+                        event.provider_event_id,
+                    )
+                    assert row is not None
+                    return EventOutcome(True, row["payment_id"], bool(row["applied"]))
+                return await _match_and_apply(conn, event, authoritative)
+
+        return await self._db.run(op)
+
+    async def rematch(self, limit: int, parse: Callable[[asyncpg.Record], InboxEvent]) -> int:
+        """Tries again to match inbox events that matched no payment yet.
+        Returns how many matched now."""
+
+        async def op(conn: Conn) -> int:
+            matched = 0
+            async with conn.transaction():
+                rows = await conn.fetch(
+                    """SELECT provider_event_id, event_type, provider_created_at,
+                              payload::text AS payload, source
+                       FROM provider_events
+                       WHERE payment_id IS NULL AND unmatched_reported_at IS NULL
+                       ORDER BY match_attempted_at NULLS FIRST LIMIT $1
+                       FOR UPDATE SKIP LOCKED""",
+                    limit,
+                )
+                missed = []
+                for row in rows:
+                    outcome = await _match_and_apply(conn, parse(row), False)
+                    if outcome.payment_id is None:
+                        missed.append(row["provider_event_id"])
+                    else:
+                        matched += 1
+                await conn.execute(
+                    """UPDATE provider_events SET match_attempted_at = now()
+                       WHERE provider_event_id = ANY($1::text[])""",
+                    missed,
+                )
+            return matched
+
+        return await self._db.run(op)
+
+    async def overdue_unmatched(self, older_than_seconds: float) -> list[asyncpg.Record]:
+        """Unmatched events past their deadline, not reported before; marks
+        them reported and returns them."""
+        return await self._db.run(
+            lambda c: c.fetch(
+                """UPDATE provider_events SET unmatched_reported_at = now()
+                   WHERE payment_id IS NULL AND unmatched_reported_at IS NULL
+                     AND received_at < now() - make_interval(secs => $1)
+                   RETURNING provider_event_id, event_type, provider_object_id,
+                             metadata_payment_id, received_at""",
+                older_than_seconds,
+            )
+        )
+
+    async def count_unmatched(self) -> int:
+        value = await self._db.run(
+            lambda c: c.fetchval("SELECT count(*) FROM provider_events WHERE payment_id IS NULL")
+        )
+        return int(value)
+
+
+async def _match_and_apply(conn: Conn, event: InboxEvent, authoritative: bool) -> EventOutcome:
+    obs = event.observation
+    by_metadata = parse_payment_id(obs.metadata_payment_id) if obs.metadata_payment_id else None
+    if obs.provider_payment_id is None and by_metadata is None:
+        return EventOutcome(False, None, False)
+    row = await conn.fetchrow(_FIND_PAYMENT, obs.provider_payment_id, by_metadata)
+    if row is None:
+        return EventOutcome(False, None, False)
+    payment = payment_from_row(row)
+    plan: EventPlan = plan_event(
+        payment.status,
+        row["provider_state_at"],
+        row["provider_state_rank"],
+        obs,
+        authoritative=authoritative,
+    )
+    target = obs.status or payment.status
+    if plan.touch:
+        await conn.fetchval(
+            _TOUCH,
+            payment.id,
+            plan.applied,
+            target.value,
+            obs.provider_payment_id,
+            obs.failure_code,
+            obs.failure_message,
+            obs.amount_reversed,
+            obs.occurred_at,
+            int(obs.rank),
+        )
+    await conn.execute(
+        _HISTORY,
+        payment.id,
+        payment.status.value,
+        target.value,
+        event.source.value,
+        plan.applied,
+        event.provider_event_id,
+        event.event_type,
+        obs.failure_code,
+        plan.note,
+        obs.occurred_at,
+    )
+    await conn.execute(_MATCHED, event.provider_event_id, payment.id, plan.applied)
+    return EventOutcome(False, payment.id, plan.applied)

@@ -1,0 +1,89 @@
+"""What a provider event says about a payment, and the rule that orders events.
+
+Events arrive late, twice and out of order. Each carries the provider's time
+(`created`, whole seconds at Stripe) and the state it reports, which has a
+rank: still in progress (1) < settled (2) < reversed (3). An event is stale
+when it happened before the newest provider state already applied, or in the
+same second with a lower rank: it is kept in the history but does not move
+the payment.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass
+from datetime import datetime
+
+from payment_svc.domain.status import PaymentStatus
+
+
+class StateRank(enum.IntEnum):
+    IN_PROGRESS = 1
+    SETTLED = 2
+    REVERSED = 3
+
+
+@dataclass(frozen=True)
+class ProviderObservation:
+    """One event, in our terms (the adapter maps the provider's shapes)."""
+
+    provider_payment_id: str | None
+    metadata_payment_id: str | None
+    status: PaymentStatus | None  # None: an event type we do not act on
+    rank: StateRank
+    occurred_at: datetime | None
+    provider_status: str | None = None
+    failure_code: str | None = None
+    failure_message: str | None = None
+    amount_reversed: int | None = None
+
+
+def is_stale(
+    occurred_at: datetime | None,
+    rank: StateRank,
+    state_at: datetime | None,
+    state_rank: int | None,
+) -> bool:
+    if occurred_at is None or state_at is None:
+        return False
+    if occurred_at < state_at:
+        return True
+    return occurred_at == state_at and state_rank is not None and rank < state_rank
+
+
+@dataclass(frozen=True)
+class EventPlan:
+    """What one event does to one payment. `touch` moves the recorded
+    provider state forward (and the status, when `applied`)."""
+
+    applied: bool
+    touch: bool
+    note: str | None = None
+
+
+def plan_event(
+    current: PaymentStatus,
+    state_at: datetime | None,
+    state_rank: int | None,
+    obs: ProviderObservation,
+    *,
+    authoritative: bool = False,
+) -> EventPlan:
+    from payment_svc.domain.status import Move, decide
+
+    if obs.status is None:
+        return EventPlan(applied=False, touch=False, note="event type not acted on")
+    if is_stale(obs.occurred_at, obs.rank, state_at, state_rank):
+        return EventPlan(
+            applied=False, touch=False, note="older than the provider state already applied"
+        )
+    move = decide(current, obs.status, authoritative=authoritative)
+    if move is Move.APPLY:
+        return EventPlan(applied=True, touch=True)
+    if move is Move.NOOP:
+        return EventPlan(applied=False, touch=True, note=f"already {current.value}")
+    return EventPlan(
+        applied=False,
+        touch=False,
+        note=f"{current.value} -> {obs.status.value} not allowed from this source",
+    )

@@ -1,0 +1,99 @@
+"""The use cases of ProviderSyncService that exist so far: applying a
+provider event (webhook or catch-up), and the upkeep of the inbox (matching
+events that arrived before their payment could be found, reporting the ones
+that never match).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+
+import asyncpg
+import structlog
+
+from payment_svc.adapters.event_store import EventOutcome, EventStore, InboxEvent
+from payment_svc.adapters.stripe_events import parse_event
+from payment_svc.domain.errors import FieldViolation, InvalidArgument
+from payment_svc.domain.status import Source
+
+log = structlog.get_logger("payment_svc.provider_sync")
+
+
+@dataclass(frozen=True)
+class ApplyProviderEvent:
+    provider_event_id: str
+    event_type: str
+    payload: bytes
+    source: Source
+
+
+class ProviderSyncService:
+    def __init__(self, events: EventStore, *, unmatched_deadline_seconds: float) -> None:
+        self._events = events
+        self._unmatched_deadline = unmatched_deadline_seconds
+
+    async def apply_event(self, cmd: ApplyProviderEvent) -> EventOutcome:
+        parsed = parse_event(cmd.payload)
+        mismatch = [
+            FieldViolation(name, "does not match the payload")
+            for name, given, actual in (
+                ("provider_event_id", cmd.provider_event_id, parsed.id),
+                ("event_type", cmd.event_type, parsed.type),
+            )
+            if given and given != actual
+        ]
+        if mismatch:
+            raise InvalidArgument(mismatch)
+        structlog.contextvars.bind_contextvars(provider_event_id=parsed.id)
+        outcome = await self._events.apply(
+            InboxEvent(
+                provider_event_id=parsed.id,
+                event_type=parsed.type,
+                created=parsed.created,
+                stored_json=parsed.stored_json,
+                observation=parsed.observation,
+                source=cmd.source,
+            )
+        )
+        log.info(
+            "provider_event_received",
+            event_type=parsed.type,
+            duplicate=outcome.duplicate,
+            applied=outcome.applied,
+            matched=outcome.payment_id is not None,
+        )
+        return outcome
+
+    async def rematch(self, limit: int = 100) -> int:
+        return await self._events.rematch(limit, _inbox_event)
+
+    async def report_overdue(self) -> int:
+        """Unmatched events past the deadline are logged at ERROR once each.
+        (They become discrepancies with the reconciliation flow.)"""
+        rows = await self._events.overdue_unmatched(self._unmatched_deadline)
+        for row in rows:
+            log.error(
+                "provider_event_unmatched",
+                provider_event_id=row["provider_event_id"],
+                event_type=row["event_type"],
+                provider_object_id=row["provider_object_id"],
+                received_at=row["received_at"].isoformat(),
+            )
+        return len(rows)
+
+    async def count_unmatched(self) -> int:
+        return await self._events.count_unmatched()
+
+
+def _inbox_event(row: asyncpg.Record) -> InboxEvent:
+    parsed = parse_event(row["payload"].encode())
+    created: datetime | None = row["provider_created_at"]
+    return InboxEvent(
+        provider_event_id=parsed.id,
+        event_type=parsed.type,
+        created=created,
+        stored_json=parsed.stored_json,
+        observation=parsed.observation,
+        source=Source(row["source"]),
+    )

@@ -1,0 +1,317 @@
+"""The operator CLI.
+
+    payments up                          run the whole stack in the foreground
+    payments pay / get / events / list   call a running payment-svc
+    payments bench                       measure a stack, full flow against raw SQL
+
+Exit codes: 0 done, 1 the call or the stack failed (error on stderr), 2 usage.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import sys
+import uuid
+import warnings
+from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Annotated, TypeVar
+
+import structlog
+import typer
+from rich.text import Text
+
+from payments import render
+from payments.client import DEFAULT_TARGET, PaymentsClient
+from payments.errors import PaymentsError
+from payments.v1 import payment_pb2 as pb
+
+T = TypeVar("T")
+
+app = typer.Typer(
+    help="Operate the payments platform.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+
+Target = Annotated[
+    str,
+    typer.Option("--target", envvar="PAYMENTS_TARGET", help="payment-svc gRPC address"),
+]
+Token = Annotated[
+    str,
+    typer.Option("--token", envvar="PAYMENTS_TOKEN", help="bearer token of a merchant"),
+]
+Json = Annotated[bool, typer.Option("--json", help="machine-readable output on stdout")]
+# payments.stack.DEV_TOKENS["merchant"], not imported from there: the stack
+# module loads pgserver, too slow and noisy for a one-call command.
+DEFAULT_TOKEN = "dev-merchant-token"
+
+
+def _call(
+    target: str, token: str, as_json: bool, fn: Callable[[PaymentsClient], Awaitable[T]]
+) -> T:
+    async def go() -> T:
+        async with PaymentsClient(target, token) as client:
+            return await fn(client)
+
+    try:
+        return asyncio.run(go())
+    except PaymentsError as exc:
+        render.error(exc, as_json=as_json)
+        raise typer.Exit(1) from None
+
+
+def _metadata(pairs: list[str]) -> dict[str, str]:
+    metadata: dict[str, str] = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key:
+            raise typer.BadParameter(f"expected key=value, got {pair!r}", param_hint="--metadata")
+        metadata[key] = value
+    return metadata
+
+
+_STATUSES = {
+    name.removeprefix("PAYMENT_STATUS_"): value
+    for name, value in pb.PaymentStatus.items()
+    if value != pb.PAYMENT_STATUS_UNSPECIFIED
+}
+
+
+def _status(name: str) -> pb.PaymentStatus.ValueType:
+    """SUCCEEDED, succeeded or PAYMENT_STATUS_SUCCEEDED."""
+    value = _STATUSES.get(name.upper().removeprefix("PAYMENT_STATUS_"))
+    if value is None:
+        choices = ", ".join(_STATUSES)
+        raise typer.BadParameter(f"{name!r} is not one of {choices}", param_hint="--status")
+    return value
+
+
+def _instant(text: str | None, option: str) -> datetime | None:
+    """ISO 8601; without an offset the time is UTC."""
+    if text is None:
+        return None
+    try:
+        value = datetime.fromisoformat(text)
+    except ValueError:
+        raise typer.BadParameter(f"not an ISO 8601 time: {text!r}", param_hint=option) from None
+    return value if value.tzinfo is not None else value.replace(tzinfo=UTC)
+
+
+def _quiet_imports() -> None:
+    # pgserver (through payments.devdb) asks platformdirs for a runtime dir at
+    # import, which warns on every run where XDG_RUNTIME_DIR is unset.
+    warnings.filterwarnings("ignore", message="XDG_RUNTIME_DIR is not set")
+
+
+@app.command()
+def pay(
+    amount: Annotated[
+        int,
+        # int64 on the wire; the service checks the business range (1..99,999,999).
+        typer.Option(min=-(2**63), max=2**63 - 1, help="minor units (cents for USD)"),
+    ],
+    currency: Annotated[str, typer.Option(help="ISO 4217 code, upper case")],
+    payment_method: Annotated[str, typer.Option(help="provider token, e.g. pm_card_visa")],
+    idempotency_key: Annotated[
+        str | None, typer.Option(help="default: a fresh UUID (a retry must reuse it)")
+    ] = None,
+    description: str = "",
+    metadata: Annotated[
+        list[str] | None, typer.Option("--metadata", help="key=value, repeatable")
+    ] = None,
+    target: Target = DEFAULT_TARGET,
+    token: Token = DEFAULT_TOKEN,
+    as_json: Json = False,
+) -> None:
+    """Create a payment: recorded first, then attempted with the provider."""
+    key = idempotency_key or str(uuid.uuid4())
+    extra = _metadata(metadata or [])
+    payment = _call(
+        target,
+        token,
+        as_json,
+        lambda c: c.create_payment(key, amount, currency, payment_method, description, extra),
+    )
+    if as_json:
+        render.print_json(render.to_dict(payment))
+    else:
+        render.payment(payment)
+
+
+@app.command()
+def get(
+    payment_id: Annotated[str, typer.Argument(help="pay_...")],
+    target: Target = DEFAULT_TARGET,
+    token: Token = DEFAULT_TOKEN,
+    as_json: Json = False,
+) -> None:
+    """Show one payment."""
+    payment = _call(target, token, as_json, lambda c: c.get_payment(payment_id))
+    if as_json:
+        render.print_json(render.to_dict(payment))
+    else:
+        render.payment(payment)
+
+
+@app.command()
+def events(
+    payment_id: Annotated[str, typer.Argument(help="pay_...")],
+    target: Target = DEFAULT_TARGET,
+    token: Token = DEFAULT_TOKEN,
+    as_json: Json = False,
+) -> None:
+    """Show a payment's history, oldest first."""
+    history = _call(target, token, as_json, lambda c: c.list_payment_events(payment_id))
+    if as_json:
+        render.print_json({"events": [render.to_dict(e) for e in history]})
+    else:
+        render.events(history)
+
+
+@app.command("list")
+def list_(
+    status: Annotated[
+        list[str] | None, typer.Option("--status", help="e.g. SUCCEEDED; repeatable")
+    ] = None,
+    created_after: Annotated[
+        str | None, typer.Option(help="ISO 8601, inclusive (UTC without offset)")
+    ] = None,
+    created_before: Annotated[str | None, typer.Option(help="ISO 8601, exclusive")] = None,
+    page_size: Annotated[
+        int, typer.Option(min=0, max=2**31 - 1, help="1..100; 0: the server's default")
+    ] = 0,
+    page_token: Annotated[str, typer.Option(help="from the previous page")] = "",
+    target: Target = DEFAULT_TARGET,
+    token: Token = DEFAULT_TOKEN,
+    as_json: Json = False,
+) -> None:
+    """List payments, newest first, one page at a time."""
+    statuses = [_status(s) for s in status or []]
+    after = _instant(created_after, "--created-after")
+    before = _instant(created_before, "--created-before")
+    items, next_token = _call(
+        target,
+        token,
+        as_json,
+        lambda c: c.list_payments(statuses, after, before, page_size, page_token),
+    )
+    if as_json:
+        render.print_json(
+            {"payments": [render.to_dict(p) for p in items], "next_page_token": next_token}
+        )
+    else:
+        render.payments(items, next_token)
+
+
+@app.command()
+def up(
+    data_dir: Annotated[
+        Path, typer.Option(help="embedded Postgres lives here when DATABASE_URL is unset")
+    ] = Path(".payments"),
+    database_url: Annotated[
+        str | None, typer.Option(envvar="DATABASE_URL", help="use this Postgres instead")
+    ] = None,
+    grpc_port: Annotated[int, typer.Option(help="payment-svc gRPC")] = 50051,
+    sim_port: Annotated[int, typer.Option(help="provider-sim HTTP")] = 12111,
+    metrics_port: Annotated[int, typer.Option(help="payment-svc /metrics")] = 9101,
+    pg_port: Annotated[
+        int | None, typer.Option(help="embedded Postgres port (default: a free one)")
+    ] = None,
+) -> None:
+    """Run every process of the stack in the foreground; Ctrl-C stops them all."""
+    _quiet_imports()
+    from payments import supervisor
+    from payments.stack import StackConfig
+
+    config = StackConfig(
+        database_url=database_url or None,
+        data_dir=data_dir,
+        embedded_pg_port=pg_port,
+        sim_port=sim_port,
+        grpc_port=grpc_port,
+        metrics_port=metrics_port,
+        log_dir=None,
+    )
+    code = supervisor.run(config, render.stdout, dict(os.environ))
+    raise typer.Exit(code)
+
+
+@app.command()
+def bench(
+    target: Annotated[
+        str | None,
+        typer.Option(help="benchmark this running stack (default: start one in a temp dir)"),
+    ] = None,
+    token: Token = DEFAULT_TOKEN,
+    database_url: Annotated[
+        str | None,
+        typer.Option(
+            envvar="DATABASE_URL",
+            help="Postgres server for a fresh payments_bench_* database (default: embedded)",
+        ),
+    ] = None,
+    duration: Annotated[float, typer.Option(min=0.1, help="seconds measured per phase")] = 10.0,
+    warmup: Annotated[float, typer.Option(min=0.0, help="seconds before each phase")] = 2.0,
+    concurrency: Annotated[int, typer.Option(min=1, help="closed-loop and raw callers")] = 64,
+    rate: Annotated[float, typer.Option(min=0.1, help="open-loop payments per second")] = 400.0,
+    channels: Annotated[int, typer.Option(min=1, help="gRPC connections")] = 4,
+    logs_dir: Annotated[
+        Path | None, typer.Option(help="keep the own stack's logs here (default: deleted)")
+    ] = None,
+    as_json: Json = False,
+) -> None:
+    """Payments per second and latency: closed loop, open loop, and raw SQL."""
+    # Heavy imports (asyncpg, the service's store) only for this command.
+    _quiet_imports()
+    from payments.bench import BenchError, BenchOptions, report_table, run_bench, summary_lines
+
+    # The raw phase runs the service's store in this process: its structlog
+    # lines go to stderr, errors only, so that stdout stays the report.
+    structlog.configure(
+        logger_factory=structlog.PrintLoggerFactory(sys.stderr),
+        wrapper_class=structlog.make_filtering_bound_logger(logging.ERROR),
+    )
+
+    options = BenchOptions(
+        target=target,
+        token=token,
+        database_url=database_url or None,
+        duration=duration,
+        warmup=warmup,
+        concurrency=concurrency,
+        rate=rate,
+        channels=channels,
+        logs_dir=logs_dir,
+    )
+
+    def progress(line: str) -> None:
+        render.stderr.print(Text(f"bench: {line}", style="dim"), soft_wrap=True)
+
+    try:
+        report = run_bench(options, progress)
+    except BenchError as exc:
+        render.stderr.print(Text(f"bench: {exc}", style="red"), soft_wrap=True)
+        raise typer.Exit(1) from None
+    if as_json:
+        render.print_json(report.to_json())
+    else:
+        render.stdout.print(report_table(report))
+        for line in summary_lines(report):
+            render.stdout.print(Text(line), soft_wrap=True)
+    if report.closed_loop.finished_ok == 0 or report.open_loop.finished_ok == 0:
+        render.stderr.print(Text("bench: no payment completed in a phase", style="red"))
+        raise typer.Exit(1)
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,157 @@
+"""The client's one error tree, mapped back from gRPC statuses in one table.
+
+    PaymentsError                  any failed call: .code .message .reason .metadata
+     │                             .field_violations .retry_delay .request_id
+     ├── RetryableError            a retry (with the same idempotency key) may help
+     │    ├── Unavailable          UNAVAILABLE: service or its database down
+     │    ├── DeadlineExceeded     DEADLINE_EXCEEDED: no answer in time, outcome unknown
+     │    ├── ResourceExhausted    RESOURCE_EXHAUSTED
+     │    └── Aborted              ABORTED
+     └── PermanentError            the same request will never succeed
+          ├── InvalidArgument      INVALID_ARGUMENT, with field_violations
+          ├── AlreadyExists        ALREADY_EXISTS: idempotency key used before;
+          │                        metadata payment_id and status name the first payment
+          ├── NotFound             NOT_FOUND (also another client's payment)
+          ├── Unauthenticated      UNAUTHENTICATED: missing or unknown token
+          ├── PermissionDenied     PERMISSION_DENIED: wrong service for this caller
+          └── ServerError          any other code (INTERNAL, UNKNOWN, UNIMPLEMENTED, ...)
+
+The server puts `google.rpc.Status` in the `grpc-status-details-bin`
+trailer: ErrorInfo (reason, metadata), BadRequest (field violations),
+RetryInfo (delay).
+"""
+
+from __future__ import annotations
+
+import grpc
+from google.protobuf.message import DecodeError
+from google.rpc import error_details_pb2, status_pb2
+from grpc_status import rpc_status
+
+
+class PaymentsError(Exception):
+    retryable = False
+
+    def __init__(
+        self,
+        code: grpc.StatusCode,
+        message: str,
+        *,
+        reason: str = "",
+        metadata: dict[str, str] | None = None,
+        field_violations: list[tuple[str, str]] | None = None,
+        retry_delay: float | None = None,
+    ) -> None:
+        super().__init__(f"{code.name}: {message}" if message else code.name)
+        self.code = code
+        self.message = message
+        self.reason = reason
+        self.metadata = metadata or {}
+        self.field_violations = field_violations or []
+        self.retry_delay = retry_delay
+        self.request_id = ""  # the x-request-id of the call, set by the client
+
+
+class RetryableError(PaymentsError):
+    retryable = True
+
+
+class PermanentError(PaymentsError):
+    pass
+
+
+class Unavailable(RetryableError):
+    pass
+
+
+class DeadlineExceeded(RetryableError):
+    pass
+
+
+class ResourceExhausted(RetryableError):
+    pass
+
+
+class Aborted(RetryableError):
+    pass
+
+
+class InvalidArgument(PermanentError):
+    pass
+
+
+class AlreadyExists(PermanentError):
+    @property
+    def payment_id(self) -> str:
+        """The payment that holds the idempotency key."""
+        return self.metadata.get("payment_id", "")
+
+
+class NotFound(PermanentError):
+    pass
+
+
+class Unauthenticated(PermanentError):
+    pass
+
+
+class PermissionDenied(PermanentError):
+    pass
+
+
+class ServerError(PermanentError):
+    pass
+
+
+_BY_CODE: dict[grpc.StatusCode, type[PaymentsError]] = {
+    grpc.StatusCode.UNAVAILABLE: Unavailable,
+    grpc.StatusCode.DEADLINE_EXCEEDED: DeadlineExceeded,
+    grpc.StatusCode.RESOURCE_EXHAUSTED: ResourceExhausted,
+    grpc.StatusCode.ABORTED: Aborted,
+    grpc.StatusCode.INVALID_ARGUMENT: InvalidArgument,
+    grpc.StatusCode.ALREADY_EXISTS: AlreadyExists,
+    grpc.StatusCode.NOT_FOUND: NotFound,
+    grpc.StatusCode.UNAUTHENTICATED: Unauthenticated,
+    grpc.StatusCode.PERMISSION_DENIED: PermissionDenied,
+}
+
+
+def _rich_status(err: grpc.aio.AioRpcError) -> status_pb2.Status | None:
+    # An AioRpcError is a snapshot: its code(), details() and
+    # trailing_metadata() are plain methods, so the synchronous from_call
+    # reads it (rpc_status.aio.from_call awaits them and is for live calls).
+    try:
+        status: status_pb2.Status | None = rpc_status.from_call(err)
+    except (ValueError, DecodeError):
+        # Details inconsistent with the status or unreadable: keep code and message.
+        return None
+    return status
+
+
+def from_rpc_error(err: grpc.aio.AioRpcError) -> PaymentsError:
+    """The one mapping of a failed call to the client's error tree."""
+    code = err.code()
+    reason, metadata, violations, delay = "", {}, [], None
+    status = _rich_status(err)
+    for detail in status.details if status is not None else ():
+        if detail.Is(error_details_pb2.ErrorInfo.DESCRIPTOR):
+            info = error_details_pb2.ErrorInfo()
+            detail.Unpack(info)
+            reason, metadata = info.reason, dict(info.metadata)
+        elif detail.Is(error_details_pb2.BadRequest.DESCRIPTOR):
+            bad = error_details_pb2.BadRequest()
+            detail.Unpack(bad)
+            violations = [(v.field, v.description) for v in bad.field_violations]
+        elif detail.Is(error_details_pb2.RetryInfo.DESCRIPTOR):
+            retry = error_details_pb2.RetryInfo()
+            detail.Unpack(retry)
+            delay = retry.retry_delay.ToTimedelta().total_seconds()
+    cls = _BY_CODE.get(code, ServerError)
+    return cls(
+        code,
+        err.details() or "",
+        reason=reason,
+        metadata=metadata,
+        field_violations=violations,
+        retry_delay=delay,
+    )

@@ -1,0 +1,156 @@
+"""What the CLI shows: payments, their history and errors, as rich tables for
+people or as JSON for machines (protobuf's JSON mapping, enum names)."""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Sequence
+from datetime import UTC
+from typing import Any
+
+from google.protobuf import json_format
+from google.protobuf.message import Message
+from google.protobuf.timestamp_pb2 import Timestamp
+from rich.console import Console
+from rich.table import Table
+from rich.text import Text
+
+from payments.errors import PaymentsError
+from payments.v1 import payment_pb2 as pb
+
+_STATUS_STYLE = {
+    pb.PAYMENT_STATUS_SUCCEEDED: "green",
+    pb.PAYMENT_STATUS_FAILED: "red",
+    pb.PAYMENT_STATUS_UNKNOWN: "yellow",
+    pb.PAYMENT_STATUS_PENDING: "cyan",
+    pb.PAYMENT_STATUS_REVERSED: "magenta",
+}
+
+stdout = Console(highlight=False)
+stderr = Console(stderr=True, highlight=False)
+if not stdout.is_terminal:
+    # Piped or captured: no terminal width to fit, so tables keep whole ids.
+    stdout.width = 200
+
+
+def to_dict(message: Message) -> dict[str, Any]:
+    return json_format.MessageToDict(
+        message,
+        preserving_proto_field_name=True,
+        always_print_fields_with_no_presence=True,
+        unquote_int64_if_possible=True,
+    )
+
+
+def print_json(value: object) -> None:
+    sys.stdout.write(json.dumps(value, indent=2, sort_keys=False) + "\n")
+
+
+def status_text(status: pb.PaymentStatus.ValueType) -> Text:
+    name = pb.PaymentStatus.Name(status).removeprefix("PAYMENT_STATUS_")
+    return Text(name, style=_STATUS_STYLE.get(status, ""))
+
+
+def _time(message: Message, name: str) -> str:
+    """UTC, to the millisecond (tables say so in their headers)."""
+    if not message.HasField(name):
+        return ""
+    value: Timestamp = getattr(message, name)
+    return value.ToDatetime(tzinfo=UTC).isoformat(sep=" ", timespec="milliseconds")[:23]
+
+
+def payment(p: pb.Payment) -> None:
+    table = Table(show_header=False, box=None, pad_edge=False)
+    table.add_column(style="bold", no_wrap=True)
+    table.add_column(overflow="fold")
+    rows: list[tuple[str, str | Text]] = [
+        ("id", p.id),
+        ("status", status_text(p.status)),
+        ("amount", f"{p.amount} {p.currency} (minor units)"),
+        ("payment method", p.payment_method),
+        ("description", p.description),
+        ("idempotency key", p.idempotency_key),
+        ("provider id", p.provider_payment_id),
+        ("failure", " ".join(filter(None, [p.failure_code, p.failure_message]))),
+        ("reversed", str(p.amount_reversed) if p.amount_reversed else ""),
+        ("metadata", ", ".join(f"{k}={v}" for k, v in sorted(p.metadata.items()))),
+        ("created (UTC)", _time(p, "created_at")),
+        ("updated (UTC)", _time(p, "updated_at")),
+    ]
+    for label, value in rows:
+        if value:
+            # Text, not markup: values are the caller's data ("[x]" stays "[x]").
+            table.add_row(label, value if isinstance(value, Text) else Text(value))
+    stdout.print(table)
+
+
+def payments(items: Sequence[pb.Payment], next_page_token: str) -> None:
+    table = Table()
+    for name in ("id", "status", "amount", "method", "created (UTC)", "failure"):
+        table.add_column(name, no_wrap=name != "failure")
+    table.columns[2].justify = "right"
+    for p in items:
+        table.add_row(
+            p.id,
+            status_text(p.status),
+            f"{p.amount} {p.currency}",
+            Text(p.payment_method),
+            _time(p, "created_at"),
+            Text(p.failure_code),
+        )
+    stdout.print(table)
+    if next_page_token:
+        stdout.print(Text(f"next page: --page-token {next_page_token}"), soft_wrap=True)
+
+
+def events(items: Sequence[pb.PaymentEvent]) -> None:
+    table = Table()
+    for name in ("recorded (UTC)", "from", "to", "source", "applied", "provider event", "note"):
+        table.add_column(name, no_wrap=name not in ("provider event", "note"))
+    for e in items:
+        table.add_row(
+            _time(e, "recorded_at"),
+            status_text(e.from_status) if e.from_status else "",
+            status_text(e.to_status),
+            pb.PaymentEventSource.Name(e.source).removeprefix("PAYMENT_EVENT_SOURCE_").lower(),
+            "yes" if e.applied else "no",
+            Text(" ".join(filter(None, [e.provider_event_type, e.provider_event_id]))),
+            Text(" ".join(filter(None, [e.failure_code, e.note]))),
+        )
+    stdout.print(table)
+
+
+def error_dict(exc: PaymentsError) -> dict[str, Any]:
+    return {
+        "code": exc.code.name,
+        "reason": exc.reason,
+        "message": exc.message,
+        "retryable": exc.retryable,
+        "metadata": exc.metadata,
+        "field_violations": [{"field": f, "description": d} for f, d in exc.field_violations],
+        "request_id": exc.request_id,
+    }
+
+
+def error(exc: PaymentsError, *, as_json: bool) -> None:
+    if as_json:
+        sys.stderr.write(json.dumps({"error": error_dict(exc)}, indent=2) + "\n")
+        return
+    head = Text("error: ", style="bold red")
+    head.append(exc.code.name)
+    if exc.reason and exc.reason != exc.code.name:
+        head.append(f" ({exc.reason})")
+    lines = [head]
+    # The server's message of a bad request only lists its violations again.
+    if exc.message and not exc.field_violations:
+        lines.append(Text(f"  {exc.message}"))
+    lines += [Text(f"  {field}: {description}") for field, description in exc.field_violations]
+    lines += [Text(f"  {key} = {value}") for key, value in sorted(exc.metadata.items())]
+    if exc.retryable:
+        delay = f" after {exc.retry_delay:g}s" if exc.retry_delay else ""
+        lines.append(Text(f"  a retry may help{delay}", style="yellow"))
+    if exc.request_id:
+        lines.append(Text(f"  request id {exc.request_id}", style="dim"))
+    for line in lines:
+        stderr.print(line, soft_wrap=True)

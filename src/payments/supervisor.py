@@ -1,0 +1,174 @@
+"""`payments up`: the whole stack in the foreground until asked to stop.
+
+    start (database, migrations, provider-sim, payment-svc)
+      -> wait for payment-svc SERVING -> print addresses and tokens
+      -> watch: SIGINT / SIGTERM  -> stop everything in order, exit 0
+                a child exits     -> name it, stop the rest, exit 1
+
+Children run in their own sessions (stack.py), so Ctrl-C reaches only this
+process, which then stops them callers-first.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+import socket
+import subprocess
+import time
+from collections.abc import Callable
+from types import FrameType
+from urllib.parse import urlsplit, urlunsplit
+
+from rich.console import Console
+from rich.text import Text
+
+from payments.client import DEFAULT_TARGET
+from payments.stack import DEV_TOKENS, Process, Stack, StackConfig, wait_serving
+
+_TOKEN_VARIABLES = (
+    "PAYMENT_SVC_MERCHANT_TOKENS",
+    "PAYMENT_SVC_GATEWAY_TOKEN",
+    "PAYMENT_SVC_RECONCILER_TOKEN",
+)
+
+
+class StopRequested(BaseException):
+    """Raised in the main thread by SIGINT / SIGTERM (BaseException, like
+    KeyboardInterrupt, so that no `except Exception` swallows it)."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signal.Signals(signum).name)
+        self.signum = signum
+
+
+def _raise_stop(signum: int, _: FrameType | None) -> None:
+    raise StopRequested(signum)
+
+
+def redact_dsn(dsn: str) -> str:
+    parts = urlsplit(dsn)
+    if parts.password is None:
+        return dsn
+    netloc = parts.netloc.replace(f":{parts.password}@", ":***@", 1)
+    return urlunsplit(parts._replace(netloc=netloc))
+
+
+def banner(stack: Stack, env: dict[str, str]) -> list[Text]:
+    embedded = stack.postgres is not None
+    where = f"embedded, data in {stack.config.data_dir / 'pgdata'}" if embedded else "given"
+    places = [
+        ("payment-svc (gRPC)", stack.grpc_target),
+        ("provider-sim", stack.sim_url),
+        ("metrics", stack.metrics_url),
+        ("database", f"{redact_dsn(stack.database_url)} ({where})"),
+    ]
+    if any(env.get(name) for name in _TOKEN_VARIABLES):
+        tokens = [("tokens", "from the PAYMENT_SVC_*_TOKEN(S) environment")]
+    else:
+        tokens = list(DEV_TOKENS.items())
+    target = "" if stack.grpc_target == DEFAULT_TARGET else f" --target {stack.grpc_target}"
+    example = f"payments pay{target} --amount 1999 --currency USD --payment-method pm_card_visa"
+    return [
+        Text("── payments stack is up " + "─" * 56, style="bold green"),
+        *(Text(f"  {label:<20}{value}") for label, value in places),
+        Text("development tokens", style="bold"),
+        *(Text(f"  {label:<20}{value}") for label, value in tokens),
+        Text("try", style="bold"),
+        Text(f"  {example}"),
+        Text("Ctrl-C stops everything."),
+        Text("─" * 80, style="green"),
+    ]
+
+
+def busy_ports(ports: dict[str, int | None]) -> list[str]:
+    """The ports something already listens on: wait_for_port would take that
+    something for our child (a second `payments up`, most often)."""
+    busy = []
+    for name, port in ports.items():
+        if not port:
+            continue
+        with socket.socket() as s:
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                busy.append(f"{name} port {port}")
+    return busy
+
+
+def describe_failure(exc: BaseException) -> str:
+    text = str(exc)
+    if isinstance(exc, subprocess.CalledProcessError) and exc.stderr:
+        output = (
+            exc.stderr.decode(errors="replace") if isinstance(exc.stderr, bytes) else exc.stderr
+        )
+        text += "\n" + output.strip()
+    return text
+
+
+def _first_dead(stack: Stack) -> Process | None:
+    return next((p for p in stack.processes.values() if not p.running), None)
+
+
+def _watch(stack: Stack, interval: float = 0.25) -> Process:
+    while True:
+        dead = _first_dead(stack)
+        if dead is not None:
+            return dead
+        time.sleep(interval)
+
+
+def _describe_exit(proc: Process) -> str:
+    code = proc.popen.returncode if proc.popen is not None else None
+    if code is not None and code < 0:
+        return f"{proc.name} was killed by {signal.Signals(-code).name}"
+    return f"{proc.name} exited with code {code}"
+
+
+def run(
+    config: StackConfig, console: Console, env: dict[str, str], serving_timeout: float = 60.0
+) -> int:
+    """Runs the stack until a signal (exit code 0) or a failure (1)."""
+    busy = busy_ports(
+        {
+            "gRPC": config.grpc_port,
+            "provider-sim": config.sim_port,
+            "metrics": config.metrics_port,
+            "Postgres": None if config.database_url else config.embedded_pg_port,
+        }
+    )
+    if busy:
+        console.print(Text(f"payments up: already in use: {', '.join(busy)}", "red"))
+        return 1
+    stack = Stack(config)
+    handlers: dict[int, Callable[[int, FrameType | None], object] | int | None] = {
+        sig: signal.signal(sig, _raise_stop) for sig in (signal.SIGINT, signal.SIGTERM)
+    }
+    try:
+        stack.start()
+        asyncio.run(wait_serving(stack.grpc_target, serving_timeout))
+        for part in banner(stack, env):
+            console.print(part, soft_wrap=True)
+        dead = _watch(stack)
+        console.print(Text(f"payments up: {_describe_exit(dead)}; stopping the rest", "red"))
+        return 1
+    except StopRequested as stop:
+        console.print(Text(f"payments up: {stop} received, stopping", "yellow"))
+        return 0
+    except (RuntimeError, TimeoutError, OSError, subprocess.SubprocessError) as exc:
+        console.print(
+            Text(f"payments up: failed to start: {describe_failure(exc)}", "red"), soft_wrap=True
+        )
+        failed = _first_dead(stack)
+        if failed is not None:
+            console.print(Text(f"payments up: {_describe_exit(failed)}", "red"))
+        return 1
+    finally:
+        # A second Ctrl-C must not leave children behind half-stopped.
+        for sig in handlers:
+            signal.signal(sig, signal.SIG_IGN)
+        stack.stop()
+        for sig, previous in handlers.items():
+            signal.signal(sig, previous)
+        console.print("payments up: stopped")
