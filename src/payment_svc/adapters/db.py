@@ -47,6 +47,13 @@ _PROBE_FAILURES: tuple[type[BaseException], ...] = (*_TIMEOUT_OR_UNAVAILABLE, as
 Conn: TypeAlias = "asyncpg.pool.PoolConnectionProxy[asyncpg.Record]"
 
 
+async def _keep_session(conn: asyncpg.Connection) -> None:
+    """Release without the default reset query (one round trip per call):
+    our pooled connections never change session state (no SET, LISTEN or
+    session advisory locks; migrations use a connection of their own), and
+    asyncpg still rolls back a transaction left open before calling this."""
+
+
 async def _init_connection(conn: asyncpg.Connection) -> None:
     await conn.set_type_codec("jsonb", encoder=json.dumps, decoder=json.loads, schema="pg_catalog")
 
@@ -80,6 +87,7 @@ class Database:
             min_size=self._min_size,
             max_size=self._max_size,
             init=_init_connection,
+            reset=_keep_session,
             timeout=self.timeout,  # connection establishment
             command_timeout=self.timeout,
         )
