@@ -68,6 +68,7 @@ def stack_config(database_url: str, log_dir: Path, **env: str) -> StackConfig:
         sim_port=free_port(),
         grpc_port=free_port(),
         metrics_port=free_port(),
+        gateway_port=free_port(),
         log_dir=log_dir,
         extra_env={"PROVIDER_TIMEOUT_SECONDS": "1.5", "LOG_LEVEL": "INFO", **env},
     )

@@ -81,7 +81,15 @@ class SimControl:
             return body
 
     async def clear_faults(self) -> None:
-        await self.faults(latency_ms=0, error_rate=0, timeout_after_charge_rate=0)
+        await self.faults(
+            latency_ms=0,
+            error_rate=0,
+            timeout_after_charge_rate=0,
+            webhook_drop_rate=0,
+            webhook_duplicate_rate=0,
+            webhook_reorder=False,
+            webhook_delay_ms=0,
+        )
 
     async def ledger(self, **query: str) -> list[dict[str, Any]]:
         async with self.http.get("/_sim/ledger", params=query) as r:

@@ -185,6 +185,7 @@ def _own_stack(
                 sim_port=free_port(),
                 grpc_port=free_port(),
                 metrics_port=free_port(),
+                gateway_port=free_port(),
                 log_dir=logs,
                 extra_env={"DB_POOL_MAX": str(options.db_pool_max)},
             )

@@ -220,6 +220,7 @@ def up(
     grpc_port: Annotated[int, typer.Option(help="payment-svc gRPC")] = 50051,
     sim_port: Annotated[int, typer.Option(help="provider-sim HTTP")] = 12111,
     metrics_port: Annotated[int, typer.Option(help="payment-svc /metrics")] = 9101,
+    gateway_port: Annotated[int, typer.Option(help="webhook-gateway HTTP")] = 8080,
     pg_port: Annotated[
         int | None, typer.Option(help="embedded Postgres port (default: a free one)")
     ] = None,
@@ -236,6 +237,7 @@ def up(
         sim_port=sim_port,
         grpc_port=grpc_port,
         metrics_port=metrics_port,
+        gateway_port=gateway_port,
         log_dir=None,
     )
     code = supervisor.run(config, render.stdout, dict(os.environ))

@@ -4,8 +4,9 @@ end-to-end tests all start them through this one module.
     Stack.start()
       database: DATABASE_URL, or an embedded Postgres (devdb.LocalPostgres)
       migrations (payment-svc migrate)
-      provider-sim           HTTP  127.0.0.1:12111
       payment-svc            gRPC  127.0.0.1:50051, metrics 127.0.0.1:9101
+      webhook-gateway        HTTP  127.0.0.1:8080 (/webhooks/stripe, /metrics)
+      provider-sim           HTTP  127.0.0.1:12111, webhooks to the gateway
 
 Each child is a real process running its console entry point; its output is
 either copied line by line with a `name | ` prefix or written to a log file.
@@ -146,6 +147,7 @@ class StackConfig:
     sim_port: int = 12111
     grpc_port: int = 50051
     metrics_port: int = 9101
+    gateway_port: int = 8080
     log_dir: Path | None = None  # None: prefixed lines on our stdout
     extra_env: dict[str, str] = field(default_factory=dict)
 
@@ -166,6 +168,10 @@ class Stack:
         return f"http://127.0.0.1:{self.config.sim_port}"
 
     @property
+    def gateway_url(self) -> str:
+        return f"http://127.0.0.1:{self.config.gateway_port}"
+
+    @property
     def metrics_url(self) -> str:
         return f"http://127.0.0.1:{self.config.metrics_port}/metrics"
 
@@ -176,6 +182,9 @@ class Stack:
             "PAYMENT_SVC_LISTEN": self.grpc_target,
             "PAYMENT_SVC_METRICS_LISTEN": f"127.0.0.1:{self.config.metrics_port}",
             "PROVIDER_SIM_PORT": str(self.config.sim_port),
+            "PROVIDER_SIM_WEBHOOK_URL": f"{self.gateway_url}/webhooks/stripe",
+            "WEBHOOK_GATEWAY_LISTEN": f"127.0.0.1:{self.config.gateway_port}",
+            "PAYMENT_SVC_TARGET": self.grpc_target,
             **self.config.extra_env,
         }
 
@@ -218,10 +227,16 @@ class Stack:
     def start_payment_svc(self) -> Process:
         return self._start("payment-svc", [_bin("payment-svc")], self.config.grpc_port)
 
+    def start_webhook_gateway(self) -> Process:
+        return self._start("webhook-gateway", [_bin("webhook-gateway")], self.config.gateway_port)
+
     def start(self) -> None:
+        # Callees before callers: the provider's first webhook finds a gateway,
+        # and the gateway a payment service.
         self.start_database()
-        self.start_provider_sim()
         self.start_payment_svc()
+        self.start_webhook_gateway()
+        self.start_provider_sim()
 
     def stop(self) -> None:
         # Callers first, then what they call, then the database.

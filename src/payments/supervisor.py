@@ -59,6 +59,7 @@ def banner(stack: Stack, env: dict[str, str]) -> list[Text]:
     where = f"embedded, data in {stack.config.data_dir / 'pgdata'}" if embedded else "given"
     places = [
         ("payment-svc (gRPC)", stack.grpc_target),
+        ("webhook-gateway", f"{stack.gateway_url}/webhooks/stripe"),
         ("provider-sim", stack.sim_url),
         ("metrics", stack.metrics_url),
         ("database", f"{redact_dsn(stack.database_url)} ({where})"),
@@ -134,6 +135,7 @@ def run(
         {
             "gRPC": config.grpc_port,
             "provider-sim": config.sim_port,
+            "webhook-gateway": config.gateway_port,
             "metrics": config.metrics_port,
             "Postgres": None if config.database_url else config.embedded_pg_port,
         }

@@ -2,12 +2,16 @@
 
     /v1/...    stripe_api   Stripe's shapes, Bearer sk_... auth
     /_sim/...  control_api  JSON control of faults and the ledger (no auth; loopback)
+    (background)            webhook delivery, owned by cleanup_ctx: started in the
+                            running loop, stopped after the server stops taking requests
 
 One middleware turns every error into the JSON shape of the API it belongs to,
 so no request ever gets a traceback or an HTML page.
 """
 
 from __future__ import annotations
+
+from collections.abc import AsyncIterator
 
 import structlog
 from aiohttp import web
@@ -26,11 +30,19 @@ def init_app(settings: SimSettings) -> web.Application:
     app = web.Application(middlewares=[_json_errors])
     app[SETTINGS] = settings
     app[SIMULATOR] = Simulator(settings)
+    app.cleanup_ctx.append(_webhook_delivery)
     # on_shutdown runs before the server waits for open requests to finish.
     app.on_shutdown.append(_release_held_responses)
     stripe_api.add_routes(app)
     control_api.add_routes(app)
     return app
+
+
+async def _webhook_delivery(app: web.Application) -> AsyncIterator[None]:
+    simulator = app[SIMULATOR]
+    await simulator.start()
+    yield
+    await simulator.stop()
 
 
 async def _release_held_responses(app: web.Application) -> None:

@@ -1,4 +1,15 @@
-"""Views for the control API (/_sim): JSON in and out; the names are a public contract."""
+"""Views for the control API (/_sim): JSON in and out; the names are a public contract.
+
+/_sim/faults                              GET, POST (partial)
+/_sim/ledger                              GET ?idempotency_key= &payment_id=
+/_sim/payment_intents/{id}/settle         POST {"outcome": "succeeded"|"failed"}
+/_sim/payment_intents/{id}/cancel         POST {"reason"?}  (provider-side)
+/_sim/unrecorded_charges                  POST {"amount", "currency"}
+/_sim/webhooks                            GET, POST (partial) endpoint + stats
+/_sim/events                              GET ?type= &payment_id=  (+ delivery)
+/_sim/events/{id}/redeliver               POST {"copies"?}
+/_sim/reset                               POST {"webhook_config"?: bool}
+"""
 
 from __future__ import annotations
 
@@ -16,7 +27,12 @@ def add_routes(app: web.Application) -> None:
     app.router.add_post("/_sim/faults", set_faults)
     app.router.add_get("/_sim/ledger", get_ledger)
     app.router.add_post("/_sim/payment_intents/{intent}/settle", settle)
+    app.router.add_post("/_sim/payment_intents/{intent}/cancel", cancel)
     app.router.add_post("/_sim/unrecorded_charges", unrecorded_charge)
+    app.router.add_get("/_sim/webhooks", get_webhooks)
+    app.router.add_post("/_sim/webhooks", set_webhooks)
+    app.router.add_get("/_sim/events", get_events)
+    app.router.add_post("/_sim/events/{event}/redeliver", redeliver)
     app.router.add_post("/_sim/reset", reset)
 
 
@@ -43,6 +59,37 @@ async def settle(request: web.Request) -> web.Response:
     return web.json_response(intent.to_json())
 
 
+async def cancel(request: web.Request) -> web.Response:
+    body = _object(await _json_body(request))
+    simulator = request.app[SIMULATOR]
+    intent = simulator.provider_cancel(request.match_info["intent"], body.get("reason"))
+    return web.json_response(intent.to_json())
+
+
+async def get_webhooks(request: web.Request) -> web.Response:
+    return web.json_response(request.app[SIMULATOR].webhooks_json())
+
+
+async def set_webhooks(request: web.Request) -> web.Response:
+    simulator = request.app[SIMULATOR]
+    simulator.configure_webhooks(await _json_body(request))
+    return web.json_response(simulator.webhooks_json())
+
+
+async def get_events(request: web.Request) -> web.Response:
+    rows = request.app[SIMULATOR].event_rows(
+        event_type=request.query.get("type"),
+        payment_id=request.query.get("payment_id"),
+    )
+    return web.json_response({"events": rows})
+
+
+async def redeliver(request: web.Request) -> web.Response:
+    body = _object(await _json_body(request))
+    delivery = request.app[SIMULATOR].redeliver(request.match_info["event"], body.get("copies"))
+    return web.json_response(delivery)
+
+
 async def unrecorded_charge(request: web.Request) -> web.Response:
     body = _object(await _json_body(request))
     intent = request.app[SIMULATOR].unrecorded_charge(body.get("amount"), body.get("currency"))
@@ -50,8 +97,12 @@ async def unrecorded_charge(request: web.Request) -> web.Response:
 
 
 async def reset(request: web.Request) -> web.Response:
-    request.app[SIMULATOR].reset()
-    return web.json_response({"reset": True})
+    body = _object(await _json_body(request))
+    webhook_config = body.get("webhook_config", False)
+    if not isinstance(webhook_config, bool):
+        raise ControlError(400, "invalid_value", "webhook_config must be true or false")
+    request.app[SIMULATOR].reset(webhook_config=webhook_config)
+    return web.json_response({"reset": True, "webhook_config": webhook_config})
 
 
 def error_response(error: ControlError) -> web.Response:

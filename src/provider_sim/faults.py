@@ -26,7 +26,7 @@ class Faults:
     error_rate: float = 0.0
     timeout_after_charge_rate: float = 0.0
     timeout_after_charge_hold_ms: int = 30_000
-    # Stored and validated now; the webhook deliverer reads them.
+    # Read by the webhook deliverer (deliverer.py) as each event is recorded.
     webhook_drop_rate: float = 0.0
     webhook_duplicate_rate: float = 0.0
     webhook_reorder: bool = False

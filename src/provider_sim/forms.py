@@ -17,6 +17,7 @@ from urllib.parse import parse_qsl
 
 from provider_sim import search
 from provider_sim.errors import StripeApiError
+from provider_sim.events import CreatedRange, EventListQuery
 from provider_sim.ledger import CreateIntent
 
 FormPairs = list[tuple[str, str]]
@@ -24,11 +25,16 @@ FormPairs = list[tuple[str, str]]
 MAX_AMOUNT: Final = 99_999_999
 MAX_METADATA_KEYS: Final = 50
 MAX_SEARCH_LIMIT: Final = 100
+MAX_LIST_LIMIT: Final = 100
 CANCELLATION_REASONS: Final = frozenset(
     {"duplicate", "fraudulent", "requested_by_customer", "abandoned"}
 )
+# The provider cancels on its own for reasons the API does not accept from a caller.
+PROVIDER_CANCELLATION_REASONS: Final = CANCELLATION_REASONS | {"automatic", "failed_invoice"}
 _CURRENCY: Final = re.compile(r"[A-Za-z]{3}")
 _PAGE: Final = re.compile(r"page_(\d{1,18})")
+_TYPES_PARAM: Final = re.compile(r"types\[\d*\]")
+_CREATED_PARAM: Final = re.compile(r"created\[(gt|gte|lt|lte)\]")
 
 
 @dataclass(frozen=True, slots=True)
@@ -93,6 +99,39 @@ def cancellation_reason(pairs: Sequence[tuple[str, str]]) -> str | None:
     return reason
 
 
+@dataclass(frozen=True, slots=True)
+class EventListParams:
+    query: EventListQuery
+    starting_after: str | None
+    ending_before: str | None
+
+
+def event_list_params(query: Mapping[str, str]) -> EventListParams:
+    """`GET /v1/events`: created[gt|gte|lt|lte] (or created=t), type or types[], limit,
+    starting_after or ending_before."""
+    bounds: dict[str, int] = {}
+    types: list[str] = []
+    for name, value in query.items():
+        created = _CREATED_PARAM.fullmatch(name)
+        if created is not None:
+            bounds[created.group(1)] = _integer(value, name)
+        elif name == "created":
+            bounds["gte"] = bounds["lte"] = _integer(value, name)
+        elif name == "type" or _TYPES_PARAM.fullmatch(name):
+            types.append(value)
+    limit = _limit(query, MAX_LIST_LIMIT)
+    starting_after = query.get("starting_after") or None
+    ending_before = query.get("ending_before") or None
+    if starting_after is not None and ending_before is not None:
+        raise StripeApiError.invalid(
+            "You may only specify one of these parameters: starting_after, ending_before.",
+            param="ending_before",
+        )
+    return EventListParams(
+        EventListQuery(CreatedRange(**bounds), tuple(types), limit), starting_after, ending_before
+    )
+
+
 def search_params(query: Mapping[str, str]) -> SearchParams:
     text = query.get("query")
     if text is None:
@@ -103,13 +142,7 @@ def search_params(query: Mapping[str, str]) -> SearchParams:
         parsed = search.parse(text)
     except search.SearchSyntaxError as exc:
         raise StripeApiError.invalid(str(exc), param="query") from None
-    limit = 10
-    if query.get("limit"):
-        limit = _integer(query["limit"], "limit")
-        if not 1 <= limit <= MAX_SEARCH_LIMIT:
-            raise StripeApiError.invalid(
-                f"limit must be between 1 and {MAX_SEARCH_LIMIT}.", param="limit"
-            )
+    limit = _limit(query, MAX_SEARCH_LIMIT)
     before_seq = None
     if query.get("page"):
         page = _PAGE.fullmatch(query["page"])
@@ -117,6 +150,15 @@ def search_params(query: Mapping[str, str]) -> SearchParams:
             raise StripeApiError.invalid("Invalid page: use the next_page value.", param="page")
         before_seq = int(page.group(1))
     return SearchParams(parsed, limit, before_seq)
+
+
+def _limit(query: Mapping[str, str], most: int) -> int:
+    if not query.get("limit"):
+        return 10
+    limit = _integer(query["limit"], "limit")
+    if not 1 <= limit <= most:
+        raise StripeApiError.invalid(f"limit must be between 1 and {most}.", param="limit")
+    return limit
 
 
 def is_currency(raw: str) -> bool:

@@ -34,8 +34,10 @@ TRANSITIONS: Final[dict[IntentStatus, frozenset[IntentStatus]]] = {
     IntentStatus.REQUIRES_PAYMENT_METHOD: frozenset(
         {IntentStatus.CANCELED, IntentStatus.REQUIRES_CONFIRMATION}
     ),
+    # PROCESSING -> CANCELED is a provider-side move only (the pending charge is voided):
+    # through the API, Stripe refuses to cancel a processing intent.
     IntentStatus.PROCESSING: frozenset(
-        {IntentStatus.SUCCEEDED, IntentStatus.REQUIRES_PAYMENT_METHOD}
+        {IntentStatus.SUCCEEDED, IntentStatus.REQUIRES_PAYMENT_METHOD, IntentStatus.CANCELED}
     ),
     IntentStatus.SUCCEEDED: frozenset(),
     IntentStatus.CANCELED: frozenset(),

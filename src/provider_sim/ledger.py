@@ -4,10 +4,10 @@ Pure and synchronous (no I/O, no awaits), so one call is atomic on the event loo
 
     Ledger
       ├─ intents by id, by idempotency key, by metadata['payment_id']  (dict indexes)
-      ├─ events: append-only Stripe event objects, one per status change
+      ├─ events: append-only Stripe event objects, one per status change (+ index by id)
       └─ subscribers: callbacks told of each event as it is appended
 
-A later webhook deliverer subscribes with `ledger.subscribe(queue.put_nowait)`.
+The webhook deliverer subscribes with `ledger.subscribe(deliverer.enqueue)`.
 Callbacks run synchronously inside the state change and must not raise.
 """
 
@@ -20,6 +20,7 @@ from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Final
 
+from provider_sim.events import EventListQuery, EventType, event_object, page_newest_first
 from provider_sim.intents import (
     GENERIC_DECLINE,
     TEST_PAYMENT_METHODS,
@@ -30,15 +31,14 @@ from provider_sim.intents import (
     PaymentIntent,
 )
 
-API_VERSION: Final = "2024-06-20"
-
 EventCallback = Callable[[JsonObject], None]
 
-_EVENT_TYPES: Final[dict[IntentStatus, str]] = {
-    IntentStatus.PROCESSING: "payment_intent.processing",
-    IntentStatus.SUCCEEDED: "payment_intent.succeeded",
-    IntentStatus.REQUIRES_PAYMENT_METHOD: "payment_intent.payment_failed",
-    IntentStatus.CANCELED: "payment_intent.canceled",
+# The event an intent emits when it enters a status (statuses not listed emit none).
+_EVENT_TYPES: Final[dict[IntentStatus, EventType]] = {
+    IntentStatus.PROCESSING: EventType.PAYMENT_INTENT_PROCESSING,
+    IntentStatus.SUCCEEDED: EventType.PAYMENT_INTENT_SUCCEEDED,
+    IntentStatus.REQUIRES_PAYMENT_METHOD: EventType.PAYMENT_INTENT_PAYMENT_FAILED,
+    IntentStatus.CANCELED: EventType.PAYMENT_INTENT_CANCELED,
 }
 
 
@@ -56,6 +56,12 @@ class UnknownPaymentMethod(LedgerError):
     def __init__(self, payment_method: str) -> None:
         super().__init__(f"No such PaymentMethod: '{payment_method}'")
         self.payment_method = payment_method
+
+
+class EventNotFound(LedgerError):
+    def __init__(self, event_id: str) -> None:
+        super().__init__(f"No such event: '{event_id}'")
+        self.event_id = event_id
 
 
 class InvalidTransition(LedgerError):
@@ -107,6 +113,7 @@ class Ledger:
         self._by_idempotency_key: dict[str, list[PaymentIntent]] = {}
         self._by_payment_id: dict[str, list[PaymentIntent]] = {}
         self.events: list[JsonObject] = []
+        self._event_index: dict[str, int] = {}
 
     def subscribe(self, callback: EventCallback) -> Callable[[], None]:
         """Call `callback(event)` for every event appended from now on; returns an unsubscribe."""
@@ -164,10 +171,17 @@ class Ledger:
             self._move(intent, IntentStatus.REQUIRES_PAYMENT_METHOD, "settle", None)
         return intent
 
-    def cancel(self, intent_id: str, reason: str | None) -> PaymentIntent:
+    def cancel(
+        self, intent_id: str, reason: str | None, *, by_provider: bool = False
+    ) -> PaymentIntent:
+        """Cancel through the API, or (`by_provider`) as the provider does on its own,
+        which also voids the pending charge of a `processing` intent."""
         intent = self.get(intent_id)
-        if IntentStatus.CANCELED not in TRANSITIONS[intent.status]:
+        allowed = IntentStatus.CANCELED in TRANSITIONS[intent.status]
+        if not allowed or (intent.status is IntentStatus.PROCESSING and not by_provider):
             raise InvalidTransition(intent, IntentStatus.CANCELED, "cancel")
+        if intent.status is IntentStatus.PROCESSING:
+            intent.charges = 0
         intent.canceled_at = int(self._clock())
         intent.cancellation_reason = reason
         self._move(intent, IntentStatus.CANCELED, "cancel", None)
@@ -196,6 +210,21 @@ class Ledger:
         if intent is None:
             raise IntentNotFound(intent_id)
         return intent
+
+    def event(self, event_id: str) -> JsonObject:
+        return self.events[self._event_position(event_id)]
+
+    def events_page(
+        self,
+        query: EventListQuery,
+        *,
+        starting_after: str | None = None,
+        ending_before: str | None = None,
+    ) -> tuple[list[JsonObject], bool]:
+        """A page of events newest first, as `GET /v1/events` lists them, and `has_more`."""
+        before = None if starting_after is None else self._event_position(starting_after)
+        after = None if ending_before is None else self._event_position(ending_before)
+        return page_newest_first(self.events, query, before=before, after=after)
 
     def intents(
         self, *, idempotency_key: str | None = None, payment_id: str | None = None
@@ -261,20 +290,17 @@ class Ledger:
         intent.status = target
         event_type = _EVENT_TYPES.get(target)
         if event_type is not None:
-            self._emit(event_type, intent, request_key)
+            self._emit(event_type, intent.to_json(), request_key)
 
-    def _emit(self, event_type: str, intent: PaymentIntent, request_key: str | None) -> None:
-        event: JsonObject = {
-            "id": self._new_id("evt"),
-            "object": "event",
-            "api_version": API_VERSION,
-            "created": int(self._clock()),
-            "data": {"object": intent.to_json()},
-            "livemode": False,
-            "pending_webhooks": 0,
-            "request": {"id": None, "idempotency_key": request_key},
-            "type": event_type,
-        }
+    def _emit(self, event_type: EventType, obj: JsonObject, request_key: str | None) -> None:
+        event = event_object(self._new_id("evt"), event_type, int(self._clock()), obj, request_key)
+        self._event_index[event["id"]] = len(self.events)
         self.events.append(event)
         for callback in self._subscribers:
             callback(event)
+
+    def _event_position(self, event_id: str) -> int:
+        index = self._event_index.get(event_id)
+        if index is None:
+            raise EventNotFound(event_id)
+        return index

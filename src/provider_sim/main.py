@@ -33,6 +33,8 @@ def main(argv: Sequence[str] | None = None) -> None:
             overrides["host"] = args.host
         if args.port is not None:
             overrides["port"] = args.port
+        if args.webhook_url is not None:
+            overrides["webhook_url"] = args.webhook_url or None
         settings = dataclasses.replace(settings, **overrides)
     except SettingsError as exc:
         raise SystemExit(f"provider-sim: invalid configuration: {exc}") from None
@@ -56,6 +58,7 @@ async def serve(settings: SimSettings) -> None:
             "provider_sim.started",
             address=_url(host, port),
             api_key="configured" if settings.api_key else "any sk_test_ key",
+            webhook_url=settings.webhook_url,
         )
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
@@ -88,6 +91,10 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--host", help="address to bind (env PROVIDER_SIM_HOST, 127.0.0.1)")
     parser.add_argument(
         "--port", type=_port, help="port to bind, 0 for any (env PROVIDER_SIM_PORT, 12111)"
+    )
+    parser.add_argument(
+        "--webhook-url",
+        help="where events are POSTed, '' for nowhere (env PROVIDER_SIM_WEBHOOK_URL, unset)",
     )
     return parser
 

@@ -1,9 +1,13 @@
 """Use cases of the simulated provider: the ledger behind Stripe's API, plus faults.
 
     Stripe API (/v1)                       control API (/_sim)
-      create_intent ─┐                       set_faults, settle, unrecorded_charge,
-      cancel_intent ─┴─ idempotent POST      ledger_rows, reset
-      retrieve_intent, search_intents
+      create_intent ─┐                       set_faults, settle, provider_cancel,
+      cancel_intent ─┴─ idempotent POST      unrecorded_charge, ledger_rows, reset,
+      retrieve_intent, search_intents        configure_webhooks, event_rows, redeliver
+      list_events, retrieve_event
+
+Every event the ledger records goes to the webhook deliverer while it runs
+(`start()`/`stop()`, in the running loop).
 
 An idempotent POST claims its key first, then sleeps the injected latency, then
 maybe fails before charging (not stored, so a retry runs), then executes and
@@ -22,7 +26,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from provider_sim import forms
+from provider_sim.deliverer import WebhookDeliverer
 from provider_sim.errors import ControlError, StripeApiError
+from provider_sim.events import payment_id_of
 from provider_sim.faults import Faults, FaultsError
 from provider_sim.idempotency import (
     Fingerprint,
@@ -35,6 +41,7 @@ from provider_sim.idempotency import (
 )
 from provider_sim.intents import IntentStatus, JsonObject, PaymentIntent
 from provider_sim.ledger import (
+    EventNotFound,
     IntentNotFound,
     InvalidTransition,
     Ledger,
@@ -42,8 +49,11 @@ from provider_sim.ledger import (
     UnknownPaymentMethod,
 )
 from provider_sim.settings import SimSettings
+from provider_sim.webhooks import DeliveryRecord, WebhookConfig, WebhookConfigError
 
 SEARCH_URL = "/v1/payment_intents/search"
+EVENTS_URL = "/v1/events"
+MAX_REDELIVER_COPIES = 1000
 
 
 @dataclass(frozen=True, slots=True)
@@ -62,8 +72,25 @@ class Simulator:
         self.ledger = Ledger()
         self.idempotency = IdempotencyStore(retention_s=settings.idempotency_retention_s)
         self.faults = Faults()
-        self._rng = rng or random.Random()
+        seed = settings.seed
+        self._rng = rng or random.Random(seed)
+        self.webhooks = WebhookDeliverer(
+            settings.webhook_config(),
+            lambda: self.faults,
+            rng=random.Random(None if seed is None else seed + 1),
+        )
         self._closing = asyncio.Event()
+        self._unsubscribe: Callable[[], None] | None = None
+
+    async def start(self) -> None:
+        await self.webhooks.start()
+        self._unsubscribe = self.ledger.subscribe(self.webhooks.enqueue)
+
+    async def stop(self) -> None:
+        if self._unsubscribe is not None:
+            self._unsubscribe()
+            self._unsubscribe = None
+        await self.webhooks.stop()
 
     def close(self) -> None:
         """Let responses held by `timeout_after_charge` go, so shutdown is quick."""
@@ -132,6 +159,26 @@ class Simulator:
             "url": SEARCH_URL,
         }
 
+    async def list_events(self, params: forms.EventListParams) -> JsonObject:
+        await self._before_read()
+        try:
+            events, has_more = self.ledger.events_page(
+                params.query,
+                starting_after=params.starting_after,
+                ending_before=params.ending_before,
+            )
+        except EventNotFound as exc:
+            cursor = "starting_after" if params.starting_after is not None else "ending_before"
+            raise StripeApiError.missing(str(exc), param=cursor, status=400) from None
+        return {"object": "list", "data": events, "has_more": has_more, "url": EVENTS_URL}
+
+    async def retrieve_event(self, event_id: str) -> JsonObject:
+        await self._before_read()
+        try:
+            return self.ledger.event(event_id)
+        except EventNotFound as exc:
+            raise StripeApiError.missing(str(exc), param="id") from None
+
     # -- control API ------------------------------------------------------------
 
     def set_faults(self, update: object) -> Faults:
@@ -152,6 +199,20 @@ class Simulator:
         except InvalidTransition as exc:
             raise ControlError(409, "not_processing", str(exc)) from None
 
+    def provider_cancel(self, intent_id: str, reason: object) -> PaymentIntent:
+        """The provider cancels on its own (a processing charge is voided)."""
+        if reason is None:
+            reason = "automatic"
+        if not isinstance(reason, str) or reason not in forms.PROVIDER_CANCELLATION_REASONS:
+            known = ", ".join(sorted(forms.PROVIDER_CANCELLATION_REASONS))
+            raise ControlError(400, "invalid_reason", f"reason must be one of {known}")
+        try:
+            return self.ledger.cancel(intent_id, reason, by_provider=True)
+        except IntentNotFound as exc:
+            raise ControlError(404, "not_found", str(exc)) from None
+        except InvalidTransition as exc:
+            raise ControlError(409, "not_cancelable", str(exc)) from None
+
     def unrecorded_charge(self, amount: object, currency: object) -> PaymentIntent:
         if isinstance(amount, bool) or not isinstance(amount, int) or amount < 1:
             raise ControlError(400, "invalid_amount", "amount must be a positive integer")
@@ -167,10 +228,65 @@ class Simulator:
         intents = self.ledger.intents(idempotency_key=idempotency_key, payment_id=payment_id)
         return [intent.to_ledger_json() for intent in intents]
 
-    def reset(self) -> None:
+    def configure_webhooks(self, update: object) -> WebhookConfig:
+        try:
+            return self.webhooks.configure(update)
+        except WebhookConfigError as exc:
+            raise ControlError(400, exc.reason, str(exc)) from None
+
+    def webhooks_json(self) -> JsonObject:
+        return self.webhooks.config.to_json() | {"stats": self.webhooks.stats.to_json()}
+
+    def event_rows(self, *, event_type: str | None, payment_id: str | None) -> list[JsonObject]:
+        """Recorded events, oldest first, each with what became of its delivery."""
+        records = self.webhooks.records
+        rows = []
+        for event in self.ledger.events:
+            if event_type is not None and event["type"] != event_type:
+                continue
+            if payment_id is not None and payment_id_of(event) != payment_id:
+                continue
+            record = records.get(event["id"])
+            delivery = (record or DeliveryRecord()).to_json()
+            rows.append(
+                {
+                    "id": event["id"],
+                    "type": event["type"],
+                    "created": event["created"],
+                    "object_id": event["data"]["object"]["id"],
+                    "payment_id": payment_id_of(event),
+                }
+                | delivery
+                | {"event": event}
+            )
+        return rows
+
+    def redeliver(self, event_id: str, copies: object) -> JsonObject:
+        if copies is None:
+            copies = 1
+        if (
+            isinstance(copies, bool)
+            or not isinstance(copies, int)
+            or not 1 <= copies <= MAX_REDELIVER_COPIES
+        ):
+            raise ControlError(
+                400, "invalid_copies", f"copies must be an integer from 1 to {MAX_REDELIVER_COPIES}"
+            )
+        try:
+            event = self.ledger.event(event_id)
+        except EventNotFound as exc:
+            raise ControlError(404, "not_found", str(exc)) from None
+        if self.webhooks.config.url is None:
+            raise ControlError(409, "no_webhook_url", "no webhook URL is configured")
+        return self.webhooks.redeliver(event, copies).to_json()
+
+    def reset(self, *, webhook_config: bool = False) -> None:
+        """Forget intents, events, keys, faults, pending deliveries and delivery stats.
+        The webhook endpoint stays as configured unless `webhook_config` is set."""
         self.ledger.clear()
         self.idempotency.clear()
         self.faults = Faults()
+        self.webhooks.reset(config=webhook_config)
 
     # -- faults and idempotency -------------------------------------------------
 

@@ -25,6 +25,8 @@ def add_routes(app: web.Application) -> None:
     app.router.add_get("/v1/payment_intents/search", search_payment_intents)
     app.router.add_get("/v1/payment_intents/{intent}", retrieve_payment_intent)
     app.router.add_post("/v1/payment_intents/{intent}/cancel", cancel_payment_intent)
+    app.router.add_get("/v1/events", list_events)
+    app.router.add_get("/v1/events/{event}", retrieve_event)
 
 
 async def create_payment_intent(request: web.Request) -> web.Response:
@@ -56,6 +58,20 @@ async def search_payment_intents(request: web.Request) -> web.Response:
     authenticate(request, simulator.settings.api_key)
     result = await simulator.search_intents(forms.search_params(request.query))
     return web.Response(body=encode(result), content_type=JSON, headers=_request_id())
+
+
+async def list_events(request: web.Request) -> web.Response:
+    simulator = request.app[SIMULATOR]
+    authenticate(request, simulator.settings.api_key)
+    result = await simulator.list_events(forms.event_list_params(request.query))
+    return web.Response(body=encode(result), content_type=JSON, headers=_request_id())
+
+
+async def retrieve_event(request: web.Request) -> web.Response:
+    simulator = request.app[SIMULATOR]
+    authenticate(request, simulator.settings.api_key)
+    event = await simulator.retrieve_event(request.match_info["event"])
+    return web.Response(body=encode(event), content_type=JSON, headers=_request_id())
 
 
 def error_response(error: StripeApiError) -> web.Response:

@@ -104,11 +104,12 @@ def test_get_and_events(cli: Cli) -> None:
     assert created["id"] in table.stdout
 
     events = _ok_json(cli("events", created["id"], "--json"))["events"]
-    assert [e["to_status"] for e in events] == [
+    applied = [e for e in events if e.get("applied")]
+    assert [e["to_status"] for e in applied] == [
         "PAYMENT_STATUS_PENDING",
         "PAYMENT_STATUS_SUCCEEDED",
     ]
-    assert {e["source"] for e in events} == {"PAYMENT_EVENT_SOURCE_API"}
+    assert events[0]["source"] == "PAYMENT_EVENT_SOURCE_API"
     assert cli("events", created["id"]).returncode == 0
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import uuid
 
 import asyncpg
 import grpc
@@ -30,12 +31,15 @@ async def test_success_is_recorded_before_and_after_the_provider(
     history = await db.fetch(
         "SELECT from_status, to_status, source, applied FROM payment_events "
         "WHERE payment_id = $1 ORDER BY id",
-        __import__("uuid").UUID(hex=p.id[4:]),
+        uuid.UUID(hex=p.id[4:]),
     )
-    assert [tuple(r) for r in history] == [
-        (None, "PENDING", "api", True),
-        ("PENDING", "SUCCEEDED", "api", True),
-    ]
+    # Recorded as PENDING before the provider was called...
+    assert tuple(history[0]) == (None, "PENDING", "api", True)
+    # ...then SUCCEEDED once, from the API's answer or the provider's webhook,
+    # whichever came first (the other is kept in the history, not applied).
+    applied = [tuple(r) for r in history[1:] if r["applied"]]
+    assert [(a[0], a[1]) for a in applied] == [("PENDING", "SUCCEEDED")]
+    assert all(r["source"] == "webhook" for r in history[1:] if not r["applied"])
 
 
 async def test_decline_is_failed_with_the_providers_code(
@@ -118,7 +122,8 @@ async def test_fifty_concurrent_calls_with_one_key_charge_once(
 async def test_provider_timeout_after_charge_is_unknown_never_failed(
     channel: grpc.aio.Channel, sim: SimControl
 ) -> None:
-    await sim.faults(timeout_after_charge_rate=1.0)
+    # Webhooks lost for now: only the API call could tell us, and it times out.
+    await sim.faults(timeout_after_charge_rate=1.0, webhook_drop_rate=1.0)
     reply = await stub(channel).CreatePayment(create_request(), metadata=auth(), timeout=10)
     assert reply.payment.status == pb.PAYMENT_STATUS_UNKNOWN
     intents = await sim.ledger(payment_id=reply.payment.id)

@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import random
 from typing import Any
 
 import pytest
+import stripe
 
 from provider_sim import forms, search
 from provider_sim.errors import StripeApiError
+from provider_sim.events import CreatedRange, EventListQuery, EventType
 from provider_sim.faults import Faults, FaultsError
 from provider_sim.idempotency import (
     IdempotencyStore,
@@ -22,6 +25,7 @@ from provider_sim.idempotency import (
 from provider_sim.intents import IntentStatus
 from provider_sim.ledger import (
     CreateIntent,
+    EventNotFound,
     IntentNotFound,
     InvalidTransition,
     Ledger,
@@ -29,6 +33,8 @@ from provider_sim.ledger import (
     UnknownPaymentMethod,
 )
 from provider_sim.settings import SettingsError, SimSettings
+from provider_sim.signature import signature_header
+from provider_sim.webhooks import DeliveryRecord, WebhookConfig, WebhookConfigError
 
 
 def make_ledger() -> Ledger:
@@ -112,6 +118,38 @@ class TestLedger:
         ledger.clear()
         assert ledger.intents() == [] and ledger.events == []
 
+    def test_provider_cancel_voids_a_processing_charge(self) -> None:
+        ledger = make_ledger()
+        intent = ledger.create(command("pm_card_processing"))
+        with pytest.raises(InvalidTransition):
+            ledger.cancel(intent.id, None)  # not through the API
+        ledger.cancel(intent.id, "automatic", by_provider=True)
+        assert (intent.status, intent.charges) == (IntentStatus.CANCELED, 0)
+        assert [e["type"] for e in ledger.events][-1] == EventType.PAYMENT_INTENT_CANCELED
+
+    def test_events_page_newest_first(self) -> None:
+        now = [100.0]
+        counter = itertools.count(1)
+        ledger = Ledger(clock=lambda: now[0], new_id=lambda p: f"{p}_{next(counter)}")
+        for _ in range(5):
+            ledger.record_unrecorded_charge(100, "usd")
+            now[0] += 10
+        ids = [e["id"] for e in ledger.events]  # created 100, 110, ..., 140
+        page, more = ledger.events_page(EventListQuery(limit=2))
+        assert ([e["id"] for e in page], more) == (ids[:-3:-1], True)
+        page, more = ledger.events_page(EventListQuery(limit=2), starting_after=ids[1])
+        assert ([e["id"] for e in page], more) == ([ids[0]], False)
+        page, more = ledger.events_page(EventListQuery(limit=2), ending_before=ids[1])
+        assert ([e["id"] for e in page], more) == ([ids[3], ids[2]], True)
+        since = EventListQuery(CreatedRange(gte=120), limit=10)
+        assert [e["id"] for e in ledger.events_page(since)[0]] == ids[:1:-1]
+        window = EventListQuery(CreatedRange(gt=100, lt=130), limit=10)
+        assert [e["id"] for e in ledger.events_page(window)[0]] == [ids[2], ids[1]]
+        assert ledger.events_page(EventListQuery(types=("charge.*",)))[0] == []
+        assert ledger.event(ids[3]) is ledger.events[3]
+        with pytest.raises(EventNotFound):
+            ledger.events_page(EventListQuery(), starting_after="evt_nope")
+
     def test_event_snapshot_does_not_change_later(self) -> None:
         ledger = make_ledger()
         intent = ledger.create(command("pm_card_processing"))
@@ -120,6 +158,58 @@ class TestLedger:
             "processing",
             "succeeded",
         ]
+
+
+class TestWebhooks:
+    def test_signature_is_the_one_the_sdk_checks(self) -> None:
+        payload = b'{"id":"evt_1","object":"event","type":"payment_intent.succeeded"}'
+        header = signature_header("whsec_x", payload, 1_700_000_000)
+        expected = stripe.WebhookSignature.generate_signature_header(
+            payload.decode(), "whsec_x", timestamp=1_700_000_000
+        )
+        assert header == expected
+        assert stripe.WebhookSignature.verify_header(payload, header, "whsec_x", tolerance=10**10)
+
+    def test_retry_waits_grow_with_jitter_and_stop_at_the_cap(self) -> None:
+        config = WebhookConfig(retry_initial_ms=1000, retry_max_ms=60_000)
+        rng = random.Random(1)
+        waits = [config.retry_delay_s(n, rng) for n in range(1, 12)]
+        assert 0.75 <= waits[0] <= 1.0
+        assert all(later > earlier for earlier, later in itertools.pairwise(waits[:7]))
+        assert all(45 <= wait <= 60 for wait in waits[6:])
+        assert config.retry_delay_s(10_000, rng) <= 60
+
+    def test_partial_updates_and_validation(self) -> None:
+        config = WebhookConfig().merged({"url": "https://example.com/hook"})
+        config = config.merged({"retry_initial_ms": 5, "secret": "whsec_y"})
+        assert (config.url, config.retry_initial_ms, config.secret) == (
+            "https://example.com/hook",
+            5,
+            "whsec_y",
+        )
+        assert config.merged({"url": None}).url is None
+        for bad in [
+            {"url": "example.com/hook"},
+            {"url": "http://host:99999/"},
+            {"retry_max_ms": 1, "retry_initial_ms": 2},
+            {"timeout_ms": 0},
+            {"max_attempts": 1.5},
+            {"secret": "  "},
+        ]:
+            with pytest.raises(WebhookConfigError):
+                config.merged(bad)
+
+    def test_delivery_record_states(self) -> None:
+        record = DeliveryRecord()
+        assert record.state == "no_endpoint"
+        record.copies = 2
+        record.delivered_copies = 1
+        assert record.to_json()["delivered"] is True
+        assert record.state == "pending"
+        record.failed_copies = 1
+        assert record.state == "failed"
+        record.dropped = True  # an attempt lost in transit: the state still says how it ended
+        assert record.state == "failed"
 
 
 class TestIdempotencyStore:
@@ -245,6 +335,34 @@ class TestSettings:
         settings = SimSettings.from_env({})
         assert (settings.host, settings.port, settings.api_key) == ("127.0.0.1", 12111, None)
         assert settings.idempotency_retention_s == 86400
+        assert settings.webhook_config() == WebhookConfig(
+            url=None,
+            secret="whsec_dev",
+            retry_initial_ms=1000,
+            retry_max_ms=60_000,
+            max_attempts=25,
+            timeout_ms=10_000,
+            concurrency=16,
+        )
+        assert settings.seed is None
+
+    def test_reads_webhook_environment(self) -> None:
+        settings = SimSettings.from_env(
+            {
+                "PROVIDER_SIM_WEBHOOK_URL": "http://127.0.0.1:8080/webhooks/stripe",
+                "PROVIDER_SIM_WEBHOOK_SECRET": "whsec_abc",
+                "PROVIDER_SIM_WEBHOOK_RETRY_INITIAL_MS": "10",
+                "PROVIDER_SIM_WEBHOOK_RETRY_MAX_MS": "100",
+                "PROVIDER_SIM_WEBHOOK_MAX_ATTEMPTS": "3",
+                "PROVIDER_SIM_WEBHOOK_TIMEOUT_MS": "500",
+                "PROVIDER_SIM_WEBHOOK_CONCURRENCY": "4",
+                "PROVIDER_SIM_SEED": "42",
+            }
+        )
+        assert settings.webhook_config() == WebhookConfig(
+            "http://127.0.0.1:8080/webhooks/stripe", "whsec_abc", 10, 100, 3, 500, 4
+        )
+        assert settings.seed == 42
 
     def test_reads_environment(self) -> None:
         settings = SimSettings.from_env(
@@ -265,6 +383,17 @@ class TestSettings:
             {"PROVIDER_SIM_PORT": "70000"},
             {"PROVIDER_SIM_API_KEY": "pk_test_abc"},
             {"PROVIDER_SIM_IDEMPOTENCY_RETENTION_S": "0"},
+            {"PROVIDER_SIM_WEBHOOK_URL": "localhost:8080"},
+            {"PROVIDER_SIM_WEBHOOK_RETRY_INITIAL_MS": "fast"},
+            {"PROVIDER_SIM_WEBHOOK_RETRY_INITIAL_MS": "0"},
+            {
+                "PROVIDER_SIM_WEBHOOK_RETRY_MAX_MS": "500",
+                "PROVIDER_SIM_WEBHOOK_RETRY_INITIAL_MS": "900",
+            },
+            {"PROVIDER_SIM_WEBHOOK_MAX_ATTEMPTS": "0"},
+            {"PROVIDER_SIM_WEBHOOK_TIMEOUT_MS": "-1"},
+            {"PROVIDER_SIM_WEBHOOK_CONCURRENCY": "0"},
+            {"PROVIDER_SIM_SEED": "x"},
         ],
     )
     def test_bad_values_fail_clearly(self, env: dict[str, str]) -> None:

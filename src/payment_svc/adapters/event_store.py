@@ -39,8 +39,7 @@ LIMIT 1
 FOR UPDATE
 """
 
-# Status, provider id, failure, the newest provider state, and the history
-# entry, in one statement.
+# Status, provider id, failure and the newest provider state, in one statement.
 _TOUCH = """
 WITH u AS (
     UPDATE payments
@@ -53,8 +52,9 @@ WITH u AS (
         provider_state_rank = CASE
             WHEN provider_state_at IS NULL OR $8 > provider_state_at THEN $9
             ELSE GREATEST(provider_state_rank, $9) END,
-        version = version + 1,
-        updated_at = now()
+        -- a confirmation of the state we have is not a change of the payment
+        version = version + CASE WHEN $2 THEN 1 ELSE 0 END,
+        updated_at = CASE WHEN $2 THEN now() ELSE updated_at END
     WHERE id = $1
     RETURNING id
 )

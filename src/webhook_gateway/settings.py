@@ -1,0 +1,136 @@
+"""The one settings object of webhook-gateway; the only reader of the environment.
+
+| variable | default | meaning |
+| --- | --- | --- |
+| PAYMENTS_ENV | development | `production` refuses `whsec_dev` and `dev-gateway-token` |
+| WEBHOOK_GATEWAY_LISTEN | 127.0.0.1:8080 | HTTP address (`host:port`, port 0: any) |
+| PAYMENT_SVC_TARGET | 127.0.0.1:50051 | payment-svc's gRPC address |
+| WEBHOOK_GATEWAY_TOKEN | dev-gateway-token | the gateway's bearer token for payment-svc |
+| WEBHOOK_SECRETS | whsec_dev | active signing secrets, comma separated, newest first |
+| WEBHOOK_TOLERANCE_SECONDS | 300 | accepted distance between the signature's time and ours |
+| WEBHOOK_MAX_BODY_BYTES | 65536 | larger bodies get 413 |
+| WEBHOOK_FORWARD_TIMEOUT_SECONDS | 5 | deadline of the ApplyProviderEvent call |
+| WEBHOOK_GATEWAY_DRAIN_SECONDS | 10 | grace for in-flight requests on SIGTERM |
+| LOG_LEVEL | INFO | |
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import TypeVar
+
+DEV_SECRET = "whsec_dev"
+DEV_TOKEN = "dev-gateway-token"
+
+
+class ConfigError(ValueError):
+    """Bad configuration: the process refuses to start."""
+
+
+@dataclass(frozen=True)
+class Settings:
+    listen: str = "127.0.0.1:8080"
+    payment_svc_target: str = "127.0.0.1:50051"
+    token: str = DEV_TOKEN
+    secrets: tuple[str, ...] = (DEV_SECRET,)
+    tolerance_seconds: int = 300
+    max_body_bytes: int = 65536
+    forward_timeout: float = 5.0
+    drain_seconds: float = 10.0
+    log_level: str = "INFO"
+    production: bool = False
+
+    def __post_init__(self) -> None:
+        # Also guards settings built in code (tests, flags), not only from the environment.
+        split_address("WEBHOOK_GATEWAY_LISTEN", self.listen)
+        if not self.payment_svc_target.strip():
+            raise ConfigError("PAYMENT_SVC_TARGET must be host:port")
+        if not self.token or not self.token.isprintable() or not self.token.isascii():
+            raise ConfigError("WEBHOOK_GATEWAY_TOKEN must be a non-empty printable ASCII token")
+        if not self.secrets or not all(self.secrets):
+            raise ConfigError("WEBHOOK_SECRETS must name at least one secret")
+        if self.tolerance_seconds <= 0:
+            raise ConfigError("WEBHOOK_TOLERANCE_SECONDS must be positive")
+        if self.max_body_bytes <= 0:
+            raise ConfigError("WEBHOOK_MAX_BODY_BYTES must be positive")
+        if self.forward_timeout <= 0:
+            raise ConfigError("WEBHOOK_FORWARD_TIMEOUT_SECONDS must be positive")
+        if self.drain_seconds < 0:
+            raise ConfigError("WEBHOOK_GATEWAY_DRAIN_SECONDS must not be negative")
+        if not isinstance(logging.getLevelName(self.log_level.upper()), int):
+            raise ConfigError(f"LOG_LEVEL {self.log_level!r} is not a logging level")
+        development = [
+            name
+            for name, is_default in (
+                ("WEBHOOK_SECRETS", DEV_SECRET in self.secrets),
+                ("WEBHOOK_GATEWAY_TOKEN", self.token == DEV_TOKEN),
+            )
+            if is_default
+        ]
+        if self.production and development:
+            raise ConfigError(
+                "PAYMENTS_ENV=production refuses the development defaults: set "
+                + " and ".join(development)
+            )
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
+        env = os.environ if env is None else env
+
+        def get(name: str, default: object) -> str:
+            raw = env.get(name, "").strip()
+            return raw if raw else str(default)
+
+        return cls(
+            listen=get("WEBHOOK_GATEWAY_LISTEN", cls.listen),
+            payment_svc_target=get("PAYMENT_SVC_TARGET", cls.payment_svc_target),
+            token=get("WEBHOOK_GATEWAY_TOKEN", cls.token),
+            secrets=parse_secrets(get("WEBHOOK_SECRETS", DEV_SECRET)),
+            tolerance_seconds=_number(
+                int, "WEBHOOK_TOLERANCE_SECONDS", get("WEBHOOK_TOLERANCE_SECONDS", 300)
+            ),
+            max_body_bytes=_number(
+                int, "WEBHOOK_MAX_BODY_BYTES", get("WEBHOOK_MAX_BODY_BYTES", 65536)
+            ),
+            forward_timeout=_number(
+                float,
+                "WEBHOOK_FORWARD_TIMEOUT_SECONDS",
+                get("WEBHOOK_FORWARD_TIMEOUT_SECONDS", 5.0),
+            ),
+            drain_seconds=_number(
+                float, "WEBHOOK_GATEWAY_DRAIN_SECONDS", get("WEBHOOK_GATEWAY_DRAIN_SECONDS", 10.0)
+            ),
+            log_level=get("LOG_LEVEL", "INFO"),
+            production=env.get("PAYMENTS_ENV", "development").strip() == "production",
+        )
+
+
+def parse_secrets(raw: str) -> tuple[str, ...]:
+    """Comma separated, newest first; blanks and repeats are dropped."""
+    secrets = [s.strip() for s in raw.split(",")]
+    return tuple(dict.fromkeys(s for s in secrets if s))
+
+
+def split_address(name: str, address: str) -> tuple[str, int]:
+    host, sep, port = address.rpartition(":")
+    if not sep or not port.isdigit() or not 0 <= int(port) <= 65535:
+        raise ConfigError(f"{name} must be host:port, got {address!r}")
+    return host.strip("[]") or "127.0.0.1", int(port)
+
+
+_N = TypeVar("_N", int, float)
+
+
+def _number(kind: type[_N], name: str, raw: str) -> _N:
+    try:
+        value = kind(raw)
+    except ValueError:
+        value = None
+    if value is None or not math.isfinite(value):
+        noun = "an integer" if kind is int else "a number"
+        raise ConfigError(f"{name} must be {noun}, got {raw!r}")
+    return value

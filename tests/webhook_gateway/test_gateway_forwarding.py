@@ -1,0 +1,140 @@
+"""The gateway in front of the real payment-svc (the session's stack: real processes,
+real Postgres): a verified event is acknowledged only once payment-svc recorded it,
+a redelivery is acknowledged as a duplicate, and nothing invalid ever reaches it."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+
+import aiohttp
+import pytest
+from gateway_testkit import (
+    OLD_SECRET,
+    SECRET,
+    GatewayClient,
+    body_of,
+    event,
+    post,
+    running,
+    sample,
+    settings,
+    signed,
+)
+from prometheus_client.parser import text_string_to_metric_families
+
+from payments.stack import DEV_TOKENS, Stack, wait_serving
+from webhook_gateway.errors import Reason
+
+
+@pytest.fixture(scope="module")
+async def gateway(stack: Stack) -> AsyncIterator[GatewayClient]:
+    """Mid-rotation: both secrets active, the newest first."""
+    gateway_settings = settings(
+        payment_svc_target=stack.grpc_target, secrets=(SECRET, OLD_SECRET), forward_timeout=5.0
+    )
+    async with running(gateway_settings) as client:
+        yield client
+
+
+async def apply_calls_seen_by_payment_svc(stack: Stack) -> float:
+    """ApplyProviderEvent calls payment-svc started, from its own /metrics."""
+    async with aiohttp.ClientSession() as http, http.get(stack.metrics_url) as response:
+        text = await response.text()
+    return sum(
+        s.value
+        for family in text_string_to_metric_families(text)
+        for s in family.samples
+        if s.name == "grpc_server_started_total"
+        and s.labels.get("grpc_method") == "ApplyProviderEvent"
+    )
+
+
+async def test_a_verified_event_is_acknowledged_once_payment_svc_recorded_it(
+    gateway: GatewayClient,
+) -> None:
+    body = body_of(event(type="payment_intent.succeeded"))
+    ok_before = sample(gateway, "webhook_gateway_forward_seconds_count", outcome="ok")
+
+    status, answer = await post(gateway, body, signed(body))
+    assert (status, answer) == (200, {"received": True, "duplicate": False})
+
+    # The provider delivers again (at least once): acknowledged, applied no second time.
+    status, answer = await post(gateway, body, signed(body))
+    assert (status, answer) == (200, {"received": True, "duplicate": True})
+    assert sample(gateway, "webhook_gateway_forward_seconds_count", outcome="ok") == ok_before + 2
+
+
+async def test_during_rotation_an_event_signed_with_the_old_secret_is_recorded(
+    gateway: GatewayClient,
+) -> None:
+    body = body_of(event(type="payment_intent.processing"))
+    status, answer = await post(gateway, body, signed(body, OLD_SECRET))
+    assert (status, answer) == (200, {"received": True, "duplicate": False})
+
+
+async def test_ready_when_payment_svc_serves(gateway: GatewayClient) -> None:
+    async with gateway.get("/readyz") as response:
+        assert response.status == 200
+
+
+async def test_invalid_deliveries_never_reach_payment_svc(
+    gateway: GatewayClient, stack: Stack
+) -> None:
+    body = body_of(event())
+    seen = await apply_calls_seen_by_payment_svc(stack)
+    refusals = [
+        (body, {}),
+        (body, {"Stripe-Signature": "t=1"}),
+        (body, signed(body, "whsec_wrong")),
+        (body + b" ", signed(body)),
+        (b"{not json", signed(b"{not json")),
+        (body_of(event(id="x")), signed(body_of(event(id="x")))),
+    ]
+    for refused_body, headers in refusals:
+        status, _ = await post(gateway, refused_body, headers)
+        assert status == 400
+    assert await apply_calls_seen_by_payment_svc(stack) == seen
+
+    await post(gateway, body, signed(body))
+    assert await apply_calls_seen_by_payment_svc(stack) == seen + 1
+
+
+@pytest.mark.parametrize("token", [DEV_TOKENS["merchant"], "not-a-token"])
+async def test_a_token_payment_svc_refuses_is_503_so_the_provider_retries(
+    stack: Stack, token: str
+) -> None:
+    gateway_settings = settings(payment_svc_target=stack.grpc_target, token=token)
+    async with running(gateway_settings) as client:
+        body = body_of(event())
+        status, answer = await post(client, body, signed(body))
+    assert (status, answer["error"]["reason"]) == (503, Reason.PAYMENT_SERVICE_MISCONFIGURED)
+
+
+async def test_payment_svc_down_is_503_and_a_retry_once_it_is_back_is_recorded(
+    spawn_payment_svc: Callable[..., Awaitable[Stack]],
+) -> None:
+    own = await spawn_payment_svc()
+    async with running(settings(payment_svc_target=own.grpc_target)) as client:
+        body = body_of(event())
+        own.processes["payment-svc"].stop()
+
+        status, answer = await post(client, body, signed(body))
+        assert (status, answer["error"]["reason"]) == (503, Reason.PAYMENT_SERVICE_UNAVAILABLE)
+        async with client.get("/readyz") as response:
+            assert response.status == 503
+
+        own.start_payment_svc()  # same port
+        await wait_serving(own.grpc_target)
+        # The provider retries with backoff; the gateway's channel must be back within ~1 s.
+        deadline = time.monotonic() + 5
+        while True:
+            status, answer = await post(client, body, signed(body))
+            if status == 200 or time.monotonic() > deadline:
+                break
+            await asyncio.sleep(0.2)
+        assert (status, answer) == (200, {"received": True, "duplicate": False})
+        await asyncio.sleep(1.1)  # past the readiness cache
+        async with client.get("/readyz") as response:
+            assert response.status == 200
