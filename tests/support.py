@@ -91,6 +91,25 @@ class SimControl:
             webhook_delay_ms=0,
         )
 
+    async def post(self, path: str, body: dict[str, Any] | None = None) -> dict[str, Any]:
+        async with self.http.post(path, json=body or {}) as r:
+            assert r.status == 200, await r.text()
+            reply: dict[str, Any] = await r.json()
+            return reply
+
+    async def settle(self, intent_id: str, outcome: str) -> dict[str, Any]:
+        return await self.post(f"/_sim/payment_intents/{intent_id}/settle", {"outcome": outcome})
+
+    async def webhooks(self, **config: Any) -> dict[str, Any]:
+        return await self.post("/_sim/webhooks", config)
+
+    async def events(self, **query: str) -> list[dict[str, Any]]:
+        async with self.http.get("/_sim/events", params=query) as r:
+            assert r.status == 200, await r.text()
+            body = await r.json()
+            rows: list[dict[str, Any]] = body["events"] if isinstance(body, dict) else body
+            return rows
+
     async def ledger(self, **query: str) -> list[dict[str, Any]]:
         async with self.http.get("/_sim/ledger", params=query) as r:
             assert r.status == 200, await r.text()
