@@ -1,13 +1,20 @@
-"""`payments bench`: payments per second through the whole stack, against what
-the same SQL alone allows on the same Postgres.
+"""`payments bench`: payments and webhook events per second through the whole
+stack, against what the same SQL alone allows on the same Postgres.
 
-    environment   --target: a running stack; otherwise a Stack of our own in a
-                  temp dir on free ports, logs to files, on a fresh database
-                  (payments_bench_<random> on DATABASE_URL's server, dropped
-                  afterwards; or an embedded Postgres)
-    phases        closed loop -> open loop -> raw SQL (loadgen.py), each with
-                  a warm-up, on one uvloop event loop of their own
-    report        a table, or JSON
+    environment   --target (and --gateway-url): a running stack; otherwise a
+                  Stack of our own in a temp dir on free ports, logs to files,
+                  on a fresh database (payments_bench_<random> on DATABASE_URL's
+                  server, dropped afterwards; or an embedded Postgres)
+    phases        --phases payments,webhooks,raw (all by default), in order:
+                    payments  closed loop -> open loop (gRPC CreatePayment)
+                    webhooks  pool -> closed loop, pool -> open loop (signed
+                              events POSTed to webhook-gateway)
+                    raw       the raw SQL limit of each flow above
+                  each with a warm-up, on one uvloop event loop of their own
+                  (loadgen.py); with its own stack, a phase starts once
+                  provider-sim has no webhook delivery pending
+    report        a table, or JSON; with its own stack, a check that every
+                  acknowledged event is in the inbox
 """
 
 from __future__ import annotations
@@ -20,13 +27,15 @@ import shutil
 import signal
 import subprocess
 import tempfile
+import time
 from collections.abc import Callable, Iterator
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from types import FrameType
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
+import aiohttp
 import asyncpg
 import grpc
 import uvloop
@@ -34,15 +43,25 @@ from rich.table import Table
 
 from payment_svc.adapters import migrate
 from payment_svc.adapters.db import Database
+from payment_svc.adapters.event_store import EventStore
 from payment_svc.adapters.store import PaymentStore
+from payment_svc.domain.model import parse_payment_id
 from payment_svc.settings import Settings
 from payments import loadgen
 from payments.devdb import free_port
-from payments.loadgen import PhaseResult, Window
+from payments.loadgen import PhaseResult, Pool, StripeEvents, Window
 from payments.stack import DEV_TOKENS, Stack, StackConfig, wait_serving
 from payments.supervisor import describe_failure, redact_dsn
+from webhook_gateway.app import WEBHOOK_PATH
+from webhook_gateway.settings import DEV_SECRET
 
 Progress = Callable[[str], None]
+
+PHASES = ("payments", "webhooks", "raw")
+DEFAULT_GATEWAY_URL = "http://127.0.0.1:8080"
+# Longest wait for provider-sim's pending deliveries before a phase; past it
+# the phase runs anyway (and says so).
+SETTLE_TIMEOUT_S = 120.0
 
 
 class BenchError(Exception):
@@ -54,6 +73,7 @@ class BenchOptions:
     target: str | None = None  # None: start a stack of our own
     token: str = DEV_TOKENS["merchant"]
     database_url: str | None = None  # the server for fresh databases; None: embedded
+    phases: tuple[str, ...] = PHASES
     duration: float = 10.0
     warmup: float = 2.0
     concurrency: int = 64
@@ -66,13 +86,68 @@ class BenchOptions:
     amount: int = 1999
     currency: str = "USD"
     payment_method: str = "pm_card_visa"
+    gateway_url: str = DEFAULT_GATEWAY_URL  # with target; an own stack has its own
+    webhook_rate: float = 500.0
+    webhook_secret: str = DEV_SECRET
+    webhook_payments: int = 500  # the pool of each webhook phase
+
+    def runs(self, phase: str) -> bool:
+        return phase in self.phases
 
 
 @dataclass(frozen=True)
 class Environment:
     grpc_target: str
-    raw_dsn: str | None  # where the raw SQL phase runs; None: it is skipped
+    gateway_url: str
+    raw_dsn: str | None  # where the raw SQL phases run; None: they are skipped
     description: str
+    sim_url: str | None = None  # own stack: its deliveries are let finish before a phase
+    stack_dsn: str | None = None  # own stack: its database, for the webhook check
+
+
+@dataclass
+class FlowResult:
+    closed_loop: PhaseResult
+    open_loop: PhaseResult
+    raw: PhaseResult | None = None
+
+    @property
+    def to_raw(self) -> float | None:
+        if self.raw is None or self.raw.per_second == 0:
+            return None
+        return self.closed_loop.per_second / self.raw.per_second
+
+
+@dataclass(frozen=True)
+class InboxCheck:
+    """What the stack's database holds of the events of the HTTP phases."""
+
+    acknowledged: int  # 2xx answers, warm-up included
+    in_inbox: int
+    matched: int
+    applied: int
+    pool: int
+    pool_statuses: dict[str, int]
+
+    @property
+    def missing(self) -> int:
+        # A timed-out request may still have been recorded: never below zero.
+        return max(0, self.acknowledged - self.in_inbox)
+
+
+@dataclass
+class WebhookResult(FlowResult):
+    pools: dict[str, Pool] = field(default_factory=dict)  # closed_loop, open_loop, raw_sql
+    event_prefixes: list[str] = field(default_factory=list)  # of the HTTP phases
+    check: InboxCheck | None = None
+
+
+def _ratio(value: float | None) -> float | None:
+    return round(value, 3) if value is not None else None
+
+
+def _pool_json(pool: Pool | None) -> dict[str, Any]:
+    return {"pool": pool.to_json()} if pool is not None else {}
 
 
 @dataclass
@@ -81,42 +156,96 @@ class BenchReport:
     environment: Environment
     cpu_count: int | None
     postgres: dict[str, Any] | None
-    closed_loop: PhaseResult
-    open_loop: PhaseResult
-    raw_sql: PhaseResult | None
+    payments: FlowResult | None
+    webhooks: WebhookResult | None
+
+    # The payments figures, under their names from before the webhook phases.
+    @property
+    def closed_loop(self) -> PhaseResult | None:
+        return self.payments.closed_loop if self.payments else None
+
+    @property
+    def open_loop(self) -> PhaseResult | None:
+        return self.payments.open_loop if self.payments else None
+
+    @property
+    def raw_sql(self) -> PhaseResult | None:
+        return self.payments.raw if self.payments else None
 
     @property
     def full_flow_to_raw(self) -> float | None:
-        if self.raw_sql is None or self.raw_sql.per_second == 0:
-            return None
-        return self.closed_loop.per_second / self.raw_sql.per_second
+        return self.payments.to_raw if self.payments else None
 
     def to_json(self) -> dict[str, Any]:
-        ratio = self.full_flow_to_raw
         options = asdict(self.options)
         options.pop("token")
+        options.pop("webhook_secret")
+        options["phases"] = list(self.options.phases)
         options["logs_dir"] = str(self.options.logs_dir) if self.options.logs_dir else None
         if self.options.database_url:
             options["database_url"] = redact_dsn(self.options.database_url)
+        o = self.options
         return {
             "environment": self.environment.description,
             "target": self.environment.grpc_target,
             "cpu_count": self.cpu_count,
             "postgres": self.postgres,
             "options": options,
-            "closed_loop": {"concurrency": self.options.concurrency, **self.closed_loop.to_json()},
+            "phases": list(o.phases),
+            "closed_loop": _closed_json(self.closed_loop, o.concurrency),
+            "open_loop": _open_json(self.open_loop, o.rate),
+            "raw_sql": _closed_json(self.raw_sql, o.concurrency),
+            "full_flow_to_raw": _ratio(self.full_flow_to_raw),
+            "webhooks": self._webhooks_json(),
+        }
+
+    def _webhooks_json(self) -> dict[str, Any] | None:
+        w, o = self.webhooks, self.options
+        if w is None:
+            return None
+        check = w.check
+        return {
+            "gateway_url": self.environment.gateway_url,
+            "events": event_description(o),
+            "closed_loop": {
+                **_pool_json(w.pools.get("closed_loop")),
+                **(_closed_json(w.closed_loop, o.concurrency) or {}),
+            },
             "open_loop": {
-                "target_rate": self.options.rate,
-                "sent": self.open_loop.sent,
-                **self.open_loop.to_json(),
+                **_pool_json(w.pools.get("open_loop")),
+                **(_open_json(w.open_loop, o.webhook_rate) or {}),
             },
             "raw_sql": (
-                {"concurrency": self.options.concurrency, **self.raw_sql.to_json()}
-                if self.raw_sql is not None
+                {**_pool_json(w.pools.get("raw_sql")), **(_closed_json(w.raw, o.concurrency) or {})}
+                if w.raw is not None
                 else None
             ),
-            "full_flow_to_raw": round(ratio, 3) if ratio is not None else None,
+            "full_flow_to_raw": _ratio(w.to_raw),
+            "check": (
+                {**asdict(check), "missing": check.missing} if check is not None else None
+            ),
         }
+
+
+def _closed_json(result: PhaseResult | None, concurrency: int) -> dict[str, Any] | None:
+    return {"concurrency": concurrency, **result.to_json()} if result is not None else None
+
+
+def _open_json(result: PhaseResult | None, rate: float) -> dict[str, Any] | None:
+    if result is None:
+        return None
+    return {"target_rate": rate, "sent": result.sent, **result.to_json()}
+
+
+def event_description(o: BenchOptions) -> str:
+    return (
+        f"{loadgen.EVENT_TYPE} events, each with a fresh evt_ id and signed at send time "
+        f"with the given secret, about a pool of {o.webhook_payments} "
+        f"{loadgen.POOL_PAYMENT_METHOD} payments per phase (PENDING, created through gRPC "
+        "before the phase; through the store for raw SQL): event n is about payment "
+        "n mod pool, so the first round settles each payment (PENDING -> SUCCEEDED) and "
+        "later rounds are recorded as confirmations (same statements, status unchanged)"
+    )
 
 
 def _with_database(dsn: str, name: str) -> str:
@@ -199,21 +328,34 @@ def _own_stack(
             tails = _log_tails(logs)
             raise BenchError(f"the stack did not start: {describe_failure(exc)}\n{tails}") from exc
         where = "given Postgres server" if database_url else "embedded Postgres"
-        yield Environment(stack.grpc_target, stack.database_url, f"own stack ({where})")
+        yield Environment(
+            stack.grpc_target,
+            stack.gateway_url,
+            stack.database_url,
+            f"own stack ({where})",
+            sim_url=stack.sim_url,
+            stack_dsn=stack.database_url,
+        )
+
+
+def _needs_raw_database(options: BenchOptions) -> bool:
+    return options.runs("raw") and (options.runs("payments") or options.runs("webhooks"))
 
 
 @contextlib.contextmanager
 def environment(
     options: BenchOptions, runner: asyncio.Runner, progress: Progress
 ) -> Iterator[Environment]:
+    gateway = options.gateway_url.rstrip("/")
     if options.target is None:
         with _own_stack(options, runner, progress) as env:
             yield env
-    elif options.database_url:
+    elif options.database_url and _needs_raw_database(options):
         with _fresh_database(runner, options.database_url, progress, migrated=True) as dsn:
-            yield Environment(options.target, dsn, "running stack")
+            yield Environment(options.target, gateway, dsn, "running stack")
     else:
-        yield Environment(options.target, None, "running stack (no DATABASE_URL: raw SQL skipped)")
+        skipped = " (no DATABASE_URL: raw SQL skipped)" if _needs_raw_database(options) else ""
+        yield Environment(options.target, gateway, None, "running stack" + skipped)
 
 
 async def postgres_settings(dsn: str) -> dict[str, Any]:
@@ -247,60 +389,252 @@ async def _open_channels(target: str, count: int, timeout: float) -> list[grpc.a
     return channels
 
 
-async def _grpc_phases(
-    options: BenchOptions, target: str, progress: Progress
-) -> tuple[PhaseResult, PhaseResult]:
-    channels = await _open_channels(target, options.channels, options.timeout)
-    try:
-        callers = loadgen.create_callers(channels, options.token, options.timeout)
-        fields = (options.amount, options.currency, options.payment_method)
-        progress(f"closed loop: {options.concurrency} callers, {_phase_time(options)}")
-        closed = await loadgen.closed_loop(
-            callers,
-            loadgen.CreateRequests("closed", *fields),
-            options.concurrency,
-            Window.after_warmup(options.warmup, options.duration),
-        )
-        progress(f"open loop: {options.rate:g} payments/s, {_phase_time(options)}")
-        opened = await loadgen.open_loop(
-            callers,
-            loadgen.CreateRequests("open", *fields),
-            options.rate,
-            Window.after_warmup(options.warmup, options.duration),
-            max_in_flight=max(options.concurrency, int(options.rate * options.timeout)),
-        )
-        return closed, opened
-    finally:
-        await asyncio.gather(*(c.close() for c in channels))
+async def _settle_deliveries(env: Environment, progress: Progress) -> None:
+    """Every payment makes provider-sim deliver webhooks to the gateway; a
+    phase waits until the previous phase's (or pool's) are delivered, so that
+    it does not compete with them. Only with our own stack: we know its sim."""
+    if env.sim_url is None:
+        return
+    started = time.monotonic()
+    reported = False
+    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=5)) as session:
+        while True:
+            try:
+                async with session.get(f"{env.sim_url}/_sim/webhooks") as response:
+                    pending = int((await response.json())["stats"]["pending"])
+            except (aiohttp.ClientError, TimeoutError, KeyError, ValueError) as exc:
+                progress(f"cannot ask provider-sim for pending deliveries: {exc!r}")
+                return
+            waited = time.monotonic() - started
+            if pending == 0:
+                if reported:
+                    progress(f"provider-sim's deliveries done after {waited:.1f}s")
+                return
+            if waited > SETTLE_TIMEOUT_S:
+                progress(f"{pending} provider-sim deliveries still pending: starting anyway")
+                return
+            if not reported:
+                progress(f"waiting for {pending} pending provider-sim webhook deliveries")
+                reported = True
+            await asyncio.sleep(0.25)
 
 
-async def _raw_phase(options: BenchOptions, dsn: str, progress: Progress) -> PhaseResult:
-    progress(f"raw SQL: {options.concurrency} callers, {_phase_time(options)}")
-    # The service's pool size, so the raw limit is measured with as many connections.
-    db = Database(dsn, timeout=options.timeout, max_size=options.db_pool_max)
-    await db.open()
-    try:
-        return await loadgen.raw_sql(
-            PaymentStore(db),
-            options.concurrency,
-            Window.after_warmup(options.warmup, options.duration),
-            amount=options.amount,
-            currency=options.currency,
-            payment_method=options.payment_method,
-        )
-    finally:
-        await db.close()
+async def _gateway_ready(url: str, timeout: float) -> None:
+    deadline = time.monotonic() + max(timeout, 30.0)
+    last = ""
+    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=2)) as session:
+        while time.monotonic() < deadline:
+            try:
+                async with session.get(f"{url}/readyz") as response:
+                    if response.status == 200:
+                        return
+                    last = f"/readyz answered {response.status}"
+            except (aiohttp.ClientError, TimeoutError) as exc:
+                last = str(exc) or type(exc).__name__
+            await asyncio.sleep(0.2)
+    raise BenchError(f"webhook-gateway at {url} is not ready: {last}")
 
 
 def _phase_time(options: BenchOptions) -> str:
     return f"warm-up {options.warmup:g}s, measuring {options.duration:g}s"
 
 
+def _window(options: BenchOptions) -> Window:
+    return Window.after_warmup(options.warmup, options.duration)
+
+
+def _max_in_flight(options: BenchOptions, rate: float) -> int:
+    return max(options.concurrency, int(rate * options.timeout))
+
+
+async def _payment_phases(
+    options: BenchOptions, env: Environment, progress: Progress
+) -> FlowResult:
+    channels = await _open_channels(env.grpc_target, options.channels, options.timeout)
+    try:
+        callers = loadgen.create_callers(channels, options.token, options.timeout)
+        fields = (options.amount, options.currency, options.payment_method)
+        await _settle_deliveries(env, progress)
+        progress(f"payments, closed loop: {options.concurrency} callers, {_phase_time(options)}")
+        closed = await loadgen.closed_loop(
+            loadgen.payment_sender(callers, loadgen.CreateRequests("closed", *fields)),
+            options.concurrency,
+            _window(options),
+        )
+        await _settle_deliveries(env, progress)
+        progress(f"payments, open loop: {options.rate:g} payments/s, {_phase_time(options)}")
+        opened = await loadgen.open_loop(
+            loadgen.payment_sender(callers, loadgen.CreateRequests("open", *fields)),
+            options.rate,
+            _window(options),
+            max_in_flight=_max_in_flight(options, options.rate),
+        )
+        return FlowResult(closed, opened)
+    finally:
+        await asyncio.gather(*(c.close() for c in channels))
+
+
+def _session(limit: int, timeout: float) -> aiohttp.ClientSession:
+    # Keep-alive connections (aiohttp's default), as many as requests in flight.
+    connector = aiohttp.TCPConnector(limit=limit, limit_per_host=limit)
+    return aiohttp.ClientSession(
+        connector=connector,
+        timeout=aiohttp.ClientTimeout(total=timeout),
+        auto_decompress=False,
+    )
+
+
+async def _webhook_phases(
+    options: BenchOptions, env: Environment, progress: Progress
+) -> WebhookResult:
+    await _gateway_ready(env.gateway_url, options.timeout)
+    url = env.gateway_url + WEBHOOK_PATH
+    channels = await _open_channels(env.grpc_target, options.channels, options.timeout)
+    try:
+        callers = loadgen.create_callers(channels, options.token, options.timeout)
+        pools: dict[str, Pool] = {}
+        streams: list[StripeEvents] = []
+        results: list[PhaseResult] = []
+        for phase in ("closed", "open"):
+            progress(f"webhooks, {phase} loop: creating {options.webhook_payments} payments")
+            requests = loadgen.CreateRequests(
+                f"pool-{phase}", options.amount, options.currency, loadgen.POOL_PAYMENT_METHOD
+            )
+            pool = await loadgen.grpc_pool(
+                callers, requests, options.webhook_payments, options.concurrency
+            )
+            if not pool.payments:
+                raise BenchError(f"no payment of the webhook pool was created: {pool.errors}")
+            pools[f"{phase}_loop"] = pool
+            events = StripeEvents(phase, pool.payments, options.webhook_secret)
+            streams.append(events)
+            await _settle_deliveries(env, progress)
+            if phase == "closed":
+                progress(
+                    f"webhooks, closed loop: {options.concurrency} senders, {_phase_time(options)}"
+                )
+                async with _session(options.concurrency, options.timeout) as session:
+                    send = loadgen.webhook_sender(session, url, events)
+                    results.append(
+                        await loadgen.closed_loop(
+                            send, options.concurrency, _window(options), unit="events"
+                        )
+                    )
+            else:
+                rate = options.webhook_rate
+                progress(f"webhooks, open loop: {rate:g} events/s, {_phase_time(options)}")
+                limit = _max_in_flight(options, rate)
+                async with _session(limit, options.timeout) as session:
+                    send = loadgen.webhook_sender(session, url, events)
+                    results.append(
+                        await loadgen.open_loop(send, rate, _window(options), limit, unit="events")
+                    )
+        closed, opened = results
+        return WebhookResult(
+            closed, opened, pools=pools, event_prefixes=[e.prefix for e in streams]
+        )
+    finally:
+        await asyncio.gather(*(c.close() for c in channels))
+
+
+async def _raw_payments(options: BenchOptions, db: Database, progress: Progress) -> PhaseResult:
+    progress(f"payments, raw SQL: {options.concurrency} callers, {_phase_time(options)}")
+    return await loadgen.raw_sql(
+        PaymentStore(db),
+        options.concurrency,
+        _window(options),
+        amount=options.amount,
+        currency=options.currency,
+        payment_method=options.payment_method,
+    )
+
+
+async def _raw_events(
+    options: BenchOptions, db: Database, progress: Progress
+) -> tuple[Pool, PhaseResult]:
+    progress(f"webhooks, raw SQL: writing {options.webhook_payments} payments")
+    pool = await loadgen.store_pool(
+        PaymentStore(db),
+        options.webhook_payments,
+        options.concurrency,
+        amount=options.amount,
+        currency=options.currency,
+    )
+    if not pool.payments:
+        raise BenchError(f"no payment of the raw webhook pool was written: {pool.errors}")
+    events = StripeEvents("raw", pool.payments, options.webhook_secret)
+    progress(f"webhooks, raw SQL: {options.concurrency} callers, {_phase_time(options)}")
+    result = await loadgen.raw_events(EventStore(db), events, options.concurrency, _window(options))
+    return pool, result
+
+
+async def _raw_phases(
+    options: BenchOptions,
+    env: Environment,
+    dsn: str,
+    payments: FlowResult | None,
+    webhooks: WebhookResult | None,
+    progress: Progress,
+) -> None:
+    # The service's pool size, so the raw limit is measured with as many connections.
+    db = Database(dsn, timeout=options.timeout, max_size=options.db_pool_max)
+    await db.open()
+    try:
+        if payments is not None:
+            await _settle_deliveries(env, progress)
+            payments.raw = await _raw_payments(options, db, progress)
+        if webhooks is not None:
+            await _settle_deliveries(env, progress)
+            webhooks.pools["raw_sql"], webhooks.raw = await _raw_events(options, db, progress)
+    finally:
+        await db.close()
+
+
+async def inbox_check(dsn: str, webhooks: WebhookResult) -> InboxCheck:
+    patterns = [p.replace("_", "\\_") + "%" for p in webhooks.event_prefixes]
+    ids = [
+        parse_payment_id(p.payment_id)
+        for name in ("closed_loop", "open_loop")
+        if name in webhooks.pools
+        for p in webhooks.pools[name].payments
+    ]
+    conn = await asyncpg.connect(dsn)
+    try:
+        events = await conn.fetchrow(
+            """SELECT count(*) AS in_inbox, count(payment_id) AS matched,
+                      count(*) FILTER (WHERE applied) AS applied
+               FROM provider_events WHERE provider_event_id LIKE ANY($1::text[])""",
+            patterns,
+        )
+        statuses = await conn.fetch(
+            "SELECT status, count(*) AS n FROM payments WHERE id = ANY($1::uuid[]) GROUP BY status",
+            ids,
+        )
+    finally:
+        await conn.close()
+    assert events is not None
+    return InboxCheck(
+        acknowledged=webhooks.closed_loop.ok_total + webhooks.open_loop.ok_total,
+        in_inbox=events["in_inbox"],
+        matched=events["matched"],
+        applied=events["applied"],
+        pool=len(ids),
+        pool_statuses={row["status"]: row["n"] for row in statuses},
+    )
+
+
 async def _phases(options: BenchOptions, env: Environment, progress: Progress) -> BenchReport:
     postgres = await postgres_settings(env.raw_dsn) if env.raw_dsn else None
-    closed, opened = await _grpc_phases(options, env.grpc_target, progress)
-    raw = await _raw_phase(options, env.raw_dsn, progress) if env.raw_dsn else None
-    return BenchReport(options, env, os.cpu_count(), postgres, closed, opened, raw)
+    payments = webhooks = None
+    if options.runs("payments"):
+        payments = await _payment_phases(options, env, progress)
+    if options.runs("webhooks"):
+        webhooks = await _webhook_phases(options, env, progress)
+    if options.runs("raw") and env.raw_dsn:
+        await _raw_phases(options, env, env.raw_dsn, payments, webhooks, progress)
+    if webhooks is not None and env.stack_dsn:
+        webhooks.check = await inbox_check(env.stack_dsn, webhooks)
+    return BenchReport(options, env, os.cpu_count(), postgres, payments, webhooks)
 
 
 def _interrupt(signum: int, _: FrameType | None) -> None:
@@ -308,7 +642,7 @@ def _interrupt(signum: int, _: FrameType | None) -> None:
 
 
 def run_bench(options: BenchOptions, progress: Progress) -> BenchReport:
-    """Runs every phase; whatever it started is stopped and removed after."""
+    """Runs the chosen phases; whatever it started is stopped and removed after."""
     # SIGTERM unwinds like Ctrl-C, so the stack and the database are cleaned up.
     previous = signal.signal(signal.SIGTERM, _interrupt)
     try:
@@ -329,17 +663,33 @@ def _errors(result: PhaseResult) -> str:
     return ", ".join(f"{code}={n}" for code, n in result.errors.most_common()) or "0"
 
 
-def report_table(report: BenchReport) -> Table:
+def _rows(report: BenchReport) -> list[tuple[str, str, PhaseResult | None]]:
     o = report.options
+    rows: list[tuple[str, str, PhaseResult | None]] = []
+    if report.payments is not None:
+        p = report.payments
+        rows += [
+            ("payments: closed loop, full flow", f"{o.concurrency} callers", p.closed_loop),
+            ("payments: open loop, full flow", f"{o.rate:g}/s offered", p.open_loop),
+        ]
+        if o.runs("raw"):
+            rows.append(("payments: raw SQL (asyncpg)", f"{o.concurrency} callers", p.raw))
+    if report.webhooks is not None:
+        w = report.webhooks
+        rows += [
+            ("webhooks: closed loop, gateway", f"{o.concurrency} senders", w.closed_loop),
+            ("webhooks: open loop, gateway", f"{o.webhook_rate:g}/s offered", w.open_loop),
+        ]
+        if o.runs("raw"):
+            rows.append(("webhooks: raw SQL (EventStore)", f"{o.concurrency} callers", w.raw))
+    return rows
+
+
+def report_table(report: BenchReport) -> Table:
     table = Table(title=f"payments bench: {report.environment.description}")
-    for name in ("phase", "load", "payments/s", "p50 ms", "p90 ms", "p99 ms", "max ms", "errors"):
+    for name in ("phase", "load", "done/s", "p50 ms", "p90 ms", "p99 ms", "max ms", "errors"):
         table.add_column(name, justify="left" if name in ("phase", "load", "errors") else "right")
-    rows: list[tuple[str, str, PhaseResult | None]] = [
-        ("closed loop, full flow", f"{o.concurrency} callers", report.closed_loop),
-        ("open loop, full flow", f"{o.rate:g}/s offered", report.open_loop),
-        ("raw SQL (asyncpg)", f"{o.concurrency} callers", report.raw_sql),
-    ]
-    for phase, load, result in rows:
+    for phase, load, result in _rows(report):
         if result is None:
             table.add_row(phase, load, "skipped", "", "", "", "", "")
             continue
@@ -357,8 +707,51 @@ def report_table(report: BenchReport) -> Table:
     return table
 
 
+def _statuses(result: PhaseResult) -> str:
+    return ", ".join(f"{k}={v}" for k, v in result.statuses.most_common()) or "none"
+
+
+def _ratio_line(name: str, flow: FlowResult | None, unit: str) -> list[str]:
+    if flow is None:
+        return []
+    ratio = flow.to_raw
+    if ratio is None:
+        return [f"{name} / raw SQL: n/a"]
+    return [f"{name} / raw SQL: {ratio:.2f} (closed loop {unit}/s over raw {unit}/s)"]
+
+
+def _webhook_lines(report: BenchReport) -> list[str]:
+    w, o = report.webhooks, report.options
+    if w is None:
+        return []
+    pools = "; ".join(
+        f"{name}: {len(pool.payments)} in {pool.seconds:.1f}s"
+        + (f" ({', '.join(f'{k}={v}' for k, v in pool.errors.items())} failed)" if pool.errors else "")
+        for name, pool in w.pools.items()
+    )
+    lines = [
+        f"webhook events: {event_description(o)}",
+        f"webhook pools: {pools}",
+        f"webhooks open loop: {w.open_loop.sent} sent in the window at {o.webhook_rate:g}/s, "
+        f"{w.open_loop.per_second:.1f}/s completed",
+        f"webhook answers: closed loop {_statuses(w.closed_loop)}; "
+        f"open loop {_statuses(w.open_loop)}"
+        + (f"; raw SQL outcomes {_statuses(w.raw)}" if w.raw is not None else ""),
+    ]
+    c = w.check
+    if c is None:
+        lines.append("webhook check: skipped (the stack's database is not ours to read)")
+    else:
+        statuses = ", ".join(f"{k}={v}" for k, v in sorted(c.pool_statuses.items()))
+        lines.append(
+            f"webhook check: {c.acknowledged} events acknowledged (warm-up included), "
+            f"{c.in_inbox} in the inbox, {c.matched} matched a payment, {c.applied} applied, "
+            f"{c.missing} acknowledged but missing; pool payments now: {statuses}"
+        )
+    return lines
+
+
 def summary_lines(report: BenchReport) -> list[str]:
-    ratio = report.full_flow_to_raw
     pg = report.postgres
     durable = (
         f"Postgres {pg['version']}: fsync={pg['fsync']}, synchronous_commit="
@@ -368,24 +761,25 @@ def summary_lines(report: BenchReport) -> list[str]:
         else "Postgres settings unknown (no database to ask)"
     )
     lines = [
-        *(
-            f"first {code} error, {phase}: {message}"
-            for phase, result in (
-                ("closed loop", report.closed_loop),
-                ("open loop", report.open_loop),
-                ("raw SQL", report.raw_sql),
-            )
-            if result is not None
-            for code, message in result.error_samples.items()
-        ),
-        f"full flow / raw SQL: {ratio:.2f} (closed loop payments/s over raw payments/s)"
-        if ratio is not None
-        else "full flow / raw SQL: n/a",
-        f"open loop: {report.open_loop.sent} sent in the window at {report.options.rate:g}/s, "
-        f"{report.open_loop.per_second:.1f}/s completed",
+        f"first {code} error, {phase}: {message}"
+        for phase, _, result in _rows(report)
+        if result is not None
+        for code, message in result.error_samples.items()
+    ]
+    lines += _ratio_line("payments full flow", report.payments, "payments")
+    lines += _ratio_line("webhooks through the gateway", report.webhooks, "events")
+    if report.payments is not None:
+        p = report.payments
+        lines.append(
+            f"payments open loop: {p.open_loop.sent} sent in the window at "
+            f"{report.options.rate:g}/s, {p.open_loop.per_second:.1f}/s completed"
+        )
+    lines += _webhook_lines(report)
+    lines += [
         f"CPU cores: {report.cpu_count} (client, services and Postgres share them)",
         durable,
-        f"target: {report.environment.grpc_target}; statuses: "
-        + ", ".join(f"{k}={v}" for k, v in report.closed_loop.statuses.most_common()),
+        f"target: {report.environment.grpc_target}, gateway {report.environment.gateway_url}",
     ]
+    if report.payments is not None:
+        lines.append(f"payment statuses (closed loop): {_statuses(report.payments.closed_loop)}")
     return lines

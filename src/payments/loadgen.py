@@ -1,38 +1,51 @@
 """Load generators of the benchmark and what they measure.
 
-    closed_loop   N callers, each sends its next payment when the last returns
-    open_loop     payments sent on a fixed schedule, whatever the answers;
+    closed_loop   N senders, each sends its next request when the last returns
+    open_loop     requests sent on a fixed schedule, whatever the answers;
                   latency counts from the intended send time, so a stalled
                   service is not hidden by a stalled sender (coordinated omission)
-    raw_sql       the statements payment-svc issues per payment, straight
-                  through asyncpg: no gRPC, no provider
 
-Each phase runs a warm-up, then a measured window. The client stays lean:
-requests are pre-serialized bytes (the fixed fields once, the idempotency
-key prepended per call), calls spread over a few channels.
+What is sent is a `Send`, one per flow:
+
+    payment_sender   CreatePayment over gRPC (pre-serialized bytes, the fixed
+                     fields once, the idempotency key prepended per call)
+    webhook_sender   a signed Stripe event POSTed to webhook-gateway over
+                     keep-alive connections (StripeEvents: each payment's
+                     intent serialized once; per event the evt_ id, `created`
+                     and the signature)
+    raw_sql          the statements payment-svc issues per payment, and
+    raw_events       per event, straight through asyncpg: no gRPC, no HTTP
+
+Each phase runs a warm-up, then a measured window.
 """
 
 from __future__ import annotations
 
 import asyncio
 import itertools
+import json
 import secrets
 import time
 from collections import Counter
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+import aiohttp
 import asyncpg
 import grpc
 from hdrh.histogram import HdrHistogram
 
+from payment_svc.adapters.event_store import EventOutcome, EventStore, InboxEvent
 from payment_svc.adapters.store import NewPayment, PaymentStore
+from payment_svc.adapters.stripe_events import parse_event
 from payment_svc.domain.errors import PaymentsError as ServiceError
 from payment_svc.domain.model import ProviderResult, new_payment_uuid, request_fingerprint
 from payment_svc.domain.status import PaymentStatus, Source
 from payments.v1 import payment_pb2 as pb
 from payments.v1 import payment_service_pb2 as svc
+from webhook_gateway.signature import HEADER as SIGNATURE_HEADER
+from webhook_gateway.signature import sign
 
 CREATE_METHOD = "/payments.v1.PaymentService/CreatePayment"
 _HIGHEST_US = 120_000_000  # two minutes, in microseconds
@@ -65,14 +78,17 @@ class PhaseResult:
 
     window: Window
     by_schedule: bool = False
+    unit: str = "payments"  # what one call is: names the throughput in JSON
     histogram: HdrHistogram = field(default_factory=lambda: HdrHistogram(1, _HIGHEST_US, 3))
     finished_ok: int = 0
+    ok_total: int = 0  # warm-up and stragglers included: what the service confirmed
     sent: int = 0
     errors: Counter[str] = field(default_factory=Counter)
     error_samples: dict[str, str] = field(default_factory=dict)  # code -> first message
     statuses: Counter[str] = field(default_factory=Counter)
 
     def ok(self, started_ns: int, finished_ns: int, status: str) -> None:
+        self.ok_total += 1
         if finished_ns in self.window:
             self.finished_ok += 1
         if (started_ns if self.by_schedule else finished_ns) in self.window:
@@ -105,12 +121,62 @@ class PhaseResult:
         return {
             "duration_s": round(self.window.seconds, 3),
             "completed": self.finished_ok,
-            "payments_per_s": round(self.per_second, 1),
+            f"{self.unit}_per_s": round(self.per_second, 1),
             "latency_us": self.latency_us(),
             "errors": dict(self.errors),
             "error_samples": self.error_samples,
             "statuses": dict(self.statuses),
         }
+
+
+# Sends request number n, counted from started_ns (now, or when it was due),
+# and records the outcome in the result.
+Send = Callable[[int, int, PhaseResult], Awaitable[None]]
+
+
+async def closed_loop(
+    send: Send, concurrency: int, window: Window, *, unit: str = "payments"
+) -> PhaseResult:
+    result = PhaseResult(window, unit=unit)
+    numbers = itertools.count()
+
+    async def sender() -> None:
+        while time.perf_counter_ns() < window.end_ns:
+            await send(next(numbers), time.perf_counter_ns(), result)
+
+    await asyncio.gather(*(sender() for _ in range(concurrency)))
+    return result
+
+
+async def open_loop(
+    send: Send, rate: float, window: Window, max_in_flight: int, *, unit: str = "payments"
+) -> PhaseResult:
+    result = PhaseResult(window, by_schedule=True, unit=unit)
+    interval_ns = 1e9 / rate
+    first_ns = time.perf_counter_ns()
+    in_flight: set[asyncio.Task[None]] = set()
+    for n in itertools.count():
+        due_ns = first_ns + int(n * interval_ns)
+        if due_ns >= window.end_ns:
+            break
+        wait_ns = due_ns - time.perf_counter_ns()
+        if wait_ns > 0:
+            await asyncio.sleep(wait_ns / 1e9)
+        if len(in_flight) >= max_in_flight:
+            # The service is so far behind that the client would only pile up.
+            result.failed(due_ns, due_ns, "CLIENT_BACKLOG", f"{max_in_flight} calls in flight")
+            continue
+        if due_ns in window:
+            result.sent += 1
+        task = asyncio.create_task(send(n, due_ns, result))
+        in_flight.add(task)
+        task.add_done_callback(in_flight.discard)
+    if in_flight:
+        await asyncio.wait(in_flight)
+    return result
+
+
+# -- payments over gRPC ---------------------------------------------------------------
 
 
 class CreateRequests:
@@ -160,63 +226,35 @@ def create_callers(channels: list[grpc.aio.Channel], token: str, timeout: float)
 _STATUS_NAMES = {value: name for name, value in pb.PaymentStatus.items()}
 
 
-async def _send(create: Create, body: bytes, started_ns: int, result: PhaseResult) -> None:
-    try:
-        reply = await create(body)
-    except grpc.aio.AioRpcError as err:
-        result.failed(started_ns, time.perf_counter_ns(), err.code().name, err.details() or "")
-    else:
-        result.ok(started_ns, time.perf_counter_ns(), _STATUS_NAMES[reply.payment.status])
+def payment_sender(callers: list[Create], requests: CreateRequests) -> Send:
+    """Request n goes over channel n mod the channel count."""
 
+    async def send(n: int, started_ns: int, result: PhaseResult) -> None:
+        try:
+            reply = await callers[n % len(callers)](requests(n))
+        except grpc.aio.AioRpcError as err:
+            result.failed(started_ns, time.perf_counter_ns(), err.code().name, err.details() or "")
+        else:
+            result.ok(started_ns, time.perf_counter_ns(), _STATUS_NAMES[reply.payment.status])
 
-async def closed_loop(
-    callers: list[Create], requests: CreateRequests, concurrency: int, window: Window
-) -> PhaseResult:
-    result = PhaseResult(window)
-    numbers = itertools.count()
-
-    async def caller(create: Create) -> None:
-        while time.perf_counter_ns() < window.end_ns:
-            body = requests(next(numbers))
-            await _send(create, body, time.perf_counter_ns(), result)
-
-    await asyncio.gather(*(caller(callers[i % len(callers)]) for i in range(concurrency)))
-    return result
-
-
-async def open_loop(
-    callers: list[Create],
-    requests: CreateRequests,
-    rate: float,
-    window: Window,
-    max_in_flight: int,
-) -> PhaseResult:
-    result = PhaseResult(window, by_schedule=True)
-    interval_ns = 1e9 / rate
-    first_ns = time.perf_counter_ns()
-    in_flight: set[asyncio.Task[None]] = set()
-    for n in itertools.count():
-        due_ns = first_ns + int(n * interval_ns)
-        if due_ns >= window.end_ns:
-            break
-        wait_ns = due_ns - time.perf_counter_ns()
-        if wait_ns > 0:
-            await asyncio.sleep(wait_ns / 1e9)
-        if len(in_flight) >= max_in_flight:
-            # The service is so far behind that the client would only pile up.
-            result.failed(due_ns, due_ns, "CLIENT_BACKLOG", f"{max_in_flight} calls in flight")
-            continue
-        if due_ns in window:
-            result.sent += 1
-        task = asyncio.create_task(_send(callers[n % len(callers)], requests(n), due_ns, result))
-        in_flight.add(task)
-        task.add_done_callback(in_flight.discard)
-    if in_flight:
-        await asyncio.wait(in_flight)
-    return result
+    return send
 
 
 RAW_CLIENT_ID = "bench-raw"
+
+
+def _new_payment(prefix: str, n: int, amount: int, currency: str, method: str) -> NewPayment:
+    return NewPayment(
+        id=new_payment_uuid(),
+        client_id=RAW_CLIENT_ID,
+        idempotency_key=f"{prefix}{n:010d}",
+        fingerprint=request_fingerprint(amount, currency, method, "bench", {}),
+        amount=amount,
+        currency=currency,
+        payment_method=method,
+        description="bench",
+        metadata={},
+    )
 
 
 async def raw_sql(
@@ -230,43 +268,267 @@ async def raw_sql(
 ) -> PhaseResult:
     """insert_new, then record_result with a SUCCEEDED answer: per payment,
     the statements payment-svc issues when the provider says yes."""
-    result = PhaseResult(window)
-    numbers = itertools.count()
     prefix = f"bench-{secrets.token_hex(4)}-raw-"
-    fingerprint = request_fingerprint(amount, currency, payment_method, "bench", {})
 
-    async def caller() -> None:
-        while time.perf_counter_ns() < window.end_ns:
-            n = next(numbers)
-            new = NewPayment(
-                id=new_payment_uuid(),
-                client_id=RAW_CLIENT_ID,
-                idempotency_key=f"{prefix}{n:010d}",
-                fingerprint=fingerprint,
-                amount=amount,
-                currency=currency,
-                payment_method=payment_method,
-                description="bench",
-                metadata={},
+    async def send(n: int, started_ns: int, result: PhaseResult) -> None:
+        new = _new_payment(prefix, n, amount, currency, payment_method)
+        answer = ProviderResult(
+            status=PaymentStatus.SUCCEEDED,
+            provider_payment_id=f"pi_raw_{n}",
+            provider_status="succeeded",
+            note="provider status succeeded",
+        )
+        try:
+            payment = await store.record_result(
+                await store.insert_new(new), answer, source=Source.API
             )
-            answer = ProviderResult(
-                status=PaymentStatus.SUCCEEDED,
-                provider_payment_id=f"pi_raw_{n}",
-                provider_status="succeeded",
-                note="provider status succeeded",
+        except ServiceError as exc:
+            result.failed(started_ns, time.perf_counter_ns(), exc.reason, str(exc))
+        except asyncpg.PostgresError as exc:
+            result.failed(started_ns, time.perf_counter_ns(), type(exc).__name__, str(exc))
+        else:
+            status = f"PAYMENT_STATUS_{payment.status.value}"
+            result.ok(started_ns, time.perf_counter_ns(), status)
+
+    return await closed_loop(send, concurrency, window)
+
+
+# -- webhook events --------------------------------------------------------------------
+
+# Processing until the provider settles it: the events of the webhook phases
+# are what moves these payments.
+POOL_PAYMENT_METHOD = "pm_card_processing"
+EVENT_TYPE = "payment_intent.succeeded"
+STRIPE_API_VERSION = "2024-06-20"
+
+
+@dataclass(frozen=True)
+class PoolPayment:
+    payment_id: str  # pay_...: the intent's metadata.payment_id
+    provider_payment_id: str  # pi_...
+    amount: int
+    currency: str
+
+
+@dataclass
+class Pool:
+    """The payments a webhook phase's events are about."""
+
+    payments: list[PoolPayment] = field(default_factory=list)
+    statuses: Counter[str] = field(default_factory=Counter)  # when created
+    errors: Counter[str] = field(default_factory=Counter)
+    seconds: float = 0.0
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "payments": len(self.payments),
+            "payment_method": POOL_PAYMENT_METHOD,
+            "statuses": dict(self.statuses),
+            "errors": dict(self.errors),
+            "created_in_s": round(self.seconds, 2),
+        }
+
+
+async def _fill(size: int, concurrency: int, make: Callable[[int], Awaitable[None]]) -> float:
+    started = time.perf_counter()
+    numbers = iter(range(size))
+
+    async def worker() -> None:
+        for n in numbers:
+            await make(n)
+
+    await asyncio.gather(*(worker() for _ in range(max(1, min(concurrency, size)))))
+    return time.perf_counter() - started
+
+
+async def grpc_pool(
+    callers: list[Create], requests: CreateRequests, size: int, concurrency: int
+) -> Pool:
+    """`size` payments created through payment-svc, as a merchant creates them."""
+    pool = Pool()
+
+    async def make(n: int) -> None:
+        try:
+            reply = await callers[n % len(callers)](requests(n))
+        except grpc.aio.AioRpcError as err:
+            pool.errors[err.code().name] += 1
+            return
+        payment = reply.payment
+        if not payment.provider_payment_id:
+            pool.errors["NO_PROVIDER_PAYMENT_ID"] += 1
+            return
+        pool.statuses[_STATUS_NAMES[payment.status]] += 1
+        pool.payments.append(
+            PoolPayment(payment.id, payment.provider_payment_id, payment.amount, payment.currency)
+        )
+
+    pool.seconds = await _fill(size, concurrency, make)
+    return pool
+
+
+async def store_pool(
+    store: PaymentStore, size: int, concurrency: int, *, amount: int, currency: str
+) -> Pool:
+    """`size` payments written as payment-svc writes a processing answer, for
+    the raw phase (its database may not be the stack's)."""
+    pool = Pool()
+    token = secrets.token_hex(4)
+    prefix = f"bench-{token}-rawpool-"
+
+    async def make(n: int) -> None:
+        provider_id = f"pi_bench_{token}_{n:010d}"
+        answer = ProviderResult(
+            status=PaymentStatus.PENDING,
+            provider_payment_id=provider_id,
+            provider_status="processing",
+            note="provider status processing",
+        )
+        try:
+            new = _new_payment(prefix, n, amount, currency, POOL_PAYMENT_METHOD)
+            payment = await store.record_result(
+                await store.insert_new(new), answer, source=Source.API
             )
-            started = time.perf_counter_ns()
-            try:
-                payment = await store.record_result(
-                    await store.insert_new(new), answer, source=Source.API
+        except (ServiceError, asyncpg.PostgresError) as exc:
+            pool.errors[getattr(exc, "reason", type(exc).__name__)] += 1
+            return
+        pool.statuses[f"PAYMENT_STATUS_{payment.status.value}"] += 1
+        pool.payments.append(PoolPayment(payment.public_id, provider_id, amount, currency))
+
+    pool.seconds = await _fill(size, concurrency, make)
+    return pool
+
+
+def _intent(payment: PoolPayment) -> dict[str, Any]:
+    """The PaymentIntent as Stripe (and provider-sim) shows it once it succeeded."""
+    suffix = payment.provider_payment_id.removeprefix("pi_")
+    return {
+        "id": payment.provider_payment_id,
+        "object": "payment_intent",
+        "amount": payment.amount,
+        "amount_capturable": 0,
+        "amount_received": payment.amount,
+        "canceled_at": None,
+        "cancellation_reason": None,
+        "capture_method": "automatic",
+        "confirmation_method": "automatic",
+        "currency": payment.currency.lower(),
+        "description": "bench",
+        "last_payment_error": None,
+        "latest_charge": f"ch_{suffix}",
+        "livemode": False,
+        "metadata": {"payment_id": payment.payment_id},
+        "payment_method": POOL_PAYMENT_METHOD,
+        "payment_method_types": ["card"],
+        "status": "succeeded",
+    }
+
+
+class StripeEvents:
+    """`payment_intent.succeeded` events about a pool's payments, round-robin:
+    event n is about payment n mod N with a fresh id, so the first round
+    settles every payment (PENDING -> SUCCEEDED) and later rounds confirm the
+    state (recorded, status unchanged: the same statements). The envelope
+    after `created` is serialized once per payment; per event only the id,
+    `created` and (in `signed`) the signature are computed."""
+
+    def __init__(self, phase: str, pool: Sequence[PoolPayment], secret: str) -> None:
+        if not pool:
+            raise ValueError("the pool has no payment")
+        self.prefix = f"evt_bench_{secrets.token_hex(4)}_{phase}_"
+        self._secret = secret
+        self._tails = [
+            b',"data":{"object":'
+            + json.dumps(_intent(payment), separators=(",", ":")).encode()
+            + b'},"livemode":false,"pending_webhooks":1,'
+            + b'"request":{"id":null,"idempotency_key":null},"type":"'
+            + EVENT_TYPE.encode()
+            + b'"}'
+            for payment in pool
+        ]
+
+    def event_id(self, n: int) -> str:
+        return f"{self.prefix}{n:010d}"
+
+    def body(self, n: int, created: int) -> bytes:
+        head = b'{"id":"%s","object":"event","api_version":"%s","created":%d' % (
+            self.event_id(n).encode(),
+            STRIPE_API_VERSION.encode(),
+            created,
+        )
+        return head + self._tails[n % len(self._tails)]
+
+    def signed(self, n: int) -> tuple[bytes, dict[str, str]]:
+        """The body and its headers, signed now (as the provider signs each attempt)."""
+        now = int(time.time())
+        body = self.body(n, now)
+        return body, {
+            SIGNATURE_HEADER: sign(body, self._secret, now),
+            "Content-Type": "application/json; charset=utf-8",
+        }
+
+
+def _reply_kind(reply: bytes) -> str:
+    try:
+        duplicate = json.loads(reply).get("duplicate") is True
+    except (ValueError, AttributeError):
+        return "acknowledged (unreadable answer)"
+    return "duplicate" if duplicate else "acknowledged"
+
+
+def webhook_sender(session: aiohttp.ClientSession, url: str, events: StripeEvents) -> Send:
+    """POSTs event n; any 2xx is an acknowledgement, anything else an error by status."""
+
+    async def send(n: int, started_ns: int, result: PhaseResult) -> None:
+        body, headers = events.signed(n)
+        try:
+            async with session.post(url, data=body, headers=headers) as response:
+                reply = await response.read()
+        except (aiohttp.ClientError, TimeoutError) as exc:
+            message = str(exc) or type(exc).__name__
+            result.failed(started_ns, time.perf_counter_ns(), type(exc).__name__, message)
+            return
+        finished_ns = time.perf_counter_ns()
+        if 200 <= response.status < 300:
+            result.ok(started_ns, finished_ns, _reply_kind(reply))
+        else:
+            text = reply[:300].decode(errors="replace")
+            result.failed(started_ns, finished_ns, f"HTTP_{response.status}", text)
+
+    return send
+
+
+def _outcome(outcome: EventOutcome) -> str:
+    if outcome.duplicate:
+        return "duplicate"
+    if outcome.payment_id is None:
+        return "unmatched"
+    return "applied" if outcome.applied else "recorded"
+
+
+async def raw_events(
+    store: EventStore, events: StripeEvents, concurrency: int, window: Window
+) -> PhaseResult:
+    """Per event what payment-svc does with a forwarded one: parse, then one
+    EventStore.apply transaction."""
+
+    async def send(n: int, started_ns: int, result: PhaseResult) -> None:
+        try:
+            parsed = parse_event(events.body(n, int(time.time())))
+            outcome = await store.apply(
+                InboxEvent(
+                    provider_event_id=parsed.id,
+                    event_type=parsed.type,
+                    created=parsed.created,
+                    stored_json=parsed.stored_json,
+                    observation=parsed.observation,
+                    source=Source.WEBHOOK,
                 )
-            except ServiceError as exc:
-                result.failed(started, time.perf_counter_ns(), exc.reason, str(exc))
-            except asyncpg.PostgresError as exc:
-                result.failed(started, time.perf_counter_ns(), type(exc).__name__, str(exc))
-            else:
-                status = f"PAYMENT_STATUS_{payment.status.value}"
-                result.ok(started, time.perf_counter_ns(), status)
+            )
+        except ServiceError as exc:
+            result.failed(started_ns, time.perf_counter_ns(), exc.reason, str(exc))
+        except asyncpg.PostgresError as exc:
+            result.failed(started_ns, time.perf_counter_ns(), type(exc).__name__, str(exc))
+        else:
+            result.ok(started_ns, time.perf_counter_ns(), _outcome(outcome))
 
-    await asyncio.gather(*(caller() for _ in range(concurrency)))
-    return result
+    return await closed_loop(send, concurrency, window, unit="events")

@@ -5,7 +5,6 @@ from __future__ import annotations
 import base64
 import binascii
 import hmac
-import secrets
 from typing import Final
 
 from aiohttp import web
@@ -13,6 +12,7 @@ from aiohttp import web
 from provider_sim import forms
 from provider_sim.appkeys import SIMULATOR
 from provider_sim.errors import StripeApiError
+from provider_sim.ledger import random_id
 from provider_sim.simulator import Reply, encode
 
 MAX_IDEMPOTENCY_KEY_LENGTH: Final = 255
@@ -131,7 +131,7 @@ def _idempotency_key(request: web.Request) -> str | None:
 
 
 def _request_id() -> dict[str, str]:
-    return {"Request-Id": f"req_{secrets.token_hex(7)}"}
+    return {"Request-Id": random_id("req")}
 
 
 def _reply(reply: Reply, key: str | None) -> web.Response:

@@ -3,9 +3,10 @@
 asyncpg's own timeouts do not cover everything a pool does: a transaction
 cancelled by a timeout tries to ROLLBACK on the same socket, and against a
 paused (SIGSTOPped) or black-holed server that waits forever. So each call
-runs as a task we wait on with a deadline; past it the connection is
-terminated (the socket closed at once), which ends any await on it, and the
-caller gets StoreUnavailable. The pool replaces the connection.
+has a watchdog timer: past the deadline the connection is terminated (the
+socket closed at once), which ends any await on it, and the caller gets
+StoreUnavailable. The pool replaces the connection. A timer rather than a
+task per call: this is the hot path.
 """
 
 from __future__ import annotations
@@ -117,28 +118,34 @@ class Database:
         except UNAVAILABLE_ERRORS as exc:
             self._set_healthy(False)
             raise StoreUnavailable(f"database unavailable: {type(exc).__name__}") from exc
+        # The watchdog: past the deadline the socket is closed, which ends
+        # any await on it at once (a ROLLBACK on the way out included).
+        timed_out = False
+
+        def expire() -> None:
+            nonlocal timed_out
+            timed_out = True
+            conn.terminate()
+
+        watchdog = loop.call_at(deadline, expire)
         try:
-            task = asyncio.ensure_future(fn(conn))
-            try:
-                done, _ = await asyncio.wait({task}, timeout=max(0.0, deadline - loop.time()))
-            except asyncio.CancelledError:
-                # Our caller went away (RPC cancelled): do not leave the
-                # connection mid-statement.
-                conn.terminate()
-                task.cancel()
-                raise
-            if not done:
-                conn.terminate()
-                task.cancel()
-                await asyncio.gather(task, return_exceptions=True)
-                raise StoreUnavailable("database call timed out")
-            try:
-                result = task.result()
-            except UNAVAILABLE_ERRORS as exc:
-                self._set_healthy(False)
-                raise StoreUnavailable(f"database unavailable: {type(exc).__name__}") from exc
-            return result
+            return await fn(conn)
+        except asyncio.CancelledError:
+            # Our caller went away (RPC cancelled): do not leave the
+            # connection mid-statement.
+            conn.terminate()
+            raise
+        except UNAVAILABLE_ERRORS as exc:
+            if timed_out:
+                raise StoreUnavailable("database call timed out") from exc
+            self._set_healthy(False)
+            raise StoreUnavailable(f"database unavailable: {type(exc).__name__}") from exc
+        except Exception as exc:
+            if timed_out:  # whatever the closed socket made fn raise
+                raise StoreUnavailable("database call timed out") from exc
+            raise
         finally:
+            watchdog.cancel()
             # The pool resets the connection on release, and terminates it
             # itself when that fails; a failed reset must not turn a call
             # that already committed into an error. A connection the server

@@ -16,12 +16,7 @@ from grpc_reflection.v1alpha import reflection
 from payment_svc.domain.model import format_payment_id
 from payment_svc.domain.status import Source
 from payment_svc.entrypoints import convert, metrics
-from payment_svc.entrypoints.interceptors import (
-    PRINCIPAL,
-    AuthInterceptor,
-    CallInterceptor,
-    MetricsInterceptor,
-)
+from payment_svc.entrypoints.interceptors import PRINCIPAL, CallPipeline
 from payment_svc.service_layer.payments import PaymentsService
 from payment_svc.service_layer.provider_sync import ApplyProviderEvent, ProviderSyncService
 from payment_svc.settings import Role, Settings
@@ -161,11 +156,7 @@ def create_server(
     """Builds the server bound to settings.listen; returns it and its port
     (tests bind port 0)."""
     server = grpc.aio.server(
-        interceptors=[
-            MetricsInterceptor(),
-            CallInterceptor(settings.max_call_seconds),
-            AuthInterceptor(settings.principals),
-        ],
+        interceptors=[CallPipeline(settings.principals, settings.max_call_seconds)],
         options=[
             ("grpc.max_receive_message_length", 4 * 1024 * 1024),
             ("grpc.so_reuseport", 0),

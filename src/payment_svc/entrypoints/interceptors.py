@@ -1,11 +1,14 @@
-"""Server interceptors, outermost first:
+"""What wraps every unary call, outermost first:
 
-    MetricsInterceptor   go-grpc-prometheus counters and latency, every code
-                         (cancelled and deadline-exceeded calls included)
-    CallInterceptor      request id and log context, the server-side deadline
-                         cap, domain errors -> rich gRPC statuses
-    AuthInterceptor      bearer token -> Principal, per-service permissions
+    observed       go-grpc-prometheus counters and latency, every code
+                   (cancelled and deadline-exceeded calls included)
+    handled        request id and log context, the server-side deadline cap,
+                   domain errors -> rich gRPC statuses
+    authenticated  bearer token -> Principal, per-service permissions
 
+One interceptor composes them once per method and keeps the result: grpc.aio
+asks interceptors for a handler on every call, and building wrappers (and
+looking up metric children) per call is pure overhead on the hot path.
 Health and reflection need no token (Kubernetes probes have none).
 """
 
@@ -53,20 +56,6 @@ def split_method(full: str) -> tuple[str, str]:
     return service, method
 
 
-def _wrap(
-    handler: grpc.RpcMethodHandler[Any, Any], wrapper: Callable[[Behavior], Behavior]
-) -> grpc.RpcMethodHandler[Any, Any]:
-    # Only unary-unary methods are served here; streaming handlers (health
-    # Watch, reflection) pass through untouched.
-    if handler.unary_unary is None:
-        return handler
-    return grpc.unary_unary_rpc_method_handler(
-        wrapper(cast(Behavior, handler.unary_unary)),
-        request_deserializer=handler.request_deserializer,
-        response_serializer=handler.response_serializer,
-    )
-
-
 def _metadata(context: grpc.aio.ServicerContext[Any, Any], key: str) -> str | None:
     for k, v in context.invocation_metadata() or ():
         if k == key:
@@ -74,127 +63,117 @@ def _metadata(context: grpc.aio.ServicerContext[Any, Any], key: str) -> str | No
     return None
 
 
-class MetricsInterceptor(grpc.aio.ServerInterceptor):
-    async def intercept_service(
-        self, continuation: Continuation, details: grpc.HandlerCallDetails
-    ) -> grpc.RpcMethodHandler[Any, Any] | None:
-        handler = await continuation(details)
-        if handler is None:
-            return None
-        service, method = split_method(details.method)
-        grpc_type = "unary" if handler.unary_unary is not None else "stream"
-        labels = (grpc_type, service, method)
-        started = metrics.GRPC_STARTED.labels(*labels)
-        received = metrics.GRPC_MSG_RECEIVED.labels(*labels)
-        sent = metrics.GRPC_MSG_SENT.labels(*labels)
-        seconds = metrics.GRPC_HANDLING_SECONDS.labels(*labels)
-
-        def wrapper(behavior: Behavior) -> Behavior:
-            async def observed(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
-                started.inc()
-                received.inc()
-                t0 = time.perf_counter()
-                code = grpc.StatusCode.OK
-                try:
-                    response = await behavior(request, context)
-                    code = context.code() or grpc.StatusCode.OK
-                    if code == grpc.StatusCode.OK:
-                        sent.inc()
-                    return response
-                except grpc.aio.AbortError:
-                    code = context.code() or grpc.StatusCode.UNKNOWN
-                    raise
-                except asyncio.CancelledError:
-                    remaining = context.time_remaining()
-                    code = (
-                        grpc.StatusCode.DEADLINE_EXCEEDED
-                        if remaining is not None and remaining <= 0
-                        else grpc.StatusCode.CANCELLED
-                    )
-                    raise
-                except BaseException:
-                    code = grpc.StatusCode.UNKNOWN
-                    raise
-                finally:
-                    seconds.observe(time.perf_counter() - t0)
-                    metrics.GRPC_HANDLED.labels(*labels, _code_name(code)).inc()
-
-            return observed
-
-        return _wrap(handler, wrapper)
-
-
-def _code_name(code: Any) -> str:
-    return code.name if isinstance(code, grpc.StatusCode) else str(code)
-
-
-class CallInterceptor(grpc.aio.ServerInterceptor):
-    def __init__(self, max_call_seconds: float) -> None:
-        self._cap = max_call_seconds
-
-    async def intercept_service(
-        self, continuation: Continuation, details: grpc.HandlerCallDetails
-    ) -> grpc.RpcMethodHandler[Any, Any] | None:
-        handler = await continuation(details)
-        if handler is None:
-            return None
-        cap = self._cap
-
-        def wrapper(behavior: Behavior) -> Behavior:
-            async def call(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
-                request_id = _metadata(context, "x-request-id") or uuid.uuid4().hex
-                structlog.contextvars.bind_contextvars(request_id=request_id, rpc=details.method)
-                context.set_trailing_metadata((("x-request-id", request_id),))
-                try:
-                    if context.time_remaining() is None:
-                        # No deadline from the caller: ours applies.
-                        async with asyncio.timeout(cap):
-                            return await behavior(request, context)
-                    return await behavior(request, context)
-                except PaymentsError as exc:
-                    if exc.retryable:
-                        log.warning("call_failed", reason=exc.reason, error=str(exc))
-                    await context.abort_with_status(to_grpc_status(exc))
-                except TimeoutError:
-                    await context.abort(grpc.StatusCode.DEADLINE_EXCEEDED, "server-side time limit")
-                finally:
-                    structlog.contextvars.unbind_contextvars("request_id", "rpc", "payment_id")
-
-            return call
-
-        return _wrap(handler, wrapper)
-
-
-class AuthInterceptor(grpc.aio.ServerInterceptor):
-    def __init__(self, principals: Mapping[str, Principal]) -> None:
+class CallPipeline(grpc.aio.ServerInterceptor):
+    def __init__(self, principals: Mapping[str, Principal], max_call_seconds: float) -> None:
         self._principals = dict(principals)
+        self._cap = max_call_seconds
+        self._handlers: dict[str, grpc.RpcMethodHandler[Any, Any] | None] = {}
 
     async def intercept_service(
         self, continuation: Continuation, details: grpc.HandlerCallDetails
     ) -> grpc.RpcMethodHandler[Any, Any] | None:
+        method = details.method
+        if method in self._handlers:
+            return self._handlers[method]
         handler = await continuation(details)
-        if handler is None:
-            return None
-        service, _ = split_method(details.method)
-        if service in PUBLIC_SERVICES:
-            return handler
-        allowed = ALLOWED_ROLES.get(service, frozenset())
-        principals = self._principals
+        if handler is not None and handler.unary_unary is not None:
+            service, name = split_method(method)
+            behavior = cast(Behavior, handler.unary_unary)
+            if service not in PUBLIC_SERVICES:
+                behavior = authenticated(
+                    behavior, self._principals, ALLOWED_ROLES.get(service, frozenset()), service
+                )
+            behavior = observed(handled(behavior, self._cap, method), ("unary", service, name))
+            handler = grpc.unary_unary_rpc_method_handler(
+                behavior,
+                request_deserializer=handler.request_deserializer,
+                response_serializer=handler.response_serializer,
+            )
+        # Streaming handlers (health Watch, reflection) pass through untouched.
+        self._handlers[method] = handler
+        return handler
 
-        def wrapper(behavior: Behavior) -> Behavior:
-            async def authenticated(
-                request: Any, context: grpc.aio.ServicerContext[Any, Any]
-            ) -> Any:
-                header = _metadata(context, "authorization") or ""
-                scheme, _, token = header.partition(" ")
-                principal = principals.get(token) if scheme.lower() == "bearer" else None
-                if principal is None:
-                    raise Unauthenticated("missing or unknown bearer token")
-                if principal.role not in allowed:
-                    raise PermissionDenied(f"{principal.role.value} may not call {service}")
-                PRINCIPAL.set(principal)
-                return await behavior(request, context)
 
-            return authenticated
+def observed(behavior: Behavior, labels: tuple[str, str, str]) -> Behavior:
+    started = metrics.GRPC_STARTED.labels(*labels)
+    received = metrics.GRPC_MSG_RECEIVED.labels(*labels)
+    sent = metrics.GRPC_MSG_SENT.labels(*labels)
+    seconds = metrics.GRPC_HANDLING_SECONDS.labels(*labels)
+    handled_by_code = {
+        code: metrics.GRPC_HANDLED.labels(*labels, code.name) for code in grpc.StatusCode
+    }
 
-        return _wrap(handler, wrapper)
+    async def call(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
+        started.inc()
+        received.inc()
+        t0 = time.perf_counter()
+        code = grpc.StatusCode.OK
+        try:
+            response = await behavior(request, context)
+            code = context.code() or grpc.StatusCode.OK
+            if code == grpc.StatusCode.OK:
+                sent.inc()
+            return response
+        except grpc.aio.AbortError:
+            code = context.code() or grpc.StatusCode.UNKNOWN
+            raise
+        except asyncio.CancelledError:
+            remaining = context.time_remaining()
+            code = (
+                grpc.StatusCode.DEADLINE_EXCEEDED
+                if remaining is not None and remaining <= 0
+                else grpc.StatusCode.CANCELLED
+            )
+            raise
+        except BaseException:
+            code = grpc.StatusCode.UNKNOWN
+            raise
+        finally:
+            seconds.observe(time.perf_counter() - t0)
+            counter = handled_by_code.get(code) if isinstance(code, grpc.StatusCode) else None
+            (counter or metrics.GRPC_HANDLED.labels(*labels, str(code))).inc()
+
+    return call
+
+
+def handled(behavior: Behavior, cap: float, method: str) -> Behavior:
+    async def call(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
+        request_id = _metadata(context, "x-request-id") or uuid.uuid4().hex
+        structlog.contextvars.bind_contextvars(request_id=request_id, rpc=method)
+        context.set_trailing_metadata((("x-request-id", request_id),))
+        try:
+            if context.time_remaining() is None:
+                # No deadline from the caller: ours applies.
+                async with asyncio.timeout(cap):
+                    return await behavior(request, context)
+            return await behavior(request, context)
+        except PaymentsError as exc:
+            if exc.retryable:
+                log.warning("call_failed", reason=exc.reason, error=str(exc))
+            await context.abort_with_status(to_grpc_status(exc))
+        except TimeoutError:
+            await context.abort(grpc.StatusCode.DEADLINE_EXCEEDED, "server-side time limit")
+        finally:
+            structlog.contextvars.unbind_contextvars("request_id", "rpc", "payment_id")
+
+    return call
+
+
+def authenticated(
+    behavior: Behavior,
+    principals: Mapping[str, Principal],
+    allowed: frozenset[Role],
+    service: str,
+) -> Behavior:
+    async def call(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
+        header = _metadata(context, "authorization") or ""
+        scheme, _, token = header.partition(" ")
+        principal = principals.get(token) if scheme.lower() == "bearer" else None
+        if principal is None:
+            raise Unauthenticated("missing or unknown bearer token")
+        if principal.role not in allowed:
+            raise PermissionDenied(f"{principal.role.value} may not call {service}")
+        PRINCIPAL.set(principal)
+        return await behavior(request, context)
+
+    return call
