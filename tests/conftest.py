@@ -19,6 +19,7 @@ import asyncpg
 import grpc
 import pytest
 
+from payment_svc.adapters.migrate import migrate
 from payments.devdb import free_port
 from payments.stack import Stack, StackConfig, wait_serving
 from tests.support import SimControl, embedded_postgres
@@ -52,8 +53,10 @@ async def database_url(pg_server: str) -> AsyncIterator[str]:
         await admin.execute(f'CREATE DATABASE "{name}"')
     finally:
         await admin.close()
+    dsn = _with_database(pg_server, name)
+    await migrate(dsn)
     try:
-        yield _with_database(pg_server, name)
+        yield dsn
     finally:
         admin = await asyncpg.connect(pg_server)
         try:

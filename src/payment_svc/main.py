@@ -25,6 +25,7 @@ from prometheus_client import start_http_server
 from payment_svc.adapters import migrate
 from payment_svc.adapters.db import Database
 from payment_svc.adapters.event_store import EventStore
+from payment_svc.adapters.reconciliation_store import ReconciliationStore
 from payment_svc.adapters.store import PaymentStore
 from payment_svc.adapters.stripe_provider import StripeProvider
 from payment_svc.domain.errors import StoreUnavailable
@@ -32,6 +33,7 @@ from payment_svc.entrypoints import metrics
 from payment_svc.entrypoints.grpc_server import create_server, set_serving
 from payment_svc.service_layer.payments import PaymentsService
 from payment_svc.service_layer.provider_sync import ProviderSyncService
+from payment_svc.service_layer.reconciliation import ReconciliationService
 from payment_svc.settings import ConfigError, Settings
 from payments import logs
 
@@ -77,11 +79,17 @@ async def serve(settings: Settings) -> None:
         timeout=settings.provider_timeout,
     )
     payments = PaymentsService(PaymentStore(db), provider)
+    reconciliation_store = ReconciliationStore(db)
     sync_service = ProviderSyncService(
-        EventStore(db), unmatched_deadline_seconds=settings.unmatched_event_deadline
+        EventStore(db),
+        reconciliation_store,
+        unmatched_deadline_seconds=settings.unmatched_event_deadline,
+    )
+    reconciliation = ReconciliationService(
+        reconciliation_store, payments, redrive_window=settings.redrive_window
     )
     health_servicer = health.aio.HealthServicer()
-    server, port = create_server(settings, payments, sync_service, health_servicer)
+    server, port = create_server(settings, payments, sync_service, reconciliation, health_servicer)
 
     pending: set[asyncio.Task[None]] = set()
 

@@ -18,6 +18,7 @@
 | PAYMENT_SVC_DRAIN_SECONDS | 20 | grace for in-flight calls on SIGTERM |
 | PAYMENT_SVC_UNMATCHED_EVENT_DEADLINE_SECONDS | 3600 | unmatched events are reported after |
 | PAYMENT_SVC_INBOX_UPKEEP_SECONDS | 1 | how often unmatched provider events are matched again |
+| PAYMENT_SVC_REDRIVE_WINDOW_SECONDS | 82800 | no re-drive past this age (key retention) |
 | LOG_LEVEL | INFO | |
 """
 
@@ -100,6 +101,7 @@ class Settings:
     drain_seconds: float = 20.0
     unmatched_event_deadline: float = 3600.0
     inbox_upkeep_seconds: float = 1.0
+    redrive_window: float = 23 * 3600.0
     log_level: str = "INFO"
 
     @classmethod
@@ -145,5 +147,6 @@ class Settings:
             inbox_upkeep_seconds=_float(
                 env, "PAYMENT_SVC_INBOX_UPKEEP_SECONDS", cls.inbox_upkeep_seconds
             ),
+            redrive_window=_float(env, "PAYMENT_SVC_REDRIVE_WINDOW_SECONDS", cls.redrive_window),
             log_level=env.get("LOG_LEVEL", "INFO"),
         )

@@ -66,3 +66,16 @@ def intent_failure(intent: Any) -> tuple[str | None, str | None]:
     if not error:
         return None, None
     return field(error, "decline_code") or field(error, "code"), field(error, "message")
+
+
+def snapshot_status(
+    provider_status: str, *, has_payment_error: bool, amount_refunded: int, disputed: bool
+) -> PaymentStatus:
+    """Our status for the reconciler's snapshot of an intent: a refunded or
+    disputed success is REVERSED."""
+    ours = to_payment_status(
+        StripeIntentStatus.parse(provider_status), has_payment_error=has_payment_error
+    )
+    if ours is PaymentStatus.SUCCEEDED and (amount_refunded > 0 or disputed):
+        return PaymentStatus.REVERSED
+    return ours

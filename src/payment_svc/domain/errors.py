@@ -8,6 +8,7 @@
           ├── InvalidArgument      field violations
           ├── DuplicatePayment     idempotency key already used (same or other params)
           ├── NotFound
+          ├── FailedPrecondition   not in a state for this (re-drive of a final payment)
           ├── Unauthenticated
           └── PermissionDenied
 
@@ -75,6 +76,10 @@ class DuplicatePayment(PermanentError):
 
 class NotFound(PermanentError):
     reason = "NOT_FOUND"
+
+
+class FailedPrecondition(PermanentError):
+    reason = "FAILED_PRECONDITION"
 
 
 class Unauthenticated(PermanentError):

@@ -23,6 +23,14 @@ class StateRank(enum.IntEnum):
     REVERSED = 3
 
 
+def rank_of(status: PaymentStatus) -> StateRank:
+    if status is PaymentStatus.REVERSED:
+        return StateRank.REVERSED
+    if status.is_final:
+        return StateRank.SETTLED
+    return StateRank.IN_PROGRESS
+
+
 @dataclass(frozen=True)
 class ProviderObservation:
     """One event, in our terms (the adapter maps the provider's shapes)."""

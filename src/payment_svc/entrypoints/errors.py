@@ -17,6 +17,7 @@ _CODES: list[tuple[type[e.PaymentsError], int]] = [
     (e.InvalidArgument, code_pb2.INVALID_ARGUMENT),
     (e.DuplicatePayment, code_pb2.ALREADY_EXISTS),
     (e.NotFound, code_pb2.NOT_FOUND),
+    (e.FailedPrecondition, code_pb2.FAILED_PRECONDITION),
     (e.Unauthenticated, code_pb2.UNAUTHENTICATED),
     (e.PermissionDenied, code_pb2.PERMISSION_DENIED),
     (e.StoreUnavailable, code_pb2.UNAVAILABLE),

@@ -13,13 +13,13 @@ import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
-from payment_svc.domain.model import format_payment_id
-from payment_svc.domain.status import Source
 from payment_svc.entrypoints import convert, metrics
 from payment_svc.entrypoints.interceptors import PRINCIPAL, CallPipeline
+from payment_svc.entrypoints.provider_sync_grpc import ProviderSyncServicer
 from payment_svc.service_layer.payments import PaymentsService
-from payment_svc.service_layer.provider_sync import ApplyProviderEvent, ProviderSyncService
-from payment_svc.settings import Role, Settings
+from payment_svc.service_layer.provider_sync import ProviderSyncService
+from payment_svc.service_layer.reconciliation import ReconciliationService
+from payment_svc.settings import Settings
 from payments.v1 import payment_service_pb2 as svc
 from payments.v1 import payment_service_pb2_grpc as svc_grpc
 from payments.v1 import provider_sync_service_pb2 as sync
@@ -70,69 +70,6 @@ class PaymentServicer(svc_grpc.PaymentServiceServicer):
         return svc.ListPaymentEventsResponse(events=[convert.event_to_pb(e) for e in events])
 
 
-SOURCE_OF_ROLE = {Role.GATEWAY: Source.WEBHOOK, Role.RECONCILER: Source.RECONCILER}
-
-
-class ProviderSyncServicer(sync_grpc.ProviderSyncServiceServicer):
-    """ApplyProviderEvent serves the webhook flow; the reconciliation RPCs
-    arrive with that flow (issue #4) and answer UNIMPLEMENTED until then."""
-
-    def __init__(self, sync_service: ProviderSyncService) -> None:
-        self._sync = sync_service
-
-    async def _unimplemented(self, context: Context) -> Any:
-        await context.abort(grpc.StatusCode.UNIMPLEMENTED, "not implemented yet")
-
-    async def ApplyProviderEvent(
-        self, request: sync.ApplyProviderEventRequest, context: Context
-    ) -> sync.ApplyProviderEventResponse:
-        source = SOURCE_OF_ROLE[PRINCIPAL.get().role]
-        try:
-            outcome = await self._sync.apply_event(
-                ApplyProviderEvent(
-                    provider_event_id=request.provider_event_id,
-                    event_type=request.event_type,
-                    payload=request.payload,
-                    source=source,
-                )
-            )
-        except Exception as exc:
-            metrics.PROVIDER_EVENTS.labels(
-                source.value, getattr(exc, "reason", "error").lower()
-            ).inc()
-            raise
-        outcome_label = (
-            "duplicate"
-            if outcome.duplicate
-            else "applied"
-            if outcome.applied
-            else "recorded"
-            if outcome.payment_id
-            else "unmatched"
-        )
-        metrics.PROVIDER_EVENTS.labels(source.value, outcome_label).inc()
-        return sync.ApplyProviderEventResponse(
-            duplicate=outcome.duplicate,
-            payment_id=format_payment_id(outcome.payment_id) if outcome.payment_id else "",
-            applied=outcome.applied,
-        )
-
-    async def ReconcilePayment(
-        self, request: sync.ReconcilePaymentRequest, context: Context
-    ) -> sync.ReconcilePaymentResponse:
-        return await self._unimplemented(context)  # type: ignore[no-any-return]
-
-    async def ReportDiscrepancy(
-        self, request: sync.ReportDiscrepancyRequest, context: Context
-    ) -> sync.ReportDiscrepancyResponse:
-        return await self._unimplemented(context)  # type: ignore[no-any-return]
-
-    async def ListPaymentsToReconcile(
-        self, request: sync.ListPaymentsToReconcileRequest, context: Context
-    ) -> sync.ListPaymentsToReconcileResponse:
-        return await self._unimplemented(context)  # type: ignore[no-any-return]
-
-
 def health_names() -> list[str]:
     return ["", PAYMENT_SERVICE, PROVIDER_SYNC_SERVICE]
 
@@ -151,6 +88,7 @@ def create_server(
     settings: Settings,
     payments: PaymentsService,
     sync_service: ProviderSyncService,
+    reconciliation: ReconciliationService,
     health_servicer: health.aio.HealthServicer,
 ) -> tuple[grpc.aio.Server, int]:
     """Builds the server bound to settings.listen; returns it and its port
@@ -163,7 +101,9 @@ def create_server(
         ],
     )
     svc_grpc.add_PaymentServiceServicer_to_server(PaymentServicer(payments), server)
-    sync_grpc.add_ProviderSyncServiceServicer_to_server(ProviderSyncServicer(sync_service), server)
+    sync_grpc.add_ProviderSyncServiceServicer_to_server(
+        ProviderSyncServicer(sync_service, reconciliation), server
+    )
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     if not settings.production:
         reflection.enable_server_reflection(

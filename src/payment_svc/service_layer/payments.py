@@ -11,13 +11,14 @@ from __future__ import annotations
 import asyncio
 import uuid
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Protocol
 
 import structlog
 
 from payment_svc.adapters.store import NewPayment, PageCursor, PaymentStore
 from payment_svc.domain.commands import CreatePayment, ListPayments
-from payment_svc.domain.errors import FieldViolation, InvalidArgument
+from payment_svc.domain.errors import FailedPrecondition, FieldViolation, InvalidArgument
 from payment_svc.domain.model import (
     Payment,
     PaymentEvent,
@@ -74,12 +75,12 @@ class PaymentsService:
             )
         )
         structlog.contextvars.bind_contextvars(payment_id=payment.public_id)
-        task = asyncio.ensure_future(self._attempt(payment))
+        task = asyncio.ensure_future(self._attempt(payment, Source.API))
         self._attempts.add(task)
         task.add_done_callback(self._attempts.discard)
         return await asyncio.shield(task)
 
-    async def _attempt(self, payment: Payment) -> Payment:
+    async def _attempt(self, payment: Payment, source: Source) -> Payment:
         result = await self._provider.create_payment(
             ProviderCharge(
                 payment_id=payment.public_id,
@@ -90,7 +91,7 @@ class PaymentsService:
                 idempotency_key=payment.public_id,
             )
         )
-        recorded = await self._store.record_result(payment, result, source=Source.API)
+        recorded = await self._store.record_result(payment, result, source=source)
         log.info(
             "payment_attempted",
             payment_id=payment.public_id,
@@ -99,6 +100,20 @@ class PaymentsService:
             failure_code=recorded.failure_code,
         )
         return recorded
+
+    async def redrive(self, payment: Payment, *, window_seconds: float) -> Payment:
+        """Attempts a payment again with its own provider idempotency key
+        (the reconciler found the provider never heard of it). Past the
+        provider's key retention a new key would charge anew: refused."""
+        if payment.status.is_final:
+            raise FailedPrecondition(f"payment is {payment.status.value}: nothing to re-drive")
+        age = (datetime.now(UTC) - payment.created_at).total_seconds()
+        if age > window_seconds:
+            raise FailedPrecondition(
+                "payment is older than the provider's idempotency window: re-driving could "
+                "charge twice"
+            )
+        return await self._attempt(payment, Source.RECONCILER)
 
     async def drain(self, timeout: float) -> None:
         """Waits for provider attempts still running (their callers may be gone)."""

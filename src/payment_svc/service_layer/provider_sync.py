@@ -13,8 +13,10 @@ import asyncpg
 import structlog
 
 from payment_svc.adapters.event_store import EventOutcome, EventStore, InboxEvent
+from payment_svc.adapters.reconciliation_store import ReconciliationStore
 from payment_svc.adapters.stripe_events import parse_event
 from payment_svc.domain.errors import FieldViolation, InvalidArgument
+from payment_svc.domain.reconciliation import DiscrepancyKind
 from payment_svc.domain.status import Source
 
 log = structlog.get_logger("payment_svc.provider_sync")
@@ -29,8 +31,15 @@ class ApplyProviderEvent:
 
 
 class ProviderSyncService:
-    def __init__(self, events: EventStore, *, unmatched_deadline_seconds: float) -> None:
+    def __init__(
+        self,
+        events: EventStore,
+        discrepancies: ReconciliationStore,
+        *,
+        unmatched_deadline_seconds: float,
+    ) -> None:
         self._events = events
+        self._discrepancies = discrepancies
         self._unmatched_deadline = unmatched_deadline_seconds
 
     async def apply_event(self, cmd: ApplyProviderEvent) -> EventOutcome:
@@ -69,16 +78,27 @@ class ProviderSyncService:
         return await self._events.rematch(limit, _inbox_event)
 
     async def report_overdue(self) -> int:
-        """Unmatched events past the deadline are logged at ERROR once each.
-        (They become discrepancies with the reconciliation flow.)"""
+        """Unmatched events past the deadline become UNMATCHED_PROVIDER_EVENT
+        discrepancies, logged at ERROR once each."""
         rows = await self._events.overdue_unmatched(self._unmatched_deadline)
         for row in rows:
             log.error(
                 "provider_event_unmatched",
+                kind=DiscrepancyKind.UNMATCHED_PROVIDER_EVENT.value,
                 provider_event_id=row["provider_event_id"],
                 event_type=row["event_type"],
                 provider_object_id=row["provider_object_id"],
                 received_at=row["received_at"].isoformat(),
+            )
+            await self._discrepancies.report(
+                DiscrepancyKind.UNMATCHED_PROVIDER_EVENT,
+                None,
+                row["provider_object_id"] or row["provider_event_id"],
+                {
+                    "provider_event_id": row["provider_event_id"],
+                    "event_type": row["event_type"],
+                    "metadata_payment_id": row["metadata_payment_id"] or "",
+                },
             )
         return len(rows)
 

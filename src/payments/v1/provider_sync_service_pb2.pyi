@@ -121,6 +121,7 @@ class ProviderPaymentSnapshot(_message.Message):
     FAILURE_CODE_FIELD_NUMBER: _builtins.int
     FAILURE_MESSAGE_FIELD_NUMBER: _builtins.int
     OBSERVED_AT_FIELD_NUMBER: _builtins.int
+    DISPUTED_FIELD_NUMBER: _builtins.int
     found: _builtins.bool
     """False when the provider has never heard of the payment."""
     provider_payment_id: _builtins.str
@@ -131,6 +132,8 @@ class ProviderPaymentSnapshot(_message.Message):
     amount_refunded: _builtins.int
     failure_code: _builtins.str
     failure_message: _builtins.str
+    disputed: _builtins.bool
+    """A chargeback was opened at the provider."""
     @_builtins.property
     def observed_at(self) -> _timestamp_pb2.Timestamp: ...
     def __init__(
@@ -145,10 +148,11 @@ class ProviderPaymentSnapshot(_message.Message):
         failure_code: _builtins.str = ...,
         failure_message: _builtins.str = ...,
         observed_at: _timestamp_pb2.Timestamp | None = ...,
+        disputed: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["observed_at", b"observed_at"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["amount", b"amount", "amount_refunded", b"amount_refunded", "currency", b"currency", "failure_code", b"failure_code", "failure_message", b"failure_message", "found", b"found", "observed_at", b"observed_at", "provider_payment_id", b"provider_payment_id", "provider_status", b"provider_status"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["amount", b"amount", "amount_refunded", b"amount_refunded", "currency", b"currency", "disputed", b"disputed", "failure_code", b"failure_code", "failure_message", b"failure_message", "found", b"found", "observed_at", b"observed_at", "provider_payment_id", b"provider_payment_id", "provider_status", b"provider_status"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -183,19 +187,27 @@ class ReconcilePaymentResponse(_message.Message):
 
     PAYMENT_FIELD_NUMBER: _builtins.int
     CHANGED_FIELD_NUMBER: _builtins.int
+    DISCREPANCIES_FIELD_NUMBER: _builtins.int
     changed: _builtins.bool
     """True when the snapshot moved the payment."""
     @_builtins.property
     def payment(self) -> _payment_pb2.Payment: ...
+    @_builtins.property
+    def discrepancies(self) -> _containers.RepeatedScalarFieldContainer[Global___DiscrepancyKind.ValueType]:
+        """Discrepancies recorded while applying it (AMOUNT_MISMATCH,
+        FINAL_STATE_CONTRADICTED).
+        """
+
     def __init__(
         self,
         *,
         payment: _payment_pb2.Payment | None = ...,
         changed: _builtins.bool = ...,
+        discrepancies: _abc.Iterable[Global___DiscrepancyKind.ValueType] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["payment", b"payment"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["changed", b"changed", "payment", b"payment"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["changed", b"changed", "discrepancies", b"discrepancies", "payment", b"payment"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -280,11 +292,19 @@ class ListPaymentsToReconcileRequest(_message.Message):
     OLDER_THAN_FIELD_NUMBER: _builtins.int
     PAGE_SIZE_FIELD_NUMBER: _builtins.int
     PAGE_TOKEN_FIELD_NUMBER: _builtins.int
+    RECONCILER_ID_FIELD_NUMBER: _builtins.int
+    LEASE_FIELD_NUMBER: _builtins.int
     page_size: _builtins.int
     page_token: _builtins.str
+    reconciler_id: _builtins.str
+    """Who asks; with `lease`, the payments returned are claimed for it."""
     @_builtins.property
     def older_than(self) -> _duration_pb2.Duration:
         """Only payments not updated for at least this long."""
+
+    @_builtins.property
+    def lease(self) -> _duration_pb2.Duration:
+        """How long the claim holds; unset: nothing is claimed."""
 
     def __init__(
         self,
@@ -292,10 +312,12 @@ class ListPaymentsToReconcileRequest(_message.Message):
         older_than: _duration_pb2.Duration | None = ...,
         page_size: _builtins.int = ...,
         page_token: _builtins.str = ...,
+        reconciler_id: _builtins.str = ...,
+        lease: _duration_pb2.Duration | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["older_than", b"older_than"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["lease", b"lease", "older_than", b"older_than"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["older_than", b"older_than", "page_size", b"page_size", "page_token", b"page_token"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["lease", b"lease", "older_than", b"older_than", "page_size", b"page_size", "page_token", b"page_token", "reconciler_id", b"reconciler_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -323,3 +345,509 @@ class ListPaymentsToReconcileResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___ListPaymentsToReconcileResponse: _TypeAlias = ListPaymentsToReconcileResponse  # noqa: Y015
+
+@_typing.final
+class RedrivePaymentRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    PAYMENT_ID_FIELD_NUMBER: _builtins.int
+    payment_id: _builtins.str
+    def __init__(
+        self,
+        *,
+        payment_id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["payment_id", b"payment_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___RedrivePaymentRequest: _TypeAlias = RedrivePaymentRequest  # noqa: Y015
+
+@_typing.final
+class RedrivePaymentResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    PAYMENT_FIELD_NUMBER: _builtins.int
+    PROVIDER_STATUS_FIELD_NUMBER: _builtins.int
+    provider_status: _builtins.str
+    """The provider's status word after the attempt, empty when it gave none."""
+    @_builtins.property
+    def payment(self) -> _payment_pb2.Payment: ...
+    def __init__(
+        self,
+        *,
+        payment: _payment_pb2.Payment | None = ...,
+        provider_status: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["payment", b"payment"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["payment", b"payment", "provider_status", b"provider_status"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___RedrivePaymentResponse: _TypeAlias = RedrivePaymentResponse  # noqa: Y015
+
+@_typing.final
+class Discrepancy(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    @_typing.final
+    class DetailsEntry(_message.Message):
+        DESCRIPTOR: _descriptor.Descriptor
+
+        KEY_FIELD_NUMBER: _builtins.int
+        VALUE_FIELD_NUMBER: _builtins.int
+        key: _builtins.str
+        value: _builtins.str
+        def __init__(
+            self,
+            *,
+            key: _builtins.str = ...,
+            value: _builtins.str = ...,
+        ) -> None: ...
+        _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+        def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+        _ClearFieldArgType: _TypeAlias = _typing.Literal["key", b"key", "value", b"value"]  # noqa: Y015
+        def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+        def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+    ID_FIELD_NUMBER: _builtins.int
+    KIND_FIELD_NUMBER: _builtins.int
+    PAYMENT_ID_FIELD_NUMBER: _builtins.int
+    PROVIDER_PAYMENT_ID_FIELD_NUMBER: _builtins.int
+    DETAILS_FIELD_NUMBER: _builtins.int
+    FIRST_SEEN_AT_FIELD_NUMBER: _builtins.int
+    LAST_SEEN_AT_FIELD_NUMBER: _builtins.int
+    OCCURRENCES_FIELD_NUMBER: _builtins.int
+    RESOLVED_AT_FIELD_NUMBER: _builtins.int
+    RESOLVED_BY_FIELD_NUMBER: _builtins.int
+    NOTE_FIELD_NUMBER: _builtins.int
+    id: _builtins.str
+    kind: Global___DiscrepancyKind.ValueType
+    payment_id: _builtins.str
+    provider_payment_id: _builtins.str
+    occurrences: _builtins.int
+    resolved_by: _builtins.str
+    note: _builtins.str
+    @_builtins.property
+    def details(self) -> _containers.ScalarMap[_builtins.str, _builtins.str]: ...
+    @_builtins.property
+    def first_seen_at(self) -> _timestamp_pb2.Timestamp: ...
+    @_builtins.property
+    def last_seen_at(self) -> _timestamp_pb2.Timestamp: ...
+    @_builtins.property
+    def resolved_at(self) -> _timestamp_pb2.Timestamp: ...
+    def __init__(
+        self,
+        *,
+        id: _builtins.str = ...,
+        kind: Global___DiscrepancyKind.ValueType = ...,
+        payment_id: _builtins.str = ...,
+        provider_payment_id: _builtins.str = ...,
+        details: _abc.Mapping[_builtins.str, _builtins.str] | None = ...,
+        first_seen_at: _timestamp_pb2.Timestamp | None = ...,
+        last_seen_at: _timestamp_pb2.Timestamp | None = ...,
+        occurrences: _builtins.int = ...,
+        resolved_at: _timestamp_pb2.Timestamp | None = ...,
+        resolved_by: _builtins.str = ...,
+        note: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["first_seen_at", b"first_seen_at", "last_seen_at", b"last_seen_at", "resolved_at", b"resolved_at"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["details", b"details", "first_seen_at", b"first_seen_at", "id", b"id", "kind", b"kind", "last_seen_at", b"last_seen_at", "note", b"note", "occurrences", b"occurrences", "payment_id", b"payment_id", "provider_payment_id", b"provider_payment_id", "resolved_at", b"resolved_at", "resolved_by", b"resolved_by"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___Discrepancy: _TypeAlias = Discrepancy  # noqa: Y015
+
+@_typing.final
+class ListDiscrepanciesRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    KINDS_FIELD_NUMBER: _builtins.int
+    INCLUDE_RESOLVED_FIELD_NUMBER: _builtins.int
+    PAGE_SIZE_FIELD_NUMBER: _builtins.int
+    PAGE_TOKEN_FIELD_NUMBER: _builtins.int
+    include_resolved: _builtins.bool
+    """Also list resolved ones."""
+    page_size: _builtins.int
+    page_token: _builtins.str
+    @_builtins.property
+    def kinds(self) -> _containers.RepeatedScalarFieldContainer[Global___DiscrepancyKind.ValueType]:
+        """Empty: every kind."""
+
+    def __init__(
+        self,
+        *,
+        kinds: _abc.Iterable[Global___DiscrepancyKind.ValueType] | None = ...,
+        include_resolved: _builtins.bool = ...,
+        page_size: _builtins.int = ...,
+        page_token: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["include_resolved", b"include_resolved", "kinds", b"kinds", "page_size", b"page_size", "page_token", b"page_token"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListDiscrepanciesRequest: _TypeAlias = ListDiscrepanciesRequest  # noqa: Y015
+
+@_typing.final
+class ListDiscrepanciesResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    DISCREPANCIES_FIELD_NUMBER: _builtins.int
+    NEXT_PAGE_TOKEN_FIELD_NUMBER: _builtins.int
+    next_page_token: _builtins.str
+    @_builtins.property
+    def discrepancies(self) -> _containers.RepeatedCompositeFieldContainer[Global___Discrepancy]:
+        """Newest first."""
+
+    def __init__(
+        self,
+        *,
+        discrepancies: _abc.Iterable[Global___Discrepancy] | None = ...,
+        next_page_token: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["discrepancies", b"discrepancies", "next_page_token", b"next_page_token"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListDiscrepanciesResponse: _TypeAlias = ListDiscrepanciesResponse  # noqa: Y015
+
+@_typing.final
+class ResolveDiscrepancyRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    DISCREPANCY_ID_FIELD_NUMBER: _builtins.int
+    NOTE_FIELD_NUMBER: _builtins.int
+    discrepancy_id: _builtins.str
+    note: _builtins.str
+    def __init__(
+        self,
+        *,
+        discrepancy_id: _builtins.str = ...,
+        note: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["discrepancy_id", b"discrepancy_id", "note", b"note"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ResolveDiscrepancyRequest: _TypeAlias = ResolveDiscrepancyRequest  # noqa: Y015
+
+@_typing.final
+class ResolveDiscrepancyResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    DISCREPANCY_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def discrepancy(self) -> Global___Discrepancy: ...
+    def __init__(
+        self,
+        *,
+        discrepancy: Global___Discrepancy | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["discrepancy", b"discrepancy"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["discrepancy", b"discrepancy"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ResolveDiscrepancyResponse: _TypeAlias = ResolveDiscrepancyResponse  # noqa: Y015
+
+@_typing.final
+class ReconciliationRun(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ID_FIELD_NUMBER: _builtins.int
+    JOB_FIELD_NUMBER: _builtins.int
+    RECONCILER_ID_FIELD_NUMBER: _builtins.int
+    STARTED_AT_FIELD_NUMBER: _builtins.int
+    FINISHED_AT_FIELD_NUMBER: _builtins.int
+    SCANNED_FIELD_NUMBER: _builtins.int
+    FIXED_FIELD_NUMBER: _builtins.int
+    DISCREPANCIES_FIELD_NUMBER: _builtins.int
+    ERRORS_FIELD_NUMBER: _builtins.int
+    SUCCEEDED_FIELD_NUMBER: _builtins.int
+    ERROR_MESSAGE_FIELD_NUMBER: _builtins.int
+    id: _builtins.str
+    job: _builtins.str
+    """sweep, catch_up, settlement_diff"""
+    reconciler_id: _builtins.str
+    scanned: _builtins.int
+    fixed: _builtins.int
+    discrepancies: _builtins.int
+    errors: _builtins.int
+    succeeded: _builtins.bool
+    """False when the run could not complete (provider unreachable, ...)."""
+    error_message: _builtins.str
+    @_builtins.property
+    def started_at(self) -> _timestamp_pb2.Timestamp: ...
+    @_builtins.property
+    def finished_at(self) -> _timestamp_pb2.Timestamp: ...
+    def __init__(
+        self,
+        *,
+        id: _builtins.str = ...,
+        job: _builtins.str = ...,
+        reconciler_id: _builtins.str = ...,
+        started_at: _timestamp_pb2.Timestamp | None = ...,
+        finished_at: _timestamp_pb2.Timestamp | None = ...,
+        scanned: _builtins.int = ...,
+        fixed: _builtins.int = ...,
+        discrepancies: _builtins.int = ...,
+        errors: _builtins.int = ...,
+        succeeded: _builtins.bool = ...,
+        error_message: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["finished_at", b"finished_at", "started_at", b"started_at"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["discrepancies", b"discrepancies", "error_message", b"error_message", "errors", b"errors", "finished_at", b"finished_at", "fixed", b"fixed", "id", b"id", "job", b"job", "reconciler_id", b"reconciler_id", "scanned", b"scanned", "started_at", b"started_at", "succeeded", b"succeeded"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ReconciliationRun: _TypeAlias = ReconciliationRun  # noqa: Y015
+
+@_typing.final
+class RecordReconciliationRunRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    RUN_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def run(self) -> Global___ReconciliationRun: ...
+    def __init__(
+        self,
+        *,
+        run: Global___ReconciliationRun | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["run", b"run"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["run", b"run"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___RecordReconciliationRunRequest: _TypeAlias = RecordReconciliationRunRequest  # noqa: Y015
+
+@_typing.final
+class RecordReconciliationRunResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    RUN_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def run(self) -> Global___ReconciliationRun: ...
+    def __init__(
+        self,
+        *,
+        run: Global___ReconciliationRun | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["run", b"run"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["run", b"run"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___RecordReconciliationRunResponse: _TypeAlias = RecordReconciliationRunResponse  # noqa: Y015
+
+@_typing.final
+class GetCheckpointRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    NAME_FIELD_NUMBER: _builtins.int
+    name: _builtins.str
+    def __init__(
+        self,
+        *,
+        name: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["name", b"name"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetCheckpointRequest: _TypeAlias = GetCheckpointRequest  # noqa: Y015
+
+@_typing.final
+class GetCheckpointResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    VALUE_FIELD_NUMBER: _builtins.int
+    UPDATED_AT_FIELD_NUMBER: _builtins.int
+    value: _builtins.str
+    """Empty when none was saved."""
+    @_builtins.property
+    def updated_at(self) -> _timestamp_pb2.Timestamp: ...
+    def __init__(
+        self,
+        *,
+        value: _builtins.str = ...,
+        updated_at: _timestamp_pb2.Timestamp | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["updated_at", b"updated_at"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["updated_at", b"updated_at", "value", b"value"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetCheckpointResponse: _TypeAlias = GetCheckpointResponse  # noqa: Y015
+
+@_typing.final
+class SaveCheckpointRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    NAME_FIELD_NUMBER: _builtins.int
+    VALUE_FIELD_NUMBER: _builtins.int
+    name: _builtins.str
+    value: _builtins.str
+    def __init__(
+        self,
+        *,
+        name: _builtins.str = ...,
+        value: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["name", b"name", "value", b"value"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___SaveCheckpointRequest: _TypeAlias = SaveCheckpointRequest  # noqa: Y015
+
+@_typing.final
+class SaveCheckpointResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    def __init__(
+        self,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___SaveCheckpointResponse: _TypeAlias = SaveCheckpointResponse  # noqa: Y015
+
+@_typing.final
+class LookupPaymentsRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    PAYMENT_IDS_FIELD_NUMBER: _builtins.int
+    PROVIDER_PAYMENT_IDS_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def payment_ids(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]: ...
+    @_builtins.property
+    def provider_payment_ids(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]: ...
+    def __init__(
+        self,
+        *,
+        payment_ids: _abc.Iterable[_builtins.str] | None = ...,
+        provider_payment_ids: _abc.Iterable[_builtins.str] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["payment_ids", b"payment_ids", "provider_payment_ids", b"provider_payment_ids"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___LookupPaymentsRequest: _TypeAlias = LookupPaymentsRequest  # noqa: Y015
+
+@_typing.final
+class LookupPaymentsResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    PAYMENTS_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def payments(self) -> _containers.RepeatedCompositeFieldContainer[_payment_pb2.Payment]:
+        """The ones we have; ids we do not know are simply absent."""
+
+    def __init__(
+        self,
+        *,
+        payments: _abc.Iterable[_payment_pb2.Payment] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["payments", b"payments"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___LookupPaymentsResponse: _TypeAlias = LookupPaymentsResponse  # noqa: Y015
+
+@_typing.final
+class GetReconciliationStatusRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    def __init__(
+        self,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetReconciliationStatusRequest: _TypeAlias = GetReconciliationStatusRequest  # noqa: Y015
+
+@_typing.final
+class DiscrepancyCount(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    KIND_FIELD_NUMBER: _builtins.int
+    OPEN_FIELD_NUMBER: _builtins.int
+    kind: Global___DiscrepancyKind.ValueType
+    open: _builtins.int
+    def __init__(
+        self,
+        *,
+        kind: Global___DiscrepancyKind.ValueType = ...,
+        open: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["kind", b"kind", "open", b"open"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___DiscrepancyCount: _TypeAlias = DiscrepancyCount  # noqa: Y015
+
+@_typing.final
+class GetReconciliationStatusResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    OPEN_DISCREPANCIES_FIELD_NUMBER: _builtins.int
+    OLDEST_NON_FINAL_CREATED_AT_FIELD_NUMBER: _builtins.int
+    NON_FINAL_PAYMENTS_FIELD_NUMBER: _builtins.int
+    LAST_RUNS_FIELD_NUMBER: _builtins.int
+    non_final_payments: _builtins.int
+    @_builtins.property
+    def open_discrepancies(self) -> _containers.RepeatedCompositeFieldContainer[Global___DiscrepancyCount]: ...
+    @_builtins.property
+    def oldest_non_final_created_at(self) -> _timestamp_pb2.Timestamp:
+        """created_at of the oldest PENDING or UNKNOWN payment; unset when none."""
+
+    @_builtins.property
+    def last_runs(self) -> _containers.RepeatedCompositeFieldContainer[Global___ReconciliationRun]:
+        """The last run of each job."""
+
+    def __init__(
+        self,
+        *,
+        open_discrepancies: _abc.Iterable[Global___DiscrepancyCount] | None = ...,
+        oldest_non_final_created_at: _timestamp_pb2.Timestamp | None = ...,
+        non_final_payments: _builtins.int = ...,
+        last_runs: _abc.Iterable[Global___ReconciliationRun] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["oldest_non_final_created_at", b"oldest_non_final_created_at"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["last_runs", b"last_runs", "non_final_payments", b"non_final_payments", "oldest_non_final_created_at", b"oldest_non_final_created_at", "open_discrepancies", b"open_discrepancies"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetReconciliationStatusResponse: _TypeAlias = GetReconciliationStatusResponse  # noqa: Y015

@@ -55,6 +55,46 @@ class ProviderSyncServiceStub:
                 request_serializer=payments_dot_v1_dot_provider__sync__service__pb2.ListPaymentsToReconcileRequest.SerializeToString,
                 response_deserializer=payments_dot_v1_dot_provider__sync__service__pb2.ListPaymentsToReconcileResponse.FromString,
                 _registered_method=True)
+        self.RedrivePayment = channel.unary_unary(
+                '/payments.v1.ProviderSyncService/RedrivePayment',
+                request_serializer=payments_dot_v1_dot_provider__sync__service__pb2.RedrivePaymentRequest.SerializeToString,
+                response_deserializer=payments_dot_v1_dot_provider__sync__service__pb2.RedrivePaymentResponse.FromString,
+                _registered_method=True)
+        self.ListDiscrepancies = channel.unary_unary(
+                '/payments.v1.ProviderSyncService/ListDiscrepancies',
+                request_serializer=payments_dot_v1_dot_provider__sync__service__pb2.ListDiscrepanciesRequest.SerializeToString,
+                response_deserializer=payments_dot_v1_dot_provider__sync__service__pb2.ListDiscrepanciesResponse.FromString,
+                _registered_method=True)
+        self.ResolveDiscrepancy = channel.unary_unary(
+                '/payments.v1.ProviderSyncService/ResolveDiscrepancy',
+                request_serializer=payments_dot_v1_dot_provider__sync__service__pb2.ResolveDiscrepancyRequest.SerializeToString,
+                response_deserializer=payments_dot_v1_dot_provider__sync__service__pb2.ResolveDiscrepancyResponse.FromString,
+                _registered_method=True)
+        self.RecordReconciliationRun = channel.unary_unary(
+                '/payments.v1.ProviderSyncService/RecordReconciliationRun',
+                request_serializer=payments_dot_v1_dot_provider__sync__service__pb2.RecordReconciliationRunRequest.SerializeToString,
+                response_deserializer=payments_dot_v1_dot_provider__sync__service__pb2.RecordReconciliationRunResponse.FromString,
+                _registered_method=True)
+        self.GetCheckpoint = channel.unary_unary(
+                '/payments.v1.ProviderSyncService/GetCheckpoint',
+                request_serializer=payments_dot_v1_dot_provider__sync__service__pb2.GetCheckpointRequest.SerializeToString,
+                response_deserializer=payments_dot_v1_dot_provider__sync__service__pb2.GetCheckpointResponse.FromString,
+                _registered_method=True)
+        self.SaveCheckpoint = channel.unary_unary(
+                '/payments.v1.ProviderSyncService/SaveCheckpoint',
+                request_serializer=payments_dot_v1_dot_provider__sync__service__pb2.SaveCheckpointRequest.SerializeToString,
+                response_deserializer=payments_dot_v1_dot_provider__sync__service__pb2.SaveCheckpointResponse.FromString,
+                _registered_method=True)
+        self.LookupPayments = channel.unary_unary(
+                '/payments.v1.ProviderSyncService/LookupPayments',
+                request_serializer=payments_dot_v1_dot_provider__sync__service__pb2.LookupPaymentsRequest.SerializeToString,
+                response_deserializer=payments_dot_v1_dot_provider__sync__service__pb2.LookupPaymentsResponse.FromString,
+                _registered_method=True)
+        self.GetReconciliationStatus = channel.unary_unary(
+                '/payments.v1.ProviderSyncService/GetReconciliationStatus',
+                request_serializer=payments_dot_v1_dot_provider__sync__service__pb2.GetReconciliationStatusRequest.SerializeToString,
+                response_deserializer=payments_dot_v1_dot_provider__sync__service__pb2.GetReconciliationStatusResponse.FromString,
+                _registered_method=True)
 
 
 class ProviderSyncServiceServicer:
@@ -83,7 +123,64 @@ class ProviderSyncServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def ListPaymentsToReconcile(self, request, context):
-        """Non-final payments older than a grace period, keyset paginated.
+        """Non-final payments older than a grace period, keyset paginated. With a
+        lease, the payments returned are claimed by the caller until it ends, so
+        that several reconcilers share the work and never fix one payment twice.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def RedrivePayment(self, request, context):
+        """Attempts a payment the provider never heard of again, with the same
+        provider idempotency key (the provider charges a key once).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListDiscrepancies(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ResolveDiscrepancy(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def RecordReconciliationRun(self, request, context):
+        """What one reconciler job run scanned, fixed and could not fix.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetCheckpoint(self, request, context):
+        """Named positions of the reconciler's jobs (the catch-up's last event).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def SaveCheckpoint(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def LookupPayments(self, request, context):
+        """Our payments (any client's) by id or by provider payment id, for the
+        settlement diff.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetReconciliationStatus(self, request, context):
+        """Figures for the reconciler's gauges: open discrepancies, the backlog.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -111,6 +208,46 @@ def add_ProviderSyncServiceServicer_to_server(servicer, server):
                     servicer.ListPaymentsToReconcile,
                     request_deserializer=payments_dot_v1_dot_provider__sync__service__pb2.ListPaymentsToReconcileRequest.FromString,
                     response_serializer=payments_dot_v1_dot_provider__sync__service__pb2.ListPaymentsToReconcileResponse.SerializeToString,
+            ),
+            'RedrivePayment': grpc.unary_unary_rpc_method_handler(
+                    servicer.RedrivePayment,
+                    request_deserializer=payments_dot_v1_dot_provider__sync__service__pb2.RedrivePaymentRequest.FromString,
+                    response_serializer=payments_dot_v1_dot_provider__sync__service__pb2.RedrivePaymentResponse.SerializeToString,
+            ),
+            'ListDiscrepancies': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListDiscrepancies,
+                    request_deserializer=payments_dot_v1_dot_provider__sync__service__pb2.ListDiscrepanciesRequest.FromString,
+                    response_serializer=payments_dot_v1_dot_provider__sync__service__pb2.ListDiscrepanciesResponse.SerializeToString,
+            ),
+            'ResolveDiscrepancy': grpc.unary_unary_rpc_method_handler(
+                    servicer.ResolveDiscrepancy,
+                    request_deserializer=payments_dot_v1_dot_provider__sync__service__pb2.ResolveDiscrepancyRequest.FromString,
+                    response_serializer=payments_dot_v1_dot_provider__sync__service__pb2.ResolveDiscrepancyResponse.SerializeToString,
+            ),
+            'RecordReconciliationRun': grpc.unary_unary_rpc_method_handler(
+                    servicer.RecordReconciliationRun,
+                    request_deserializer=payments_dot_v1_dot_provider__sync__service__pb2.RecordReconciliationRunRequest.FromString,
+                    response_serializer=payments_dot_v1_dot_provider__sync__service__pb2.RecordReconciliationRunResponse.SerializeToString,
+            ),
+            'GetCheckpoint': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetCheckpoint,
+                    request_deserializer=payments_dot_v1_dot_provider__sync__service__pb2.GetCheckpointRequest.FromString,
+                    response_serializer=payments_dot_v1_dot_provider__sync__service__pb2.GetCheckpointResponse.SerializeToString,
+            ),
+            'SaveCheckpoint': grpc.unary_unary_rpc_method_handler(
+                    servicer.SaveCheckpoint,
+                    request_deserializer=payments_dot_v1_dot_provider__sync__service__pb2.SaveCheckpointRequest.FromString,
+                    response_serializer=payments_dot_v1_dot_provider__sync__service__pb2.SaveCheckpointResponse.SerializeToString,
+            ),
+            'LookupPayments': grpc.unary_unary_rpc_method_handler(
+                    servicer.LookupPayments,
+                    request_deserializer=payments_dot_v1_dot_provider__sync__service__pb2.LookupPaymentsRequest.FromString,
+                    response_serializer=payments_dot_v1_dot_provider__sync__service__pb2.LookupPaymentsResponse.SerializeToString,
+            ),
+            'GetReconciliationStatus': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetReconciliationStatus,
+                    request_deserializer=payments_dot_v1_dot_provider__sync__service__pb2.GetReconciliationStatusRequest.FromString,
+                    response_serializer=payments_dot_v1_dot_provider__sync__service__pb2.GetReconciliationStatusResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -222,6 +359,222 @@ class ProviderSyncService:
             '/payments.v1.ProviderSyncService/ListPaymentsToReconcile',
             payments_dot_v1_dot_provider__sync__service__pb2.ListPaymentsToReconcileRequest.SerializeToString,
             payments_dot_v1_dot_provider__sync__service__pb2.ListPaymentsToReconcileResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RedrivePayment(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/payments.v1.ProviderSyncService/RedrivePayment',
+            payments_dot_v1_dot_provider__sync__service__pb2.RedrivePaymentRequest.SerializeToString,
+            payments_dot_v1_dot_provider__sync__service__pb2.RedrivePaymentResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListDiscrepancies(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/payments.v1.ProviderSyncService/ListDiscrepancies',
+            payments_dot_v1_dot_provider__sync__service__pb2.ListDiscrepanciesRequest.SerializeToString,
+            payments_dot_v1_dot_provider__sync__service__pb2.ListDiscrepanciesResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ResolveDiscrepancy(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/payments.v1.ProviderSyncService/ResolveDiscrepancy',
+            payments_dot_v1_dot_provider__sync__service__pb2.ResolveDiscrepancyRequest.SerializeToString,
+            payments_dot_v1_dot_provider__sync__service__pb2.ResolveDiscrepancyResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RecordReconciliationRun(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/payments.v1.ProviderSyncService/RecordReconciliationRun',
+            payments_dot_v1_dot_provider__sync__service__pb2.RecordReconciliationRunRequest.SerializeToString,
+            payments_dot_v1_dot_provider__sync__service__pb2.RecordReconciliationRunResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetCheckpoint(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/payments.v1.ProviderSyncService/GetCheckpoint',
+            payments_dot_v1_dot_provider__sync__service__pb2.GetCheckpointRequest.SerializeToString,
+            payments_dot_v1_dot_provider__sync__service__pb2.GetCheckpointResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def SaveCheckpoint(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/payments.v1.ProviderSyncService/SaveCheckpoint',
+            payments_dot_v1_dot_provider__sync__service__pb2.SaveCheckpointRequest.SerializeToString,
+            payments_dot_v1_dot_provider__sync__service__pb2.SaveCheckpointResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def LookupPayments(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/payments.v1.ProviderSyncService/LookupPayments',
+            payments_dot_v1_dot_provider__sync__service__pb2.LookupPaymentsRequest.SerializeToString,
+            payments_dot_v1_dot_provider__sync__service__pb2.LookupPaymentsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetReconciliationStatus(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/payments.v1.ProviderSyncService/GetReconciliationStatus',
+            payments_dot_v1_dot_provider__sync__service__pb2.GetReconciliationStatusRequest.SerializeToString,
+            payments_dot_v1_dot_provider__sync__service__pb2.GetReconciliationStatusResponse.FromString,
             options,
             channel_credentials,
             insecure,

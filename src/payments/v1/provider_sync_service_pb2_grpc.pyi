@@ -40,7 +40,27 @@ class ProviderSyncServiceStub:
     ReportDiscrepancy: _grpc.UnaryUnaryMultiCallable[_provider_sync_service_pb2.ReportDiscrepancyRequest, _provider_sync_service_pb2.ReportDiscrepancyResponse]
     """An irreconcilable mismatch, or a provider payment we never recorded."""
     ListPaymentsToReconcile: _grpc.UnaryUnaryMultiCallable[_provider_sync_service_pb2.ListPaymentsToReconcileRequest, _provider_sync_service_pb2.ListPaymentsToReconcileResponse]
-    """Non-final payments older than a grace period, keyset paginated."""
+    """Non-final payments older than a grace period, keyset paginated. With a
+    lease, the payments returned are claimed by the caller until it ends, so
+    that several reconcilers share the work and never fix one payment twice.
+    """
+    RedrivePayment: _grpc.UnaryUnaryMultiCallable[_provider_sync_service_pb2.RedrivePaymentRequest, _provider_sync_service_pb2.RedrivePaymentResponse]
+    """Attempts a payment the provider never heard of again, with the same
+    provider idempotency key (the provider charges a key once).
+    """
+    ListDiscrepancies: _grpc.UnaryUnaryMultiCallable[_provider_sync_service_pb2.ListDiscrepanciesRequest, _provider_sync_service_pb2.ListDiscrepanciesResponse]
+    ResolveDiscrepancy: _grpc.UnaryUnaryMultiCallable[_provider_sync_service_pb2.ResolveDiscrepancyRequest, _provider_sync_service_pb2.ResolveDiscrepancyResponse]
+    RecordReconciliationRun: _grpc.UnaryUnaryMultiCallable[_provider_sync_service_pb2.RecordReconciliationRunRequest, _provider_sync_service_pb2.RecordReconciliationRunResponse]
+    """What one reconciler job run scanned, fixed and could not fix."""
+    GetCheckpoint: _grpc.UnaryUnaryMultiCallable[_provider_sync_service_pb2.GetCheckpointRequest, _provider_sync_service_pb2.GetCheckpointResponse]
+    """Named positions of the reconciler's jobs (the catch-up's last event)."""
+    SaveCheckpoint: _grpc.UnaryUnaryMultiCallable[_provider_sync_service_pb2.SaveCheckpointRequest, _provider_sync_service_pb2.SaveCheckpointResponse]
+    LookupPayments: _grpc.UnaryUnaryMultiCallable[_provider_sync_service_pb2.LookupPaymentsRequest, _provider_sync_service_pb2.LookupPaymentsResponse]
+    """Our payments (any client's) by id or by provider payment id, for the
+    settlement diff.
+    """
+    GetReconciliationStatus: _grpc.UnaryUnaryMultiCallable[_provider_sync_service_pb2.GetReconciliationStatusRequest, _provider_sync_service_pb2.GetReconciliationStatusResponse]
+    """Figures for the reconciler's gauges: open discrepancies, the backlog."""
 
 @_typing.type_check_only
 class ProviderSyncServiceAsyncStub(ProviderSyncServiceStub):
@@ -54,7 +74,27 @@ class ProviderSyncServiceAsyncStub(ProviderSyncServiceStub):
     ReportDiscrepancy: _aio.UnaryUnaryMultiCallable[_provider_sync_service_pb2.ReportDiscrepancyRequest, _provider_sync_service_pb2.ReportDiscrepancyResponse]  # type: ignore[assignment]
     """An irreconcilable mismatch, or a provider payment we never recorded."""
     ListPaymentsToReconcile: _aio.UnaryUnaryMultiCallable[_provider_sync_service_pb2.ListPaymentsToReconcileRequest, _provider_sync_service_pb2.ListPaymentsToReconcileResponse]  # type: ignore[assignment]
-    """Non-final payments older than a grace period, keyset paginated."""
+    """Non-final payments older than a grace period, keyset paginated. With a
+    lease, the payments returned are claimed by the caller until it ends, so
+    that several reconcilers share the work and never fix one payment twice.
+    """
+    RedrivePayment: _aio.UnaryUnaryMultiCallable[_provider_sync_service_pb2.RedrivePaymentRequest, _provider_sync_service_pb2.RedrivePaymentResponse]  # type: ignore[assignment]
+    """Attempts a payment the provider never heard of again, with the same
+    provider idempotency key (the provider charges a key once).
+    """
+    ListDiscrepancies: _aio.UnaryUnaryMultiCallable[_provider_sync_service_pb2.ListDiscrepanciesRequest, _provider_sync_service_pb2.ListDiscrepanciesResponse]  # type: ignore[assignment]
+    ResolveDiscrepancy: _aio.UnaryUnaryMultiCallable[_provider_sync_service_pb2.ResolveDiscrepancyRequest, _provider_sync_service_pb2.ResolveDiscrepancyResponse]  # type: ignore[assignment]
+    RecordReconciliationRun: _aio.UnaryUnaryMultiCallable[_provider_sync_service_pb2.RecordReconciliationRunRequest, _provider_sync_service_pb2.RecordReconciliationRunResponse]  # type: ignore[assignment]
+    """What one reconciler job run scanned, fixed and could not fix."""
+    GetCheckpoint: _aio.UnaryUnaryMultiCallable[_provider_sync_service_pb2.GetCheckpointRequest, _provider_sync_service_pb2.GetCheckpointResponse]  # type: ignore[assignment]
+    """Named positions of the reconciler's jobs (the catch-up's last event)."""
+    SaveCheckpoint: _aio.UnaryUnaryMultiCallable[_provider_sync_service_pb2.SaveCheckpointRequest, _provider_sync_service_pb2.SaveCheckpointResponse]  # type: ignore[assignment]
+    LookupPayments: _aio.UnaryUnaryMultiCallable[_provider_sync_service_pb2.LookupPaymentsRequest, _provider_sync_service_pb2.LookupPaymentsResponse]  # type: ignore[assignment]
+    """Our payments (any client's) by id or by provider payment id, for the
+    settlement diff.
+    """
+    GetReconciliationStatus: _aio.UnaryUnaryMultiCallable[_provider_sync_service_pb2.GetReconciliationStatusRequest, _provider_sync_service_pb2.GetReconciliationStatusResponse]  # type: ignore[assignment]
+    """Figures for the reconciler's gauges: open discrepancies, the backlog."""
 
 class ProviderSyncServiceServicer(metaclass=_abc_1.ABCMeta):
     """Only the webhook gateway and the reconciler may call this service."""
@@ -89,6 +129,74 @@ class ProviderSyncServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _provider_sync_service_pb2.ListPaymentsToReconcileRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_provider_sync_service_pb2.ListPaymentsToReconcileResponse, _abc.Awaitable[_provider_sync_service_pb2.ListPaymentsToReconcileResponse]]:
-        """Non-final payments older than a grace period, keyset paginated."""
+        """Non-final payments older than a grace period, keyset paginated. With a
+        lease, the payments returned are claimed by the caller until it ends, so
+        that several reconcilers share the work and never fix one payment twice.
+        """
+
+    @_abc_1.abstractmethod
+    def RedrivePayment(
+        self,
+        request: _provider_sync_service_pb2.RedrivePaymentRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_provider_sync_service_pb2.RedrivePaymentResponse, _abc.Awaitable[_provider_sync_service_pb2.RedrivePaymentResponse]]:
+        """Attempts a payment the provider never heard of again, with the same
+        provider idempotency key (the provider charges a key once).
+        """
+
+    @_abc_1.abstractmethod
+    def ListDiscrepancies(
+        self,
+        request: _provider_sync_service_pb2.ListDiscrepanciesRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_provider_sync_service_pb2.ListDiscrepanciesResponse, _abc.Awaitable[_provider_sync_service_pb2.ListDiscrepanciesResponse]]: ...
+
+    @_abc_1.abstractmethod
+    def ResolveDiscrepancy(
+        self,
+        request: _provider_sync_service_pb2.ResolveDiscrepancyRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_provider_sync_service_pb2.ResolveDiscrepancyResponse, _abc.Awaitable[_provider_sync_service_pb2.ResolveDiscrepancyResponse]]: ...
+
+    @_abc_1.abstractmethod
+    def RecordReconciliationRun(
+        self,
+        request: _provider_sync_service_pb2.RecordReconciliationRunRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_provider_sync_service_pb2.RecordReconciliationRunResponse, _abc.Awaitable[_provider_sync_service_pb2.RecordReconciliationRunResponse]]:
+        """What one reconciler job run scanned, fixed and could not fix."""
+
+    @_abc_1.abstractmethod
+    def GetCheckpoint(
+        self,
+        request: _provider_sync_service_pb2.GetCheckpointRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_provider_sync_service_pb2.GetCheckpointResponse, _abc.Awaitable[_provider_sync_service_pb2.GetCheckpointResponse]]:
+        """Named positions of the reconciler's jobs (the catch-up's last event)."""
+
+    @_abc_1.abstractmethod
+    def SaveCheckpoint(
+        self,
+        request: _provider_sync_service_pb2.SaveCheckpointRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_provider_sync_service_pb2.SaveCheckpointResponse, _abc.Awaitable[_provider_sync_service_pb2.SaveCheckpointResponse]]: ...
+
+    @_abc_1.abstractmethod
+    def LookupPayments(
+        self,
+        request: _provider_sync_service_pb2.LookupPaymentsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_provider_sync_service_pb2.LookupPaymentsResponse, _abc.Awaitable[_provider_sync_service_pb2.LookupPaymentsResponse]]:
+        """Our payments (any client's) by id or by provider payment id, for the
+        settlement diff.
+        """
+
+    @_abc_1.abstractmethod
+    def GetReconciliationStatus(
+        self,
+        request: _provider_sync_service_pb2.GetReconciliationStatusRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_provider_sync_service_pb2.GetReconciliationStatusResponse, _abc.Awaitable[_provider_sync_service_pb2.GetReconciliationStatusResponse]]:
+        """Figures for the reconciler's gauges: open discrepancies, the backlog."""
 
 def add_ProviderSyncServiceServicer_to_server(servicer: ProviderSyncServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

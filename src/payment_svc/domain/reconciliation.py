@@ -1,0 +1,82 @@
+"""The reconciler's findings and what an authoritative snapshot does.
+
+A snapshot is the provider's answer to "what is this payment now?": the
+truth. It may contradict a final state (SUCCEEDED against FAILED): the payment
+follows the provider and the contradiction is recorded. Amount or currency
+differing is never fixed by overwriting: it is recorded and left alone.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass
+
+from payment_svc.domain.status import Move, PaymentStatus, contradicts_final, decide
+
+
+class DiscrepancyKind(enum.Enum):
+    STUCK_PAYMENT = "STUCK_PAYMENT"
+    UNRECORDED_PROVIDER_PAYMENT = "UNRECORDED_PROVIDER_PAYMENT"
+    MISSING_AT_PROVIDER = "MISSING_AT_PROVIDER"
+    AMOUNT_MISMATCH = "AMOUNT_MISMATCH"
+    FINAL_STATE_CONTRADICTED = "FINAL_STATE_CONTRADICTED"
+    UNMATCHED_PROVIDER_EVENT = "UNMATCHED_PROVIDER_EVENT"
+
+
+def dedup_key(
+    kind: DiscrepancyKind, payment_id: str | None, provider_payment_id: str | None
+) -> str:
+    return f"{kind.value}|{payment_id or ''}|{provider_payment_id or ''}"
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    """The provider's view of one payment, in our terms."""
+
+    found: bool
+    status: PaymentStatus | None
+    provider_payment_id: str | None
+    amount: int
+    currency: str
+    amount_reversed: int
+    failure_code: str | None
+    failure_message: str | None
+    provider_status: str
+
+
+@dataclass(frozen=True)
+class SnapshotPlan:
+    apply: bool
+    mismatch: bool = False
+    contradiction: bool = False
+    note: str | None = None
+
+
+def plan_snapshot(
+    current: PaymentStatus, amount: int, currency: str, snap: Snapshot
+) -> SnapshotPlan:
+    if not snap.found or snap.status is None:
+        return SnapshotPlan(apply=False, note="nothing the provider says moves it")
+    if snap.amount != amount or snap.currency.upper() != currency:
+        return SnapshotPlan(
+            apply=False,
+            mismatch=True,
+            note=f"provider has {snap.amount} {snap.currency.upper()}, we have {amount} {currency}",
+        )
+    if snap.status is current:
+        return SnapshotPlan(apply=False)
+    move = decide(current, snap.status, authoritative=True)
+    if move is not Move.APPLY:
+        return SnapshotPlan(
+            apply=False, note=f"{current.value} -> {snap.status.value} is not a transition"
+        )
+    contradiction = contradicts_final(current, snap.status)
+    return SnapshotPlan(
+        apply=True,
+        contradiction=contradiction,
+        note=(
+            f"provider contradicts {current.value}: followed"
+            if contradiction
+            else f"provider status {snap.provider_status}"
+        ),
+    )

@@ -1,0 +1,292 @@
+"""ProviderSyncService over gRPC: translation only (the webhook gateway and
+the reconciler are its callers)."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+import grpc
+
+from payment_svc.adapters.reconciliation_store import Discrepancy, Run
+from payment_svc.adapters.stripe_mapping import snapshot_status
+from payment_svc.domain.errors import FieldViolation, InvalidArgument
+from payment_svc.domain.model import format_payment_id
+from payment_svc.domain.reconciliation import DiscrepancyKind, Snapshot
+from payment_svc.domain.status import Source
+from payment_svc.entrypoints import convert, metrics
+from payment_svc.entrypoints.interceptors import PRINCIPAL
+from payment_svc.service_layer.provider_sync import ApplyProviderEvent, ProviderSyncService
+from payment_svc.service_layer.reconciliation import ReconciliationService
+from payment_svc.settings import Role
+from payments.v1 import provider_sync_service_pb2 as sync
+from payments.v1 import provider_sync_service_pb2_grpc as sync_grpc
+
+Context = grpc.aio.ServicerContext[Any, Any]
+
+SOURCE_OF_ROLE = {Role.GATEWAY: Source.WEBHOOK, Role.RECONCILER: Source.RECONCILER}
+
+KIND_TO_PB: dict[DiscrepancyKind, sync.DiscrepancyKind.ValueType] = {
+    DiscrepancyKind.STUCK_PAYMENT: sync.DISCREPANCY_KIND_STUCK_PAYMENT,
+    DiscrepancyKind.UNRECORDED_PROVIDER_PAYMENT: sync.DISCREPANCY_KIND_UNRECORDED_PROVIDER_PAYMENT,
+    DiscrepancyKind.MISSING_AT_PROVIDER: sync.DISCREPANCY_KIND_MISSING_AT_PROVIDER,
+    DiscrepancyKind.AMOUNT_MISMATCH: sync.DISCREPANCY_KIND_AMOUNT_MISMATCH,
+    DiscrepancyKind.FINAL_STATE_CONTRADICTED: sync.DISCREPANCY_KIND_FINAL_STATE_CONTRADICTED,
+    DiscrepancyKind.UNMATCHED_PROVIDER_EVENT: sync.DISCREPANCY_KIND_UNMATCHED_PROVIDER_EVENT,
+}
+KIND_FROM_PB = {v: k for k, v in KIND_TO_PB.items()}
+
+
+def _kind(value: int, field: str = "kind") -> DiscrepancyKind:
+    if value not in KIND_FROM_PB:
+        raise InvalidArgument([FieldViolation(field, "must be a discrepancy kind")])
+    return KIND_FROM_PB[value]  # type: ignore[index]
+
+
+def snapshot(pb: sync.ProviderPaymentSnapshot) -> Snapshot:
+    status = (
+        snapshot_status(
+            pb.provider_status,
+            has_payment_error=bool(pb.failure_code),
+            amount_refunded=pb.amount_refunded,
+            disputed=pb.disputed,
+        )
+        if pb.found
+        else None
+    )
+    return Snapshot(
+        found=pb.found,
+        status=status,
+        provider_payment_id=pb.provider_payment_id or None,
+        amount=pb.amount,
+        currency=pb.currency,
+        amount_reversed=pb.amount_refunded
+        if pb.amount_refunded
+        else (pb.amount if pb.disputed else 0),
+        failure_code=pb.failure_code or None,
+        failure_message=pb.failure_message or None,
+        provider_status=pb.provider_status,
+    )
+
+
+def discrepancy_to_pb(d: Discrepancy) -> sync.Discrepancy:
+    return sync.Discrepancy(
+        id=str(d.id),
+        kind=KIND_TO_PB[d.kind],
+        payment_id=format_payment_id(d.payment_id) if d.payment_id else "",
+        provider_payment_id=d.provider_payment_id or "",
+        details=dict(d.details),
+        first_seen_at=convert.timestamp(d.first_seen_at),
+        last_seen_at=convert.timestamp(d.last_seen_at),
+        occurrences=d.occurrences,
+        resolved_at=convert.timestamp(d.resolved_at),
+        resolved_by=d.resolved_by or "",
+        note=d.note or "",
+    )
+
+
+def run_to_pb(r: Run) -> sync.ReconciliationRun:
+    return sync.ReconciliationRun(
+        id=str(r.id) if r.id else "",
+        job=r.job,
+        reconciler_id=r.reconciler_id,
+        started_at=convert.timestamp(r.started_at),
+        finished_at=convert.timestamp(r.finished_at),
+        scanned=r.scanned,
+        fixed=r.fixed,
+        discrepancies=r.discrepancies,
+        errors=r.errors,
+        succeeded=r.succeeded,
+        error_message=r.error_message or "",
+    )
+
+
+def run_from_pb(r: sync.ReconciliationRun, reconciler_id: str) -> Run:
+    def at(field: str) -> datetime:
+        if not r.HasField(field):  # type: ignore[arg-type]
+            raise InvalidArgument([FieldViolation(f"run.{field}", "is required")])
+        value: datetime = getattr(r, field).ToDatetime(tzinfo=UTC)
+        return value
+
+    return Run(
+        job=r.job,
+        reconciler_id=r.reconciler_id or reconciler_id,
+        started_at=at("started_at"),
+        finished_at=at("finished_at"),
+        scanned=r.scanned,
+        fixed=r.fixed,
+        discrepancies=r.discrepancies,
+        errors=r.errors,
+        succeeded=r.succeeded,
+        error_message=r.error_message or None,
+    )
+
+
+def _reconciler_only() -> None:
+    # ApplyProviderEvent is the gateway's too; everything else is the
+    # reconciler's alone.
+    if PRINCIPAL.get().role is not Role.RECONCILER:
+        from payment_svc.domain.errors import PermissionDenied
+
+        raise PermissionDenied("only the reconciler may call this method")
+
+
+class ProviderSyncServicer(sync_grpc.ProviderSyncServiceServicer):
+    def __init__(self, events: ProviderSyncService, reconciliation: ReconciliationService) -> None:
+        self._events = events
+        self._rec = reconciliation
+
+    async def ApplyProviderEvent(
+        self, request: sync.ApplyProviderEventRequest, context: Context
+    ) -> sync.ApplyProviderEventResponse:
+        source = SOURCE_OF_ROLE[PRINCIPAL.get().role]
+        try:
+            outcome = await self._events.apply_event(
+                ApplyProviderEvent(
+                    provider_event_id=request.provider_event_id,
+                    event_type=request.event_type,
+                    payload=request.payload,
+                    source=source,
+                )
+            )
+        except Exception as exc:
+            label = getattr(exc, "reason", "error").lower()
+            metrics.PROVIDER_EVENTS.labels(source.value, label).inc()
+            raise
+        outcome_label = (
+            "duplicate"
+            if outcome.duplicate
+            else "applied"
+            if outcome.applied
+            else "recorded"
+            if outcome.payment_id
+            else "unmatched"
+        )
+        metrics.PROVIDER_EVENTS.labels(source.value, outcome_label).inc()
+        return sync.ApplyProviderEventResponse(
+            duplicate=outcome.duplicate,
+            payment_id=format_payment_id(outcome.payment_id) if outcome.payment_id else "",
+            applied=outcome.applied,
+        )
+
+    async def ReconcilePayment(
+        self, request: sync.ReconcilePaymentRequest, context: Context
+    ) -> sync.ReconcilePaymentResponse:
+        _reconciler_only()
+        result = await self._rec.reconcile(request.payment_id, snapshot(request.snapshot))
+        return sync.ReconcilePaymentResponse(
+            payment=convert.payment_to_pb(result.payment),
+            changed=result.changed,
+            discrepancies=[KIND_TO_PB[k] for k in result.discrepancies],
+        )
+
+    async def ReportDiscrepancy(
+        self, request: sync.ReportDiscrepancyRequest, context: Context
+    ) -> sync.ReportDiscrepancyResponse:
+        _reconciler_only()
+        reported = await self._rec.report(
+            _kind(request.kind),
+            request.payment_id,
+            request.provider_payment_id,
+            dict(request.details),
+        )
+        return sync.ReportDiscrepancyResponse(
+            discrepancy_id=str(reported.id), occurrences=reported.occurrences
+        )
+
+    async def ListPaymentsToReconcile(
+        self, request: sync.ListPaymentsToReconcileRequest, context: Context
+    ) -> sync.ListPaymentsToReconcileResponse:
+        _reconciler_only()
+        work = await self._rec.work_list(
+            older_than_seconds=request.older_than.ToTimedelta().total_seconds(),
+            page_size=request.page_size,
+            page_token=request.page_token,
+            owner=request.reconciler_id,
+            lease_seconds=request.lease.ToTimedelta().total_seconds()
+            if request.HasField("lease")
+            else None,
+        )
+        return sync.ListPaymentsToReconcileResponse(
+            payments=[convert.payment_to_pb(p) for p in work.payments],
+            next_page_token=work.next_page_token,
+        )
+
+    async def RedrivePayment(
+        self, request: sync.RedrivePaymentRequest, context: Context
+    ) -> sync.RedrivePaymentResponse:
+        _reconciler_only()
+        payment = await self._rec.redrive(request.payment_id)
+        return sync.RedrivePaymentResponse(payment=convert.payment_to_pb(payment))
+
+    async def LookupPayments(
+        self, request: sync.LookupPaymentsRequest, context: Context
+    ) -> sync.LookupPaymentsResponse:
+        _reconciler_only()
+        found = await self._rec.lookup(
+            list(request.payment_ids), list(request.provider_payment_ids)
+        )
+        return sync.LookupPaymentsResponse(payments=[convert.payment_to_pb(p) for p in found])
+
+    async def ListDiscrepancies(
+        self, request: sync.ListDiscrepanciesRequest, context: Context
+    ) -> sync.ListDiscrepanciesResponse:
+        _reconciler_only()
+        rows, token = await self._rec.discrepancies(
+            kinds=frozenset(_kind(k, "kinds") for k in request.kinds),
+            include_resolved=request.include_resolved,
+            page_size=request.page_size,
+            page_token=request.page_token,
+        )
+        return sync.ListDiscrepanciesResponse(
+            discrepancies=[discrepancy_to_pb(d) for d in rows], next_page_token=token
+        )
+
+    async def ResolveDiscrepancy(
+        self, request: sync.ResolveDiscrepancyRequest, context: Context
+    ) -> sync.ResolveDiscrepancyResponse:
+        _reconciler_only()
+        resolved = await self._rec.resolve(
+            request.discrepancy_id, PRINCIPAL.get().client_id, request.note
+        )
+        return sync.ResolveDiscrepancyResponse(discrepancy=discrepancy_to_pb(resolved))
+
+    async def RecordReconciliationRun(
+        self, request: sync.RecordReconciliationRunRequest, context: Context
+    ) -> sync.RecordReconciliationRunResponse:
+        _reconciler_only()
+        run = await self._rec.record_run(run_from_pb(request.run, PRINCIPAL.get().client_id))
+        return sync.RecordReconciliationRunResponse(run=run_to_pb(run))
+
+    async def GetCheckpoint(
+        self, request: sync.GetCheckpointRequest, context: Context
+    ) -> sync.GetCheckpointResponse:
+        _reconciler_only()
+        found = await self._rec.checkpoint(request.name)
+        if found is None:
+            return sync.GetCheckpointResponse()
+        value, updated_at = found
+        assert isinstance(updated_at, datetime)
+        return sync.GetCheckpointResponse(value=value, updated_at=convert.timestamp(updated_at))
+
+    async def SaveCheckpoint(
+        self, request: sync.SaveCheckpointRequest, context: Context
+    ) -> sync.SaveCheckpointResponse:
+        _reconciler_only()
+        await self._rec.save_checkpoint(request.name, request.value)
+        return sync.SaveCheckpointResponse()
+
+    async def GetReconciliationStatus(
+        self, request: sync.GetReconciliationStatusRequest, context: Context
+    ) -> sync.GetReconciliationStatusResponse:
+        _reconciler_only()
+        status = await self._rec.status()
+        return sync.GetReconciliationStatusResponse(
+            open_discrepancies=[
+                sync.DiscrepancyCount(kind=KIND_TO_PB[k], open=n)
+                for k, n in sorted(status.open_by_kind.items(), key=lambda kv: kv[0].value)
+            ],
+            oldest_non_final_created_at=convert.timestamp(status.oldest_non_final_created_at),
+            non_final_payments=status.non_final,
+            last_runs=[run_to_pb(r) for r in status.last_runs],
+        )

@@ -1,0 +1,189 @@
+"""The use cases of the reconciliation flow (ProviderSyncService, less
+ApplyProviderEvent): snapshots, discrepancies, the sweep's work list with
+leases, re-drives, runs, checkpoints and the figures behind the gauges.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+import structlog
+
+from payment_svc.adapters.reconciliation_store import (
+    Discrepancy,
+    Reconciled,
+    ReconciliationStore,
+    Reported,
+    Run,
+    Status,
+)
+from payment_svc.adapters.store import PageCursor
+from payment_svc.domain.errors import FieldViolation, InvalidArgument
+from payment_svc.domain.model import Payment
+from payment_svc.domain.reconciliation import DiscrepancyKind, Snapshot
+from payment_svc.service_layer import pagination
+from payment_svc.service_layer.payments import PaymentsService, payment_uuid
+
+log = structlog.get_logger("payment_svc.reconciliation")
+
+MAX_PAGE = 500
+DEFAULT_PAGE = 100
+
+
+@dataclass(frozen=True)
+class WorkList:
+    payments: list[Payment]
+    next_page_token: str
+
+
+def _page_size(value: int) -> int:
+    if value < 0:
+        raise InvalidArgument([FieldViolation("page_size", "must not be negative")])
+    return min(value or DEFAULT_PAGE, MAX_PAGE)
+
+
+def _uuid(field: str, text: str) -> uuid.UUID:
+    try:
+        return uuid.UUID(text)
+    except ValueError:
+        raise InvalidArgument(
+            [FieldViolation(field, "must be an id this service issued")]
+        ) from None
+
+
+class ReconciliationService:
+    def __init__(
+        self, store: ReconciliationStore, payments: PaymentsService, *, redrive_window: float
+    ) -> None:
+        self._store = store
+        self._payments = payments
+        self._redrive_window = redrive_window
+
+    async def reconcile(self, payment_id: str, snapshot: Snapshot) -> Reconciled:
+        result = await self._store.reconcile(payment_uuid(payment_id), snapshot)
+        for kind in result.discrepancies:
+            log.error("discrepancy", kind=kind.value, payment_id=payment_id)
+        if result.changed:
+            log.info(
+                "payment_reconciled", payment_id=payment_id, status=result.payment.status.value
+            )
+        return result
+
+    async def report(
+        self,
+        kind: DiscrepancyKind,
+        payment_id: str,
+        provider_payment_id: str,
+        details: Mapping[str, str],
+    ) -> Reported:
+        if not payment_id and not provider_payment_id:
+            raise InvalidArgument(
+                [FieldViolation("payment_id", "a payment id or a provider payment id is needed")]
+            )
+        reported = await self._store.report(
+            kind,
+            payment_uuid(payment_id) if payment_id else None,
+            provider_payment_id or None,
+            details,
+        )
+        log.error(
+            "discrepancy",
+            kind=kind.value,
+            payment_id=payment_id or None,
+            provider_payment_id=provider_payment_id or None,
+            occurrences=reported.occurrences,
+        )
+        return reported
+
+    async def work_list(
+        self,
+        *,
+        older_than_seconds: float,
+        page_size: int,
+        page_token: str,
+        owner: str,
+        lease_seconds: float | None,
+    ) -> WorkList:
+        if older_than_seconds < 0:
+            raise InvalidArgument([FieldViolation("older_than", "must not be negative")])
+        if lease_seconds is not None and not owner:
+            raise InvalidArgument([FieldViolation("reconciler_id", "is needed with a lease")])
+        limit = _page_size(page_size)
+        filters = pagination.filter_fingerprint("to_reconcile", older_than_seconds)
+        after = pagination.decode(page_token, filters)
+        payments = await self._store.to_reconcile(
+            older_than_seconds=older_than_seconds,
+            limit=limit,
+            after=(after.created_at, after.id) if after else None,
+            owner=owner,
+            lease_seconds=lease_seconds,
+        )
+        token = ""
+        if len(payments) == limit:
+            last = payments[-1]
+            token = pagination.encode(PageCursor(last.updated_at, last.id), filters)
+        return WorkList(payments, token)
+
+    async def redrive(self, payment_id: str) -> Payment:
+        payment = await self._store.get_any(payment_uuid(payment_id))
+        return await self._payments.redrive(payment, window_seconds=self._redrive_window)
+
+    async def lookup(self, payment_ids: list[str], provider_ids: list[str]) -> list[Payment]:
+        if len(payment_ids) + len(provider_ids) > 1000:
+            raise InvalidArgument([FieldViolation("payment_ids", "at most 1000 ids at once")])
+        return await self._store.lookup([payment_uuid(p) for p in payment_ids], provider_ids)
+
+    async def discrepancies(
+        self,
+        *,
+        kinds: frozenset[DiscrepancyKind],
+        include_resolved: bool,
+        page_size: int,
+        page_token: str,
+    ) -> tuple[list[Discrepancy], str]:
+        limit = _page_size(page_size)
+        filters = pagination.filter_fingerprint(
+            "discrepancies", sorted(k.value for k in kinds), include_resolved
+        )
+        after = pagination.decode(page_token, filters)
+        rows = await self._store.discrepancies(
+            kinds=kinds,
+            include_resolved=include_resolved,
+            limit=limit,
+            after=(after.created_at, after.id) if after else None,
+        )
+        token = ""
+        if len(rows) == limit:
+            token = pagination.encode(PageCursor(rows[-1].first_seen_at, rows[-1].id), filters)
+        return rows, token
+
+    async def resolve(self, discrepancy_id: str, by: str, note: str) -> Discrepancy:
+        if not note.strip():
+            raise InvalidArgument([FieldViolation("note", "say what was done about it")])
+        resolved = await self._store.resolve(_uuid("discrepancy_id", discrepancy_id), by, note)
+        log.info("discrepancy_resolved", discrepancy_id=discrepancy_id, by=by)
+        return resolved
+
+    async def record_run(self, run: Run) -> Run:
+        if not run.job:
+            raise InvalidArgument([FieldViolation("run.job", "must name the job")])
+        if run.finished_at < run.started_at:
+            raise InvalidArgument(
+                [FieldViolation("run.finished_at", "must not precede started_at")]
+            )
+        return await self._store.record_run(run)
+
+    async def checkpoint(self, name: str) -> tuple[str, object] | None:
+        if not name:
+            raise InvalidArgument([FieldViolation("name", "must not be empty")])
+        return await self._store.checkpoint(name)
+
+    async def save_checkpoint(self, name: str, value: str) -> None:
+        if not name:
+            raise InvalidArgument([FieldViolation("name", "must not be empty")])
+        await self._store.save_checkpoint(name, value)
+
+    async def status(self) -> Status:
+        return await self._store.status()
