@@ -4,6 +4,8 @@
 /_sim/ledger                              GET ?idempotency_key= &payment_id=
 /_sim/payment_intents/{id}/settle         POST {"outcome": "succeeded"|"failed"}
 /_sim/payment_intents/{id}/cancel         POST {"reason"?}  (provider-side)
+/_sim/payment_intents/{id}/refund         POST {"amount"?}  -> refund; charge.refunded
+/_sim/payment_intents/{id}/dispute        POST {"reason"?}  -> dispute; charge.dispute.created
 /_sim/unrecorded_charges                  POST {"amount", "currency"}
 /_sim/webhooks                            GET, POST (partial) endpoint + stats
 /_sim/events                              GET ?type= &payment_id=  (+ delivery)
@@ -28,6 +30,8 @@ def add_routes(app: web.Application) -> None:
     app.router.add_get("/_sim/ledger", get_ledger)
     app.router.add_post("/_sim/payment_intents/{intent}/settle", settle)
     app.router.add_post("/_sim/payment_intents/{intent}/cancel", cancel)
+    app.router.add_post("/_sim/payment_intents/{intent}/refund", refund)
+    app.router.add_post("/_sim/payment_intents/{intent}/dispute", dispute)
     app.router.add_post("/_sim/unrecorded_charges", unrecorded_charge)
     app.router.add_get("/_sim/webhooks", get_webhooks)
     app.router.add_post("/_sim/webhooks", set_webhooks)
@@ -64,6 +68,20 @@ async def cancel(request: web.Request) -> web.Response:
     simulator = request.app[SIMULATOR]
     intent = simulator.provider_cancel(request.match_info["intent"], body.get("reason"))
     return web.json_response(intent.to_json())
+
+
+async def refund(request: web.Request) -> web.Response:
+    body = _object(await _json_body(request))
+    simulator = request.app[SIMULATOR]
+    return web.json_response(
+        simulator.provider_refund(request.match_info["intent"], body.get("amount"))
+    )
+
+
+async def dispute(request: web.Request) -> web.Response:
+    body = _object(await _json_body(request))
+    simulator = request.app[SIMULATOR]
+    return web.json_response(simulator.dispute(request.match_info["intent"], body.get("reason")))
 
 
 async def get_webhooks(request: web.Request) -> web.Response:

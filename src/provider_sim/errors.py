@@ -8,13 +8,49 @@
 
 `should_retry` says whether sending the same request again can help; it becomes
 Stripe's `Stripe-Should-Retry` header.
+
+A refund or dispute the ledger refuses (a LedgerError) maps to each shape through
+one table per API, below: `StripeApiError.refused` and `ControlError.refused`.
 """
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Final
 
 from provider_sim.intents import JsonObject, PaymentIntent
+from provider_sim.ledger import (
+    AlreadyDisputed,
+    AlreadyRefunded,
+    AmountTooLarge,
+    ChargeDisputed,
+    ChargeMismatch,
+    ChargeNotFound,
+    IntentNotFound,
+    LedgerError,
+    NotSucceeded,
+)
+
+# Refusals of POST /v1/refunds: (HTTP status, code, param). `None` as param: the
+# parameter that named the intent (`payment_intent` or `charge`).
+_STRIPE_REFUSALS: Final[dict[type[LedgerError], tuple[int, str, str | None]]] = {
+    IntentNotFound: (400, "resource_missing", "payment_intent"),
+    ChargeNotFound: (400, "resource_missing", "charge"),
+    ChargeMismatch: (400, "parameter_invalid", "charge"),
+    NotSucceeded: (400, "payment_intent_unexpected_state", None),
+    AlreadyRefunded: (400, "charge_already_refunded", None),
+    ChargeDisputed: (400, "charge_disputed", None),
+    AmountTooLarge: (400, "amount_too_large", "amount"),
+}
+
+# Refusals of the control API's refund and dispute moves: (HTTP status, reason).
+_CONTROL_REFUSALS: Final[dict[type[LedgerError], tuple[int, str]]] = {
+    IntentNotFound: (404, "not_found"),
+    NotSucceeded: (409, "not_succeeded"),
+    AlreadyRefunded: (409, "already_refunded"),
+    ChargeDisputed: (409, "disputed"),
+    AlreadyDisputed: (409, "already_disputed"),
+    AmountTooLarge: (400, "amount_too_large"),
+}
 
 
 class StripeApiError(Exception):
@@ -86,6 +122,12 @@ class StripeApiError(Exception):
             payment_intent=intent.to_json(),
         )
 
+    @classmethod
+    def refused(cls, error: LedgerError, *, named_by: str) -> StripeApiError:
+        """A refusal of the ledger; `named_by`: the parameter that named the intent."""
+        status, code, param = _STRIPE_REFUSALS[type(error)]
+        return cls(status, "invalid_request_error", str(error), code=code, param=param or named_by)
+
     def to_json(self) -> JsonObject:
         error: dict[str, Any] = {"type": self.type, "message": self.message}
         if self.code is not None:
@@ -106,6 +148,11 @@ class ControlError(Exception):
         self.status = status
         self.reason = reason
         self.message = message
+
+    @classmethod
+    def refused(cls, error: LedgerError) -> ControlError:
+        status, reason = _CONTROL_REFUSALS[type(error)]
+        return cls(status, reason, str(error))
 
     def to_json(self) -> JsonObject:
         return {"error": {"reason": self.reason, "message": self.message}}

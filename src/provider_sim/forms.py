@@ -16,9 +16,11 @@ from typing import Final
 from urllib.parse import parse_qsl
 
 from provider_sim import search
+from provider_sim.charges import REFUND_REASONS
 from provider_sim.errors import StripeApiError
-from provider_sim.events import CreatedRange, EventListQuery
-from provider_sim.ledger import CreateIntent
+from provider_sim.events import EventListQuery
+from provider_sim.ledger import CreateIntent, CreateRefund
+from provider_sim.listing import CreatedRange
 
 FormPairs = list[tuple[str, str]]
 
@@ -35,6 +37,10 @@ _CURRENCY: Final = re.compile(r"[A-Za-z]{3}")
 _PAGE: Final = re.compile(r"page_(\d{1,18})")
 _TYPES_PARAM: Final = re.compile(r"types\[\d*\]")
 _CREATED_PARAM: Final = re.compile(r"created\[(gt|gte|lt|lte)\]")
+_EXPAND_PARAM: Final = re.compile(r"expand\[\d*\]")
+# What can be expanded: on one intent, and on the intents of a list or search result.
+EXPAND_INTENT: Final = "latest_charge"
+EXPAND_INTENTS: Final = "data.latest_charge"
 
 
 @dataclass(frozen=True, slots=True)
@@ -43,6 +49,16 @@ class SearchParams:
     limit: int
     # Results continue with intents older than this ledger sequence number.
     before_seq: int | None
+    expand_charge: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class IntentListParams:
+    created: CreatedRange
+    limit: int
+    starting_after: str | None
+    ending_before: str | None
+    expand_charge: bool = False
 
 
 def parse_form(body: bytes) -> FormPairs:
@@ -99,6 +115,76 @@ def cancellation_reason(pairs: Sequence[tuple[str, str]]) -> str | None:
     return reason
 
 
+def create_refund(pairs: Sequence[tuple[str, str]], idempotency_key: str | None) -> CreateRefund:
+    params: dict[str, str] = {}
+    metadata: dict[str, str] = {}
+    for name, value in pairs:
+        if name.startswith("metadata"):
+            _metadata_entry(name, value, metadata)
+        else:
+            params[name] = value
+    payment_intent = params.get("payment_intent") or None
+    charge = params.get("charge") or None
+    if payment_intent is None and charge is None:
+        raise StripeApiError.invalid(
+            "One of `charge` or `payment_intent` is required.",
+            param="payment_intent",
+            code="parameter_missing",
+        )
+    amount = None
+    if params.get("amount"):
+        amount = _integer(params["amount"], "amount")
+        if not 1 <= amount <= MAX_AMOUNT:
+            raise StripeApiError.invalid(
+                f"Refund amount must be from 1 to {MAX_AMOUNT} in the smallest currency unit.",
+                param="amount",
+                code="parameter_invalid_integer",
+            )
+    reason = params.get("reason") or None
+    if reason is not None and reason not in REFUND_REASONS:
+        raise StripeApiError.invalid(
+            "Invalid reason: must be one of " + ", ".join(sorted(REFUND_REASONS)),
+            param="reason",
+        )
+    return CreateRefund(
+        payment_intent=payment_intent,
+        charge=charge,
+        amount=amount,
+        reason=reason,
+        metadata=metadata,
+        idempotency_key=idempotency_key,
+    )
+
+
+def expands_charge(query: Mapping[str, str], allowed: str) -> bool:
+    """Whether `expand[]` asks for the intent's charge (`allowed` names it); anything
+    else cannot be expanded here (nor, for the most part, on Stripe)."""
+    expand = False
+    for name, value in query.items():
+        if name != "expand" and not _EXPAND_PARAM.fullmatch(name):
+            continue
+        if value != allowed:
+            raise StripeApiError.invalid(
+                f"This property cannot be expanded ({value}). Expandable here: {allowed}.",
+                param="expand",
+            )
+        expand = True
+    return expand
+
+
+def intent_list_params(query: Mapping[str, str]) -> IntentListParams:
+    """`GET /v1/payment_intents`: created[gt|gte|lt|lte] (or created=t), limit,
+    starting_after or ending_before, expand[]=data.latest_charge."""
+    starting_after, ending_before = _cursors(query)
+    return IntentListParams(
+        created=_created_range(query),
+        limit=_limit(query, MAX_LIST_LIMIT),
+        starting_after=starting_after,
+        ending_before=ending_before,
+        expand_charge=expands_charge(query, EXPAND_INTENTS),
+    )
+
+
 @dataclass(frozen=True, slots=True)
 class EventListParams:
     query: EventListQuery
@@ -109,17 +195,28 @@ class EventListParams:
 def event_list_params(query: Mapping[str, str]) -> EventListParams:
     """`GET /v1/events`: created[gt|gte|lt|lte] (or created=t), type or types[], limit,
     starting_after or ending_before."""
+    types = [
+        value for name, value in query.items() if name == "type" or _TYPES_PARAM.fullmatch(name)
+    ]
+    limit = _limit(query, MAX_LIST_LIMIT)
+    starting_after, ending_before = _cursors(query)
+    return EventListParams(
+        EventListQuery(_created_range(query), tuple(types), limit), starting_after, ending_before
+    )
+
+
+def _created_range(query: Mapping[str, str]) -> CreatedRange:
     bounds: dict[str, int] = {}
-    types: list[str] = []
     for name, value in query.items():
         created = _CREATED_PARAM.fullmatch(name)
         if created is not None:
             bounds[created.group(1)] = _integer(value, name)
         elif name == "created":
             bounds["gte"] = bounds["lte"] = _integer(value, name)
-        elif name == "type" or _TYPES_PARAM.fullmatch(name):
-            types.append(value)
-    limit = _limit(query, MAX_LIST_LIMIT)
+    return CreatedRange(**bounds)
+
+
+def _cursors(query: Mapping[str, str]) -> tuple[str | None, str | None]:
     starting_after = query.get("starting_after") or None
     ending_before = query.get("ending_before") or None
     if starting_after is not None and ending_before is not None:
@@ -127,9 +224,7 @@ def event_list_params(query: Mapping[str, str]) -> EventListParams:
             "You may only specify one of these parameters: starting_after, ending_before.",
             param="ending_before",
         )
-    return EventListParams(
-        EventListQuery(CreatedRange(**bounds), tuple(types), limit), starting_after, ending_before
-    )
+    return starting_after, ending_before
 
 
 def search_params(query: Mapping[str, str]) -> SearchParams:
@@ -149,7 +244,7 @@ def search_params(query: Mapping[str, str]) -> SearchParams:
         if page is None:
             raise StripeApiError.invalid("Invalid page: use the next_page value.", param="page")
         before_seq = int(page.group(1))
-    return SearchParams(parsed, limit, before_seq)
+    return SearchParams(parsed, limit, before_seq, expands_charge(query, EXPAND_INTENTS))
 
 
 def _limit(query: Mapping[str, str], most: int) -> int:

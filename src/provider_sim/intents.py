@@ -119,6 +119,8 @@ class PaymentIntent:
     last_payment_error: PaymentError | None = None
     amount_received: int = 0
     amount_refunded: int = 0
+    # The charge was disputed (a chargeback); at most one dispute per charge.
+    disputed: bool = False
     # Charges that really moved (or are moving) money; never above 1 per intent.
     charges: int = 0
     canceled_at: int | None = None
@@ -162,6 +164,7 @@ class PaymentIntent:
             "amount": self.amount,
             "currency": self.currency,
             "amount_refunded": self.amount_refunded,
+            "disputed": self.disputed,
             "metadata": dict(self.metadata),
             "idempotency_key": self.idempotency_key,
             "charges": self.charges,

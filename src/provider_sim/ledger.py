@@ -3,8 +3,9 @@
 Pure and synchronous (no I/O, no awaits), so one call is atomic on the event loop.
 
     Ledger
-      ├─ intents by id, by idempotency key, by metadata['payment_id']  (dict indexes)
-      ├─ events: append-only Stripe event objects, one per status change (+ index by id)
+      ├─ intents in creation order; by id, idempotency key, metadata['payment_id'], charge id
+      ├─ refunds and disputes by id (charges.py: a charge is a view of its intent)
+      ├─ events: append-only Stripe event objects, one per state change (+ index by id)
       └─ subscribers: callbacks told of each event as it is appended
 
 The webhook deliverer subscribes with `ledger.subscribe(deliverer.enqueue)`.
@@ -17,10 +18,17 @@ import enum
 import random
 import time
 from collections.abc import Callable, Iterator, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Final
 
-from provider_sim.events import EventListQuery, EventType, event_object, page_newest_first
+from provider_sim.charges import (
+    DEFAULT_DISPUTE_REASON,
+    Dispute,
+    Refund,
+    charge_json,
+    refundable,
+)
+from provider_sim.events import EventListQuery, EventType, event_object
 from provider_sim.intents import (
     GENERIC_DECLINE,
     TEST_PAYMENT_METHODS,
@@ -30,6 +38,7 @@ from provider_sim.intents import (
     JsonObject,
     PaymentIntent,
 )
+from provider_sim.listing import CreatedRange, page_newest_first
 
 EventCallback = Callable[[JsonObject], None]
 
@@ -64,6 +73,58 @@ class EventNotFound(LedgerError):
         self.event_id = event_id
 
 
+class ChargeNotFound(LedgerError):
+    def __init__(self, charge_id: str) -> None:
+        super().__init__(f"No such charge: '{charge_id}'")
+        self.charge_id = charge_id
+
+
+class RefundNotFound(LedgerError):
+    def __init__(self, refund_id: str) -> None:
+        super().__init__(f"No such refund: '{refund_id}'")
+        self.refund_id = refund_id
+
+
+class ChargeMismatch(LedgerError):
+    def __init__(self, charge_id: str, intent_id: str) -> None:
+        super().__init__(f"Charge {charge_id} does not belong to PaymentIntent {intent_id}.")
+
+
+class NotSucceeded(LedgerError):
+    """Only the charge of a succeeded intent can be refunded or disputed."""
+
+    def __init__(self, intent: PaymentIntent, action: str) -> None:
+        super().__init__(
+            f"This PaymentIntent does not have a successful charge to {action} "
+            f"(its status is {intent.status.value})."
+        )
+        self.status = intent.status
+
+
+class AlreadyRefunded(LedgerError):
+    def __init__(self, charge_id: str) -> None:
+        super().__init__(f"Charge {charge_id} has already been refunded.")
+
+
+class ChargeDisputed(LedgerError):
+    def __init__(self, charge_id: str) -> None:
+        super().__init__(f"Charge {charge_id} has been charged back; cannot issue a refund.")
+
+
+class AlreadyDisputed(LedgerError):
+    def __init__(self, charge_id: str) -> None:
+        super().__init__(f"Charge {charge_id} already has a dispute.")
+
+
+class AmountTooLarge(LedgerError):
+    def __init__(self, amount: int, remaining: int) -> None:
+        super().__init__(
+            f"Refund amount ({amount}) is greater than unrefunded amount on charge ({remaining})."
+        )
+        self.amount = amount
+        self.remaining = remaining
+
+
 class InvalidTransition(LedgerError):
     def __init__(self, intent: PaymentIntent, target: IntentStatus, action: str) -> None:
         super().__init__(
@@ -87,6 +148,19 @@ class CreateIntent:
     confirm: bool
     description: str | None
     metadata: Mapping[str, str]
+    idempotency_key: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class CreateRefund:
+    """A refund of an intent's charge, named by the intent, the charge, or both."""
+
+    payment_intent: str | None = None
+    charge: str | None = None
+    # None: whatever is left to refund.
+    amount: int | None = None
+    reason: str | None = None
+    metadata: Mapping[str, str] = field(default_factory=dict)
     idempotency_key: str | None = None
 
 
@@ -115,6 +189,11 @@ class Ledger:
     def clear(self) -> None:
         """Forget intents and events; subscribers stay subscribed."""
         self._intents: dict[str, PaymentIntent] = {}
+        self._ordered: list[PaymentIntent] = []
+        self._positions: dict[str, int] = {}
+        self._by_charge: dict[str, PaymentIntent] = {}
+        self._refunds: dict[str, Refund] = {}
+        self._disputes: dict[str, Dispute] = {}
         self._by_idempotency_key: dict[str, list[PaymentIntent]] = {}
         self._by_payment_id: dict[str, list[PaymentIntent]] = {}
         self.events: list[JsonObject] = []
@@ -208,6 +287,52 @@ class Ledger:
         self._move(intent, IntentStatus.SUCCEEDED, "confirm", None)
         return intent
 
+    def refund(self, command: CreateRefund) -> Refund:
+        """Refund some or all of what is left of a succeeded intent's charge."""
+        intent = self._intent_of(command)
+        charge_id = self._charge_to_reverse(intent, "refund")
+        if intent.disputed:
+            raise ChargeDisputed(charge_id)
+        remaining = refundable(intent)
+        amount = remaining if command.amount is None else command.amount
+        if amount > remaining:
+            raise AmountTooLarge(amount, remaining)
+        refund = Refund(
+            id=self._new_id("re"),
+            amount=amount,
+            charge=charge_id,
+            payment_intent=intent.id,
+            currency=intent.currency,
+            created=int(self._clock()),
+            reason=command.reason,
+            metadata=dict(command.metadata),
+        )
+        self._refunds[refund.id] = refund
+        intent.amount_refunded += amount
+        self._emit(EventType.CHARGE_REFUNDED, charge_json(intent), command.idempotency_key)
+        return refund
+
+    def dispute(self, intent_id: str, reason: str = DEFAULT_DISPUTE_REASON) -> Dispute:
+        """The cardholder's bank claws back what is left of the charge (a chargeback)."""
+        intent = self.get(intent_id)
+        charge_id = self._charge_to_reverse(intent, "dispute")
+        if intent.disputed:
+            raise AlreadyDisputed(charge_id)
+        dispute = Dispute(
+            id=self._new_id("dp"),
+            amount=refundable(intent),
+            charge=charge_id,
+            payment_intent=intent.id,
+            currency=intent.currency,
+            created=int(self._clock()),
+            reason=reason,
+            metadata=dict(intent.metadata),
+        )
+        self._disputes[dispute.id] = dispute
+        intent.disputed = True
+        self._emit(EventType.CHARGE_DISPUTE_CREATED, dispute.to_json(), None)
+        return dispute
+
     # -- queries ------------------------------------------------------------------
 
     def get(self, intent_id: str) -> PaymentIntent:
@@ -215,6 +340,38 @@ class Ledger:
         if intent is None:
             raise IntentNotFound(intent_id)
         return intent
+
+    def by_charge(self, charge_id: str) -> PaymentIntent:
+        intent = self._by_charge.get(charge_id)
+        if intent is None:
+            raise ChargeNotFound(charge_id)
+        return intent
+
+    def refund_by_id(self, refund_id: str) -> Refund:
+        refund = self._refunds.get(refund_id)
+        if refund is None:
+            raise RefundNotFound(refund_id)
+        return refund
+
+    def intents_page(
+        self,
+        window: CreatedRange,
+        *,
+        limit: int,
+        starting_after: str | None = None,
+        ending_before: str | None = None,
+    ) -> tuple[list[PaymentIntent], bool]:
+        """A page of intents newest first, as `GET /v1/payment_intents` lists them."""
+        before = None if starting_after is None else self._intent_position(starting_after)
+        after = None if ending_before is None else self._intent_position(ending_before)
+        return page_newest_first(
+            self._ordered,
+            created=_created_of_intent,
+            window=window,
+            limit=limit,
+            before=before,
+            after=after,
+        )
 
     def event(self, event_id: str) -> JsonObject:
         return self.events[self._event_position(event_id)]
@@ -229,7 +386,15 @@ class Ledger:
         """A page of events newest first, as `GET /v1/events` lists them, and `has_more`."""
         before = None if starting_after is None else self._event_position(starting_after)
         after = None if ending_before is None else self._event_position(ending_before)
-        return page_newest_first(self.events, query, before=before, after=after)
+        return page_newest_first(
+            self.events,
+            created=_created_of_event,
+            window=query.created,
+            limit=query.limit,
+            matches=query.matches_type,
+            before=before,
+            after=after,
+        )
 
     def intents(
         self, *, idempotency_key: str | None = None, payment_id: str | None = None
@@ -276,6 +441,8 @@ class Ledger:
             idempotency_key=idempotency_key,
         )
         self._intents[intent.id] = intent
+        self._positions[intent.id] = len(self._ordered)
+        self._ordered.append(intent)
         if idempotency_key is not None:
             self._by_idempotency_key.setdefault(idempotency_key, []).append(intent)
         payment_id = metadata.get("payment_id")
@@ -286,6 +453,25 @@ class Ledger:
     def _charge(self, intent: PaymentIntent) -> None:
         intent.latest_charge = self._new_id("ch")
         intent.charges += 1
+        self._by_charge[intent.latest_charge] = intent
+
+    def _intent_of(self, command: CreateRefund) -> PaymentIntent:
+        if command.charge is None:
+            if command.payment_intent is None:
+                raise IntentNotFound("")
+            return self.get(command.payment_intent)
+        intent = self.by_charge(command.charge)
+        if command.payment_intent is not None and command.payment_intent != intent.id:
+            raise ChargeMismatch(command.charge, command.payment_intent)
+        return intent
+
+    def _charge_to_reverse(self, intent: PaymentIntent, action: str) -> str:
+        """The charge a refund or dispute would reverse, if anything is left of it."""
+        if intent.status is not IntentStatus.SUCCEEDED or intent.latest_charge is None:
+            raise NotSucceeded(intent, action)
+        if refundable(intent) <= 0:
+            raise AlreadyRefunded(intent.latest_charge)
+        return intent.latest_charge
 
     def _move(
         self, intent: PaymentIntent, target: IntentStatus, action: str, request_key: str | None
@@ -304,8 +490,23 @@ class Ledger:
         for callback in self._subscribers:
             callback(event)
 
+    def _intent_position(self, intent_id: str) -> int:
+        position = self._positions.get(intent_id)
+        if position is None:
+            raise IntentNotFound(intent_id)
+        return position
+
     def _event_position(self, event_id: str) -> int:
         index = self._event_index.get(event_id)
         if index is None:
             raise EventNotFound(event_id)
         return index
+
+
+def _created_of_intent(intent: PaymentIntent) -> int:
+    return intent.created
+
+
+def _created_of_event(event: JsonObject) -> int:
+    created: int = event["created"]
+    return created

@@ -2,9 +2,11 @@
 
     Stripe API (/v1)                       control API (/_sim)
       create_intent ─┐                       set_faults, settle, provider_cancel,
-      cancel_intent ─┴─ idempotent POST      unrecorded_charge, ledger_rows, reset,
-      retrieve_intent, search_intents        configure_webhooks, event_rows, redeliver
-      list_events, retrieve_event
+      cancel_intent ─┼─ idempotent POST      provider_refund, dispute,
+      create_refund ─┘                       unrecorded_charge, ledger_rows, reset,
+      retrieve_intent, list_intents,         configure_webhooks, event_rows, redeliver
+      search_intents, retrieve_charge,
+      retrieve_refund, list_events, retrieve_event
 
 Every event the ledger records goes to the webhook deliverer while it runs
 (`start()`/`stop()`, in the running loop).
@@ -26,6 +28,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from provider_sim import forms
+from provider_sim.charges import DEFAULT_DISPUTE_REASON, DISPUTE_REASONS, charge_json, intent_json
 from provider_sim.deliverer import WebhookDeliverer
 from provider_sim.errors import ControlError, StripeApiError
 from provider_sim.events import payment_id_of
@@ -41,10 +44,14 @@ from provider_sim.idempotency import (
 )
 from provider_sim.intents import IntentStatus, JsonObject, PaymentIntent
 from provider_sim.ledger import (
+    ChargeNotFound,
+    CreateRefund,
     EventNotFound,
     IntentNotFound,
     InvalidTransition,
     Ledger,
+    LedgerError,
+    RefundNotFound,
     SettleOutcome,
     UnknownPaymentMethod,
 )
@@ -52,6 +59,7 @@ from provider_sim.settings import SimSettings
 from provider_sim.webhooks import DeliveryRecord, WebhookConfig, WebhookConfigError
 
 SEARCH_URL = "/v1/payment_intents/search"
+INTENTS_URL = "/v1/payment_intents"
 EVENTS_URL = "/v1/events"
 MAX_REDELIVER_COPIES = 1000
 
@@ -132,12 +140,60 @@ class Simulator:
         fingerprint = (f"POST /v1/payment_intents/{intent_id}/cancel", tuple(sorted(pairs)))
         return await self._idempotent_post(api_key, idempotency_key, fingerprint, execute)
 
-    async def retrieve_intent(self, intent_id: str) -> JsonObject:
+    async def create_refund(
+        self, api_key: str, idempotency_key: str | None, pairs: forms.FormPairs
+    ) -> Reply:
+        def execute() -> StoredResponse:
+            command = forms.create_refund(pairs, idempotency_key)
+            named_by = "payment_intent" if command.charge is None else "charge"
+            try:
+                refund = self.ledger.refund(command)
+            except LedgerError as exc:
+                raise StripeApiError.refused(exc, named_by=named_by) from None
+            return StoredResponse(200, encode(refund.to_json()))
+
+        fingerprint = ("POST /v1/refunds", tuple(sorted(pairs)))
+        return await self._idempotent_post(api_key, idempotency_key, fingerprint, execute)
+
+    async def retrieve_intent(self, intent_id: str, *, expand_charge: bool = False) -> JsonObject:
         await self._before_read()
         try:
-            return self.ledger.get(intent_id).to_json()
+            return intent_json(self.ledger.get(intent_id), expand_charge=expand_charge)
         except IntentNotFound as exc:
             raise StripeApiError.missing(str(exc), param="intent") from None
+
+    async def list_intents(self, params: forms.IntentListParams) -> JsonObject:
+        await self._before_read()
+        try:
+            intents, has_more = self.ledger.intents_page(
+                params.created,
+                limit=params.limit,
+                starting_after=params.starting_after,
+                ending_before=params.ending_before,
+            )
+        except IntentNotFound as exc:
+            cursor = "starting_after" if params.starting_after is not None else "ending_before"
+            raise StripeApiError.missing(str(exc), param=cursor, status=400) from None
+        return {
+            "object": "list",
+            "data": [intent_json(i, expand_charge=params.expand_charge) for i in intents],
+            "has_more": has_more,
+            "url": INTENTS_URL,
+        }
+
+    async def retrieve_charge(self, charge_id: str) -> JsonObject:
+        await self._before_read()
+        try:
+            return charge_json(self.ledger.by_charge(charge_id))
+        except ChargeNotFound as exc:
+            raise StripeApiError.missing(str(exc), param="charge") from None
+
+    async def retrieve_refund(self, refund_id: str) -> JsonObject:
+        await self._before_read()
+        try:
+            return self.ledger.refund_by_id(refund_id).to_json()
+        except RefundNotFound as exc:
+            raise StripeApiError.missing(str(exc), param="refund") from None
 
     async def search_intents(self, params: forms.SearchParams) -> JsonObject:
         await self._before_read()
@@ -153,7 +209,7 @@ class Simulator:
                 found.append(intent)
         return {
             "object": "search_result",
-            "data": [intent.to_json() for intent in found],
+            "data": [intent_json(i, expand_charge=params.expand_charge) for i in found],
             "has_more": has_more,
             "next_page": forms.page_token(found[-1].seq) if has_more else None,
             "url": SEARCH_URL,
@@ -212,6 +268,30 @@ class Simulator:
             raise ControlError(404, "not_found", str(exc)) from None
         except InvalidTransition as exc:
             raise ControlError(409, "not_cancelable", str(exc)) from None
+
+    def provider_refund(self, intent_id: str, amount: object) -> JsonObject:
+        """A refund made outside our API (e.g. from the provider's dashboard)."""
+        if amount is not None and (
+            isinstance(amount, bool) or not isinstance(amount, int) or amount < 1
+        ):
+            raise ControlError(400, "invalid_amount", "amount must be a positive integer")
+        try:
+            refund = self.ledger.refund(CreateRefund(payment_intent=intent_id, amount=amount))
+        except LedgerError as exc:
+            raise ControlError.refused(exc) from None
+        return refund.to_json()
+
+    def dispute(self, intent_id: str, reason: object) -> JsonObject:
+        """The cardholder disputes the charge with their bank (a chargeback)."""
+        if reason is None:
+            reason = DEFAULT_DISPUTE_REASON
+        if not isinstance(reason, str) or reason not in DISPUTE_REASONS:
+            known = ", ".join(sorted(DISPUTE_REASONS))
+            raise ControlError(400, "invalid_reason", f"reason must be one of {known}")
+        try:
+            return self.ledger.dispute(intent_id, reason).to_json()
+        except LedgerError as exc:
+            raise ControlError.refused(exc) from None
 
     def unrecorded_charge(self, amount: object, currency: object) -> PaymentIntent:
         if isinstance(amount, bool) or not isinstance(amount, int) or amount < 1:

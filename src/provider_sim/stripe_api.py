@@ -12,6 +12,7 @@ from aiohttp import web
 from provider_sim import forms
 from provider_sim.appkeys import SIMULATOR
 from provider_sim.errors import StripeApiError
+from provider_sim.intents import JsonObject
 from provider_sim.ledger import random_id
 from provider_sim.simulator import Reply, encode
 
@@ -21,10 +22,14 @@ JSON: Final = "application/json"
 
 def add_routes(app: web.Application) -> None:
     app.router.add_post("/v1/payment_intents", create_payment_intent)
+    app.router.add_get("/v1/payment_intents", list_payment_intents)
     # Registered before /{intent} so that "search" is not taken for an id.
     app.router.add_get("/v1/payment_intents/search", search_payment_intents)
     app.router.add_get("/v1/payment_intents/{intent}", retrieve_payment_intent)
     app.router.add_post("/v1/payment_intents/{intent}/cancel", cancel_payment_intent)
+    app.router.add_get("/v1/charges/{charge}", retrieve_charge)
+    app.router.add_post("/v1/refunds", create_refund)
+    app.router.add_get("/v1/refunds/{refund}", retrieve_refund)
     app.router.add_get("/v1/events", list_events)
     app.router.add_get("/v1/events/{event}", retrieve_event)
 
@@ -46,32 +51,58 @@ async def cancel_payment_intent(request: web.Request) -> web.Response:
     return _reply(await simulator.cancel_intent(api_key, key, intent_id, pairs), key)
 
 
+async def create_refund(request: web.Request) -> web.Response:
+    simulator = request.app[SIMULATOR]
+    api_key = authenticate(request, simulator.settings.api_key)
+    key = _idempotency_key(request)
+    pairs = forms.parse_form(await request.read())
+    return _reply(await simulator.create_refund(api_key, key, pairs), key)
+
+
 async def retrieve_payment_intent(request: web.Request) -> web.Response:
     simulator = request.app[SIMULATOR]
     authenticate(request, simulator.settings.api_key)
-    intent = await simulator.retrieve_intent(request.match_info["intent"])
-    return web.Response(body=encode(intent), content_type=JSON, headers=_request_id())
+    expand_charge = forms.expands_charge(request.query, forms.EXPAND_INTENT)
+    intent = await simulator.retrieve_intent(
+        request.match_info["intent"], expand_charge=expand_charge
+    )
+    return _json(intent)
+
+
+async def list_payment_intents(request: web.Request) -> web.Response:
+    simulator = request.app[SIMULATOR]
+    authenticate(request, simulator.settings.api_key)
+    return _json(await simulator.list_intents(forms.intent_list_params(request.query)))
+
+
+async def retrieve_charge(request: web.Request) -> web.Response:
+    simulator = request.app[SIMULATOR]
+    authenticate(request, simulator.settings.api_key)
+    return _json(await simulator.retrieve_charge(request.match_info["charge"]))
+
+
+async def retrieve_refund(request: web.Request) -> web.Response:
+    simulator = request.app[SIMULATOR]
+    authenticate(request, simulator.settings.api_key)
+    return _json(await simulator.retrieve_refund(request.match_info["refund"]))
 
 
 async def search_payment_intents(request: web.Request) -> web.Response:
     simulator = request.app[SIMULATOR]
     authenticate(request, simulator.settings.api_key)
-    result = await simulator.search_intents(forms.search_params(request.query))
-    return web.Response(body=encode(result), content_type=JSON, headers=_request_id())
+    return _json(await simulator.search_intents(forms.search_params(request.query)))
 
 
 async def list_events(request: web.Request) -> web.Response:
     simulator = request.app[SIMULATOR]
     authenticate(request, simulator.settings.api_key)
-    result = await simulator.list_events(forms.event_list_params(request.query))
-    return web.Response(body=encode(result), content_type=JSON, headers=_request_id())
+    return _json(await simulator.list_events(forms.event_list_params(request.query)))
 
 
 async def retrieve_event(request: web.Request) -> web.Response:
     simulator = request.app[SIMULATOR]
     authenticate(request, simulator.settings.api_key)
-    event = await simulator.retrieve_event(request.match_info["event"])
-    return web.Response(body=encode(event), content_type=JSON, headers=_request_id())
+    return _json(await simulator.retrieve_event(request.match_info["event"]))
 
 
 def error_response(error: StripeApiError) -> web.Response:
@@ -132,6 +163,10 @@ def _idempotency_key(request: web.Request) -> str | None:
 
 def _request_id() -> dict[str, str]:
     return {"Request-Id": random_id("req")}
+
+
+def _json(body: JsonObject) -> web.Response:
+    return web.Response(body=encode(body), content_type=JSON, headers=_request_id())
 
 
 def _reply(reply: Reply, key: str | None) -> web.Response:

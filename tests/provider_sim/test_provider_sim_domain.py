@@ -11,8 +11,9 @@ import pytest
 import stripe
 
 from provider_sim import forms, search
+from provider_sim.charges import charge_json, intent_json
 from provider_sim.errors import StripeApiError
-from provider_sim.events import CreatedRange, EventListQuery, EventType
+from provider_sim.events import EventListQuery, EventType
 from provider_sim.faults import Faults, FaultsError
 from provider_sim.idempotency import (
     IdempotencyStore,
@@ -24,14 +25,23 @@ from provider_sim.idempotency import (
 )
 from provider_sim.intents import IntentStatus
 from provider_sim.ledger import (
+    AlreadyDisputed,
+    AlreadyRefunded,
+    AmountTooLarge,
+    ChargeDisputed,
+    ChargeMismatch,
+    ChargeNotFound,
     CreateIntent,
+    CreateRefund,
     EventNotFound,
     IntentNotFound,
     InvalidTransition,
     Ledger,
+    NotSucceeded,
     SettleOutcome,
     UnknownPaymentMethod,
 )
+from provider_sim.listing import CreatedRange
 from provider_sim.settings import SettingsError, SimSettings
 from provider_sim.signature import signature_header
 from provider_sim.webhooks import DeliveryRecord, WebhookConfig, WebhookConfigError
@@ -149,6 +159,28 @@ class TestLedger:
         assert ledger.event(ids[3]) is ledger.events[3]
         with pytest.raises(EventNotFound):
             ledger.events_page(EventListQuery(), starting_after="evt_nope")
+
+    def test_intents_page_newest_first_in_a_window(self) -> None:
+        now = [100.0]
+        counter = itertools.count(1)
+        ledger = Ledger(clock=lambda: now[0], new_id=lambda p: f"{p}_{next(counter)}")
+        ids = []
+        for _ in range(5):
+            ids.append(ledger.record_unrecorded_charge(100, "usd").id)
+            now[0] += 10  # created 100, 110, ..., 140
+
+        def page(window: CreatedRange, **cursor: str) -> tuple[list[str], bool]:
+            found, more = ledger.intents_page(window, limit=2, **cursor)
+            return [intent.id for intent in found], more
+
+        assert page(CreatedRange()) == (ids[:-3:-1], True)
+        assert page(CreatedRange(), starting_after=ids[2]) == ([ids[1], ids[0]], False)
+        assert page(CreatedRange(), ending_before=ids[1]) == ([ids[3], ids[2]], True)
+        assert page(CreatedRange(gte=110, lt=130)) == ([ids[2], ids[1]], False)
+        assert page(CreatedRange(gt=110, lte=140), starting_after=ids[3]) == ([ids[2]], False)
+        assert page(CreatedRange(lt=100)) == ([], False)
+        with pytest.raises(IntentNotFound):
+            ledger.intents_page(CreatedRange(), limit=2, ending_before="pi_nope")
 
     def test_event_snapshot_does_not_change_later(self) -> None:
         ledger = make_ledger()
@@ -399,3 +431,98 @@ class TestSettings:
     def test_bad_values_fail_clearly(self, env: dict[str, str]) -> None:
         with pytest.raises(SettingsError, match="PROVIDER_SIM_"):
             SimSettings.from_env(env)
+
+
+class TestRefundsAndDisputes:
+    def test_partial_then_full_refund(self) -> None:
+        ledger = make_ledger()
+        intent = ledger.create(command(idempotency_key="k1"))
+        first = ledger.refund(
+            CreateRefund(payment_intent=intent.id, amount=200, reason="duplicate")
+        )
+        assert (first.amount, first.charge, first.reason) == (
+            200,
+            intent.latest_charge,
+            "duplicate",
+        )
+        with pytest.raises(AmountTooLarge) as too_much:
+            ledger.refund(CreateRefund(charge=intent.latest_charge, amount=301))
+        assert (too_much.value.amount, too_much.value.remaining) == (301, 300)
+        rest = ledger.refund(CreateRefund(charge=intent.latest_charge, idempotency_key="k2"))
+        assert (rest.amount, intent.amount_refunded) == (300, 500)
+        with pytest.raises(AlreadyRefunded):
+            ledger.refund(CreateRefund(payment_intent=intent.id))
+        with pytest.raises(AlreadyRefunded):
+            ledger.dispute(intent.id)
+        refunded = [e for e in ledger.events if e["type"] == EventType.CHARGE_REFUNDED]
+        charges = [e["data"]["object"] for e in refunded]
+        assert [(c["amount_refunded"], c["refunded"]) for c in charges] == [
+            (200, False),
+            (500, True),
+        ]
+        assert {c["metadata"]["payment_id"] for c in charges} == {"pay_1"}
+        assert [e["request"]["idempotency_key"] for e in refunded] == [None, "k2"]
+        assert ledger.refund_by_id(rest.id) is rest
+
+    def test_dispute_takes_what_is_left_and_blocks_refunds(self) -> None:
+        ledger = make_ledger()
+        intent = ledger.create(command())
+        ledger.refund(CreateRefund(payment_intent=intent.id, amount=100))
+        dispute = ledger.dispute(intent.id)
+        assert (dispute.amount, dispute.reason, intent.disputed) == (400, "fraudulent", True)
+        assert ledger.events[-1]["type"] == EventType.CHARGE_DISPUTE_CREATED
+        assert ledger.events[-1]["data"]["object"] == dispute.to_json()
+        with pytest.raises(AlreadyDisputed):
+            ledger.dispute(intent.id)
+        with pytest.raises(ChargeDisputed):
+            ledger.refund(CreateRefund(payment_intent=intent.id, amount=1))
+        assert intent.to_ledger_json()["disputed"] is True
+        assert charge_json(intent)["disputed"] is True
+
+    def test_only_a_succeeded_charge_is_reversed(self) -> None:
+        ledger = make_ledger()
+        processing = ledger.create(command("pm_card_processing"))
+        declined = ledger.create(command("pm_card_chargeDeclined"))
+        for intent in (processing, declined):
+            with pytest.raises(NotSucceeded):
+                ledger.refund(CreateRefund(payment_intent=intent.id))
+            with pytest.raises(NotSucceeded):
+                ledger.dispute(intent.id)
+        assert charge_json(processing)["status"] == "pending"
+        other = ledger.create(command())
+        with pytest.raises(ChargeMismatch):
+            ledger.refund(CreateRefund(payment_intent=processing.id, charge=other.latest_charge))
+        with pytest.raises(ChargeNotFound):
+            ledger.refund(CreateRefund(charge="ch_nope"))
+        with pytest.raises(IntentNotFound):
+            ledger.dispute("pi_nope")
+        assert [e["type"] for e in ledger.events if e["type"].startswith("charge.")] == []
+
+    def test_expanded_intent_carries_its_charge(self) -> None:
+        ledger = make_ledger()
+        intent = ledger.create(command())
+        unconfirmed = ledger.create(command(confirm=False))
+        assert intent_json(intent)["latest_charge"] == intent.latest_charge
+        assert intent_json(intent, expand_charge=True)["latest_charge"] == charge_json(intent)
+        assert intent_json(unconfirmed, expand_charge=True)["latest_charge"] is None
+        assert ledger.by_charge(str(intent.latest_charge)) is intent
+
+    def test_forms_for_refunds_and_expand(self) -> None:
+        refund = forms.create_refund(
+            [("charge", "ch_1"), ("amount", "5"), ("metadata[a]", "b")], "k"
+        )
+        assert (refund.charge, refund.amount, dict(refund.metadata)) == ("ch_1", 5, {"a": "b"})
+        for pairs, param in [
+            ([("amount", "5")], "payment_intent"),
+            ([("charge", "ch_1"), ("amount", "-1")], "amount"),
+            ([("charge", "ch_1"), ("reason", "why")], "reason"),
+        ]:
+            with pytest.raises(StripeApiError) as caught:
+                forms.create_refund(pairs, None)
+            assert caught.value.param == param
+        assert forms.expands_charge({"expand[0]": "latest_charge"}, forms.EXPAND_INTENT)
+        assert not forms.expands_charge({"limit": "3"}, forms.EXPAND_INTENTS)
+        with pytest.raises(StripeApiError):
+            forms.expands_charge({"expand[]": "latest_charge"}, forms.EXPAND_INTENTS)
+        listing = forms.intent_list_params({"created[gte]": "5", "created[lt]": "9", "limit": "7"})
+        assert (listing.created, listing.limit) == (CreatedRange(gte=5, lt=9), 7)

@@ -484,6 +484,7 @@ async def test_unrecorded_charge(sim: Sim, client: stripe.StripeClient) -> None:
         "amount": 777,
         "currency": "eur",
         "amount_refunded": 0,
+        "disputed": False,
         "metadata": {},
         "idempotency_key": None,
         "charges": 1,
