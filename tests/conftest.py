@@ -72,8 +72,18 @@ def stack_config(database_url: str, log_dir: Path, **env: str) -> StackConfig:
         grpc_port=free_port(),
         metrics_port=free_port(),
         gateway_port=free_port(),
+        reconciler_port=free_port(),
         log_dir=log_dir,
-        extra_env={"PROVIDER_TIMEOUT_SECONDS": "1.5", "LOG_LEVEL": "INFO", **env},
+        extra_env={
+            "PROVIDER_TIMEOUT_SECONDS": "1.5",
+            "LOG_LEVEL": "INFO",
+            # The session's reconciler stays idle: tests run passes explicitly
+            # (`reconciler --once`), so nothing reconciles under their feet.
+            "RECONCILER_SWEEP_SECONDS": "86400",
+            "RECONCILER_CATCH_UP_SECONDS": "86400",
+            "RECONCILER_SETTLEMENT_SECONDS": "86400",
+            **env,
+        },
     )
 
 

@@ -163,6 +163,7 @@ async def own_stack(database_url: str, tmp_path: Path) -> AsyncIterator[Stack]:
             grpc_port=free_port(),
             metrics_port=free_port(),
             gateway_port=free_port(),
+            reconciler_port=free_port(),
             log_dir=tmp_path,
             extra_env={
                 "PROVIDER_SIM_WEBHOOK_RETRY_INITIAL_MS": "100",

@@ -39,8 +39,10 @@ LIMIT 1
 FOR UPDATE
 """
 
-# Status, provider id, failure and the newest provider state, in one statement.
-_TOUCH = """
+# Everything one matched event writes, in one statement (one round trip):
+# the payment (status when applied, and the newest provider state when
+# touched), its history entry, and the inbox row's match.
+_RECORD = """
 WITH u AS (
     UPDATE payments
     SET status = CASE WHEN $2 THEN $3 ELSE status END,
@@ -55,21 +57,14 @@ WITH u AS (
         -- a confirmation of the state we have is not a change of the payment
         version = version + CASE WHEN $2 THEN 1 ELSE 0 END,
         updated_at = CASE WHEN $2 THEN now() ELSE updated_at END
-    WHERE id = $1
-    RETURNING id
+    WHERE id = $1 AND $10
+), h AS (
+    INSERT INTO payment_events (payment_id, from_status, to_status, source, applied,
+        provider_event_id, provider_event_type, failure_code, note, provider_created_at)
+    VALUES ($1, $11, $3, $12, $2, $13, $14, $5, $15, $8)
 )
-SELECT count(*) FROM u
-"""
-
-_HISTORY = """
-INSERT INTO payment_events (payment_id, from_status, to_status, source, applied,
-    provider_event_id, provider_event_type, failure_code, note, provider_created_at)
-VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)
-"""
-
-_MATCHED = """
-UPDATE provider_events SET payment_id = $2, matched_at = now(), applied = $3
-WHERE provider_event_id = $1
+UPDATE provider_events SET payment_id = $1, matched_at = now(), applied = $2
+WHERE provider_event_id = $13
 """
 
 
@@ -191,31 +186,22 @@ async def _match_and_apply(conn: Conn, event: InboxEvent, authoritative: bool) -
         authoritative=authoritative,
     )
     target = obs.status or payment.status
-    if plan.touch:
-        await conn.fetchval(
-            _TOUCH,
-            payment.id,
-            plan.applied,
-            target.value,
-            obs.provider_payment_id,
-            obs.failure_code,
-            obs.failure_message,
-            obs.amount_reversed,
-            obs.occurred_at,
-            int(obs.rank),
-        )
     await conn.execute(
-        _HISTORY,
+        _RECORD,
         payment.id,
-        payment.status.value,
-        target.value,
-        event.source.value,
         plan.applied,
+        target.value,
+        obs.provider_payment_id,
+        obs.failure_code,
+        obs.failure_message,
+        obs.amount_reversed,
+        obs.occurred_at,
+        int(obs.rank),
+        plan.touch,
+        payment.status.value,
+        event.source.value,
         event.provider_event_id,
         event.event_type,
-        obs.failure_code,
         plan.note,
-        obs.occurred_at,
     )
-    await conn.execute(_MATCHED, event.provider_event_id, payment.id, plan.applied)
     return EventOutcome(False, payment.id, plan.applied)
