@@ -19,7 +19,7 @@ import sys
 
 import structlog
 import uvloop
-from grpc_health.v1 import health
+from grpc_health.v1 import health, health_pb2
 from prometheus_client import start_http_server
 
 from payment_svc.adapters import migrate
@@ -34,7 +34,7 @@ from payment_svc.entrypoints.grpc_server import create_server, set_serving
 from payment_svc.service_layer.payments import PaymentsService
 from payment_svc.service_layer.provider_sync import ProviderSyncService
 from payment_svc.service_layer.reconciliation import ReconciliationService
-from payment_svc.settings import ConfigError, Settings
+from payment_svc.settings import ConfigError, MigrationSettings, Settings
 from payments import logs
 
 log = structlog.get_logger("payment_svc")
@@ -100,6 +100,7 @@ async def serve(settings: Settings) -> None:
         task.add_done_callback(pending.discard)
 
     db.on_health_change(on_health)
+    await health_servicer.set("", health_pb2.HealthCheckResponse.SERVING)
     await set_serving(health_servicer, False)
     if settings.metrics_listen and _split(settings.metrics_listen)[1]:
         host, mport = _split(settings.metrics_listen)
@@ -131,6 +132,14 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--listen", help="gRPC address (overrides PAYMENT_SVC_LISTEN)")
     args = parser.parse_args(argv)
     try:
+        if args.command == "migrate":
+            # Migrations need the database and nothing else (the migration
+            # Job carries no tokens or provider keys).
+            migration = MigrationSettings.from_env()
+            logs.configure("payment-svc", migration.log_level)
+            applied = uvloop.run(migrate.migrate(migration.database_url))
+            log.info("migrations_applied", versions=applied)
+            return
         settings = Settings.from_env()
     except ConfigError as exc:
         print(f"payment-svc: configuration error: {exc}", file=sys.stderr)
@@ -138,10 +147,6 @@ def main(argv: list[str] | None = None) -> None:
     if args.listen:
         settings = Settings(**{**settings.__dict__, "listen": args.listen})
     logs.configure("payment-svc", settings.log_level)
-    if args.command == "migrate":
-        applied = uvloop.run(migrate.migrate(settings.database_url))
-        log.info("migrations_applied", versions=applied)
-        return
     uvloop.run(serve(settings))
 
 

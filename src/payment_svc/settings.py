@@ -85,6 +85,26 @@ def parse_tokens(raw: str) -> dict[str, str]:
     return tokens
 
 
+def _database_url(env: Mapping[str, str]) -> str:
+    dsn = env.get("DATABASE_URL", "")
+    if not dsn:
+        raise ConfigError("DATABASE_URL is required (postgresql://user@host:port/db)")
+    return dsn
+
+
+@dataclass(frozen=True)
+class MigrationSettings:
+    """What `payment-svc migrate` needs: the database, nothing else."""
+
+    database_url: str
+    log_level: str = "INFO"
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> MigrationSettings:
+        env = os.environ if env is None else env
+        return cls(_database_url(env), env.get("LOG_LEVEL", "INFO"))
+
+
 @dataclass(frozen=True)
 class Settings:
     database_url: str
@@ -108,9 +128,7 @@ class Settings:
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
         env = os.environ if env is None else env
         production = env.get("PAYMENTS_ENV", "development") == "production"
-        dsn = env.get("DATABASE_URL", "")
-        if not dsn:
-            raise ConfigError("DATABASE_URL is required (postgresql://user@host:port/db)")
+        dsn = _database_url(env)
         merchants = env.get("PAYMENT_SVC_MERCHANT_TOKENS", DEV_MERCHANT_TOKENS)
         gateway = env.get("PAYMENT_SVC_GATEWAY_TOKEN", DEV_GATEWAY_TOKEN)
         reconciler = env.get("PAYMENT_SVC_RECONCILER_TOKEN", DEV_RECONCILER_TOKEN)

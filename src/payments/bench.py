@@ -28,8 +28,8 @@ import signal
 import subprocess
 import tempfile
 import time
-from collections.abc import Callable, Iterator
-from dataclasses import asdict, dataclass, field
+from collections.abc import Callable, Coroutine, Iterator, Mapping
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from types import FrameType
 from typing import Any
@@ -62,6 +62,13 @@ DEFAULT_GATEWAY_URL = "http://127.0.0.1:8080"
 # Longest wait for provider-sim's pending deliveries before a phase; past it
 # the phase runs anyway (and says so).
 SETTLE_TIMEOUT_S = 120.0
+MAX_WEBHOOK_CONNECTIONS = 256
+# The reconciler of our own stack runs its jobs once at start (on an empty
+# database) and not again during the phases: background work on a schedule of
+# its own, which would land in some phase's window and not in others.
+_QUIET_RECONCILER = {
+    f"RECONCILER_{job}_SECONDS": str(24 * 3600) for job in ("SWEEP", "CATCH_UP", "SETTLEMENT")
+}
 
 
 class BenchError(Exception):
@@ -103,6 +110,10 @@ class Environment:
     description: str
     sim_url: str | None = None  # own stack: its deliveries are let finish before a phase
     stack_dsn: str | None = None  # own stack: its database, for the webhook check
+    processes: dict[str, int] = field(default_factory=dict)  # own stack: pid by name
+    # Whose CPU use is reported per phase: this process (the client), the stack's
+    # processes, Postgres when it is local.
+    cpu_groups: loadgen.ProcessGroups = field(default_factory=dict)
 
 
 @dataclass
@@ -123,22 +134,19 @@ class InboxCheck:
     """What the stack's database holds of the events of the HTTP phases."""
 
     acknowledged: int  # 2xx answers, warm-up included
-    in_inbox: int
+    missing: int  # acknowledged, yet not in the inbox: must be 0
+    in_inbox: int  # timed-out requests may be in it too
     matched: int
     applied: int
     pool: int
     pool_statuses: dict[str, int]
 
-    @property
-    def missing(self) -> int:
-        # A timed-out request may still have been recorded: never below zero.
-        return max(0, self.acknowledged - self.in_inbox)
-
 
 @dataclass
 class WebhookResult(FlowResult):
     pools: dict[str, Pool] = field(default_factory=dict)  # closed_loop, open_loop, raw_sql
-    event_prefixes: list[str] = field(default_factory=list)  # of the HTTP phases
+    streams: list[StripeEvents] = field(default_factory=list)  # of the HTTP phases
+    acknowledged: list[str] = field(default_factory=list)  # event ids answered 2xx
     check: InboxCheck | None = None
 
 
@@ -182,12 +190,15 @@ class BenchReport:
         options.pop("webhook_secret")
         options["phases"] = list(self.options.phases)
         options["logs_dir"] = str(self.options.logs_dir) if self.options.logs_dir else None
+        if self.options.target is None:
+            options["gateway_url"] = None  # our own stack's is in gateway_url
         if self.options.database_url:
             options["database_url"] = redact_dsn(self.options.database_url)
         o = self.options
         return {
             "environment": self.environment.description,
             "target": self.environment.grpc_target,
+            "gateway_url": self.environment.gateway_url,
             "cpu_count": self.cpu_count,
             "postgres": self.postgres,
             "options": options,
@@ -221,9 +232,7 @@ class BenchReport:
                 else None
             ),
             "full_flow_to_raw": _ratio(w.to_raw),
-            "check": (
-                {**asdict(check), "missing": check.missing} if check is not None else None
-            ),
+            "check": asdict(check) if check is not None else None,
         }
 
 
@@ -315,8 +324,9 @@ def _own_stack(
                 grpc_port=free_port(),
                 metrics_port=free_port(),
                 gateway_port=free_port(),
+                reconciler_port=free_port(),
                 log_dir=logs,
-                extra_env={"DB_POOL_MAX": str(options.db_pool_max)},
+                extra_env={"DB_POOL_MAX": str(options.db_pool_max), **_QUIET_RECONCILER},
             )
         )
         progress("starting the stack" + ("" if database_url else " on an embedded Postgres"))
@@ -335,6 +345,9 @@ def _own_stack(
             f"own stack ({where})",
             sim_url=stack.sim_url,
             stack_dsn=stack.database_url,
+            processes={
+                name: proc.popen.pid for name, proc in stack.processes.items() if proc.popen
+            },
         )
 
 
@@ -435,6 +448,35 @@ async def _gateway_ready(url: str, timeout: float) -> None:
     raise BenchError(f"webhook-gateway at {url} is not ready: {last}")
 
 
+async def _cpu_groups(env: Environment) -> loadgen.ProcessGroups:
+    groups: loadgen.ProcessGroups = {"client (this process)": (os.getpid(), False)}
+    groups |= {name: (pid, False) for name, pid in env.processes.items()}
+    dsn = env.stack_dsn or env.raw_dsn
+    if dsn:
+        conn = await asyncpg.connect(dsn)
+        try:
+            postmaster = loadgen.local_postmaster(await conn.fetchval("SELECT pg_backend_pid()"))
+        finally:
+            await conn.close()
+        if postmaster is not None:
+            groups["postgres"] = (postmaster, True)
+    return groups
+
+
+async def _measured(
+    env: Environment, window: Window, phase: Coroutine[Any, Any, PhaseResult]
+) -> PhaseResult:
+    """Runs the phase, and notes the CPU each process used in its window."""
+    meter = asyncio.create_task(loadgen.cpu_use(window, env.cpu_groups))
+    try:
+        result = await phase
+    except BaseException:
+        meter.cancel()
+        raise
+    result.cpu = await meter
+    return result
+
+
 def _phase_time(options: BenchOptions) -> str:
     return f"warm-up {options.warmup:g}s, measuring {options.duration:g}s"
 
@@ -456,18 +498,18 @@ async def _payment_phases(
         fields = (options.amount, options.currency, options.payment_method)
         await _settle_deliveries(env, progress)
         progress(f"payments, closed loop: {options.concurrency} callers, {_phase_time(options)}")
-        closed = await loadgen.closed_loop(
-            loadgen.payment_sender(callers, loadgen.CreateRequests("closed", *fields)),
-            options.concurrency,
-            _window(options),
+        window = _window(options)
+        send = loadgen.payment_sender(callers, loadgen.CreateRequests("closed", *fields))
+        closed = await _measured(
+            env, window, loadgen.closed_loop(send, options.concurrency, window)
         )
         await _settle_deliveries(env, progress)
         progress(f"payments, open loop: {options.rate:g} payments/s, {_phase_time(options)}")
-        opened = await loadgen.open_loop(
-            loadgen.payment_sender(callers, loadgen.CreateRequests("open", *fields)),
-            options.rate,
-            _window(options),
-            max_in_flight=_max_in_flight(options, options.rate),
+        window = _window(options)
+        send = loadgen.payment_sender(callers, loadgen.CreateRequests("open", *fields))
+        limit = _max_in_flight(options, options.rate)
+        opened = await _measured(
+            env, window, loadgen.open_loop(send, options.rate, window, max_in_flight=limit)
         )
         return FlowResult(closed, opened)
     finally:
@@ -484,73 +526,95 @@ def _session(limit: int, timeout: float) -> aiohttp.ClientSession:
     )
 
 
+async def _webhook_pool(
+    options: BenchOptions, callers: list[loadgen.Create], phase: str, progress: Progress
+) -> Pool:
+    progress(f"webhooks, {phase} loop: creating {options.webhook_payments} payments")
+    requests = loadgen.CreateRequests(
+        f"pool-{phase}", options.amount, options.currency, loadgen.POOL_PAYMENT_METHOD
+    )
+    pool = await loadgen.grpc_pool(callers, requests, options.webhook_payments, options.concurrency)
+    if not pool.payments:
+        raise BenchError(f"no payment of the webhook pool was created: {dict(pool.errors)}")
+    return pool
+
+
+async def _post_events(
+    options: BenchOptions,
+    env: Environment,
+    events: StripeEvents,
+    rate: float | None,
+    acknowledged: list[int],
+) -> PhaseResult:
+    """The closed loop (rate None), or the open loop at rate."""
+    limit = options.concurrency if rate is None else _max_in_flight(options, rate)
+    # A provider sends over a bounded number of connections: past it, an
+    # open-loop event waits in the client, its latency still counted from
+    # when it was due.
+    connections = min(limit, max(options.concurrency, MAX_WEBHOOK_CONNECTIONS))
+    async with _session(connections, options.timeout) as session:
+        url = env.gateway_url + WEBHOOK_PATH
+        send = loadgen.webhook_sender(session, url, events, acknowledged)
+        window = _window(options)
+        run = (
+            loadgen.closed_loop(send, options.concurrency, window, unit="events")
+            if rate is None
+            else loadgen.open_loop(send, rate, window, limit, unit="events")
+        )
+        return await _measured(env, window, run)
+
+
 async def _webhook_phases(
     options: BenchOptions, env: Environment, progress: Progress
 ) -> WebhookResult:
     await _gateway_ready(env.gateway_url, options.timeout)
-    url = env.gateway_url + WEBHOOK_PATH
     channels = await _open_channels(env.grpc_target, options.channels, options.timeout)
+    closed_acks: list[int] = []
+    open_acks: list[int] = []
     try:
         callers = loadgen.create_callers(channels, options.token, options.timeout)
-        pools: dict[str, Pool] = {}
-        streams: list[StripeEvents] = []
-        results: list[PhaseResult] = []
-        for phase in ("closed", "open"):
-            progress(f"webhooks, {phase} loop: creating {options.webhook_payments} payments")
-            requests = loadgen.CreateRequests(
-                f"pool-{phase}", options.amount, options.currency, loadgen.POOL_PAYMENT_METHOD
-            )
-            pool = await loadgen.grpc_pool(
-                callers, requests, options.webhook_payments, options.concurrency
-            )
-            if not pool.payments:
-                raise BenchError(f"no payment of the webhook pool was created: {pool.errors}")
-            pools[f"{phase}_loop"] = pool
-            events = StripeEvents(phase, pool.payments, options.webhook_secret)
-            streams.append(events)
-            await _settle_deliveries(env, progress)
-            if phase == "closed":
-                progress(
-                    f"webhooks, closed loop: {options.concurrency} senders, {_phase_time(options)}"
-                )
-                async with _session(options.concurrency, options.timeout) as session:
-                    send = loadgen.webhook_sender(session, url, events)
-                    results.append(
-                        await loadgen.closed_loop(
-                            send, options.concurrency, _window(options), unit="events"
-                        )
-                    )
-            else:
-                rate = options.webhook_rate
-                progress(f"webhooks, open loop: {rate:g} events/s, {_phase_time(options)}")
-                limit = _max_in_flight(options, rate)
-                async with _session(limit, options.timeout) as session:
-                    send = loadgen.webhook_sender(session, url, events)
-                    results.append(
-                        await loadgen.open_loop(send, rate, _window(options), limit, unit="events")
-                    )
-        closed, opened = results
-        return WebhookResult(
-            closed, opened, pools=pools, event_prefixes=[e.prefix for e in streams]
-        )
+        closed_pool = await _webhook_pool(options, callers, "closed", progress)
+        closed_events = StripeEvents("closed", closed_pool.payments, options.webhook_secret)
+        await _settle_deliveries(env, progress)
+        progress(f"webhooks, closed loop: {options.concurrency} senders, {_phase_time(options)}")
+        closed = await _post_events(options, env, closed_events, None, closed_acks)
+
+        open_pool = await _webhook_pool(options, callers, "open", progress)
+        open_events = StripeEvents("open", open_pool.payments, options.webhook_secret)
+        await _settle_deliveries(env, progress)
+        rate = options.webhook_rate
+        progress(f"webhooks, open loop: {rate:g} events/s, {_phase_time(options)}")
+        opened = await _post_events(options, env, open_events, rate, open_acks)
     finally:
         await asyncio.gather(*(c.close() for c in channels))
+    return WebhookResult(
+        closed,
+        opened,
+        pools={"closed_loop": closed_pool, "open_loop": open_pool},
+        streams=[closed_events, open_events],
+        acknowledged=[closed_events.event_id(n) for n in closed_acks]
+        + [open_events.event_id(n) for n in open_acks],
+    )
 
 
-async def _raw_payments(options: BenchOptions, db: Database, progress: Progress) -> PhaseResult:
+async def _raw_payments(
+    options: BenchOptions, env: Environment, db: Database, progress: Progress
+) -> PhaseResult:
     progress(f"payments, raw SQL: {options.concurrency} callers, {_phase_time(options)}")
-    return await loadgen.raw_sql(
+    window = _window(options)
+    raw = loadgen.raw_sql(
         PaymentStore(db),
         options.concurrency,
-        _window(options),
+        window,
         amount=options.amount,
         currency=options.currency,
         payment_method=options.payment_method,
     )
+    return await _measured(env, window, raw)
 
 
 async def _raw_events(
-    options: BenchOptions, db: Database, progress: Progress
+    options: BenchOptions, env: Environment, db: Database, progress: Progress
 ) -> tuple[Pool, PhaseResult]:
     progress(f"webhooks, raw SQL: writing {options.webhook_payments} payments")
     pool = await loadgen.store_pool(
@@ -564,8 +628,9 @@ async def _raw_events(
         raise BenchError(f"no payment of the raw webhook pool was written: {pool.errors}")
     events = StripeEvents("raw", pool.payments, options.webhook_secret)
     progress(f"webhooks, raw SQL: {options.concurrency} callers, {_phase_time(options)}")
-    result = await loadgen.raw_events(EventStore(db), events, options.concurrency, _window(options))
-    return pool, result
+    window = _window(options)
+    raw = loadgen.raw_events(EventStore(db), events, options.concurrency, window)
+    return pool, await _measured(env, window, raw)
 
 
 async def _raw_phases(
@@ -582,24 +647,32 @@ async def _raw_phases(
     try:
         if payments is not None:
             await _settle_deliveries(env, progress)
-            payments.raw = await _raw_payments(options, db, progress)
+            payments.raw = await _raw_payments(options, env, db, progress)
         if webhooks is not None:
             await _settle_deliveries(env, progress)
-            webhooks.pools["raw_sql"], webhooks.raw = await _raw_events(options, db, progress)
+            webhooks.pools["raw_sql"], webhooks.raw = await _raw_events(options, env, db, progress)
     finally:
         await db.close()
 
 
 async def inbox_check(dsn: str, webhooks: WebhookResult) -> InboxCheck:
-    patterns = [p.replace("_", "\\_") + "%" for p in webhooks.event_prefixes]
+    """Reads the stack's database once the HTTP phases are over: the gateway
+    answered 2xx only after payment-svc committed, so every acknowledged
+    event must be there."""
+    patterns = [e.prefix.replace("_", "\\_") + "%" for e in webhooks.streams]
     ids = [
-        parse_payment_id(p.payment_id)
+        payment_id
         for name in ("closed_loop", "open_loop")
         if name in webhooks.pools
         for p in webhooks.pools[name].payments
+        if (payment_id := parse_payment_id(p.payment_id)) is not None
     ]
     conn = await asyncpg.connect(dsn)
     try:
+        found = await conn.fetchval(
+            "SELECT count(*) FROM provider_events WHERE provider_event_id = ANY($1::text[])",
+            webhooks.acknowledged,
+        )
         events = await conn.fetchrow(
             """SELECT count(*) AS in_inbox, count(payment_id) AS matched,
                       count(*) FILTER (WHERE applied) AS applied
@@ -614,7 +687,8 @@ async def inbox_check(dsn: str, webhooks: WebhookResult) -> InboxCheck:
         await conn.close()
     assert events is not None
     return InboxCheck(
-        acknowledged=webhooks.closed_loop.ok_total + webhooks.open_loop.ok_total,
+        acknowledged=len(webhooks.acknowledged),
+        missing=len(webhooks.acknowledged) - found,
         in_inbox=events["in_inbox"],
         matched=events["matched"],
         applied=events["applied"],
@@ -625,6 +699,7 @@ async def inbox_check(dsn: str, webhooks: WebhookResult) -> InboxCheck:
 
 async def _phases(options: BenchOptions, env: Environment, progress: Progress) -> BenchReport:
     postgres = await postgres_settings(env.raw_dsn) if env.raw_dsn else None
+    env = replace(env, cpu_groups=await _cpu_groups(env))
     payments = webhooks = None
     if options.runs("payments"):
         payments = await _payment_phases(options, env, progress)
@@ -659,8 +734,12 @@ def _ms(micros: float) -> str:
     return f"{micros / 1000:.2f}"
 
 
+def _counts(counter: Mapping[str, int]) -> str:
+    return ", ".join(f"{key}={n}" for key, n in sorted(counter.items(), key=lambda kv: -kv[1]))
+
+
 def _errors(result: PhaseResult) -> str:
-    return ", ".join(f"{code}={n}" for code, n in result.errors.most_common()) or "0"
+    return _counts(result.errors) or "0"
 
 
 def _rows(report: BenchReport) -> list[tuple[str, str, PhaseResult | None]]:
@@ -708,7 +787,7 @@ def report_table(report: BenchReport) -> Table:
 
 
 def _statuses(result: PhaseResult) -> str:
-    return ", ".join(f"{k}={v}" for k, v in result.statuses.most_common()) or "none"
+    return _counts(result.statuses) or "none"
 
 
 def _ratio_line(name: str, flow: FlowResult | None, unit: str) -> list[str]:
@@ -725,8 +804,8 @@ def _webhook_lines(report: BenchReport) -> list[str]:
     if w is None:
         return []
     pools = "; ".join(
-        f"{name}: {len(pool.payments)} in {pool.seconds:.1f}s"
-        + (f" ({', '.join(f'{k}={v}' for k, v in pool.errors.items())} failed)" if pool.errors else "")
+        f"{name}: {len(pool.payments)} in {pool.seconds:.1f}s ({_counts(pool.statuses)})"
+        + (f", failed: {_counts(pool.errors)}" if pool.errors else "")
         for name, pool in w.pools.items()
     )
     lines = [
@@ -742,12 +821,26 @@ def _webhook_lines(report: BenchReport) -> list[str]:
     if c is None:
         lines.append("webhook check: skipped (the stack's database is not ours to read)")
     else:
-        statuses = ", ".join(f"{k}={v}" for k, v in sorted(c.pool_statuses.items()))
+        statuses = _counts(c.pool_statuses)
         lines.append(
             f"webhook check: {c.acknowledged} events acknowledged (warm-up included), "
-            f"{c.in_inbox} in the inbox, {c.matched} matched a payment, {c.applied} applied, "
-            f"{c.missing} acknowledged but missing; pool payments now: {statuses}"
+            f"{c.missing} of them missing from the inbox; the inbox holds {c.in_inbox} of "
+            f"the phases' events, {c.matched} matched to a payment, {c.applied} applied; "
+            f"pool payments now: {statuses}"
         )
+    return lines
+
+
+def _cpu_lines(report: BenchReport) -> list[str]:
+    lines = []
+    for phase, _, result in _rows(report):
+        if result is None or not result.cpu:
+            continue
+        cpu = dict(result.cpu)
+        machine = cpu.pop("machine", None)
+        total = f"{machine:.2f} of {report.cpu_count} cores busy: " if machine is not None else ""
+        parts = ", ".join(f"{name} {cores:.2f}" for name, cores in cpu.items())
+        lines.append(f"CPU, {phase}: {total}{parts}")
     return lines
 
 
@@ -775,6 +868,7 @@ def summary_lines(report: BenchReport) -> list[str]:
             f"{report.options.rate:g}/s, {p.open_loop.per_second:.1f}/s completed"
         )
     lines += _webhook_lines(report)
+    lines += _cpu_lines(report)
     lines += [
         f"CPU cores: {report.cpu_count} (client, services and Postgres share them)",
         durable,

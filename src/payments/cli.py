@@ -2,7 +2,9 @@
 
     payments up                          run the whole stack in the foreground
     payments pay / get / events / list   call a running payment-svc
-    payments bench                       measure a stack, full flow against raw SQL
+    payments reconcile                   one reconciliation pass now (as `reconciler --once`)
+    payments discrepancies [resolve]     what reconciliation could not fix; resolve with a note
+    payments bench                       measure a stack (payments, webhooks) against raw SQL
 
 Exit codes: 0 done, 1 the call or the stack failed (error on stderr), 2 usage.
 """
@@ -25,9 +27,10 @@ import typer
 from rich.text import Text
 
 from payments import render
-from payments.client import DEFAULT_TARGET, PaymentsClient
+from payments.client import DEFAULT_TARGET, PaymentsClient, ProviderSyncClient
 from payments.errors import PaymentsError
 from payments.v1 import payment_pb2 as pb
+from payments.v1 import provider_sync_service_pb2 as sync
 
 T = TypeVar("T")
 
@@ -221,6 +224,7 @@ def up(
     sim_port: Annotated[int, typer.Option(help="provider-sim HTTP")] = 12111,
     metrics_port: Annotated[int, typer.Option(help="payment-svc /metrics")] = 9101,
     gateway_port: Annotated[int, typer.Option(help="webhook-gateway HTTP")] = 8080,
+    reconciler_port: Annotated[int, typer.Option(help="reconciler /metrics")] = 9102,
     pg_port: Annotated[
         int | None, typer.Option(help="embedded Postgres port (default: a free one)")
     ] = None,
@@ -238,10 +242,31 @@ def up(
         grpc_port=grpc_port,
         metrics_port=metrics_port,
         gateway_port=gateway_port,
+        reconciler_port=reconciler_port,
         log_dir=None,
     )
     code = supervisor.run(config, render.stdout, dict(os.environ))
     raise typer.Exit(code)
+
+
+_BENCH_PHASES = ("payments", "webhooks", "raw")
+
+
+def _phases(text: str) -> tuple[str, ...]:
+    """Comma separated, in any order; run in the benchmark's own order."""
+    chosen = {name.strip().lower() for name in text.split(",") if name.strip()}
+    unknown = chosen - set(_BENCH_PHASES)
+    if unknown:
+        raise typer.BadParameter(
+            f"unknown phase {', '.join(sorted(unknown))}; choose from {', '.join(_BENCH_PHASES)}",
+            param_hint="--phases",
+        )
+    if not chosen - {"raw"}:
+        raise typer.BadParameter(
+            "name payments or webhooks (raw is the raw SQL limit of the flows chosen)",
+            param_hint="--phases",
+        )
+    return tuple(name for name in _BENCH_PHASES if name in chosen)
 
 
 @app.command()
@@ -249,6 +274,10 @@ def bench(
     target: Annotated[
         str | None,
         typer.Option(help="benchmark this running stack (default: start one in a temp dir)"),
+    ] = None,
+    gateway_url: Annotated[
+        str | None,
+        typer.Option(help="with --target: its webhook-gateway [default: http://127.0.0.1:8080]"),
     ] = None,
     token: Token = DEFAULT_TOKEN,
     database_url: Annotated[
@@ -258,22 +287,58 @@ def bench(
             help="Postgres server for a fresh payments_bench_* database (default: embedded)",
         ),
     ] = None,
+    phases: Annotated[
+        str,
+        typer.Option(
+            help="comma separated: payments (gRPC), webhooks (gateway), raw (raw SQL of each)"
+        ),
+    ] = ",".join(_BENCH_PHASES),
     duration: Annotated[float, typer.Option(min=0.1, help="seconds measured per phase")] = 10.0,
     warmup: Annotated[float, typer.Option(min=0.0, help="seconds before each phase")] = 2.0,
-    concurrency: Annotated[int, typer.Option(min=1, help="closed-loop and raw callers")] = 64,
+    concurrency: Annotated[
+        int, typer.Option(min=1, help="closed-loop callers and senders, raw callers")
+    ] = 64,
     rate: Annotated[float, typer.Option(min=0.1, help="open-loop payments per second")] = 400.0,
+    webhook_rate: Annotated[
+        float, typer.Option(min=0.1, help="open-loop webhook events per second")
+    ] = 500.0,
+    webhook_secret: Annotated[
+        str,
+        typer.Option(
+            envvar="PAYMENTS_WEBHOOK_SECRET",
+            help="the secret the gateway verifies with (one of its WEBHOOK_SECRETS)",
+        ),
+    ] = "whsec_dev",
+    webhook_payments: Annotated[
+        int, typer.Option(min=1, help="payments the events of one webhook phase are about")
+    ] = 500,
     channels: Annotated[int, typer.Option(min=1, help="gRPC connections")] = 4,
     logs_dir: Annotated[
         Path | None, typer.Option(help="keep the own stack's logs here (default: deleted)")
     ] = None,
     as_json: Json = False,
 ) -> None:
-    """Payments per second and latency: closed loop, open loop, and raw SQL."""
+    """Payments and webhook events per second and latency: closed loop, open
+    loop, and the raw SQL limit."""
+    chosen = _phases(phases)
+    if gateway_url is not None and target is None:
+        raise typer.BadParameter(
+            "only with --target (an own stack has its own gateway)", param_hint="--gateway-url"
+        )
+    if not webhook_secret:
+        raise typer.BadParameter("must not be empty", param_hint="--webhook-secret")
     # Heavy imports (asyncpg, the service's store) only for this command.
     _quiet_imports()
-    from payments.bench import BenchError, BenchOptions, report_table, run_bench, summary_lines
+    from payments.bench import (
+        DEFAULT_GATEWAY_URL,
+        BenchError,
+        BenchOptions,
+        report_table,
+        run_bench,
+        summary_lines,
+    )
 
-    # The raw phase runs the service's store in this process: its structlog
+    # The raw phases run the service's stores in this process: their structlog
     # lines go to stderr, errors only, so that stdout stays the report.
     structlog.configure(
         logger_factory=structlog.PrintLoggerFactory(sys.stderr),
@@ -284,12 +349,17 @@ def bench(
         target=target,
         token=token,
         database_url=database_url or None,
+        phases=chosen,
         duration=duration,
         warmup=warmup,
         concurrency=concurrency,
         rate=rate,
         channels=channels,
         logs_dir=logs_dir,
+        gateway_url=gateway_url or DEFAULT_GATEWAY_URL,
+        webhook_rate=webhook_rate,
+        webhook_secret=webhook_secret,
+        webhook_payments=webhook_payments,
     )
 
     def progress(line: str) -> None:
@@ -306,9 +376,166 @@ def bench(
         render.stdout.print(report_table(report))
         for line in summary_lines(report):
             render.stdout.print(Text(line), soft_wrap=True)
-    if report.closed_loop.finished_ok == 0 or report.open_loop.finished_ok == 0:
-        render.stderr.print(Text("bench: no payment completed in a phase", style="red"))
+    flows = [f for f in (report.payments, report.webhooks) if f is not None]
+    if any(f.closed_loop.finished_ok == 0 or f.open_loop.finished_ok == 0 for f in flows):
+        render.stderr.print(Text("bench: nothing completed in a phase", style="red"))
         raise typer.Exit(1)
+    check = report.webhooks.check if report.webhooks else None
+    if check is not None and check.missing:
+        message = f"bench: {check.missing} acknowledged webhook events are not in the inbox"
+        render.stderr.print(Text(message, style="red"))
+        raise typer.Exit(1)
+
+
+# -- reconciliation ------------------------------------------------------------
+
+ReconcilerToken = Annotated[
+    str,
+    typer.Option(
+        "--token", envvar="PAYMENTS_RECONCILER_TOKEN", help="bearer token of the reconciler"
+    ),
+]
+# payments.stack.DEV_TOKENS["reconciler"] (not imported, as DEFAULT_TOKEN).
+DEFAULT_RECONCILER_TOKEN = "dev-reconciler-token"
+_KINDS = {
+    name.removeprefix("DISCREPANCY_KIND_"): value
+    for name, value in sync.DiscrepancyKind.items()
+    if value != sync.DISCREPANCY_KIND_UNSPECIFIED
+}
+
+
+def _kind(name: str) -> sync.DiscrepancyKind.ValueType:
+    """STUCK_PAYMENT, stuck_payment or DISCREPANCY_KIND_STUCK_PAYMENT."""
+    value = _KINDS.get(name.upper().removeprefix("DISCREPANCY_KIND_"))
+    if value is None:
+        raise typer.BadParameter(f"{name!r} is not one of {', '.join(_KINDS)}", param_hint="--kind")
+    return value
+
+
+def _sync_call(
+    target: str, token: str, as_json: bool, fn: Callable[[ProviderSyncClient], Awaitable[T]]
+) -> T:
+    async def go() -> T:
+        async with ProviderSyncClient(target, token) as client:
+            return await fn(client)
+
+    try:
+        return asyncio.run(go())
+    except PaymentsError as exc:
+        render.error(exc, as_json=as_json)
+        raise typer.Exit(1) from None
+
+
+@app.command()
+def reconcile(
+    target: Target = DEFAULT_TARGET,
+    token: ReconcilerToken = DEFAULT_RECONCILER_TOKEN,
+    stripe_api_base: Annotated[
+        str, typer.Option(envvar="STRIPE_API_BASE", help="the provider (provider-sim or Stripe)")
+    ] = "http://127.0.0.1:12111",
+    jobs: Annotated[
+        str, typer.Option(help="comma separated, run in this order")
+    ] = "sweep,catch_up,settlement_diff",
+    as_json: Json = False,
+) -> None:
+    """Run one reconciliation pass now, in this process: each job once, as
+    `reconciler --once` does (its other settings come from RECONCILER_* variables).
+    Exit 1 when a job could not complete."""
+    from reconciler.runner import run_pass
+    from reconciler.runs import parse_jobs
+    from reconciler.settings import ConfigError, Settings
+
+    try:
+        chosen = parse_jobs(jobs)
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc), param_hint="--jobs") from None
+    env = {
+        **os.environ,
+        "PAYMENT_SVC_TARGET": target,
+        "RECONCILER_TOKEN": token,
+        "STRIPE_API_BASE": stripe_api_base,
+    }
+    try:
+        settings = Settings.from_env(env)
+    except ConfigError as exc:
+        render.stderr.print(Text(f"error: configuration: {exc}", style="red"), soft_wrap=True)
+        raise typer.Exit(2) from None
+    # The jobs log JSON lines (each discrepancy at ERROR): to stderr, warnings
+    # and up, so that stdout stays the summary.
+    structlog.configure(
+        logger_factory=structlog.PrintLoggerFactory(sys.stderr),
+        wrapper_class=structlog.make_filtering_bound_logger(logging.WARNING),
+    )
+    reports = [r.to_json() for r in asyncio.run(run_pass(settings, chosen))]
+    if as_json:
+        render.print_json({"runs": reports})
+    else:
+        render.reconciliation_runs(reports)
+    if not all(r["succeeded"] for r in reports):
+        raise typer.Exit(1)
+
+
+discrepancies_app = typer.Typer(
+    help="What reconciliation found and could not fix: list (default), or resolve one.",
+    invoke_without_command=True,
+)
+app.add_typer(discrepancies_app, name="discrepancies")
+
+
+@discrepancies_app.callback()
+def discrepancies(
+    ctx: typer.Context,
+    kind: Annotated[
+        list[str] | None,
+        typer.Option("--kind", help="e.g. UNRECORDED_PROVIDER_PAYMENT; repeatable"),
+    ] = None,
+    include_resolved: Annotated[bool, typer.Option("--all", help="also the resolved ones")] = False,
+    page_size: Annotated[
+        int, typer.Option(min=0, max=2**31 - 1, help="0: the server's default")
+    ] = 0,
+    page_token: Annotated[str, typer.Option(help="from the previous page")] = "",
+    target: Target = DEFAULT_TARGET,
+    token: ReconcilerToken = DEFAULT_RECONCILER_TOKEN,
+    as_json: Json = False,
+) -> None:
+    """List discrepancies, newest first (open ones unless --all)."""
+    if ctx.invoked_subcommand is not None:
+        return
+    kinds = [_kind(k) for k in kind or []]
+    items, next_token = _sync_call(
+        target,
+        token,
+        as_json,
+        lambda c: c.list_discrepancies(
+            kinds, include_resolved=include_resolved, page_size=page_size, page_token=page_token
+        ),
+    )
+    if as_json:
+        render.print_json(
+            {"discrepancies": [render.to_dict(d) for d in items], "next_page_token": next_token}
+        )
+    else:
+        render.discrepancies(items, next_token)
+
+
+@discrepancies_app.command("resolve")
+def resolve_discrepancy(
+    discrepancy_id: Annotated[str, typer.Argument(help="the id `payments discrepancies` shows")],
+    note: Annotated[str, typer.Option(help="what was done about it (required)")],
+    target: Target = DEFAULT_TARGET,
+    token: ReconcilerToken = DEFAULT_RECONCILER_TOKEN,
+    as_json: Json = False,
+) -> None:
+    """Mark a discrepancy resolved, saying what was done about it."""
+    if not note.strip():
+        raise typer.BadParameter("say what was done about it", param_hint="--note")
+    resolved = _sync_call(
+        target, token, as_json, lambda c: c.resolve_discrepancy(discrepancy_id, note)
+    )
+    if as_json:
+        render.print_json(render.to_dict(resolved))
+    else:
+        render.discrepancy(resolved)
 
 
 def main() -> None:

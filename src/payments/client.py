@@ -1,7 +1,11 @@
-"""A small typed async client for `payments.v1.PaymentService`.
+"""Small typed async clients for `payments.v1`: `PaymentService` (merchants) and
+`ProviderSyncService` (the reconciler and its operators).
 
     async with PaymentsClient("127.0.0.1:50051", "dev-merchant-token") as client:
         payment = await client.create_payment("order-42", 1999, "USD", "pm_card_visa")
+
+    async with ProviderSyncClient("127.0.0.1:50051", "dev-reconciler-token") as sync:
+        discrepancies, _ = await sync.list_discrepancies()
 
 Every call carries `authorization: Bearer <token>`, a fresh `x-request-id`
 and a deadline; a failed call raises from the error tree drawn in
@@ -12,12 +16,13 @@ payments.errors (re-exported here), so callers can tell `RetryableError`
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from datetime import datetime
 from types import TracebackType
-from typing import TypeVar
+from typing import Self, TypeVar
 
 import grpc
+from google.protobuf.duration_pb2 import Duration
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from payments.errors import (
@@ -39,6 +44,8 @@ from payments.errors import (
 from payments.v1 import payment_pb2 as pb
 from payments.v1 import payment_service_pb2 as svc
 from payments.v1 import payment_service_pb2_grpc as svc_grpc
+from payments.v1 import provider_sync_service_pb2 as sync
+from payments.v1 import provider_sync_service_pb2_grpc as sync_grpc
 
 __all__ = [
     "DEFAULT_TARGET",
@@ -51,6 +58,7 @@ __all__ = [
     "PaymentsError",
     "PermanentError",
     "PermissionDenied",
+    "ProviderSyncClient",
     "ResourceExhausted",
     "RetryableError",
     "ServerError",
@@ -72,19 +80,34 @@ def _timestamp(value: datetime | None) -> Timestamp | None:
     return ts
 
 
-class PaymentsClient:
-    def __init__(self, target: str, token: str, *, timeout: float = 10.0) -> None:
+class _Client:
+    """One channel per `async with`; every call authenticated, traced and bounded."""
+
+    def __init__(
+        self,
+        target: str,
+        token: str,
+        *,
+        timeout: float = 10.0,
+        options: Sequence[tuple[str, int | str]] = (),
+    ) -> None:
         self.target = target
         self.timeout = timeout
         self._authorization = ("authorization", f"Bearer {token}")
+        self._options = tuple(options)
         self._channel: grpc.aio.Channel | None = None
-        self._stub: svc_grpc.PaymentServiceAsyncStub | None = None
 
-    async def __aenter__(self) -> PaymentsClient:
+    async def __aenter__(self) -> Self:
         # The channel belongs to the running loop, so it is made here.
-        self._channel = grpc.aio.insecure_channel(self.target)
-        self._stub = svc_grpc.PaymentServiceStub(self._channel)
+        self._channel = grpc.aio.insecure_channel(self.target, options=self._options)
+        self._open(self._channel)
         return self
+
+    def _open(self, channel: grpc.aio.Channel) -> None:
+        raise NotImplementedError
+
+    def _close(self) -> None:
+        raise NotImplementedError
 
     async def __aexit__(
         self,
@@ -94,13 +117,8 @@ class PaymentsClient:
     ) -> None:
         if self._channel is not None:
             await self._channel.close()
-        self._channel = self._stub = None
-
-    @property
-    def stub(self) -> svc_grpc.PaymentServiceAsyncStub:
-        if self._stub is None:
-            raise RuntimeError("PaymentsClient is used outside `async with`")
-        return self._stub
+        self._channel = None
+        self._close()
 
     async def _call(
         self, method: grpc.aio.UnaryUnaryMultiCallable[Req, Resp], request: Req
@@ -113,6 +131,22 @@ class PaymentsClient:
             error = from_rpc_error(err)
             error.request_id = request_id
             raise error from None
+
+
+class PaymentsClient(_Client):
+    _stub: svc_grpc.PaymentServiceAsyncStub | None = None
+
+    def _open(self, channel: grpc.aio.Channel) -> None:
+        self._stub = svc_grpc.PaymentServiceStub(channel)
+
+    def _close(self) -> None:
+        self._stub = None
+
+    @property
+    def stub(self) -> svc_grpc.PaymentServiceAsyncStub:
+        if self._stub is None:
+            raise RuntimeError("PaymentsClient is used outside `async with`")
+        return self._stub
 
     async def create_payment(
         self,
@@ -170,3 +204,159 @@ class PaymentsClient:
             self.stub.ListPaymentEvents, request
         )
         return list(reply.events)
+
+
+def _duration(seconds: float | None) -> Duration | None:
+    if seconds is None:
+        return None
+    value = Duration()
+    value.FromNanoseconds(round(seconds * 1e9))
+    return value
+
+
+class ProviderSyncClient(_Client):
+    """`ProviderSyncService` for the reconciler and `payments reconcile/discrepancies`
+    (a reconciler token). Every method is one call; retries are the caller's."""
+
+    _stub: sync_grpc.ProviderSyncServiceAsyncStub | None = None
+
+    def _open(self, channel: grpc.aio.Channel) -> None:
+        self._stub = sync_grpc.ProviderSyncServiceStub(channel)
+
+    def _close(self) -> None:
+        self._stub = None
+
+    @property
+    def stub(self) -> sync_grpc.ProviderSyncServiceAsyncStub:
+        if self._stub is None:
+            raise RuntimeError("ProviderSyncClient is used outside `async with`")
+        return self._stub
+
+    async def apply_provider_event(
+        self, event_id: str, event_type: str, created: int, payload: bytes
+    ) -> sync.ApplyProviderEventResponse:
+        request = sync.ApplyProviderEventRequest(
+            provider_event_id=event_id,
+            event_type=event_type,
+            provider_created_at=Timestamp(seconds=created),
+            payload=payload,
+        )
+        reply: sync.ApplyProviderEventResponse = await self._call(
+            self.stub.ApplyProviderEvent, request
+        )
+        return reply
+
+    async def reconcile_payment(
+        self, payment_id: str, snapshot: sync.ProviderPaymentSnapshot
+    ) -> sync.ReconcilePaymentResponse:
+        request = sync.ReconcilePaymentRequest(payment_id=payment_id, snapshot=snapshot)
+        reply: sync.ReconcilePaymentResponse = await self._call(self.stub.ReconcilePayment, request)
+        return reply
+
+    async def report_discrepancy(
+        self,
+        kind: sync.DiscrepancyKind.ValueType,
+        *,
+        payment_id: str = "",
+        provider_payment_id: str = "",
+        details: Mapping[str, str] | None = None,
+    ) -> sync.ReportDiscrepancyResponse:
+        request = sync.ReportDiscrepancyRequest(
+            kind=kind,
+            payment_id=payment_id,
+            provider_payment_id=provider_payment_id,
+            details=dict(details or {}),
+        )
+        reply: sync.ReportDiscrepancyResponse = await self._call(
+            self.stub.ReportDiscrepancy, request
+        )
+        return reply
+
+    async def list_payments_to_reconcile(
+        self,
+        older_than: float,
+        *,
+        page_size: int = 0,
+        page_token: str = "",
+        reconciler_id: str = "",
+        lease: float | None = None,
+    ) -> tuple[list[pb.Payment], str]:
+        """One page of non-final payments untouched for `older_than` seconds; with a
+        `lease` (seconds), claimed for `reconciler_id` meanwhile."""
+        request = sync.ListPaymentsToReconcileRequest(
+            older_than=_duration(older_than),
+            page_size=page_size,
+            page_token=page_token,
+            reconciler_id=reconciler_id,
+            lease=_duration(lease),
+        )
+        reply: sync.ListPaymentsToReconcileResponse = await self._call(
+            self.stub.ListPaymentsToReconcile, request
+        )
+        return list(reply.payments), reply.next_page_token
+
+    async def redrive_payment(self, payment_id: str) -> sync.RedrivePaymentResponse:
+        request = sync.RedrivePaymentRequest(payment_id=payment_id)
+        reply: sync.RedrivePaymentResponse = await self._call(self.stub.RedrivePayment, request)
+        return reply
+
+    async def lookup_payments(
+        self, payment_ids: Iterable[str] = (), provider_payment_ids: Iterable[str] = ()
+    ) -> list[pb.Payment]:
+        """The payments we have among these ids (any client's); unknown ids are absent."""
+        request = sync.LookupPaymentsRequest(
+            payment_ids=list(payment_ids), provider_payment_ids=list(provider_payment_ids)
+        )
+        reply: sync.LookupPaymentsResponse = await self._call(self.stub.LookupPayments, request)
+        return list(reply.payments)
+
+    async def list_discrepancies(
+        self,
+        kinds: Iterable[sync.DiscrepancyKind.ValueType] = (),
+        *,
+        include_resolved: bool = False,
+        page_size: int = 0,
+        page_token: str = "",
+    ) -> tuple[list[sync.Discrepancy], str]:
+        """One page, newest first, and the token of the next ("" on the last)."""
+        request = sync.ListDiscrepanciesRequest(
+            kinds=list(kinds),
+            include_resolved=include_resolved,
+            page_size=page_size,
+            page_token=page_token,
+        )
+        reply: sync.ListDiscrepanciesResponse = await self._call(
+            self.stub.ListDiscrepancies, request
+        )
+        return list(reply.discrepancies), reply.next_page_token
+
+    async def resolve_discrepancy(self, discrepancy_id: str, note: str) -> sync.Discrepancy:
+        request = sync.ResolveDiscrepancyRequest(discrepancy_id=discrepancy_id, note=note)
+        reply: sync.ResolveDiscrepancyResponse = await self._call(
+            self.stub.ResolveDiscrepancy, request
+        )
+        return reply.discrepancy
+
+    async def record_run(self, run: sync.ReconciliationRun) -> sync.ReconciliationRun:
+        request = sync.RecordReconciliationRunRequest(run=run)
+        reply: sync.RecordReconciliationRunResponse = await self._call(
+            self.stub.RecordReconciliationRun, request
+        )
+        return reply.run
+
+    async def get_checkpoint(self, name: str) -> str:
+        """The saved value, "" when none was saved."""
+        request = sync.GetCheckpointRequest(name=name)
+        reply: sync.GetCheckpointResponse = await self._call(self.stub.GetCheckpoint, request)
+        return reply.value
+
+    async def save_checkpoint(self, name: str, value: str) -> None:
+        request = sync.SaveCheckpointRequest(name=name, value=value)
+        await self._call(self.stub.SaveCheckpoint, request)
+
+    async def reconciliation_status(self) -> sync.GetReconciliationStatusResponse:
+        request = sync.GetReconciliationStatusRequest()
+        reply: sync.GetReconciliationStatusResponse = await self._call(
+            self.stub.GetReconciliationStatus, request
+        )
+        return reply

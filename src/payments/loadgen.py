@@ -24,11 +24,13 @@ from __future__ import annotations
 import asyncio
 import itertools
 import json
+import os
 import secrets
 import time
 from collections import Counter
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Coroutine, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import aiohttp
@@ -81,14 +83,13 @@ class PhaseResult:
     unit: str = "payments"  # what one call is: names the throughput in JSON
     histogram: HdrHistogram = field(default_factory=lambda: HdrHistogram(1, _HIGHEST_US, 3))
     finished_ok: int = 0
-    ok_total: int = 0  # warm-up and stragglers included: what the service confirmed
     sent: int = 0
     errors: Counter[str] = field(default_factory=Counter)
     error_samples: dict[str, str] = field(default_factory=dict)  # code -> first message
     statuses: Counter[str] = field(default_factory=Counter)
+    cpu: dict[str, float] | None = None  # cores busy in the window, by process (Linux)
 
     def ok(self, started_ns: int, finished_ns: int, status: str) -> None:
-        self.ok_total += 1
         if finished_ns in self.window:
             self.finished_ok += 1
         if (started_ns if self.by_schedule else finished_ns) in self.window:
@@ -126,12 +127,100 @@ class PhaseResult:
             "errors": dict(self.errors),
             "error_samples": self.error_samples,
             "statuses": dict(self.statuses),
+            "cpu_cores": self.cpu,
         }
+
+
+# -- where the CPU went (Linux /proc; elsewhere nothing is measured) ----------------
+
+_CLOCK_TICKS = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
+
+
+def _ticks(pid: int) -> tuple[int, int] | None:
+    """The parent pid and the CPU ticks (user + system) of a process."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except (OSError, ValueError):
+        return None
+    fields = stat[stat.rindex(")") + 2 :].split()
+    return int(fields[1]), int(fields[11]) + int(fields[12])
+
+
+def _machine_ticks() -> tuple[int, int] | None:
+    """Busy and all CPU ticks of the machine, every core summed."""
+    try:
+        first = Path("/proc/stat").read_text().splitlines()[0].split()
+    except (OSError, IndexError):
+        return None
+    user, nice, system, idle, iowait, irq, softirq, steal = map(int, first[1:9])
+    busy = user + nice + system + irq + softirq + steal
+    return busy, busy + idle + iowait
+
+
+def local_postmaster(backend_pid: int) -> int | None:
+    """The postmaster of a Postgres backend of ours, when it runs on this
+    machine (seen from here: its parent is a process named postgres)."""
+    backend = _ticks(backend_pid)
+    if backend is None:
+        return None
+    try:
+        names = {Path(f"/proc/{pid}/comm").read_text().strip() for pid in (backend_pid, backend[0])}
+    except OSError:
+        return None
+    return backend[0] if names == {"postgres"} else None
+
+
+# name -> (pid, and its children too): Postgres backends are children of the postmaster.
+ProcessGroups = dict[str, tuple[int, bool]]
+
+
+def _snapshot(groups: ProcessGroups) -> dict[str, dict[int, int]]:
+    """CPU ticks per pid of each group."""
+    processes: dict[int, tuple[int, int]] = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit() and (ticks := _ticks(int(entry.name))) is not None:
+            processes[int(entry.name)] = ticks
+    return {
+        name: {
+            pid: ticks
+            for pid, (parent, ticks) in processes.items()
+            if pid == root or (children and parent == root)
+        }
+        for name, (root, children) in groups.items()
+    }
+
+
+async def cpu_use(window: Window, groups: ProcessGroups) -> dict[str, float] | None:
+    """Cores each group kept busy during the window, the machine's total
+    (`machine`), and what none of the groups used (`other`)."""
+    if _machine_ticks() is None:
+        return None
+    # In a thread: reading /proc takes milliseconds, the phase's loop keeps sending.
+    await asyncio.sleep(max(0.0, (window.start_ns - time.perf_counter_ns()) / 1e9))
+    before = await asyncio.to_thread(_snapshot, groups)
+    machine_before = _machine_ticks()
+    await asyncio.sleep(max(0.0, (window.end_ns - time.perf_counter_ns()) / 1e9))
+    after = await asyncio.to_thread(_snapshot, groups)
+    machine_after = _machine_ticks()
+    seconds = window.seconds * _CLOCK_TICKS
+    use = {
+        name: sum(t - before[name].get(pid, t) for pid, t in after[name].items()) / seconds
+        for name in groups
+    }
+    if machine_before is None or machine_after is None:
+        return {name: round(cores, 2) for name, cores in use.items()}
+    busy = machine_after[0] - machine_before[0]
+    every = machine_after[1] - machine_before[1]
+    cores = os.cpu_count() or 1
+    machine = busy / every * cores if every else 0.0
+    use["other"] = max(0.0, machine - sum(use.values()))
+    use["machine"] = machine
+    return {name: round(value, 2) for name, value in use.items()}
 
 
 # Sends request number n, counted from started_ns (now, or when it was due),
 # and records the outcome in the result.
-Send = Callable[[int, int, PhaseResult], Awaitable[None]]
+Send = Callable[[int, int, PhaseResult], Coroutine[Any, Any, None]]
 
 
 async def closed_loop(
@@ -475,8 +564,11 @@ def _reply_kind(reply: bytes) -> str:
     return "duplicate" if duplicate else "acknowledged"
 
 
-def webhook_sender(session: aiohttp.ClientSession, url: str, events: StripeEvents) -> Send:
-    """POSTs event n; any 2xx is an acknowledgement, anything else an error by status."""
+def webhook_sender(
+    session: aiohttp.ClientSession, url: str, events: StripeEvents, acknowledged: list[int]
+) -> Send:
+    """POSTs event n; any 2xx is an acknowledgement (n is appended to
+    `acknowledged`, warm-up included), anything else an error by status."""
 
     async def send(n: int, started_ns: int, result: PhaseResult) -> None:
         body, headers = events.signed(n)
@@ -489,6 +581,7 @@ def webhook_sender(session: aiohttp.ClientSession, url: str, events: StripeEvent
             return
         finished_ns = time.perf_counter_ns()
         if 200 <= response.status < 300:
+            acknowledged.append(n)
             result.ok(started_ns, finished_ns, _reply_kind(reply))
         else:
             text = reply[:300].decode(errors="replace")

@@ -1,5 +1,6 @@
-"""What the CLI shows: payments, their history and errors, as rich tables for
-people or as JSON for machines (protobuf's JSON mapping, enum names)."""
+"""What the CLI shows: payments, their history, reconciliation runs and
+discrepancies, and errors, as rich tables for people or as JSON for machines
+(protobuf's JSON mapping, enum names)."""
 
 from __future__ import annotations
 
@@ -18,6 +19,7 @@ from rich.text import Text
 
 from payments.errors import PaymentsError
 from payments.v1 import payment_pb2 as pb
+from payments.v1 import provider_sync_service_pb2 as sync
 
 _STATUS_STYLE = {
     pb.PAYMENT_STATUS_SUCCEEDED: "green",
@@ -117,6 +119,81 @@ def events(items: Sequence[pb.PaymentEvent]) -> None:
             "yes" if e.applied else "no",
             Text(" ".join(filter(None, [e.provider_event_type, e.provider_event_id]))),
             Text(" ".join(filter(None, [e.failure_code, e.note]))),
+        )
+    stdout.print(table)
+
+
+def kind_text(kind: sync.DiscrepancyKind.ValueType) -> str:
+    return sync.DiscrepancyKind.Name(kind).removeprefix("DISCREPANCY_KIND_")
+
+
+def _details(d: sync.Discrepancy) -> Text:
+    return Text(", ".join(f"{k}={v}" for k, v in sorted(d.details.items())))
+
+
+def discrepancies(items: Sequence[sync.Discrepancy], next_page_token: str) -> None:
+    table = Table()
+    for name in ("id", "kind", "payment", "provider id", "seen", "last seen (UTC)", "details"):
+        table.add_column(name, no_wrap=name not in ("details",))
+    table.columns[4].justify = "right"
+    for d in items:
+        kind = Text(kind_text(d.kind), style="dim" if d.HasField("resolved_at") else "red")
+        table.add_row(
+            d.id,
+            kind,
+            d.payment_id,
+            Text(d.provider_payment_id),
+            str(d.occurrences),
+            _time(d, "last_seen_at"),
+            _details(d),
+        )
+    stdout.print(table)
+    if next_page_token:
+        stdout.print(Text(f"next page: --page-token {next_page_token}"), soft_wrap=True)
+
+
+def discrepancy(d: sync.Discrepancy) -> None:
+    table = Table(show_header=False, box=None, pad_edge=False)
+    table.add_column(style="bold", no_wrap=True)
+    table.add_column(overflow="fold")
+    rows: list[tuple[str, str | Text]] = [
+        ("id", d.id),
+        ("kind", kind_text(d.kind)),
+        ("payment", d.payment_id),
+        ("provider id", d.provider_payment_id),
+        ("details", _details(d)),
+        ("occurrences", str(d.occurrences)),
+        ("first seen (UTC)", _time(d, "first_seen_at")),
+        ("last seen (UTC)", _time(d, "last_seen_at")),
+        ("resolved (UTC)", _time(d, "resolved_at")),
+        ("resolved by", d.resolved_by),
+        ("note", d.note),
+    ]
+    for label, value in rows:
+        if value:
+            table.add_row(label, value if isinstance(value, Text) else Text(value))
+    stdout.print(table)
+
+
+def reconciliation_runs(runs: Sequence[dict[str, Any]]) -> None:
+    """One row per job run (reconciler.runs.RunReport.to_json())."""
+    table = Table()
+    for name in ("job", "result", "scanned", "fixed", "discrepancies", "errors", "seconds"):
+        table.add_column(
+            name, no_wrap=True, justify="left" if name in ("job", "result") else "right"
+        )
+    table.add_column("error", overflow="fold")
+    for run in runs:
+        ok = bool(run["succeeded"])
+        table.add_row(
+            str(run["job"]),
+            Text("ok" if ok else "failed", style="green" if ok else "red"),
+            str(run["scanned"]),
+            str(run["fixed"]),
+            str(run["discrepancies"]),
+            str(run["errors"]),
+            f"{run['seconds']:.2f}",
+            Text(str(run["error_message"])),
         )
     stdout.print(table)
 

@@ -7,6 +7,7 @@ end-to-end tests all start them through this one module.
       payment-svc            gRPC  127.0.0.1:50051, metrics 127.0.0.1:9101
       webhook-gateway        HTTP  127.0.0.1:8080 (/webhooks/stripe, /metrics)
       provider-sim           HTTP  127.0.0.1:12111, webhooks to the gateway
+      reconciler             metrics 127.0.0.1:9102 (scheduled jobs)
 
 Each child is a real process running its console entry point; its output is
 either copied line by line with a `name | ` prefix or written to a log file.
@@ -148,6 +149,7 @@ class StackConfig:
     grpc_port: int = 50051
     metrics_port: int = 9101
     gateway_port: int = 8080
+    reconciler_port: int = 9102
     log_dir: Path | None = None  # None: prefixed lines on our stdout
     extra_env: dict[str, str] = field(default_factory=dict)
 
@@ -185,6 +187,7 @@ class Stack:
             "PROVIDER_SIM_WEBHOOK_URL": f"{self.gateway_url}/webhooks/stripe",
             "WEBHOOK_GATEWAY_LISTEN": f"127.0.0.1:{self.config.gateway_port}",
             "PAYMENT_SVC_TARGET": self.grpc_target,
+            "RECONCILER_METRICS_LISTEN": f"127.0.0.1:{self.config.reconciler_port}",
             **self.config.extra_env,
         }
 
@@ -230,13 +233,17 @@ class Stack:
     def start_webhook_gateway(self) -> Process:
         return self._start("webhook-gateway", [_bin("webhook-gateway")], self.config.gateway_port)
 
+    def start_reconciler(self) -> Process:
+        return self._start("reconciler", [_bin("reconciler")], self.config.reconciler_port)
+
     def start(self) -> None:
         # Callees before callers: the provider's first webhook finds a gateway,
-        # and the gateway a payment service.
+        # and the gateway a payment service; the reconciler asks both.
         self.start_database()
         self.start_payment_svc()
         self.start_webhook_gateway()
         self.start_provider_sim()
+        self.start_reconciler()
 
     def stop(self) -> None:
         # Callers first, then what they call, then the database.
@@ -256,7 +263,9 @@ async def wait_serving(target: str, timeout: float = 30.0) -> None:
         stub = health_pb2_grpc.HealthStub(channel)
         while time.monotonic() < deadline:
             with contextlib.suppress(grpc.RpcError):
-                reply = await stub.Check(health_pb2.HealthCheckRequest(service=""), timeout=1)
+                reply = await stub.Check(
+                    health_pb2.HealthCheckRequest(service="payments.v1.PaymentService"), timeout=1
+                )
                 if reply.status == health_pb2.HealthCheckResponse.SERVING:
                     return
             await asyncio.sleep(0.1)

@@ -62,6 +62,7 @@ def banner(stack: Stack, env: dict[str, str]) -> list[Text]:
         ("webhook-gateway", f"{stack.gateway_url}/webhooks/stripe"),
         ("provider-sim", stack.sim_url),
         ("metrics", stack.metrics_url),
+        ("reconciler", f"http://127.0.0.1:{stack.config.reconciler_port}/metrics"),
         ("database", f"{redact_dsn(stack.database_url)} ({where})"),
     ]
     if any(env.get(name) for name in _TOKEN_VARIABLES):
@@ -136,6 +137,7 @@ def run(
             "gRPC": config.grpc_port,
             "provider-sim": config.sim_port,
             "webhook-gateway": config.gateway_port,
+            "reconciler": config.reconciler_port,
             "metrics": config.metrics_port,
             "Postgres": None if config.database_url else config.embedded_pg_port,
         }

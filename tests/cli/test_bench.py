@@ -4,26 +4,76 @@ Speed is what the benchmark measures; it is never asserted here."""
 from __future__ import annotations
 
 import json
+from typing import Any
 
 from tests.cli.conftest import run_cli
+
+_PHASE_KEYS = {"completed", "latency_us", "errors", "statuses"}
+_LATENCY_KEYS = {"p50", "p90", "p99", "max"}
+
+
+def _check_phase(name: str, phase: dict[str, Any], unit: str) -> None:
+    assert set(phase) >= _PHASE_KEYS | {f"{unit}_per_s"}, name
+    assert set(phase["latency_us"]) >= _LATENCY_KEYS, name
+    assert phase["completed"] > 0, name
 
 
 def test_bench_smoke_json() -> None:
     args = ("bench", "--duration", "1", "--warmup", "0.5", "--concurrency", "4", "--rate", "50")
-    result = run_cli(*args, "--json", timeout=110)
+    webhook_args = ("--webhook-rate", "50", "--webhook-payments", "20")
+    result = run_cli(*args, *webhook_args, "--json", timeout=170)
     assert result.returncode == 0, result.stderr
     report = json.loads(result.stdout)
 
-    expected = {"environment", "target", "cpu_count", "postgres", "options"}
-    expected |= {"closed_loop", "open_loop", "raw_sql", "full_flow_to_raw"}
+    expected = {"environment", "target", "cpu_count", "postgres", "options", "phases"}
+    expected |= {"closed_loop", "open_loop", "raw_sql", "full_flow_to_raw", "webhooks"}
     assert expected <= set(report)
+    assert report["phases"] == ["payments", "webhooks", "raw"]
     assert report["cpu_count"] >= 1
     assert {"fsync", "synchronous_commit", "durable_commits"} <= set(report["postgres"])
+    assert "webhook_secret" not in report["options"]
     for phase in ("closed_loop", "open_loop", "raw_sql"):
-        result_of = report[phase]
-        assert {"completed", "payments_per_s", "latency_us", "errors", "statuses"} <= set(result_of)
-        assert {"p50", "p90", "p99", "max"} <= set(result_of["latency_us"])
-        assert result_of["completed"] > 0, phase
-        assert result_of["statuses"].get("PAYMENT_STATUS_SUCCEEDED", 0) > 0, phase
+        _check_phase(phase, report[phase], "payments")
+        assert report[phase]["statuses"].get("PAYMENT_STATUS_SUCCEEDED", 0) > 0, phase
     assert report["open_loop"]["target_rate"] == 50
     assert report["full_flow_to_raw"] is not None
+
+    webhooks = report["webhooks"]
+    assert {"gateway_url", "events", "check", "full_flow_to_raw"} <= set(webhooks)
+    for phase in ("closed_loop", "open_loop", "raw_sql"):
+        _check_phase(f"webhooks {phase}", webhooks[phase], "events")
+        assert webhooks[phase]["pool"]["payments"] == 20, phase
+        assert webhooks[phase]["errors"] == {}, phase
+    for phase in ("closed_loop", "open_loop"):
+        assert webhooks[phase]["statuses"].get("acknowledged", 0) > 0, phase
+    assert webhooks["open_loop"]["target_rate"] == 50
+    assert webhooks["full_flow_to_raw"] is not None
+    # Every acknowledged event is in the inbox, matched to a pool payment;
+    # the first event about each of the 2 x 20 payments settled it.
+    check = webhooks["check"]
+    assert check["acknowledged"] > 0
+    assert check["missing"] == 0
+    assert check["in_inbox"] == check["matched"] >= check["acknowledged"]
+    assert check["applied"] == check["pool"] == 40
+    assert check["pool_statuses"] == {"SUCCEEDED": 40}
+
+
+def test_bench_one_flow_without_raw() -> None:
+    args = ("bench", "--phases", "webhooks", "--duration", "0.5", "--warmup", "0")
+    args += ("--concurrency", "2", "--webhook-rate", "20", "--webhook-payments", "5")
+    result = run_cli(*args, "--json", timeout=120)
+    assert result.returncode == 0, result.stderr
+    report = json.loads(result.stdout)
+    assert report["phases"] == ["webhooks"]
+    assert report["closed_loop"] is None
+    assert report["webhooks"]["raw_sql"] is None
+    _check_phase("webhooks closed loop", report["webhooks"]["closed_loop"], "events")
+
+
+def test_bench_refuses_unknown_phases() -> None:
+    result = run_cli("bench", "--phases", "payments,refunds")
+    assert result.returncode == 2
+    assert "refunds" in result.stderr
+    result = run_cli("bench", "--phases", "raw")
+    assert result.returncode == 2
+    assert "--phases" in result.stderr

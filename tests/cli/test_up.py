@@ -31,6 +31,7 @@ class Up:
         argv = [sys.executable, "-m", "payments.cli", "up", "--data-dir", str(tmp / "data")]
         argv += ["--grpc-port", str(self.grpc_port), "--sim-port", str(free_port())]
         argv += ["--metrics-port", str(free_port()), "--gateway-port", str(free_port())]
+        argv += ["--reconciler-port", str(free_port())]
         with self.output.open("wb") as out:
             self.proc = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT, env=env)
 

@@ -30,10 +30,10 @@ async def own_postgres() -> AsyncIterator[LocalPostgres]:
         pg.destroy()
 
 
-async def health(target: str) -> int:
+async def health(target: str, service: str = "payments.v1.PaymentService") -> int:
     async with grpc.aio.insecure_channel(target) as ch:
         reply = await health_pb2_grpc.HealthStub(ch).Check(
-            health_pb2.HealthCheckRequest(service="payments.v1.PaymentService"), timeout=2
+            health_pb2.HealthCheckRequest(service=service), timeout=2
         )
         return reply.status
 
@@ -69,6 +69,8 @@ async def test_postgres_stopped_then_started_mid_run(
         assert exc.value.code() == grpc.StatusCode.UNAVAILABLE
         assert time.monotonic() - t0 < 3
         assert await health(svc_stack.grpc_target) == health_pb2.HealthCheckResponse.NOT_SERVING
+        # ...while the process itself is alive: liveness must not restart it.
+        assert await health(svc_stack.grpc_target, "") == health_pb2.HealthCheckResponse.SERVING
         await asyncio.sleep(1.0)
         await asyncio.to_thread(own_postgres.start)
         await wait_serving(svc_stack.grpc_target, timeout=20)

@@ -294,3 +294,29 @@ async def test_an_event_that_never_matches_is_reported(spawn_payment_svc: Spawn)
     else:
         pytest.fail("the unmatched event was never reported")
     assert [ln["level"] for ln in reported if ln.get("provider_object_id") == pi] == ["error"]
+
+
+async def test_an_event_with_another_amount_is_a_discrepancy_and_not_applied(
+    channel: grpc.aio.Channel,
+) -> None:
+    p = await processing_payment(channel)
+    event = json.loads(
+        intent_event(
+            "payment_intent.succeeded",
+            pi=p.provider_payment_id,
+            payment_id=p.id,
+            status="succeeded",
+            created=int(time.time()),
+        )
+    )
+    event["data"]["object"]["amount"] = p.amount + 1
+    reply = await apply(channel, json.dumps(event).encode())
+    assert not reply.applied
+    assert (await get(channel, p.id)).status == pb.PAYMENT_STATUS_PENDING
+    listed = await sync_grpc.ProviderSyncServiceStub(channel).ListDiscrepancies(
+        sync.ListDiscrepanciesRequest(kinds=[sync.DISCREPANCY_KIND_AMOUNT_MISMATCH]),
+        metadata=auth("reconciler"),
+        timeout=5,
+    )
+    [found] = [d for d in listed.discrepancies if d.payment_id == p.id]
+    assert found.details["provider_amount"] == str(p.amount + 1)

@@ -106,6 +106,7 @@ async def test_health_and_reflection(channel: grpc.aio.Channel) -> None:
         )
         assert reply.status == health_pb2.HealthCheckResponse.SERVING
     services = await _reflected_services(channel)
+    assert "grpc.health.v1.Health" in services
     assert {"payments.v1.PaymentService", "payments.v1.ProviderSyncService"} <= services
 
 
@@ -147,10 +148,11 @@ async def test_sigterm_drains_in_flight_calls(spawn_payment_svc: Spawn, sim: Sim
     assert await asyncio.to_thread(popen.wait, 15) == 0
 
 
-def _payment_svc(env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+def _payment_svc(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
     exe = str(Path(sys.executable).parent / "payment-svc")
+    # Settings fail before anything listens: these runs end at once.
     return subprocess.run(
-        [exe, "migrate"], env={**os.environ, **env}, capture_output=True, text=True, timeout=30
+        [exe, *args], env={**os.environ, **env}, capture_output=True, text=True, timeout=30
     )
 
 
@@ -161,10 +163,17 @@ def test_production_refuses_development_defaults(database_url: str) -> None:
     assert "Traceback" not in result.stderr
 
 
+def test_migrations_need_only_the_database(database_url: str) -> None:
+    # Production settings without any token: the migration Job's situation.
+    result = _payment_svc({"PAYMENTS_ENV": "production", "DATABASE_URL": database_url}, "migrate")
+    assert result.returncode == 0, result.stderr
+
+
 def test_bad_configuration_fails_at_start_with_a_clear_message() -> None:
-    result = _payment_svc({"DATABASE_URL": "", "PAYMENTS_ENV": "development"})
-    assert result.returncode == 2
-    assert "DATABASE_URL is required" in result.stderr
+    for args in ((), ("migrate",)):
+        result = _payment_svc({"DATABASE_URL": "", "PAYMENTS_ENV": "development"}, *args)
+        assert result.returncode == 2
+        assert "DATABASE_URL is required" in result.stderr
     result = _payment_svc({"DATABASE_URL": "postgresql://x/y", "DB_TIMEOUT_SECONDS": "soon"})
     assert result.returncode == 2
     assert "DB_TIMEOUT_SECONDS" in result.stderr

@@ -18,18 +18,12 @@ from datetime import datetime
 import asyncpg
 
 from payment_svc.adapters.db import Conn, Database
+from payment_svc.adapters.reconciliation_store import report as report_discrepancy
 from payment_svc.adapters.store import PAYMENT_COLUMNS, payment_from_row
 from payment_svc.domain.model import parse_payment_id
 from payment_svc.domain.provider_events import EventPlan, ProviderObservation, plan_event
+from payment_svc.domain.reconciliation import DiscrepancyKind
 from payment_svc.domain.status import Source
-
-_INSERT = """
-INSERT INTO provider_events (provider_event_id, event_type, provider_object_id,
-                             metadata_payment_id, provider_created_at, payload, source)
-VALUES ($1, $2, $3, $4, $5, $6::text::jsonb, $7)
-ON CONFLICT (provider_event_id) DO NOTHING
-RETURNING provider_event_id
-"""
 
 _FIND_PAYMENT = f"""
 SELECT {PAYMENT_COLUMNS}, provider_state_at, provider_state_rank FROM payments
@@ -37,6 +31,28 @@ WHERE provider_payment_id = $1 OR id = $2
 ORDER BY provider_payment_id = $1 DESC NULLS LAST
 LIMIT 1
 FOR UPDATE
+"""
+
+# The inbox row and the payment it is about (locked), in one round trip. A
+# redelivery inserts nothing (inserted = 0); its payment lock is released at
+# once with the transaction.
+_INSERT_AND_FIND = f"""
+WITH ins AS (
+    INSERT INTO provider_events (provider_event_id, event_type, provider_object_id,
+                                 metadata_payment_id, provider_created_at, payload, source)
+    VALUES ($1, $2, $3, $4, $5, $6::text::jsonb, $7)
+    ON CONFLICT (provider_event_id) DO NOTHING
+    RETURNING provider_event_id
+)
+SELECT (SELECT count(*) FROM ins) AS inserted, p.*
+FROM (VALUES (1)) AS one
+LEFT JOIN LATERAL (
+    SELECT {PAYMENT_COLUMNS}, provider_state_at, provider_state_rank FROM payments
+    WHERE provider_payment_id = $3 OR id = $8
+    ORDER BY provider_payment_id = $3 DESC NULLS LAST
+    LIMIT 1
+    FOR UPDATE
+) AS p ON true
 """
 
 # Everything one matched event writes, in one statement (one round trip):
@@ -94,8 +110,8 @@ class EventStore:
 
         async def op(conn: Conn) -> EventOutcome:
             async with conn.transaction():
-                inserted = await conn.fetchval(
-                    _INSERT,
+                row = await conn.fetchrow(
+                    _INSERT_AND_FIND,
                     event.provider_event_id,
                     event.event_type,
                     obs.provider_payment_id,
@@ -103,8 +119,10 @@ class EventStore:
                     event.created,
                     event.stored_json,
                     event.source.value,
+                    _metadata_uuid(obs),
                 )
-                if inserted is None:
+                assert row is not None
+                if not row["inserted"]:
                     row = await conn.fetchrow(
                         "SELECT payment_id, applied FROM provider_events "
                         "WHERE provider_event_id = $1",
@@ -112,7 +130,9 @@ class EventStore:
                     )
                     assert row is not None
                     return EventOutcome(True, row["payment_id"], bool(row["applied"]))
-                return await _match_and_apply(conn, event, authoritative)
+                if row["id"] is None:
+                    return EventOutcome(False, None, False)
+                return await _apply_to(conn, row, event, authoritative)
 
         return await self._db.run(op)
 
@@ -169,22 +189,51 @@ class EventStore:
         return int(value)
 
 
+def _metadata_uuid(obs: ProviderObservation) -> uuid.UUID | None:
+    return parse_payment_id(obs.metadata_payment_id) if obs.metadata_payment_id else None
+
+
 async def _match_and_apply(conn: Conn, event: InboxEvent, authoritative: bool) -> EventOutcome:
+    """For an event already in the inbox (the upkeep's rematch)."""
     obs = event.observation
-    by_metadata = parse_payment_id(obs.metadata_payment_id) if obs.metadata_payment_id else None
+    by_metadata = _metadata_uuid(obs)
     if obs.provider_payment_id is None and by_metadata is None:
         return EventOutcome(False, None, False)
     row = await conn.fetchrow(_FIND_PAYMENT, obs.provider_payment_id, by_metadata)
     if row is None:
         return EventOutcome(False, None, False)
+    return await _apply_to(conn, row, event, authoritative)
+
+
+async def _apply_to(
+    conn: Conn, row: asyncpg.Record, event: InboxEvent, authoritative: bool
+) -> EventOutcome:
+    """Plans and writes one event against the locked payment in `row`."""
+    obs = event.observation
     payment = payment_from_row(row)
     plan: EventPlan = plan_event(
         payment.status,
         row["provider_state_at"],
         row["provider_state_rank"],
         obs,
+        amount=payment.amount,
+        currency=payment.currency,
         authoritative=authoritative,
     )
+    if plan.mismatch:
+        await report_discrepancy(
+            conn,
+            DiscrepancyKind.AMOUNT_MISMATCH,
+            payment.id,
+            obs.provider_payment_id,
+            {
+                "our_amount": str(payment.amount),
+                "our_currency": payment.currency,
+                "provider_amount": str(obs.amount),
+                "provider_currency": (obs.currency or "").upper(),
+                "provider_event_id": event.provider_event_id,
+            },
+        )
     target = obs.status or payment.status
     await conn.execute(
         _RECORD,

@@ -116,6 +116,8 @@ def observe(event_type: str, obj: dict[str, Any], created: datetime | None) -> P
                 provider_status=provider_status.value,
                 failure_code=code,
                 failure_message=message,
+                amount=_int(obj, "amount"),
+                currency=_str(obj, "currency"),
             )
         case StripeEventType.CHARGE_REFUNDED | StripeEventType.CHARGE_DISPUTE_CREATED:
             amount_key = "amount_refunded" if kind is StripeEventType.CHARGE_REFUNDED else "amount"

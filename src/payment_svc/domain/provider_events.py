@@ -44,6 +44,9 @@ class ProviderObservation:
     failure_code: str | None = None
     failure_message: str | None = None
     amount_reversed: int | None = None
+    # What the provider says was charged (payment-intent events), to compare.
+    amount: int | None = None
+    currency: str | None = None
 
 
 def is_stale(
@@ -67,6 +70,9 @@ class EventPlan:
     applied: bool
     touch: bool
     note: str | None = None
+    # The provider's amount or currency differs from ours: recorded as a
+    # discrepancy, never applied.
+    mismatch: bool = False
 
 
 def plan_event(
@@ -75,12 +81,23 @@ def plan_event(
     state_rank: int | None,
     obs: ProviderObservation,
     *,
+    amount: int,
+    currency: str,
     authoritative: bool = False,
 ) -> EventPlan:
     from payment_svc.domain.status import Move, decide
 
     if obs.status is None:
         return EventPlan(applied=False, touch=False, note="event type not acted on")
+    if obs.amount is not None and (
+        obs.amount != amount or (obs.currency or "").upper() != currency
+    ):
+        return EventPlan(
+            applied=False,
+            touch=False,
+            mismatch=True,
+            note=f"provider has {obs.amount} {(obs.currency or '').upper()}: not applied",
+        )
     if is_stale(obs.occurred_at, obs.rank, state_at, state_rank):
         return EventPlan(
             applied=False, touch=False, note="older than the provider state already applied"

@@ -70,8 +70,9 @@ class PaymentServicer(svc_grpc.PaymentServiceServicer):
         return svc.ListPaymentEventsResponse(events=[convert.event_to_pb(e) for e in events])
 
 
-def health_names() -> list[str]:
-    return ["", PAYMENT_SERVICE, PROVIDER_SYNC_SERVICE]
+# "" says the process lives (liveness: a database outage must not restart
+# pods); the service names say whether calls can be served (readiness).
+SERVICE_NAMES = [PAYMENT_SERVICE, PROVIDER_SYNC_SERVICE]
 
 
 async def set_serving(servicer: health.aio.HealthServicer, serving: bool) -> None:
@@ -80,7 +81,7 @@ async def set_serving(servicer: health.aio.HealthServicer, serving: bool) -> Non
         if serving
         else health_pb2.HealthCheckResponse.NOT_SERVING
     )
-    for name in health_names():
+    for name in SERVICE_NAMES:
         await servicer.set(name, state)
 
 
@@ -98,6 +99,10 @@ def create_server(
         options=[
             ("grpc.max_receive_message_length", 4 * 1024 * 1024),
             ("grpc.so_reuseport", 0),
+            # Clients reconnect now and then, so that new replicas (autoscaling,
+            # rollouts) get their share of long-lived channels.
+            ("grpc.max_connection_age_ms", 5 * 60 * 1000),
+            ("grpc.max_connection_age_grace_ms", 30 * 1000),
         ],
     )
     svc_grpc.add_PaymentServiceServicer_to_server(PaymentServicer(payments), server)

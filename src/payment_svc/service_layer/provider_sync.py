@@ -65,7 +65,9 @@ class ProviderSyncService:
                 source=cmd.source,
             )
         )
-        log.info(
+        # DEBUG: the inbox is the record of every event; at INFO this line
+        # cost more than the rest of the call.
+        log.debug(
             "provider_event_received",
             event_type=parsed.type,
             duplicate=outcome.duplicate,

@@ -1,0 +1,124 @@
+"""Settlement diff: the provider's payment intents created in
+[now - RECONCILER_SETTLEMENT_WINDOW_SECONDS, now - RECONCILER_GRACE_SECONDS]
+against ours, one page at a time:
+
+    GET /v1/payment_intents?created[gte]&created[lte]&expand[]=data.latest_charge
+      └─ LookupPayments(metadata payment ids, provider ids)   one call per page
+           ours and the intent agree        -> nothing
+           they differ                      -> ReconcilePayment(snapshot): payment-svc
+                                               follows the provider, and records
+                                               AMOUNT_MISMATCH (amount untouched) or
+                                               FINAL_STATE_CONTRADICTED itself
+           not ours, money moved            -> UNRECORDED_PROVIDER_PAYMENT
+           not ours, nothing moved          -> ignored
+
+This is also what brings final payments to the truth (a refund, a dispute, a
+SUCCEEDED the provider says FAILED): the sweep only lists non-final ones.
+Findings are deduplicated by payment-svc, so replicas may repeat them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import UTC, datetime, timedelta
+
+import structlog
+
+from payments.errors import PaymentsError
+from payments.v1 import provider_sync_service_pb2 as sync
+from reconciler import convert, rules
+from reconciler.context import JobContext
+from reconciler.retry import retrying
+from reconciler.runs import JobFailed, Tally
+from reconciler.stripe_objects import ProviderIntent
+from reconciler.stripe_reader import ProviderError
+
+log = structlog.get_logger("reconciler")
+
+
+async def settlement_diff(ctx: JobContext, tally: Tally) -> None:
+    now = ctx.now()
+    since = int((now - timedelta(seconds=ctx.settings.settlement_window_seconds)).timestamp())
+    until = int((now - timedelta(seconds=ctx.settings.grace_seconds)).timestamp())
+    starting_after: str | None = None
+    while True:
+        try:
+            page = await ctx.provider.intents_page(
+                created_gte=since,
+                created_lte=until,
+                starting_after=starting_after,
+                limit=ctx.settings.page_size,
+            )
+        except ProviderError as exc:
+            raise JobFailed(f"provider payment intents: {exc}") from None
+        if not page.items:
+            return
+        await _check_page(ctx, tally, page.items)
+        if not page.has_more:
+            return
+        starting_after = page.items[-1].id
+
+
+async def _check_page(ctx: JobContext, tally: Tally, intents: list[ProviderIntent]) -> None:
+    tally.scanned += len(intents)
+    try:
+        found = await retrying(
+            lambda: ctx.client.lookup_payments(
+                payment_ids={i.payment_id for i in intents if i.payment_id},
+                provider_payment_ids={i.id for i in intents},
+            )
+        )
+    except PaymentsError as exc:
+        raise JobFailed(f"LookupPayments: {exc}") from None
+    ours = [convert.ours(p) for p in found]
+    by_provider_id = {o.provider_payment_id: o for o in ours if o.provider_payment_id}
+    by_id = {o.id: o for o in ours}
+    limit = asyncio.Semaphore(ctx.settings.concurrency)
+
+    async def check(intent: ProviderIntent) -> None:
+        verdict, mine = rules.settlement_verdict(intent, by_provider_id, by_id)
+        async with limit:
+            if verdict is rules.Verdict.RECONCILE and mine is not None:
+                await _reconcile(ctx, tally, mine.id, intent)
+            elif verdict is rules.Verdict.UNRECORDED:
+                await _unrecorded(ctx, tally, intent)
+
+    async with asyncio.TaskGroup() as group:
+        for intent in intents:
+            group.create_task(check(intent))
+
+
+async def _reconcile(
+    ctx: JobContext, tally: Tally, payment_id: str, intent: ProviderIntent
+) -> None:
+    try:
+        reply = await retrying(
+            lambda: ctx.client.reconcile_payment(payment_id, convert.snapshot(intent, ctx.now()))
+        )
+    except PaymentsError as exc:
+        tally.errors += 1
+        log.warning("reconcile_payment_failed", payment_id=payment_id, error=str(exc))
+        return
+    tally.fixed += reply.changed
+    ctx.findings.recorded_by_payment_svc(tally, reply.discrepancies, payment_id, intent.id)
+
+
+async def _unrecorded(ctx: JobContext, tally: Tally, intent: ProviderIntent) -> None:
+    details = {
+        "amount": str(intent.amount),
+        "currency": intent.currency,
+        "provider_status": intent.status,
+        "provider_created_at": datetime.fromtimestamp(intent.created, UTC).isoformat(),
+    }
+    if intent.payment_id:
+        details["metadata_payment_id"] = intent.payment_id
+    try:
+        await ctx.findings.report(
+            tally,
+            sync.DISCREPANCY_KIND_UNRECORDED_PROVIDER_PAYMENT,
+            provider_payment_id=intent.id,
+            details=details,
+        )
+    except PaymentsError as exc:
+        tally.errors += 1
+        log.warning("report_discrepancy_failed", provider_payment_id=intent.id, error=str(exc))

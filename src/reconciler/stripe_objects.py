@@ -1,0 +1,124 @@
+"""Stripe's objects as the reconciler reads them: payment intents (with their
+latest charge) and events. Pure: no I/O.
+
+Statuses map to ours through payment_svc's one table (stripe_mapping); the
+event types we replay are payment_svc's list (stripe_events), so that the
+reconciler asks the provider for exactly what payment-svc knows how to apply.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Any, Final, TypeGuard
+
+from payment_svc.adapters.stripe_events import StripeEventType
+from payment_svc.adapters.stripe_mapping import StripeIntentStatus, intent_failure, intent_status
+from payment_svc.domain.status import PaymentStatus
+
+# What catch-up asks `GET /v1/events` for (Stripe accepts up to 20 types).
+EVENT_TYPES: Final = tuple(t.value for t in StripeEventType if t is not StripeEventType.UNKNOWN)
+
+# Intents whose money moved or is moving: one we never recorded is a payment
+# we do not know about. Others (never confirmed, declined, canceled) moved
+# nothing.
+MONEY_MOVING: Final = frozenset(
+    {
+        StripeIntentStatus.SUCCEEDED,
+        StripeIntentStatus.PROCESSING,
+        StripeIntentStatus.REQUIRES_CAPTURE,
+    }
+)
+
+
+class MalformedAnswer(ValueError):
+    """The provider answered with something that is not the object asked for."""
+
+
+@dataclass(frozen=True, slots=True)
+class ProviderIntent:
+    id: str
+    status: str  # Stripe's own word
+    amount: int
+    currency: str  # upper case, as ours
+    created: int
+    payment_id: str  # metadata['payment_id'], "" when absent
+    amount_refunded: int  # from the latest charge (0 when it was not expanded)
+    disputed: bool
+    failure_code: str
+    failure_message: str
+    # Our status for the intent's own status (reversals aside): payment_svc's mapping.
+    mapped: PaymentStatus
+
+    @property
+    def stripe_status(self) -> StripeIntentStatus:
+        return StripeIntentStatus.parse(self.status)
+
+    @property
+    def moved_money(self) -> bool:
+        return self.stripe_status in MONEY_MOVING
+
+
+def parse_intent(obj: Any) -> ProviderIntent:
+    if not isinstance(obj, dict) or obj.get("object", "payment_intent") != "payment_intent":
+        raise MalformedAnswer("not a payment intent")
+    intent_id, amount, currency = obj.get("id"), obj.get("amount"), obj.get("currency")
+    if not isinstance(intent_id, str) or not intent_id:
+        raise MalformedAnswer("a payment intent without an id")
+    if not _is_int(amount) or not isinstance(currency, str):
+        raise MalformedAnswer(f"payment intent {intent_id} without amount or currency")
+    _, ours = intent_status(obj)
+    code, message = intent_failure(obj) if ours is PaymentStatus.FAILED else (None, None)
+    if ours is PaymentStatus.FAILED and not code:
+        # payment-svc reads a failure code as "the attempt failed": never leave it empty.
+        code = str(obj.get("cancellation_reason") or obj.get("status"))
+    metadata = obj.get("metadata")
+    payment_id = metadata.get("payment_id") if isinstance(metadata, dict) else None
+    # latest_charge is an id unless expanded (expand[]=latest_charge).
+    charge = obj.get("latest_charge")
+    charge = charge if isinstance(charge, dict) else {}
+    refunded = charge.get("amount_refunded")
+    created = obj.get("created")
+    return ProviderIntent(
+        id=intent_id,
+        status=str(obj.get("status") or ""),
+        amount=amount,
+        currency=currency.upper(),
+        created=created if _is_int(created) else 0,
+        payment_id=payment_id if isinstance(payment_id, str) else "",
+        amount_refunded=refunded if _is_int(refunded) else 0,
+        disputed=charge.get("disputed") is True,
+        failure_code=code or "",
+        failure_message=message or "",
+        mapped=ours,
+    )
+
+
+def our_view(intent: ProviderIntent) -> PaymentStatus:
+    """The status (ours) that the intent stands for, reversals included."""
+    if intent.mapped is PaymentStatus.SUCCEEDED and (intent.amount_refunded > 0 or intent.disputed):
+        return PaymentStatus.REVERSED
+    return intent.mapped
+
+
+@dataclass(frozen=True, slots=True)
+class ProviderEvent:
+    id: str
+    type: str
+    created: int
+    # The event object re-serialised as compact JSON: what payment-svc stores.
+    payload: bytes
+
+
+def parse_event(obj: Any) -> ProviderEvent:
+    if not isinstance(obj, dict):
+        raise MalformedAnswer("not an event")
+    event_id, event_type, created = obj.get("id"), obj.get("type"), obj.get("created")
+    if not isinstance(event_id, str) or not isinstance(event_type, str) or not _is_int(created):
+        raise MalformedAnswer("an event without id, type or created")
+    payload = json.dumps(obj, separators=(",", ":"), ensure_ascii=False).encode()
+    return ProviderEvent(event_id, event_type, created, payload)
+
+
+def _is_int(value: object) -> TypeGuard[int]:
+    return isinstance(value, int) and not isinstance(value, bool)

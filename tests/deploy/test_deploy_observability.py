@@ -1,0 +1,98 @@
+"""The running processes and what deploy/ expects of them: every /metrics page
+passes `promtool check metrics`, every process exports the names that are its
+contract, and every metric the dashboard or an alert names is really exported."""
+
+from __future__ import annotations
+
+import json
+
+import aiohttp
+import pytest
+from deploy_testkit import (
+    DASHBOARD,
+    alert_rules,
+    dashboard_exprs,
+    exported_names,
+    promql_metric_names,
+    run,
+    tool,
+)
+
+from payments.stack import Stack
+
+# The names each process promises (deploy/ alerts and dashboards use them).
+CONTRACT = {
+    "payment-svc": {
+        "grpc_server_started_total", "grpc_server_handled_total",
+        "grpc_server_handling_seconds_bucket", "grpc_server_msg_received_total",
+        "grpc_server_msg_sent_total", "payments_created_total", "payments_database_up",
+        "payments_unmatched_provider_events", "payments_provider_events_total",
+    },
+    "webhook-gateway": {
+        "webhook_gateway_requests_total", "webhook_gateway_verification_failures_total",
+        "webhook_gateway_forward_seconds_bucket", "webhook_gateway_events_total",
+        "webhook_gateway_signature_matches_total",
+    },
+    "reconciler": {
+        "reconciler_discrepancies_total", "reconciler_open_discrepancies",
+        "reconciler_oldest_non_final_payment_age_seconds", "reconciler_non_final_payments",
+        "reconciler_last_success_timestamp_seconds", "reconciler_runs_total",
+        "reconciler_fixes_total", "reconciler_errors_total",
+        "reconciler_job_duration_seconds_bucket",
+    },
+}  # fmt: skip
+# Made by Prometheus itself, not by a process.
+SYNTHETIC = {"up"}
+
+
+def metrics_urls(stack: Stack) -> dict[str, str]:
+    return {
+        "payment-svc": stack.metrics_url,
+        "webhook-gateway": f"{stack.gateway_url}/metrics",
+        "reconciler": f"http://127.0.0.1:{stack.config.reconciler_port}/metrics",
+    }
+
+
+async def scrape(stack: Stack) -> dict[str, str]:
+    pages: dict[str, str] = {}
+    async with aiohttp.ClientSession() as http:
+        for process, url in metrics_urls(stack).items():
+            async with http.get(url) as response:
+                assert response.status == 200, (process, url)
+                pages[process] = await response.text()
+    return pages
+
+
+@pytest.mark.parametrize("process", sorted(CONTRACT))
+async def test_deploy_live_metrics_pass_promtool_check_metrics(stack: Stack, process: str) -> None:
+    page = (await scrape(stack))[process]
+    run(tool("promtool"), "check", "metrics", stdin=page.encode())
+
+
+@pytest.mark.parametrize("process", sorted(CONTRACT))
+async def test_deploy_each_process_exports_its_contract(stack: Stack, process: str) -> None:
+    exported = exported_names((await scrape(stack))[process])
+    assert CONTRACT[process] <= exported, sorted(CONTRACT[process] - exported)
+
+
+async def test_deploy_every_metric_in_the_dashboard_and_alerts_is_exported(stack: Stack) -> None:
+    exported = set().union(*(exported_names(page) for page in (await scrape(stack)).values()))
+    wanted: dict[str, set[str]] = {}
+    for rule in alert_rules():
+        wanted[f"alert {rule['alert']}"] = promql_metric_names(rule["expr"])
+    for expr in dashboard_exprs(json.loads(DASHBOARD.read_text())):
+        wanted.setdefault("dashboard", set()).update(promql_metric_names(expr))
+    assert all(wanted.values()), wanted
+    missing = {where: names - exported - SYNTHETIC for where, names in wanted.items()}
+    assert not any(missing.values()), {k: sorted(v) for k, v in missing.items() if v}
+
+
+def test_deploy_promql_metric_names_sees_names_not_functions_labels_or_keywords() -> None:
+    expr = (
+        'sum by (grpc_service) (rate(grpc_server_handled_total{grpc_code=~"Internal|up"}[5m]))'
+        " / on (job) group_left sum without (instance) (rate(other_total[$__rate_interval]))"
+        " > 0.05 and time() - max(last_seconds offset 5m) > 300 or absent(up{job='x'})"
+    )
+    assert promql_metric_names(expr) == {
+        "grpc_server_handled_total", "other_total", "last_seconds", "up",
+    }  # fmt: skip
