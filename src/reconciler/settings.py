@@ -28,19 +28,17 @@
 from __future__ import annotations
 
 import logging
-import math
 import os
 import socket
 from collections.abc import Mapping
 from dataclasses import dataclass, fields
-from typing import TypeVar
+
+from payments.environment import ConfigError as ConfigError
+from payments.environment import number as _number
+from payments.environment import split_address as split_address
 
 DEV_TOKEN = "dev-reconciler-token"
 DEV_STRIPE_KEY = "sk_test_dev"
-
-
-class ConfigError(ValueError):
-    """Bad configuration: the process refuses to start."""
 
 
 def default_reconciler_id() -> str:
@@ -172,24 +170,3 @@ class Settings:
             log_level=get("LOG_LEVEL", "INFO"),
             production=env.get("PAYMENTS_ENV", "development").strip() == "production",
         )
-
-
-def split_address(name: str, address: str) -> tuple[str, int]:
-    host, sep, port = address.rpartition(":")
-    if not sep or not port.isdigit() or not 0 <= int(port) <= 65535:
-        raise ConfigError(f"{name} must be host:port, got {address!r}")
-    return host.strip("[]") or "127.0.0.1", int(port)
-
-
-_N = TypeVar("_N", int, float)
-
-
-def _number(kind: type[_N], name: str, raw: str) -> _N:
-    try:
-        value = kind(raw)
-    except ValueError:
-        value = None
-    if value is None or not math.isfinite(value):
-        noun = "an integer" if kind is int else "a number of seconds"
-        raise ConfigError(f"{name} must be {noun}, got {raw!r}")
-    return value

@@ -17,18 +17,16 @@
 from __future__ import annotations
 
 import logging
-import math
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import TypeVar
+
+from payments.environment import ConfigError as ConfigError
+from payments.environment import number as _number
+from payments.environment import split_address as split_address
 
 DEV_SECRET = "whsec_dev"
 DEV_TOKEN = "dev-gateway-token"
-
-
-class ConfigError(ValueError):
-    """Bad configuration: the process refuses to start."""
 
 
 @dataclass(frozen=True)
@@ -113,24 +111,3 @@ def parse_secrets(raw: str) -> tuple[str, ...]:
     """Comma separated, newest first; blanks and repeats are dropped."""
     secrets = [s.strip() for s in raw.split(",")]
     return tuple(dict.fromkeys(s for s in secrets if s))
-
-
-def split_address(name: str, address: str) -> tuple[str, int]:
-    host, sep, port = address.rpartition(":")
-    if not sep or not port.isdigit() or not 0 <= int(port) <= 65535:
-        raise ConfigError(f"{name} must be host:port, got {address!r}")
-    return host.strip("[]") or "127.0.0.1", int(port)
-
-
-_N = TypeVar("_N", int, float)
-
-
-def _number(kind: type[_N], name: str, raw: str) -> _N:
-    try:
-        value = kind(raw)
-    except ValueError:
-        value = None
-    if value is None or not math.isfinite(value):
-        noun = "an integer" if kind is int else "a number"
-        raise ConfigError(f"{name} must be {noun}, got {raw!r}")
-    return value
