@@ -320,3 +320,34 @@ async def test_an_event_with_another_amount_is_a_discrepancy_and_not_applied(
     )
     [found] = [d for d in listed.discrepancies if d.payment_id == p.id]
     assert found.details["provider_amount"] == str(p.amount + 1)
+
+
+def charge_event(event_type: str, obj: dict[str, Any]) -> bytes:
+    return json.dumps(
+        {
+            "id": f"evt_{uuid.uuid4().hex}",
+            "object": "event",
+            "type": event_type,
+            "created": int(time.time()),
+            "data": {"object": obj},
+        }
+    ).encode()
+
+
+async def test_a_partial_refund_then_a_dispute_reverse_the_whole_amount(
+    channel: grpc.aio.Channel,
+) -> None:
+    p = (await stub(channel).CreatePayment(create_request(), metadata=auth(), timeout=5)).payment
+    assert p.status == pb.PAYMENT_STATUS_SUCCEEDED
+    charge = {"id": "ch_x", "object": "charge", "payment_intent": p.provider_payment_id}
+    await apply(
+        channel,
+        charge_event("charge.refunded", {**charge, "amount": p.amount, "amount_refunded": 500}),
+    )
+    refunded = await get(channel, p.id)
+    assert (refunded.status, refunded.amount_reversed) == (pb.PAYMENT_STATUS_REVERSED, 500)
+    dispute = {"id": "dp_x", "object": "dispute", "payment_intent": p.provider_payment_id}
+    disputed = charge_event("charge.dispute.created", {**dispute, "amount": p.amount - 500})
+    await apply(channel, disputed)
+    await apply(channel, disputed)  # a redelivery adds nothing
+    assert (await get(channel, p.id)).amount_reversed == p.amount

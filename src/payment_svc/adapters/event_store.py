@@ -65,7 +65,8 @@ WITH u AS (
         provider_payment_id = COALESCE(provider_payment_id, $4),
         failure_code = CASE WHEN $2 AND $3 = 'FAILED' THEN $5 ELSE failure_code END,
         failure_message = CASE WHEN $2 AND $3 = 'FAILED' THEN $6 ELSE failure_message END,
-        amount_reversed = GREATEST(amount_reversed, COALESCE($7, 0)),
+        amount_reversed = LEAST(amount, GREATEST(amount_reversed, COALESCE($7, 0))
+            + CASE WHEN $10 THEN COALESCE($16, 0) ELSE 0 END),
         provider_state_at = GREATEST(provider_state_at, $8),
         provider_state_rank = CASE
             WHEN provider_state_at IS NULL OR $8 > provider_state_at THEN $9
@@ -252,5 +253,6 @@ async def _apply_to(
         event.provider_event_id,
         event.event_type,
         plan.note,
+        obs.reversal_added,
     )
     return EventOutcome(False, payment.id, plan.applied)

@@ -120,7 +120,7 @@ def observe(event_type: str, obj: dict[str, Any], created: datetime | None) -> P
                 currency=_str(obj, "currency"),
             )
         case StripeEventType.CHARGE_REFUNDED | StripeEventType.CHARGE_DISPUTE_CREATED:
-            amount_key = "amount_refunded" if kind is StripeEventType.CHARGE_REFUNDED else "amount"
+            refund = kind is StripeEventType.CHARGE_REFUNDED
             return ProviderObservation(
                 provider_payment_id=_str(obj, "payment_intent"),
                 metadata_payment_id=metadata_payment_id,
@@ -128,7 +128,9 @@ def observe(event_type: str, obj: dict[str, Any], created: datetime | None) -> P
                 rank=StateRank.REVERSED,
                 occurred_at=created,
                 provider_status=kind.value,
-                amount_reversed=_int(obj, amount_key),
+                # the charge's cumulative refunds, or the dispute's own amount
+                amount_reversed=_int(obj, "amount_refunded") if refund else None,
+                reversal_added=None if refund else _int(obj, "amount"),
             )
         case StripeEventType.UNKNOWN:
             return ProviderObservation(

@@ -43,7 +43,11 @@ class ProviderObservation:
     provider_status: str | None = None
     failure_code: str | None = None
     failure_message: str | None = None
+    # Refunds report the charge's cumulative refunded amount (taken as a
+    # floor); a dispute reports its own amount, added once (the inbox applies
+    # each event once), capped at the payment's amount.
     amount_reversed: int | None = None
+    reversal_added: int | None = None
     # What the provider says was charged (payment-intent events), to compare.
     amount: int | None = None
     currency: str | None = None

@@ -60,9 +60,8 @@ def snapshot(pb: sync.ProviderPaymentSnapshot) -> Snapshot:
         provider_payment_id=pb.provider_payment_id or None,
         amount=pb.amount,
         currency=pb.currency,
-        amount_reversed=pb.amount_refunded
-        if pb.amount_refunded
-        else (pb.amount if pb.disputed else 0),
+        # a dispute takes what refunds left: all of it is reversed then
+        amount_reversed=pb.amount if pb.disputed else pb.amount_refunded,
         failure_code=pb.failure_code or None,
         failure_message=pb.failure_message or None,
         provider_status=pb.provider_status,
