@@ -310,6 +310,31 @@ class ProviderSyncClient(_Client):
         reply: sync.LookupPaymentsResponse = await self._call(self.stub.LookupPayments, request)
         return list(reply.payments)
 
+    async def list_payments_created(
+        self,
+        *,
+        created_after: datetime,
+        created_before: datetime,
+        statuses: Iterable[pb.PaymentStatus.ValueType] = (),
+        page_size: int = 0,
+        page_token: str = "",
+    ) -> tuple[list[pb.Payment], str]:
+        """Every client's payments created in [after, before), newest first."""
+        after, before = Timestamp(), Timestamp()
+        after.FromDatetime(created_after)
+        before.FromDatetime(created_before)
+        request = sync.ListPaymentsCreatedRequest(
+            created_after=after,
+            created_before=before,
+            statuses=list(statuses),
+            page_size=page_size,
+            page_token=page_token,
+        )
+        reply: sync.ListPaymentsCreatedResponse = await self._call(
+            self.stub.ListPaymentsCreated, request
+        )
+        return list(reply.payments), reply.next_page_token
+
     async def list_discrepancies(
         self,
         kinds: Iterable[sync.DiscrepancyKind.ValueType] = (),

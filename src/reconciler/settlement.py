@@ -11,6 +11,10 @@ against ours, one page at a time:
                                                FINAL_STATE_CONTRADICTED itself
            not ours, money moved            -> UNRECORDED_PROVIDER_PAYMENT
            not ours, nothing moved          -> ignored
+    ListPaymentsCreated(same window, SUCCEEDED or REVERSED)      the other way round
+      └─ ours whose provider id was not in the provider's list
+           retrieve it: unknown to the provider -> MISSING_AT_PROVIDER
+                        there after all          -> nothing (listing edges)
 
 This is also what brings final payments to the truth (a refund, a dispute, a
 SUCCEEDED the provider says FAILED): the sweep only lists non-final ones.
@@ -25,13 +29,14 @@ from datetime import UTC, datetime, timedelta
 import structlog
 
 from payments.errors import PaymentsError
+from payments.v1 import payment_pb2 as pb
 from payments.v1 import provider_sync_service_pb2 as sync
 from reconciler import convert, rules
 from reconciler.context import JobContext
 from reconciler.retry import retrying
 from reconciler.runs import JobFailed, Tally
 from reconciler.stripe_objects import ProviderIntent
-from reconciler.stripe_reader import ProviderError
+from reconciler.stripe_reader import NotFoundAtProvider, ProviderError
 
 log = structlog.get_logger("reconciler")
 
@@ -41,6 +46,7 @@ async def settlement_diff(ctx: JobContext, tally: Tally) -> None:
     since = int((now - timedelta(seconds=ctx.settings.settlement_window_seconds)).timestamp())
     until = int((now - timedelta(seconds=ctx.settings.grace_seconds)).timestamp())
     starting_after: str | None = None
+    seen: set[str] = set()
     while True:
         try:
             page = await ctx.provider.intents_page(
@@ -52,11 +58,72 @@ async def settlement_diff(ctx: JobContext, tally: Tally) -> None:
         except ProviderError as exc:
             raise JobFailed(f"provider payment intents: {exc}") from None
         if not page.items:
-            return
+            break
+        seen.update(i.id for i in page.items)
         await _check_page(ctx, tally, page.items)
         if not page.has_more:
-            return
+            break
         starting_after = page.items[-1].id
+    await _ours_missing_at_provider(
+        ctx,
+        tally,
+        datetime.fromtimestamp(since, UTC),
+        datetime.fromtimestamp(until + 1, UTC),
+        seen,
+    )
+
+
+async def _ours_missing_at_provider(
+    ctx: JobContext, tally: Tally, after: datetime, before: datetime, seen: set[str]
+) -> None:
+    """Our settled payments the provider's list did not show: asked one by one
+    (the truth), reported when the provider has never heard of them."""
+    token = ""
+    while True:
+        page_token = token
+        try:
+            payments, token = await retrying(
+                lambda: ctx.client.list_payments_created(
+                    created_after=after,
+                    created_before=before,
+                    statuses=[pb.PAYMENT_STATUS_SUCCEEDED, pb.PAYMENT_STATUS_REVERSED],
+                    page_size=ctx.settings.page_size,
+                    page_token=page_token,  # noqa: B023 - awaited before the next round
+                )
+            )
+        except PaymentsError as exc:
+            raise JobFailed(f"ListPaymentsCreated: {exc}") from None
+        for payment in payments:
+            if not payment.provider_payment_id or payment.provider_payment_id in seen:
+                continue
+            tally.scanned += 1
+            try:
+                await ctx.provider.retrieve_intent(payment.provider_payment_id)
+            except NotFoundAtProvider:
+                await _missing(ctx, tally, payment)
+            except ProviderError as exc:
+                tally.errors += 1
+                log.warning("provider_fetch_failed", payment_id=payment.id, error=str(exc))
+        if not token:
+            return
+
+
+async def _missing(ctx: JobContext, tally: Tally, payment: pb.Payment) -> None:
+    try:
+        await ctx.findings.report(
+            tally,
+            sync.DISCREPANCY_KIND_MISSING_AT_PROVIDER,
+            payment_id=payment.id,
+            provider_payment_id=payment.provider_payment_id,
+            details={
+                "our_status": pb.PaymentStatus.Name(payment.status),
+                "amount": str(payment.amount),
+                "currency": payment.currency,
+            },
+        )
+    except PaymentsError as exc:
+        tally.errors += 1
+        log.warning("report_discrepancy_failed", payment_id=payment.id, error=str(exc))
 
 
 async def _check_page(ctx: JobContext, tally: Tally, intents: list[ProviderIntent]) -> None:

@@ -188,8 +188,16 @@ async def test_production_turns_reflection_off(spawn_payment_svc: Spawn) -> None
         STRIPE_API_KEY="sk_test_prod_like",
     )
     async with grpc.aio.insecure_channel(extra.grpc_target) as ch:
+        # The method is not served at all. (A unary call: with the streaming
+        # call, the server's early UNIMPLEMENTED raced the client's first
+        # message and sometimes surfaced as INTERNAL.)
+        unregistered = ch.unary_unary(
+            "/grpc.reflection.v1alpha.ServerReflection/ServerReflectionInfo",
+            request_serializer=reflection_pb2.ServerReflectionRequest.SerializeToString,
+            response_deserializer=reflection_pb2.ServerReflectionResponse.FromString,
+        )
         with pytest.raises(grpc.aio.AioRpcError) as exc:
-            await _reflected_services(ch)
+            await unregistered(reflection_pb2.ServerReflectionRequest(list_services=""), timeout=5)
         assert exc.value.code() == grpc.StatusCode.UNIMPLEMENTED
         reply = await stub(ch).CreatePayment(
             create_request(), metadata=(("authorization", "Bearer prod-token"),), timeout=5

@@ -263,3 +263,35 @@ async def test_a_payment_never_received_past_the_redrive_window_is_missing_not_r
     assert await sim.ledger(payment_id=p.id) == []
     rows = await discrepancies(channel, sync.DISCREPANCY_KIND_MISSING_AT_PROVIDER)
     assert [d.payment_id for d in rows].count(p.id) == 1
+
+
+async def test_a_settled_payment_the_provider_never_heard_of_is_missing_at_provider(
+    stack: Stack, channel: grpc.aio.Channel, sim: SimControl
+) -> None:
+    # Ours says SUCCEEDED with a provider id the provider has no intent for.
+    await sim.faults(error_rate=1.0)
+    p = await create(channel, payment_method="pm_card_visa")
+    await sim.clear_faults()
+    ghost = f"pi_ghost_{uuid.uuid4().hex[:10]}"
+    reply = await sync_stub(channel).ReconcilePayment(
+        sync.ReconcilePaymentRequest(
+            payment_id=p.id,
+            snapshot=sync.ProviderPaymentSnapshot(
+                found=True,
+                provider_payment_id=ghost,
+                provider_status="succeeded",
+                amount=p.amount,
+                currency=p.currency.lower(),
+            ),
+        ),
+        metadata=auth("reconciler"),
+        timeout=5,
+    )
+    assert reply.payment.status == pb.PAYMENT_STATUS_SUCCEEDED
+    for _ in range(2):  # the finding is kept once, however often seen
+        assert_completed(await run_once(stack, "--jobs", "settlement_diff"))
+    rows = await discrepancies(channel, sync.DISCREPANCY_KIND_MISSING_AT_PROVIDER)
+    [missing] = [d for d in rows if d.payment_id == p.id]
+    assert missing.provider_payment_id == ghost
+    assert missing.occurrences == 2
+    assert (await get(channel, p.id)).status == pb.PAYMENT_STATUS_SUCCEEDED  # not altered

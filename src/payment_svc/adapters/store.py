@@ -229,7 +229,7 @@ class PaymentStore:
 
     async def search(
         self,
-        client_id: str,
+        client_id: str | None,
         *,
         limit: int,
         statuses: frozenset[PaymentStatus],
@@ -241,7 +241,7 @@ class PaymentStore:
         rows = await self._db.run(
             lambda c: c.fetch(
                 f"""SELECT {PAYMENT_COLUMNS} FROM payments
-                WHERE client_id = $1
+                WHERE ($1::text IS NULL OR client_id = $1)
                   AND ($2::text[] IS NULL OR status = ANY($2))
                   AND ($3::timestamptz IS NULL OR created_at >= $3)
                   AND ($4::timestamptz IS NULL OR created_at < $4)

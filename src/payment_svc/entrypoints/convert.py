@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime
+from typing import Any
 
 from google.protobuf.timestamp_pb2 import Timestamp
 
@@ -88,7 +89,8 @@ def create_command(req: svc.CreatePaymentRequest) -> CreatePayment:
     )
 
 
-def list_query(req: svc.ListPaymentsRequest) -> ListPayments:
+def list_query(req: svc.ListPaymentsRequest | Any) -> ListPayments:
+    """ListPaymentsRequest, or any request with the same filter fields."""
     statuses = set()
     for s in req.statuses:
         if s not in STATUS_FROM_PB:

@@ -275,6 +275,16 @@ class ProviderSyncServicer(sync_grpc.ProviderSyncServiceServicer):
         await self._rec.save_checkpoint(request.name, request.value)
         return sync.SaveCheckpointResponse()
 
+    async def ListPaymentsCreated(
+        self, request: sync.ListPaymentsCreatedRequest, context: Context
+    ) -> sync.ListPaymentsCreatedResponse:
+        _reconciler_only()
+        page = await self._rec.created(convert.list_query(request))
+        return sync.ListPaymentsCreatedResponse(
+            payments=[convert.payment_to_pb(p) for p in page.payments],
+            next_page_token=page.next_page_token,
+        )
+
     async def GetReconciliationStatus(
         self, request: sync.GetReconciliationStatusRequest, context: Context
     ) -> sync.GetReconciliationStatusResponse:

@@ -126,7 +126,9 @@ class PaymentsService:
     async def events(self, client_id: str, payment_id: str) -> list[PaymentEvent]:
         return await self._store.events(client_id, payment_uuid(payment_id))
 
-    async def list(self, client_id: str, query: ListPayments) -> Page:
+    async def list(self, client_id: str | None, query: ListPayments) -> Page:
+        """One client's payments, or (client_id None, the reconciler's view)
+        every client's."""
         query.validate()
         filters = pagination.filter_fingerprint(
             sorted(s.value for s in query.statuses), query.created_after, query.created_before

@@ -20,11 +20,12 @@ from payment_svc.adapters.reconciliation_store import (
     Status,
 )
 from payment_svc.adapters.store import PageCursor
+from payment_svc.domain.commands import ListPayments
 from payment_svc.domain.errors import FieldViolation, InvalidArgument
 from payment_svc.domain.model import Payment
 from payment_svc.domain.reconciliation import DiscrepancyKind, Snapshot
 from payment_svc.service_layer import pagination
-from payment_svc.service_layer.payments import PaymentsService, payment_uuid
+from payment_svc.service_layer.payments import Page, PaymentsService, payment_uuid
 
 log = structlog.get_logger("payment_svc.reconciliation")
 
@@ -125,6 +126,10 @@ class ReconciliationService:
             last = payments[-1]
             token = pagination.encode(PageCursor(last.updated_at, last.id), filters)
         return WorkList(payments, token)
+
+    async def created(self, query: ListPayments) -> Page:
+        """Every client's payments created in a window (the settlement diff)."""
+        return await self._payments.list(None, query)
 
     async def redrive(self, payment_id: str) -> Payment:
         payment = await self._store.get_any(payment_uuid(payment_id))

@@ -781,6 +781,71 @@ class LookupPaymentsResponse(_message.Message):
 Global___LookupPaymentsResponse: _TypeAlias = LookupPaymentsResponse  # noqa: Y015
 
 @_typing.final
+class ListPaymentsCreatedRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CREATED_AFTER_FIELD_NUMBER: _builtins.int
+    CREATED_BEFORE_FIELD_NUMBER: _builtins.int
+    STATUSES_FIELD_NUMBER: _builtins.int
+    PAGE_SIZE_FIELD_NUMBER: _builtins.int
+    PAGE_TOKEN_FIELD_NUMBER: _builtins.int
+    page_size: _builtins.int
+    page_token: _builtins.str
+    @_builtins.property
+    def created_after(self) -> _timestamp_pb2.Timestamp:
+        """created_at >= created_after, when set."""
+
+    @_builtins.property
+    def created_before(self) -> _timestamp_pb2.Timestamp:
+        """created_at < created_before, when set."""
+
+    @_builtins.property
+    def statuses(self) -> _containers.RepeatedScalarFieldContainer[_payment_pb2.PaymentStatus.ValueType]:
+        """Empty: every status."""
+
+    def __init__(
+        self,
+        *,
+        created_after: _timestamp_pb2.Timestamp | None = ...,
+        created_before: _timestamp_pb2.Timestamp | None = ...,
+        statuses: _abc.Iterable[_payment_pb2.PaymentStatus.ValueType] | None = ...,
+        page_size: _builtins.int = ...,
+        page_token: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["created_after", b"created_after", "created_before", b"created_before"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["created_after", b"created_after", "created_before", b"created_before", "page_size", b"page_size", "page_token", b"page_token", "statuses", b"statuses"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListPaymentsCreatedRequest: _TypeAlias = ListPaymentsCreatedRequest  # noqa: Y015
+
+@_typing.final
+class ListPaymentsCreatedResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    PAYMENTS_FIELD_NUMBER: _builtins.int
+    NEXT_PAGE_TOKEN_FIELD_NUMBER: _builtins.int
+    next_page_token: _builtins.str
+    @_builtins.property
+    def payments(self) -> _containers.RepeatedCompositeFieldContainer[_payment_pb2.Payment]:
+        """Newest first."""
+
+    def __init__(
+        self,
+        *,
+        payments: _abc.Iterable[_payment_pb2.Payment] | None = ...,
+        next_page_token: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["next_page_token", b"next_page_token", "payments", b"payments"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListPaymentsCreatedResponse: _TypeAlias = ListPaymentsCreatedResponse  # noqa: Y015
+
+@_typing.final
 class GetReconciliationStatusRequest(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 

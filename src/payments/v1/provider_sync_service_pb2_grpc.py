@@ -90,6 +90,11 @@ class ProviderSyncServiceStub:
                 request_serializer=payments_dot_v1_dot_provider__sync__service__pb2.LookupPaymentsRequest.SerializeToString,
                 response_deserializer=payments_dot_v1_dot_provider__sync__service__pb2.LookupPaymentsResponse.FromString,
                 _registered_method=True)
+        self.ListPaymentsCreated = channel.unary_unary(
+                '/payments.v1.ProviderSyncService/ListPaymentsCreated',
+                request_serializer=payments_dot_v1_dot_provider__sync__service__pb2.ListPaymentsCreatedRequest.SerializeToString,
+                response_deserializer=payments_dot_v1_dot_provider__sync__service__pb2.ListPaymentsCreatedResponse.FromString,
+                _registered_method=True)
         self.GetReconciliationStatus = channel.unary_unary(
                 '/payments.v1.ProviderSyncService/GetReconciliationStatus',
                 request_serializer=payments_dot_v1_dot_provider__sync__service__pb2.GetReconciliationStatusRequest.SerializeToString,
@@ -179,6 +184,14 @@ class ProviderSyncServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ListPaymentsCreated(self, request, context):
+        """Our payments (any client's) created in a window, for the settlement
+        diff's other direction: ours the provider does not know.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def GetReconciliationStatus(self, request, context):
         """Figures for the reconciler's gauges: open discrepancies, the backlog.
         """
@@ -243,6 +256,11 @@ def add_ProviderSyncServiceServicer_to_server(servicer, server):
                     servicer.LookupPayments,
                     request_deserializer=payments_dot_v1_dot_provider__sync__service__pb2.LookupPaymentsRequest.FromString,
                     response_serializer=payments_dot_v1_dot_provider__sync__service__pb2.LookupPaymentsResponse.SerializeToString,
+            ),
+            'ListPaymentsCreated': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListPaymentsCreated,
+                    request_deserializer=payments_dot_v1_dot_provider__sync__service__pb2.ListPaymentsCreatedRequest.FromString,
+                    response_serializer=payments_dot_v1_dot_provider__sync__service__pb2.ListPaymentsCreatedResponse.SerializeToString,
             ),
             'GetReconciliationStatus': grpc.unary_unary_rpc_method_handler(
                     servicer.GetReconciliationStatus,
@@ -548,6 +566,33 @@ class ProviderSyncService:
             '/payments.v1.ProviderSyncService/LookupPayments',
             payments_dot_v1_dot_provider__sync__service__pb2.LookupPaymentsRequest.SerializeToString,
             payments_dot_v1_dot_provider__sync__service__pb2.LookupPaymentsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListPaymentsCreated(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/payments.v1.ProviderSyncService/ListPaymentsCreated',
+            payments_dot_v1_dot_provider__sync__service__pb2.ListPaymentsCreatedRequest.SerializeToString,
+            payments_dot_v1_dot_provider__sync__service__pb2.ListPaymentsCreatedResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -59,6 +59,10 @@ class ProviderSyncServiceStub:
     """Our payments (any client's) by id or by provider payment id, for the
     settlement diff.
     """
+    ListPaymentsCreated: _grpc.UnaryUnaryMultiCallable[_provider_sync_service_pb2.ListPaymentsCreatedRequest, _provider_sync_service_pb2.ListPaymentsCreatedResponse]
+    """Our payments (any client's) created in a window, for the settlement
+    diff's other direction: ours the provider does not know.
+    """
     GetReconciliationStatus: _grpc.UnaryUnaryMultiCallable[_provider_sync_service_pb2.GetReconciliationStatusRequest, _provider_sync_service_pb2.GetReconciliationStatusResponse]
     """Figures for the reconciler's gauges: open discrepancies, the backlog."""
 
@@ -92,6 +96,10 @@ class ProviderSyncServiceAsyncStub(ProviderSyncServiceStub):
     LookupPayments: _aio.UnaryUnaryMultiCallable[_provider_sync_service_pb2.LookupPaymentsRequest, _provider_sync_service_pb2.LookupPaymentsResponse]  # type: ignore[assignment]
     """Our payments (any client's) by id or by provider payment id, for the
     settlement diff.
+    """
+    ListPaymentsCreated: _aio.UnaryUnaryMultiCallable[_provider_sync_service_pb2.ListPaymentsCreatedRequest, _provider_sync_service_pb2.ListPaymentsCreatedResponse]  # type: ignore[assignment]
+    """Our payments (any client's) created in a window, for the settlement
+    diff's other direction: ours the provider does not know.
     """
     GetReconciliationStatus: _aio.UnaryUnaryMultiCallable[_provider_sync_service_pb2.GetReconciliationStatusRequest, _provider_sync_service_pb2.GetReconciliationStatusResponse]  # type: ignore[assignment]
     """Figures for the reconciler's gauges: open discrepancies, the backlog."""
@@ -189,6 +197,16 @@ class ProviderSyncServiceServicer(metaclass=_abc_1.ABCMeta):
     ) -> _typing.Union[_provider_sync_service_pb2.LookupPaymentsResponse, _abc.Awaitable[_provider_sync_service_pb2.LookupPaymentsResponse]]:
         """Our payments (any client's) by id or by provider payment id, for the
         settlement diff.
+        """
+
+    @_abc_1.abstractmethod
+    def ListPaymentsCreated(
+        self,
+        request: _provider_sync_service_pb2.ListPaymentsCreatedRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_provider_sync_service_pb2.ListPaymentsCreatedResponse, _abc.Awaitable[_provider_sync_service_pb2.ListPaymentsCreatedResponse]]:
+        """Our payments (any client's) created in a window, for the settlement
+        diff's other direction: ours the provider does not know.
         """
 
     @_abc_1.abstractmethod
