@@ -68,6 +68,12 @@ def intent_failure(intent: Any) -> tuple[str | None, str | None]:
     return field(error, "decline_code") or field(error, "code"), field(error, "message")
 
 
+def snapshot_reversed(amount: int, *, amount_refunded: int, disputed: bool) -> int:
+    """How much of a charge is reversed: a dispute covers what refunds left,
+    so a disputed charge is reversed whole."""
+    return amount if disputed else amount_refunded
+
+
 def snapshot_status(
     provider_status: str, *, has_payment_error: bool, amount_refunded: int, disputed: bool
 ) -> PaymentStatus:

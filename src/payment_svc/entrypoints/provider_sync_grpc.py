@@ -9,7 +9,7 @@ from typing import Any
 import grpc
 
 from payment_svc.adapters.reconciliation_store import Discrepancy, Run
-from payment_svc.adapters.stripe_mapping import snapshot_status
+from payment_svc.adapters.stripe_mapping import snapshot_reversed, snapshot_status
 from payment_svc.domain.errors import FieldViolation, InvalidArgument
 from payment_svc.domain.model import format_payment_id
 from payment_svc.domain.reconciliation import DiscrepancyKind, Snapshot
@@ -60,8 +60,9 @@ def snapshot(pb: sync.ProviderPaymentSnapshot) -> Snapshot:
         provider_payment_id=pb.provider_payment_id or None,
         amount=pb.amount,
         currency=pb.currency,
-        # a dispute takes what refunds left: all of it is reversed then
-        amount_reversed=pb.amount if pb.disputed else pb.amount_refunded,
+        amount_reversed=snapshot_reversed(
+            pb.amount, amount_refunded=pb.amount_refunded, disputed=pb.disputed
+        ),
         failure_code=pb.failure_code or None,
         failure_message=pb.failure_message or None,
         provider_status=pb.provider_status,
