@@ -17,8 +17,9 @@ import aiohttp
 import pytest
 import stripe
 from aiohttp import web
+from sim_testkit import running_sim, sdk_client
 
-from provider_sim import SimSettings, init_app
+from provider_sim import SimSettings
 
 API_KEY = "sk_test_refunds"
 SECRET = "whsec_test_refunds"
@@ -96,21 +97,14 @@ async def receiver() -> AsyncIterator[Receiver]:
 @pytest.fixture(scope="module")
 async def sim(receiver: Receiver) -> AsyncIterator[Sim]:
     settings = SimSettings(port=0, webhook_url=receiver.url, webhook_secret=SECRET, seed=3)
-    runner = web.AppRunner(init_app(settings), access_log=None, shutdown_timeout=1)
-    await runner.setup()
-    await web.TCPSite(runner, "127.0.0.1", 0).start()
-    async with aiohttp.ClientSession() as http:
-        yield Sim(f"http://127.0.0.1:{runner.addresses[0][1]}", http)
-    await runner.cleanup()
+    async with running_sim(settings) as url, aiohttp.ClientSession() as http:
+        yield Sim(url, http)
 
 
 @pytest.fixture(scope="module")
 async def client(sim: Sim) -> AsyncIterator[stripe.StripeClient]:
-    http_client = stripe.AIOHTTPClient()
-    yield stripe.StripeClient(
-        API_KEY, base_addresses={"api": sim.url}, http_client=http_client, max_network_retries=0
-    )
-    await http_client.close_async()
+    async with sdk_client(sim.url, API_KEY) as sdk:
+        yield sdk
 
 
 @pytest.fixture(autouse=True)

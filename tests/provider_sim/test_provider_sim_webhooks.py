@@ -19,6 +19,7 @@ import aiohttp
 import pytest
 import stripe
 from aiohttp import web
+from sim_testkit import running_sim, sdk_client
 
 from provider_sim import SimSettings, init_app
 
@@ -138,21 +139,14 @@ async def sim() -> AsyncIterator[Sim]:
         webhook_timeout_ms=2000,
         seed=7,
     )
-    runner = web.AppRunner(init_app(settings), access_log=None, shutdown_timeout=1)
-    await runner.setup()
-    await web.TCPSite(runner, "127.0.0.1", 0).start()
-    async with aiohttp.ClientSession() as http:
-        yield Sim(f"http://127.0.0.1:{runner.addresses[0][1]}", http)
-    await runner.cleanup()
+    async with running_sim(settings) as url, aiohttp.ClientSession() as http:
+        yield Sim(url, http)
 
 
 @pytest.fixture(scope="module")
 async def client(sim: Sim) -> AsyncIterator[stripe.StripeClient]:
-    http_client = stripe.AIOHTTPClient()
-    yield stripe.StripeClient(
-        API_KEY, base_addresses={"api": sim.url}, http_client=http_client, max_network_retries=0
-    )
-    await http_client.close_async()
+    async with sdk_client(sim.url, API_KEY) as sdk:
+        yield sdk
 
 
 @pytest.fixture(autouse=True)

@@ -28,7 +28,7 @@ from payment_svc.domain.model import (
     parse_payment_id,
     request_fingerprint,
 )
-from payment_svc.domain.status import PaymentStatus, Source
+from payment_svc.domain.status import Source
 from payment_svc.service_layer import pagination
 
 log = structlog.get_logger("payment_svc.payments")
@@ -150,4 +150,4 @@ class PaymentsService:
         return Page(rows, token)
 
 
-__all__ = ["Page", "PaymentProvider", "PaymentStatus", "PaymentsService"]
+__all__ = ["Page", "PaymentProvider", "PaymentsService", "payment_uuid"]
