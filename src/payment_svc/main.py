@@ -35,7 +35,7 @@ from payment_svc.service_layer.payments import PaymentsService
 from payment_svc.service_layer.provider_sync import ProviderSyncService
 from payment_svc.service_layer.reconciliation import ReconciliationService
 from payment_svc.settings import ConfigError, MigrationSettings, Settings
-from payments import logs
+from payments import logs, runtime
 
 log = structlog.get_logger("payment_svc")
 
@@ -108,6 +108,7 @@ async def serve(settings: Settings) -> None:
     await server.start()
     watcher = loop.create_task(_watch_database(db, 1.0, 0.25))
     inbox = loop.create_task(_inbox_upkeep(sync_service, settings.inbox_upkeep_seconds))
+    runtime.freeze_startup_heap()
     log.info("payment_svc_started", grpc_port=port, metrics=settings.metrics_listen)
 
     stop = asyncio.Event()

@@ -28,7 +28,7 @@ import signal
 import subprocess
 import tempfile
 import time
-from collections.abc import Callable, Coroutine, Iterator, Mapping
+from collections.abc import AsyncIterator, Callable, Coroutine, Iterator, Mapping
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from types import FrameType
@@ -97,6 +97,10 @@ class BenchOptions:
     webhook_rate: float = 500.0
     webhook_secret: str = DEV_SECRET
     webhook_payments: int = 500  # the pool of each webhook phase
+    # Own stack: provider-sim goes on delivering the webhooks of the payments
+    # phase's payments (flow 2 on top of flow 1). Off by default: the payments
+    # phase measures the payment flow, the webhooks phase the webhook flow.
+    payment_webhooks: bool = False
 
     def runs(self, phase: str) -> bool:
         return phase in self.phases
@@ -497,23 +501,56 @@ async def _payment_phases(
         callers = loadgen.create_callers(channels, options.token, options.timeout)
         fields = (options.amount, options.currency, options.payment_method)
         await _settle_deliveries(env, progress)
-        progress(f"payments, closed loop: {options.concurrency} callers, {_phase_time(options)}")
-        window = _window(options)
-        send = loadgen.payment_sender(callers, loadgen.CreateRequests("closed", *fields))
-        closed = await _measured(
-            env, window, loadgen.closed_loop(send, options.concurrency, window)
-        )
-        await _settle_deliveries(env, progress)
-        progress(f"payments, open loop: {options.rate:g} payments/s, {_phase_time(options)}")
-        window = _window(options)
-        send = loadgen.payment_sender(callers, loadgen.CreateRequests("open", *fields))
-        limit = _max_in_flight(options, options.rate)
-        opened = await _measured(
-            env, window, loadgen.open_loop(send, options.rate, window, max_in_flight=limit)
-        )
-        return FlowResult(closed, opened)
+        async with contextlib.AsyncExitStack() as paused:
+            if not options.payment_webhooks:
+                await paused.enter_async_context(_webhooks_off(env, progress))
+            return await _payment_loops(options, env, callers, fields, progress)
     finally:
         await asyncio.gather(*(c.close() for c in channels))
+
+
+@contextlib.asynccontextmanager
+async def _webhooks_off(env: Environment, progress: Progress) -> AsyncIterator[None]:
+    """provider-sim records the events of the payments meanwhile, and
+    delivers none (its webhook URL is null); the URL is put back after."""
+    if env.sim_url is None:
+        yield
+        return
+    config = f"{env.sim_url}/_sim/webhooks"
+    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=5)) as session:
+        async with session.get(config) as response:
+            response.raise_for_status()
+            url = (await response.json())["url"]
+        progress("payments: provider-sim's webhook delivery off (flow 2 is the webhooks phase)")
+        async with session.post(config, json={"url": None}) as response:
+            response.raise_for_status()
+        try:
+            yield
+        finally:
+            async with session.post(config, json={"url": url}) as response:
+                response.raise_for_status()
+
+
+async def _payment_loops(
+    options: BenchOptions,
+    env: Environment,
+    callers: list[loadgen.Create],
+    fields: tuple[int, str, str],
+    progress: Progress,
+) -> FlowResult:
+    progress(f"payments, closed loop: {options.concurrency} callers, {_phase_time(options)}")
+    window = _window(options)
+    send = loadgen.payment_sender(callers, loadgen.CreateRequests("closed", *fields))
+    closed = await _measured(env, window, loadgen.closed_loop(send, options.concurrency, window))
+    await _settle_deliveries(env, progress)
+    progress(f"payments, open loop: {options.rate:g} payments/s, {_phase_time(options)}")
+    window = _window(options)
+    send = loadgen.payment_sender(callers, loadgen.CreateRequests("open", *fields))
+    limit = _max_in_flight(options, options.rate)
+    opened = await _measured(
+        env, window, loadgen.open_loop(send, options.rate, window, max_in_flight=limit)
+    )
+    return FlowResult(closed, opened)
 
 
 def _session(limit: int, timeout: float) -> aiohttp.ClientSession:
@@ -844,6 +881,20 @@ def _cpu_lines(report: BenchReport) -> list[str]:
     return lines
 
 
+def _payment_webhooks_line(report: BenchReport) -> str:
+    if report.environment.sim_url is None:
+        return "payments phase: webhooks delivered as the running stack does"
+    if report.options.payment_webhooks:
+        return (
+            "payments phase: provider-sim delivered each payment's webhook through the "
+            "gateway meanwhile (--payment-webhooks)"
+        )
+    return (
+        "payments phase: provider-sim's webhook delivery was off (the webhooks phase "
+        "measures that flow; --payment-webhooks keeps it on)"
+    )
+
+
 def summary_lines(report: BenchReport) -> list[str]:
     pg = report.postgres
     durable = (
@@ -867,6 +918,7 @@ def summary_lines(report: BenchReport) -> list[str]:
             f"payments open loop: {p.open_loop.sent} sent in the window at "
             f"{report.options.rate:g}/s, {p.open_loop.per_second:.1f}/s completed"
         )
+        lines.append(_payment_webhooks_line(report))
     lines += _webhook_lines(report)
     lines += _cpu_lines(report)
     lines += [

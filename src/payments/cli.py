@@ -312,6 +312,13 @@ def bench(
     webhook_payments: Annotated[
         int, typer.Option(min=1, help="payments the events of one webhook phase are about")
     ] = 500,
+    payment_webhooks: Annotated[
+        bool,
+        typer.Option(
+            help="own stack: provider-sim delivers the payments phase's webhooks too "
+            "(default: off; the webhooks phase measures that flow)"
+        ),
+    ] = False,
     channels: Annotated[int, typer.Option(min=1, help="gRPC connections")] = 4,
     logs_dir: Annotated[
         Path | None, typer.Option(help="keep the own stack's logs here (default: deleted)")
@@ -360,6 +367,7 @@ def bench(
         webhook_rate=webhook_rate,
         webhook_secret=webhook_secret,
         webhook_payments=webhook_payments,
+        payment_webhooks=payment_webhooks,
     )
 
     def progress(line: str) -> None:

@@ -14,6 +14,7 @@ import structlog
 import uvloop
 from aiohttp import web
 
+from payments import runtime
 from provider_sim.app import init_app
 from provider_sim.settings import SettingsError, SimSettings
 
@@ -54,6 +55,8 @@ async def serve(settings: SimSettings) -> None:
         site = web.TCPSite(runner, settings.host, settings.port, backlog=1024)
         await site.start()
         host, port = runner.addresses[0][:2]
+        # Its books (every intent, event and delivery) only grow until reset.
+        runtime.freeze_after_full_collections()
         log.info(
             "provider_sim.started",
             address=_url(host, port),

@@ -23,7 +23,7 @@ import structlog
 import uvloop
 from aiohttp import web
 
-from payments import logs
+from payments import logs, runtime
 from reconciler import bench
 from reconciler.context import open_context
 from reconciler.metrics import Metrics
@@ -60,6 +60,7 @@ async def serve(settings: Settings) -> None:
             for signum in (signal.SIGTERM, signal.SIGINT):
                 loop.add_signal_handler(signum, stop.set)
             schedule.start()
+            runtime.freeze_startup_heap()
             log.info(
                 "reconciler_started",
                 reconciler_id=settings.reconciler_id,

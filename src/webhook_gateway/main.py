@@ -17,7 +17,7 @@ import structlog
 import uvloop
 from aiohttp import web
 
-from payments import logs
+from payments import logs, runtime
 from webhook_gateway.app import init_app
 from webhook_gateway.settings import ConfigError, Settings, split_address
 
@@ -44,6 +44,7 @@ async def serve(settings: Settings) -> None:
         except OSError as exc:
             raise CannotListen(f"cannot listen on {settings.listen}: {exc}") from None
         bound = runner.addresses[0]
+        runtime.freeze_startup_heap()
         log.info(
             "webhook_gateway_started",
             listen=f"{bound[0]}:{bound[1]}",

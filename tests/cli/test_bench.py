@@ -6,7 +6,13 @@ from __future__ import annotations
 import json
 from typing import Any
 
+import aiohttp
+import pytest
+
+from payments.bench import Environment, _webhooks_off
+from provider_sim import SimSettings
 from tests.cli.conftest import run_cli
+from tests.provider_sim.sim_testkit import running_sim
 
 _PHASE_KEYS = {"completed", "latency_us", "errors", "statuses"}
 _LATENCY_KEYS = {"p50", "p90", "p99", "max"}
@@ -77,3 +83,43 @@ def test_bench_refuses_unknown_phases() -> None:
     result = run_cli("bench", "--phases", "raw")
     assert result.returncode == 2
     assert "--phases" in result.stderr
+
+
+async def test_payments_phase_turns_the_simulators_webhooks_off_and_back_on() -> None:
+    """Flow 1 is measured without provider-sim delivering the payments'
+    webhooks: their events are recorded, none is sent, and the webhook URL
+    the stack had is back afterwards, also when the phase fails."""
+    hook = "http://127.0.0.1:9/webhooks/stripe"  # never reached: nothing is sent
+    async with (
+        running_sim(SimSettings(port=0, webhook_url=hook)) as url,
+        aiohttp.ClientSession() as http,
+    ):
+        env = Environment("unused:1", "http://unused", None, "test", sim_url=url)
+
+        async def failing_phase() -> None:
+            async with _webhooks_off(env, lambda _: None):
+                async with http.get(f"{url}/_sim/webhooks") as response:
+                    assert (await response.json())["url"] is None
+                async with http.post(
+                    f"{url}/v1/payment_intents",
+                    data={
+                        "amount": "100",
+                        "currency": "usd",
+                        "confirm": "true",
+                        "payment_method": "pm_card_visa",
+                    },
+                    headers={"Authorization": "Bearer sk_test_bench"},
+                ) as response:
+                    assert response.status == 200, await response.text()
+                raise RuntimeError("phase failed")
+
+        with pytest.raises(RuntimeError, match="phase failed"):
+            await failing_phase()
+        async with http.get(f"{url}/_sim/webhooks") as response:
+            config = await response.json()
+        assert config["url"] == hook
+        assert config["stats"]["attempts"] == 0
+        async with http.get(f"{url}/_sim/events") as response:
+            events = (await response.json())["events"]
+        assert [e["type"] for e in events] == ["payment_intent.succeeded"]
+        assert events[0]["delivery_state"] == "no_endpoint"
