@@ -105,10 +105,10 @@ async def serve(settings: Settings) -> None:
     if settings.metrics_listen and _split(settings.metrics_listen)[1]:
         host, mport = _split(settings.metrics_listen)
         start_http_server(mport, addr=host)
+    runtime.freeze_startup_heap()  # before listening: the pause delays nobody
     await server.start()
     watcher = loop.create_task(_watch_database(db, 1.0, 0.25))
     inbox = loop.create_task(_inbox_upkeep(sync_service, settings.inbox_upkeep_seconds))
-    runtime.freeze_startup_heap()
     log.info("payment_svc_started", grpc_port=port, metrics=settings.metrics_listen)
 
     stop = asyncio.Event()

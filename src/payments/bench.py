@@ -12,7 +12,8 @@ stack, against what the same SQL alone allows on the same Postgres.
                     raw       the raw SQL limit of each flow above
                   each with a warm-up, on one uvloop event loop of their own
                   (loadgen.py); with its own stack, a phase starts once
-                  provider-sim has no webhook delivery pending
+                  provider-sim has no webhook delivery pending, and after a
+                  VACUUM ANALYZE of the database the bench created
     report        a table, or JSON; with its own stack, a check that every
                   acknowledged event is in the inbox
 """
@@ -47,7 +48,7 @@ from payment_svc.adapters.event_store import EventStore
 from payment_svc.adapters.store import PaymentStore
 from payment_svc.domain.model import parse_payment_id
 from payment_svc.settings import Settings
-from payments import loadgen
+from payments import loadgen, runtime
 from payments.devdb import free_port
 from payments.loadgen import PhaseResult, Pool, StripeEvents, Window
 from payments.stack import DEV_TOKENS, Stack, StackConfig, wait_serving
@@ -406,6 +407,20 @@ async def _open_channels(target: str, count: int, timeout: float) -> list[grpc.a
     return channels
 
 
+async def _quiesce(env: Environment, progress: Progress) -> None:
+    """Before a phase: the previous phase's webhooks delivered, then, as
+    pgbench does before a run, VACUUM ANALYZE of the database we created, so
+    that autovacuum does not start inside one phase's window and not another's."""
+    await _settle_deliveries(env, progress)
+    if env.raw_dsn is None:
+        return
+    conn = await asyncpg.connect(env.raw_dsn)
+    try:
+        await conn.execute("VACUUM (ANALYZE)")
+    finally:
+        await conn.close()
+
+
 async def _settle_deliveries(env: Environment, progress: Progress) -> None:
     """Every payment makes provider-sim deliver webhooks to the gateway; a
     phase waits until the previous phase's (or pool's) are delivered, so that
@@ -500,7 +515,7 @@ async def _payment_phases(
     try:
         callers = loadgen.create_callers(channels, options.token, options.timeout)
         fields = (options.amount, options.currency, options.payment_method)
-        await _settle_deliveries(env, progress)
+        await _quiesce(env, progress)
         async with contextlib.AsyncExitStack() as paused:
             if not options.payment_webhooks:
                 await paused.enter_async_context(_webhooks_off(env, progress))
@@ -542,7 +557,7 @@ async def _payment_loops(
     window = _window(options)
     send = loadgen.payment_sender(callers, loadgen.CreateRequests("closed", *fields))
     closed = await _measured(env, window, loadgen.closed_loop(send, options.concurrency, window))
-    await _settle_deliveries(env, progress)
+    await _quiesce(env, progress)
     progress(f"payments, open loop: {options.rate:g} payments/s, {_phase_time(options)}")
     window = _window(options)
     send = loadgen.payment_sender(callers, loadgen.CreateRequests("open", *fields))
@@ -612,13 +627,13 @@ async def _webhook_phases(
         callers = loadgen.create_callers(channels, options.token, options.timeout)
         closed_pool = await _webhook_pool(options, callers, "closed", progress)
         closed_events = StripeEvents("closed", closed_pool.payments, options.webhook_secret)
-        await _settle_deliveries(env, progress)
+        await _quiesce(env, progress)
         progress(f"webhooks, closed loop: {options.concurrency} senders, {_phase_time(options)}")
         closed = await _post_events(options, env, closed_events, None, closed_acks)
 
         open_pool = await _webhook_pool(options, callers, "open", progress)
         open_events = StripeEvents("open", open_pool.payments, options.webhook_secret)
-        await _settle_deliveries(env, progress)
+        await _quiesce(env, progress)
         rate = options.webhook_rate
         progress(f"webhooks, open loop: {rate:g} events/s, {_phase_time(options)}")
         opened = await _post_events(options, env, open_events, rate, open_acks)
@@ -683,10 +698,10 @@ async def _raw_phases(
     await db.open()
     try:
         if payments is not None:
-            await _settle_deliveries(env, progress)
+            await _quiesce(env, progress)
             payments.raw = await _raw_payments(options, env, db, progress)
         if webhooks is not None:
-            await _settle_deliveries(env, progress)
+            await _quiesce(env, progress)
             webhooks.pools["raw_sql"], webhooks.raw = await _raw_events(options, env, db, progress)
     finally:
         await db.close()
@@ -762,6 +777,9 @@ def run_bench(options: BenchOptions, progress: Progress) -> BenchReport:
             asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner,
             environment(options, runner, progress) as env,
         ):
+            # The client's own garbage collections would pause its senders
+            # and count as latency (see payments/runtime.py).
+            runtime.freeze_startup_heap()
             return runner.run(_phases(options, env, progress))
     finally:
         signal.signal(signal.SIGTERM, previous)

@@ -51,12 +51,13 @@ def main(argv: Sequence[str] | None = None) -> None:
 async def serve(settings: SimSettings) -> None:
     runner = web.AppRunner(init_app(settings), access_log=None, shutdown_timeout=SHUTDOWN_TIMEOUT_S)
     await runner.setup()
+    # Its books (every intent, event and delivery) only grow until reset; frozen
+    # before listening, so the first pause delays nobody.
+    runtime.freeze_after_full_collections()
     try:
         site = web.TCPSite(runner, settings.host, settings.port, backlog=1024)
         await site.start()
         host, port = runner.addresses[0][:2]
-        # Its books (every intent, event and delivery) only grow until reset.
-        runtime.freeze_after_full_collections()
         log.info(
             "provider_sim.started",
             address=_url(host, port),

@@ -47,6 +47,7 @@ async def serve(settings: Settings) -> None:
         web_runner = web.AppRunner(
             init_app(metrics, lambda: schedule.healthy), access_log=None, handle_signals=False
         )
+        runtime.freeze_startup_heap()  # before listening: the pause delays nobody
         await web_runner.setup()
         try:
             host, port = split_address("RECONCILER_METRICS_LISTEN", settings.metrics_listen)
@@ -60,7 +61,6 @@ async def serve(settings: Settings) -> None:
             for signum in (signal.SIGTERM, signal.SIGINT):
                 loop.add_signal_handler(signum, stop.set)
             schedule.start()
-            runtime.freeze_startup_heap()
             log.info(
                 "reconciler_started",
                 reconciler_id=settings.reconciler_id,

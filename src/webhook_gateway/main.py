@@ -38,13 +38,13 @@ async def serve(settings: Settings) -> None:
     )
     await runner.setup()
     try:
+        runtime.freeze_startup_heap()  # before listening: the pause delays nobody
         site = web.TCPSite(runner, host, port, backlog=1024)
         try:
             await site.start()
         except OSError as exc:
             raise CannotListen(f"cannot listen on {settings.listen}: {exc}") from None
         bound = runner.addresses[0]
-        runtime.freeze_startup_heap()
         log.info(
             "webhook_gateway_started",
             listen=f"{bound[0]}:{bound[1]}",
