@@ -74,31 +74,31 @@ class Metrics:
         self.last_success = Gauge(
             "reconciler_last_success_timestamp_seconds",
             "Unix time at which the job's last successful run ended.",
-            ("job",),
+            ("reconciler_job",),
             registry=r,
         )
         self.runs = Counter(
             "reconciler_runs_total",
             "Job runs, by job and result (ok, failed).",
-            ("job", "result"),
+            ("reconciler_job", "result"),
             registry=r,
         )
         self.fixes = Counter(
             "reconciler_fixes_total",
             "Payments the job moved to the provider's truth.",
-            ("job",),
+            ("reconciler_job",),
             registry=r,
         )
         self.errors = Counter(
             "reconciler_errors_total",
             "Items the job could not check (provider or payment-svc errors).",
-            ("job",),
+            ("reconciler_job",),
             registry=r,
         )
         self.duration = Histogram(
             "reconciler_job_duration_seconds",
             "Duration of job runs.",
-            ("job",),
+            ("reconciler_job",),
             buckets=(0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600, 1800),
             registry=r,
         )
