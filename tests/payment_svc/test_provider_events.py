@@ -237,6 +237,21 @@ async def test_an_unmatched_event_is_kept_and_matched_when_its_payment_appears(
     assert again.payment_id == p.id
 
 
+async def test_an_unmatched_event_delivered_20_times_at_once_is_kept_once(
+    channel: grpc.aio.Channel,
+) -> None:
+    orphan = intent_event(
+        "payment_intent.succeeded",
+        pi=f"pi_orphan_{uuid.uuid4().hex[:8]}",
+        payment_id=None,
+        status="succeeded",
+        created=int(time.time()),
+    )
+    replies = await asyncio.gather(*(apply(channel, orphan) for _ in range(20)))
+    assert sum(not r.duplicate for r in replies) == 1
+    assert {(r.applied, r.payment_id) for r in replies} == {(False, "")}
+
+
 async def test_only_the_gateway_and_the_reconciler_may_apply_events(
     channel: grpc.aio.Channel,
 ) -> None:

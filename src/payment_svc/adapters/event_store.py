@@ -1,9 +1,12 @@
 """SQL of the provider-event inbox: store each event once, match it to its
 payment, apply it under the payment's row lock, all in one transaction.
 
-    apply(event)      insert into the inbox (a redelivery stops here: duplicate)
-                      -> find the payment by provider id, else by metadata id
-                      -> plan with the domain rules -> update payment + history
+    apply(event)      find the payment by provider id, else by metadata id,
+                      and lock it -> plan with the domain rules -> one
+                      statement inserts the inbox row already matched and
+                      updates payment + history, only if the event is new (a
+                      redelivery writes nothing: duplicate); with no payment,
+                      the event is kept in the inbox unmatched
     rematch(limit)    the same for inbox rows that matched nothing yet
     overdue(age)      unmatched rows past their deadline, marked as reported
 """
@@ -33,33 +36,25 @@ LIMIT 1
 FOR UPDATE
 """
 
-# The inbox row and the payment it is about (locked), in one round trip. A
-# redelivery inserts nothing (inserted = 0); its payment lock is released at
-# once with the transaction.
-_INSERT_AND_FIND = f"""
-WITH ins AS (
-    INSERT INTO provider_events (provider_event_id, event_type, provider_object_id,
-                                 metadata_payment_id, provider_created_at, payload, source)
-    VALUES ($1, $2, $3, $4, $5, $6::text::jsonb, $7)
-    ON CONFLICT (provider_event_id) DO NOTHING
-    RETURNING provider_event_id
-)
-SELECT (SELECT count(*) FROM ins) AS inserted, p.*
-FROM (VALUES (1)) AS one
-LEFT JOIN LATERAL (
-    SELECT {PAYMENT_COLUMNS}, provider_state_at, provider_state_rank FROM payments
-    WHERE provider_payment_id = $3 OR id = $8
-    ORDER BY provider_payment_id = $3 DESC NULLS LAST
-    LIMIT 1
-    FOR UPDATE
-) AS p ON true
+# A new event for a payment we have not found: kept in the inbox unmatched (the
+# upkeep matches it again as payments appear). A redelivery inserts nothing.
+_INSERT_UNMATCHED = """
+INSERT INTO provider_events (provider_event_id, event_type, provider_object_id,
+                             metadata_payment_id, provider_created_at, payload, source)
+VALUES ($1, $2, $3, $4, $5, $6::text::jsonb, $7)
+ON CONFLICT (provider_event_id) DO NOTHING
+RETURNING provider_event_id
 """
 
-# Everything one matched event writes, in one statement (one round trip):
-# the payment (status when applied, and the newest provider state when
-# touched), its history entry, and the inbox row's match.
-_RECORD = """
-WITH u AS (
+_INBOX_ROW = "SELECT payment_id, applied FROM provider_events WHERE provider_event_id = $1"
+
+
+def _payment_writes(only_if: str) -> str:
+    """The CTEs `u` and `h` of what one matched event writes: the payment
+    (status when applied, the newest provider state when touched) and its
+    history entry, both only when `only_if` holds."""
+    return f"""
+u AS (
     UPDATE payments
     SET status = CASE WHEN $2 THEN $3 ELSE status END,
         provider_payment_id = COALESCE(provider_payment_id, $4),
@@ -74,12 +69,37 @@ WITH u AS (
         -- a confirmation of the state we have is not a change of the payment
         version = version + CASE WHEN $2 THEN 1 ELSE 0 END,
         updated_at = CASE WHEN $2 THEN now() ELSE updated_at END
-    WHERE id = $1 AND $10
+    WHERE id = $1 AND $10 AND {only_if}
 ), h AS (
     INSERT INTO payment_events (payment_id, from_status, to_status, source, applied,
         provider_event_id, provider_event_type, failure_code, note, provider_created_at)
-    VALUES ($1, $11, $3, $12, $2, $13, $14, $5, $15, $8)
-)
+    SELECT $1, $11, $3, $12, $2, $13, $14, $5, $15, $8 WHERE {only_if}
+)"""
+
+
+# A new event for the payment locked in this transaction, in one statement:
+# the inbox row, inserted matched (one write of its payload, not an insert and
+# then an update), and the payment's writes, all only if the event is new. A
+# redelivery writes nothing and reads the inbox row as it was (the statement's
+# snapshot precedes the insert).
+_INSERT_MATCHED = f"""
+WITH ins AS (
+    INSERT INTO provider_events (provider_event_id, event_type, provider_object_id,
+        metadata_payment_id, provider_created_at, payload, source,
+        payment_id, matched_at, applied)
+    VALUES ($13, $14, $4, $17, $18, $19::text::jsonb, $12, $1, now(), $2)
+    ON CONFLICT (provider_event_id) DO NOTHING
+    RETURNING provider_event_id
+), {_payment_writes("EXISTS (SELECT FROM ins)")}
+SELECT (SELECT count(*) FROM ins) AS inserted, prior.payment_id, prior.applied
+FROM (VALUES (1)) AS one
+LEFT JOIN provider_events AS prior ON prior.provider_event_id = $13
+"""
+
+# An inbox event matched later (the upkeep's rematch): the payment's writes and
+# the inbox row's match, in one statement.
+_RECORD_MATCH = f"""
+WITH {_payment_writes("true")}
 UPDATE provider_events SET payment_id = $1, matched_at = now(), applied = $2
 WHERE provider_event_id = $13
 """
@@ -111,8 +131,11 @@ class EventStore:
 
         async def op(conn: Conn) -> EventOutcome:
             async with conn.transaction():
-                row = await conn.fetchrow(
-                    _INSERT_AND_FIND,
+                row = await _find_payment(conn, obs)
+                if row is not None:
+                    return await _apply_to(conn, row, event, authoritative, new=True)
+                inserted = await conn.fetchval(
+                    _INSERT_UNMATCHED,
                     event.provider_event_id,
                     event.event_type,
                     obs.provider_payment_id,
@@ -120,20 +143,10 @@ class EventStore:
                     event.created,
                     event.stored_json,
                     event.source.value,
-                    _metadata_uuid(obs),
                 )
-                assert row is not None
-                if not row["inserted"]:
-                    row = await conn.fetchrow(
-                        "SELECT payment_id, applied FROM provider_events "
-                        "WHERE provider_event_id = $1",
-                        event.provider_event_id,
-                    )
-                    assert row is not None
-                    return EventOutcome(True, row["payment_id"], bool(row["applied"]))
-                if row["id"] is None:
-                    return EventOutcome(False, None, False)
-                return await _apply_to(conn, row, event, authoritative)
+                if inserted is None:
+                    return await _duplicate(conn, event.provider_event_id, None)
+                return EventOutcome(False, None, False)
 
         return await self._db.run(op)
 
@@ -194,22 +207,40 @@ def _metadata_uuid(obs: ProviderObservation) -> uuid.UUID | None:
     return parse_payment_id(obs.metadata_payment_id) if obs.metadata_payment_id else None
 
 
-async def _match_and_apply(conn: Conn, event: InboxEvent, authoritative: bool) -> EventOutcome:
-    """For an event already in the inbox (the upkeep's rematch)."""
-    obs = event.observation
+async def _find_payment(conn: Conn, obs: ProviderObservation) -> asyncpg.Record | None:
+    """The payment an event is about, locked: by provider id, else by the
+    payment id in the object's metadata."""
     by_metadata = _metadata_uuid(obs)
     if obs.provider_payment_id is None and by_metadata is None:
-        return EventOutcome(False, None, False)
-    row = await conn.fetchrow(_FIND_PAYMENT, obs.provider_payment_id, by_metadata)
+        return None
+    return await conn.fetchrow(_FIND_PAYMENT, obs.provider_payment_id, by_metadata)
+
+
+async def _duplicate(
+    conn: Conn, provider_event_id: str, prior: asyncpg.Record | None
+) -> EventOutcome:
+    """A redelivery: what became of the event the first time. `prior` is the
+    inbox row as the writing statement saw it; when that snapshot predates a
+    concurrent first delivery, the row is read again."""
+    if prior is None or prior["payment_id"] is None:
+        prior = await conn.fetchrow(_INBOX_ROW, provider_event_id)
+    assert prior is not None
+    return EventOutcome(True, prior["payment_id"], bool(prior["applied"]))
+
+
+async def _match_and_apply(conn: Conn, event: InboxEvent, authoritative: bool) -> EventOutcome:
+    """For an event already in the inbox (the upkeep's rematch)."""
+    row = await _find_payment(conn, event.observation)
     if row is None:
         return EventOutcome(False, None, False)
-    return await _apply_to(conn, row, event, authoritative)
+    return await _apply_to(conn, row, event, authoritative, new=False)
 
 
 async def _apply_to(
-    conn: Conn, row: asyncpg.Record, event: InboxEvent, authoritative: bool
+    conn: Conn, row: asyncpg.Record, event: InboxEvent, authoritative: bool, *, new: bool
 ) -> EventOutcome:
-    """Plans and writes one event against the locked payment in `row`."""
+    """Plans and writes one event against the locked payment in `row`: a
+    `new` event is inserted into the inbox with it, an inbox one matched."""
     obs = event.observation
     payment = payment_from_row(row)
     plan: EventPlan = plan_event(
@@ -221,23 +252,8 @@ async def _apply_to(
         currency=payment.currency,
         authoritative=authoritative,
     )
-    if plan.mismatch:
-        await report_discrepancy(
-            conn,
-            DiscrepancyKind.AMOUNT_MISMATCH,
-            payment.id,
-            obs.provider_payment_id,
-            {
-                "our_amount": str(payment.amount),
-                "our_currency": payment.currency,
-                "provider_amount": str(obs.amount),
-                "provider_currency": (obs.currency or "").upper(),
-                "provider_event_id": event.provider_event_id,
-            },
-        )
     target = obs.status or payment.status
-    await conn.execute(
-        _RECORD,
+    args = (
         payment.id,
         plan.applied,
         target.value,
@@ -255,4 +271,27 @@ async def _apply_to(
         plan.note,
         obs.reversal_added,
     )
+    if new:
+        written = await conn.fetchrow(
+            _INSERT_MATCHED, *args, obs.metadata_payment_id, event.created, event.stored_json
+        )
+        assert written is not None
+        if not written["inserted"]:
+            return await _duplicate(conn, event.provider_event_id, written)
+    else:
+        await conn.execute(_RECORD_MATCH, *args)
+    if plan.mismatch:
+        await report_discrepancy(
+            conn,
+            DiscrepancyKind.AMOUNT_MISMATCH,
+            payment.id,
+            obs.provider_payment_id,
+            {
+                "our_amount": str(payment.amount),
+                "our_currency": payment.currency,
+                "provider_amount": str(obs.amount),
+                "provider_currency": (obs.currency or "").upper(),
+                "provider_event_id": event.provider_event_id,
+            },
+        )
     return EventOutcome(False, payment.id, plan.applied)
