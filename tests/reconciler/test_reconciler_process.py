@@ -144,7 +144,8 @@ async def test_runs_fail_while_the_provider_is_unreachable_and_succeed_once_it_i
     async def all_failed() -> bool:
         text = await rec.metrics()
         return all(
-            (sample(text, "reconciler_runs_total", reconciler_job=j, result="failed") or 0) >= 1 for j in JOBS
+            (sample(text, "reconciler_runs_total", reconciler_job=j, result="failed") or 0) >= 1
+            for j in JOBS
         )
 
     await until(all_failed, timeout=30)
@@ -170,13 +171,16 @@ async def test_runs_fail_while_the_provider_is_unreachable_and_succeed_once_it_i
         async def all_ok() -> bool:
             text = await rec.metrics()
             return all(
-                (sample(text, "reconciler_runs_total", reconciler_job=j, result="ok") or 0) >= 1 for j in JOBS
+                (sample(text, "reconciler_runs_total", reconciler_job=j, result="ok") or 0) >= 1
+                for j in JOBS
             )
 
         await until(all_ok, timeout=30)
     text = await rec.metrics()
     for job in JOBS:
-        assert (sample(text, "reconciler_last_success_timestamp_seconds", reconciler_job=job) or 0) > 0
+        assert (
+            sample(text, "reconciler_last_success_timestamp_seconds", reconciler_job=job) or 0
+        ) > 0
 
 
 async def test_once_pointed_at_a_closed_port_fails_every_job_and_the_next_pass_succeeds(
@@ -203,7 +207,8 @@ async def test_metrics_and_health_of_a_running_reconciler(
     async def ran() -> bool:
         text = await rec.metrics()
         return all(
-            (sample(text, "reconciler_runs_total", reconciler_job=j, result="ok") or 0) >= 1 for j in JOBS
+            (sample(text, "reconciler_runs_total", reconciler_job=j, result="ok") or 0) >= 1
+            for j in JOBS
         )
 
     await until(ran, timeout=30)
@@ -214,11 +219,15 @@ async def test_metrics_and_health_of_a_running_reconciler(
         assert sample(text, "reconciler_discrepancies_total", kind=kind) is not None
         assert sample(text, "reconciler_open_discrepancies", kind=kind) is not None
     for job in JOBS:
-        assert sample(text, "reconciler_runs_total", reconciler_job=job, result="failed") is not None
+        assert (
+            sample(text, "reconciler_runs_total", reconciler_job=job, result="failed") is not None
+        )
         assert sample(text, "reconciler_fixes_total", reconciler_job=job) is not None
         assert sample(text, "reconciler_errors_total", reconciler_job=job) is not None
         assert (sample(text, "reconciler_job_duration_seconds_count", reconciler_job=job) or 0) >= 1
-        assert (sample(text, "reconciler_last_success_timestamp_seconds", reconciler_job=job) or 0) > 0
+        assert (
+            sample(text, "reconciler_last_success_timestamp_seconds", reconciler_job=job) or 0
+        ) > 0
     assert sample(text, "reconciler_non_final_payments") is not None
     assert sample(text, "reconciler_oldest_non_final_payment_age_seconds") is not None
     assert await http_status(f"{rec.url}/healthz") == 200
