@@ -533,17 +533,26 @@ async def _webhooks_off(env: Environment, progress: Progress) -> AsyncIterator[N
         return
     config = f"{env.sim_url}/_sim/webhooks"
     async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=5)) as session:
-        async with session.get(config) as response:
-            response.raise_for_status()
-            url = (await response.json())["url"]
+
+        async def set_url(url: str | None) -> None:
+            try:
+                async with session.post(config, json={"url": url}) as response:
+                    response.raise_for_status()
+            except (aiohttp.ClientError, TimeoutError) as exc:
+                raise BenchError(f"cannot set provider-sim's webhook URL: {exc!r}") from None
+
+        try:
+            async with session.get(config) as response:
+                response.raise_for_status()
+                url = (await response.json())["url"]
+        except (aiohttp.ClientError, TimeoutError, KeyError, ValueError) as exc:
+            raise BenchError(f"cannot read provider-sim's webhook settings: {exc!r}") from None
         progress("payments: provider-sim's webhook delivery off (flow 2 is the webhooks phase)")
-        async with session.post(config, json={"url": None}) as response:
-            response.raise_for_status()
+        await set_url(None)
         try:
             yield
         finally:
-            async with session.post(config, json={"url": url}) as response:
-                response.raise_for_status()
+            await set_url(url)
 
 
 async def _payment_loops(
