@@ -71,6 +71,9 @@ async def _inbox_upkeep(sync_service: ProviderSyncService, every: float) -> None
 
 async def serve(settings: Settings) -> None:
     loop = asyncio.get_running_loop()
+    # Before listening, so the pause delays nobody; and before the pool, whose
+    # connections are replaced after an outage and must stay collectable.
+    runtime.freeze_startup_heap()
     db = Database(settings.database_url, timeout=settings.db_timeout, max_size=settings.db_pool_max)
     await db.open()
     provider = StripeProvider(
@@ -105,7 +108,6 @@ async def serve(settings: Settings) -> None:
     if settings.metrics_listen and _split(settings.metrics_listen)[1]:
         host, mport = _split(settings.metrics_listen)
         start_http_server(mport, addr=host)
-    runtime.freeze_startup_heap()  # before listening: the pause delays nobody
     await server.start()
     watcher = loop.create_task(_watch_database(db, 1.0, 0.25))
     inbox = loop.create_task(_inbox_upkeep(sync_service, settings.inbox_upkeep_seconds))

@@ -7,10 +7,13 @@ machinery, about 60,000 objects that are never garbage. Walked again at every
 full collection under load, they cost 20-40 ms of stop-the-world each time,
 which lands on p99 latency.
 
-    freeze_startup_heap()     once serving: collect, then move what survived
-                              into the permanent generation (gc.freeze, as the
-                              gc docs advise for long-lived processes); later
-                              full collections walk only what came after
+    freeze_startup_heap()     at start, before listening: collect, then move
+                              what survived into the permanent generation
+                              (gc.freeze, as the gc docs advise for long-lived
+                              processes); later full collections walk only what
+                              came after. Call it before creating objects that
+                              get replaced (a connection pool), so that those
+                              stay collectable
     freeze_after_full_collections()
                               for a process whose state only grows (provider-sim's
                               in-memory books): after each full collection, what
