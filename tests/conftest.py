@@ -20,7 +20,6 @@ import grpc
 import pytest
 
 from payment_svc.adapters.migrate import migrate
-from payments.devdb import free_port
 from payments.stack import Stack, StackConfig, wait_serving
 from tests.support import SimControl, embedded_postgres
 
@@ -66,13 +65,8 @@ async def database_url(pg_server: str) -> AsyncIterator[str]:
 
 
 def stack_config(database_url: str, log_dir: Path, **env: str) -> StackConfig:
-    return StackConfig(
+    return StackConfig.on_free_ports(
         database_url=database_url,
-        sim_port=free_port(),
-        grpc_port=free_port(),
-        metrics_port=free_port(),
-        gateway_port=free_port(),
-        reconciler_port=free_port(),
         log_dir=log_dir,
         extra_env={
             "PROVIDER_TIMEOUT_SECONDS": "1.5",

@@ -49,7 +49,6 @@ from payment_svc.adapters.store import PaymentStore
 from payment_svc.domain.model import parse_payment_id
 from payment_svc.settings import Settings
 from payments import loadgen, runtime
-from payments.devdb import free_port
 from payments.loadgen import PhaseResult, Pool, StripeEvents, Window
 from payments.stack import DEV_TOKENS, Stack, StackConfig, wait_serving
 from payments.supervisor import describe_failure, redact_dsn
@@ -322,14 +321,9 @@ def _own_stack(
         logs = options.logs_dir or tmp / "logs"
         logs.mkdir(parents=True, exist_ok=True)
         stack = Stack(
-            StackConfig(
+            StackConfig.on_free_ports(
                 database_url=database_url,
                 data_dir=tmp,
-                sim_port=free_port(),
-                grpc_port=free_port(),
-                metrics_port=free_port(),
-                gateway_port=free_port(),
-                reconciler_port=free_port(),
                 log_dir=logs,
                 extra_env={"DB_POOL_MAX": str(options.db_pool_max), **_QUIET_RECONCILER},
             )
@@ -516,9 +510,10 @@ async def _payment_phases(
         callers = loadgen.create_callers(channels, options.token, options.timeout)
         fields = (options.amount, options.currency, options.payment_method)
         await _quiesce(env, progress)
-        async with contextlib.AsyncExitStack() as paused:
-            if not options.payment_webhooks:
-                await paused.enter_async_context(_webhooks_off(env, progress))
+        webhooks = (
+            contextlib.nullcontext() if options.payment_webhooks else _webhooks_off(env, progress)
+        )
+        async with webhooks:
             return await _payment_loops(options, env, callers, fields, progress)
     finally:
         await asyncio.gather(*(c.close() for c in channels))

@@ -19,6 +19,15 @@ def split_address(name: str, address: str) -> tuple[str, int]:
     return host.strip("[]") or "127.0.0.1", int(port)
 
 
+def check_payment_svc_client(target: str, token_name: str, token: str) -> None:
+    """What every payment-svc client (gateway, reconciler) needs: a target,
+    and a bearer token that fits in a gRPC metadata value."""
+    if not target.strip():
+        raise ConfigError("PAYMENT_SVC_TARGET must be host:port")
+    if not token or not token.isprintable() or not token.isascii():
+        raise ConfigError(f"{token_name} must be a non-empty printable ASCII token")
+
+
 _N = TypeVar("_N", int, float)
 
 

@@ -27,7 +27,7 @@ import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO
+from typing import IO, Any
 
 from payments.devdb import LocalPostgres, free_port
 
@@ -152,6 +152,12 @@ class StackConfig:
     reconciler_port: int = 9102
     log_dir: Path | None = None  # None: prefixed lines on our stdout
     extra_env: dict[str, str] = field(default_factory=dict)
+
+    @classmethod
+    def on_free_ports(cls, **fields: Any) -> StackConfig:
+        """A stack that can run beside others: every port picked free."""
+        ports = ("sim_port", "grpc_port", "metrics_port", "gateway_port", "reconciler_port")
+        return cls(**{name: free_port() for name in ports} | fields)
 
 
 class Stack:

@@ -40,7 +40,6 @@ import structlog
 import uvloop
 
 from payments.client import PaymentsClient
-from payments.devdb import free_port
 from payments.errors import PaymentsError
 from payments.stack import DEV_TOKENS, Stack, StackConfig, wait_serving
 from reconciler.context import open_context
@@ -217,14 +216,9 @@ async def _own_stack(options: SweepBenchOptions, progress: Progress) -> AsyncIte
         logs = options.logs_dir or tmp / "logs"
         logs.mkdir(parents=True, exist_ok=True)
         stack = Stack(
-            StackConfig(
+            StackConfig.on_free_ports(
                 database_url=database_url,
                 data_dir=tmp,
-                sim_port=free_port(),
-                grpc_port=free_port(),
-                metrics_port=free_port(),
-                gateway_port=free_port(),
-                reconciler_port=free_port(),
                 log_dir=logs,
                 extra_env={"LOG_LEVEL": "WARNING"},
             )

@@ -34,6 +34,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, fields
 
 from payments.environment import ConfigError as ConfigError
+from payments.environment import check_payment_svc_client
 from payments.environment import number as _number
 from payments.environment import split_address as split_address
 
@@ -75,10 +76,7 @@ class Settings:
     def __post_init__(self) -> None:
         # Also guards settings built in code (tests, the CLI), not only from the environment.
         split_address("RECONCILER_METRICS_LISTEN", self.metrics_listen)
-        if not self.payment_svc_target.strip():
-            raise ConfigError("PAYMENT_SVC_TARGET must be host:port")
-        if not self.token or not self.token.isprintable() or not self.token.isascii():
-            raise ConfigError("RECONCILER_TOKEN must be a non-empty printable ASCII token")
+        check_payment_svc_client(self.payment_svc_target, "RECONCILER_TOKEN", self.token)
         if not self.stripe_api_base.startswith(("http://", "https://")):
             raise ConfigError(
                 f"STRIPE_API_BASE must be an http(s) URL, got {self.stripe_api_base!r}"

@@ -11,35 +11,20 @@ only keeps the metric's `type` label bounded.
 
 from __future__ import annotations
 
-import enum
 import json
 from dataclasses import dataclass
 from typing import Any
 
+# The one list of provider event types, payment-svc's: the gateway forwards
+# what payment-svc understands, and names the rest UNKNOWN in its metrics.
+from payment_svc.adapters.stripe_events import StripeEventType
 from webhook_gateway.errors import EventError, Reason
+
+EventType = StripeEventType
 
 _MAX_FIELD_CHARS = 255
 # google.protobuf.Timestamp's range ends at 9999-12-31T23:59:59Z.
 _MAX_CREATED = 253_402_300_799
-
-
-class EventType(enum.StrEnum):
-    """The types provider-sim sends (SPEC §5); anything else is UNKNOWN."""
-
-    PAYMENT_INTENT_PROCESSING = "payment_intent.processing"
-    PAYMENT_INTENT_SUCCEEDED = "payment_intent.succeeded"
-    PAYMENT_INTENT_PAYMENT_FAILED = "payment_intent.payment_failed"
-    PAYMENT_INTENT_CANCELED = "payment_intent.canceled"
-    CHARGE_REFUNDED = "charge.refunded"
-    CHARGE_DISPUTE_CREATED = "charge.dispute.created"
-    UNKNOWN = "unknown"
-
-    @classmethod
-    def classify(cls, raw: str) -> EventType:
-        try:
-            return cls(raw) if raw != cls.UNKNOWN else cls.UNKNOWN
-        except ValueError:
-            return cls.UNKNOWN
 
 
 @dataclass(frozen=True, slots=True)

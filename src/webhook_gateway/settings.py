@@ -22,6 +22,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 from payments.environment import ConfigError as ConfigError
+from payments.environment import check_payment_svc_client
 from payments.environment import number as _number
 from payments.environment import split_address as split_address
 
@@ -45,10 +46,7 @@ class Settings:
     def __post_init__(self) -> None:
         # Also guards settings built in code (tests, flags), not only from the environment.
         split_address("WEBHOOK_GATEWAY_LISTEN", self.listen)
-        if not self.payment_svc_target.strip():
-            raise ConfigError("PAYMENT_SVC_TARGET must be host:port")
-        if not self.token or not self.token.isprintable() or not self.token.isascii():
-            raise ConfigError("WEBHOOK_GATEWAY_TOKEN must be a non-empty printable ASCII token")
+        check_payment_svc_client(self.payment_svc_target, "WEBHOOK_GATEWAY_TOKEN", self.token)
         if not self.secrets or not all(self.secrets):
             raise ConfigError("WEBHOOK_SECRETS must name at least one secret")
         if self.tolerance_seconds <= 0:

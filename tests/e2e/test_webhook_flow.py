@@ -14,7 +14,6 @@ import asyncpg
 import grpc
 import pytest
 
-from payments.devdb import free_port
 from payments.stack import Stack, StackConfig, wait_serving
 from payments.v1 import payment_pb2 as pb
 from payments.v1 import payment_service_pb2 as svc
@@ -157,13 +156,8 @@ async def own_stack(database_url: str, tmp_path: Path) -> AsyncIterator[Stack]:
     """A second full stack (own simulator, gateway and payment-svc) on the
     session's database, that the test may take apart."""
     s = Stack(
-        StackConfig(
+        StackConfig.on_free_ports(
             database_url=database_url,
-            sim_port=free_port(),
-            grpc_port=free_port(),
-            metrics_port=free_port(),
-            gateway_port=free_port(),
-            reconciler_port=free_port(),
             log_dir=tmp_path,
             extra_env={
                 "PROVIDER_SIM_WEBHOOK_RETRY_INITIAL_MS": "100",

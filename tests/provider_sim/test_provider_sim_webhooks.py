@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import socket
 import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -21,6 +20,7 @@ import stripe
 from aiohttp import web
 from sim_testkit import running_sim, sdk_client
 
+from payments.devdb import free_port
 from provider_sim import SimSettings, init_app
 
 API_KEY = "sk_test_webhooks"
@@ -174,13 +174,6 @@ async def create(client: stripe.StripeClient, payment_method: str, payment_id: s
         {"idempotency_key": uuid.uuid4().hex},
     )
     return intent.id
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 async def test_events_are_signed_as_stripe_signs_them(

@@ -19,7 +19,9 @@ from payment_svc.domain.provider_events import ProviderObservation, StateRank
 from payment_svc.domain.status import PaymentStatus
 
 
-class StripeEventType(enum.Enum):
+class StripeEventType(enum.StrEnum):
+    """The types the provider sends (SPEC §5); anything else is UNKNOWN."""
+
     PAYMENT_INTENT_PROCESSING = "payment_intent.processing"
     PAYMENT_INTENT_SUCCEEDED = "payment_intent.succeeded"
     PAYMENT_INTENT_PAYMENT_FAILED = "payment_intent.payment_failed"
@@ -29,9 +31,9 @@ class StripeEventType(enum.Enum):
     UNKNOWN = "unknown"
 
     @classmethod
-    def parse(cls, value: str) -> StripeEventType:
+    def classify(cls, raw: str) -> StripeEventType:
         try:
-            return cls(value)
+            return cls(raw) if raw != cls.UNKNOWN else cls.UNKNOWN
         except ValueError:
             return cls.UNKNOWN
 
@@ -89,7 +91,7 @@ def _int(obj: dict[str, Any], key: str) -> int | None:
 
 
 def observe(event_type: str, obj: dict[str, Any], created: datetime | None) -> ProviderObservation:
-    kind = StripeEventType.parse(event_type)
+    kind = StripeEventType.classify(event_type)
     metadata = obj.get("metadata")
     metadata_payment_id = _str(metadata, "payment_id") if isinstance(metadata, dict) else None
     match kind:
