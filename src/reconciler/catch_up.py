@@ -134,6 +134,8 @@ async def _replay(ctx: JobContext, tally: Tally, event: ProviderEvent) -> None:
         log.error("provider_event_refused", provider_event_id=event.id, error=str(exc))
         return
     # Any other error ends the run (JobFailed); the checkpoint is before this page.
-    tally.fixed += reply.applied
+    # A replay of an event already recorded (a webhook brought it) reports how
+    # it went the first time: not a change this run made.
+    tally.fixed += reply.applied and not reply.duplicate
     if not reply.payment_id and not reply.duplicate:
         log.info("provider_event_unmatched", provider_event_id=event.id, event_type=event.type)

@@ -1,10 +1,16 @@
 """The reconciler's decisions, as plain functions of plain values (no I/O).
 
-    sweep, provider says "never heard of it"   -> REDRIVE within the provider's
-                                                  idempotency retention, else
-                                                  report MISSING_AT_PROVIDER
+    sweep, ours has a provider id the provider
+      says it does not know                    -> MISSING_AT_PROVIDER, never a re-drive
+    sweep, no provider id, the search answered
+      with no intent carrying our id           -> REDRIVE within the re-drive window
+                                                  (RECONCILER_REDRIVE_WINDOW_SECONDS),
+                                                  else MISSING_AT_PROVIDER
+    sweep, the search found several intents    -> the one that moved money is ours,
+                                                  the others DUPLICATE_PROVIDER_PAYMENT
     still non-final long after creation        -> STUCK_PAYMENT
-    settlement diff, one provider intent       -> AGREES | RECONCILE | UNRECORDED | IGNORE
+    settlement diff, one provider intent       -> AGREES | RECONCILE | DUPLICATE |
+                                                  UNRECORDED | IGNORE
 
 Whether a snapshot moves a payment (and whether amounts differ) is
 payment-svc's decision: it owns our side of every comparison that changes
@@ -27,13 +33,29 @@ class Missing(enum.Enum):
     REPORT = "report"
 
 
-def when_missing(created_at: datetime, now: datetime, redrive_window: float) -> Missing:
-    """A payment the provider has never heard of. Re-driving reuses the provider
-    idempotency key, which charges at most once only while the provider still
-    remembers the key; past that, a retry could charge twice, so a person decides."""
+def when_missing(
+    created_at: datetime, now: datetime, redrive_window: float, provider_payment_id: str = ""
+) -> Missing:
+    """A payment the provider does not know. One it gave an id for has reached
+    it (payment_svc.domain.binding): a lookup that fails now is another
+    account's key, a wrong base URL or a provider that lost it, and sending it
+    again could charge twice. One it never gave an id for is re-driven with
+    the same idempotency key, which charges at most once only while the
+    provider still remembers the key; past the window a person decides."""
+    if provider_payment_id:
+        return Missing.REPORT
     if now - created_at < timedelta(seconds=redrive_window):
         return Missing.REDRIVE
     return Missing.REPORT
+
+
+def ours_among(intents: list[ProviderIntent]) -> tuple[ProviderIntent, list[ProviderIntent]]:
+    """The search found intents carrying our payment id (newest first): one key,
+    one intent, unless another system made one with our id. The one that moved
+    money is taken as ours (else the oldest, the one our key made first); the
+    others are possible double charges."""
+    chosen = next((i for i in intents if i.moved_money), intents[-1])
+    return chosen, [i for i in intents if i.id != chosen.id]
 
 
 def is_stuck(status: PaymentStatus, created_at: datetime, now: datetime, after: float) -> bool:
@@ -55,6 +77,9 @@ class Ours:
 class Verdict(enum.Enum):
     AGREES = "agrees"  # nothing to do
     RECONCILE = "reconcile"  # ours differs: payment-svc applies the snapshot
+    # Carries the id of a payment of ours bound to another intent: a possible
+    # double charge (payment-svc records DUPLICATE_PROVIDER_PAYMENT from the snapshot).
+    DUPLICATE = "duplicate"
     UNRECORDED = "unrecorded"  # the provider moved money for a payment we never recorded
     IGNORE = "ignore"  # not ours, and no money moved (never confirmed, declined, canceled)
 
@@ -65,10 +90,11 @@ def settlement_verdict(
     ours = by_provider_id.get(intent.id)
     if ours is None and intent.payment_id:
         claimed = by_id.get(intent.payment_id)
-        # A payment already tied to another intent does not own this one (a
-        # second charge for it): that is a provider payment we never recorded.
-        if claimed is not None and claimed.provider_payment_id in ("", intent.id):
-            ours = claimed
+        # A payment already tied to another intent does not own this one: a
+        # second provider payment for it.
+        if claimed is not None and claimed.provider_payment_id not in ("", intent.id):
+            return Verdict.DUPLICATE, claimed
+        ours = claimed
     if ours is None:
         return (Verdict.UNRECORDED if intent.moved_money else Verdict.IGNORE), None
     return (Verdict.AGREES if agrees(ours, intent) else Verdict.RECONCILE), ours

@@ -14,7 +14,7 @@
 | RECONCILER_SETTLEMENT_SECONDS | 300 | schedule of the settlement diff |
 | RECONCILER_GRACE_SECONDS | 60 | only payments untouched (and intents created) this long ago |
 | RECONCILER_STUCK_AFTER_SECONDS | 3600 | non-final this long after creation: STUCK_PAYMENT |
-| RECONCILER_REDRIVE_WINDOW_SECONDS | 82800 | re-drive only within it (Stripe keeps keys 24 h) |
+| RECONCILER_REDRIVE_WINDOW_SECONDS | 3600 | re-drive only within it (at most 82800, 23 h) |
 | RECONCILER_LEASE_SECONDS | 60 | how long a swept page of payments stays ours |
 | RECONCILER_SETTLEMENT_WINDOW_SECONDS | 86400 | settlement diff look-back; first catch-up's too |
 | RECONCILER_PAGE_SIZE | 100 | payments, events and intents per page |
@@ -40,6 +40,8 @@ from payments.environment import split_address as split_address
 
 DEV_TOKEN = "dev-reconciler-token"
 DEV_STRIPE_KEY = "sk_test_dev"
+# Stripe keeps an idempotency key 24 h; an hour of margin.
+MAX_REDRIVE_WINDOW_SECONDS = 23 * 3600.0
 
 
 def default_reconciler_id() -> str:
@@ -59,10 +61,11 @@ class Settings:
     settlement_seconds: float = 300.0
     grace_seconds: float = 60.0
     stuck_after_seconds: float = 3600.0
-    # Stripe keeps idempotency keys 24 h; payment-svc refuses re-drives past
-    # PAYMENT_SVC_REDRIVE_WINDOW_SECONDS (23 h): no wider here, or 23-24 h old
-    # payments would fail every sweep instead of being reported.
-    redrive_window_seconds: float = 82800.0
+    # Only payments the provider never gave an id for are re-driven, with the
+    # same idempotency key. Stripe keeps keys 24 h and payment-svc refuses
+    # re-drives past PAYMENT_SVC_REDRIVE_WINDOW_SECONDS (23 h): never wider
+    # than that; by default an hour, after which a person decides.
+    redrive_window_seconds: float = 3600.0
     lease_seconds: float = 60.0
     settlement_window_seconds: float = 86400.0
     page_size: int = 100
@@ -104,6 +107,12 @@ class Settings:
         ):
             if value < 0:
                 raise ConfigError(f"{name} must not be negative")
+        if self.redrive_window_seconds > MAX_REDRIVE_WINDOW_SECONDS:
+            raise ConfigError(
+                f"RECONCILER_REDRIVE_WINDOW_SECONDS must be at most {MAX_REDRIVE_WINDOW_SECONDS:g}"
+                f" (23 h), got {self.redrive_window_seconds:g}: the provider forgets an "
+                "idempotency key after 24 h, and a re-drive past that could charge twice"
+            )
         if self.grace_seconds >= self.settlement_window_seconds:
             raise ConfigError(
                 "RECONCILER_GRACE_SECONDS must be shorter than RECONCILER_SETTLEMENT_WINDOW_SECONDS"

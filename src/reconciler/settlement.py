@@ -9,6 +9,10 @@ against ours, one page at a time:
                                                follows the provider, and records
                                                AMOUNT_MISMATCH (amount untouched) or
                                                FINAL_STATE_CONTRADICTED itself
+           carries the id of one of ours
+           bound to another intent          -> ReconcilePayment(snapshot): payment-svc
+                                               records DUPLICATE_PROVIDER_PAYMENT and
+                                               leaves the payment as it is
            not ours, money moved            -> UNRECORDED_PROVIDER_PAYMENT
            not ours, nothing moved          -> ignored
     ListPaymentsCreated(same window, SUCCEEDED or REVERSED)      the other way round
@@ -145,7 +149,7 @@ async def _check_page(ctx: JobContext, tally: Tally, intents: list[ProviderInten
     async def check(intent: ProviderIntent) -> None:
         verdict, mine = rules.settlement_verdict(intent, by_provider_id, by_id)
         async with limit:
-            if verdict is rules.Verdict.RECONCILE and mine is not None:
+            if verdict in (rules.Verdict.RECONCILE, rules.Verdict.DUPLICATE) and mine is not None:
                 await _reconcile(ctx, tally, mine.id, intent)
             elif verdict is rules.Verdict.UNRECORDED:
                 await _unrecorded(ctx, tally, intent)

@@ -1,14 +1,16 @@
 """Read-only access to the provider: Stripe's API through the official SDK, async.
 
-    retrieve_intent(id)     GET /v1/payment_intents/{id}?expand[]=latest_charge
-    find_intent(payment_id) GET /v1/payment_intents/search?query=metadata['payment_id']:'..'
+    retrieve_intent(id)      GET /v1/payment_intents/{id}?expand[]=latest_charge
+    find_intents(payment_id) GET /v1/payment_intents/search?query=metadata['payment_id']:'..'
     events_page(...)        GET /v1/events?created[gte]=&types[]=&ending_before|starting_after=
     intents_page(...)       GET /v1/payment_intents?created[gte]=&created[lte]=&starting_after=
 
 What can go wrong, in one table (provider error -> ours):
 
     ProviderError                    the provider gave no usable answer
-     ├── NotFoundAtProvider          404 resource_missing: an answer ("never heard of it")
+     ├── NotFoundAtProvider          404 resource_missing of an object asked for by its
+     │                               id: an answer ("does not know this id"); never
+     │                               for the search, whose answer is a list
      ├── ProviderUnavailable         timeout, connection refused/reset, 5xx, 429,
      │                               a body that is not the object asked for: retry may help
      └── ProviderRefused             401/403, other 4xx: our request or key is wrong,
@@ -83,22 +85,21 @@ class StripeReader:
         body = await self._get(f"/v1/payment_intents/{intent_id}", expand=["latest_charge"])
         return _intent(body)
 
-    async def find_intent(self, payment_id: str) -> ProviderIntent:
-        """The intent created for our payment, by metadata['payment_id'];
-        NotFoundAtProvider when there is none."""
+    async def find_intents(self, payment_id: str) -> list[ProviderIntent]:
+        """The intents carrying our payment id in metadata['payment_id'],
+        newest first. Only a search that answered with a list says "none"
+        (an empty list): any failure of the search, its own 404 included (a
+        wrong STRIPE_API_BASE, another API), is a ProviderError."""
         quoted = payment_id.replace("\\", "\\\\").replace("'", "\\'")
         body = await self._get(
             "/v1/payment_intents/search",
             query=f"metadata['payment_id']:'{quoted}'",
             limit=10,
             expand=["data.latest_charge"],
+            not_found_is_an_answer=False,
         )
         intents = [_intent(obj) for obj in _data(body)]
-        if not intents:
-            raise NotFoundAtProvider(f"no payment intent for {payment_id}")
-        # One key, one intent; should there ever be more, the one that moved
-        # money is the one that matters (newest first otherwise).
-        return next((i for i in intents if i.moved_money), intents[0])
+        return [i for i in intents if i.payment_id == payment_id]
 
     async def events_page(
         self,
@@ -139,12 +140,16 @@ class StripeReader:
         body = await self._get("/v1/payment_intents", **params)
         return Page([_intent(obj) for obj in _data(body)], body.get("has_more") is True)
 
-    async def _get(self, path: str, **params: Any) -> dict[str, Any]:
+    async def _get(
+        self, path: str, *, not_found_is_an_answer: bool = True, **params: Any
+    ) -> dict[str, Any]:
         try:
             async with asyncio.timeout(self._timeout):
                 response = await self._client.raw_request_async("get", path, **params)
         except stripe.InvalidRequestError as exc:
-            if exc.http_status == 404 or exc.code == "resource_missing":
+            if not_found_is_an_answer and (
+                exc.http_status == 404 or exc.code == "resource_missing"
+            ):
                 raise NotFoundAtProvider(exc.user_message or str(exc)) from None
             raise ProviderRefused(_describe(exc)) from None
         except (stripe.AuthenticationError, stripe.PermissionError) as exc:

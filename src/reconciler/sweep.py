@@ -7,8 +7,13 @@
            provider id known?  retrieve it : search metadata['payment_id']
            found, agrees with ours -> nothing to do
            found, differs  -> ReconcilePayment(snapshot)   (payment-svc decides, records)
-           never heard  -> RedrivePayment within the redrive window, else MISSING_AT_PROVIDER
-           no answer    -> an error for this payment (never a guess)
+           provider id unknown to the provider -> MISSING_AT_PROVIDER, never a re-drive
+           search answered, no intent with our id -> RedrivePayment within
+                          RECONCILER_REDRIVE_WINDOW_SECONDS, else MISSING_AT_PROVIDER
+           search found more than one -> ours reconciled, the others
+                          DUPLICATE_PROVIDER_PAYMENT
+           no answer (the search's own 404 included) -> an error for this
+                          payment (never a guess, never a re-drive)
            still non-final past RECONCILER_STUCK_AFTER_SECONDS -> STUCK_PAYMENT
 
 The lease gives each replica its own payments while it works on them. The
@@ -119,35 +124,45 @@ class _Item:
         self.health = ProviderHealth(outage_after=max(ctx.settings.concurrency, 3))
         self._fetches = asyncio.Semaphore(ctx.settings.concurrency)
 
-    async def fetch(self, payment: pb.Payment) -> ProviderIntent:
+    async def fetch(self, payment: pb.Payment) -> list[ProviderIntent]:
+        """The intents the provider holds for the payment: [] when it does not
+        know them (NotFoundAtProvider is only raised for a known provider id)."""
         async with self._fetches:
             if payment.provider_payment_id:
-                return await self.ctx.provider.retrieve_intent(payment.provider_payment_id)
-            return await self.ctx.provider.find_intent(payment.id)
+                return [await self.ctx.provider.retrieve_intent(payment.provider_payment_id)]
+            return await self.ctx.provider.find_intents(payment.id)
 
     async def reconcile(self, payment: pb.Payment) -> None:
         ctx, tally = self.ctx, self.tally
         now = ctx.now()
         created = convert.created_at(payment)
         status = convert.status_of(payment)
+        intents: list[ProviderIntent] | None = None
         try:
-            intent = await self.fetch(payment)
+            intents = await self.fetch(payment)
         except NotFoundAtProvider:
-            self.health.answered()
-            if rules.when_missing(created, now, ctx.settings.redrive_window_seconds) is (
-                rules.Missing.REPORT
-            ):
-                await _report(ctx, tally, sync.DISCREPANCY_KIND_MISSING_AT_PROVIDER, payment)
-                return
-            status = await _redrive(ctx, tally, payment) or status
+            intents = []
         except ProviderError as exc:
+            # The run records it; a search that failed is never "not there".
             tally.errors += 1
             log.warning("provider_fetch_failed", payment_id=payment.id, error=str(exc))
             self.health.failed(exc)
-        else:
+        if intents is not None:
             self.health.answered()
+        if intents == []:
+            missing = rules.when_missing(
+                created, now, ctx.settings.redrive_window_seconds, payment.provider_payment_id
+            )
+            if missing is rules.Missing.REPORT:
+                await _report(ctx, tally, sync.DISCREPANCY_KIND_MISSING_AT_PROVIDER, payment)
+                return
+            status = await _redrive(ctx, tally, payment) or status
+        elif intents:
+            intent, others = rules.ours_among(intents)
             if not rules.agrees(convert.ours(payment), intent):
                 status = await self._apply(payment, intent, now) or status
+            for other in others:
+                await _report_duplicate(ctx, tally, payment, intent, other)
         if rules.is_stuck(status, created, now, ctx.settings.stuck_after_seconds):
             await _report(ctx, tally, sync.DISCREPANCY_KIND_STUCK_PAYMENT, payment)
 
@@ -189,6 +204,23 @@ async def _redrive(ctx: JobContext, tally: Tally, payment: pb.Payment) -> Paymen
     return after
 
 
+async def _report_duplicate(
+    ctx: JobContext, tally: Tally, payment: pb.Payment, ours: ProviderIntent, other: ProviderIntent
+) -> None:
+    details = {
+        "bound_provider_payment_id": payment.provider_payment_id or ours.id,
+        "provider_status": other.status,
+        "provider_amount": str(other.amount),
+        "provider_currency": other.currency.upper(),
+        "our_status": convert.status_of(payment).value,
+        "our_amount": str(payment.amount),
+        "our_currency": payment.currency,
+    }
+    await _send(
+        ctx, tally, sync.DISCREPANCY_KIND_DUPLICATE_PROVIDER_PAYMENT, payment, other.id, details
+    )
+
+
 async def _report(
     ctx: JobContext, tally: Tally, kind: sync.DiscrepancyKind.ValueType, payment: pb.Payment
 ) -> None:
@@ -198,12 +230,27 @@ async def _report(
         "currency": payment.currency,
         "created_at": convert.created_at(payment).isoformat(),
     }
+    if kind == sync.DISCREPANCY_KIND_MISSING_AT_PROVIDER and payment.provider_payment_id:
+        # What we know: the provider gave this id, and now says it does not
+        # know it (another account's key, a wrong STRIPE_API_BASE, lost data).
+        details["reason"] = "the provider does not know the provider payment id it gave us"
+    await _send(ctx, tally, kind, payment, payment.provider_payment_id, details)
+
+
+async def _send(
+    ctx: JobContext,
+    tally: Tally,
+    kind: sync.DiscrepancyKind.ValueType,
+    payment: pb.Payment,
+    provider_payment_id: str,
+    details: dict[str, str],
+) -> None:
     try:
         await ctx.findings.report(
             tally,
             kind,
             payment_id=payment.id,
-            provider_payment_id=payment.provider_payment_id,
+            provider_payment_id=provider_payment_id,
             details=details,
         )
     except PaymentsError as exc:

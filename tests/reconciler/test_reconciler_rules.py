@@ -15,6 +15,7 @@ from reconciler.rules import (
     Verdict,
     agrees,
     is_stuck,
+    ours_among,
     settlement_verdict,
     when_missing,
 )
@@ -63,6 +64,22 @@ def test_a_missing_payment_is_redriven_only_within_the_window() -> None:
     window = 3600.0
     assert when_missing(NOW - timedelta(seconds=3599), NOW, window) is Missing.REDRIVE
     assert when_missing(NOW - timedelta(seconds=3600), NOW, window) is Missing.REPORT
+
+
+def test_a_payment_with_a_provider_id_is_never_redriven() -> None:
+    # However young: the provider gave the id, so it has heard of the payment.
+    assert when_missing(NOW, NOW, 3600.0, "pi_1") is Missing.REPORT
+    assert when_missing(NOW - timedelta(seconds=10), NOW, 82800.0, "pi_1") is Missing.REPORT
+
+
+def test_of_several_intents_with_our_id_the_one_that_moved_money_is_ours() -> None:
+    newest = parse_intent(intent_json(id="pi_3", status="requires_payment_method"))
+    charged = parse_intent(intent_json(id="pi_2"))
+    oldest = parse_intent(intent_json(id="pi_1", status="canceled"))
+    assert ours_among([newest, charged, oldest]) == (charged, [newest, oldest])
+    # None moved money: the oldest is the one our key made first.
+    assert ours_among([newest, oldest]) == (oldest, [newest])
+    assert ours_among([charged]) == (charged, [])
 
 
 def test_only_non_final_payments_get_stuck() -> None:
@@ -162,9 +179,12 @@ def test_settlement_verdicts() -> None:
     assert settlement_verdict(stranger, by_provider, by_id) == (Verdict.UNRECORDED, None)
     declined = parse_intent(intent_json(id="pi_9", metadata={}, status="requires_payment_method"))
     assert settlement_verdict(declined, by_provider, by_id) == (Verdict.IGNORE, None)
-    # A second intent naming a payment already tied to another one: not ours.
+    # A second intent naming a payment already tied to another one: a possible
+    # double charge of ours, for payment-svc to record (never to apply).
     second = parse_intent(intent_json(id="pi_2"))
-    assert settlement_verdict(second, by_provider, by_id) == (Verdict.UNRECORDED, None)
+    assert settlement_verdict(second, by_provider, by_id) == (Verdict.DUPLICATE, mine)
+    unmoved = parse_intent(intent_json(id="pi_3", status="requires_payment_method"))
+    assert settlement_verdict(unmoved, by_provider, by_id) == (Verdict.DUPLICATE, mine)
 
 
 def test_a_checkpoint_round_trips_and_junk_starts_afresh() -> None:

@@ -31,7 +31,7 @@ def test_defaults_are_the_documented_development_ones() -> None:
         settlement_seconds=300,
         grace_seconds=60,
         stuck_after_seconds=3600,
-        redrive_window_seconds=82800,
+        redrive_window_seconds=3600,
         lease_seconds=60,
         settlement_window_seconds=86400,
         page_size=100,
@@ -134,6 +134,22 @@ def test_bad_configuration_exits_2_with_the_reason() -> None:
     done = run(PAYMENTS_ENV="production")
     assert done.returncode == 2
     assert "PAYMENTS_ENV=production refuses" in done.stderr
+
+
+def test_the_redrive_window_is_an_hour_by_default_and_at_most_23_hours() -> None:
+    assert Settings.from_env({}).redrive_window_seconds == 3600
+    assert Settings.from_env({"RECONCILER_REDRIVE_WINDOW_SECONDS": "82800"}).redrive_window_seconds
+    with pytest.raises(ConfigError, match=r"RECONCILER_REDRIVE_WINDOW_SECONDS must be at most"):
+        Settings.from_env({"RECONCILER_REDRIVE_WINDOW_SECONDS": "82801"})
+    with pytest.raises(ConfigError, match="RECONCILER_REDRIVE_WINDOW_SECONDS"):
+        Settings.from_env({"RECONCILER_REDRIVE_WINDOW_SECONDS": "-1"})
+    # The process refuses to start on it, with the reason.
+    done = run("--once", RECONCILER_REDRIVE_WINDOW_SECONDS="86400")
+    assert done.returncode == 2
+    assert "configuration error: RECONCILER_REDRIVE_WINDOW_SECONDS must be at most 82800" in (
+        done.stderr
+    )
+    assert "could charge twice" in done.stderr
 
 
 def test_an_unknown_job_is_a_usage_error() -> None:

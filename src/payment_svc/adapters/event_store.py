@@ -70,6 +70,8 @@ u AS (
         version = version + CASE WHEN $2 THEN 1 ELSE 0 END,
         updated_at = CASE WHEN $2 THEN now() ELSE updated_at END
     WHERE id = $1 AND $10 AND {only_if}
+      -- never rebinds a payment to another provider payment (domain/binding.py)
+      AND (provider_payment_id IS NULL OR $4::text IS NULL OR provider_payment_id = $4)
 ), h AS (
     INSERT INTO payment_events (payment_id, from_status, to_status, source, applied,
         provider_event_id, provider_event_type, failure_code, note, provider_created_at)
@@ -120,6 +122,8 @@ class EventOutcome:
     duplicate: bool
     payment_id: uuid.UUID | None
     applied: bool
+    # A discrepancy this event revealed (recorded in the same transaction).
+    discrepancy: DiscrepancyKind | None = None
 
 
 class EventStore:
@@ -251,6 +255,7 @@ async def _apply_to(
         amount=payment.amount,
         currency=payment.currency,
         authoritative=authoritative,
+        bound_provider_id=payment.provider_payment_id,
     )
     target = obs.status or payment.status
     args = (
@@ -280,7 +285,28 @@ async def _apply_to(
             return await _duplicate(conn, event.provider_event_id, written)
     else:
         await conn.execute(_RECORD_MATCH, *args)
+    found: DiscrepancyKind | None = None
+    if plan.duplicate:
+        found = DiscrepancyKind.DUPLICATE_PROVIDER_PAYMENT
+        await report_discrepancy(
+            conn,
+            found,
+            payment.id,
+            obs.provider_payment_id,
+            {
+                "bound_provider_payment_id": payment.provider_payment_id or "",
+                "provider_event_id": event.provider_event_id,
+                "event_type": event.event_type,
+                "provider_status": obs.provider_status or "",
+                "provider_amount": "" if obs.amount is None else str(obs.amount),
+                "provider_currency": (obs.currency or "").upper(),
+                "our_status": payment.status.value,
+                "our_amount": str(payment.amount),
+                "our_currency": payment.currency,
+            },
+        )
     if plan.mismatch:
+        found = DiscrepancyKind.AMOUNT_MISMATCH
         await report_discrepancy(
             conn,
             DiscrepancyKind.AMOUNT_MISMATCH,
@@ -294,4 +320,4 @@ async def _apply_to(
                 "provider_event_id": event.provider_event_id,
             },
         )
-    return EventOutcome(False, payment.id, plan.applied)
+    return EventOutcome(False, payment.id, plan.applied, found)

@@ -13,6 +13,8 @@ from datetime import datetime
 import asyncpg
 
 from payment_svc.adapters.db import Conn, Database
+from payment_svc.adapters.discrepancy_sql import Reported as Reported
+from payment_svc.adapters.discrepancy_sql import report as report
 from payment_svc.adapters.store import PAYMENT_COLUMNS, payment_from_row
 from payment_svc.domain.errors import NotFound
 from payment_svc.domain.model import Payment, format_payment_id
@@ -21,27 +23,11 @@ from payment_svc.domain.reconciliation import (
     DiscrepancyKind,
     Snapshot,
     SnapshotPlan,
-    dedup_key,
     plan_snapshot,
 )
 
-_REPORT = """
-INSERT INTO discrepancies (id, kind, payment_id, provider_payment_id, details, dedup_key)
-VALUES ($1, $2, $3, $4, $5, $6)
-ON CONFLICT (dedup_key) WHERE resolved_at IS NULL DO UPDATE
-SET last_seen_at = now(), occurrences = discrepancies.occurrences + 1,
-    details = EXCLUDED.details
-RETURNING id, occurrences
-"""
-
 _DISCREPANCY_COLUMNS = """id, kind, payment_id, provider_payment_id, details, first_seen_at,
     last_seen_at, occurrences, resolved_at, resolved_by, note"""
-
-
-@dataclass(frozen=True)
-class Reported:
-    id: uuid.UUID
-    occurrences: int
 
 
 @dataclass(frozen=True)
@@ -110,26 +96,6 @@ def _run(row: asyncpg.Record) -> Run:
     return Run(**{k: row[k] for k in row.keys()})  # noqa: SIM118 - Record has no items()
 
 
-async def report(
-    conn: Conn,
-    kind: DiscrepancyKind,
-    payment_id: uuid.UUID | None,
-    provider_payment_id: str | None,
-    details: Mapping[str, str],
-) -> Reported:
-    row = await conn.fetchrow(
-        _REPORT,
-        uuid.uuid4(),
-        kind.value,
-        payment_id,
-        provider_payment_id,
-        dict(details),
-        dedup_key(kind, format_payment_id(payment_id) if payment_id else None, provider_payment_id),
-    )
-    assert row is not None
-    return Reported(row["id"], row["occurrences"])
-
-
 class ReconciliationStore:
     def __init__(self, db: Database) -> None:
         self._db = db
@@ -147,8 +113,23 @@ class ReconciliationStore:
                 if row is None:
                     raise NotFound(f"payment {format_payment_id(payment_id)} not found")
                 payment = payment_from_row(row)
-                plan = plan_snapshot(payment.status, payment.amount, payment.currency, snap)
+                plan = plan_snapshot(
+                    payment.status,
+                    payment.amount,
+                    payment.currency,
+                    snap,
+                    bound_provider_id=payment.provider_payment_id,
+                )
                 found: list[DiscrepancyKind] = []
+                if plan.duplicate:
+                    await report(
+                        conn,
+                        DiscrepancyKind.DUPLICATE_PROVIDER_PAYMENT,
+                        payment.id,
+                        snap.provider_payment_id,
+                        _duplicate_details(payment, snap),
+                    )
+                    found.append(DiscrepancyKind.DUPLICATE_PROVIDER_PAYMENT)
                 if plan.mismatch:
                     await report(
                         conn,
@@ -361,6 +342,18 @@ class ReconciliationStore:
             )
 
         return await self._db.run(op)
+
+
+def _duplicate_details(payment: Payment, snap: Snapshot) -> dict[str, str]:
+    return {
+        "bound_provider_payment_id": payment.provider_payment_id or "",
+        "provider_status": snap.provider_status,
+        "provider_amount": str(snap.amount),
+        "provider_currency": snap.currency.upper(),
+        "our_status": payment.status.value,
+        "our_amount": str(payment.amount),
+        "our_currency": payment.currency,
+    }
 
 
 def _mismatch_details(payment: Payment, snap: Snapshot) -> dict[str, str]:

@@ -16,9 +16,12 @@ from datetime import datetime
 import asyncpg
 
 from payment_svc.adapters.db import Conn, Database
+from payment_svc.adapters.discrepancy_sql import report as report_discrepancy
 from payment_svc.domain import status as st
+from payment_svc.domain.binding import bind, duplicate_note
 from payment_svc.domain.errors import DuplicatePayment, NotFound
 from payment_svc.domain.model import Payment, PaymentEvent, ProviderResult, format_payment_id
+from payment_svc.domain.reconciliation import DiscrepancyKind
 from payment_svc.domain.status import PaymentStatus, Source
 
 PAYMENT_COLUMNS = """id, client_id, idempotency_key, amount, currency, status, payment_method,
@@ -51,12 +54,14 @@ _TRANSITION = f"""
 WITH u AS (
     UPDATE payments
     SET status = $3,
-        provider_payment_id = COALESCE($4, provider_payment_id),
+        provider_payment_id = COALESCE(provider_payment_id, $4),
         failure_code = $5,
         failure_message = $6,
         version = version + 1,
         updated_at = now()
     WHERE id = $1 AND version = $2
+      -- never rebinds a payment to another provider payment (domain/binding.py)
+      AND (provider_payment_id IS NULL OR $4::text IS NULL OR provider_payment_id = $4)
     RETURNING {PAYMENT_COLUMNS}
 ), e AS (
     INSERT INTO payment_events (payment_id, from_status, to_status, source, applied,
@@ -189,6 +194,29 @@ class PaymentStore:
     ) -> Payment | None:
         move = st.decide(payment.status, result.status, authoritative=False)
         if move is st.Move.NOOP:
+            return payment
+        if not bind(payment.provider_payment_id, result.provider_payment_id).may_apply:
+            await conn.execute(
+                _RECORD_ONLY,
+                payment.id,
+                payment.status.value,
+                result.status.value,
+                source.value,
+                result.failure_code,
+                duplicate_note(payment.provider_payment_id, result.provider_payment_id),
+            )
+            await report_discrepancy(
+                conn,
+                DiscrepancyKind.DUPLICATE_PROVIDER_PAYMENT,
+                payment.id,
+                result.provider_payment_id,
+                {
+                    "bound_provider_payment_id": payment.provider_payment_id or "",
+                    "provider_status": result.provider_status or "",
+                    "our_status": payment.status.value,
+                    "source": source.value,
+                },
+            )
             return payment
         if move is st.Move.REJECT:
             await conn.execute(

@@ -9,6 +9,7 @@
           ├── DuplicatePayment     idempotency key already used (same or other params)
           ├── NotFound
           ├── FailedPrecondition   not in a state for this (re-drive of a final payment)
+          │    └── AlreadyAtProvider  re-drive of a payment with a provider id
           ├── Unauthenticated
           └── PermissionDenied
 
@@ -80,6 +81,12 @@ class NotFound(PermanentError):
 
 class FailedPrecondition(PermanentError):
     reason = "FAILED_PRECONDITION"
+
+
+class AlreadyAtProvider(FailedPrecondition):
+    """A re-drive of a payment the provider already gave an id for."""
+
+    reason = "PAYMENT_ALREADY_AT_PROVIDER"
 
 
 class Unauthenticated(PermanentError):

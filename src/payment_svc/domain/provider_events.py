@@ -14,6 +14,7 @@ import enum
 from dataclasses import dataclass
 from datetime import datetime
 
+from payment_svc.domain.binding import Binding, bind, duplicate_note
 from payment_svc.domain.status import PaymentStatus
 
 
@@ -77,6 +78,9 @@ class EventPlan:
     # The provider's amount or currency differs from ours: recorded as a
     # discrepancy, never applied.
     mismatch: bool = False
+    # The event is about another provider payment than the one the payment is
+    # bound to (domain/binding.py): DUPLICATE_PROVIDER_PAYMENT, never applied.
+    duplicate: bool = False
 
 
 def plan_event(
@@ -88,11 +92,19 @@ def plan_event(
     amount: int,
     currency: str,
     authoritative: bool = False,
+    bound_provider_id: str | None = None,
 ) -> EventPlan:
     from payment_svc.domain.status import Move, decide
 
     if obs.status is None:
         return EventPlan(applied=False, touch=False, note="event type not acted on")
+    if bind(bound_provider_id, obs.provider_payment_id) is Binding.DUPLICATE:
+        return EventPlan(
+            applied=False,
+            touch=False,
+            duplicate=True,
+            note=duplicate_note(bound_provider_id, obs.provider_payment_id),
+        )
     if obs.amount is not None and (
         obs.amount != amount or (obs.currency or "").upper() != currency
     ):

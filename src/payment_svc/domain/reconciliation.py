@@ -11,6 +11,7 @@ from __future__ import annotations
 import enum
 from dataclasses import dataclass
 
+from payment_svc.domain.binding import Binding, bind, duplicate_note
 from payment_svc.domain.status import Move, PaymentStatus, contradicts_final, decide
 
 
@@ -21,6 +22,8 @@ class DiscrepancyKind(enum.Enum):
     AMOUNT_MISMATCH = "AMOUNT_MISMATCH"
     FINAL_STATE_CONTRADICTED = "FINAL_STATE_CONTRADICTED"
     UNMATCHED_PROVIDER_EVENT = "UNMATCHED_PROVIDER_EVENT"
+    # Another provider payment carries our payment id (domain/binding.py).
+    DUPLICATE_PROVIDER_PAYMENT = "DUPLICATE_PROVIDER_PAYMENT"
 
 
 def dedup_key(
@@ -49,14 +52,28 @@ class SnapshotPlan:
     apply: bool
     mismatch: bool = False
     contradiction: bool = False
+    # The snapshot is of another provider payment than the one the payment is
+    # bound to: DUPLICATE_PROVIDER_PAYMENT, never applied.
+    duplicate: bool = False
     note: str | None = None
 
 
 def plan_snapshot(
-    current: PaymentStatus, amount: int, currency: str, snap: Snapshot
+    current: PaymentStatus,
+    amount: int,
+    currency: str,
+    snap: Snapshot,
+    *,
+    bound_provider_id: str | None = None,
 ) -> SnapshotPlan:
     if not snap.found or snap.status is None:
         return SnapshotPlan(apply=False, note="nothing the provider says moves it")
+    if bind(bound_provider_id, snap.provider_payment_id) is Binding.DUPLICATE:
+        return SnapshotPlan(
+            apply=False,
+            duplicate=True,
+            note=duplicate_note(bound_provider_id, snap.provider_payment_id),
+        )
     if snap.amount != amount or snap.currency.upper() != currency:
         return SnapshotPlan(
             apply=False,

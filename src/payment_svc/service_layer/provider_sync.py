@@ -16,6 +16,7 @@ from payment_svc.adapters.event_store import EventOutcome, EventStore, InboxEven
 from payment_svc.adapters.reconciliation_store import ReconciliationStore
 from payment_svc.adapters.stripe_events import parse_event
 from payment_svc.domain.errors import FieldViolation, InvalidArgument
+from payment_svc.domain.model import format_payment_id
 from payment_svc.domain.reconciliation import DiscrepancyKind
 from payment_svc.domain.status import Source
 
@@ -65,6 +66,14 @@ class ProviderSyncService:
                 source=cmd.source,
             )
         )
+        if outcome.discrepancy is not None:
+            log.error(
+                "discrepancy",
+                kind=outcome.discrepancy.value,
+                payment_id=format_payment_id(outcome.payment_id) if outcome.payment_id else None,
+                provider_payment_id=parsed.observation.provider_payment_id,
+                event_type=parsed.type,
+            )
         # DEBUG: the inbox is the record of every event; at INFO this line
         # cost more than the rest of the call.
         log.debug(

@@ -20,8 +20,9 @@ from payment_svc.adapters.reconciliation_store import (
     Status,
 )
 from payment_svc.adapters.store import PageCursor
+from payment_svc.domain.binding import may_redrive
 from payment_svc.domain.commands import ListPayments
-from payment_svc.domain.errors import FieldViolation, InvalidArgument
+from payment_svc.domain.errors import AlreadyAtProvider, FieldViolation, InvalidArgument
 from payment_svc.domain.model import Payment
 from payment_svc.domain.reconciliation import DiscrepancyKind, Snapshot
 from payment_svc.service_layer import pagination
@@ -133,6 +134,11 @@ class ReconciliationService:
 
     async def redrive(self, payment_id: str) -> Payment:
         payment = await self._store.get_any(payment_uuid(payment_id))
+        if not may_redrive(payment.provider_payment_id):
+            raise AlreadyAtProvider(
+                f"payment has provider payment {payment.provider_payment_id}: the provider "
+                "has it, re-driving could charge twice"
+            )
         return await self._payments.redrive(payment, window_seconds=self._redrive_window)
 
     async def lookup(self, payment_ids: list[str], provider_ids: list[str]) -> list[Payment]:

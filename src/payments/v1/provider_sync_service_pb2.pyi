@@ -35,6 +35,10 @@ class _DiscrepancyKindEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_Discr
     DISCREPANCY_KIND_AMOUNT_MISMATCH: _DiscrepancyKind.ValueType  # 4
     DISCREPANCY_KIND_FINAL_STATE_CONTRADICTED: _DiscrepancyKind.ValueType  # 5
     DISCREPANCY_KIND_UNMATCHED_PROVIDER_EVENT: _DiscrepancyKind.ValueType  # 6
+    DISCREPANCY_KIND_DUPLICATE_PROVIDER_PAYMENT: _DiscrepancyKind.ValueType  # 7
+    """Another provider payment carries one of our payment ids while the payment
+    is bound to its own: a possible double charge (refund one of them).
+    """
 
 class DiscrepancyKind(_DiscrepancyKind, metaclass=_DiscrepancyKindEnumTypeWrapper): ...
 
@@ -45,6 +49,10 @@ DISCREPANCY_KIND_MISSING_AT_PROVIDER: DiscrepancyKind.ValueType  # 3
 DISCREPANCY_KIND_AMOUNT_MISMATCH: DiscrepancyKind.ValueType  # 4
 DISCREPANCY_KIND_FINAL_STATE_CONTRADICTED: DiscrepancyKind.ValueType  # 5
 DISCREPANCY_KIND_UNMATCHED_PROVIDER_EVENT: DiscrepancyKind.ValueType  # 6
+DISCREPANCY_KIND_DUPLICATE_PROVIDER_PAYMENT: DiscrepancyKind.ValueType  # 7
+"""Another provider payment carries one of our payment ids while the payment
+is bound to its own: a possible double charge (refund one of them).
+"""
 Global___DiscrepancyKind: _TypeAlias = DiscrepancyKind  # noqa: Y015
 
 @_typing.final

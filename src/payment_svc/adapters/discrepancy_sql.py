@@ -1,0 +1,48 @@
+"""One discrepancy written inside the caller's transaction, deduplicated while
+open (repeats count up): shared by the reconciliation store, the inbox and the
+payment store, which find discrepancies while they write."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+from payment_svc.adapters.db import Conn
+from payment_svc.domain.model import format_payment_id
+from payment_svc.domain.reconciliation import DiscrepancyKind, dedup_key
+
+_REPORT = """
+INSERT INTO discrepancies (id, kind, payment_id, provider_payment_id, details, dedup_key)
+VALUES ($1, $2, $3, $4, $5, $6)
+ON CONFLICT (dedup_key) WHERE resolved_at IS NULL DO UPDATE
+SET last_seen_at = now(), occurrences = discrepancies.occurrences + 1,
+    details = EXCLUDED.details
+RETURNING id, occurrences
+"""
+
+
+@dataclass(frozen=True)
+class Reported:
+    id: uuid.UUID
+    occurrences: int
+
+
+async def report(
+    conn: Conn,
+    kind: DiscrepancyKind,
+    payment_id: uuid.UUID | None,
+    provider_payment_id: str | None,
+    details: Mapping[str, str],
+) -> Reported:
+    row = await conn.fetchrow(
+        _REPORT,
+        uuid.uuid4(),
+        kind.value,
+        payment_id,
+        provider_payment_id,
+        dict(details),
+        dedup_key(kind, format_payment_id(payment_id) if payment_id else None, provider_payment_id),
+    )
+    assert row is not None
+    return Reported(row["id"], row["occurrences"])
