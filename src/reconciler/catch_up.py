@@ -137,5 +137,6 @@ async def _replay(ctx: JobContext, tally: Tally, event: ProviderEvent) -> None:
     # A replay of an event already recorded (a webhook brought it) reports how
     # it went the first time: not a change this run made.
     tally.fixed += reply.applied and not reply.duplicate
+    ctx.findings.recorded_by_payment_svc(tally, reply.discrepancies, reply.payment_id, "")
     if not reply.payment_id and not reply.duplicate:
         log.info("provider_event_unmatched", provider_event_id=event.id, event_type=event.type)

@@ -13,7 +13,8 @@ What can go wrong, in one table (provider error -> ours):
      │                               for the search, whose answer is a list
      ├── ProviderUnavailable         timeout, connection refused/reset, 5xx, 429,
      │                               a body that is not the object asked for: retry may help
-     └── ProviderRefused             401/403, other 4xx: our request or key is wrong,
+     └── ProviderRefused             401/403, other 4xx, the search's own 404: our request,
+                                     key or base URL is wrong,
                                      retrying the same request will not help
 
 Nothing here ever turns into FAILED: a payment is only what the provider says it is.

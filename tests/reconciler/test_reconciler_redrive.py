@@ -229,6 +229,9 @@ async def test_a_second_provider_payment_seen_by_the_reconciler_is_a_duplicate(
     assert duplicate.provider_payment_id == other["id"]
     assert duplicate.occurrences >= 2  # the settlement diff, then the catch-up's replay
     assert result.runs["settlement_diff"]["discrepancies"] >= 1
+    assert result.runs["catch_up"]["discrepancies"] >= 1
+    logged = [e for e in result.events("discrepancy") if e["payment_id"] == p.id]
+    assert {e["kind"] for e in logged} == {"DUPLICATE_PROVIDER_PAYMENT"}
     unrecorded = await discrepancies(ch, sync.DISCREPANCY_KIND_UNRECORDED_PROVIDER_PAYMENT)
     assert other["id"] not in [d.provider_payment_id for d in unrecorded]
     now = await get(ch, p.id)

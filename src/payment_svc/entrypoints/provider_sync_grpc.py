@@ -168,6 +168,7 @@ class ProviderSyncServicer(sync_grpc.ProviderSyncServiceServicer):
             duplicate=outcome.duplicate,
             payment_id=format_payment_id(outcome.payment_id) if outcome.payment_id else "",
             applied=outcome.applied,
+            discrepancies=[KIND_TO_PB[outcome.discrepancy]] if outcome.discrepancy else [],
         )
 
     async def ReconcilePayment(

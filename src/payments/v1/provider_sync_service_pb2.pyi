@@ -93,22 +93,30 @@ class ApplyProviderEventResponse(_message.Message):
     DUPLICATE_FIELD_NUMBER: _builtins.int
     PAYMENT_ID_FIELD_NUMBER: _builtins.int
     APPLIED_FIELD_NUMBER: _builtins.int
+    DISCREPANCIES_FIELD_NUMBER: _builtins.int
     duplicate: _builtins.bool
     """True when the event was already recorded; nothing was applied again."""
     payment_id: _builtins.str
     """Empty when no payment matches yet (kept, matched again later)."""
     applied: _builtins.bool
     """True when the event moved the payment."""
+    @_builtins.property
+    def discrepancies(self) -> _containers.RepeatedScalarFieldContainer[Global___DiscrepancyKind.ValueType]:
+        """Discrepancies recorded while applying it (DUPLICATE_PROVIDER_PAYMENT,
+        AMOUNT_MISMATCH); empty for a duplicate.
+        """
+
     def __init__(
         self,
         *,
         duplicate: _builtins.bool = ...,
         payment_id: _builtins.str = ...,
         applied: _builtins.bool = ...,
+        discrepancies: _abc.Iterable[Global___DiscrepancyKind.ValueType] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["applied", b"applied", "duplicate", b"duplicate", "payment_id", b"payment_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["applied", b"applied", "discrepancies", b"discrepancies", "duplicate", b"duplicate", "payment_id", b"payment_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
