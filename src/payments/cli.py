@@ -12,6 +12,7 @@ Exit codes: 0 done, 1 the call or the stack failed (error on stderr), 2 usage.
 from __future__ import annotations
 
 import asyncio
+import importlib
 import logging
 import os
 import sys
@@ -104,6 +105,30 @@ def _instant(text: str | None, option: str) -> datetime | None:
     except ValueError:
         raise typer.BadParameter(f"not an ISO 8601 time: {text!r}", param_hint=option) from None
     return value if value.tzinfo is not None else value.replace(tzinfo=UTC)
+
+
+# What `up`, `bench` and `soak` need beyond a production install (the image has
+# none of them): the embedded Postgres, process inspection, latency histograms.
+DEV_INSTALL = "pip install 'payments-platform[dev]'"
+_DEV_MODULES = ("psutil", "pgserver", "hdrh")
+
+
+def require_dev_tools(command: str) -> None:
+    """Exit 2 with one line saying what to install when a development-only
+    command runs from a production install (no traceback)."""
+    missing = []
+    for name in _DEV_MODULES:
+        try:
+            importlib.import_module(name)
+        except ImportError:
+            missing.append(name)
+    if missing:
+        message = (
+            f"payments {command}: needs the development tools "
+            f"({', '.join(missing)} missing): {DEV_INSTALL}"
+        )
+        render.stderr.print(Text(message, style="red"), soft_wrap=True)
+        raise typer.Exit(2)
 
 
 def _quiet_imports() -> None:
@@ -231,6 +256,7 @@ def up(
 ) -> None:
     """Run every process of the stack in the foreground; Ctrl-C stops them all."""
     _quiet_imports()
+    require_dev_tools("up")
     from payments import supervisor
     from payments.stack import StackConfig
 
@@ -336,6 +362,7 @@ def bench(
         raise typer.BadParameter("must not be empty", param_hint="--webhook-secret")
     # Heavy imports (asyncpg, the service's store) only for this command.
     _quiet_imports()
+    require_dev_tools("bench")
     from payments.bench import (
         DEFAULT_GATEWAY_URL,
         BenchError,
