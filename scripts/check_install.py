@@ -87,11 +87,19 @@ def run(argv: list[str], env: dict[str, str] | None = None, timeout: float = 300
 
 def build_venv(work: Path) -> Path:
     step("build the wheel")
+    # From a copy of what the image's build context has: nothing of the
+    # checkout (build/, egg-info) leaks in, and the checkout stays clean.
+    source = work / "source"
+    for name in ("pyproject.toml", "README.md"):
+        (source / name).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(ROOT / name, source / name)
+    ignore = shutil.ignore_patterns("__pycache__", "*.py[co]", "*.egg-info")
+    shutil.copytree(ROOT / "src", source / "src", ignore=ignore)
     dist = work / "dist"
     run(
         [
             *(str(ROOT / ".venv/bin/uv"), "build", "--wheel", "--no-config", "--quiet"),
-            *("--index-url", "https://pypi.org/simple", "--out-dir", str(dist), str(ROOT)),
+            *("--index-url", "https://pypi.org/simple", "--out-dir", str(dist), str(source)),
         ]
     )
     (wheel,) = dist.glob("payments_platform-*.whl")

@@ -253,8 +253,21 @@ def up(
     pg_port: Annotated[
         int | None, typer.Option(help="embedded Postgres port (default: a free one)")
     ] = None,
+    crash_limit: Annotated[
+        int,
+        typer.Option(
+            min=0,
+            envvar="PAYMENTS_UP_CRASH_LIMIT",
+            help="a child crashing more often than this within --crash-window stops the stack",
+        ),
+    ] = 5,
+    crash_window: Annotated[
+        float,
+        typer.Option(min=1.0, envvar="PAYMENTS_UP_CRASH_WINDOW", help="seconds"),
+    ] = 60.0,
 ) -> None:
-    """Run every process of the stack in the foreground; Ctrl-C stops them all."""
+    """Run every process of the stack in the foreground, restarting a child that
+    dies (with backoff); Ctrl-C stops them all, callers first."""
     _quiet_imports()
     require_dev_tools("up")
     from payments import supervisor
@@ -271,7 +284,8 @@ def up(
         reconciler_port=reconciler_port,
         log_dir=None,
     )
-    code = supervisor.run(config, render.stdout, dict(os.environ))
+    policy = supervisor.RestartPolicy(max_crashes=crash_limit, window_seconds=crash_window)
+    code = supervisor.run(config, render.stdout, dict(os.environ), policy=policy)
     raise typer.Exit(code)
 
 
