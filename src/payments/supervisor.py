@@ -26,6 +26,7 @@ from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from types import FrameType
+from typing import NoReturn
 from urllib.parse import urlsplit, urlunsplit
 
 from rich.console import Console
@@ -148,7 +149,7 @@ def _first_dead(stack: Stack) -> Process | None:
 
 def _supervise(
     stack: Stack, policy: RestartPolicy, console: Console, interval: float = 0.1
-) -> None:
+) -> NoReturn:
     """Restarts dead children until one crash-loops (CrashLoop) or a signal."""
     children = {name: _Child() for name in stack.processes}
     while True:
@@ -224,7 +225,6 @@ def run(
         for part in banner(stack, env):
             console.print(part, soft_wrap=True)
         _supervise(stack, policy or RestartPolicy(), console)
-        return 1  # not reached: _supervise ends by an exception
     except CrashLoop as exc:
         console.print(Text(f"payments up: {exc}; stopping the stack", "red"), soft_wrap=True)
         return 1

@@ -11,10 +11,12 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -28,12 +30,16 @@ from tests.cli.conftest import run_cli
 
 
 class Up:
-    def __init__(self, tmp: Path, *args: str) -> None:
+    def __init__(self, *args: str) -> None:
+        # Not under pytest's tmp_path: another pytest session starting resets
+        # pytest-of-USER to 0700, and the embedded cluster runs as another
+        # user when we are root (its pg_ctl stop then fails).
+        self.tmp = Path(tempfile.mkdtemp(prefix="payments-up-"))
         self.grpc_port = free_port()
         self.reconciler_port = free_port()
-        self.output = tmp / "up.out"
+        self.output = self.tmp / "up.out"
         env = {k: v for k, v in os.environ.items() if k != "DATABASE_URL"}
-        argv = [sys.executable, "-m", "payments.cli", "up", "--data-dir", str(tmp / "data")]
+        argv = [sys.executable, "-m", "payments.cli", "up", "--data-dir", str(self.tmp / "data")]
         argv += ["--grpc-port", str(self.grpc_port), "--sim-port", str(free_port())]
         argv += ["--metrics-port", str(free_port()), "--gateway-port", str(free_port())]
         argv += ["--reconciler-port", str(self.reconciler_port), *args]
@@ -61,6 +67,7 @@ class Up:
         if self.proc.poll() is None:
             self.proc.send_signal(signal.SIGINT)
             self.proc.wait(60)
+        shutil.rmtree(self.tmp, ignore_errors=True)
 
     def children(self) -> dict[str, int]:
         """The stack's processes by name, their pids."""
@@ -82,8 +89,8 @@ class Up:
 
 
 @pytest.fixture
-def up(tmp_path: Path) -> Iterator[Up]:
-    running = Up(tmp_path)
+def up() -> Iterator[Up]:
+    running = Up()
     try:
         yield running
     finally:
@@ -149,8 +156,8 @@ def test_up_restarts_a_killed_child_and_the_others_keep_running(up: Up) -> None:
 
 
 @pytest.fixture
-def up_crash_limit_2(tmp_path: Path) -> Iterator[Up]:
-    running = Up(tmp_path, "--crash-limit", "2", "--crash-window", "60")
+def up_crash_limit_2() -> Iterator[Up]:
+    running = Up("--crash-limit", "2", "--crash-window", "60")
     try:
         yield running
     finally:
