@@ -243,7 +243,12 @@ def run(
         # A second Ctrl-C must not leave children behind half-stopped.
         for sig in handlers:
             signal.signal(sig, signal.SIG_IGN)
-        stack.stop(lambda name: console.print(f"payments up: stopping {name}"))
+        try:
+            stack.stop(lambda name: console.print(f"payments up: stopping {name}"))
+        except (RuntimeError, OSError, subprocess.SubprocessError) as exc:
+            # The embedded Postgres refusing pg_ctl stop, say: told, not a traceback.
+            message = f"payments up: could not stop everything: {describe_failure(exc)}"
+            console.print(Text(message, "red"), soft_wrap=True)
         for sig, previous in handlers.items():
             signal.signal(sig, previous)
         console.print("payments up: stopped")
