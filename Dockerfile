@@ -14,11 +14,19 @@ ENV PIP_DISABLE_PIP_VERSION_CHECK=1 \
     PIP_NO_CACHE_DIR=1
 RUN python -m venv /opt/venv
 WORKDIR /src
+# The dependencies first, from the lock (scripts/lock): exact versions, each
+# file checked against its hash, nothing resolved at build time. This layer is
+# rebuilt only when the lock changes.
+COPY requirements.lock ./
+RUN /opt/venv/bin/pip install --no-cache-dir --require-hashes -r requirements.lock
 COPY pyproject.toml README.md ./
 COPY src ./src
-# Not editable, and compiled to bytecode here: the root filesystem is read-only
-# at run time, so Python could not write .pyc files then.
-RUN /opt/venv/bin/pip install --no-cache-dir . \
+# The project alone (--no-deps: the lock has installed all it needs, and
+# scripts/check-install proves that in CI). Not editable, and compiled to
+# bytecode here: the root filesystem is read-only at run time, so Python could
+# not write .pyc files then.
+RUN /opt/venv/bin/pip install --no-cache-dir --no-deps . \
+    && /opt/venv/bin/pip check \
     && /opt/venv/bin/python -m compileall -q /opt/venv
 
 FROM python:${PYTHON_VERSION}-slim-${DEBIAN_RELEASE}

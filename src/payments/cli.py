@@ -12,6 +12,7 @@ Exit codes: 0 done, 1 the call or the stack failed (error on stderr), 2 usage.
 from __future__ import annotations
 
 import asyncio
+import importlib
 import logging
 import os
 import sys
@@ -104,6 +105,30 @@ def _instant(text: str | None, option: str) -> datetime | None:
     except ValueError:
         raise typer.BadParameter(f"not an ISO 8601 time: {text!r}", param_hint=option) from None
     return value if value.tzinfo is not None else value.replace(tzinfo=UTC)
+
+
+# What `up`, `bench` and `soak` need beyond a production install (the image has
+# none of them): the embedded Postgres, process inspection, latency histograms.
+DEV_INSTALL = "pip install 'payments-platform[dev]'"
+_DEV_MODULES = ("psutil", "pgserver", "hdrh")
+
+
+def require_dev_tools(command: str) -> None:
+    """Exit 2 with one line saying what to install when a development-only
+    command runs from a production install (no traceback)."""
+    missing = []
+    for name in _DEV_MODULES:
+        try:
+            importlib.import_module(name)
+        except ImportError:
+            missing.append(name)
+    if missing:
+        message = (
+            f"payments {command}: needs the development tools "
+            f"({', '.join(missing)} missing): {DEV_INSTALL}"
+        )
+        render.stderr.print(Text(message, style="red"), soft_wrap=True)
+        raise typer.Exit(2)
 
 
 def _quiet_imports() -> None:
@@ -228,9 +253,23 @@ def up(
     pg_port: Annotated[
         int | None, typer.Option(help="embedded Postgres port (default: a free one)")
     ] = None,
+    crash_limit: Annotated[
+        int,
+        typer.Option(
+            min=0,
+            envvar="PAYMENTS_UP_CRASH_LIMIT",
+            help="a child crashing more often than this within --crash-window stops the stack",
+        ),
+    ] = 5,
+    crash_window: Annotated[
+        float,
+        typer.Option(min=1.0, envvar="PAYMENTS_UP_CRASH_WINDOW", help="seconds"),
+    ] = 60.0,
 ) -> None:
-    """Run every process of the stack in the foreground; Ctrl-C stops them all."""
+    """Run every process of the stack in the foreground, restarting a child that
+    dies (with backoff); Ctrl-C stops them all, callers first."""
     _quiet_imports()
+    require_dev_tools("up")
     from payments import supervisor
     from payments.stack import StackConfig
 
@@ -245,7 +284,8 @@ def up(
         reconciler_port=reconciler_port,
         log_dir=None,
     )
-    code = supervisor.run(config, render.stdout, dict(os.environ))
+    policy = supervisor.RestartPolicy(max_crashes=crash_limit, window_seconds=crash_window)
+    code = supervisor.run(config, render.stdout, dict(os.environ), policy=policy)
     raise typer.Exit(code)
 
 
@@ -336,6 +376,7 @@ def bench(
         raise typer.BadParameter("must not be empty", param_hint="--webhook-secret")
     # Heavy imports (asyncpg, the service's store) only for this command.
     _quiet_imports()
+    require_dev_tools("bench")
     from payments.bench import (
         DEFAULT_GATEWAY_URL,
         BenchError,

@@ -24,7 +24,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
@@ -100,6 +100,17 @@ class Process:
             self._pump = threading.Thread(target=self._copy_output, daemon=True)
             self._pump.start()
 
+    def restart(self) -> None:
+        """Starts the same command again after the process exited."""
+        assert not self.running, f"{self.name} is still running"
+        if self._pump is not None:
+            self._pump.join(2)
+            self._pump = None
+        if self._log_file is not None:
+            self._log_file.close()
+            self._log_file = None
+        self.start()
+
     def _copy_output(self) -> None:
         assert self.popen is not None
         assert self.popen.stdout is not None
@@ -158,6 +169,11 @@ class StackConfig:
         """A stack that can run beside others: every port picked free."""
         ports = ("sim_port", "grpc_port", "metrics_port", "gateway_port", "reconciler_port")
         return cls(**{name: free_port() for name in ports} | fields)
+
+
+# Who calls whom: the reconciler and the gateway call payment-svc, which calls
+# the provider; they stop in this order, so that no caller outlives its callee.
+STOP_ORDER = ("reconciler", "webhook-gateway", "payment-svc", "provider-sim")
 
 
 class Stack:
@@ -251,9 +267,14 @@ class Stack:
         self.start_provider_sim()
         self.start_reconciler()
 
-    def stop(self) -> None:
-        # Callers first, then what they call, then the database.
-        for name in reversed(list(self.processes)):
+    def stop(self, on_stop: Callable[[str], None] | None = None) -> None:
+        """Callers first (STOP_ORDER), then what they call, then the database;
+        on_stop(name) before each."""
+        known = [name for name in STOP_ORDER if name in self.processes]
+        others = [name for name in reversed(list(self.processes)) if name not in STOP_ORDER]
+        for name in known + others:
+            if on_stop is not None:
+                on_stop(name)
             self.processes[name].stop()
         if self.postgres is not None:
             self.postgres.stop()

@@ -2,11 +2,17 @@
 
     start (database, migrations, provider-sim, payment-svc)
       -> wait for payment-svc SERVING -> print addresses and tokens
-      -> watch: SIGINT / SIGTERM  -> stop everything in order, exit 0
-                a child exits     -> name it, stop the rest, exit 1
+      -> supervise: SIGINT / SIGTERM -> stop everything, callers first, exit 0
+                    a child exits        -> log its cause (exit code or signal),
+                                            restart it after a backoff (0.5 s,
+                                            doubling per crash in the window,
+                                            at most 30 s); the others keep running
+                    a child crashes more than max_crashes times within
+                    window_seconds      -> name it, stop everything, exit 1
 
 Children run in their own sessions (stack.py), so Ctrl-C reaches only this
-process, which then stops them callers-first.
+process, which then stops them callers-first (stack.STOP_ORDER). A child that
+dies before the stack is up is a failed start (exit 1), not restarted.
 """
 
 from __future__ import annotations
@@ -16,8 +22,11 @@ import signal
 import socket
 import subprocess
 import time
+from collections import deque
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from types import FrameType
+from typing import NoReturn
 from urllib.parse import urlsplit, urlunsplit
 
 from rich.console import Console
@@ -109,15 +118,71 @@ def describe_failure(exc: BaseException) -> str:
     return text
 
 
+@dataclass(frozen=True)
+class RestartPolicy:
+    """A child crashing more than max_crashes times within window_seconds
+    stops the stack; before that, each crash is restarted after
+    backoff_initial * 2**(crashes in the window - 1), at most backoff_max."""
+
+    max_crashes: int = 5
+    window_seconds: float = 60.0
+    backoff_initial: float = 0.5
+    backoff_max: float = 30.0
+
+    def backoff(self, crashes: int) -> float:
+        return min(self.backoff_max, self.backoff_initial * 2.0 ** max(0, crashes - 1))
+
+
+@dataclass
+class _Child:
+    crashes: deque[float] = field(default_factory=deque)
+    restart_at: float | None = None  # set while it waits out its backoff
+
+
+class CrashLoop(Exception):
+    """A child crashed too often: the stack stops with exit 1."""
+
+
 def _first_dead(stack: Stack) -> Process | None:
     return next((p for p in stack.processes.values() if not p.running), None)
 
 
-def _watch(stack: Stack, interval: float = 0.25) -> Process:
+def _supervise(
+    stack: Stack, policy: RestartPolicy, console: Console, interval: float = 0.1
+) -> NoReturn:
+    """Restarts dead children until one crash-loops (CrashLoop) or a signal."""
+    children = {name: _Child() for name in stack.processes}
     while True:
-        dead = _first_dead(stack)
-        if dead is not None:
-            return dead
+        now = time.monotonic()
+        for name, proc in stack.processes.items():
+            child = children[name]
+            if child.restart_at is None and not proc.running:
+                child.crashes.append(now)
+                while child.crashes[0] < now - policy.window_seconds:
+                    child.crashes.popleft()
+                crashes = len(child.crashes)
+                cause = _describe_exit(proc)
+                if crashes > policy.max_crashes:
+                    raise CrashLoop(
+                        f"{name} crashed {crashes} times within {policy.window_seconds:g} s "
+                        f"(last: {cause})"
+                    )
+                delay = policy.backoff(crashes)
+                console.print(
+                    Text(
+                        f"payments up: {cause}; restarting it in {delay:g} s "
+                        f"(crash {crashes} of {policy.max_crashes} allowed "
+                        f"within {policy.window_seconds:g} s)",
+                        "yellow",
+                    ),
+                    soft_wrap=True,
+                )
+                child.restart_at = now + delay
+            elif child.restart_at is not None and now >= child.restart_at:
+                child.restart_at = None
+                proc.restart()
+                assert proc.popen is not None
+                console.print(Text(f"payments up: {name} restarted (pid {proc.popen.pid})"))
         time.sleep(interval)
 
 
@@ -129,9 +194,14 @@ def _describe_exit(proc: Process) -> str:
 
 
 def run(
-    config: StackConfig, console: Console, env: dict[str, str], serving_timeout: float = 60.0
+    config: StackConfig,
+    console: Console,
+    env: dict[str, str],
+    serving_timeout: float = 60.0,
+    policy: RestartPolicy | None = None,
 ) -> int:
-    """Runs the stack until a signal (exit code 0) or a failure (1)."""
+    """Runs the stack until a signal (exit code 0), a failed start or a child
+    crashing too often (1)."""
     busy = busy_ports(
         {
             "gRPC": config.grpc_port,
@@ -154,8 +224,9 @@ def run(
         asyncio.run(wait_serving(stack.grpc_target, serving_timeout))
         for part in banner(stack, env):
             console.print(part, soft_wrap=True)
-        dead = _watch(stack)
-        console.print(Text(f"payments up: {_describe_exit(dead)}; stopping the rest", "red"))
+        _supervise(stack, policy or RestartPolicy(), console)
+    except CrashLoop as exc:
+        console.print(Text(f"payments up: {exc}; stopping the stack", "red"), soft_wrap=True)
         return 1
     except StopRequested as stop:
         console.print(Text(f"payments up: {stop} received, stopping", "yellow"))
@@ -172,7 +243,12 @@ def run(
         # A second Ctrl-C must not leave children behind half-stopped.
         for sig in handlers:
             signal.signal(sig, signal.SIG_IGN)
-        stack.stop()
+        try:
+            stack.stop(lambda name: console.print(f"payments up: stopping {name}"))
+        except (RuntimeError, OSError, subprocess.SubprocessError) as exc:
+            # The embedded Postgres refusing pg_ctl stop, say: told, not a traceback.
+            message = f"payments up: could not stop everything: {describe_failure(exc)}"
+            console.print(Text(message, "red"), soft_wrap=True)
         for sig, previous in handlers.items():
             signal.signal(sig, previous)
         console.print("payments up: stopped")

@@ -257,25 +257,6 @@ def run_sweep_bench(options: SweepBenchOptions, progress: Progress) -> SweepBenc
     return uvloop.run(run(options, progress))
 
 
-def add_parser(commands: Any) -> None:
-    parser = commands.add_parser(
-        "bench", help="measure the sweep rate", description=__doc__.split("\n\n")[0]
-    )
-    parser.add_argument("--payments", type=int, default=10_000, help="stale payments to sweep")
-    parser.add_argument("--target", help="a running payment-svc (default: an own stack)")
-    parser.add_argument("--sim-url", help="with --target: its provider-sim base URL")
-    parser.add_argument("--concurrency", type=int, default=16, help="provider fetches in flight")
-    parser.add_argument("--page-size", type=int, default=100, help="payments per page (1..100)")
-    parser.add_argument("--setup-concurrency", type=int, default=64)
-    parser.add_argument(
-        "--database-url",
-        default=os.environ.get("DATABASE_URL") or None,
-        help="Postgres server for a fresh database (default: embedded)",
-    )
-    parser.add_argument("--logs-dir", type=Path, help="keep the own stack's logs here")
-    parser.add_argument("--json", action="store_true", help="the report as JSON on stdout")
-
-
 def main(args: argparse.Namespace) -> int:
     # The measured sweep runs in this process: its logs go to stderr, warnings up.
     import logging

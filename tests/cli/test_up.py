@@ -1,16 +1,22 @@
 """`payments up` in the foreground: every process starts, the banner tells how
-to use them, a signal stops everything with exit 0, a dead child exits 1.
+to use them, a signal stops everything (callers first) with exit 0, a dead
+child is restarted while the others keep running, and a child that keeps
+crashing stops the stack with exit 1.
 
 Each test runs its own stack on free ports, on an embedded Postgres in a
 temporary directory (DATABASE_URL unset for the child)."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import shutil
 import signal
+import socket
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -24,14 +30,19 @@ from tests.cli.conftest import run_cli
 
 
 class Up:
-    def __init__(self, tmp: Path) -> None:
+    def __init__(self, *args: str) -> None:
+        # Not under pytest's tmp_path: another pytest session starting resets
+        # pytest-of-USER to 0700, and the embedded cluster runs as another
+        # user when we are root (its pg_ctl stop then fails).
+        self.tmp = Path(tempfile.mkdtemp(prefix="payments-up-"))
         self.grpc_port = free_port()
-        self.output = tmp / "up.out"
+        self.reconciler_port = free_port()
+        self.output = self.tmp / "up.out"
         env = {k: v for k, v in os.environ.items() if k != "DATABASE_URL"}
-        argv = [sys.executable, "-m", "payments.cli", "up", "--data-dir", str(tmp / "data")]
+        argv = [sys.executable, "-m", "payments.cli", "up", "--data-dir", str(self.tmp / "data")]
         argv += ["--grpc-port", str(self.grpc_port), "--sim-port", str(free_port())]
         argv += ["--metrics-port", str(free_port()), "--gateway-port", str(free_port())]
-        argv += ["--reconciler-port", str(free_port())]
+        argv += ["--reconciler-port", str(self.reconciler_port), *args]
         with self.output.open("wb") as out:
             self.proc = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT, env=env)
 
@@ -56,11 +67,30 @@ class Up:
         if self.proc.poll() is None:
             self.proc.send_signal(signal.SIGINT)
             self.proc.wait(60)
+        shutil.rmtree(self.tmp, ignore_errors=True)
+
+    def children(self) -> dict[str, int]:
+        """The stack's processes by name, their pids."""
+        names = ("payment-svc", "webhook-gateway", "provider-sim", "reconciler")
+        found = {}
+        for child in psutil.Process(self.proc.pid).children():
+            with contextlib.suppress(psutil.Error):
+                for name in names:
+                    if any(part.endswith(name) for part in child.cmdline()):
+                        found[name] = child.pid
+        return found
+
+    def wait_for(self, text: str, timeout: float = 60) -> None:
+        deadline = time.monotonic() + timeout
+        while text not in self.text:
+            assert self.proc.poll() is None, self.text
+            assert time.monotonic() < deadline, self.text
+            time.sleep(0.1)
 
 
 @pytest.fixture
-def up(tmp_path: Path) -> Iterator[Up]:
-    running = Up(tmp_path)
+def up() -> Iterator[Up]:
+    running = Up()
     try:
         yield running
     finally:
@@ -91,9 +121,70 @@ def test_up_prints_how_to_use_it_and_stops_on_sigterm(up: Up) -> None:
     assert not any(c.is_running() and c.status() != psutil.STATUS_ZOMBIE for c in children)
 
 
-def test_up_exits_1_naming_a_child_that_died(up: Up) -> None:
+def pay(up: Up) -> subprocess.CompletedProcess[str]:
+    return run_cli(
+        "pay", "--amount", "100", "--currency", "USD", "--payment-method", "pm_card_visa",
+        "--json", env={"PAYMENTS_TARGET": f"127.0.0.1:{up.grpc_port}"},
+    )  # fmt: skip
+
+
+def test_up_restarts_a_killed_child_and_the_others_keep_running(up: Up) -> None:
     up.wait_up()
-    up.child("provider-sim").kill()
-    assert up.proc.wait(60) == 1, up.text
-    assert "provider-sim was killed by SIGKILL" in up.text
-    assert "stopped" in up.text
+    before = up.children()
+    assert len(before) == 4, before
+
+    os.kill(before["payment-svc"], signal.SIGKILL)
+    up.wait_for("payment-svc was killed by SIGKILL; restarting it")
+    up.wait_for("payment-svc restarted")
+    deadline = time.monotonic() + 30
+    while (result := pay(up)).returncode != 0:  # until the new one serves
+        assert time.monotonic() < deadline, result.stderr
+        time.sleep(0.2)
+    assert json.loads(result.stdout)["status"] == "PAYMENT_STATUS_SUCCEEDED"
+
+    after = up.children()
+    assert after["payment-svc"] != before["payment-svc"]
+    others = ("webhook-gateway", "provider-sim", "reconciler")
+    assert {n: after[n] for n in others} == {n: before[n] for n in others}
+    assert up.proc.poll() is None
+
+    up.proc.send_signal(signal.SIGINT)  # Ctrl-C: everything, callers first
+    assert up.proc.wait(60) == 0, up.text
+    stopping = [line.split()[-1] for line in up.text.splitlines() if "up: stopping " in line]
+    assert stopping == ["reconciler", "webhook-gateway", "payment-svc", "provider-sim"]
+    assert not any(psutil.pid_exists(pid) for pid in after.values())
+
+
+@pytest.fixture
+def up_crash_limit_2() -> Iterator[Up]:
+    running = Up("--crash-limit", "2", "--crash-window", "60")
+    try:
+        yield running
+    finally:
+        running.stop()
+
+
+def test_up_exits_1_naming_a_child_that_keeps_crashing(up_crash_limit_2: Up) -> None:
+    up = up_crash_limit_2
+    up.wait_up()
+    before = up.children()
+    os.kill(before["reconciler"], signal.SIGKILL)
+    # Its port taken from now on, every restart of the reconciler exits 1.
+    with socket.socket() as squatter:
+        deadline = time.monotonic() + 5
+        while True:
+            try:
+                squatter.bind(("127.0.0.1", up.reconciler_port))
+                break
+            except OSError:
+                assert time.monotonic() < deadline
+                time.sleep(0.01)
+        squatter.listen()
+        assert up.proc.wait(60) == 1, up.text
+    text = up.text
+    assert "reconciler was killed by SIGKILL; restarting it" in text
+    assert "reconciler exited with code 1; restarting it" in text
+    assert "reconciler crashed 3 times within 60 s" in text
+    # Until then the others ran on, untouched.
+    assert text.count("restarted (pid") == 2
+    assert "stopped" in text

@@ -40,3 +40,17 @@ def test_deploy_build_context_is_only_what_the_build_copies() -> None:
     rules = [line for line in ignore if line and not line.startswith("#")]
     assert rules[0] == "*"
     assert {"!pyproject.toml", "!README.md", "!src/"} <= set(rules)
+
+
+def test_deploy_image_installs_the_lock_with_hashes_then_the_project_alone() -> None:
+    runs = [line for line in DOCKERFILE.read_text().splitlines() if "pip install" in line]
+    lock = [line for line in runs if "-r requirements.lock" in line]
+    assert lock, "the dependencies come from requirements.lock"
+    assert all("--require-hashes" in line for line in lock)
+    project = [line for line in runs if line.rstrip(" \\").endswith(" .")]
+    assert project, "the project is installed"
+    assert all("--no-deps" in line for line in project), "nothing resolved at build time"
+    assert "!requirements.lock" in (ROOT / ".dockerignore").read_text().splitlines()
+    pins = [line for line in (ROOT / "requirements.lock").read_text().splitlines() if "==" in line]
+    assert pins, "requirements.lock pins exact versions"
+    assert all(line.rstrip().endswith("\\") for line in pins), "each pin carries its hashes"

@@ -1,0 +1,346 @@
+"""The production install, checked as the image makes it (scripts/check-install).
+
+    wheel      uv build --wheel (the project alone)
+    venv       a fresh venv; pip install --require-hashes -r requirements.lock,
+               then pip install --no-deps the wheel, then pip check: the
+               Dockerfile's steps, with pip's local configuration ignored
+    clean      no development-only package is in the lock or importable
+    --help     every console script answers it
+    real run   against Postgres (DATABASE_URL's server: a fresh database,
+               dropped after; unset: an embedded one from the dev venv):
+               payment-svc migrate; provider-sim, payment-svc, webhook-gateway
+               from the fresh venv; `payments pay` succeeds through provider-sim;
+               a payment settled at the simulator arrives as its signed webhook
+               through the gateway; `reconciler --once` succeeds; the operator
+               CLI works, and `payments up` / `bench` / `reconciler bench` say
+               in one line what to install (exit 2, no traceback)
+
+This script runs in the dev venv (it may use development tools: the embedded
+Postgres, asyncpg to create the database); only what it starts comes from the
+fresh venv. Exit 0: all passed; 1: a step failed (its output is shown).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import secrets
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import IO, Any
+from urllib.parse import urlsplit, urlunsplit
+from urllib.request import Request, urlopen
+
+import asyncpg
+
+from payments.devdb import LocalPostgres, free_port
+from payments.stack import DEV_TOKENS, wait_for_port, wait_serving
+
+ROOT = Path(__file__).resolve().parent.parent
+SCRIPTS = ("payment-svc", "provider-sim", "webhook-gateway", "reconciler", "payments")
+# Distributions (lock) and modules (imports) that only development may have.
+DEV_ONLY = {
+    "psutil": "psutil",
+    "pgserver": "pgserver",
+    "hdrhistogram": "hdrh",
+    "hypothesis": "hypothesis",
+    "pytest": "pytest",
+    "mypy": "mypy",
+    "ruff": "ruff",
+}
+DEV_HINT = "pip install 'payments-platform[dev]'"
+
+
+class CheckFailed(Exception):
+    pass
+
+
+def step(text: str) -> None:
+    print(f"== {text}", flush=True)
+
+
+def pip_env() -> dict[str, str]:
+    """pip as on a clean machine: PyPI only, no local indexes or find-links
+    (a local build of a pinned version would not have the lock's hash)."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PIP_") or k == "PIP_CERT"}
+    return env | {"PIP_CONFIG_FILE": os.devnull, "PIP_DISABLE_PIP_VERSION_CHECK": "1"}
+
+
+def run(argv: list[str], env: dict[str, str] | None = None, timeout: float = 300) -> str:
+    result = subprocess.run(
+        argv, env=env, capture_output=True, text=True, timeout=timeout, check=False
+    )
+    if result.returncode != 0:
+        raise CheckFailed(
+            f"{' '.join(argv)} exited {result.returncode}\n{result.stdout}{result.stderr}"
+        )
+    return result.stdout
+
+
+def build_venv(work: Path) -> Path:
+    step("build the wheel")
+    # From a copy of what the image's build context has: nothing of the
+    # checkout (build/, egg-info) leaks in, and the checkout stays clean.
+    source = work / "source"
+    for name in ("pyproject.toml", "README.md"):
+        (source / name).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(ROOT / name, source / name)
+    ignore = shutil.ignore_patterns("__pycache__", "*.py[co]", "*.egg-info")
+    shutil.copytree(ROOT / "src", source / "src", ignore=ignore)
+    dist = work / "dist"
+    run(
+        [
+            *(str(ROOT / ".venv/bin/uv"), "build", "--wheel", "--no-config", "--quiet"),
+            *("--index-url", "https://pypi.org/simple", "--out-dir", str(dist), str(source)),
+        ]
+    )
+    (wheel,) = dist.glob("payments_platform-*.whl")
+    step(f"fresh venv: the lock with hashes, then {wheel.name} --no-deps")
+    venv = work / "venv"
+    run([sys.executable, "-m", "venv", str(venv)])
+    pip = [str(venv / "bin/python"), "-m", "pip", "install", "--quiet"]
+    run([*pip, "--require-hashes", "-r", str(ROOT / "requirements.lock")], pip_env())
+    run([*pip, "--no-deps", str(wheel)], pip_env())
+    run([str(venv / "bin/python"), "-m", "pip", "check"], pip_env())
+    return venv
+
+
+def check_clean(venv: Path) -> None:
+    step("no development-only package in the lock or the venv")
+    lock = (ROOT / "requirements.lock").read_text().splitlines()
+    pinned = {line.split("==")[0].strip().lower() for line in lock if "==" in line}
+    in_lock = sorted(set(DEV_ONLY) & pinned)
+    if in_lock:
+        raise CheckFailed(f"requirements.lock has development-only packages: {in_lock}")
+    probe = (
+        "import importlib.util, sys; "
+        "print([m for m in sys.argv[1:] if importlib.util.find_spec(m)])"
+    )
+    found = run([str(venv / "bin/python"), "-c", probe, *DEV_ONLY.values()]).strip()
+    if found != "[]":
+        raise CheckFailed(f"the production venv can import development-only modules: {found}")
+
+
+def check_help(venv: Path) -> None:
+    step("every console script: --help")
+    for name in SCRIPTS:
+        out = run([str(venv / "bin" / name), "--help"], timeout=60)
+        if "usage" not in out.lower():
+            raise CheckFailed(f"{name} --help printed no usage:\n{out}")
+        print(f"   {name} --help: ok", flush=True)
+
+
+@contextlib.contextmanager
+def postgres(work: Path) -> Iterator[str]:
+    given = os.environ.get("DATABASE_URL")
+    if not given:
+        step("Postgres: embedded (DATABASE_URL is unset)")
+        pg = LocalPostgres(Path(tempfile.mkdtemp(prefix="payments-pg-")) / "data")
+        pg.start()
+        try:
+            yield pg.dsn
+        finally:
+            pg.destroy()
+        return
+    name = f"payments_check_install_{secrets.token_hex(4)}"
+    step(f"Postgres: a fresh database {name} on DATABASE_URL's server")
+
+    async def admin(sql: str) -> None:
+        conn = await asyncpg.connect(given)
+        try:
+            await conn.execute(sql)
+        finally:
+            await conn.close()
+
+    asyncio.run(admin(f'CREATE DATABASE "{name}"'))
+    try:
+        yield urlunsplit(urlsplit(given)._replace(path="/" + name))
+    finally:
+        asyncio.run(admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+
+
+class Services:
+    """provider-sim, payment-svc and webhook-gateway from the fresh venv."""
+
+    def __init__(self, venv: Path, database_url: str, logs: Path) -> None:
+        self.venv = venv
+        self.logs = logs
+        self.procs: dict[str, tuple[subprocess.Popen[bytes], IO[bytes]]] = {}
+        grpc, sim, gateway = free_port(), free_port(), free_port()
+        self.ports = {"payment-svc": grpc, "provider-sim": sim, "webhook-gateway": gateway}
+        self.grpc_target = f"127.0.0.1:{grpc}"
+        self.sim_url = f"http://127.0.0.1:{sim}"
+        self.env = {
+            **{k: v for k, v in os.environ.items() if k != "DATABASE_URL"},
+            "DATABASE_URL": database_url,
+            "STRIPE_API_BASE": self.sim_url,
+            "PAYMENT_SVC_LISTEN": self.grpc_target,
+            "PAYMENT_SVC_METRICS_LISTEN": f"127.0.0.1:{free_port()}",
+            "PROVIDER_SIM_PORT": str(sim),
+            "PROVIDER_SIM_WEBHOOK_URL": f"http://127.0.0.1:{gateway}/webhooks/stripe",
+            "WEBHOOK_GATEWAY_LISTEN": f"127.0.0.1:{gateway}",
+            "PAYMENT_SVC_TARGET": self.grpc_target,
+            "RECONCILER_METRICS_LISTEN": f"127.0.0.1:{free_port()}",
+            "PAYMENTS_TARGET": self.grpc_target,
+            "PAYMENTS_TOKEN": DEV_TOKENS["merchant"],
+        }
+
+    def bin(self, name: str) -> str:
+        return str(self.venv / "bin" / name)
+
+    def run(
+        self, *argv: str, expect: int = 0, timeout: float = 120
+    ) -> subprocess.CompletedProcess[str]:
+        result = subprocess.run(
+            [self.bin(argv[0]), *argv[1:]],
+            env=self.env,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            check=False,
+        )
+        if result.returncode != expect:
+            raise CheckFailed(
+                f"{' '.join(argv)} exited {result.returncode}, not {expect}\n"
+                f"{result.stdout}{result.stderr}"
+            )
+        if "Traceback" in result.stdout + result.stderr:
+            raise CheckFailed(f"{' '.join(argv)} printed a traceback\n{result.stderr}")
+        return result
+
+    def start(self, name: str) -> None:
+        log = (self.logs / f"{name}.log").open("wb")
+        proc = subprocess.Popen(
+            [self.bin(name)], env=self.env, stdout=log, stderr=subprocess.STDOUT
+        )
+        self.procs[name] = (proc, log)
+        wait_for_port("127.0.0.1", self.ports[name], 30, proc, name)
+        print(f"   {name}: listening on {self.ports[name]}", flush=True)
+
+    def stop(self) -> None:
+        for proc, log in reversed(self.procs.values()):
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGTERM)
+                try:
+                    proc.wait(20)
+                except subprocess.TimeoutExpired:
+                    proc.kill()
+                    proc.wait()
+            log.close()
+
+    def show_logs(self) -> None:
+        for path in sorted(self.logs.glob("*.log")):
+            print(f"---- {path.name} (last lines)", file=sys.stderr)
+            for line in path.read_text(errors="replace").splitlines()[-30:]:
+                print(f"   {line}", file=sys.stderr)
+
+
+def sim_post(services: Services, path: str, body: dict[str, Any]) -> dict[str, Any]:
+    request = Request(
+        services.sim_url + path,
+        data=json.dumps(body).encode(),
+        headers={"Content-Type": "application/json"},
+        method="POST",
+    )
+    with urlopen(request, timeout=10) as response:
+        reply: dict[str, Any] = json.load(response)
+        return reply
+
+
+def real_run(services: Services) -> None:
+    step("payment-svc migrate")
+    services.run("payment-svc", "migrate")
+    step("provider-sim, payment-svc, webhook-gateway from the fresh venv")
+    for name in ("provider-sim", "payment-svc", "webhook-gateway"):
+        services.start(name)
+    asyncio.run(wait_serving(services.grpc_target, 30))
+
+    step("payments pay: a payment through provider-sim")
+    pay = ["payments", "pay", "--amount", "1999", "--currency", "USD", "--json"]
+    paid = json.loads(services.run(*pay, "--payment-method", "pm_card_visa").stdout)
+    if paid["status"] != "PAYMENT_STATUS_SUCCEEDED" or not paid["provider_payment_id"]:
+        raise CheckFailed(f"the payment did not succeed at the provider: {paid}")
+    print(f"   {paid['id']}: SUCCEEDED, provider {paid['provider_payment_id']}", flush=True)
+
+    step("a signed webhook through the gateway")
+    pending = json.loads(services.run(*pay, "--payment-method", "pm_card_processing").stdout)
+    sim_post(
+        services,
+        f"/_sim/payment_intents/{pending['provider_payment_id']}/settle",
+        {"outcome": "succeeded"},
+    )
+    deadline = time.monotonic() + 20
+    while True:
+        history = json.loads(services.run("payments", "events", pending["id"], "--json").stdout)
+        webhooks = [
+            e
+            for e in history["events"]
+            if e.get("source") == "PAYMENT_EVENT_SOURCE_WEBHOOK" and e.get("applied")
+        ]
+        if webhooks:
+            break
+        if time.monotonic() > deadline:
+            raise CheckFailed(f"no webhook applied to {pending['id']} within 20 s: {history}")
+        time.sleep(0.2)
+    print(f"   {pending['id']}: {webhooks[0]['provider_event_id']} applied", flush=True)
+
+    step("reconciler --once")
+    services.run("reconciler", "--once")
+
+    step("the operator CLI from the production install")
+    for argv in (
+        ("payments", "get", paid["id"], "--json"),
+        ("payments", "list", "--json"),
+        ("payments", "events", paid["id"]),
+        ("payments", "reconcile"),
+        ("payments", "discrepancies"),
+    ):
+        services.run(*argv)
+        print(f"   {' '.join(argv[:2])}: ok", flush=True)
+    for argv in (("payments", "up"), ("payments", "bench"), ("reconciler", "bench")):
+        result = services.run(*argv, expect=2)
+        lines = result.stderr.strip().splitlines()
+        if len(lines) != 1 or DEV_HINT not in lines[0]:
+            raise CheckFailed(
+                f"{' '.join(argv)} should say in one line: {DEV_HINT}\n{result.stderr}"
+            )
+        print(f"   {' '.join(argv)}: exit 2, {lines[0]!r}", flush=True)
+
+
+def main() -> int:
+    started = time.monotonic()
+    work = Path(tempfile.mkdtemp(prefix="payments-check-install-"))
+    services: Services | None = None
+    try:
+        venv = build_venv(work)
+        check_clean(venv)
+        check_help(venv)
+        logs = work / "logs"
+        logs.mkdir()
+        with postgres(work) as database_url:
+            services = Services(venv, database_url, logs)
+            try:
+                real_run(services)
+            finally:
+                services.stop()
+    except (CheckFailed, TimeoutError, RuntimeError, OSError) as exc:
+        print(f"check-install: FAILED: {exc}", file=sys.stderr)
+        if services is not None:
+            services.show_logs()
+        return 1
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    print(f"check-install: all passed in {time.monotonic() - started:.0f} s", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
