@@ -55,8 +55,14 @@ async def _release_held_responses(app: web.Application) -> None:
 
 @web.middleware
 async def _durable(request: web.Request, handler: Handler) -> web.StreamResponse:
-    response = await handler(request)
-    await request.app[SIMULATOR].durable()
+    simulator = request.app[SIMULATOR]
+    try:
+        response = await handler(request)
+    except (StripeApiError, ControlError):
+        # A refusal tells of the books too (a key in use, a charge already refunded).
+        await simulator.durable()
+        raise
+    await simulator.durable()
     return response
 
 

@@ -125,7 +125,7 @@ class Simulator:
             resumed = self.webhooks.resume(snapshot.events, snapshot.deliveries)
             log.info(
                 "provider_sim.state_loaded",
-                path=str(self.state.path if self.state else None),
+                path=str(self.settings.state_path),
                 payment_intents=len(snapshot.intents),
                 events=len(snapshot.events),
                 idempotency_keys=len(snapshot.keys),

@@ -117,6 +117,7 @@ class StateStore:
         self._wake: asyncio.Event | None = None
         self._flusher: asyncio.Task[None] | None = None
         self._failure: StateError | None = None
+        self._closing = False
 
     # -- life cycle (in the running loop) -------------------------------------------
 
@@ -130,12 +131,11 @@ class StateStore:
 
     async def close(self) -> None:
         """Write what is left, then release the file."""
-        if self._flusher is not None:
-            self._flusher.cancel()
-            await asyncio.gather(self._flusher, return_exceptions=True)
+        if self._flusher is not None and self._wake is not None:
+            self._closing = True
+            self._wake.set()
+            await self._flusher
             self._flusher = None
-            if self._failure is None:
-                await self._flush()
         if self._db is not None:
             await asyncio.get_running_loop().run_in_executor(self._writer, self._db.close)
             self._db = None
@@ -194,10 +194,12 @@ class StateStore:
 
     async def _flush_forever(self) -> None:
         assert self._wake is not None
-        while self._failure is None:
+        while self._failure is None and not self._closing:
             await self._wake.wait()
             self._wake.clear()
             await self._flush()
+        if self._failure is None:
+            await self._flush()  # what was noted during the last one
 
     async def _flush(self) -> None:
         upto = self._noted
@@ -310,15 +312,15 @@ def _rows(changes: _Changes, expired_before: float) -> _Rows:
     return _Rows(
         reset=changes.reset,
         intents=[(i.id, i.seq, _dumps(intent_state(i))) for i in changes.intents.values()],
-        refunds=[(r.id, _dumps(dataclasses.asdict(r))) for r in changes.refunds],
-        disputes=[(d.id, _dumps(dataclasses.asdict(d))) for d in changes.disputes],
+        refunds=[(r.id, _dumps(_fields(r, _REFUND_FIELDS))) for r in changes.refunds],
+        disputes=[(d.id, _dumps(_fields(d, _DISPUTE_FIELDS))) for d in changes.disputes],
         events=[(e["id"], _dumps(e)) for e in changes.events],
         keys=[
             (scope, key, _dumps(fingerprint), response.status, response.body, completed_at)
             for (scope, key), (fingerprint, response, completed_at) in changes.keys.items()
         ],
         deliveries=[
-            (event_id, _dumps(dataclasses.asdict(record)))
+            (event_id, _dumps(_fields(record, _DELIVERY_FIELDS)))
             for event_id, record in changes.deliveries.items()
         ],
         expired_before=expired_before,
@@ -358,8 +360,10 @@ def _load(db: sqlite3.Connection, expired_before: float) -> Snapshot:
 
 def intent_state(intent: PaymentIntent) -> JsonObject:
     """Every field of the intent (more than its API JSON shows), as JSON values."""
-    state = dataclasses.asdict(intent)
+    state = _fields(intent, _INTENT_FIELDS)
     state["status"] = intent.status.value
+    error = intent.last_payment_error
+    state["last_payment_error"] = None if error is None else _fields(error, _ERROR_FIELDS)
     return state
 
 
@@ -373,6 +377,22 @@ def intent_from_state(state: JsonObject) -> PaymentIntent:
             "last_payment_error": None if error is None else PaymentError(**error),
         }
     )
+
+
+def _fields(obj: object, names: tuple[str, ...]) -> JsonObject:
+    # Shallow, unlike dataclasses.asdict (which deep-copies): serialised at once.
+    return {name: getattr(obj, name) for name in names}
+
+
+def _names(cls: type) -> tuple[str, ...]:
+    return tuple(f.name for f in dataclasses.fields(cls))
+
+
+_INTENT_FIELDS: Final = _names(PaymentIntent)
+_ERROR_FIELDS: Final = _names(PaymentError)
+_REFUND_FIELDS: Final = _names(Refund)
+_DISPUTE_FIELDS: Final = _names(Dispute)
+_DELIVERY_FIELDS: Final = _names(DeliveryRecord)
 
 
 def _fingerprint(raw: list[Any]) -> Fingerprint:

@@ -217,7 +217,7 @@ async def test_reset_clears_the_books_on_disk(
     assert (await get_json(http, f"{url}/_sim/ledger"))["payment_intents"] == []
     assert (await get_json(http, f"{url}/v1/events"))["data"] == []
     # The key was forgotten too: the same request charges anew.
-    status, intent, headers = await post(http, f"{url}/v1/payment_intents", form, "reset-key")
+    status, _, headers = await post(http, f"{url}/v1/payment_intents", form, "reset-key")
     assert status == 200 and "Idempotent-Replayed" not in headers
     assert len((await get_json(http, f"{url}/_sim/ledger"))["payment_intents"]) == 1
 
@@ -318,3 +318,27 @@ async def test_pending_webhooks_are_delivered_after_a_restart(
         assert [row["event"]["data"]["object"]["id"] for row in rows] == [first["id"], *pending]
     finally:
         await receiver.stop()
+
+
+def test_in_memory_unless_given_a_state_location() -> None:
+    from provider_sim import SIMULATOR, SimSettings, init_app
+
+    assert SimSettings.from_env({}).state_path is None
+    app = init_app(SimSettings())
+    assert app[SIMULATOR].state is None
+    given = SimSettings.from_env({"PROVIDER_SIM_STATE": "/var/lib/sim/books.sqlite3"})
+    assert given.state_path == Path("/var/lib/sim/books.sqlite3")
+
+
+def test_one_simulator_per_state(sim_process: SimProcess, tmp_path: Path) -> None:
+    sim_process.start()
+    second = subprocess.run(
+        [PROVIDER_SIM, "--port", str(free_port()), "--state", str(sim_process.state)],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+    )
+    assert second.returncode == 1
+    assert "in use by another provider-sim" in second.stderr, second.stderr
+    assert sim_process.proc is not None and sim_process.proc.poll() is None
