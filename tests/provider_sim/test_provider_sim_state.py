@@ -135,6 +135,11 @@ async def test_acknowledged_books_survive_a_sigkill(
         http, f"{url}/v1/payment_intents", intent_form("pm_card_chargeDeclined", "pay_3"), "k-3"
     )
     assert status == 402
+    status, canceled, _ = await post(
+        http, f"{url}/v1/payment_intents/{declined['error']['payment_intent']['id']}/cancel",
+        {"cancellation_reason": "abandoned"}, "cancel-3",
+    )  # fmt: skip
+    assert status == 200 and canceled["status"] == "canceled", canceled
     status, refund, _ = await post(
         http, f"{url}/v1/refunds", {"payment_intent": paid["id"], "amount": "250"}, "refund-1"
     )
@@ -179,6 +184,8 @@ async def test_acknowledged_books_survive_a_sigkill(
         http, f"{url}/v1/payment_intents", intent_form("pm_card_chargeDeclined", "pay_3"), "k-3"
     )
     assert (status, again) == (402, declined)
+    got = await get_json(http, f"{url}/v1/payment_intents/{canceled['id']}")
+    assert got == canceled
     status, mismatch, _ = await post(
         http, f"{url}/v1/payment_intents", intent_form("pm_card_visa", "pay_1", 999), key
     )
