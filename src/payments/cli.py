@@ -240,7 +240,11 @@ def list_(
 @app.command()
 def up(
     data_dir: Annotated[
-        Path, typer.Option(help="embedded Postgres lives here when DATABASE_URL is unset")
+        Path,
+        typer.Option(
+            help="provider-sim's books live here, and the embedded Postgres when "
+            "DATABASE_URL is unset"
+        ),
     ] = Path(".payments"),
     database_url: Annotated[
         str | None, typer.Option(envvar="DATABASE_URL", help="use this Postgres instead")
@@ -271,7 +275,7 @@ def up(
     _quiet_imports()
     require_dev_tools("up")
     from payments import supervisor
-    from payments.stack import StackConfig
+    from payments.stack import SIM_STATE_FILE, StackConfig
 
     config = StackConfig(
         database_url=database_url or None,
@@ -283,6 +287,7 @@ def up(
         gateway_port=gateway_port,
         reconciler_port=reconciler_port,
         log_dir=None,
+        sim_state=data_dir / SIM_STATE_FILE,
     )
     policy = supervisor.RestartPolicy(max_crashes=crash_limit, window_seconds=crash_window)
     code = supervisor.run(config, render.stdout, dict(os.environ), policy=policy)

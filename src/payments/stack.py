@@ -7,6 +7,7 @@ end-to-end tests all start them through this one module.
       payment-svc            gRPC  127.0.0.1:50051, metrics 127.0.0.1:9101
       webhook-gateway        HTTP  127.0.0.1:8080 (/webhooks/stripe, /metrics)
       provider-sim           HTTP  127.0.0.1:12111, webhooks to the gateway
+                             (books in config.sim_state across restarts, when set)
       reconciler             metrics 127.0.0.1:9102 (scheduled jobs)
 
 Each child is a real process running its console entry point; its output is
@@ -30,6 +31,9 @@ from pathlib import Path
 from typing import IO, Any
 
 from payments.devdb import LocalPostgres, free_port
+
+# `payments up` keeps provider-sim's books in its data directory under this name.
+SIM_STATE_FILE = "provider-sim.sqlite3"
 
 DEV_TOKENS = {
     "merchant": "dev-merchant-token",
@@ -162,6 +166,8 @@ class StackConfig:
     gateway_port: int = 8080
     reconciler_port: int = 9102
     log_dir: Path | None = None  # None: prefixed lines on our stdout
+    # provider-sim keeps its books in this file across restarts; None: in memory.
+    sim_state: Path | None = None
     extra_env: dict[str, str] = field(default_factory=dict)
 
     @classmethod
@@ -247,7 +253,9 @@ class Stack:
             )
 
     def start_provider_sim(self) -> Process:
-        return self._start("provider-sim", [_bin("provider-sim")], self.config.sim_port)
+        state = self.config.sim_state
+        argv = [_bin("provider-sim"), *(["--state", str(state)] if state else [])]
+        return self._start("provider-sim", argv, self.config.sim_port)
 
     def start_payment_svc(self) -> Process:
         return self._start("payment-svc", [_bin("payment-svc")], self.config.grpc_port)

@@ -16,6 +16,7 @@ deliverer.py    webhook delivery: workers, retries, drop/duplicate/delay/reorder
 webhooks.py     pure: endpoint config, retry schedule, delivery records and stats
 signature.py    Stripe-Signature (t=...,v1=HMAC-SHA256)
 idempotency.py  stored responses per (API key, Idempotency-Key)
+state.py        the books on disk with --state (SQLite, group commit), loaded at start
 faults.py       fault settings and their validation
 search.py       Stripe search query subset
 settings.py     SimSettings.from_env()

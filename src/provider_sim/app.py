@@ -6,7 +6,9 @@
                             running loop, stopped after the server stops taking requests
 
 One middleware turns every error into the JSON shape of the API it belongs to,
-so no request ever gets a traceback or an HTML page.
+so no request ever gets a traceback or an HTML page. With a state location a
+second one holds each response until what it reports is on disk (state.py), so
+an acknowledged charge survives a SIGKILL; without one it is not installed.
 """
 
 from __future__ import annotations
@@ -22,12 +24,14 @@ from provider_sim.appkeys import SETTINGS, SIMULATOR
 from provider_sim.errors import ControlError, StripeApiError
 from provider_sim.settings import SimSettings
 from provider_sim.simulator import Simulator
+from provider_sim.state import StateError
 
 log = structlog.get_logger("provider_sim")
 
 
 def init_app(settings: SimSettings) -> web.Application:
-    app = web.Application(middlewares=[_json_errors])
+    durable = [] if settings.state_path is None else [_durable]
+    app = web.Application(middlewares=[_json_errors, *durable])
     app[SETTINGS] = settings
     app[SIMULATOR] = Simulator(settings)
     app.cleanup_ctx.append(_webhook_delivery)
@@ -47,6 +51,19 @@ async def _webhook_delivery(app: web.Application) -> AsyncIterator[None]:
 
 async def _release_held_responses(app: web.Application) -> None:
     app[SIMULATOR].close()
+
+
+@web.middleware
+async def _durable(request: web.Request, handler: Handler) -> web.StreamResponse:
+    simulator = request.app[SIMULATOR]
+    try:
+        response = await handler(request)
+    except (StripeApiError, ControlError):
+        # A refusal tells of the books too (a key in use, a charge already refunded).
+        await simulator.durable()
+        raise
+    await simulator.durable()
+    return response
 
 
 @web.middleware
@@ -70,6 +87,11 @@ async def _json_errors(request: web.Request, handler: Handler) -> web.StreamResp
             )
         reason = error.reason.lower().replace(" ", "_")
         return control_api.error_response(ControlError(error.status, reason, message))
+    except StateError as error:
+        # Logged once by the store; every later write fails the same way.
+        if _is_stripe(request):
+            return stripe_api.error_response(StripeApiError(500, "api_error", str(error)))
+        return control_api.error_response(ControlError(500, "state_not_saved", str(error)))
     except Exception:
         log.exception("provider_sim.unhandled_error", method=request.method, path=request.path)
         if _is_stripe(request):

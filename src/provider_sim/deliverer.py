@@ -16,6 +16,8 @@ is admitted, drop at every attempt (so at 1.0 nothing ever arrives, and below
 secret, timeout, schedule) is read at every attempt, so pointing a running sim
 at a new URL also redirects pending retries.
 `reset()` starts a new generation: what the old one still has in flight is ignored.
+A journal (state.py) is told of every delivery record that changes, and `resume()`
+sends again what a previous run had not finished (the copies still pending).
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ import asyncio
 import json
 import random
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Final
 
@@ -45,12 +47,15 @@ _HEADERS: Final = {
     "Cache-Control": "no-cache",
 }
 _CONTENT_TYPE: Final = "application/json; charset=utf-8"
+# Told of a delivery record that changed: (event id, record).
+DeliveryJournal = Callable[[str, DeliveryRecord], None]
 
 
 @dataclass(slots=True, eq=False)
 class _Delivery:
     """One copy of one event on its way to the endpoint."""
 
+    event_id: str
     record: DeliveryRecord
     body: bytes
     generation: int
@@ -59,7 +64,12 @@ class _Delivery:
 
 class WebhookDeliverer:
     def __init__(
-        self, config: WebhookConfig, faults: Callable[[], Faults], *, rng: random.Random
+        self,
+        config: WebhookConfig,
+        faults: Callable[[], Faults],
+        *,
+        rng: random.Random,
+        journal: DeliveryJournal | None = None,
     ) -> None:
         self.initial_config = config
         self.config = config
@@ -67,6 +77,7 @@ class WebhookDeliverer:
         self.records: dict[str, DeliveryRecord] = {}
         self._faults = faults
         self._rng = rng
+        self._journal = journal
         self._generation = 0
         self._ready: asyncio.Queue[_Delivery] = asyncio.Queue()
         self._timers: set[asyncio.TimerHandle] = set()
@@ -123,25 +134,45 @@ class WebhookDeliverer:
         if faults.webhook_duplicate_rate and self._rng.random() < faults.webhook_duplicate_rate:
             copies = 2
             self.stats.duplicated += 1
-        self._send(record, _payload(event), copies, faults.webhook_delay_ms / 1000)
+        self._send(event["id"], record, _payload(event), copies, faults.webhook_delay_ms / 1000)
 
     def redeliver(self, event: JsonObject, copies: int) -> DeliveryRecord:
         """Send an event again (as Stripe's "resend"), past the faults."""
         record = self.records.setdefault(event["id"], DeliveryRecord())
-        self._send(record, _payload(event), copies, 0.0)
+        self._send(event["id"], record, _payload(event), copies, 0.0)
         return record
+
+    def resume(self, events: Iterable[JsonObject], records: Mapping[str, DeliveryRecord]) -> int:
+        """Take back the records of a previous run (events oldest first) and send the
+        copies it had not finished again, with a fresh schedule; returns how many."""
+        resumed = 0
+        for event in events:
+            record = records.get(event["id"])
+            if record is None:
+                continue
+            self.records[event["id"]] = record
+            body = _payload(event)
+            for _ in range(record.copies - record.delivered_copies - record.failed_copies):
+                self.stats.pending += 1
+                self._admit(_Delivery(event["id"], record, body, self._generation))
+                resumed += 1
+        return resumed
 
     # -- internals ------------------------------------------------------------------
 
-    def _send(self, record: DeliveryRecord, body: bytes, copies: int, delay_s: float) -> None:
+    def _send(
+        self, event_id: str, record: DeliveryRecord, body: bytes, copies: int, delay_s: float
+    ) -> None:
         for _ in range(copies):
-            delivery = _Delivery(record, body, self._generation)
+            delivery = _Delivery(event_id, record, body, self._generation)
             record.copies += 1
             self.stats.pending += 1
             if delay_s:
                 self._later(delay_s, self._admit, delivery)
             else:
                 self._admit(delivery)
+        if self._journal is not None:
+            self._journal(event_id, record)
 
     def _admit(self, delivery: _Delivery) -> None:
         if not self._faults().webhook_reorder:
@@ -206,6 +237,8 @@ class WebhookDeliverer:
         record.attempts += 1
         record.last_status, record.last_error = status, error
         stats.attempts += 1
+        if self._journal is not None:
+            self._journal(delivery.event_id, record)
         if error is None:
             record.delivered_copies += 1
             stats.delivered += 1

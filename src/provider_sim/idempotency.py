@@ -9,14 +9,15 @@
 Only responses from requests that executed are stored (successes and card
 declines), as Stripe does; validation errors and injected server errors release
 the key so a retry can run. No I/O; the only asyncio use is waiting for the
-request that holds a key.
+request that holds a key. A journal (state.py) is told of every stored response,
+and `restore()` takes back those of a previous run.
 """
 
 from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 Fingerprint = tuple[str, tuple[tuple[str, str], ...]]
@@ -26,6 +27,10 @@ Fingerprint = tuple[str, tuple[tuple[str, str], ...]]
 class StoredResponse:
     status: int
     body: bytes
+
+
+# Told of every response stored: (slot, fingerprint, response).
+KeyJournal = Callable[[tuple[str, str], Fingerprint, StoredResponse], None]
 
 
 @dataclass(slots=True, eq=False)
@@ -70,10 +75,27 @@ class InFlight:
 Claim = Reservation | Replay | Mismatch | InFlight
 
 
+@dataclass(frozen=True, slots=True)
+class StoredKey:
+    """A stored response of a previous run, `age_s` seconds old."""
+
+    slot: tuple[str, str]
+    fingerprint: Fingerprint
+    response: StoredResponse
+    age_s: float
+
+
 class IdempotencyStore:
-    def __init__(self, *, retention_s: float, clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(
+        self,
+        *,
+        retention_s: float,
+        clock: Callable[[], float] = time.monotonic,
+        journal: KeyJournal | None = None,
+    ) -> None:
         self._retention_s = retention_s
         self._clock = clock
+        self._journal = journal
         # Insertion order is claim order, so the oldest records are always first.
         self._records: dict[tuple[str, str], _Record] = {}
 
@@ -98,11 +120,22 @@ class IdempotencyStore:
     def complete(self, reservation: Reservation, response: StoredResponse) -> None:
         reservation.record.response = response
         reservation.record.wake()
+        if self._journal is not None:
+            self._journal(reservation.slot, reservation.record.fingerprint, response)
 
     def release(self, reservation: Reservation) -> None:
         if self._records.get(reservation.slot) is reservation.record:
             del self._records[reservation.slot]
         reservation.record.wake()
+
+    def restore(self, keys: Iterable[StoredKey]) -> None:
+        """Take back stored responses (oldest first), keeping their age."""
+        now = self._clock()
+        for stored in keys:
+            if stored.age_s < self._retention_s:
+                self._records[stored.slot] = _Record(
+                    stored.fingerprint, now - stored.age_s, stored.response
+                )
 
     def clear(self) -> None:
         records, self._records = self._records, {}

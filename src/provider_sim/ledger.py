@@ -10,6 +10,8 @@ Pure and synchronous (no I/O, no awaits), so one call is atomic on the event loo
 
 The webhook deliverer subscribes with `ledger.subscribe(deliverer.enqueue)`.
 Callbacks run synchronously inside the state change and must not raise.
+A journal (state.py, when the books are kept on disk) is told of every object
+added or changed, and `restore()` takes back the books of a previous run.
 """
 
 from __future__ import annotations
@@ -17,9 +19,9 @@ from __future__ import annotations
 import enum
 import random
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
-from typing import Final
+from typing import Final, Protocol
 
 from provider_sim.charges import (
     DEFAULT_DISPUTE_REASON,
@@ -41,6 +43,16 @@ from provider_sim.intents import (
 from provider_sim.listing import CreatedRange, page_newest_first
 
 EventCallback = Callable[[JsonObject], None]
+
+
+class LedgerJournal(Protocol):
+    """Told of each object added or changed, synchronously; must not raise."""
+
+    def intent(self, intent: PaymentIntent) -> None: ...
+    def refund(self, refund: Refund) -> None: ...
+    def dispute(self, dispute: Dispute) -> None: ...
+    def event(self, event: JsonObject) -> None: ...
+
 
 # The event an intent emits when it enters a status (statuses not listed emit none).
 _EVENT_TYPES: Final[dict[IntentStatus, EventType]] = {
@@ -179,9 +191,11 @@ class Ledger:
         *,
         clock: Callable[[], float] = time.time,
         new_id: Callable[[str], str] = random_id,
+        journal: LedgerJournal | None = None,
     ) -> None:
         self._clock = clock
         self._new_id = new_id
+        self._journal = journal
         self._subscribers: list[EventCallback] = []
         self._seq = 0
         self.clear()
@@ -198,6 +212,27 @@ class Ledger:
         self._by_payment_id: dict[str, list[PaymentIntent]] = {}
         self.events: list[JsonObject] = []
         self._event_index: dict[str, int] = {}
+
+    def restore(
+        self,
+        intents: Iterable[PaymentIntent],
+        refunds: Iterable[Refund],
+        disputes: Iterable[Dispute],
+        events: Iterable[JsonObject],
+    ) -> None:
+        """Take back the books of a previous run (intents in creation order, events
+        oldest first); subscribers are not told: these events were told before."""
+        self.clear()
+        for intent in intents:
+            self._index(intent)
+            if intent.latest_charge is not None:
+                self._by_charge[intent.latest_charge] = intent
+            self._seq = max(self._seq, intent.seq)
+        self._refunds = {refund.id: refund for refund in refunds}
+        self._disputes = {dispute.id: dispute for dispute in disputes}
+        for event in events:
+            self._event_index[event["id"]] = len(self.events)
+            self.events.append(event)
 
     def subscribe(self, callback: EventCallback) -> Callable[[], None]:
         """Call `callback(event)` for every event appended from now on; returns an unsubscribe."""
@@ -309,6 +344,9 @@ class Ledger:
         )
         self._refunds[refund.id] = refund
         intent.amount_refunded += amount
+        if self._journal is not None:
+            self._journal.refund(refund)
+            self._journal.intent(intent)
         self._emit(EventType.CHARGE_REFUNDED, charge_json(intent), command.idempotency_key)
         return refund
 
@@ -330,6 +368,9 @@ class Ledger:
         )
         self._disputes[dispute.id] = dispute
         intent.disputed = True
+        if self._journal is not None:
+            self._journal.dispute(dispute)
+            self._journal.intent(intent)
         self._emit(EventType.CHARGE_DISPUTE_CREATED, dispute.to_json(), None)
         return dispute
 
@@ -440,15 +481,20 @@ class Ledger:
             created=int(self._clock()),
             idempotency_key=idempotency_key,
         )
+        self._index(intent)
+        if self._journal is not None:
+            self._journal.intent(intent)
+        return intent
+
+    def _index(self, intent: PaymentIntent) -> None:
         self._intents[intent.id] = intent
         self._positions[intent.id] = len(self._ordered)
         self._ordered.append(intent)
-        if idempotency_key is not None:
-            self._by_idempotency_key.setdefault(idempotency_key, []).append(intent)
-        payment_id = metadata.get("payment_id")
+        if intent.idempotency_key is not None:
+            self._by_idempotency_key.setdefault(intent.idempotency_key, []).append(intent)
+        payment_id = intent.metadata.get("payment_id")
         if payment_id is not None:
             self._by_payment_id.setdefault(payment_id, []).append(intent)
-        return intent
 
     def _charge(self, intent: PaymentIntent) -> None:
         intent.latest_charge = self._new_id("ch")
@@ -479,6 +525,8 @@ class Ledger:
         if target not in TRANSITIONS[intent.status]:
             raise InvalidTransition(intent, target, action)
         intent.status = target
+        if self._journal is not None:
+            self._journal.intent(intent)
         event_type = _EVENT_TYPES.get(target)
         if event_type is not None:
             self._emit(event_type, intent.to_json(), request_key)
@@ -487,6 +535,8 @@ class Ledger:
         event = event_object(self._new_id("evt"), event_type, int(self._clock()), obj, request_key)
         self._event_index[event["id"]] = len(self.events)
         self.events.append(event)
+        if self._journal is not None:
+            self._journal.event(event)
         for callback in self._subscribers:
             callback(event)
 

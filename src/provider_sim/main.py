@@ -8,6 +8,7 @@ import dataclasses
 import logging
 import signal
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 import structlog
@@ -17,6 +18,7 @@ from aiohttp import web
 from payments import runtime
 from provider_sim.app import init_app
 from provider_sim.settings import SettingsError, SimSettings
+from provider_sim.state import StateError
 
 log = structlog.get_logger("provider_sim")
 
@@ -36,12 +38,16 @@ def main(argv: Sequence[str] | None = None) -> None:
             overrides["port"] = args.port
         if args.webhook_url is not None:
             overrides["webhook_url"] = args.webhook_url or None
+        if args.state is not None:
+            overrides["state_path"] = Path(args.state) if args.state else None
         settings = dataclasses.replace(settings, **overrides)
     except SettingsError as exc:
         raise SystemExit(f"provider-sim: invalid configuration: {exc}") from None
     _configure_logging()
     try:
         uvloop.run(serve(settings))
+    except StateError as exc:
+        raise SystemExit(f"provider-sim: {exc}") from None
     except OSError as exc:
         raise SystemExit(
             f"provider-sim: cannot listen on {settings.host}:{settings.port}: {exc}"
@@ -63,6 +69,7 @@ async def serve(settings: SimSettings) -> None:
             address=_url(host, port),
             api_key="configured" if settings.api_key else "any sk_test_ key",
             webhook_url=settings.webhook_url,
+            state=str(settings.state_path) if settings.state_path else "in memory",
         )
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
@@ -99,6 +106,12 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--webhook-url",
         help="where events are POSTed, '' for nowhere (env PROVIDER_SIM_WEBHOOK_URL, unset)",
+    )
+    parser.add_argument(
+        "--state",
+        metavar="PATH",
+        help="keep the books in this file across restarts, '' for in memory "
+        "(env PROVIDER_SIM_STATE, unset: in memory)",
     )
     return parser
 

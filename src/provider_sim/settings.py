@@ -6,6 +6,7 @@ import math
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Final, TypeVar
 
 from provider_sim.webhooks import DEFAULT_SECRET, WebhookConfig, WebhookConfigError
@@ -38,6 +39,8 @@ class SimSettings:
     webhook_concurrency: int = 16
     # Seeds every random choice (faults, retry jitter, reorder); None: unpredictable.
     seed: int | None = None
+    # Where the books are kept across restarts (a SQLite file); None: in memory only.
+    state_path: Path | None = None
 
     def __post_init__(self) -> None:
         if not self.host:
@@ -49,6 +52,10 @@ class SimSettings:
         if not math.isfinite(self.idempotency_retention_s) or self.idempotency_retention_s <= 0:
             raise SettingsError("PROVIDER_SIM_IDEMPOTENCY_RETENTION_S must be a positive number")
         self.webhook_config()
+        if self.state_path is not None and self.state_path.is_dir():
+            raise SettingsError(
+                f"PROVIDER_SIM_STATE must name a file, not a directory: {self.state_path}"
+            )
 
     def webhook_config(self) -> WebhookConfig:
         try:
@@ -98,10 +105,16 @@ class SimSettings:
                 if env.get("PROVIDER_SIM_SEED", "").strip()
                 else None
             ),
+            state_path=_path(env, "PROVIDER_SIM_STATE"),
         )
 
 
 _N = TypeVar("_N", int, float)
+
+
+def _path(env: Mapping[str, str], name: str) -> Path | None:
+    raw = env.get(name, "").strip()
+    return Path(raw) if raw else None
 
 
 def _number(env: Mapping[str, str], name: str, kind: type[_N], default: _N) -> _N:

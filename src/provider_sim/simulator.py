@@ -11,6 +11,12 @@
 Every event the ledger records goes to the webhook deliverer while it runs
 (`start()`/`stop()`, in the running loop).
 
+With a state location (`settings.state_path`) the ledger, the stored idempotent
+responses and the deliveries tell a StateStore (state.py) what changed, `start()`
+loads what a previous run left and resumes its pending deliveries, and
+`durable()` (awaited by the HTTP layer before every response) waits until what
+the response reports is on disk. Without one there is no store and no cost.
+
 An idempotent POST claims its key first, then sleeps the injected latency, then
 maybe fails before charging (not stored, so a retry runs), then executes and
 stores the response, then maybe holds it (timeout after charge). A request that
@@ -22,10 +28,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
+import hashlib
 import json
 import random
 from collections.abc import Callable
 from dataclasses import dataclass
+
+import structlog
 
 from provider_sim import forms
 from provider_sim.charges import DEFAULT_DISPUTE_REASON, DISPUTE_REASONS, charge_json, intent_json
@@ -56,7 +66,10 @@ from provider_sim.ledger import (
     UnknownPaymentMethod,
 )
 from provider_sim.settings import SimSettings
+from provider_sim.state import StateStore
 from provider_sim.webhooks import DeliveryRecord, WebhookConfig, WebhookConfigError
+
+log = structlog.get_logger("provider_sim")
 
 SEARCH_URL = "/v1/payment_intents/search"
 INTENTS_URL = "/v1/payment_intents"
@@ -77,8 +90,17 @@ def encode(body: JsonObject) -> bytes:
 class Simulator:
     def __init__(self, settings: SimSettings, *, rng: random.Random | None = None) -> None:
         self.settings = settings
-        self.ledger = Ledger()
-        self.idempotency = IdempotencyStore(retention_s=settings.idempotency_retention_s)
+        retention_s = settings.idempotency_retention_s
+        self.state = (
+            None
+            if settings.state_path is None
+            else StateStore(settings.state_path, retention_s=retention_s)
+        )
+        state = self.state
+        self.ledger = Ledger(journal=state)
+        self.idempotency = IdempotencyStore(
+            retention_s=retention_s, journal=None if state is None else state.key
+        )
         self.faults = Faults()
         seed = settings.seed
         self._rng = rng or random.Random(seed)
@@ -86,12 +108,29 @@ class Simulator:
             settings.webhook_config(),
             lambda: self.faults,
             rng=random.Random(None if seed is None else seed + 1),
+            journal=None if state is None else state.delivery,
         )
         self._closing = asyncio.Event()
         self._unsubscribe: Callable[[], None] | None = None
 
     async def start(self) -> None:
+        snapshot = None if self.state is None else await self.state.open()
+        if snapshot is not None:
+            self.ledger.restore(
+                snapshot.intents, snapshot.refunds, snapshot.disputes, snapshot.events
+            )
+            self.idempotency.restore(snapshot.keys)
         await self.webhooks.start()
+        if snapshot is not None:
+            resumed = self.webhooks.resume(snapshot.events, snapshot.deliveries)
+            log.info(
+                "provider_sim.state_loaded",
+                path=str(self.settings.state_path),
+                payment_intents=len(snapshot.intents),
+                events=len(snapshot.events),
+                idempotency_keys=len(snapshot.keys),
+                deliveries_resumed=resumed,
+            )
         self._unsubscribe = self.ledger.subscribe(self.webhooks.enqueue)
 
     async def stop(self) -> None:
@@ -99,6 +138,13 @@ class Simulator:
             self._unsubscribe()
             self._unsubscribe = None
         await self.webhooks.stop()
+        if self.state is not None:
+            await self.state.close()
+
+    async def durable(self) -> None:
+        """Returns once everything changed so far is on disk (at once without a state)."""
+        if self.state is not None:
+            await self.state.durable()
 
     def close(self) -> None:
         """Let responses held by `timeout_after_charge` go, so shutdown is quick."""
@@ -361,8 +407,11 @@ class Simulator:
         return self.webhooks.redeliver(event, copies).to_json()
 
     def reset(self, *, webhook_config: bool = False) -> None:
-        """Forget intents, events, keys, faults, pending deliveries and delivery stats.
-        The webhook endpoint stays as configured unless `webhook_config` is set."""
+        """Forget intents, events, keys, faults, pending deliveries and delivery stats,
+        on disk too. The webhook endpoint stays as configured unless `webhook_config`
+        is set."""
+        if self.state is not None:
+            self.state.reset()
         self.ledger.clear()
         self.idempotency.clear()
         self.faults = Faults()
@@ -385,7 +434,7 @@ class Simulator:
             return Reply(response)
         waited = False
         while True:
-            claim = self.idempotency.claim(api_key, key, fingerprint)
+            claim = self.idempotency.claim(_scope(api_key), key, fingerprint)
             if not isinstance(claim, InFlight):
                 break
             await claim.wait()
@@ -439,3 +488,10 @@ class Simulator:
                 await asyncio.wait_for(
                     self._closing.wait(), faults.timeout_after_charge_hold_ms / 1000
                 )
+
+
+@functools.lru_cache(maxsize=64)
+def _scope(api_key: str) -> str:
+    """Keys are remembered per API key; by its digest, so no secret key is written
+    to the state file."""
+    return hashlib.sha256(api_key.encode()).hexdigest()[:32]
