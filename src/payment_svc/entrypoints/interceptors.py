@@ -173,6 +173,13 @@ def observed(behavior: Behavior, labels: tuple[str, str, str]) -> Behavior:
     return call
 
 
+def call_deadline(context: grpc.aio.ServicerContext[Any, Any]) -> float | None:
+    """The caller's deadline on the running loop's clock; None when the call
+    carries none (the server-side cap bounds it then)."""
+    remaining = context.time_remaining()
+    return None if remaining is None else asyncio.get_running_loop().time() + remaining
+
+
 def handled(behavior: Behavior, cap: float, method: str) -> Behavior:
     async def call(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
         request_id = _metadata(context, "x-request-id") or uuid.uuid4().hex

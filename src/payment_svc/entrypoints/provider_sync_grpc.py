@@ -15,7 +15,7 @@ from payment_svc.domain.model import format_payment_id
 from payment_svc.domain.reconciliation import DiscrepancyKind, Snapshot
 from payment_svc.domain.status import Source
 from payment_svc.entrypoints import convert, metrics
-from payment_svc.entrypoints.interceptors import PRINCIPAL
+from payment_svc.entrypoints.interceptors import PRINCIPAL, call_deadline
 from payment_svc.service_layer.provider_sync import ApplyProviderEvent, ProviderSyncService
 from payment_svc.service_layer.reconciliation import ReconciliationService
 from payment_svc.settings import Role
@@ -203,7 +203,7 @@ class ProviderSyncServicer(sync_grpc.ProviderSyncServiceServicer):
     async def RedrivePayment(
         self, request: sync.RedrivePaymentRequest, context: Context
     ) -> sync.RedrivePaymentResponse:
-        payment = await self._rec.redrive(request.payment_id)
+        payment = await self._rec.redrive(request.payment_id, deadline=call_deadline(context))
         return sync.RedrivePaymentResponse(payment=convert.payment_to_pb(payment))
 
     async def LookupPayments(
