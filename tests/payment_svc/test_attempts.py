@@ -13,6 +13,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 import grpc
 import pytest
 
+from payment_svc.domain.deadlines import AttemptBudget
 from payments.devdb import LocalPostgres
 from payments.stack import Stack
 from payments.v1 import payment_pb2 as pb
@@ -27,6 +28,20 @@ Spawn = Callable[..., Awaitable[Stack]]
 
 # payment-svc as deployed: the provider may take 10 s.
 SLOW_PROVIDER_SVC = {"PROVIDER_TIMEOUT_SECONDS": "10"}
+
+
+def test_the_provider_gets_what_the_caller_can_wait_for_less_the_write() -> None:
+    budget = AttemptBudget(provider_timeout=10, write_reserve=2)
+    assert budget.provider_seconds(None) == 10  # no deadline: the whole timeout
+    assert budget.provider_seconds(60) == 10  # never more than the timeout
+    assert budget.provider_seconds(15) == 10
+    assert budget.provider_seconds(5) == pytest.approx(5 - 0.1 - 2)
+    # A short deadline keeps at most half of what is left for the write.
+    assert budget.provider_seconds(3) == pytest.approx((3 - 0.1) / 2)
+    assert budget.provider_seconds(1.1) == pytest.approx(0.5)
+    assert budget.provider_seconds(0.05) == 0  # nothing left: UNKNOWN at once
+    assert budget.write_seconds(3) == pytest.approx(2.9)
+    assert budget.write_seconds(None) == 2
 
 
 async def _get(channel: grpc.aio.Channel, payment_id: str) -> pb.Payment:
