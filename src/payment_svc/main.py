@@ -28,6 +28,7 @@ from payment_svc.adapters.event_store import EventStore
 from payment_svc.adapters.reconciliation_store import ReconciliationStore
 from payment_svc.adapters.store import PaymentStore
 from payment_svc.adapters.stripe_provider import StripeProvider
+from payment_svc.domain.deadlines import AttemptBudget
 from payment_svc.domain.errors import StoreUnavailable
 from payment_svc.entrypoints import metrics
 from payment_svc.entrypoints.grpc_server import create_server, set_serving
@@ -81,7 +82,13 @@ async def serve(settings: Settings) -> None:
         base_url=settings.stripe_api_base,
         timeout=settings.provider_timeout,
     )
-    payments = PaymentsService(PaymentStore(db), provider)
+    payments = PaymentsService(
+        PaymentStore(db),
+        provider,
+        AttemptBudget(
+            provider_timeout=settings.provider_timeout, write_reserve=settings.db_timeout
+        ),
+    )
     reconciliation_store = ReconciliationStore(db)
     sync_service = ProviderSyncService(
         EventStore(db),

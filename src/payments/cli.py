@@ -56,11 +56,21 @@ Json = Annotated[bool, typer.Option("--json", help="machine-readable output on s
 DEFAULT_TOKEN = "dev-merchant-token"
 
 
+# Longer than payment-svc's PROVIDER_TIMEOUT_SECONDS (10) and the database
+# time around the provider call, so that a slow provider's outcome (UNKNOWN,
+# recorded) comes back rather than DEADLINE_EXCEEDED.
+PAY_TIMEOUT_SECONDS = 15.0
+
+
 def _call(
-    target: str, token: str, as_json: bool, fn: Callable[[PaymentsClient], Awaitable[T]]
+    target: str,
+    token: str,
+    as_json: bool,
+    fn: Callable[[PaymentsClient], Awaitable[T]],
+    timeout: float = 10.0,
 ) -> T:
     async def go() -> T:
-        async with PaymentsClient(target, token) as client:
+        async with PaymentsClient(target, token, timeout=timeout) as client:
             return await fn(client)
 
     try:
@@ -153,6 +163,14 @@ def pay(
     metadata: Annotated[
         list[str] | None, typer.Option("--metadata", help="key=value, repeatable")
     ] = None,
+    timeout: Annotated[
+        float,
+        typer.Option(
+            min=0.1,
+            help="seconds to wait (the call's deadline); payment-svc answers within it, "
+            "UNKNOWN when the provider could not answer in time",
+        ),
+    ] = PAY_TIMEOUT_SECONDS,
     target: Target = DEFAULT_TARGET,
     token: Token = DEFAULT_TOKEN,
     as_json: Json = False,
@@ -165,6 +183,7 @@ def pay(
         token,
         as_json,
         lambda c: c.create_payment(key, amount, currency, payment_method, description, extra),
+        timeout=timeout,
     )
     if as_json:
         render.print_json(render.to_dict(payment))

@@ -20,7 +20,9 @@
 | RECONCILER_PAGE_SIZE | 100 | payments, events and intents per page |
 | RECONCILER_CONCURRENCY | 16 | provider fetches in flight |
 | RECONCILER_PROVIDER_TIMEOUT_SECONDS | 10 | bound of one provider call |
-| RECONCILER_RPC_TIMEOUT_SECONDS | 10 | deadline of one payment-svc call |
+| RECONCILER_RPC_TIMEOUT_SECONDS | 15 | one payment-svc call; > PROVIDER_TIMEOUT + 2 DB_TIMEOUT |
+| PROVIDER_TIMEOUT_SECONDS | 10 | payment-svc's (same variable): its bound of one provider call |
+| DB_TIMEOUT_SECONDS | 2 | payment-svc's (same variable): its bound of one database call |
 | RECONCILER_DRAIN_SECONDS | 30 | on SIGTERM, how long running jobs may take to finish |
 | LOG_LEVEL | INFO | |
 """
@@ -71,7 +73,12 @@ class Settings:
     page_size: int = 100
     concurrency: int = 16
     provider_timeout: float = 10.0
-    rpc_timeout: float = 10.0
+    rpc_timeout: float = 15.0
+    # payment-svc's own bounds, read from the same variables: a re-drive
+    # (RedrivePayment) takes a provider call and a database call either side,
+    # and must not be cut short by our deadline.
+    payment_svc_provider_timeout: float = 10.0
+    payment_svc_db_timeout: float = 2.0
     drain_seconds: float = 30.0
     log_level: str = "INFO"
     production: bool = False
@@ -97,9 +104,20 @@ class Settings:
             ("RECONCILER_SETTLEMENT_WINDOW_SECONDS", self.settlement_window_seconds),
             ("RECONCILER_PROVIDER_TIMEOUT_SECONDS", self.provider_timeout),
             ("RECONCILER_RPC_TIMEOUT_SECONDS", self.rpc_timeout),
+            ("PROVIDER_TIMEOUT_SECONDS", self.payment_svc_provider_timeout),
+            ("DB_TIMEOUT_SECONDS", self.payment_svc_db_timeout),
         ):
             if value <= 0:
                 raise ConfigError(f"{name} must be positive")
+        needed = self.payment_svc_provider_timeout + 2 * self.payment_svc_db_timeout
+        if self.rpc_timeout <= needed:
+            raise ConfigError(
+                f"RECONCILER_RPC_TIMEOUT_SECONDS ({self.rpc_timeout:g}) must be longer than "
+                f"payment-svc's PROVIDER_TIMEOUT_SECONDS ({self.payment_svc_provider_timeout:g}) "
+                f"plus twice its DB_TIMEOUT_SECONDS ({self.payment_svc_db_timeout:g}: the "
+                f"payment's read and the answer's write), {needed:g} s: a re-drive would be "
+                "cut short before the provider's answer"
+            )
         for name, value in (
             ("RECONCILER_GRACE_SECONDS", self.grace_seconds),
             ("RECONCILER_REDRIVE_WINDOW_SECONDS", self.redrive_window_seconds),
@@ -173,6 +191,10 @@ class Settings:
             concurrency=_number(int, "RECONCILER_CONCURRENCY", get("RECONCILER_CONCURRENCY", 16)),
             provider_timeout=seconds("RECONCILER_PROVIDER_TIMEOUT_SECONDS", "provider_timeout"),
             rpc_timeout=seconds("RECONCILER_RPC_TIMEOUT_SECONDS", "rpc_timeout"),
+            payment_svc_provider_timeout=seconds(
+                "PROVIDER_TIMEOUT_SECONDS", "payment_svc_provider_timeout"
+            ),
+            payment_svc_db_timeout=seconds("DB_TIMEOUT_SECONDS", "payment_svc_db_timeout"),
             drain_seconds=seconds("RECONCILER_DRAIN_SECONDS", "drain_seconds"),
             log_level=get("LOG_LEVEL", "INFO"),
             production=env.get("PAYMENTS_ENV", "development").strip() == "production",

@@ -37,7 +37,9 @@ def test_defaults_are_the_documented_development_ones() -> None:
         page_size=100,
         concurrency=16,
         provider_timeout=10,
-        rpc_timeout=10,
+        rpc_timeout=15,
+        payment_svc_provider_timeout=10,
+        payment_svc_db_timeout=2,
         drain_seconds=30,
         log_level="INFO",
         production=False,
@@ -65,6 +67,8 @@ def test_the_environment_is_read() -> None:
             "RECONCILER_CONCURRENCY": "4",
             "RECONCILER_PROVIDER_TIMEOUT_SECONDS": "2",
             "RECONCILER_RPC_TIMEOUT_SECONDS": "3",
+            "PROVIDER_TIMEOUT_SECONDS": "1.5",
+            "DB_TIMEOUT_SECONDS": "0.5",
             "RECONCILER_DRAIN_SECONDS": "0",
             "LOG_LEVEL": "debug",
         }
@@ -76,6 +80,36 @@ def test_the_environment_is_read() -> None:
     assert (s.lease_seconds, s.settlement_window_seconds) == (30, 3600)
     assert (s.page_size, s.concurrency, s.provider_timeout, s.rpc_timeout) == (10, 4, 2, 3)
     assert (s.drain_seconds, s.metrics_listen) == (0, "0.0.0.0:9000")
+    assert (s.payment_svc_provider_timeout, s.payment_svc_db_timeout) == (1.5, 0.5)
+
+
+@pytest.mark.parametrize(
+    ("env", "needed"),
+    [
+        ({"RECONCILER_RPC_TIMEOUT_SECONDS": "10"}, "14"),  # the old default
+        ({"RECONCILER_RPC_TIMEOUT_SECONDS": "14"}, "14"),  # equal is not longer
+        ({"PROVIDER_TIMEOUT_SECONDS": "12"}, "16"),
+        ({"DB_TIMEOUT_SECONDS": "3"}, "16"),
+    ],
+)
+def test_an_rpc_deadline_not_longer_than_a_redrive_is_refused(
+    env: dict[str, str], needed: str
+) -> None:
+    with pytest.raises(ConfigError) as exc:
+        Settings.from_env(env)
+    message = str(exc.value)
+    assert "RECONCILER_RPC_TIMEOUT_SECONDS" in message
+    assert "PROVIDER_TIMEOUT_SECONDS" in message and "DB_TIMEOUT_SECONDS" in message
+    assert f"{needed} s" in message
+    assert Settings.from_env({**env, "RECONCILER_RPC_TIMEOUT_SECONDS": "16.5"})
+
+
+def test_the_reconciler_refuses_to_start_on_a_short_rpc_deadline() -> None:
+    done = run("--once", RECONCILER_RPC_TIMEOUT_SECONDS="10", PROVIDER_TIMEOUT_SECONDS="10")
+    assert done.returncode == 2
+    assert "configuration error: RECONCILER_RPC_TIMEOUT_SECONDS (10) must be longer" in (
+        done.stderr
+    )
 
 
 @pytest.mark.parametrize(
@@ -167,6 +201,8 @@ def test_once_exits_1_when_nothing_can_be_reached() -> None:
         PAYMENT_SVC_TARGET=closed,
         STRIPE_API_BASE=f"http://{closed}",
         RECONCILER_RPC_TIMEOUT_SECONDS="1",
+        PROVIDER_TIMEOUT_SECONDS="0.5",
+        DB_TIMEOUT_SECONDS="0.2",
         RECONCILER_METRICS_LISTEN="127.0.0.1:0",
     )
     assert done.returncode == 1, done.stdout + done.stderr

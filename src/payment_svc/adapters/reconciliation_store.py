@@ -375,8 +375,10 @@ async def _apply(conn: Conn, payment: Payment, snap: Snapshot, plan: SnapshotPla
                 failure_code = CASE WHEN $2 = 'FAILED' THEN $4 ELSE failure_code END,
                 failure_message = CASE WHEN $2 = 'FAILED' THEN $5 ELSE failure_message END,
                 amount_reversed = GREATEST(amount_reversed, $6),
-                provider_state_at = now(),
-                provider_state_rank = $9,
+                -- A snapshot has no provider time: provider_state_at keeps the
+                -- newest event's (our clock is never provider time); the rank
+                -- only grows, so older events of a lower rank stay stale.
+                provider_state_rank = GREATEST(provider_state_rank, $9),
                 version = version + 1,
                 updated_at = now()
             WHERE id = $1

@@ -45,7 +45,12 @@ class StripeProvider:
     async def close(self) -> None:
         await self._http.close_async()  # type: ignore[no-untyped-call]
 
-    async def create_payment(self, charge: ProviderCharge) -> ProviderResult:
+    async def create_payment(
+        self, charge: ProviderCharge, *, timeout: float | None = None
+    ) -> ProviderResult:
+        """`timeout`: what the caller's deadline leaves for this call; never
+        more than PROVIDER_TIMEOUT_SECONDS."""
+        bound = self._timeout if timeout is None else min(timeout, self._timeout)
         params: dict[str, Any] = {
             "amount": charge.amount,
             "currency": charge.currency.lower(),
@@ -58,7 +63,7 @@ class StripeProvider:
         if charge.description:
             params["description"] = charge.description
         try:
-            async with asyncio.timeout(self._timeout):
+            async with asyncio.timeout(bound):
                 # raw_request: the SDK's request path (auth, encoding, the
                 # Idempotency-Key, error classes), without building a typed
                 # StripeObject from the answer, which cost more CPU than the
@@ -77,6 +82,8 @@ class StripeProvider:
         except stripe.InvalidRequestError as exc:
             return _declined(exc)
         except TimeoutError:
+            if bound < self._timeout:
+                return _unknown(f"provider call timed out at the caller's deadline ({bound:.2f} s)")
             return _unknown("provider call timed out")
         except stripe.StripeError as exc:
             return _unknown(f"{type(exc).__name__} (http {exc.http_status})")

@@ -3,6 +3,8 @@
     PaymentsError
      ├── RetryableError            a retry may help
      │    ├── StoreUnavailable     Postgres unreachable, slow or failing over
+     │    │    └── ResultNotRecorded  the provider answered; the write did not
+     │    │                           make it in time (payment_id in ErrorInfo)
      │    └── ProviderUnavailable  the provider cannot be asked right now
      └── PermanentError            a retry of the same request never helps
           ├── InvalidArgument      field violations
@@ -39,6 +41,19 @@ class PermanentError(PaymentsError):
 
 class StoreUnavailable(RetryableError):
     reason = "STORE_UNAVAILABLE"
+
+
+class ResultNotRecorded(StoreUnavailable):
+    """The provider answered but the database did not take the answer within
+    the caller's deadline. The payment stays as it was and converges (the
+    provider's webhook, the reconciler); the caller learns which payment."""
+
+    def __init__(self, payment_id: str) -> None:
+        self.payment_id = payment_id
+        super().__init__(
+            f"payment {payment_id} was sent to the provider, but its answer could not be "
+            "recorded yet (database unavailable); it will be reconciled: look it up later"
+        )
 
 
 class ProviderUnavailable(RetryableError):

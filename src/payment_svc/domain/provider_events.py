@@ -5,7 +5,12 @@ Events arrive late, twice and out of order. Each carries the provider's time
 rank: still in progress (1) < settled (2) < reversed (3). An event is stale
 when it happened before the newest provider state already applied, or in the
 same second with a lower rank: it is kept in the history but does not move
-the payment.
+the payment. An event of a higher rank than the state applied is never stale
+for its time alone: a refund or a dispute created within the same second as
+the success it reverses (the provider's times are whole seconds, and clocks
+differ) must not be dropped. Going backwards is what the transition table
+forbids, not the clock. Only the provider's times are compared: a snapshot
+(the reconciler's fetch) carries none and records none.
 """
 
 from __future__ import annotations
@@ -60,6 +65,8 @@ def is_stale(
     state_at: datetime | None,
     state_rank: int | None,
 ) -> bool:
+    if state_rank is not None and rank > state_rank:
+        return False
     if occurred_at is None or state_at is None:
         return False
     if occurred_at < state_at:

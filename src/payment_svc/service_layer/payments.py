@@ -2,8 +2,13 @@
 
 Create: the payment is committed as PENDING first (a duplicate key stops
 here), then the provider is asked with no transaction open, then its answer
-is recorded. The attempt runs shielded from the caller: if the caller goes
-away mid-call, the provider's answer is still recorded, never lost.
+is recorded. Create and re-drive share one attempt path: shielded from the
+caller (a caller that goes away does not lose the provider's answer),
+tracked, and drained on SIGTERM. The attempt spends the caller's deadline as
+domain/deadlines.py says: the provider call is cut short in time to record
+UNKNOWN and answer it; the answer's write is retried until the deadline, and
+if the database stays away the caller gets ResultNotRecorded (the payment
+converges through the webhook or the reconciler).
 """
 
 from __future__ import annotations
@@ -18,7 +23,14 @@ import structlog
 
 from payment_svc.adapters.store import NewPayment, PageCursor, PaymentStore
 from payment_svc.domain.commands import CreatePayment, ListPayments
-from payment_svc.domain.errors import FailedPrecondition, FieldViolation, InvalidArgument
+from payment_svc.domain.deadlines import AttemptBudget
+from payment_svc.domain.errors import (
+    FailedPrecondition,
+    FieldViolation,
+    InvalidArgument,
+    ResultNotRecorded,
+    StoreUnavailable,
+)
 from payment_svc.domain.model import (
     Payment,
     PaymentEvent,
@@ -35,7 +47,9 @@ log = structlog.get_logger("payment_svc.payments")
 
 
 class PaymentProvider(Protocol):
-    async def create_payment(self, charge: ProviderCharge) -> ProviderResult: ...
+    async def create_payment(
+        self, charge: ProviderCharge, *, timeout: float | None = None
+    ) -> ProviderResult: ...
 
 
 @dataclass(frozen=True)
@@ -52,12 +66,18 @@ def payment_uuid(text: str) -> uuid.UUID:
 
 
 class PaymentsService:
-    def __init__(self, store: PaymentStore, provider: PaymentProvider) -> None:
+    def __init__(
+        self, store: PaymentStore, provider: PaymentProvider, budget: AttemptBudget
+    ) -> None:
         self._store = store
         self._provider = provider
+        self._budget = budget
         self._attempts: set[asyncio.Task[Payment]] = set()
 
-    async def create(self, client_id: str, cmd: CreatePayment) -> Payment:
+    async def create(
+        self, client_id: str, cmd: CreatePayment, *, deadline: float | None = None
+    ) -> Payment:
+        """`deadline`: the caller's, on the running loop's clock (None: none)."""
         cmd.validate()
         payment = await self._store.insert_new(
             NewPayment(
@@ -75,12 +95,21 @@ class PaymentsService:
             )
         )
         structlog.contextvars.bind_contextvars(payment_id=payment.public_id)
-        task = asyncio.ensure_future(self._attempt(payment, Source.API))
+        return await self._attempt(payment, Source.API, deadline)
+
+    async def _attempt(self, payment: Payment, source: Source, deadline: float | None) -> Payment:
+        """The one attempt path: runs as a task of its own, tracked (drain
+        waits for it) and shielded (the caller's cancellation stops the
+        wait, not the attempt)."""
+        task = asyncio.ensure_future(self._ask_and_record(payment, source, deadline))
         self._attempts.add(task)
         task.add_done_callback(self._attempts.discard)
         return await asyncio.shield(task)
 
-    async def _attempt(self, payment: Payment, source: Source) -> Payment:
+    async def _ask_and_record(
+        self, payment: Payment, source: Source, deadline: float | None
+    ) -> Payment:
+        loop = asyncio.get_running_loop()
         result = await self._provider.create_payment(
             ProviderCharge(
                 payment_id=payment.public_id,
@@ -89,9 +118,10 @@ class PaymentsService:
                 payment_method=payment.payment_method,
                 description=payment.description,
                 idempotency_key=payment.public_id,
-            )
+            ),
+            timeout=self._budget.provider_seconds(_left(loop, deadline)),
         )
-        recorded = await self._store.record_result(payment, result, source=source)
+        recorded = await self._record(payment, result, source, deadline)
         log.info(
             "payment_attempted",
             payment_id=payment.public_id,
@@ -101,7 +131,36 @@ class PaymentsService:
         )
         return recorded
 
-    async def redrive(self, payment: Payment, *, window_seconds: float) -> Payment:
+    async def _record(
+        self, payment: Payment, result: ProviderResult, source: Source, deadline: float | None
+    ) -> Payment:
+        """Records the provider's answer, retrying while the database is
+        unavailable, until the caller's deadline (always one try, even past
+        it: the caller may be gone, the answer is still worth keeping)."""
+        loop = asyncio.get_running_loop()
+        end = loop.time() + self._budget.write_seconds(_left(loop, deadline))
+        pause = 0.05
+        while True:
+            left = end - loop.time()
+            try:
+                async with asyncio.timeout(left if left > 0 else None):
+                    return await self._store.record_result(payment, result, source=source)
+            except (StoreUnavailable, TimeoutError) as exc:
+                if end - loop.time() <= pause:
+                    log.error(
+                        "provider_answer_not_recorded",
+                        payment_id=payment.public_id,
+                        status=result.status.value,
+                        provider_payment_id=result.provider_payment_id,
+                        error=str(exc) or type(exc).__name__,
+                    )
+                    raise ResultNotRecorded(payment.public_id) from exc
+            await asyncio.sleep(pause)
+            pause = min(pause * 2, 0.5)
+
+    async def redrive(
+        self, payment: Payment, *, window_seconds: float, deadline: float | None = None
+    ) -> Payment:
         """Attempts a payment again with its own provider idempotency key
         (the reconciler found the provider never heard of it). Past the
         provider's key retention a new key would charge anew: refused."""
@@ -113,10 +172,11 @@ class PaymentsService:
                 "payment is older than the provider's idempotency window: re-driving could "
                 "charge twice"
             )
-        return await self._attempt(payment, Source.RECONCILER)
+        return await self._attempt(payment, Source.RECONCILER, deadline)
 
     async def drain(self, timeout: float) -> None:
-        """Waits for provider attempts still running (their callers may be gone)."""
+        """Waits for provider attempts still running (their callers may be
+        gone), creations and re-drives alike."""
         if self._attempts:
             await asyncio.wait(set(self._attempts), timeout=timeout)
 
@@ -148,6 +208,10 @@ class PaymentsService:
             rows = rows[:limit]
             token = pagination.encode(PageCursor(rows[-1].created_at, rows[-1].id), filters)
         return Page(rows, token)
+
+
+def _left(loop: asyncio.AbstractEventLoop, deadline: float | None) -> float | None:
+    return None if deadline is None else deadline - loop.time()
 
 
 __all__ = ["Page", "PaymentProvider", "PaymentsService", "payment_uuid"]

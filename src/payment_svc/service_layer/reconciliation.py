@@ -132,14 +132,18 @@ class ReconciliationService:
         """Every client's payments created in a window (the settlement diff)."""
         return await self._payments.list(None, query)
 
-    async def redrive(self, payment_id: str) -> Payment:
+    async def redrive(self, payment_id: str, *, deadline: float | None = None) -> Payment:
+        """Through the same attempt path as creation (shielded, tracked,
+        drained; the caller's deadline spent the same way)."""
         payment = await self._store.get_any(payment_uuid(payment_id))
         if not may_redrive(payment.provider_payment_id):
             raise AlreadyAtProvider(
                 f"payment has provider payment {payment.provider_payment_id}: the provider "
                 "has it, re-driving could charge twice"
             )
-        return await self._payments.redrive(payment, window_seconds=self._redrive_window)
+        return await self._payments.redrive(
+            payment, window_seconds=self._redrive_window, deadline=deadline
+        )
 
     async def lookup(self, payment_ids: list[str], provider_ids: list[str]) -> list[Payment]:
         if len(payment_ids) + len(provider_ids) > 1000:
