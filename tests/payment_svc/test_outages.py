@@ -15,7 +15,9 @@ from payments.devdb import LocalPostgres
 from payments.stack import Stack, wait_serving
 from payments.v1 import payment_pb2 as pb
 from payments.v1 import payment_service_pb2 as svc
-from tests.support import auth, create_request, embedded_postgres, stub
+from payments.v1 import provider_sync_service_pb2 as sync
+from payments.v1 import provider_sync_service_pb2_grpc as sync_grpc
+from tests.support import SimControl, auth, create_request, embedded_postgres, rich_error, stub
 
 Spawn = Callable[..., Awaitable[Stack]]
 
@@ -131,6 +133,89 @@ async def test_postgres_paused_calls_end_within_their_deadline(
         await wait_serving(svc_stack.grpc_target, timeout=20)
         reply = await stub(channel).CreatePayment(create_request(), metadata=auth(), timeout=5)
         assert reply.payment.status == pb.PAYMENT_STATUS_SUCCEEDED
+
+
+async def test_postgres_frozen_answers_unavailable_within_the_bound_and_recovers(
+    own_postgres: LocalPostgres, spawn_payment_svc: Spawn, sim: SimControl
+) -> None:
+    """SIGSTOP of the whole cluster: no call waits past DB_TIMEOUT_SECONDS + 1 s,
+    health says NOT_SERVING within it, and after SIGCONT the same process
+    serves again. The write that timed out on our side was already on its
+    way and commits once Postgres runs again: the caller's retry with the
+    same key finds it, and it is charged once."""
+    timeout = 1.0
+    bound = timeout + 1.0
+    svc_stack = await spawn_payment_svc(
+        database_url=own_postgres.dsn, DB_TIMEOUT_SECONDS=str(timeout)
+    )
+    process = svc_stack.processes["payment-svc"]
+    popen = process.popen
+    target = svc_stack.grpc_target
+    async with grpc.aio.insecure_channel(target) as channel:
+        # A pooled connection with the insert already prepared: the next
+        # insert is written to the frozen server's socket at once.
+        warm = await stub(channel).CreatePayment(create_request(), metadata=auth(), timeout=5)
+        key_in_flight = create_request()
+        own_postgres.pause()
+        try:
+            t0 = time.monotonic()
+
+            async def timed(call: Awaitable[object]) -> tuple[float, grpc.StatusCode | None]:
+                try:
+                    await call
+                except grpc.aio.AioRpcError as err:
+                    return time.monotonic() - t0, err.code()
+                return time.monotonic() - t0, None
+
+            async def not_serving() -> tuple[float, grpc.StatusCode | None]:
+                while await health(target) != health_pb2.HealthCheckResponse.NOT_SERVING:
+                    assert time.monotonic() - t0 < bound + 1, "health never said NOT_SERVING"
+                    await asyncio.sleep(0.05)
+                return time.monotonic() - t0, None
+
+            # No deadline on the calls: the service's own bound must end them.
+            create, get, list_, turned = await asyncio.gather(
+                timed(stub(channel).CreatePayment(key_in_flight, metadata=auth())),
+                timed(
+                    stub(channel).GetPayment(
+                        svc.GetPaymentRequest(payment_id=warm.payment.id), metadata=auth()
+                    )
+                ),
+                timed(stub(channel).ListPayments(svc.ListPaymentsRequest(), metadata=auth())),
+                not_serving(),
+            )
+            for elapsed, code in (create, get, list_):
+                assert code == grpc.StatusCode.UNAVAILABLE
+                assert elapsed < bound, elapsed
+            assert turned[0] < bound, turned
+        finally:
+            own_postgres.resume()
+
+        await wait_serving(target, timeout=10)
+        assert process.running and process.popen is popen, "recovered without a restart"
+        fresh = await stub(channel).CreatePayment(create_request(), metadata=auth(), timeout=5)
+        assert fresh.payment.status == pb.PAYMENT_STATUS_SUCCEEDED
+        got = await stub(channel).GetPayment(
+            svc.GetPaymentRequest(payment_id=warm.payment.id), metadata=auth(), timeout=5
+        )
+        assert got.payment.status == pb.PAYMENT_STATUS_SUCCEEDED
+
+        # The caller retries the timed-out CreatePayment with the same key.
+        with pytest.raises(grpc.aio.AioRpcError) as exc:
+            await stub(channel).CreatePayment(key_in_flight, metadata=auth(), timeout=5)
+        err = rich_error(exc.value)
+        assert (err.code, err.reason) == (grpc.StatusCode.ALREADY_EXISTS, "DUPLICATE_PAYMENT")
+        late = err.metadata["payment_id"]
+        # One payment for the key, not yet at the provider; the reconciler's
+        # re-drive charges it once, with our payment id as the provider's key.
+        assert await sim.ledger(payment_id=late) == []
+        rec = sync_grpc.ProviderSyncServiceStub(channel)
+        redriven = await rec.RedrivePayment(
+            sync.RedrivePaymentRequest(payment_id=late), metadata=auth("reconciler"), timeout=5
+        )
+        assert redriven.payment.status == pb.PAYMENT_STATUS_SUCCEEDED
+        [intent] = await sim.ledger(payment_id=late)
+        assert (intent["charges"], intent["idempotency_key"]) == (1, late)
 
 
 async def test_provider_unreachable_is_unknown_and_the_service_stays_up(
