@@ -142,7 +142,9 @@ def main(argv: list[str] | None = None) -> None:
             # Job carries no tokens or provider keys).
             migration = MigrationSettings.from_env()
             logs.configure("payment-svc", migration.log_level)
-            applied = uvloop.run(migrate.migrate(migration.database_url))
+            applied = uvloop.run(
+                migrate.migrate(migration.database_url, lock_timeout=migration.lock_timeout)
+            )
             log.info("migrations_applied", versions=applied)
             return
         settings = Settings.from_env()
