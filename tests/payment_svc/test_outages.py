@@ -7,6 +7,7 @@ import asyncio
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 
+import asyncpg
 import grpc
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
@@ -230,6 +231,48 @@ async def test_postgres_frozen_answers_unavailable_within_the_bound_and_recovers
         assert redriven.payment.status == pb.PAYMENT_STATUS_SUCCEEDED
         [intent] = await sim.ledger(payment_id=late)
         assert (intent["charges"], intent["idempotency_key"]) == (1, late)
+
+
+async def test_a_lock_held_outside_the_service_ends_its_calls_on_both_sides(
+    spawn_payment_svc: Spawn, database_url: str
+) -> None:
+    """A session outside the service (an operator's psql, a migration) holds
+    the payments table. Calls answer UNAVAILABLE within the bound, and their
+    statements do not wait on in Postgres, each holding a connection slot,
+    to commit when the lock is gone: the caller was told UNAVAILABLE, and
+    its retry creates the payment."""
+    svc_stack = await spawn_payment_svc(DB_TIMEOUT_SECONDS="1")
+    holder = await asyncpg.connect(database_url)
+    admin = await asyncpg.connect(database_url)
+    requests = [create_request() for _ in range(4)]
+    try:
+        async with grpc.aio.insecure_channel(svc_stack.grpc_target) as channel:
+            await stub(channel).CreatePayment(create_request(), metadata=auth(), timeout=5)
+            async with holder.transaction():
+                await holder.execute("LOCK TABLE payments IN SHARE MODE")  # no inserts
+                t0 = time.monotonic()
+                results = await asyncio.gather(
+                    *(stub(channel).CreatePayment(r, metadata=auth()) for r in requests),
+                    return_exceptions=True,
+                )
+                assert time.monotonic() - t0 < 2.0
+                for r in results:
+                    assert isinstance(r, grpc.aio.AioRpcError)
+                    assert r.code() == grpc.StatusCode.UNAVAILABLE
+                deadline = time.monotonic() + 1.0
+                while await admin.fetchval(
+                    "SELECT count(*) FROM pg_stat_activity"
+                    " WHERE wait_event_type = 'Lock' AND query LIKE '%INSERT INTO payments%'"
+                ):
+                    assert time.monotonic() < deadline, "the service's inserts wait on"
+                    await asyncio.sleep(0.05)
+            await asyncio.sleep(0.2)
+            for r in requests:
+                reply = await stub(channel).CreatePayment(r, metadata=auth(), timeout=5)
+                assert reply.payment.status == pb.PAYMENT_STATUS_SUCCEEDED
+    finally:
+        await holder.close()
+        await admin.close()
 
 
 async def test_provider_unreachable_is_unknown_and_the_service_stays_up(
