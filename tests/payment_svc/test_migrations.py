@@ -135,28 +135,33 @@ async def test_an_invalid_index_left_by_a_failed_build_is_built_again(
     fresh_database: str, migrations: Path
 ) -> None:
     assert await migrate.migrate(fresh_database, folder=migrations)
+    (migrations / "9903_test_method_index.sql").write_text(
+        f"{migrate.NO_TRANSACTION}\n"
+        "-- by payment method\n"
+        "CREATE INDEX CONCURRENTLY IF NOT EXISTS payments_test_method\n"
+        "    ON payments (payment_method);\n"
+    )
+    report = await asyncpg.connect(fresh_database)
     conn = await asyncpg.connect(fresh_database)
     try:
-        # What a CREATE INDEX CONCURRENTLY that failed half way leaves.
-        await conn.execute("CREATE INDEX payments_test_method ON payments (payment_method)")
-        await conn.execute(
-            "UPDATE pg_index SET indisvalid = false"
-            " WHERE indexrelid = 'payments_test_method'::regclass"
-        )
-        assert await _index_valid(conn, "payments_test_method") is False
-        (migrations / "9903_test_method_index.sql").write_text(
-            f"{migrate.NO_TRANSACTION}\n"
-            "-- by payment method\n"
-            "CREATE INDEX CONCURRENTLY IF NOT EXISTS payments_test_method\n"
-            "    ON payments (payment_method);\n"
-        )
-        assert await migrate.migrate(fresh_database, folder=migrations) == [
-            "9903_test_method_index"
-        ]
+        # A concurrent build waits for older snapshots; this one outlasts
+        # its lock timeout, and the failed build leaves an INVALID index.
+        async with report.transaction(isolation="repeatable_read"):
+            await report.fetchval("SELECT count(*) FROM payments")
+            migrating = asyncio.create_task(
+                migrate.migrate(fresh_database, folder=migrations, lock_timeout=0.2)
+            )
+            deadline = time.monotonic() + 2.0
+            while await _index_valid(conn, "payments_test_method") is not False:
+                assert time.monotonic() < deadline, "the build never failed"
+                await asyncio.sleep(0.02)
+            await asyncio.sleep(0.5)
+        assert await asyncio.wait_for(migrating, 20) == ["9903_test_method_index"]
         assert await _index_valid(conn, "payments_test_method") is True
         # Again: nothing to do.
         assert await migrate.migrate(fresh_database, folder=migrations) == []
     finally:
+        await report.close()
         await conn.close()
 
 
