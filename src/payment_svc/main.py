@@ -48,8 +48,10 @@ def _split(address: str) -> tuple[str, int]:
 
 async def _watch_database(db: Database, healthy_every: float, unhealthy_every: float) -> None:
     """The probe behind health: often while the database is down (to come
-    back quickly), less often while it is up. A failed call also flips
-    health at once (Database marks connection errors)."""
+    back quickly), less often while it is up. A probe is bounded by the
+    database timeout, so a frozen database turns health NOT_SERVING within
+    that timeout plus `healthy_every` (kept under a second). A failed call
+    also flips health at once (Database marks connection errors)."""
     while True:
         await db.ping()
         await asyncio.sleep(healthy_every if db.healthy else unhealthy_every)
@@ -116,7 +118,7 @@ async def serve(settings: Settings) -> None:
         host, mport = _split(settings.metrics_listen)
         start_http_server(mport, addr=host)
     await server.start()
-    watcher = loop.create_task(_watch_database(db, 1.0, 0.25))
+    watcher = loop.create_task(_watch_database(db, 0.5, 0.25))
     inbox = loop.create_task(_inbox_upkeep(sync_service, settings.inbox_upkeep_seconds))
     log.info("payment_svc_started", grpc_port=port, metrics=settings.metrics_listen)
 
@@ -147,7 +149,9 @@ def main(argv: list[str] | None = None) -> None:
             # Job carries no tokens or provider keys).
             migration = MigrationSettings.from_env()
             logs.configure("payment-svc", migration.log_level)
-            applied = uvloop.run(migrate.migrate(migration.database_url))
+            applied = uvloop.run(
+                migrate.migrate(migration.database_url, lock_timeout=migration.lock_timeout)
+            )
             log.info("migrations_applied", versions=applied)
             return
         settings = Settings.from_env()

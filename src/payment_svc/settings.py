@@ -19,6 +19,7 @@
 | PAYMENT_SVC_UNMATCHED_EVENT_DEADLINE_SECONDS | 3600 | unmatched events are reported after |
 | PAYMENT_SVC_INBOX_UPKEEP_SECONDS | 1 | how often unmatched provider events are matched again |
 | PAYMENT_SVC_REDRIVE_WINDOW_SECONDS | 82800 | no re-drive past this age (key retention) |
+| MIGRATE_LOCK_TIMEOUT_SECONDS | 2 | `migrate`: longest wait for one lock before a retry |
 | LOG_LEVEL | INFO | |
 """
 
@@ -98,11 +99,16 @@ class MigrationSettings:
 
     database_url: str
     log_level: str = "INFO"
+    lock_timeout: float = 2.0
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> MigrationSettings:
         env = os.environ if env is None else env
-        return cls(_database_url(env), env.get("LOG_LEVEL", "INFO"))
+        return cls(
+            _database_url(env),
+            env.get("LOG_LEVEL", "INFO"),
+            _float(env, "MIGRATE_LOCK_TIMEOUT_SECONDS", cls.lock_timeout),
+        )
 
 
 @dataclass(frozen=True)

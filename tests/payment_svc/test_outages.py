@@ -7,6 +7,7 @@ import asyncio
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 
+import asyncpg
 import grpc
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
@@ -15,7 +16,9 @@ from payments.devdb import LocalPostgres
 from payments.stack import Stack, wait_serving
 from payments.v1 import payment_pb2 as pb
 from payments.v1 import payment_service_pb2 as svc
-from tests.support import auth, create_request, embedded_postgres, stub
+from payments.v1 import provider_sync_service_pb2 as sync
+from payments.v1 import provider_sync_service_pb2_grpc as sync_grpc
+from tests.support import SimControl, auth, create_request, embedded_postgres, rich_error, stub
 
 Spawn = Callable[..., Awaitable[Stack]]
 
@@ -131,6 +134,145 @@ async def test_postgres_paused_calls_end_within_their_deadline(
         await wait_serving(svc_stack.grpc_target, timeout=20)
         reply = await stub(channel).CreatePayment(create_request(), metadata=auth(), timeout=5)
         assert reply.payment.status == pb.PAYMENT_STATUS_SUCCEEDED
+
+
+async def test_postgres_frozen_answers_unavailable_within_the_bound_and_recovers(
+    own_postgres: LocalPostgres, spawn_payment_svc: Spawn, sim: SimControl
+) -> None:
+    """SIGSTOP of the whole cluster: no call waits past DB_TIMEOUT_SECONDS + 1 s,
+    health says NOT_SERVING within it, and after SIGCONT the same process
+    serves again. The write that timed out on our side was already on its
+    way and commits once Postgres runs again: the caller's retry with the
+    same key finds it, and it is charged once."""
+    timeout = 1.0
+    bound = timeout + 1.0
+    svc_stack = await spawn_payment_svc(
+        database_url=own_postgres.dsn,
+        DB_TIMEOUT_SECONDS=str(timeout),
+        # Only this test's calls use the pool (the upkeep runs once, at start).
+        PAYMENT_SVC_INBOX_UPKEEP_SECONDS="3600",
+    )
+    process = svc_stack.processes["payment-svc"]
+    popen = process.popen
+    target = svc_stack.grpc_target
+    async with grpc.aio.insecure_channel(target) as channel:
+        # A pooled connection with the insert already prepared: the next
+        # insert is written to the frozen server's socket at once.
+        warm = await stub(channel).CreatePayment(create_request(), metadata=auth(), timeout=5)
+        key_in_flight = create_request()
+        own_postgres.pause()
+        try:
+            paused_at = time.monotonic()
+
+            async def timed(
+                call: Callable[[], Awaitable[object]], delay: float = 0.0
+            ) -> tuple[float, grpc.StatusCode | None]:
+                await asyncio.sleep(delay)
+                t0 = time.monotonic()
+                try:
+                    await call()  # an RPC starts when it is made
+                except grpc.aio.AioRpcError as err:
+                    return time.monotonic() - t0, err.code()
+                return time.monotonic() - t0, None
+
+            async def not_serving() -> float:
+                while await health(target) != health_pb2.HealthCheckResponse.NOT_SERVING:
+                    assert time.monotonic() - paused_at < bound + 1, "still SERVING"
+                    await asyncio.sleep(0.05)
+                return time.monotonic() - paused_at
+
+            payments = stub(channel)
+            # No deadline on the calls: the service's own bound must end them.
+            # The insert first (it takes the warm connection), then calls
+            # that need a new connection to a frozen server.
+            create, get, list_, turned = await asyncio.gather(
+                timed(lambda: payments.CreatePayment(key_in_flight, metadata=auth())),
+                timed(
+                    lambda: payments.GetPayment(
+                        svc.GetPaymentRequest(payment_id=warm.payment.id), metadata=auth()
+                    ),
+                    delay=0.2,
+                ),
+                timed(
+                    lambda: payments.ListPayments(svc.ListPaymentsRequest(), metadata=auth()),
+                    delay=0.2,
+                ),
+                not_serving(),
+            )
+            for elapsed, code in (create, get, list_):
+                assert code == grpc.StatusCode.UNAVAILABLE
+                assert elapsed < bound, elapsed
+            assert turned < bound, turned
+        finally:
+            own_postgres.resume()
+
+        await wait_serving(target, timeout=10)
+        assert process.running and process.popen is popen, "recovered without a restart"
+        fresh = await stub(channel).CreatePayment(create_request(), metadata=auth(), timeout=5)
+        assert fresh.payment.status == pb.PAYMENT_STATUS_SUCCEEDED
+        got = await stub(channel).GetPayment(
+            svc.GetPaymentRequest(payment_id=warm.payment.id), metadata=auth(), timeout=5
+        )
+        assert got.payment.status == pb.PAYMENT_STATUS_SUCCEEDED
+
+        # The caller retries the timed-out CreatePayment with the same key.
+        with pytest.raises(grpc.aio.AioRpcError) as exc:
+            await stub(channel).CreatePayment(key_in_flight, metadata=auth(), timeout=5)
+        err = rich_error(exc.value)
+        assert (err.code, err.reason) == (grpc.StatusCode.ALREADY_EXISTS, "DUPLICATE_PAYMENT")
+        late = err.metadata["payment_id"]
+        # One payment for the key, not yet at the provider; the reconciler's
+        # re-drive charges it once, with our payment id as the provider's key.
+        assert await sim.ledger(payment_id=late) == []
+        rec = sync_grpc.ProviderSyncServiceStub(channel)
+        redriven = await rec.RedrivePayment(
+            sync.RedrivePaymentRequest(payment_id=late), metadata=auth("reconciler"), timeout=5
+        )
+        assert redriven.payment.status == pb.PAYMENT_STATUS_SUCCEEDED
+        [intent] = await sim.ledger(payment_id=late)
+        assert (intent["charges"], intent["idempotency_key"]) == (1, late)
+
+
+async def test_a_lock_held_outside_the_service_ends_its_calls_on_both_sides(
+    spawn_payment_svc: Spawn, database_url: str
+) -> None:
+    """A session outside the service (an operator's psql, a migration) holds
+    the payments table. Calls answer UNAVAILABLE within the bound, and their
+    statements do not wait on in Postgres, each holding a connection slot,
+    to commit when the lock is gone: the caller was told UNAVAILABLE, and
+    its retry creates the payment."""
+    svc_stack = await spawn_payment_svc(DB_TIMEOUT_SECONDS="1")
+    holder = await asyncpg.connect(database_url)
+    admin = await asyncpg.connect(database_url)
+    requests = [create_request() for _ in range(4)]
+    try:
+        async with grpc.aio.insecure_channel(svc_stack.grpc_target) as channel:
+            await stub(channel).CreatePayment(create_request(), metadata=auth(), timeout=5)
+            async with holder.transaction():
+                await holder.execute("LOCK TABLE payments IN SHARE MODE")  # no inserts
+                t0 = time.monotonic()
+                results = await asyncio.gather(
+                    *(stub(channel).CreatePayment(r, metadata=auth()) for r in requests),
+                    return_exceptions=True,
+                )
+                assert time.monotonic() - t0 < 2.0
+                for r in results:
+                    assert isinstance(r, grpc.aio.AioRpcError)
+                    assert r.code() == grpc.StatusCode.UNAVAILABLE
+                deadline = time.monotonic() + 1.0
+                while await admin.fetchval(
+                    "SELECT count(*) FROM pg_stat_activity"
+                    " WHERE wait_event_type = 'Lock' AND query LIKE '%INSERT INTO payments%'"
+                ):
+                    assert time.monotonic() < deadline, "the service's inserts wait on"
+                    await asyncio.sleep(0.05)
+            await asyncio.sleep(0.2)
+            for r in requests:
+                reply = await stub(channel).CreatePayment(r, metadata=auth(), timeout=5)
+                assert reply.payment.status == pb.PAYMENT_STATUS_SUCCEEDED
+    finally:
+        await holder.close()
+        await admin.close()
 
 
 async def test_provider_unreachable_is_unknown_and_the_service_stays_up(

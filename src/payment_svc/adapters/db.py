@@ -2,11 +2,19 @@
 
 asyncpg's own timeouts do not cover everything a pool does: a transaction
 cancelled by a timeout tries to ROLLBACK on the same socket, and against a
-paused (SIGSTOPped) or black-holed server that waits forever. So each call
-has a watchdog timer: past the deadline the connection is terminated (the
-socket closed at once), which ends any await on it, and the caller gets
-StoreUnavailable. The pool replaces the connection. A timer rather than a
-task per call: this is the hot path.
+paused (SIGSTOPped) or black-holed server that waits forever. So one deadline
+is set when a call asks for a connection and covers all of it: the wait for a
+pooled connection, a new connection's connect and set-up, the statements, and
+the release. Past it the connection is terminated (the socket closed at once),
+which ends any await on it, and the caller gets StoreUnavailable; a terminated
+connection is never handed back to the pool as usable, the pool connects a
+new one on demand. A timer rather than a task per call: this is the hot path.
+
+The server bounds its side too: every pooled connection carries
+statement_timeout and lock_timeout (a little under the call's timeout, so the
+server usually answers first with an error and the connection survives) and
+idle_in_transaction_session_timeout (the call's timeout), so that a backend
+whose client gave up neither runs on nor keeps its locks.
 """
 
 from __future__ import annotations
@@ -15,7 +23,7 @@ import asyncio
 import contextlib
 import json
 from collections.abc import Awaitable, Callable
-from typing import TypeAlias, TypeVar
+from typing import Any, TypeAlias, TypeVar
 
 import asyncpg
 import structlog
@@ -37,15 +45,38 @@ UNAVAILABLE_ERRORS: tuple[type[BaseException], ...] = (
     asyncpg.CrashShutdownError,
     asyncpg.TooManyConnectionsError,
     asyncpg.ReadOnlySQLTransactionError,
-    asyncpg.QueryCanceledError,
     ConnectionError,
 )
-_TIMEOUT_OR_UNAVAILABLE: tuple[type[BaseException], ...] = (TimeoutError, *UNAVAILABLE_ERRORS)
+# The server's own bounds (statement_timeout, lock_timeout,
+# idle_in_transaction_session_timeout) and asyncpg's: a slow call, not an
+# outage, so they do not touch health.
+TIMEOUT_ERRORS: tuple[type[BaseException], ...] = (
+    TimeoutError,
+    asyncpg.QueryCanceledError,
+    asyncpg.LockNotAvailableError,
+    asyncpg.IdleInTransactionSessionTimeoutError,
+)
+_TIMEOUT_OR_UNAVAILABLE: tuple[type[BaseException], ...] = (*TIMEOUT_ERRORS, *UNAVAILABLE_ERRORS)
 
 _PROBE_FAILURES: tuple[type[BaseException], ...] = (*_TIMEOUT_OR_UNAVAILABLE, asyncpg.PostgresError)
 
 # What store functions receive: a pooled connection.
 Conn: TypeAlias = "asyncpg.pool.PoolConnectionProxy[asyncpg.Record]"
+
+
+def server_settings(timeout: float) -> dict[str, str]:
+    """The server-side bounds of a pooled connection, derived from the call
+    timeout: statements and lock waits end a little before the call's own
+    deadline (the server answers with an error, the connection stays good),
+    and a transaction left idle longer than a whole call (its client froze or
+    vanished) is ended by the server, releasing its locks."""
+    call_ms = max(1, round(timeout * 1000))
+    statement_ms = max(1, round(call_ms * 0.8))
+    return {
+        "statement_timeout": f"{statement_ms}ms",
+        "lock_timeout": f"{statement_ms}ms",
+        "idle_in_transaction_session_timeout": f"{call_ms}ms",
+    }
 
 
 async def _keep_session(conn: asyncpg.Connection) -> None:
@@ -57,6 +88,20 @@ async def _keep_session(conn: asyncpg.Connection) -> None:
 
 async def _init_connection(conn: asyncpg.Connection) -> None:
     await conn.set_type_codec("jsonb", encoder=json.dumps, decoder=json.loads, schema="pg_catalog")
+
+
+async def _connect(*args: Any, **kwargs: Any) -> asyncpg.Connection:
+    """The pool's connect: asyncpg's, then our set-up. Not the pool's `init`
+    hook: when that is cancelled (the call's deadline) asyncpg closes the new
+    connection politely, which waits for a server that may be frozen; here a
+    connection that fails or is cancelled half set up is terminated."""
+    conn: asyncpg.Connection = await asyncpg.connect(*args, **kwargs)
+    try:
+        await _init_connection(conn)
+    except BaseException:
+        conn.terminate()
+        raise
+    return conn
 
 
 class Database:
@@ -83,14 +128,17 @@ class Database:
     async def open(self) -> None:
         # min_size=0 by default: the service starts, and reports NOT_SERVING,
         # even when the database is down; connections come as calls need them.
+        # No command_timeout: the deadline in run() bounds every statement,
+        # and asyncpg's would send a cancel request over a new connection to
+        # a server that may not answer.
         self._pool = await asyncpg.create_pool(
             self._dsn,
             min_size=self._min_size,
             max_size=self._max_size,
-            init=_init_connection,
+            connect=_connect,
             reset=_keep_session,
             timeout=self.timeout,  # connection establishment
-            command_timeout=self.timeout,
+            server_settings=server_settings(self.timeout),
         )
 
     async def close(self) -> None:
@@ -103,23 +151,26 @@ class Database:
                 self._pool.terminate()
 
     async def run(self, fn: Callable[[Conn], Awaitable[T]]) -> T:
-        """Runs fn on a pooled connection within the timeout, or raises
-        StoreUnavailable. fn may open a transaction; it must not call out."""
-        if self._pool is None:
+        """Runs fn on a pooled connection within the timeout, counted from
+        now (the wait for a connection included), or raises StoreUnavailable.
+        fn may open a transaction; it must not call out."""
+        pool = self._pool
+        if pool is None:
             raise StoreUnavailable("database pool not open")
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self.timeout
         try:
-            conn = await self._pool.acquire(timeout=self.timeout)
-        except TimeoutError as exc:
+            conn = await pool.acquire(timeout=self.timeout)
+        except TIMEOUT_ERRORS as exc:
             # Every connection busy (load) or connecting hangs (outage): the
             # probe tells which; the caller may retry either way.
             raise StoreUnavailable("no database connection within the timeout") from exc
         except UNAVAILABLE_ERRORS as exc:
             self._set_healthy(False)
             raise StoreUnavailable(f"database unavailable: {type(exc).__name__}") from exc
-        # The watchdog: past the deadline the socket is closed, which ends
-        # any await on it at once (a ROLLBACK on the way out included).
+        # The watchdog, on the same deadline: past it the socket is closed,
+        # which ends any await on it at once (a ROLLBACK on the way out
+        # included), and the pool discards the connection.
         timed_out = False
 
         def expire() -> None:
@@ -135,6 +186,8 @@ class Database:
             # connection mid-statement.
             conn.terminate()
             raise
+        except TIMEOUT_ERRORS as exc:
+            raise StoreUnavailable("database call timed out") from exc
         except UNAVAILABLE_ERRORS as exc:
             if timed_out:
                 raise StoreUnavailable("database call timed out") from exc
@@ -146,12 +199,14 @@ class Database:
             raise
         finally:
             watchdog.cancel()
-            # The pool resets the connection on release, and terminates it
-            # itself when that fails; a failed reset must not turn a call
-            # that already committed into an error. A connection the server
-            # closed has been handed back already (InternalClientError).
+            # Within what is left of the deadline: the pool rolls back a
+            # transaction left open and terminates the connection itself when
+            # that does not finish in time. A failed release must not turn a
+            # call that already committed into an error. A connection the
+            # server closed has been handed back already (InternalClientError).
+            left = max(deadline - loop.time(), 0.001)
             with contextlib.suppress(*_TIMEOUT_OR_UNAVAILABLE, asyncpg.InternalClientError):
-                await self._pool.release(conn, timeout=self.timeout)
+                await pool.release(conn, timeout=left)
 
     async def ping(self) -> bool:
         """Health is decided here, on a connection of its own: a pool busy
