@@ -25,12 +25,14 @@ from prometheus_client import start_http_server
 from payment_svc.adapters import migrate
 from payment_svc.adapters.db import Database
 from payment_svc.adapters.event_store import EventStore
+from payment_svc.adapters.quarantine_store import QuarantineStore
 from payment_svc.adapters.reconciliation_store import ReconciliationStore
 from payment_svc.adapters.store import PaymentStore
 from payment_svc.adapters.stripe_provider import StripeProvider
 from payment_svc.domain.errors import StoreUnavailable
 from payment_svc.entrypoints import metrics
 from payment_svc.entrypoints.grpc_server import create_server, set_serving
+from payment_svc.service_layer.pagination import PageTokens
 from payment_svc.service_layer.payments import PaymentsService
 from payment_svc.service_layer.provider_sync import ProviderSyncService
 from payment_svc.service_layer.reconciliation import ReconciliationService
@@ -81,15 +83,20 @@ async def serve(settings: Settings) -> None:
         base_url=settings.stripe_api_base,
         timeout=settings.provider_timeout,
     )
-    payments = PaymentsService(PaymentStore(db), provider)
+    page_tokens = PageTokens(settings.page_token_key.encode())
+    payments = PaymentsService(PaymentStore(db), provider, page_tokens=page_tokens)
     reconciliation_store = ReconciliationStore(db)
     sync_service = ProviderSyncService(
         EventStore(db),
         reconciliation_store,
         unmatched_deadline_seconds=settings.unmatched_event_deadline,
+        quarantine=QuarantineStore(db),
     )
     reconciliation = ReconciliationService(
-        reconciliation_store, payments, redrive_window=settings.redrive_window
+        reconciliation_store,
+        payments,
+        redrive_window=settings.redrive_window,
+        page_tokens=page_tokens,
     )
     health_servicer = health.aio.HealthServicer()
     server, port = create_server(settings, payments, sync_service, reconciliation, health_servicer)

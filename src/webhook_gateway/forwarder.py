@@ -4,7 +4,8 @@ One long-lived grpc.aio channel, opened in the running loop (the application's
 cleanup context) and closed after in-flight requests finished. A call's outcome
 maps to the HTTP answer through `FAILURES`, one table over every gRPC code:
 
-    OK                                        200 (payment-svc recorded the event)
+    OK                                        200 (payment-svc recorded the event,
+                                              or quarantined one it cannot process)
     INVALID_ARGUMENT                          400 event_rejected
     UNAVAILABLE, CANCELLED (and no connection)  503 payment_service_unavailable
     DEADLINE_EXCEEDED                         503 payment_service_timeout
@@ -81,9 +82,14 @@ class Forwarded:
     duplicate: bool
     applied: bool
     payment_id: str
+    # payment-svc kept it in its quarantine (UNPROCESSABLE_PROVIDER_EVENT):
+    # acknowledged, as a redelivery cannot help.
+    quarantined: bool = False
 
     @property
     def outcome(self) -> str:
+        if self.quarantined:
+            return "quarantined"
         if self.duplicate:
             return "duplicate"
         return "applied" if self.applied else "recorded"
@@ -146,7 +152,7 @@ class Forwarder:
             self._metrics.forward_seconds.labels(error.code().name.lower()).observe(elapsed)
             raise failure(error) from None
         self._ok_seconds.observe(time.perf_counter() - started)
-        return Forwarded(reply.duplicate, reply.applied, reply.payment_id)
+        return Forwarded(reply.duplicate, reply.applied, reply.payment_id, reply.quarantined)
 
     async def ready(self) -> bool:
         """payment-svc's health for ProviderSyncService, cached for ready_ttl; concurrent

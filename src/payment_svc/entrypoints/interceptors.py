@@ -26,7 +26,7 @@ import structlog
 
 from payment_svc.domain.errors import PaymentsError, PermissionDenied, Unauthenticated
 from payment_svc.entrypoints import metrics
-from payment_svc.entrypoints.errors import to_grpc_status
+from payment_svc.entrypoints.errors import to_grpc_status, unexpected
 from payment_svc.settings import Principal, Role
 
 log = structlog.get_logger("payment_svc.grpc")
@@ -153,6 +153,10 @@ def handled(behavior: Behavior, cap: float, method: str) -> Behavior:
             await context.abort_with_status(to_grpc_status(exc))
         except TimeoutError:
             await context.abort(grpc.StatusCode.DEADLINE_EXCEEDED, "server-side time limit")
+        except grpc.aio.AbortError:
+            raise
+        except Exception as exc:  # the last line: a bug, never a traceback to the caller
+            await context.abort(grpc.StatusCode.INTERNAL, unexpected(exc, request_id, method))
         finally:
             structlog.contextvars.unbind_contextvars("request_id", "rpc", "payment_id")
 

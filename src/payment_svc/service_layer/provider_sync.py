@@ -2,20 +2,30 @@
 provider event (webhook or catch-up), and the upkeep of the inbox (matching
 events that arrived before their payment could be found, reporting the ones
 that never match).
+
+A verified event that can never be understood or stored (UnprocessableEvent)
+does not fail the call: a redelivery could not help, and the provider would
+retry it for days. It is kept in the quarantine (redacted), reported as an
+UNPROCESSABLE_PROVIDER_EVENT discrepancy, and answered `quarantined`, so the
+caller acknowledges it. Once the code is fixed, `replay` applies it.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import hashlib
+import uuid
+from dataclasses import dataclass, replace
 from datetime import datetime
 
 import asyncpg
 import structlog
 
 from payment_svc.adapters.event_store import EventOutcome, EventStore, InboxEvent
+from payment_svc.adapters.quarantine_store import NewQuarantined, Quarantined, QuarantineStore
 from payment_svc.adapters.reconciliation_store import ReconciliationStore
 from payment_svc.adapters.stripe_events import parse_event
-from payment_svc.domain.errors import FieldViolation, InvalidArgument
+from payment_svc.domain.cards import redact_card_numbers
+from payment_svc.domain.errors import FieldViolation, InvalidArgument, UnprocessableEvent
 from payment_svc.domain.reconciliation import DiscrepancyKind
 from payment_svc.domain.status import Source
 
@@ -37,12 +47,20 @@ class ProviderSyncService:
         discrepancies: ReconciliationStore,
         *,
         unmatched_deadline_seconds: float,
+        quarantine: QuarantineStore,
     ) -> None:
+        self._quarantine = quarantine
         self._events = events
         self._discrepancies = discrepancies
         self._unmatched_deadline = unmatched_deadline_seconds
 
     async def apply_event(self, cmd: ApplyProviderEvent) -> EventOutcome:
+        try:
+            return await self._apply(cmd)
+        except UnprocessableEvent as exc:
+            return await self._quarantined(cmd, exc)
+
+    async def _apply(self, cmd: ApplyProviderEvent) -> EventOutcome:
         parsed = parse_event(cmd.payload)
         mismatch = [
             FieldViolation(name, "does not match the payload")
@@ -75,6 +93,49 @@ class ProviderSyncService:
             matched=outcome.payment_id is not None,
         )
         return outcome
+
+    async def _quarantined(self, cmd: ApplyProviderEvent, exc: UnprocessableEvent) -> EventOutcome:
+        # Redacted as text; bytes that are not UTF-8 survive as they were.
+        raw = cmd.payload.decode("utf-8", "surrogateescape")
+        payload = redact_card_numbers(raw).encode("utf-8", "surrogateescape")
+        reason = str(exc)
+        quarantine_id, deliveries = await self._quarantine.keep(
+            NewQuarantined(
+                payload_sha256=hashlib.sha256(payload).hexdigest(),
+                payload=payload,
+                provider_event_id=_readable(cmd.provider_event_id),
+                event_type=_readable(cmd.event_type),
+                reason=reason,
+                source=cmd.source.value,
+            )
+        )
+        log.error(
+            "provider_event_quarantined",
+            kind=DiscrepancyKind.UNPROCESSABLE_PROVIDER_EVENT.value,
+            quarantine_id=str(quarantine_id),
+            provider_event_id=_readable(cmd.provider_event_id),
+            reason=reason,
+            deliveries=deliveries,
+        )
+        return EventOutcome(False, None, False, quarantine_id, reason)
+
+    async def quarantined(self, *, include_replayed: bool, limit: int) -> list[Quarantined]:
+        return await self._quarantine.list(include_replayed=include_replayed, limit=limit)
+
+    async def replay(self, quarantine_id: uuid.UUID, by: str) -> tuple[EventOutcome, Quarantined]:
+        """Applies a quarantined event again; when it now goes through, the
+        entry is marked replayed and its discrepancy resolved."""
+        entry = await self._quarantine.get(quarantine_id)
+        outcome = await self.apply_event(
+            ApplyProviderEvent("", "", entry.payload, Source(entry.source))
+        )
+        if outcome.quarantine_id is None:
+            entry = await self._quarantine.replayed(quarantine_id, by)
+            log.info("quarantined_event_replayed", quarantine_id=str(quarantine_id), by=by)
+        else:
+            entry = await self._quarantine.get(outcome.quarantine_id)
+            outcome = replace(outcome, quarantine_id=entry.id)
+        return outcome, entry
 
     async def rematch(self, limit: int = 100) -> int:
         return await self._events.rematch(limit, _inbox_event)
@@ -119,3 +180,11 @@ def _inbox_event(row: asyncpg.Record) -> InboxEvent:
         observation=parsed.observation,
         source=Source(row["source"]),
     )
+
+
+def _readable(value: str) -> str | None:
+    """The caller's id or type for the quarantine's listing, when it is text
+    Postgres can keep; never a card number."""
+    if not value or "\x00" in value:
+        return None
+    return redact_card_numbers(value[:255])

@@ -35,6 +35,10 @@ class _DiscrepancyKindEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_Discr
     DISCREPANCY_KIND_AMOUNT_MISMATCH: _DiscrepancyKind.ValueType  # 4
     DISCREPANCY_KIND_FINAL_STATE_CONTRADICTED: _DiscrepancyKind.ValueType  # 5
     DISCREPANCY_KIND_UNMATCHED_PROVIDER_EVENT: _DiscrepancyKind.ValueType  # 6
+    DISCREPANCY_KIND_UNPROCESSABLE_PROVIDER_EVENT: _DiscrepancyKind.ValueType  # 8
+    """A validly signed provider event that could not be understood or stored:
+    quarantined (ListQuarantinedEvents), acknowledged, never applied.
+    """
 
 class DiscrepancyKind(_DiscrepancyKind, metaclass=_DiscrepancyKindEnumTypeWrapper): ...
 
@@ -45,6 +49,10 @@ DISCREPANCY_KIND_MISSING_AT_PROVIDER: DiscrepancyKind.ValueType  # 3
 DISCREPANCY_KIND_AMOUNT_MISMATCH: DiscrepancyKind.ValueType  # 4
 DISCREPANCY_KIND_FINAL_STATE_CONTRADICTED: DiscrepancyKind.ValueType  # 5
 DISCREPANCY_KIND_UNMATCHED_PROVIDER_EVENT: DiscrepancyKind.ValueType  # 6
+DISCREPANCY_KIND_UNPROCESSABLE_PROVIDER_EVENT: DiscrepancyKind.ValueType  # 8
+"""A validly signed provider event that could not be understood or stored:
+quarantined (ListQuarantinedEvents), acknowledged, never applied.
+"""
 Global___DiscrepancyKind: _TypeAlias = DiscrepancyKind  # noqa: Y015
 
 @_typing.final
@@ -85,22 +93,36 @@ class ApplyProviderEventResponse(_message.Message):
     DUPLICATE_FIELD_NUMBER: _builtins.int
     PAYMENT_ID_FIELD_NUMBER: _builtins.int
     APPLIED_FIELD_NUMBER: _builtins.int
+    QUARANTINED_FIELD_NUMBER: _builtins.int
+    QUARANTINE_ID_FIELD_NUMBER: _builtins.int
+    QUARANTINE_REASON_FIELD_NUMBER: _builtins.int
     duplicate: _builtins.bool
     """True when the event was already recorded; nothing was applied again."""
     payment_id: _builtins.str
     """Empty when no payment matches yet (kept, matched again later)."""
     applied: _builtins.bool
     """True when the event moved the payment."""
+    quarantined: _builtins.bool
+    """True when the event could not be understood or stored: it is kept in
+    the quarantine (redacted), reported as UNPROCESSABLE_PROVIDER_EVENT and
+    must be acknowledged (a redelivery cannot help).
+    """
+    quarantine_id: _builtins.str
+    quarantine_reason: _builtins.str
+    """Why, in words that never repeat the event's contents."""
     def __init__(
         self,
         *,
         duplicate: _builtins.bool = ...,
         payment_id: _builtins.str = ...,
         applied: _builtins.bool = ...,
+        quarantined: _builtins.bool = ...,
+        quarantine_id: _builtins.str = ...,
+        quarantine_reason: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["applied", b"applied", "duplicate", b"duplicate", "payment_id", b"payment_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["applied", b"applied", "duplicate", b"duplicate", "payment_id", b"payment_id", "quarantine_id", b"quarantine_id", "quarantine_reason", b"quarantine_reason", "quarantined", b"quarantined"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -916,3 +938,148 @@ class GetReconciliationStatusResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___GetReconciliationStatusResponse: _TypeAlias = GetReconciliationStatusResponse  # noqa: Y015
+
+@_typing.final
+class QuarantinedEvent(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ID_FIELD_NUMBER: _builtins.int
+    PROVIDER_EVENT_ID_FIELD_NUMBER: _builtins.int
+    EVENT_TYPE_FIELD_NUMBER: _builtins.int
+    REASON_FIELD_NUMBER: _builtins.int
+    SOURCE_FIELD_NUMBER: _builtins.int
+    RECEIVED_AT_FIELD_NUMBER: _builtins.int
+    LAST_RECEIVED_AT_FIELD_NUMBER: _builtins.int
+    DELIVERIES_FIELD_NUMBER: _builtins.int
+    PAYLOAD_FIELD_NUMBER: _builtins.int
+    REPLAYED_AT_FIELD_NUMBER: _builtins.int
+    id: _builtins.str
+    provider_event_id: _builtins.str
+    """The provider's event id and type, when they could be read."""
+    event_type: _builtins.str
+    reason: _builtins.str
+    source: _builtins.str
+    """webhook or reconciler"""
+    deliveries: _builtins.int
+    """Deliveries of these same bytes."""
+    payload: _builtins.bytes
+    """The raw body with card numbers redacted."""
+    @_builtins.property
+    def received_at(self) -> _timestamp_pb2.Timestamp: ...
+    @_builtins.property
+    def last_received_at(self) -> _timestamp_pb2.Timestamp: ...
+    @_builtins.property
+    def replayed_at(self) -> _timestamp_pb2.Timestamp:
+        """Set once a replay applied it."""
+
+    def __init__(
+        self,
+        *,
+        id: _builtins.str = ...,
+        provider_event_id: _builtins.str = ...,
+        event_type: _builtins.str = ...,
+        reason: _builtins.str = ...,
+        source: _builtins.str = ...,
+        received_at: _timestamp_pb2.Timestamp | None = ...,
+        last_received_at: _timestamp_pb2.Timestamp | None = ...,
+        deliveries: _builtins.int = ...,
+        payload: _builtins.bytes = ...,
+        replayed_at: _timestamp_pb2.Timestamp | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["last_received_at", b"last_received_at", "received_at", b"received_at", "replayed_at", b"replayed_at"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["deliveries", b"deliveries", "event_type", b"event_type", "id", b"id", "last_received_at", b"last_received_at", "payload", b"payload", "provider_event_id", b"provider_event_id", "reason", b"reason", "received_at", b"received_at", "replayed_at", b"replayed_at", "source", b"source"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___QuarantinedEvent: _TypeAlias = QuarantinedEvent  # noqa: Y015
+
+@_typing.final
+class ListQuarantinedEventsRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    INCLUDE_REPLAYED_FIELD_NUMBER: _builtins.int
+    PAGE_SIZE_FIELD_NUMBER: _builtins.int
+    include_replayed: _builtins.bool
+    """Also list the ones already replayed."""
+    page_size: _builtins.int
+    def __init__(
+        self,
+        *,
+        include_replayed: _builtins.bool = ...,
+        page_size: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["include_replayed", b"include_replayed", "page_size", b"page_size"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListQuarantinedEventsRequest: _TypeAlias = ListQuarantinedEventsRequest  # noqa: Y015
+
+@_typing.final
+class ListQuarantinedEventsResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    EVENTS_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def events(self) -> _containers.RepeatedCompositeFieldContainer[Global___QuarantinedEvent]: ...
+    def __init__(
+        self,
+        *,
+        events: _abc.Iterable[Global___QuarantinedEvent] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["events", b"events"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListQuarantinedEventsResponse: _TypeAlias = ListQuarantinedEventsResponse  # noqa: Y015
+
+@_typing.final
+class ReplayQuarantinedEventRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    QUARANTINE_ID_FIELD_NUMBER: _builtins.int
+    quarantine_id: _builtins.str
+    def __init__(
+        self,
+        *,
+        quarantine_id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["quarantine_id", b"quarantine_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ReplayQuarantinedEventRequest: _TypeAlias = ReplayQuarantinedEventRequest  # noqa: Y015
+
+@_typing.final
+class ReplayQuarantinedEventResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    OUTCOME_FIELD_NUMBER: _builtins.int
+    EVENT_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def outcome(self) -> Global___ApplyProviderEventResponse:
+        """What ApplyProviderEvent made of it now; `quarantined` still true when it
+        failed again (with the new reason).
+        """
+
+    @_builtins.property
+    def event(self) -> Global___QuarantinedEvent: ...
+    def __init__(
+        self,
+        *,
+        outcome: Global___ApplyProviderEventResponse | None = ...,
+        event: Global___QuarantinedEvent | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["event", b"event", "outcome", b"outcome"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["event", b"event", "outcome", b"outcome"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ReplayQuarantinedEventResponse: _TypeAlias = ReplayQuarantinedEventResponse  # noqa: Y015

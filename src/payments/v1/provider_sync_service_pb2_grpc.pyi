@@ -65,6 +65,14 @@ class ProviderSyncServiceStub:
     """
     GetReconciliationStatus: _grpc.UnaryUnaryMultiCallable[_provider_sync_service_pb2.GetReconciliationStatusRequest, _provider_sync_service_pb2.GetReconciliationStatusResponse]
     """Figures for the reconciler's gauges: open discrepancies, the backlog."""
+    ListQuarantinedEvents: _grpc.UnaryUnaryMultiCallable[_provider_sync_service_pb2.ListQuarantinedEventsRequest, _provider_sync_service_pb2.ListQuarantinedEventsResponse]
+    """Validly signed provider events that could not be understood or stored
+    (ApplyProviderEvent answered `quarantined`), newest first.
+    """
+    ReplayQuarantinedEvent: _grpc.UnaryUnaryMultiCallable[_provider_sync_service_pb2.ReplayQuarantinedEventRequest, _provider_sync_service_pb2.ReplayQuarantinedEventResponse]
+    """Applies a quarantined event again (once the code that refused it is
+    fixed); it stays quarantined, with the new reason, when it still fails.
+    """
 
 @_typing.type_check_only
 class ProviderSyncServiceAsyncStub(ProviderSyncServiceStub):
@@ -103,6 +111,14 @@ class ProviderSyncServiceAsyncStub(ProviderSyncServiceStub):
     """
     GetReconciliationStatus: _aio.UnaryUnaryMultiCallable[_provider_sync_service_pb2.GetReconciliationStatusRequest, _provider_sync_service_pb2.GetReconciliationStatusResponse]  # type: ignore[assignment]
     """Figures for the reconciler's gauges: open discrepancies, the backlog."""
+    ListQuarantinedEvents: _aio.UnaryUnaryMultiCallable[_provider_sync_service_pb2.ListQuarantinedEventsRequest, _provider_sync_service_pb2.ListQuarantinedEventsResponse]  # type: ignore[assignment]
+    """Validly signed provider events that could not be understood or stored
+    (ApplyProviderEvent answered `quarantined`), newest first.
+    """
+    ReplayQuarantinedEvent: _aio.UnaryUnaryMultiCallable[_provider_sync_service_pb2.ReplayQuarantinedEventRequest, _provider_sync_service_pb2.ReplayQuarantinedEventResponse]  # type: ignore[assignment]
+    """Applies a quarantined event again (once the code that refused it is
+    fixed); it stays quarantined, with the new reason, when it still fails.
+    """
 
 class ProviderSyncServiceServicer(metaclass=_abc_1.ABCMeta):
     """Only the webhook gateway and the reconciler may call this service."""
@@ -216,5 +232,25 @@ class ProviderSyncServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_provider_sync_service_pb2.GetReconciliationStatusResponse, _abc.Awaitable[_provider_sync_service_pb2.GetReconciliationStatusResponse]]:
         """Figures for the reconciler's gauges: open discrepancies, the backlog."""
+
+    @_abc_1.abstractmethod
+    def ListQuarantinedEvents(
+        self,
+        request: _provider_sync_service_pb2.ListQuarantinedEventsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_provider_sync_service_pb2.ListQuarantinedEventsResponse, _abc.Awaitable[_provider_sync_service_pb2.ListQuarantinedEventsResponse]]:
+        """Validly signed provider events that could not be understood or stored
+        (ApplyProviderEvent answered `quarantined`), newest first.
+        """
+
+    @_abc_1.abstractmethod
+    def ReplayQuarantinedEvent(
+        self,
+        request: _provider_sync_service_pb2.ReplayQuarantinedEventRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_provider_sync_service_pb2.ReplayQuarantinedEventResponse, _abc.Awaitable[_provider_sync_service_pb2.ReplayQuarantinedEventResponse]]:
+        """Applies a quarantined event again (once the code that refused it is
+        fixed); it stays quarantined, with the new reason, when it still fails.
+        """
 
 def add_ProviderSyncServiceServicer_to_server(servicer: ProviderSyncServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...
