@@ -594,7 +594,7 @@ def replay_quarantined(
         render.print_json(render.to_dict(reply))
     else:
         render.replayed(reply)
-    if reply.outcome.quarantined:
+    if reply.still_quarantined:
         raise typer.Exit(1)
 
 

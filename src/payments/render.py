@@ -254,8 +254,8 @@ def quarantined(items: Sequence[sync.QuarantinedEvent]) -> None:
 
 def replayed(reply: sync.ReplayQuarantinedEventResponse) -> None:
     outcome = reply.outcome
-    if outcome.quarantined:
-        stdout.print(Text(f"still unprocessable: {outcome.quarantine_reason}", style="red"))
+    if reply.still_quarantined:
+        stdout.print(Text(f"still unprocessable: {reply.event.reason}", style="red"))
         return
     what = "applied" if outcome.applied else "duplicate" if outcome.duplicate else "recorded"
     stdout.print(Text(f"replayed: {what} {outcome.payment_id or '(no payment matched yet)'}"))

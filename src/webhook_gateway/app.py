@@ -11,7 +11,7 @@ that payment-svc did not confirm a verified event, so that the provider retries.
 
 A verified body that is not an event we can read is the provider's all the
 same, and a redelivery would bring the same bytes: it is forwarded as it is
-(no id, no type), payment-svc quarantines it (UNPROCESSABLE_PROVIDER_EVENT),
+with why it is not one, payment-svc quarantines it (UNPROCESSABLE_PROVIDER_EVENT),
 and the answer is 200 `{"received": true, "quarantined": true}`.
 """
 
@@ -93,7 +93,7 @@ async def receive_webhook(request: web.Request) -> web.Response:
         event = parse_event(body)
     except EventError as error:
         log.warning("webhook_not_an_event", reason=error.reason.value, detail=error.message)
-        event = ProviderEvent("", "", 0, body)  # for payment-svc's quarantine
+        event = ProviderEvent("", "", 0, body, unreadable=error.message)
     try:
         result = await app[FORWARDER].forward(event, request[REQUEST_ID])
     except WebhookError as error:

@@ -135,9 +135,6 @@ class EventOutcome:
     duplicate: bool
     payment_id: uuid.UUID | None
     applied: bool
-    # Set when the event went to the quarantine instead (provider_sync).
-    quarantine_id: uuid.UUID | None = None
-    quarantine_reason: str | None = None
 
 
 class EventStore:

@@ -66,6 +66,8 @@ class UnprocessableEvent(InvalidArgument):
     the quarantine and acknowledged, never retried."""
 
     reason = "UNPROCESSABLE_PROVIDER_EVENT"
+    # Set once the event is in the quarantine (the caller is told where).
+    quarantine_id: str = ""
 
 
 class DuplicatePayment(PermanentError):

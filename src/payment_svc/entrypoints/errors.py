@@ -45,6 +45,8 @@ def to_grpc_status(exc: e.PaymentsError) -> grpc.Status:
     details = []
     if isinstance(exc, e.DuplicatePayment):
         metadata = {"payment_id": exc.payment_id, "status": status_name(exc.status)}
+    if isinstance(exc, e.UnprocessableEvent) and exc.quarantine_id:
+        metadata = {"quarantine_id": exc.quarantine_id}
     if isinstance(exc, e.InvalidArgument):
         details.append(
             _pack(

@@ -13,7 +13,7 @@ from payment_svc.adapters.event_store import EventOutcome
 from payment_svc.adapters.quarantine_store import Quarantined
 from payment_svc.adapters.reconciliation_store import Discrepancy, Run
 from payment_svc.adapters.stripe_mapping import snapshot_reversed, snapshot_status
-from payment_svc.domain.errors import FieldViolation, InvalidArgument
+from payment_svc.domain.errors import FieldViolation, InvalidArgument, UnprocessableEvent
 from payment_svc.domain.model import format_payment_id
 from payment_svc.domain.reconciliation import DiscrepancyKind, Snapshot
 from payment_svc.domain.status import Source
@@ -84,9 +84,6 @@ def apply_response(outcome: EventOutcome) -> sync.ApplyProviderEventResponse:
         duplicate=outcome.duplicate,
         payment_id=format_payment_id(outcome.payment_id) if outcome.payment_id else "",
         applied=outcome.applied,
-        quarantined=outcome.quarantine_id is not None,
-        quarantine_id=str(outcome.quarantine_id) if outcome.quarantine_id else "",
-        quarantine_reason=outcome.quarantine_reason or "",
     )
 
 
@@ -183,16 +180,15 @@ class ProviderSyncServicer(sync_grpc.ProviderSyncServiceServicer):
                     event_type=request.event_type,
                     payload=request.payload,
                     source=source,
+                    unreadable_reason=request.unreadable_reason,
                 )
             )
         except Exception as exc:
             label = getattr(exc, "reason", "error").lower()
             metrics.PROVIDER_EVENTS.labels(source.value, label).inc()
+            if isinstance(exc, UnprocessableEvent) and exc.quarantine_id:
+                metrics.QUARANTINED_EVENTS.labels(source.value).inc()
             raise
-        if outcome.quarantine_id is not None:
-            metrics.PROVIDER_EVENTS.labels(source.value, "quarantined").inc()
-            metrics.QUARANTINED_EVENTS.labels(source.value).inc()
-            return apply_response(outcome)
         outcome_label = (
             "duplicate"
             if outcome.duplicate
@@ -228,7 +224,9 @@ class ProviderSyncServicer(sync_grpc.ProviderSyncServiceServicer):
             ) from None
         outcome, entry = await self._events.replay(quarantine_id, PRINCIPAL.get().client_id)
         return sync.ReplayQuarantinedEventResponse(
-            outcome=apply_response(outcome), event=quarantined_to_pb(entry)
+            outcome=apply_response(outcome) if outcome else None,
+            event=quarantined_to_pb(entry),
+            still_quarantined=outcome is None,
         )
 
     async def ReconcilePayment(

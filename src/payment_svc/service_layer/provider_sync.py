@@ -4,17 +4,18 @@ events that arrived before their payment could be found, reporting the ones
 that never match).
 
 A verified event that can never be understood or stored (UnprocessableEvent)
-does not fail the call: a redelivery could not help, and the provider would
-retry it for days. It is kept in the quarantine (redacted), reported as an
-UNPROCESSABLE_PROVIDER_EVENT discrepancy, and answered `quarantined`, so the
-caller acknowledges it. Once the code is fixed, `replay` applies it.
+is kept in the quarantine (redacted) and reported as an
+UNPROCESSABLE_PROVIDER_EVENT discrepancy before the error goes back, carrying
+the quarantine id: its callers acknowledge it (a redelivery could not help,
+and the provider would retry it for days). Once the code is fixed, `replay`
+applies it.
 """
 
 from __future__ import annotations
 
 import hashlib
 import uuid
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from datetime import datetime
 
 import asyncpg
@@ -38,6 +39,9 @@ class ApplyProviderEvent:
     event_type: str
     payload: bytes
     source: Source
+    # The caller could not read it as an event (the gateway says why): it
+    # goes to the quarantine as it is.
+    unreadable_reason: str = ""
 
 
 class ProviderSyncService:
@@ -58,9 +62,14 @@ class ProviderSyncService:
         try:
             return await self._apply(cmd)
         except UnprocessableEvent as exc:
-            return await self._quarantined(cmd, exc)
+            exc.quarantine_id = str(await self._quarantine_event(cmd, exc))
+            raise
 
     async def _apply(self, cmd: ApplyProviderEvent) -> EventOutcome:
+        if cmd.unreadable_reason:
+            raise UnprocessableEvent(
+                [FieldViolation("payload", f"not an event: {cmd.unreadable_reason}")]
+            )
         parsed = parse_event(cmd.payload)
         mismatch = [
             FieldViolation(name, "does not match the payload")
@@ -94,11 +103,13 @@ class ProviderSyncService:
         )
         return outcome
 
-    async def _quarantined(self, cmd: ApplyProviderEvent, exc: UnprocessableEvent) -> EventOutcome:
+    async def _quarantine_event(
+        self, cmd: ApplyProviderEvent, exc: UnprocessableEvent
+    ) -> uuid.UUID:
         # Redacted as text; bytes that are not UTF-8 survive as they were.
         raw = cmd.payload.decode("utf-8", "surrogateescape")
         payload = redact_card_numbers(raw).encode("utf-8", "surrogateescape")
-        reason = str(exc)
+        reason = redact_card_numbers(str(exc))
         quarantine_id, deliveries = await self._quarantine.keep(
             NewQuarantined(
                 payload_sha256=hashlib.sha256(payload).hexdigest(),
@@ -117,24 +128,26 @@ class ProviderSyncService:
             reason=reason,
             deliveries=deliveries,
         )
-        return EventOutcome(False, None, False, quarantine_id, reason)
+        return quarantine_id
 
     async def quarantined(self, *, include_replayed: bool, limit: int) -> list[Quarantined]:
         return await self._quarantine.list(include_replayed=include_replayed, limit=limit)
 
-    async def replay(self, quarantine_id: uuid.UUID, by: str) -> tuple[EventOutcome, Quarantined]:
-        """Applies a quarantined event again; when it now goes through, the
-        entry is marked replayed and its discrepancy resolved."""
+    async def replay(
+        self, quarantine_id: uuid.UUID, by: str
+    ) -> tuple[EventOutcome | None, Quarantined]:
+        """Applies a quarantined event again. When it now goes through, the
+        entry is marked replayed and its discrepancy resolved; when it still
+        cannot, the outcome is None and the entry carries the new reason."""
         entry = await self._quarantine.get(quarantine_id)
-        outcome = await self.apply_event(
-            ApplyProviderEvent("", "", entry.payload, Source(entry.source))
-        )
-        if outcome.quarantine_id is None:
-            entry = await self._quarantine.replayed(quarantine_id, by)
-            log.info("quarantined_event_replayed", quarantine_id=str(quarantine_id), by=by)
-        else:
-            entry = await self._quarantine.get(outcome.quarantine_id)
-            outcome = replace(outcome, quarantine_id=entry.id)
+        try:
+            outcome = await self.apply_event(
+                ApplyProviderEvent("", "", entry.payload, Source(entry.source))
+            )
+        except UnprocessableEvent as exc:
+            return None, await self._quarantine.get(uuid.UUID(exc.quarantine_id))
+        entry = await self._quarantine.replayed(quarantine_id, by)
+        log.info("quarantined_event_replayed", quarantine_id=str(quarantine_id), by=by)
         return outcome, entry
 
     async def rematch(self, limit: int = 100) -> int:

@@ -63,11 +63,16 @@ class ApplyProviderEventRequest(_message.Message):
     EVENT_TYPE_FIELD_NUMBER: _builtins.int
     PROVIDER_CREATED_AT_FIELD_NUMBER: _builtins.int
     PAYLOAD_FIELD_NUMBER: _builtins.int
+    UNREADABLE_REASON_FIELD_NUMBER: _builtins.int
     provider_event_id: _builtins.str
     """The provider's event id (`evt_...`), the inbox key."""
     event_type: _builtins.str
     payload: _builtins.bytes
     """The verified event body, as the provider sent it (JSON)."""
+    unreadable_reason: _builtins.str
+    """Set by the gateway for a verified body it cannot read as an event (not
+    JSON, no evt_ id, ...): payment-svc quarantines it without applying it.
+    """
     @_builtins.property
     def provider_created_at(self) -> _timestamp_pb2.Timestamp: ...
     def __init__(
@@ -77,10 +82,11 @@ class ApplyProviderEventRequest(_message.Message):
         event_type: _builtins.str = ...,
         provider_created_at: _timestamp_pb2.Timestamp | None = ...,
         payload: _builtins.bytes = ...,
+        unreadable_reason: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["provider_created_at", b"provider_created_at"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["event_type", b"event_type", "payload", b"payload", "provider_created_at", b"provider_created_at", "provider_event_id", b"provider_event_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["event_type", b"event_type", "payload", b"payload", "provider_created_at", b"provider_created_at", "provider_event_id", b"provider_event_id", "unreadable_reason", b"unreadable_reason"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -93,36 +99,22 @@ class ApplyProviderEventResponse(_message.Message):
     DUPLICATE_FIELD_NUMBER: _builtins.int
     PAYMENT_ID_FIELD_NUMBER: _builtins.int
     APPLIED_FIELD_NUMBER: _builtins.int
-    QUARANTINED_FIELD_NUMBER: _builtins.int
-    QUARANTINE_ID_FIELD_NUMBER: _builtins.int
-    QUARANTINE_REASON_FIELD_NUMBER: _builtins.int
     duplicate: _builtins.bool
     """True when the event was already recorded; nothing was applied again."""
     payment_id: _builtins.str
     """Empty when no payment matches yet (kept, matched again later)."""
     applied: _builtins.bool
     """True when the event moved the payment."""
-    quarantined: _builtins.bool
-    """True when the event could not be understood or stored: it is kept in
-    the quarantine (redacted), reported as UNPROCESSABLE_PROVIDER_EVENT and
-    must be acknowledged (a redelivery cannot help).
-    """
-    quarantine_id: _builtins.str
-    quarantine_reason: _builtins.str
-    """Why, in words that never repeat the event's contents."""
     def __init__(
         self,
         *,
         duplicate: _builtins.bool = ...,
         payment_id: _builtins.str = ...,
         applied: _builtins.bool = ...,
-        quarantined: _builtins.bool = ...,
-        quarantine_id: _builtins.str = ...,
-        quarantine_reason: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["applied", b"applied", "duplicate", b"duplicate", "payment_id", b"payment_id", "quarantine_id", b"quarantine_id", "quarantine_reason", b"quarantine_reason", "quarantined", b"quarantined"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["applied", b"applied", "duplicate", b"duplicate", "payment_id", b"payment_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -1062,11 +1054,12 @@ class ReplayQuarantinedEventResponse(_message.Message):
 
     OUTCOME_FIELD_NUMBER: _builtins.int
     EVENT_FIELD_NUMBER: _builtins.int
+    STILL_QUARANTINED_FIELD_NUMBER: _builtins.int
+    still_quarantined: _builtins.bool
+    """It failed again: still quarantined, `event.reason` says why."""
     @_builtins.property
     def outcome(self) -> Global___ApplyProviderEventResponse:
-        """What ApplyProviderEvent made of it now; `quarantined` still true when it
-        failed again (with the new reason).
-        """
+        """What ApplyProviderEvent made of it now (unset when still unprocessable)."""
 
     @_builtins.property
     def event(self) -> Global___QuarantinedEvent: ...
@@ -1075,10 +1068,11 @@ class ReplayQuarantinedEventResponse(_message.Message):
         *,
         outcome: Global___ApplyProviderEventResponse | None = ...,
         event: Global___QuarantinedEvent | None = ...,
+        still_quarantined: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["event", b"event", "outcome", b"outcome"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["event", b"event", "outcome", b"outcome"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["event", b"event", "outcome", b"outcome", "still_quarantined", b"still_quarantined"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

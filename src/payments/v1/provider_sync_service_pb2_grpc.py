@@ -117,7 +117,11 @@ class ProviderSyncServiceServicer:
     """
 
     def ApplyProviderEvent(self, request, context):
-        """One verified provider event, applied at most once.
+        """One verified provider event, applied at most once. An event that can
+        never be understood or stored is kept in the quarantine (redacted),
+        reported as UNPROCESSABLE_PROVIDER_EVENT, and answered INVALID_ARGUMENT
+        with ErrorInfo reason UNPROCESSABLE_PROVIDER_EVENT (metadata
+        `quarantine_id`): the caller acknowledges it, as a redelivery cannot help.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

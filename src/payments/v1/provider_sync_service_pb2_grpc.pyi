@@ -34,7 +34,12 @@ class ProviderSyncServiceStub:
     @_typing.overload
     def __new__(cls, channel: _aio.Channel) -> ProviderSyncServiceAsyncStub: ...
     ApplyProviderEvent: _grpc.UnaryUnaryMultiCallable[_provider_sync_service_pb2.ApplyProviderEventRequest, _provider_sync_service_pb2.ApplyProviderEventResponse]
-    """One verified provider event, applied at most once."""
+    """One verified provider event, applied at most once. An event that can
+    never be understood or stored is kept in the quarantine (redacted),
+    reported as UNPROCESSABLE_PROVIDER_EVENT, and answered INVALID_ARGUMENT
+    with ErrorInfo reason UNPROCESSABLE_PROVIDER_EVENT (metadata
+    `quarantine_id`): the caller acknowledges it, as a redelivery cannot help.
+    """
     ReconcilePayment: _grpc.UnaryUnaryMultiCallable[_provider_sync_service_pb2.ReconcilePaymentRequest, _provider_sync_service_pb2.ReconcilePaymentResponse]
     """The provider's authoritative snapshot of one payment."""
     ReportDiscrepancy: _grpc.UnaryUnaryMultiCallable[_provider_sync_service_pb2.ReportDiscrepancyRequest, _provider_sync_service_pb2.ReportDiscrepancyResponse]
@@ -80,7 +85,12 @@ class ProviderSyncServiceAsyncStub(ProviderSyncServiceStub):
 
     def __init__(self, channel: _aio.Channel) -> None: ...
     ApplyProviderEvent: _aio.UnaryUnaryMultiCallable[_provider_sync_service_pb2.ApplyProviderEventRequest, _provider_sync_service_pb2.ApplyProviderEventResponse]  # type: ignore[assignment]
-    """One verified provider event, applied at most once."""
+    """One verified provider event, applied at most once. An event that can
+    never be understood or stored is kept in the quarantine (redacted),
+    reported as UNPROCESSABLE_PROVIDER_EVENT, and answered INVALID_ARGUMENT
+    with ErrorInfo reason UNPROCESSABLE_PROVIDER_EVENT (metadata
+    `quarantine_id`): the caller acknowledges it, as a redelivery cannot help.
+    """
     ReconcilePayment: _aio.UnaryUnaryMultiCallable[_provider_sync_service_pb2.ReconcilePaymentRequest, _provider_sync_service_pb2.ReconcilePaymentResponse]  # type: ignore[assignment]
     """The provider's authoritative snapshot of one payment."""
     ReportDiscrepancy: _aio.UnaryUnaryMultiCallable[_provider_sync_service_pb2.ReportDiscrepancyRequest, _provider_sync_service_pb2.ReportDiscrepancyResponse]  # type: ignore[assignment]
@@ -129,7 +139,12 @@ class ProviderSyncServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _provider_sync_service_pb2.ApplyProviderEventRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_provider_sync_service_pb2.ApplyProviderEventResponse, _abc.Awaitable[_provider_sync_service_pb2.ApplyProviderEventResponse]]:
-        """One verified provider event, applied at most once."""
+        """One verified provider event, applied at most once. An event that can
+        never be understood or stored is kept in the quarantine (redacted),
+        reported as UNPROCESSABLE_PROVIDER_EVENT, and answered INVALID_ARGUMENT
+        with ErrorInfo reason UNPROCESSABLE_PROVIDER_EVENT (metadata
+        `quarantine_id`): the caller acknowledges it, as a redelivery cannot help.
+        """
 
     @_abc_1.abstractmethod
     def ReconcilePayment(
