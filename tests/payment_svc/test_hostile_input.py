@@ -20,7 +20,6 @@ from google.protobuf.timestamp_pb2 import Timestamp
 
 from payment_svc.entrypoints.interceptors import CallPipeline
 from payment_svc.settings import ConfigError, Principal, Role, Settings
-from payments.stack import Stack
 from payments.v1 import payment_service_pb2 as svc
 from payments.v1 import provider_sync_service_pb2 as sync
 from payments.v1 import provider_sync_service_pb2_grpc as sync_grpc
@@ -253,21 +252,6 @@ async def test_a_page_token_we_did_not_sign_is_invalid_argument(
         assert exc.value.code() == grpc.StatusCode.INVALID_ARGUMENT, name
 
 
-async def test_our_own_page_tokens_still_page(channel: grpc.aio.Channel) -> None:
-    for _ in range(3):
-        await stub(channel).CreatePayment(create_request(), metadata=auth(), timeout=5)
-    first = await stub(channel).ListPayments(
-        svc.ListPaymentsRequest(page_size=2), metadata=auth(), timeout=5
-    )
-    assert first.next_page_token
-    second = await stub(channel).ListPayments(
-        svc.ListPaymentsRequest(page_size=2, page_token=first.next_page_token),
-        metadata=auth(),
-        timeout=5,
-    )
-    assert {p.id for p in first.payments}.isdisjoint({p.id for p in second.payments})
-
-
 FAR = Timestamp(seconds=10**15)
 HOSTILE_CALLS: dict[str, tuple[str, str, Any]] = {
     "NUL in description": ("merchant", "CreatePayment", create_request(description="a\x00b")),
@@ -413,10 +397,6 @@ async def test_a_discrepancy_about_an_unknown_payment_is_not_found(
             timeout=5,
         )
     assert exc.value.code() == grpc.StatusCode.NOT_FOUND
-
-
-async def test_the_process_lives_on(stack: Stack) -> None:
-    assert stack.processes["payment-svc"].running
 
 
 def test_production_refuses_the_development_page_token_key() -> None:
