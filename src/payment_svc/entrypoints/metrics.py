@@ -55,6 +55,8 @@ QUARANTINED_EVENTS = Counter(
     "(UNPROCESSABLE_PROVIDER_EVENT), acknowledged, never applied. Redeliveries count.",
     ("source",),
 )
+for _source in ("webhook", "reconciler"):
+    QUARANTINED_EVENTS.labels(_source)  # exported at 0 from the start, for rate()
 UNEXPECTED_ERRORS = Counter(
     "payments_unexpected_errors_total",
     "Calls that ended in an exception no rule mapped (answered INTERNAL): each is a bug.",
