@@ -446,3 +446,28 @@ async def test_an_unexpected_exception_is_internal_with_a_request_id_and_no_text
     assert "req-7" in (exc.value.details() or "")
     assert "secret" not in (exc.value.details() or "")
     assert PAN not in (exc.value.details() or "")
+
+
+@pytest.mark.parametrize(
+    ("method", "who"),
+    [
+        ("/payments.v1.PaymentService/GetPayment", "merchant"),
+        ("/payments.v1.PaymentService/CreatePayment", "merchant"),
+        ("/payments.v1.ProviderSyncService/ApplyProviderEvent", "gateway"),
+        ("/payments.v1.ProviderSyncService/SaveCheckpoint", "reconciler"),
+    ],
+)
+@pytest.mark.parametrize("body", [b"\x0a\x02\xff\xfe", b"\xff\xff\xff", b"\x0a\x05ab"])
+async def test_a_body_protobuf_cannot_parse_is_invalid_argument(
+    channel: grpc.aio.Channel, method: str, who: str, body: bytes
+) -> None:
+    """Bad UTF-8 in a string field, a corrupt wire format: not grpcio's
+    UNKNOWN with the parser's message."""
+    raw = channel.unary_unary(method, request_serializer=bytes, response_deserializer=bytes)
+    with pytest.raises(grpc.aio.AioRpcError) as exc:
+        await raw(body, metadata=auth(who), timeout=5)
+    assert exc.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert "DecodeError" not in (exc.value.details() or "")
+    with pytest.raises(grpc.aio.AioRpcError) as anonymous:
+        await raw(body, timeout=5)
+    assert anonymous.value.code() == grpc.StatusCode.UNAUTHENTICATED

@@ -9,7 +9,9 @@
     every list, map  at most 1,000 entries
 
 Lone surrogates never get this far: protobuf refuses strings that are not
-UTF-8. The rules of each field (amount ranges, id shapes, lengths of a
+UTF-8, and a body it cannot parse at all (bad UTF-8, a corrupt wire format)
+is INVALID_ARGUMENT here too, not grpcio's UNKNOWN with the parser's text.
+The rules of each field (amount ranges, id shapes, lengths of a
 description) stay with the commands and use cases; this only guarantees
 that nothing reaching them can break the database or the datetime types.
 Violations name the field, never the value (it may be card data).
@@ -93,6 +95,23 @@ def _value(path: str, field: FieldDescriptor, value: Any) -> Iterator[FieldViola
         yield from violations(value, path + ".")
 
 
+class _Undecodable:
+    """Stands for a request body protobuf could not parse."""
+
+
+UNDECODABLE = _Undecodable()
+
+
+def _lenient(deserializer: Any) -> Any:
+    def parse(data: bytes) -> Any:
+        try:
+            return deserializer(data)
+        except Exception:  # DecodeError and kin: the body is the caller's fault
+            return UNDECODABLE
+
+    return parse
+
+
 def check(message: Message) -> None:
     """Raises InvalidArgument naming each field below the floor (once each)."""
     found = list(dict.fromkeys(violations(message)))
@@ -123,12 +142,16 @@ class RequestFloor(grpc.aio.ServerInterceptor):
             inner = cast(Any, handler.unary_unary)
 
             async def checked(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
+                if request is UNDECODABLE:
+                    raise InvalidArgument(
+                        [FieldViolation("request", "is not a valid message of this method")]
+                    )
                 check(request)
                 return await inner(request, context)
 
             handler = grpc.unary_unary_rpc_method_handler(
                 checked,
-                request_deserializer=handler.request_deserializer,
+                request_deserializer=_lenient(handler.request_deserializer),
                 response_serializer=handler.response_serializer,
             )
         self._handlers[method] = handler
