@@ -25,6 +25,7 @@ from prometheus_client import start_http_server
 from payment_svc.adapters import migrate
 from payment_svc.adapters.db import Database
 from payment_svc.adapters.event_store import EventStore
+from payment_svc.adapters.quarantine_store import QuarantineStore
 from payment_svc.adapters.reconciliation_store import ReconciliationStore
 from payment_svc.adapters.store import PaymentStore
 from payment_svc.adapters.stripe_provider import StripeProvider
@@ -32,6 +33,7 @@ from payment_svc.domain.deadlines import AttemptBudget
 from payment_svc.domain.errors import StoreUnavailable
 from payment_svc.entrypoints import metrics
 from payment_svc.entrypoints.grpc_server import create_server, set_serving
+from payment_svc.service_layer.pagination import PageTokens
 from payment_svc.service_layer.payments import PaymentsService
 from payment_svc.service_layer.provider_sync import ProviderSyncService
 from payment_svc.service_layer.reconciliation import ReconciliationService
@@ -84,21 +86,27 @@ async def serve(settings: Settings) -> None:
         base_url=settings.stripe_api_base,
         timeout=settings.provider_timeout,
     )
+    page_tokens = PageTokens(settings.page_token_key.encode())
     payments = PaymentsService(
         PaymentStore(db),
         provider,
         AttemptBudget(
             provider_timeout=settings.provider_timeout, write_reserve=settings.db_timeout
         ),
+        page_tokens=page_tokens,
     )
     reconciliation_store = ReconciliationStore(db)
     sync_service = ProviderSyncService(
         EventStore(db),
         reconciliation_store,
         unmatched_deadline_seconds=settings.unmatched_event_deadline,
+        quarantine=QuarantineStore(db),
     )
     reconciliation = ReconciliationService(
-        reconciliation_store, payments, redrive_window=settings.redrive_window
+        reconciliation_store,
+        payments,
+        redrive_window=settings.redrive_window,
+        page_tokens=page_tokens,
     )
     health_servicer = health.aio.HealthServicer()
     server, port = create_server(settings, payments, sync_service, reconciliation, health_servicer)

@@ -20,6 +20,8 @@
 | PAYMENT_SVC_INBOX_UPKEEP_SECONDS | 1 | how often unmatched provider events are matched again |
 | PAYMENT_SVC_REDRIVE_WINDOW_SECONDS | 82800 | no re-drive past this age (key retention) |
 | MIGRATE_LOCK_TIMEOUT_SECONDS | 2 | `migrate`: longest wait for one lock before a retry |
+
+| PAYMENT_SVC_PAGE_TOKEN_KEY | dev key | HMAC key that signs page tokens (16+ characters) |
 | LOG_LEVEL | INFO | |
 """
 
@@ -47,6 +49,7 @@ DEV_MERCHANT_TOKENS = "dev-merchant-token=merchant-1,dev-merchant-2-token=mercha
 DEV_GATEWAY_TOKEN = "dev-gateway-token"
 DEV_RECONCILER_TOKEN = "dev-reconciler-token"
 DEV_STRIPE_KEY = "sk_test_dev"
+DEV_PAGE_TOKEN_KEY = "dev-page-token-key-not-secret"
 
 
 class ConfigError(ValueError):
@@ -128,6 +131,7 @@ class Settings:
     unmatched_event_deadline: float = 3600.0
     inbox_upkeep_seconds: float = 1.0
     redrive_window: float = 23 * 3600.0
+    page_token_key: str = DEV_PAGE_TOKEN_KEY
     log_level: str = "INFO"
 
     @classmethod
@@ -139,16 +143,23 @@ class Settings:
         gateway = env.get("PAYMENT_SVC_GATEWAY_TOKEN", DEV_GATEWAY_TOKEN)
         reconciler = env.get("PAYMENT_SVC_RECONCILER_TOKEN", DEV_RECONCILER_TOKEN)
         stripe_key = env.get("STRIPE_API_KEY", DEV_STRIPE_KEY)
+        page_token_key = env.get("PAYMENT_SVC_PAGE_TOKEN_KEY") or DEV_PAGE_TOKEN_KEY
+        if len(page_token_key) < 16:
+            raise ConfigError("PAYMENT_SVC_PAGE_TOKEN_KEY must be at least 16 characters")
         principals = {t: Principal(c, Role.MERCHANT) for t, c in parse_tokens(merchants).items()}
         principals[gateway] = Principal("webhook-gateway", Role.GATEWAY)
         principals[reconciler] = Principal("reconciler", Role.RECONCILER)
         if production:
             dev = set(parse_tokens(DEV_MERCHANT_TOKENS)) | {DEV_GATEWAY_TOKEN, DEV_RECONCILER_TOKEN}
-            if dev & set(principals) or stripe_key == DEV_STRIPE_KEY:
+            if (
+                dev & set(principals)
+                or stripe_key == DEV_STRIPE_KEY
+                or page_token_key == DEV_PAGE_TOKEN_KEY
+            ):
                 raise ConfigError(
                     "PAYMENTS_ENV=production refuses the development tokens and keys: set "
                     "PAYMENT_SVC_MERCHANT_TOKENS, PAYMENT_SVC_GATEWAY_TOKEN, "
-                    "PAYMENT_SVC_RECONCILER_TOKEN and STRIPE_API_KEY"
+                    "PAYMENT_SVC_RECONCILER_TOKEN, STRIPE_API_KEY and PAYMENT_SVC_PAGE_TOKEN_KEY"
                 )
         if len(principals) != len(parse_tokens(merchants)) + 2:
             raise ConfigError("every token must be distinct")
@@ -172,5 +183,6 @@ class Settings:
                 env, "PAYMENT_SVC_INBOX_UPKEEP_SECONDS", cls.inbox_upkeep_seconds
             ),
             redrive_window=_float(env, "PAYMENT_SVC_REDRIVE_WINDOW_SECONDS", cls.redrive_window),
+            page_token_key=page_token_key,
             log_level=env.get("LOG_LEVEL", "INFO"),
         )

@@ -4,6 +4,7 @@
     payments pay / get / events / list   call a running payment-svc
     payments reconcile                   one reconciliation pass now (as `reconciler --once`)
     payments discrepancies [resolve]     what reconciliation could not fix; resolve with a note
+    payments quarantine [replay ID]      provider events that could not be processed; replay one
     payments bench                       measure a stack (payments, webhooks) against raw SQL
 
 Exit codes: 0 done, 1 the call or the stack failed (error on stderr), 2 usage.
@@ -609,6 +610,57 @@ def resolve_discrepancy(
         render.print_json(render.to_dict(resolved))
     else:
         render.discrepancy(resolved)
+
+
+quarantine_app = typer.Typer(
+    help="Verified provider events payment-svc could not process (UNPROCESSABLE_PROVIDER_EVENT):"
+    " list (default), or replay one once the code is fixed.",
+    invoke_without_command=True,
+)
+app.add_typer(quarantine_app, name="quarantine")
+
+
+@quarantine_app.callback()
+def quarantine(
+    ctx: typer.Context,
+    include_replayed: Annotated[
+        bool, typer.Option("--all", help="also the ones already replayed")
+    ] = False,
+    page_size: Annotated[int, typer.Option(min=0, max=500, help="0: the server's default")] = 0,
+    target: Target = DEFAULT_TARGET,
+    token: ReconcilerToken = DEFAULT_RECONCILER_TOKEN,
+    as_json: Json = False,
+) -> None:
+    """List quarantined provider events, newest first (not yet replayed unless --all)."""
+    if ctx.invoked_subcommand is not None:
+        return
+    items = _sync_call(
+        target,
+        token,
+        as_json,
+        lambda c: c.list_quarantined_events(include_replayed=include_replayed, page_size=page_size),
+    )
+    if as_json:
+        render.print_json({"events": [render.to_dict(q) for q in items]})
+    else:
+        render.quarantined(items)
+
+
+@quarantine_app.command("replay")
+def replay_quarantined(
+    quarantine_id: Annotated[str, typer.Argument(help="the id `payments quarantine` shows")],
+    target: Target = DEFAULT_TARGET,
+    token: ReconcilerToken = DEFAULT_RECONCILER_TOKEN,
+    as_json: Json = False,
+) -> None:
+    """Apply a quarantined event again; exit 1 when it is still unprocessable."""
+    reply = _sync_call(target, token, as_json, lambda c: c.replay_quarantined_event(quarantine_id))
+    if as_json:
+        render.print_json(render.to_dict(reply))
+    else:
+        render.replayed(reply)
+    if reply.still_quarantined:
+        raise typer.Exit(1)
 
 
 def main() -> None:

@@ -385,3 +385,24 @@ class ProviderSyncClient(_Client):
             self.stub.GetReconciliationStatus, request
         )
         return reply
+
+    async def list_quarantined_events(
+        self, *, include_replayed: bool = False, page_size: int = 0
+    ) -> list[sync.QuarantinedEvent]:
+        """Newest first: verified provider events payment-svc could not process."""
+        request = sync.ListQuarantinedEventsRequest(
+            include_replayed=include_replayed, page_size=page_size
+        )
+        reply: sync.ListQuarantinedEventsResponse = await self._call(
+            self.stub.ListQuarantinedEvents, request
+        )
+        return list(reply.events)
+
+    async def replay_quarantined_event(
+        self, quarantine_id: str
+    ) -> sync.ReplayQuarantinedEventResponse:
+        request = sync.ReplayQuarantinedEventRequest(quarantine_id=quarantine_id)
+        reply: sync.ReplayQuarantinedEventResponse = await self._call(
+            self.stub.ReplayQuarantinedEvent, request
+        )
+        return reply

@@ -231,3 +231,31 @@ def error(exc: PaymentsError, *, as_json: bool) -> None:
         lines.append(Text(f"  request id {exc.request_id}", style="dim"))
     for line in lines:
         stderr.print(line, soft_wrap=True)
+
+
+def quarantined(items: Sequence[sync.QuarantinedEvent]) -> None:
+    table = Table()
+    for name in ("id", "event", "type", "source", "deliveries", "received (UTC)", "reason"):
+        table.add_column(name, no_wrap=name != "reason")
+    table.columns[4].justify = "right"
+    for q in items:
+        reason = Text(q.reason, style="dim" if q.HasField("replayed_at") else "red")
+        table.add_row(
+            q.id,
+            Text(q.provider_event_id),
+            Text(q.event_type),
+            q.source,
+            str(q.deliveries),
+            _time(q, "received_at"),
+            reason,
+        )
+    stdout.print(table)
+
+
+def replayed(reply: sync.ReplayQuarantinedEventResponse) -> None:
+    outcome = reply.outcome
+    if reply.still_quarantined:
+        stdout.print(Text(f"still unprocessable: {reply.event.reason}", style="red"))
+        return
+    what = "applied" if outcome.applied else "duplicate" if outcome.duplicate else "recorded"
+    stdout.print(Text(f"replayed: {what} {outcome.payment_id or '(no payment matched yet)'}"))

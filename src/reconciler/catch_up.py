@@ -128,6 +128,14 @@ async def _replay(ctx: JobContext, tally: Tally, event: ProviderEvent) -> None:
             )
         )
     except InvalidArgument as exc:
+        if exc.reason == "UNPROCESSABLE_PROVIDER_EVENT":
+            # Kept in payment-svc's quarantine and reported there: handled.
+            log.warning(
+                "provider_event_quarantined",
+                provider_event_id=event.id,
+                quarantine_id=exc.metadata.get("quarantine_id", ""),
+            )
+            return
         # payment-svc refuses this event outright: replaying it again will not
         # help, so it is counted and skipped.
         tally.errors += 1

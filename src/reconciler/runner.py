@@ -122,5 +122,6 @@ def _run_message(report: RunReport) -> sync.ReconciliationRun:
         discrepancies=report.discrepancies,
         errors=report.errors,
         succeeded=report.succeeded,
-        error_message=report.error_message,
+        # payment-svc refuses strings past 10,000 characters (and NUL).
+        error_message=report.error_message.replace("\x00", "")[:2000],
     )

@@ -5,8 +5,10 @@
       signature.py  Stripe-Signature, active secrets   -> 400 missing_header, malformed_header,
                                                               no_matching_signature,
                                                               timestamp_outside_tolerance
-      events.py     parse the verified body            -> 400 invalid_json, invalid_event
-      forwarder.py  one ApplyProviderEvent call        -> 200 once payment-svc recorded it,
+      events.py     parse the verified body            -> not an event: forwarded as it is,
+                                                          for payment-svc's quarantine
+      forwarder.py  one ApplyProviderEvent call        -> 200 once payment-svc recorded it
+                                                          (or quarantined it),
                                                           503 when it could not (provider retries),
                                                           400 when it refuses the event
     GET /healthz /readyz /metrics

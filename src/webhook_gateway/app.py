@@ -8,6 +8,11 @@
 Every answer is JSON (errors: {"error": {"reason", "message", "request_id"}}) and
 carries X-Request-Id. Nothing about a request yields a 5xx; a 503 only ever means
 that payment-svc did not confirm a verified event, so that the provider retries.
+
+A verified body that is not an event we can read is the provider's all the
+same, and a redelivery would bring the same bytes: it is forwarded as it is
+with why it is not one, payment-svc quarantines it (UNPROCESSABLE_PROVIDER_EVENT),
+and the answer is 200 `{"received": true, "quarantined": true}`.
 """
 
 from __future__ import annotations
@@ -23,8 +28,8 @@ from aiohttp import web
 from aiohttp.typedefs import Handler
 
 from webhook_gateway import signature
-from webhook_gateway.errors import BodyTooLarge, RequestRejected, WebhookError
-from webhook_gateway.events import parse_event
+from webhook_gateway.errors import BodyTooLarge, EventError, RequestRejected, WebhookError
+from webhook_gateway.events import ProviderEvent, parse_event
 from webhook_gateway.forwarder import Forwarder
 from webhook_gateway.metrics import CONTENT_TYPE, Metrics
 from webhook_gateway.settings import Settings
@@ -46,6 +51,7 @@ _ACK = {
     duplicate: json.dumps({"received": True, "duplicate": duplicate}).encode()
     for duplicate in (False, True)
 }
+_QUARANTINED = json.dumps({"received": True, "duplicate": False, "quarantined": True}).encode()
 
 
 def init_app(settings: Settings) -> web.Application:
@@ -78,12 +84,16 @@ async def receive_webhook(request: web.Request) -> web.Response:
     try:
         body = await _read_body(request, app[SETTINGS].max_body_bytes)
         verified = app[VERIFIER].verify(request.headers.get(signature.HEADER), body, time.time())
-        event = parse_event(body)
     except RequestRejected as error:
         app[METRICS].rejected(error)
         log.info("webhook_rejected", reason=error.reason.value, detail=error.message)
         return error_response(error.status, error.reason, error.message, request)
     app[METRICS].verified(verified.secret_index)
+    try:
+        event = parse_event(body)
+    except EventError as error:
+        log.warning("webhook_not_an_event", reason=error.reason.value, detail=error.message)
+        event = ProviderEvent("", "", 0, body, unreadable=error.message)
     try:
         result = await app[FORWARDER].forward(event, request[REQUEST_ID])
     except WebhookError as error:
@@ -107,7 +117,8 @@ async def receive_webhook(request: web.Request) -> web.Response:
         outcome=result.outcome,
         payment_id=result.payment_id,
     )
-    return web.Response(body=_ACK[result.duplicate], content_type="application/json")
+    answer = _QUARANTINED if result.quarantined else _ACK[result.duplicate]
+    return web.Response(body=answer, content_type="application/json")
 
 
 async def _read_body(request: web.Request, limit: int) -> bytes:

@@ -34,6 +34,9 @@ class ProviderEvent:
     created: int
     # The verified body, byte for byte: forwarded as received, never re-serialised.
     payload: bytes
+    # Why the verified body is not an event we can read ("": it is one);
+    # payment-svc then quarantines it.
+    unreadable: str = ""
 
     @property
     def kind(self) -> EventType:

@@ -1,12 +1,13 @@
 """Prometheus metrics of webhook-gateway, one registry per application.
 
     webhook_gateway_requests_total{route,status}           every HTTP answer
-    webhook_gateway_verification_failures_total{reason}    4xx: signature, body, parse
+    webhook_gateway_verification_failures_total{reason}    4xx: signature, body
     webhook_gateway_forward_seconds{outcome}               ApplyProviderEvent latency;
                                                            outcome: ok or the gRPC code
     webhook_gateway_events_total{type,outcome}             verified events; type: known or
                                                            unknown, outcome: applied, recorded,
-                                                           duplicate, rejected, failed
+                                                           duplicate, quarantined, rejected,
+                                                           failed
     webhook_gateway_signature_matches_total{secret}        newest or older: rotation progress
 
 A registry per application (process metrics included) keeps the numbers of two

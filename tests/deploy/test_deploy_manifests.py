@@ -22,7 +22,12 @@ NAMESPACES = {"dev": "payments-dev", "prod": "payments"}
 APP_IMAGE = {"dev": "payments-platform:dev", "prod": "/payments-platform:"}
 # The Secrets production needs, with their keys (README: Deploy).
 PROD_SECRETS = {
-    "payments-tokens": {"merchant-tokens", "gateway-token", "reconciler-token"},
+    "payments-tokens": {
+        "merchant-tokens",
+        "gateway-token",
+        "reconciler-token",
+        "page-token-key",
+    },
     "payments-provider": {"stripe-api-key", "webhook-secrets"},
     "payments-db-app": {"uri"},  # made by CloudNativePG
 }

@@ -195,6 +195,7 @@ async def test_production_turns_reflection_off(spawn_payment_svc: Spawn) -> None
         PAYMENT_SVC_GATEWAY_TOKEN="prod-gw",
         PAYMENT_SVC_RECONCILER_TOKEN="prod-rec",
         STRIPE_API_KEY="sk_test_prod_like",
+        PAYMENT_SVC_PAGE_TOKEN_KEY="prod-page-token-key-0123456789",
     )
     async with grpc.aio.insecure_channel(extra.grpc_target) as ch:
         # The method is not served at all. (A unary call: with the streaming

@@ -8,7 +8,10 @@ import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass
 
+import asyncpg
+
 from payment_svc.adapters.db import Conn
+from payment_svc.domain.errors import NotFound
 from payment_svc.domain.model import format_payment_id
 from payment_svc.domain.reconciliation import DiscrepancyKind, dedup_key
 
@@ -34,15 +37,24 @@ async def report(
     payment_id: uuid.UUID | None,
     provider_payment_id: str | None,
     details: Mapping[str, str],
+    *,
+    dedup: str | None = None,
 ) -> Reported:
-    row = await conn.fetchrow(
-        _REPORT,
-        uuid.uuid4(),
-        kind.value,
-        payment_id,
-        provider_payment_id,
-        dict(details),
-        dedup_key(kind, format_payment_id(payment_id) if payment_id else None, provider_payment_id),
-    )
+    try:
+        row = await conn.fetchrow(
+            _REPORT,
+            uuid.uuid4(),
+            kind.value,
+            payment_id,
+            provider_payment_id,
+            dict(details),
+            dedup
+            or dedup_key(
+                kind, format_payment_id(payment_id) if payment_id else None, provider_payment_id
+            ),
+        )
+    except asyncpg.ForeignKeyViolationError:
+        assert payment_id is not None
+        raise NotFound(f"payment {format_payment_id(payment_id)} not found") from None
     assert row is not None
     return Reported(row["id"], row["occurrences"])

@@ -9,6 +9,10 @@ payment, apply it under the payment's row lock, all in one transaction.
                       the event is kept in the inbox unmatched
     rematch(limit)    the same for inbox rows that matched nothing yet
     overdue(age)      unmatched rows past their deadline, marked as reported
+
+An event Postgres refuses to store (a value out of a column's range, a key
+past the index limit: whatever the parser's checks missed) is
+UnprocessableEvent, for the quarantine, never a retry.
 """
 
 from __future__ import annotations
@@ -23,6 +27,7 @@ import asyncpg
 from payment_svc.adapters.db import Conn, Database
 from payment_svc.adapters.reconciliation_store import report as report_discrepancy
 from payment_svc.adapters.store import PAYMENT_COLUMNS, payment_from_row
+from payment_svc.domain.errors import FieldViolation, UnprocessableEvent
 from payment_svc.domain.model import parse_payment_id
 from payment_svc.domain.provider_events import EventPlan, ProviderObservation, plan_event
 from payment_svc.domain.reconciliation import DiscrepancyKind
@@ -117,6 +122,16 @@ class InboxEvent:
     source: Source
 
 
+# What Postgres says about values that can never be stored, as opposed to
+# an outage (StoreUnavailable) or a conflict the statements handle.
+_UNSTORABLE = (
+    asyncpg.DataError,
+    asyncpg.IntegrityConstraintViolationError,
+    asyncpg.ProgramLimitExceededError,
+    asyncpg.exceptions._base.DataError,  # asyncpg's own: an argument out of range
+)
+
+
 @dataclass(frozen=True)
 class EventOutcome:
     duplicate: bool
@@ -152,7 +167,13 @@ class EventStore:
                     return await _duplicate(conn, event.provider_event_id, None)
                 return EventOutcome(False, None, False)
 
-        return await self._db.run(op)
+        try:
+            return await self._db.run(op)
+        except _UNSTORABLE as exc:
+            state = getattr(exc, "sqlstate", None) or type(exc).__name__
+            raise UnprocessableEvent(
+                [FieldViolation("payload", f"the database refused to store it ({state})")]
+            ) from None
 
     async def rematch(self, limit: int, parse: Callable[[asyncpg.Record], InboxEvent]) -> int:
         """Tries again to match inbox events that matched no payment yet.

@@ -2,19 +2,28 @@
 
 Every event type we act on is listed once; any other type is `Unknown`: it
 is stored in the inbox and matched, but moves nothing.
+
+An event that can never be understood or stored is UnprocessableEvent (it
+goes to the quarantine, never to a retry): not a JSON object, nesting deeper
+than MAX_DEPTH, NaN/Infinity or numbers out of range, NUL or a lone surrogate
+in any string (Postgres's jsonb refuses both), ids longer than MAX_ID_CHARS
+(index keys), a `created` outside the years 1970..9999, amounts outside
+0..MAX_PROVIDER_AMOUNT.
 """
 
 from __future__ import annotations
 
 import enum
 import json
+import math
+import re
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
 from payment_svc.adapters.stripe_mapping import intent_failure, intent_status
 from payment_svc.domain.cards import contains_card_number, redact_card_numbers
-from payment_svc.domain.errors import FieldViolation, InvalidArgument
+from payment_svc.domain.errors import FieldViolation, UnprocessableEvent
 from payment_svc.domain.provider_events import ProviderObservation, StateRank
 from payment_svc.domain.status import PaymentStatus
 
@@ -49,45 +58,108 @@ class ParsedEvent:
     observation: ProviderObservation
 
 
-def _bad(description: str) -> InvalidArgument:
-    return InvalidArgument([FieldViolation("payload", description)])
+MAX_DEPTH = 64
+MAX_ID_CHARS = 255
+MAX_MESSAGE_CHARS = 1000
+# Far above any real charge, far below bigint: sums of two stay in range.
+MAX_PROVIDER_AMOUNT = 10**15
+MAX_CREATED = 253_402_300_799  # 9999-12-31T23:59:59Z
+_MAX_NUMBER_CHARS = 64
+# What Postgres's jsonb and text refuse: NUL, and lone surrogates.
+_UNSTORABLE_CHARS = re.compile("[\x00\ud800-\udfff]")
+
+
+def _bad(description: str) -> UnprocessableEvent:
+    return UnprocessableEvent([FieldViolation("payload", description)])
+
+
+def _number(literal: str) -> float:
+    value = float(literal)
+    if len(literal) > _MAX_NUMBER_CHARS or not math.isfinite(value):
+        raise ValueError("number out of range")
+    return value
+
+
+def _integer(literal: str) -> int:
+    if len(literal) > _MAX_NUMBER_CHARS:
+        raise ValueError("number out of range")
+    return int(literal)
+
+
+def _refuse(literal: str) -> Any:
+    raise ValueError(f"{literal} is not JSON")
+
+
+def _check_tree(document: Any) -> None:
+    """Depth and strings of the whole document, without recursion."""
+    stack: list[tuple[Any, int]] = [(document, 1)]
+    while stack:
+        value, depth = stack.pop()
+        if isinstance(value, dict | list):
+            if depth > MAX_DEPTH:
+                raise _bad(f"must not nest deeper than {MAX_DEPTH} levels")
+            items = value.items() if isinstance(value, dict) else enumerate(value)
+            for key, item in items:
+                if isinstance(key, str) and _UNSTORABLE_CHARS.search(key):
+                    raise _bad("must not hold NUL characters or lone surrogates")
+                stack.append((item, depth + 1))
+        elif isinstance(value, str) and _UNSTORABLE_CHARS.search(value):
+            raise _bad("must not hold NUL characters or lone surrogates")
 
 
 def parse_event(payload: bytes) -> ParsedEvent:
     try:
         text = payload.decode()
-        event = json.loads(text)
-    except (UnicodeDecodeError, json.JSONDecodeError):
+        event = json.loads(text, parse_float=_number, parse_int=_integer, parse_constant=_refuse)
+    except (ValueError, RecursionError):  # bad UTF-8 and bad JSON are ValueErrors
         raise _bad("must be a JSON event object") from None
     if not isinstance(event, dict):
         raise _bad("must be a JSON event object")
+    _check_tree(event)
     event_id, event_type = event.get("id"), event.get("type")
     data = event.get("data")
     obj = data.get("object") if isinstance(data, dict) else None
-    if not isinstance(event_id, str) or not event_id or len(event_id) > 255:
+    if not isinstance(event_id, str) or not event_id or len(event_id) > MAX_ID_CHARS:
         raise _bad("id must be the provider's event id")
-    if not isinstance(event_type, str) or not event_type:
-        raise _bad("type must be a non-empty string")
+    if not isinstance(event_type, str) or not event_type or len(event_type) > MAX_ID_CHARS:
+        raise _bad(f"type must be a string of 1..{MAX_ID_CHARS} characters")
     if not isinstance(obj, dict):
         raise _bad("data.object must be an object")
     created_raw = event.get("created")
-    created = (
-        datetime.fromtimestamp(created_raw, tz=UTC)
-        if isinstance(created_raw, int) and not isinstance(created_raw, bool)
-        else None
-    )
+    created = None
+    if isinstance(created_raw, int) and not isinstance(created_raw, bool):
+        if not 0 <= created_raw <= MAX_CREATED:
+            raise _bad("created must be a unix time of the years 1970..9999")
+        created = datetime.fromtimestamp(created_raw, tz=UTC)
     stored = redact_card_numbers(text) if contains_card_number(text) else text
+    if stored is not text and not _is_json(stored):
+        # A card number where a JSON number stood: the redacted text is no JSON.
+        raise _bad("holds a card number where a number stood")
     return ParsedEvent(event_id, event_type, created, stored, observe(event_type, obj, created))
+
+
+def _is_json(text: str) -> bool:
+    try:
+        json.loads(text)
+    except ValueError:
+        return False
+    return True
 
 
 def _str(obj: dict[str, Any], key: str) -> str | None:
     value = obj.get(key)
+    if isinstance(value, str) and len(value) > MAX_ID_CHARS:
+        raise _bad(f"data.object.{key} must be at most {MAX_ID_CHARS} characters")
     return value if isinstance(value, str) and value else None
 
 
 def _int(obj: dict[str, Any], key: str) -> int | None:
     value = obj.get(key)
-    return value if isinstance(value, int) and not isinstance(value, bool) else None
+    if not isinstance(value, int) or isinstance(value, bool):
+        return None
+    if not 0 <= value <= MAX_PROVIDER_AMOUNT:
+        raise _bad(f"data.object.{key} must be 0..{MAX_PROVIDER_AMOUNT}")
+    return value
 
 
 def observe(event_type: str, obj: dict[str, Any], created: datetime | None) -> ProviderObservation:
@@ -116,8 +188,8 @@ def observe(event_type: str, obj: dict[str, Any], created: datetime | None) -> P
                 rank=StateRank.IN_PROGRESS if ours is PaymentStatus.PENDING else StateRank.SETTLED,
                 occurred_at=created,
                 provider_status=provider_status.value,
-                failure_code=code,
-                failure_message=message,
+                failure_code=code[:MAX_ID_CHARS] if code else None,
+                failure_message=message[:MAX_MESSAGE_CHARS] if message else None,
                 amount=_int(obj, "amount"),
                 currency=_str(obj, "currency"),
             )

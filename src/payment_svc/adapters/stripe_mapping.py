@@ -25,7 +25,9 @@ class StripeIntentStatus(enum.Enum):
     UNKNOWN = "unknown"  # anything Stripe may add later
 
     @classmethod
-    def parse(cls, value: str | None) -> StripeIntentStatus:
+    def parse(cls, value: object) -> StripeIntentStatus:
+        if not isinstance(value, str):
+            return cls.UNKNOWN
         try:
             return cls(value)
         except ValueError:
@@ -50,8 +52,14 @@ def to_payment_status(status: StripeIntentStatus, *, has_payment_error: bool) ->
 
 
 def field(obj: Any, key: str) -> Any:
-    """obj[key] or None, for SDK objects (which are not dicts) and dicts alike."""
-    return obj[key] if obj is not None and key in obj else None
+    """obj[key] or None, for SDK objects (which are not dicts) and dicts alike;
+    None for anything else an event may hold there (a number, a string)."""
+    if obj is None or isinstance(obj, str | bytes | int | float | list):
+        return None
+    try:
+        return obj[key] if key in obj else None  # noqa: SIM401 - SDK objects: no .get
+    except (TypeError, KeyError):
+        return None
 
 
 def intent_status(intent: Any) -> tuple[StripeIntentStatus, PaymentStatus]:
@@ -65,7 +73,12 @@ def intent_failure(intent: Any) -> tuple[str | None, str | None]:
     error = field(intent, "last_payment_error")
     if not error:
         return None, None
-    return field(error, "decline_code") or field(error, "code"), field(error, "message")
+    code = _text(field(error, "decline_code")) or _text(field(error, "code"))
+    return code, _text(field(error, "message"))
+
+
+def _text(value: Any) -> str | None:
+    return value if isinstance(value, str) and value else None
 
 
 def snapshot_reversed(amount: int, *, amount_refunded: int, disputed: bool) -> int:

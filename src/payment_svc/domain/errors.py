@@ -8,6 +8,8 @@
      │    └── ProviderUnavailable  the provider cannot be asked right now
      └── PermanentError            a retry of the same request never helps
           ├── InvalidArgument      field violations
+          │    └── UnprocessableEvent  a provider event that can never be
+          │                            understood or stored: quarantined
           ├── DuplicatePayment     idempotency key already used (same or other params)
           ├── NotFound
           ├── FailedPrecondition   not in a state for this (re-drive of a final payment)
@@ -72,6 +74,16 @@ class InvalidArgument(PermanentError):
     def __init__(self, violations: list[FieldViolation]) -> None:
         self.violations = violations
         super().__init__("; ".join(f"{v.field}: {v.description}" for v in violations))
+
+
+class UnprocessableEvent(InvalidArgument):
+    """A provider event that can never be understood or stored (hostile or
+    broken contents). The provider's redelivery cannot help: it is kept in
+    the quarantine and acknowledged, never retried."""
+
+    reason = "UNPROCESSABLE_PROVIDER_EVENT"
+    # Set once the event is in the quarantine (the caller is told where).
+    quarantine_id: str = ""
 
 
 class DuplicatePayment(PermanentError):

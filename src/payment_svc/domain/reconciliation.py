@@ -25,6 +25,8 @@ class DiscrepancyKind(enum.Enum):
     # Another provider payment carries our payment id (domain/binding.py).
     DUPLICATE_PROVIDER_PAYMENT = "DUPLICATE_PROVIDER_PAYMENT"
 
+    UNPROCESSABLE_PROVIDER_EVENT = "UNPROCESSABLE_PROVIDER_EVENT"
+
 
 def dedup_key(
     kind: DiscrepancyKind, payment_id: str | None, provider_payment_id: str | None

@@ -1,17 +1,25 @@
 """The one mapping of domain errors to gRPC statuses with rich details
-(google.rpc ErrorInfo, BadRequest, RetryInfo)."""
+(google.rpc ErrorInfo, BadRequest, RetryInfo), and of anything else (a bug)
+to INTERNAL with the request id and no exception text."""
 
 from __future__ import annotations
 
+import traceback
+
 import grpc
+import structlog
 from google.protobuf import any_pb2, duration_pb2
 from google.rpc import code_pb2, error_details_pb2, status_pb2
 from grpc_status import rpc_status
 
 from payment_svc.domain import errors as e
+from payment_svc.domain.cards import redact_card_numbers
+from payment_svc.entrypoints import metrics
 from payment_svc.entrypoints.convert import status_name
 
 DOMAIN = "payments.v1"
+
+log = structlog.get_logger("payment_svc.grpc")
 
 _CODES: list[tuple[type[e.PaymentsError], int]] = [
     (e.InvalidArgument, code_pb2.INVALID_ARGUMENT),
@@ -39,6 +47,9 @@ def to_grpc_status(exc: e.PaymentsError) -> grpc.Status:
         metadata = {"payment_id": exc.payment_id, "status": status_name(exc.status)}
     if isinstance(exc, e.ResultNotRecorded):
         metadata = {"payment_id": exc.payment_id}
+
+    if isinstance(exc, e.UnprocessableEvent) and exc.quarantine_id:
+        metadata = {"quarantine_id": exc.quarantine_id}
     if isinstance(exc, e.InvalidArgument):
         details.append(
             _pack(
@@ -64,3 +75,16 @@ def to_grpc_status(exc: e.PaymentsError) -> grpc.Status:
         status_pb2.Status(code=code, message=message, details=details)
     )
     return status
+
+
+def unexpected(exc: Exception, request_id: str, method: str) -> str:
+    """Logs an exception no rule maps (redacted: its text may quote the
+    input) and returns the caller's message, which quotes nothing of it."""
+    metrics.UNEXPECTED_ERRORS.labels(method).inc()
+    log.error(
+        "unexpected_error",
+        error_type=type(exc).__name__,
+        error=redact_card_numbers(str(exc)),
+        traceback=redact_card_numbers("".join(traceback.format_exception(exc))),
+    )
+    return f"internal error (request id {request_id})"

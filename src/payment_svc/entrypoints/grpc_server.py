@@ -16,6 +16,7 @@ from grpc_reflection.v1alpha import reflection
 from payment_svc.entrypoints import convert, metrics
 from payment_svc.entrypoints.interceptors import PRINCIPAL, CallPipeline, call_deadline
 from payment_svc.entrypoints.provider_sync_grpc import ProviderSyncServicer
+from payment_svc.entrypoints.validation import RequestFloor
 from payment_svc.service_layer.payments import PaymentsService
 from payment_svc.service_layer.provider_sync import ProviderSyncService
 from payment_svc.service_layer.reconciliation import ReconciliationService
@@ -97,7 +98,11 @@ def create_server(
     """Builds the server bound to settings.listen; returns it and its port
     (tests bind port 0)."""
     server = grpc.aio.server(
-        interceptors=[CallPipeline(settings.principals, settings.max_call_seconds)],
+        interceptors=[
+            CallPipeline(settings.principals, settings.max_call_seconds),
+            # Inside the pipeline: after authentication, before any servicer.
+            RequestFloor(frozenset({PAYMENT_SERVICE, PROVIDER_SYNC_SERVICE})),
+        ],
         options=[
             ("grpc.max_receive_message_length", 4 * 1024 * 1024),
             ("grpc.so_reuseport", 0),

@@ -30,7 +30,7 @@ import structlog
 
 from payment_svc.domain.errors import PaymentsError, PermissionDenied, Unauthenticated
 from payment_svc.entrypoints import metrics
-from payment_svc.entrypoints.errors import to_grpc_status
+from payment_svc.entrypoints.errors import to_grpc_status, unexpected
 from payment_svc.settings import Principal, Role
 
 log = structlog.get_logger("payment_svc.grpc")
@@ -76,6 +76,9 @@ METHOD_ROLES: Mapping[str, frozenset[Role]] = {
     _SYNC + "LookupPayments": _RECONCILER,
     _SYNC + "ListPaymentsCreated": _RECONCILER,
     _SYNC + "GetReconciliationStatus": _RECONCILER,
+    # Operators (with the reconciler's token) list and replay poison events.
+    _SYNC + "ListQuarantinedEvents": _RECONCILER,
+    _SYNC + "ReplayQuarantinedEvent": _RECONCILER,
 }
 
 
@@ -197,6 +200,10 @@ def handled(behavior: Behavior, cap: float, method: str) -> Behavior:
             await context.abort_with_status(to_grpc_status(exc))
         except TimeoutError:
             await context.abort(grpc.StatusCode.DEADLINE_EXCEEDED, "server-side time limit")
+        except grpc.aio.AbortError:
+            raise
+        except Exception as exc:  # the last line: a bug, never a traceback to the caller
+            await context.abort(grpc.StatusCode.INTERNAL, unexpected(exc, request_id, method))
         finally:
             structlog.contextvars.unbind_contextvars("request_id", "rpc", "payment_id")
 

@@ -49,3 +49,16 @@ PROVIDER_EVENTS = Counter(
     "Provider events received through ApplyProviderEvent, by source and outcome.",
     ("source", "outcome"),
 )
+QUARANTINED_EVENTS = Counter(
+    "payments_quarantined_provider_events_total",
+    "Verified provider events that could not be understood or stored: quarantined "
+    "(UNPROCESSABLE_PROVIDER_EVENT), acknowledged, never applied. Redeliveries count.",
+    ("source",),
+)
+for _source in ("webhook", "reconciler"):
+    QUARANTINED_EVENTS.labels(_source)  # exported at 0 from the start, for rate()
+UNEXPECTED_ERRORS = Counter(
+    "payments_unexpected_errors_total",
+    "Calls that ended in an exception no rule mapped (answered INTERNAL): each is a bug.",
+    ("grpc_method",),
+)

@@ -3,14 +3,17 @@ the reconciler are its callers)."""
 
 from __future__ import annotations
 
+import uuid
 from datetime import UTC, datetime
 from typing import Any
 
 import grpc
 
+from payment_svc.adapters.event_store import EventOutcome
+from payment_svc.adapters.quarantine_store import Quarantined
 from payment_svc.adapters.reconciliation_store import Discrepancy, Run
 from payment_svc.adapters.stripe_mapping import snapshot_reversed, snapshot_status
-from payment_svc.domain.errors import FieldViolation, InvalidArgument
+from payment_svc.domain.errors import FieldViolation, InvalidArgument, UnprocessableEvent
 from payment_svc.domain.model import format_payment_id
 from payment_svc.domain.reconciliation import DiscrepancyKind, Snapshot
 from payment_svc.domain.status import Source
@@ -34,6 +37,9 @@ KIND_TO_PB: dict[DiscrepancyKind, sync.DiscrepancyKind.ValueType] = {
     DiscrepancyKind.FINAL_STATE_CONTRADICTED: sync.DISCREPANCY_KIND_FINAL_STATE_CONTRADICTED,
     DiscrepancyKind.UNMATCHED_PROVIDER_EVENT: sync.DISCREPANCY_KIND_UNMATCHED_PROVIDER_EVENT,
     DiscrepancyKind.DUPLICATE_PROVIDER_PAYMENT: sync.DISCREPANCY_KIND_DUPLICATE_PROVIDER_PAYMENT,
+    DiscrepancyKind.UNPROCESSABLE_PROVIDER_EVENT: (
+        sync.DISCREPANCY_KIND_UNPROCESSABLE_PROVIDER_EVENT
+    ),
 }
 KIND_FROM_PB = {v: k for k, v in KIND_TO_PB.items()}
 
@@ -45,6 +51,10 @@ def _kind(value: int, field: str = "kind") -> DiscrepancyKind:
 
 
 def snapshot(pb: sync.ProviderPaymentSnapshot) -> Snapshot:
+    if pb.amount < 0 or pb.amount_refunded < 0:
+        raise InvalidArgument(
+            [FieldViolation("snapshot", "amount and amount_refunded must not be negative")]
+        )
     status = (
         snapshot_status(
             pb.provider_status,
@@ -67,6 +77,30 @@ def snapshot(pb: sync.ProviderPaymentSnapshot) -> Snapshot:
         failure_code=pb.failure_code or None,
         failure_message=pb.failure_message or None,
         provider_status=pb.provider_status,
+    )
+
+
+def apply_response(outcome: EventOutcome) -> sync.ApplyProviderEventResponse:
+    return sync.ApplyProviderEventResponse(
+        duplicate=outcome.duplicate,
+        payment_id=format_payment_id(outcome.payment_id) if outcome.payment_id else "",
+        applied=outcome.applied,
+        discrepancies=[KIND_TO_PB[outcome.discrepancy]] if outcome.discrepancy else [],
+    )
+
+
+def quarantined_to_pb(q: Quarantined) -> sync.QuarantinedEvent:
+    return sync.QuarantinedEvent(
+        id=str(q.id),
+        provider_event_id=q.provider_event_id or "",
+        event_type=q.event_type or "",
+        reason=q.reason,
+        source=q.source,
+        received_at=convert.timestamp(q.received_at),
+        last_received_at=convert.timestamp(q.last_received_at),
+        deliveries=q.deliveries,
+        payload=q.payload,
+        replayed_at=convert.timestamp(q.replayed_at),
     )
 
 
@@ -139,11 +173,14 @@ class ProviderSyncServicer(sync_grpc.ProviderSyncServiceServicer):
                     event_type=request.event_type,
                     payload=request.payload,
                     source=source,
+                    unreadable_reason=request.unreadable_reason,
                 )
             )
         except Exception as exc:
             label = getattr(exc, "reason", "error").lower()
             metrics.PROVIDER_EVENTS.labels(source.value, label).inc()
+            if isinstance(exc, UnprocessableEvent) and exc.quarantine_id:
+                metrics.QUARANTINED_EVENTS.labels(source.value).inc()
             raise
         outcome_label = (
             "duplicate"
@@ -155,11 +192,32 @@ class ProviderSyncServicer(sync_grpc.ProviderSyncServiceServicer):
             else "unmatched"
         )
         metrics.PROVIDER_EVENTS.labels(source.value, outcome_label).inc()
-        return sync.ApplyProviderEventResponse(
-            duplicate=outcome.duplicate,
-            payment_id=format_payment_id(outcome.payment_id) if outcome.payment_id else "",
-            applied=outcome.applied,
-            discrepancies=[KIND_TO_PB[outcome.discrepancy]] if outcome.discrepancy else [],
+        return apply_response(outcome)
+
+    async def ListQuarantinedEvents(
+        self, request: sync.ListQuarantinedEventsRequest, context: Context
+    ) -> sync.ListQuarantinedEventsResponse:
+        if request.page_size < 0:
+            raise InvalidArgument([FieldViolation("page_size", "must not be negative")])
+        entries = await self._events.quarantined(
+            include_replayed=request.include_replayed, limit=min(request.page_size or 100, 500)
+        )
+        return sync.ListQuarantinedEventsResponse(events=[quarantined_to_pb(q) for q in entries])
+
+    async def ReplayQuarantinedEvent(
+        self, request: sync.ReplayQuarantinedEventRequest, context: Context
+    ) -> sync.ReplayQuarantinedEventResponse:
+        try:
+            quarantine_id = uuid.UUID(request.quarantine_id)
+        except ValueError:
+            raise InvalidArgument(
+                [FieldViolation("quarantine_id", "must be a quarantined event's id")]
+            ) from None
+        outcome, entry = await self._events.replay(quarantine_id, PRINCIPAL.get().client_id)
+        return sync.ReplayQuarantinedEventResponse(
+            outcome=apply_response(outcome) if outcome else None,
+            event=quarantined_to_pb(entry),
+            still_quarantined=outcome is None,
         )
 
     async def ReconcilePayment(

@@ -1,14 +1,20 @@
-"""Opaque page tokens for keyset pagination.
+"""Opaque page tokens for keyset pagination, signed.
 
 A token carries the last row's sort key and a fingerprint of the filters it
 was issued for, so a token reused with other filters is refused rather than
-silently paging through something else.
+silently paging through something else. It is signed (HMAC-SHA256 with the
+deployment's PAYMENT_SVC_PAGE_TOKEN_KEY): a token we did not issue is refused
+before anything in it is read, so no crafted token reaches the database.
+
+    base64url(json {"t": microseconds, "i": uuid hex, "f": filters}) "." base64url(mac)
 """
 
 from __future__ import annotations
 
 import base64
+import binascii
 import hashlib
+import hmac
 import json
 import uuid
 from datetime import UTC, datetime
@@ -16,33 +22,62 @@ from datetime import UTC, datetime
 from payment_svc.adapters.store import PageCursor
 from payment_svc.domain.errors import FieldViolation, InvalidArgument
 
+# Far longer than any token we issue (about 150 characters).
+MAX_TOKEN_CHARS = 512
+_MAC_BYTES = 16
+
 
 def filter_fingerprint(*parts: object) -> str:
     return hashlib.sha256(repr(parts).encode()).hexdigest()[:16]
 
 
-def encode(cursor: PageCursor, filters: str) -> str:
-    body = {
-        "t": int(cursor.created_at.timestamp() * 1_000_000),
-        "i": cursor.id.hex,
-        "f": filters,
-    }
-    return base64.urlsafe_b64encode(json.dumps(body).encode()).decode().rstrip("=")
+def _b64(raw: bytes) -> str:
+    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
 
 
-def decode(token: str, filters: str) -> PageCursor | None:
-    if not token:
-        return None
-    bad = InvalidArgument([FieldViolation("page_token", "is not a token this query issued")])
-    try:
-        raw = base64.urlsafe_b64decode(token + "=" * (-len(token) % 4))
-        body = json.loads(raw)
-        cursor = PageCursor(
-            created_at=datetime.fromtimestamp(body["t"] / 1_000_000, tz=UTC),
-            id=uuid.UUID(hex=body["i"]),
-        )
-    except (ValueError, KeyError, TypeError):
-        raise bad from None
-    if body.get("f") != filters:
-        raise bad
-    return cursor
+def _unb64(text: str) -> bytes:
+    return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+
+
+class PageTokens:
+    """Issues and checks page tokens with one deployment key."""
+
+    def __init__(self, key: bytes) -> None:
+        if not key:
+            raise ValueError("a page token key is needed")
+        self._key = key
+
+    def _mac(self, body: bytes) -> bytes:
+        return hmac.new(self._key, body, hashlib.sha256).digest()[:_MAC_BYTES]
+
+    def encode(self, cursor: PageCursor, filters: str) -> str:
+        body = json.dumps(
+            {"t": int(cursor.created_at.timestamp() * 1_000_000), "i": cursor.id.hex, "f": filters}
+        ).encode()
+        return f"{_b64(body)}.{_b64(self._mac(body))}"
+
+    def decode(self, token: str, filters: str) -> PageCursor | None:
+        if not token:
+            return None
+        bad = InvalidArgument([FieldViolation("page_token", "is not a token this query issued")])
+        body_text, dot, mac_text = token.partition(".")
+        if len(token) > MAX_TOKEN_CHARS or not dot or not token.isascii():
+            raise bad
+        try:
+            body, mac = _unb64(body_text), _unb64(mac_text)
+        except (ValueError, binascii.Error):
+            raise bad from None
+        if not hmac.compare_digest(mac, self._mac(body)):
+            raise bad
+        # Ours, so well formed; still checked, as a key may outlive a format.
+        try:
+            fields = json.loads(body)
+            cursor = PageCursor(
+                created_at=datetime.fromtimestamp(fields["t"] / 1_000_000, tz=UTC),
+                id=uuid.UUID(hex=fields["i"]),
+            )
+        except (ValueError, KeyError, TypeError, OverflowError, OSError, RecursionError):
+            raise bad from None
+        if fields.get("f") != filters:
+            raise bad
+        return cursor

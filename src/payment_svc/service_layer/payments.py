@@ -42,6 +42,7 @@ from payment_svc.domain.model import (
 )
 from payment_svc.domain.status import Source
 from payment_svc.service_layer import pagination
+from payment_svc.service_layer.pagination import PageTokens
 
 log = structlog.get_logger("payment_svc.payments")
 
@@ -67,11 +68,17 @@ def payment_uuid(text: str) -> uuid.UUID:
 
 class PaymentsService:
     def __init__(
-        self, store: PaymentStore, provider: PaymentProvider, budget: AttemptBudget
+        self,
+        store: PaymentStore,
+        provider: PaymentProvider,
+        budget: AttemptBudget,
+        *,
+        page_tokens: PageTokens,
     ) -> None:
         self._store = store
         self._provider = provider
         self._budget = budget
+        self._tokens = page_tokens
         self._attempts: set[asyncio.Task[Payment]] = set()
 
     async def create(
@@ -193,7 +200,7 @@ class PaymentsService:
         filters = pagination.filter_fingerprint(
             sorted(s.value for s in query.statuses), query.created_after, query.created_before
         )
-        after = pagination.decode(query.page_token, filters)
+        after = self._tokens.decode(query.page_token, filters)
         limit = query.effective_page_size
         rows = await self._store.search(
             client_id,
@@ -206,7 +213,7 @@ class PaymentsService:
         token = ""
         if len(rows) > limit:
             rows = rows[:limit]
-            token = pagination.encode(PageCursor(rows[-1].created_at, rows[-1].id), filters)
+            token = self._tokens.encode(PageCursor(rows[-1].created_at, rows[-1].id), filters)
         return Page(rows, token)
 
 

@@ -2,10 +2,19 @@
 provider event (webhook or catch-up), and the upkeep of the inbox (matching
 events that arrived before their payment could be found, reporting the ones
 that never match).
+
+A verified event that can never be understood or stored (UnprocessableEvent)
+is kept in the quarantine (redacted) and reported as an
+UNPROCESSABLE_PROVIDER_EVENT discrepancy before the error goes back, carrying
+the quarantine id: its callers acknowledge it (a redelivery could not help,
+and the provider would retry it for days). Once the code is fixed, `replay`
+applies it.
 """
 
 from __future__ import annotations
 
+import hashlib
+import uuid
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -13,9 +22,11 @@ import asyncpg
 import structlog
 
 from payment_svc.adapters.event_store import EventOutcome, EventStore, InboxEvent
+from payment_svc.adapters.quarantine_store import NewQuarantined, Quarantined, QuarantineStore
 from payment_svc.adapters.reconciliation_store import ReconciliationStore
 from payment_svc.adapters.stripe_events import parse_event
-from payment_svc.domain.errors import FieldViolation, InvalidArgument
+from payment_svc.domain.cards import redact_card_numbers
+from payment_svc.domain.errors import FieldViolation, InvalidArgument, UnprocessableEvent
 from payment_svc.domain.model import format_payment_id
 from payment_svc.domain.reconciliation import DiscrepancyKind
 from payment_svc.domain.status import Source
@@ -29,6 +40,9 @@ class ApplyProviderEvent:
     event_type: str
     payload: bytes
     source: Source
+    # The caller could not read it as an event (the gateway says why): it
+    # goes to the quarantine as it is.
+    unreadable_reason: str = ""
 
 
 class ProviderSyncService:
@@ -38,12 +52,25 @@ class ProviderSyncService:
         discrepancies: ReconciliationStore,
         *,
         unmatched_deadline_seconds: float,
+        quarantine: QuarantineStore,
     ) -> None:
+        self._quarantine = quarantine
         self._events = events
         self._discrepancies = discrepancies
         self._unmatched_deadline = unmatched_deadline_seconds
 
     async def apply_event(self, cmd: ApplyProviderEvent) -> EventOutcome:
+        try:
+            return await self._apply(cmd)
+        except UnprocessableEvent as exc:
+            exc.quarantine_id = str(await self._quarantine_event(cmd, exc))
+            raise
+
+    async def _apply(self, cmd: ApplyProviderEvent) -> EventOutcome:
+        if cmd.unreadable_reason:
+            raise UnprocessableEvent(
+                [FieldViolation("payload", f"not an event: {cmd.unreadable_reason}")]
+            )
         parsed = parse_event(cmd.payload)
         mismatch = [
             FieldViolation(name, "does not match the payload")
@@ -84,6 +111,53 @@ class ProviderSyncService:
             matched=outcome.payment_id is not None,
         )
         return outcome
+
+    async def _quarantine_event(
+        self, cmd: ApplyProviderEvent, exc: UnprocessableEvent
+    ) -> uuid.UUID:
+        # Redacted as text; bytes that are not UTF-8 survive as they were.
+        raw = cmd.payload.decode("utf-8", "surrogateescape")
+        payload = redact_card_numbers(raw).encode("utf-8", "surrogateescape")
+        reason = redact_card_numbers(str(exc))
+        quarantine_id, deliveries = await self._quarantine.keep(
+            NewQuarantined(
+                payload_sha256=hashlib.sha256(payload).hexdigest(),
+                payload=payload,
+                provider_event_id=_readable(cmd.provider_event_id),
+                event_type=_readable(cmd.event_type),
+                reason=reason,
+                source=cmd.source.value,
+            )
+        )
+        log.error(
+            "provider_event_quarantined",
+            kind=DiscrepancyKind.UNPROCESSABLE_PROVIDER_EVENT.value,
+            quarantine_id=str(quarantine_id),
+            provider_event_id=_readable(cmd.provider_event_id),
+            reason=reason,
+            deliveries=deliveries,
+        )
+        return quarantine_id
+
+    async def quarantined(self, *, include_replayed: bool, limit: int) -> list[Quarantined]:
+        return await self._quarantine.list(include_replayed=include_replayed, limit=limit)
+
+    async def replay(
+        self, quarantine_id: uuid.UUID, by: str
+    ) -> tuple[EventOutcome | None, Quarantined]:
+        """Applies a quarantined event again. When it now goes through, the
+        entry is marked replayed and its discrepancy resolved; when it still
+        cannot, the outcome is None and the entry carries the new reason."""
+        entry = await self._quarantine.get(quarantine_id)
+        try:
+            outcome = await self.apply_event(
+                ApplyProviderEvent("", "", entry.payload, Source(entry.source))
+            )
+        except UnprocessableEvent as exc:
+            return None, await self._quarantine.get(uuid.UUID(exc.quarantine_id))
+        entry = await self._quarantine.replayed(quarantine_id, by)
+        log.info("quarantined_event_replayed", quarantine_id=str(quarantine_id), by=by)
+        return outcome, entry
 
     async def rematch(self, limit: int = 100) -> int:
         return await self._events.rematch(limit, _inbox_event)
@@ -128,3 +202,11 @@ def _inbox_event(row: asyncpg.Record) -> InboxEvent:
         observation=parsed.observation,
         source=Source(row["source"]),
     )
+
+
+def _readable(value: str) -> str | None:
+    """The caller's id or type for the quarantine's listing, when it is text
+    Postgres can keep; never a card number."""
+    if not value or "\x00" in value:
+        return None
+    return redact_card_numbers(value[:255])

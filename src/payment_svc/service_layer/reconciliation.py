@@ -26,12 +26,17 @@ from payment_svc.domain.errors import AlreadyAtProvider, FieldViolation, Invalid
 from payment_svc.domain.model import Payment
 from payment_svc.domain.reconciliation import DiscrepancyKind, Snapshot
 from payment_svc.service_layer import pagination
+from payment_svc.service_layer.pagination import PageTokens
 from payment_svc.service_layer.payments import Page, PaymentsService, payment_uuid
 
 log = structlog.get_logger("payment_svc.reconciliation")
 
 MAX_PAGE = 500
 DEFAULT_PAGE = 100
+# Past these, `now() - older_than` and `now() + lease` leave Postgres's range.
+MAX_OLDER_THAN_SECONDS = 100 * 366 * 86400.0
+MAX_LEASE_SECONDS = 86400.0
+MAX_JOB_CHARS = 64
 
 
 @dataclass(frozen=True)
@@ -57,8 +62,14 @@ def _uuid(field: str, text: str) -> uuid.UUID:
 
 class ReconciliationService:
     def __init__(
-        self, store: ReconciliationStore, payments: PaymentsService, *, redrive_window: float
+        self,
+        store: ReconciliationStore,
+        payments: PaymentsService,
+        *,
+        redrive_window: float,
+        page_tokens: PageTokens,
     ) -> None:
+        self._tokens = page_tokens
         self._store = store
         self._payments = payments
         self._redrive_window = redrive_window
@@ -108,13 +119,15 @@ class ReconciliationService:
         owner: str,
         lease_seconds: float | None,
     ) -> WorkList:
-        if older_than_seconds < 0:
-            raise InvalidArgument([FieldViolation("older_than", "must not be negative")])
+        if not 0 <= older_than_seconds <= MAX_OLDER_THAN_SECONDS:
+            raise InvalidArgument([FieldViolation("older_than", "must be 0 to 100 years")])
+        if lease_seconds is not None and not 0 <= lease_seconds <= MAX_LEASE_SECONDS:
+            raise InvalidArgument([FieldViolation("lease", "must be 0 to 86400 seconds")])
         if lease_seconds is not None and not owner:
             raise InvalidArgument([FieldViolation("reconciler_id", "is needed with a lease")])
         limit = _page_size(page_size)
         filters = pagination.filter_fingerprint("to_reconcile", older_than_seconds)
-        after = pagination.decode(page_token, filters)
+        after = self._tokens.decode(page_token, filters)
         payments = await self._store.to_reconcile(
             older_than_seconds=older_than_seconds,
             limit=limit,
@@ -125,7 +138,7 @@ class ReconciliationService:
         token = ""
         if len(payments) == limit:
             last = payments[-1]
-            token = pagination.encode(PageCursor(last.updated_at, last.id), filters)
+            token = self._tokens.encode(PageCursor(last.updated_at, last.id), filters)
         return WorkList(payments, token)
 
     async def created(self, query: ListPayments) -> Page:
@@ -162,7 +175,7 @@ class ReconciliationService:
         filters = pagination.filter_fingerprint(
             "discrepancies", sorted(k.value for k in kinds), include_resolved
         )
-        after = pagination.decode(page_token, filters)
+        after = self._tokens.decode(page_token, filters)
         rows = await self._store.discrepancies(
             kinds=kinds,
             include_resolved=include_resolved,
@@ -171,7 +184,7 @@ class ReconciliationService:
         )
         token = ""
         if len(rows) == limit:
-            token = pagination.encode(PageCursor(rows[-1].first_seen_at, rows[-1].id), filters)
+            token = self._tokens.encode(PageCursor(rows[-1].first_seen_at, rows[-1].id), filters)
         return rows, token
 
     async def resolve(self, discrepancy_id: str, by: str, note: str) -> Discrepancy:
@@ -182,8 +195,13 @@ class ReconciliationService:
         return resolved
 
     async def record_run(self, run: Run) -> Run:
-        if not run.job:
-            raise InvalidArgument([FieldViolation("run.job", "must name the job")])
+        if not 1 <= len(run.job) <= MAX_JOB_CHARS:
+            raise InvalidArgument(
+                [FieldViolation("run.job", f"must name the job in 1..{MAX_JOB_CHARS} characters")]
+            )
+        counters = ("scanned", "fixed", "discrepancies", "errors")
+        if any(getattr(run, name) < 0 for name in counters):
+            raise InvalidArgument([FieldViolation("run", "counters must not be negative")])
         if run.finished_at < run.started_at:
             raise InvalidArgument(
                 [FieldViolation("run.finished_at", "must not precede started_at")]

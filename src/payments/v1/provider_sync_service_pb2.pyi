@@ -39,6 +39,10 @@ class _DiscrepancyKindEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_Discr
     """Another provider payment carries one of our payment ids while the payment
     is bound to its own: a possible double charge (refund one of them).
     """
+    DISCREPANCY_KIND_UNPROCESSABLE_PROVIDER_EVENT: _DiscrepancyKind.ValueType  # 8
+    """A validly signed provider event that could not be understood or stored:
+    quarantined (ListQuarantinedEvents), acknowledged, never applied.
+    """
 
 class DiscrepancyKind(_DiscrepancyKind, metaclass=_DiscrepancyKindEnumTypeWrapper): ...
 
@@ -53,6 +57,10 @@ DISCREPANCY_KIND_DUPLICATE_PROVIDER_PAYMENT: DiscrepancyKind.ValueType  # 7
 """Another provider payment carries one of our payment ids while the payment
 is bound to its own: a possible double charge (refund one of them).
 """
+DISCREPANCY_KIND_UNPROCESSABLE_PROVIDER_EVENT: DiscrepancyKind.ValueType  # 8
+"""A validly signed provider event that could not be understood or stored:
+quarantined (ListQuarantinedEvents), acknowledged, never applied.
+"""
 Global___DiscrepancyKind: _TypeAlias = DiscrepancyKind  # noqa: Y015
 
 @_typing.final
@@ -63,11 +71,16 @@ class ApplyProviderEventRequest(_message.Message):
     EVENT_TYPE_FIELD_NUMBER: _builtins.int
     PROVIDER_CREATED_AT_FIELD_NUMBER: _builtins.int
     PAYLOAD_FIELD_NUMBER: _builtins.int
+    UNREADABLE_REASON_FIELD_NUMBER: _builtins.int
     provider_event_id: _builtins.str
     """The provider's event id (`evt_...`), the inbox key."""
     event_type: _builtins.str
     payload: _builtins.bytes
     """The verified event body, as the provider sent it (JSON)."""
+    unreadable_reason: _builtins.str
+    """Set by the gateway for a verified body it cannot read as an event (not
+    JSON, no evt_ id, ...): payment-svc quarantines it without applying it.
+    """
     @_builtins.property
     def provider_created_at(self) -> _timestamp_pb2.Timestamp: ...
     def __init__(
@@ -77,10 +90,11 @@ class ApplyProviderEventRequest(_message.Message):
         event_type: _builtins.str = ...,
         provider_created_at: _timestamp_pb2.Timestamp | None = ...,
         payload: _builtins.bytes = ...,
+        unreadable_reason: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["provider_created_at", b"provider_created_at"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["event_type", b"event_type", "payload", b"payload", "provider_created_at", b"provider_created_at", "provider_event_id", b"provider_event_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["event_type", b"event_type", "payload", b"payload", "provider_created_at", b"provider_created_at", "provider_event_id", b"provider_event_id", "unreadable_reason", b"unreadable_reason"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -932,3 +946,150 @@ class GetReconciliationStatusResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___GetReconciliationStatusResponse: _TypeAlias = GetReconciliationStatusResponse  # noqa: Y015
+
+@_typing.final
+class QuarantinedEvent(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ID_FIELD_NUMBER: _builtins.int
+    PROVIDER_EVENT_ID_FIELD_NUMBER: _builtins.int
+    EVENT_TYPE_FIELD_NUMBER: _builtins.int
+    REASON_FIELD_NUMBER: _builtins.int
+    SOURCE_FIELD_NUMBER: _builtins.int
+    RECEIVED_AT_FIELD_NUMBER: _builtins.int
+    LAST_RECEIVED_AT_FIELD_NUMBER: _builtins.int
+    DELIVERIES_FIELD_NUMBER: _builtins.int
+    PAYLOAD_FIELD_NUMBER: _builtins.int
+    REPLAYED_AT_FIELD_NUMBER: _builtins.int
+    id: _builtins.str
+    provider_event_id: _builtins.str
+    """The provider's event id and type, when they could be read."""
+    event_type: _builtins.str
+    reason: _builtins.str
+    source: _builtins.str
+    """webhook or reconciler"""
+    deliveries: _builtins.int
+    """Deliveries of these same bytes."""
+    payload: _builtins.bytes
+    """The raw body with card numbers redacted."""
+    @_builtins.property
+    def received_at(self) -> _timestamp_pb2.Timestamp: ...
+    @_builtins.property
+    def last_received_at(self) -> _timestamp_pb2.Timestamp: ...
+    @_builtins.property
+    def replayed_at(self) -> _timestamp_pb2.Timestamp:
+        """Set once a replay applied it."""
+
+    def __init__(
+        self,
+        *,
+        id: _builtins.str = ...,
+        provider_event_id: _builtins.str = ...,
+        event_type: _builtins.str = ...,
+        reason: _builtins.str = ...,
+        source: _builtins.str = ...,
+        received_at: _timestamp_pb2.Timestamp | None = ...,
+        last_received_at: _timestamp_pb2.Timestamp | None = ...,
+        deliveries: _builtins.int = ...,
+        payload: _builtins.bytes = ...,
+        replayed_at: _timestamp_pb2.Timestamp | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["last_received_at", b"last_received_at", "received_at", b"received_at", "replayed_at", b"replayed_at"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["deliveries", b"deliveries", "event_type", b"event_type", "id", b"id", "last_received_at", b"last_received_at", "payload", b"payload", "provider_event_id", b"provider_event_id", "reason", b"reason", "received_at", b"received_at", "replayed_at", b"replayed_at", "source", b"source"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___QuarantinedEvent: _TypeAlias = QuarantinedEvent  # noqa: Y015
+
+@_typing.final
+class ListQuarantinedEventsRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    INCLUDE_REPLAYED_FIELD_NUMBER: _builtins.int
+    PAGE_SIZE_FIELD_NUMBER: _builtins.int
+    include_replayed: _builtins.bool
+    """Also list the ones already replayed."""
+    page_size: _builtins.int
+    def __init__(
+        self,
+        *,
+        include_replayed: _builtins.bool = ...,
+        page_size: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["include_replayed", b"include_replayed", "page_size", b"page_size"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListQuarantinedEventsRequest: _TypeAlias = ListQuarantinedEventsRequest  # noqa: Y015
+
+@_typing.final
+class ListQuarantinedEventsResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    EVENTS_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def events(self) -> _containers.RepeatedCompositeFieldContainer[Global___QuarantinedEvent]: ...
+    def __init__(
+        self,
+        *,
+        events: _abc.Iterable[Global___QuarantinedEvent] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["events", b"events"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListQuarantinedEventsResponse: _TypeAlias = ListQuarantinedEventsResponse  # noqa: Y015
+
+@_typing.final
+class ReplayQuarantinedEventRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    QUARANTINE_ID_FIELD_NUMBER: _builtins.int
+    quarantine_id: _builtins.str
+    def __init__(
+        self,
+        *,
+        quarantine_id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["quarantine_id", b"quarantine_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ReplayQuarantinedEventRequest: _TypeAlias = ReplayQuarantinedEventRequest  # noqa: Y015
+
+@_typing.final
+class ReplayQuarantinedEventResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    OUTCOME_FIELD_NUMBER: _builtins.int
+    EVENT_FIELD_NUMBER: _builtins.int
+    STILL_QUARANTINED_FIELD_NUMBER: _builtins.int
+    still_quarantined: _builtins.bool
+    """It failed again: still quarantined, `event.reason` says why."""
+    @_builtins.property
+    def outcome(self) -> Global___ApplyProviderEventResponse:
+        """What ApplyProviderEvent made of it now (unset when still unprocessable)."""
+
+    @_builtins.property
+    def event(self) -> Global___QuarantinedEvent: ...
+    def __init__(
+        self,
+        *,
+        outcome: Global___ApplyProviderEventResponse | None = ...,
+        event: Global___QuarantinedEvent | None = ...,
+        still_quarantined: _builtins.bool = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["event", b"event", "outcome", b"outcome"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["event", b"event", "outcome", b"outcome", "still_quarantined", b"still_quarantined"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ReplayQuarantinedEventResponse: _TypeAlias = ReplayQuarantinedEventResponse  # noqa: Y015

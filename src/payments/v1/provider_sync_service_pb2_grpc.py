@@ -100,6 +100,16 @@ class ProviderSyncServiceStub:
                 request_serializer=payments_dot_v1_dot_provider__sync__service__pb2.GetReconciliationStatusRequest.SerializeToString,
                 response_deserializer=payments_dot_v1_dot_provider__sync__service__pb2.GetReconciliationStatusResponse.FromString,
                 _registered_method=True)
+        self.ListQuarantinedEvents = channel.unary_unary(
+                '/payments.v1.ProviderSyncService/ListQuarantinedEvents',
+                request_serializer=payments_dot_v1_dot_provider__sync__service__pb2.ListQuarantinedEventsRequest.SerializeToString,
+                response_deserializer=payments_dot_v1_dot_provider__sync__service__pb2.ListQuarantinedEventsResponse.FromString,
+                _registered_method=True)
+        self.ReplayQuarantinedEvent = channel.unary_unary(
+                '/payments.v1.ProviderSyncService/ReplayQuarantinedEvent',
+                request_serializer=payments_dot_v1_dot_provider__sync__service__pb2.ReplayQuarantinedEventRequest.SerializeToString,
+                response_deserializer=payments_dot_v1_dot_provider__sync__service__pb2.ReplayQuarantinedEventResponse.FromString,
+                _registered_method=True)
 
 
 class ProviderSyncServiceServicer:
@@ -107,7 +117,11 @@ class ProviderSyncServiceServicer:
     """
 
     def ApplyProviderEvent(self, request, context):
-        """One verified provider event, applied at most once.
+        """One verified provider event, applied at most once. An event that can
+        never be understood or stored is kept in the quarantine (redacted),
+        reported as UNPROCESSABLE_PROVIDER_EVENT, and answered INVALID_ARGUMENT
+        with ErrorInfo reason UNPROCESSABLE_PROVIDER_EVENT (metadata
+        `quarantine_id`): the caller acknowledges it, as a redelivery cannot help.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -199,6 +213,22 @@ class ProviderSyncServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ListQuarantinedEvents(self, request, context):
+        """Validly signed provider events that could not be understood or stored
+        (ApplyProviderEvent answered `quarantined`), newest first.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ReplayQuarantinedEvent(self, request, context):
+        """Applies a quarantined event again (once the code that refused it is
+        fixed); it stays quarantined, with the new reason, when it still fails.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_ProviderSyncServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -266,6 +296,16 @@ def add_ProviderSyncServiceServicer_to_server(servicer, server):
                     servicer.GetReconciliationStatus,
                     request_deserializer=payments_dot_v1_dot_provider__sync__service__pb2.GetReconciliationStatusRequest.FromString,
                     response_serializer=payments_dot_v1_dot_provider__sync__service__pb2.GetReconciliationStatusResponse.SerializeToString,
+            ),
+            'ListQuarantinedEvents': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListQuarantinedEvents,
+                    request_deserializer=payments_dot_v1_dot_provider__sync__service__pb2.ListQuarantinedEventsRequest.FromString,
+                    response_serializer=payments_dot_v1_dot_provider__sync__service__pb2.ListQuarantinedEventsResponse.SerializeToString,
+            ),
+            'ReplayQuarantinedEvent': grpc.unary_unary_rpc_method_handler(
+                    servicer.ReplayQuarantinedEvent,
+                    request_deserializer=payments_dot_v1_dot_provider__sync__service__pb2.ReplayQuarantinedEventRequest.FromString,
+                    response_serializer=payments_dot_v1_dot_provider__sync__service__pb2.ReplayQuarantinedEventResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -620,6 +660,60 @@ class ProviderSyncService:
             '/payments.v1.ProviderSyncService/GetReconciliationStatus',
             payments_dot_v1_dot_provider__sync__service__pb2.GetReconciliationStatusRequest.SerializeToString,
             payments_dot_v1_dot_provider__sync__service__pb2.GetReconciliationStatusResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListQuarantinedEvents(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/payments.v1.ProviderSyncService/ListQuarantinedEvents',
+            payments_dot_v1_dot_provider__sync__service__pb2.ListQuarantinedEventsRequest.SerializeToString,
+            payments_dot_v1_dot_provider__sync__service__pb2.ListQuarantinedEventsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ReplayQuarantinedEvent(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/payments.v1.ProviderSyncService/ReplayQuarantinedEvent',
+            payments_dot_v1_dot_provider__sync__service__pb2.ReplayQuarantinedEventRequest.SerializeToString,
+            payments_dot_v1_dot_provider__sync__service__pb2.ReplayQuarantinedEventResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -34,7 +34,12 @@ class ProviderSyncServiceStub:
     @_typing.overload
     def __new__(cls, channel: _aio.Channel) -> ProviderSyncServiceAsyncStub: ...
     ApplyProviderEvent: _grpc.UnaryUnaryMultiCallable[_provider_sync_service_pb2.ApplyProviderEventRequest, _provider_sync_service_pb2.ApplyProviderEventResponse]
-    """One verified provider event, applied at most once."""
+    """One verified provider event, applied at most once. An event that can
+    never be understood or stored is kept in the quarantine (redacted),
+    reported as UNPROCESSABLE_PROVIDER_EVENT, and answered INVALID_ARGUMENT
+    with ErrorInfo reason UNPROCESSABLE_PROVIDER_EVENT (metadata
+    `quarantine_id`): the caller acknowledges it, as a redelivery cannot help.
+    """
     ReconcilePayment: _grpc.UnaryUnaryMultiCallable[_provider_sync_service_pb2.ReconcilePaymentRequest, _provider_sync_service_pb2.ReconcilePaymentResponse]
     """The provider's authoritative snapshot of one payment."""
     ReportDiscrepancy: _grpc.UnaryUnaryMultiCallable[_provider_sync_service_pb2.ReportDiscrepancyRequest, _provider_sync_service_pb2.ReportDiscrepancyResponse]
@@ -65,6 +70,14 @@ class ProviderSyncServiceStub:
     """
     GetReconciliationStatus: _grpc.UnaryUnaryMultiCallable[_provider_sync_service_pb2.GetReconciliationStatusRequest, _provider_sync_service_pb2.GetReconciliationStatusResponse]
     """Figures for the reconciler's gauges: open discrepancies, the backlog."""
+    ListQuarantinedEvents: _grpc.UnaryUnaryMultiCallable[_provider_sync_service_pb2.ListQuarantinedEventsRequest, _provider_sync_service_pb2.ListQuarantinedEventsResponse]
+    """Validly signed provider events that could not be understood or stored
+    (ApplyProviderEvent answered `quarantined`), newest first.
+    """
+    ReplayQuarantinedEvent: _grpc.UnaryUnaryMultiCallable[_provider_sync_service_pb2.ReplayQuarantinedEventRequest, _provider_sync_service_pb2.ReplayQuarantinedEventResponse]
+    """Applies a quarantined event again (once the code that refused it is
+    fixed); it stays quarantined, with the new reason, when it still fails.
+    """
 
 @_typing.type_check_only
 class ProviderSyncServiceAsyncStub(ProviderSyncServiceStub):
@@ -72,7 +85,12 @@ class ProviderSyncServiceAsyncStub(ProviderSyncServiceStub):
 
     def __init__(self, channel: _aio.Channel) -> None: ...
     ApplyProviderEvent: _aio.UnaryUnaryMultiCallable[_provider_sync_service_pb2.ApplyProviderEventRequest, _provider_sync_service_pb2.ApplyProviderEventResponse]  # type: ignore[assignment]
-    """One verified provider event, applied at most once."""
+    """One verified provider event, applied at most once. An event that can
+    never be understood or stored is kept in the quarantine (redacted),
+    reported as UNPROCESSABLE_PROVIDER_EVENT, and answered INVALID_ARGUMENT
+    with ErrorInfo reason UNPROCESSABLE_PROVIDER_EVENT (metadata
+    `quarantine_id`): the caller acknowledges it, as a redelivery cannot help.
+    """
     ReconcilePayment: _aio.UnaryUnaryMultiCallable[_provider_sync_service_pb2.ReconcilePaymentRequest, _provider_sync_service_pb2.ReconcilePaymentResponse]  # type: ignore[assignment]
     """The provider's authoritative snapshot of one payment."""
     ReportDiscrepancy: _aio.UnaryUnaryMultiCallable[_provider_sync_service_pb2.ReportDiscrepancyRequest, _provider_sync_service_pb2.ReportDiscrepancyResponse]  # type: ignore[assignment]
@@ -103,6 +121,14 @@ class ProviderSyncServiceAsyncStub(ProviderSyncServiceStub):
     """
     GetReconciliationStatus: _aio.UnaryUnaryMultiCallable[_provider_sync_service_pb2.GetReconciliationStatusRequest, _provider_sync_service_pb2.GetReconciliationStatusResponse]  # type: ignore[assignment]
     """Figures for the reconciler's gauges: open discrepancies, the backlog."""
+    ListQuarantinedEvents: _aio.UnaryUnaryMultiCallable[_provider_sync_service_pb2.ListQuarantinedEventsRequest, _provider_sync_service_pb2.ListQuarantinedEventsResponse]  # type: ignore[assignment]
+    """Validly signed provider events that could not be understood or stored
+    (ApplyProviderEvent answered `quarantined`), newest first.
+    """
+    ReplayQuarantinedEvent: _aio.UnaryUnaryMultiCallable[_provider_sync_service_pb2.ReplayQuarantinedEventRequest, _provider_sync_service_pb2.ReplayQuarantinedEventResponse]  # type: ignore[assignment]
+    """Applies a quarantined event again (once the code that refused it is
+    fixed); it stays quarantined, with the new reason, when it still fails.
+    """
 
 class ProviderSyncServiceServicer(metaclass=_abc_1.ABCMeta):
     """Only the webhook gateway and the reconciler may call this service."""
@@ -113,7 +139,12 @@ class ProviderSyncServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _provider_sync_service_pb2.ApplyProviderEventRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_provider_sync_service_pb2.ApplyProviderEventResponse, _abc.Awaitable[_provider_sync_service_pb2.ApplyProviderEventResponse]]:
-        """One verified provider event, applied at most once."""
+        """One verified provider event, applied at most once. An event that can
+        never be understood or stored is kept in the quarantine (redacted),
+        reported as UNPROCESSABLE_PROVIDER_EVENT, and answered INVALID_ARGUMENT
+        with ErrorInfo reason UNPROCESSABLE_PROVIDER_EVENT (metadata
+        `quarantine_id`): the caller acknowledges it, as a redelivery cannot help.
+        """
 
     @_abc_1.abstractmethod
     def ReconcilePayment(
@@ -216,5 +247,25 @@ class ProviderSyncServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_provider_sync_service_pb2.GetReconciliationStatusResponse, _abc.Awaitable[_provider_sync_service_pb2.GetReconciliationStatusResponse]]:
         """Figures for the reconciler's gauges: open discrepancies, the backlog."""
+
+    @_abc_1.abstractmethod
+    def ListQuarantinedEvents(
+        self,
+        request: _provider_sync_service_pb2.ListQuarantinedEventsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_provider_sync_service_pb2.ListQuarantinedEventsResponse, _abc.Awaitable[_provider_sync_service_pb2.ListQuarantinedEventsResponse]]:
+        """Validly signed provider events that could not be understood or stored
+        (ApplyProviderEvent answered `quarantined`), newest first.
+        """
+
+    @_abc_1.abstractmethod
+    def ReplayQuarantinedEvent(
+        self,
+        request: _provider_sync_service_pb2.ReplayQuarantinedEventRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_provider_sync_service_pb2.ReplayQuarantinedEventResponse, _abc.Awaitable[_provider_sync_service_pb2.ReplayQuarantinedEventResponse]]:
+        """Applies a quarantined event again (once the code that refused it is
+        fixed); it stays quarantined, with the new reason, when it still fails.
+        """
 
 def add_ProviderSyncServiceServicer_to_server(servicer: ProviderSyncServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...
