@@ -13,7 +13,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from payment_svc.adapters.stripe_mapping import intent_failure, intent_status
-from payment_svc.domain.cards import contains_card_number, redact_card_numbers
+from payment_svc.domain.cards import redact_value
 from payment_svc.domain.errors import FieldViolation, InvalidArgument
 from payment_svc.domain.provider_events import ProviderObservation, StateRank
 from payment_svc.domain.status import PaymentStatus
@@ -43,8 +43,8 @@ class ParsedEvent:
     id: str
     type: str
     created: datetime | None
-    # The body to store: the provider's JSON, with anything that looks like a
-    # card number redacted (it should never be there; it is never stored).
+    # The body to store: the provider's JSON with every card number redacted
+    # (it should never be there; it is never stored).
     stored_json: str
     observation: ProviderObservation
 
@@ -61,6 +61,10 @@ def parse_event(payload: bytes) -> ParsedEvent:
         raise _bad("must be a JSON event object") from None
     if not isinstance(event, dict):
         raise _bad("must be a JSON event object")
+    # The one place an event's contents come in: every card number goes here,
+    # structurally (the stored body stays valid JSON), before anything is
+    # taken from it (ids, type, object, failure message, metadata).
+    event = redact_value(event)
     event_id, event_type = event.get("id"), event.get("type")
     data = event.get("data")
     obj = data.get("object") if isinstance(data, dict) else None
@@ -76,7 +80,7 @@ def parse_event(payload: bytes) -> ParsedEvent:
         if isinstance(created_raw, int) and not isinstance(created_raw, bool)
         else None
     )
-    stored = redact_card_numbers(text) if contains_card_number(text) else text
+    stored = json.dumps(event)
     return ParsedEvent(event_id, event_type, created, stored, observe(event_type, obj, created))
 
 

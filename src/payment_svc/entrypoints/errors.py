@@ -9,6 +9,7 @@ from google.rpc import code_pb2, error_details_pb2, status_pb2
 from grpc_status import rpc_status
 
 from payment_svc.domain import errors as e
+from payment_svc.domain.cards import redact_card_numbers
 from payment_svc.entrypoints.convert import status_name
 
 DOMAIN = "payments.v1"
@@ -57,7 +58,9 @@ def to_grpc_status(exc: e.PaymentsError) -> grpc.Status:
         details.append(
             _pack(error_details_pb2.RetryInfo(retry_delay=duration_pb2.Duration(seconds=1)))
         )
-    message = str(exc) if code != code_pb2.INTERNAL else "internal error"
+    # Our messages never quote input; the redaction is the rule for every
+    # error body all the same.
+    message = redact_card_numbers(str(exc)) if code != code_pb2.INTERNAL else "internal error"
     status: grpc.Status = rpc_status.to_status(
         status_pb2.Status(code=code, message=message, details=details)
     )
