@@ -4,15 +4,19 @@ One rule, used for every input, every column written and every log line:
 
 - Digits are normalised first: each character is mapped through NFKC, and any
   decimal digit of any script (Arabic-Indic, Devanagari, fullwidth, ...)
-  counts as its ASCII digit, so "４２４２…" or "٤٢٤٢…" is the same card as
-  "4242…".
+  counts as its ASCII digit, so a card number written in fullwidth
+  (U+FF10..), Arabic-Indic (U+0660..) or Devanagari (U+0966..) digits is
+  the same card as in ASCII.
 - A card number is a run of 12 to 19 digits, possibly grouped with single
   spaces or dashes ("4242 4242 4242 4242", "4242-4242-4242-4242"), taken
   whole: a 30-digit order number is not a card number because some 16 of its
   digits pass Luhn.
-- The run stands alone: it is not glued to a letter, digit or underscore,
-  neither directly nor through a dash. A digit run inside a longer token
-  (a hex key, a UUID, "evt_4242…", "order-4242…") is part of an identifier.
+- The run stands alone: the characters either side of it are not letters,
+  digits or underscores. A digit run inside a longer token (a hex key, a
+  digest, "evt_4242…") is part of an identifier, not a card number. UUIDs
+  are set aside before the scan: their all-digit groups joined by dashes
+  ("…-4567-8901-2345-…") would otherwise stand alone one time in a few
+  hundred thousand, and UUIDs are the most common keys there are.
 - It starts like a card of a real network (`NETWORK_PREFIXES`).
 - Its last digit is a valid Luhn check digit.
 """
@@ -63,6 +67,7 @@ _RUN = re.compile(r"[0-9](?:[ -]?[0-9])+")
 _MAYBE = re.compile(r"[0-9](?:[ -]?[0-9]){11}")
 # Groups of a run split at its spaces (dash-joined digits, as in a UUID or a
 # phone number, stay one group).
+_UUID = re.compile(r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}")
 _GROUP = re.compile(r"[0-9](?:-?[0-9])*")
 
 
@@ -115,15 +120,7 @@ def _word(ch: str) -> bool:
 
 
 def _stands_alone(text: str, start: int, end: int) -> bool:
-    if start > 0:
-        before = text[start - 1]
-        if _word(before) or (before == "-" and start > 1 and _word(text[start - 2])):
-            return False
-    if end < len(text):
-        after = text[end]
-        if _word(after) or (after == "-" and end + 1 < len(text) and _word(text[end + 1])):
-            return False
-    return True
+    return not (start > 0 and _word(text[start - 1])) and not (end < len(text) and _word(text[end]))
 
 
 def _card_spans(text: str) -> list[tuple[int, int]]:
@@ -131,6 +128,8 @@ def _card_spans(text: str) -> list[tuple[int, int]]:
     normal, origin = _normalise(text)
     if _MAYBE.search(normal) is None:
         return []
+    if "-" in normal:  # same length: positions still match
+        normal = _UUID.sub(lambda m: "u" * len(m.group()), normal)
     found: list[tuple[int, int]] = []
     for m in _RUN.finditer(normal):
         digits = m.group().replace(" ", "").replace("-", "")
@@ -170,6 +169,15 @@ def _grouped_card(text: str, run: re.Match[str]) -> list[tuple[int, int]]:
 
 def contains_card_number(text: str) -> bool:
     return bool(_card_spans(text))
+
+
+def contains_embedded_card_number(token: str) -> bool:
+    """For a field that is one token (a provider's payment-method id): a card
+    number anywhere in it, glued to letters or not ("pm_4242…")."""
+    normal, _ = _normalise(token)
+    return any(
+        is_card_number(m.group().replace(" ", "").replace("-", "")) for m in _RUN.finditer(normal)
+    )
 
 
 def redact_card_numbers(text: str) -> str:
