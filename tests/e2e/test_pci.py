@@ -284,7 +284,17 @@ async def _feed(stack: Stack, echoes: Echoes) -> None:
         )
         await _merchant_api(payments, echoes)
         await _webhooks(stack, pending.payment, echoes)
-        await _provider_sync(provider_sync, done.payment, echoes)
+        refunded = await payments.CreatePayment(
+            svc.CreatePaymentRequest(
+                idempotency_key=str(uuid.uuid4()),
+                amount=1999,
+                currency="USD",
+                payment_method="pm_card_visa",
+                description="pci-refunded",
+            ),
+            metadata=_meta("merchant"),
+        )
+        await _provider_sync(provider_sync, done.payment, refunded.payment, echoes)
         # The inbox upkeep reports the unmatched hostile events (deadline 1 s).
         await asyncio.sleep(2.5)
 
@@ -383,7 +393,10 @@ async def _webhooks(stack: Stack, pending: pb.Payment, echoes: Echoes) -> None:
 
 
 async def _provider_sync(
-    provider_sync: sync_grpc.ProviderSyncServiceStub, done: pb.Payment, echoes: Echoes
+    provider_sync: sync_grpc.ProviderSyncServiceStub,
+    done: pb.Payment,
+    refunded: pb.Payment,
+    echoes: Echoes,
 ) -> None:
     gateway, reconciler = _meta("gateway"), _meta("reconciler")
     calls: list[Callable[[], Awaitable[Any]]] = []
@@ -424,6 +437,22 @@ async def _provider_sync(
                 ),
             ),
         )
+        # A refund the size of a card number (a number field, to a number column).
+        call(
+            "ReconcilePayment",
+            sync.ReconcilePaymentRequest(
+                payment_id=refunded.id,
+                snapshot=sync.ProviderPaymentSnapshot(
+                    found=True,
+                    provider_payment_id=refunded.provider_payment_id,
+                    provider_status="succeeded",
+                    amount=refunded.amount,
+                    currency="usd",
+                    amount_refunded=number,
+                    observed_at=now,
+                ),
+            ),
+        )
         kind = sync.DISCREPANCY_KIND_STUCK_PAYMENT + n % 6
         call(
             "ReportDiscrepancy",
@@ -451,7 +480,14 @@ async def _provider_sync(
         call("ListDiscrepancies", sync.ListDiscrepanciesRequest(page_token=v))
         call("ResolveDiscrepancy", sync.ResolveDiscrepancyRequest(discrepancy_id=v, note=v))
         run = sync.ReconciliationRun(
-            job=v, reconciler_id=v, error_message=f"failed on {v}", succeeded=False
+            job=v,
+            reconciler_id=v,
+            error_message=f"failed on {v}",
+            succeeded=False,
+            scanned=number,
+            fixed=number,
+            discrepancies=number,
+            errors=number,
         )
         run.started_at.FromSeconds(int(time.time()) - 1)
         run.finished_at.FromSeconds(int(time.time()))

@@ -30,6 +30,8 @@ from payment_svc.service_layer.payments import Page, PaymentsService, payment_uu
 log = structlog.get_logger("payment_svc.reconciliation")
 
 MAX_PAGE = 500
+# A run's counters (payments scanned, fixed...): a bound no run comes near.
+MAX_RUN_COUNT = 1_000_000_000
 DEFAULT_PAGE = 100
 
 
@@ -63,6 +65,12 @@ class ReconciliationService:
         self._redrive_window = redrive_window
 
     async def reconcile(self, payment_id: str, snapshot: Snapshot) -> Reconciled:
+        # Never more reversed than charged: an amount beyond it is no refund
+        # (and a number column must not take a card number from the wire).
+        if not 0 <= snapshot.amount_reversed <= max(snapshot.amount, 0):
+            raise InvalidArgument(
+                [FieldViolation("snapshot.amount_refunded", "must be 0..the amount charged")]
+            )
         result = await self._store.reconcile(payment_uuid(payment_id), snapshot)
         for kind in result.discrepancies:
             log.error("discrepancy", kind=kind.value, payment_id=payment_id)
@@ -174,6 +182,15 @@ class ReconciliationService:
     async def record_run(self, run: Run) -> Run:
         if not run.job:
             raise InvalidArgument([FieldViolation("run.job", "must name the job")])
+        counters = ("scanned", run.scanned), ("fixed", run.fixed)
+        counters += ("discrepancies", run.discrepancies), ("errors", run.errors)
+        bad = [
+            FieldViolation(f"run.{name}", f"must be 0..{MAX_RUN_COUNT}")
+            for name, value in counters
+            if not 0 <= value <= MAX_RUN_COUNT
+        ]
+        if bad:
+            raise InvalidArgument(bad)
         if run.finished_at < run.started_at:
             raise InvalidArgument(
                 [FieldViolation("run.finished_at", "must not precede started_at")]
