@@ -32,10 +32,13 @@ _SECRET_KEYS = frozenset(
 
 
 def _redacted(value: Any) -> Any:
-    if value is None or isinstance(value, str | bool | int | float | Mapping | list | tuple):
-        return redact_value(value)
-    # What JSONRenderer would write for any other object: its repr.
-    return redact_card_numbers(repr(value))
+    try:
+        if value is None or isinstance(value, str | bool | int | float | Mapping | list | tuple):
+            return redact_value(value)
+        # What JSONRenderer would write for any other object: its repr.
+        return redact_card_numbers(repr(value))
+    except RecursionError:
+        return "[NOT LOGGED: nested too deep]"
 
 
 def _redact(_: Any, __: str, event_dict: MutableMapping[str, Any]) -> MutableMapping[str, Any]:

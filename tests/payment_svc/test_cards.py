@@ -7,11 +7,14 @@ from __future__ import annotations
 import json
 import random
 import uuid
+from typing import Any
 
 import pytest
 from hypothesis import given
 from hypothesis import strategies as hs
 
+from payment_svc.adapters.db import Database
+from payment_svc.adapters.stripe_events import parse_event
 from payment_svc.domain.cards import (
     REDACTED,
     contains_card_number,
@@ -163,3 +166,50 @@ def test_redaction_is_idempotent_and_leaves_no_card(text: str) -> None:
     once = redact_card_numbers(text)
     assert not contains_card_number(once)
     assert redact_card_numbers(once) == once
+
+
+def test_a_provider_event_is_redacted_where_it_is_parsed() -> None:
+    card = "4000056655665556"
+    fullwidth = FORMS["fullwidth"](card)
+    event = {
+        "id": card,
+        "type": "payment_intent.payment_failed",
+        "created": 1_700_000_000,
+        "data": {
+            "object": {
+                "id": FORMS["spaces"](card),
+                "object": "payment_intent",
+                "status": "requires_payment_method",
+                "amount": int(card),
+                "metadata": {"payment_id": card, card: card},
+                "last_payment_error": {"code": card, "message": f"declined {fullwidth}"},
+            }
+        },
+    }
+    parsed = parse_event(json.dumps(event).encode())
+    assert parsed.id == REDACTED
+    obs = parsed.observation
+    assert (obs.provider_payment_id, obs.metadata_payment_id) == (REDACTED, REDACTED)
+    assert (obs.failure_code, obs.failure_message) == (REDACTED, f"declined {REDACTED}")
+    assert obs.amount is None  # a card number is no amount
+    stored = json.loads(parsed.stored_json)
+    assert stored["data"]["object"]["amount"] == REDACTED
+    assert find_cards(json.dumps(stored, ensure_ascii=False)) == []
+    unknown = parse_event(json.dumps({**event, "type": f"charge.{fullwidth}"}).encode())
+    assert unknown.type == f"charge.{REDACTED}"
+
+
+async def test_every_text_and_jsonb_value_written_is_redacted(database_url: str) -> None:
+    db = Database(database_url, timeout=5)
+    await db.open()
+    try:
+        card = FORMS["arabic_indic"]("5555555555554444")
+
+        async def echo(conn: Any) -> tuple[str, Any]:
+            text = await conn.fetchval("SELECT $1::text", f"paid with {card}")
+            document = await conn.fetchval("SELECT $1::jsonb", {card: [int("5555555555554444")]})
+            return text, document
+
+        assert await db.run(echo) == (f"paid with {REDACTED}", {REDACTED: [REDACTED]})
+    finally:
+        await db.close()

@@ -64,7 +64,10 @@ def parse_event(payload: bytes) -> ParsedEvent:
     # The one place an event's contents come in: every card number goes here,
     # structurally (the stored body stays valid JSON), before anything is
     # taken from it (ids, type, object, failure message, metadata).
-    event = redact_value(event)
+    try:
+        event = redact_value(event)
+    except RecursionError:
+        raise _bad("must not be nested this deep") from None
     event_id, event_type = event.get("id"), event.get("type")
     data = event.get("data")
     obj = data.get("object") if isinstance(data, dict) else None

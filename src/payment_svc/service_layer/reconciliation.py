@@ -182,11 +182,15 @@ class ReconciliationService:
     async def record_run(self, run: Run) -> Run:
         if not run.job:
             raise InvalidArgument([FieldViolation("run.job", "must name the job")])
-        counters = ("scanned", run.scanned), ("fixed", run.fixed)
-        counters += ("discrepancies", run.discrepancies), ("errors", run.errors)
+        counters = {
+            "scanned": run.scanned,
+            "fixed": run.fixed,
+            "discrepancies": run.discrepancies,
+            "errors": run.errors,
+        }
         bad = [
             FieldViolation(f"run.{name}", f"must be 0..{MAX_RUN_COUNT}")
-            for name, value in counters
+            for name, value in counters.items()
             if not 0 <= value <= MAX_RUN_COUNT
         ]
         if bad:
