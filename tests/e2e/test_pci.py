@@ -323,7 +323,14 @@ async def _merchant_api(payments: svc_grpc.PaymentServiceStub, echoes: Echoes) -
             create(metadata={"note": v}),
             create(metadata={v: "x"}),
             create(payment_method=v),
-            create(idempotency_key=v, description=v, metadata={v: v}, payment_method=v),
+            create(
+                idempotency_key=v,
+                amount=_card_int(TEST_CARDS[i % len(TEST_CARDS)]),
+                currency=v,
+                description=v,
+                metadata={v: v},
+                payment_method=v,
+            ),
             lambda v=v: echoes.call(
                 "GetPayment",
                 payments.GetPayment(
