@@ -34,6 +34,7 @@ from google.rpc import error_details_pb2
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_status import rpc_status
 
+from payment_svc.domain.cards import redact_card_numbers
 from payments.v1 import provider_sync_service_pb2 as sync
 from payments.v1 import provider_sync_service_pb2_grpc as sync_grpc
 from webhook_gateway.errors import EventRefused, ForwardFailed, Reason, WebhookError
@@ -78,9 +79,14 @@ CHANNEL_OPTIONS = (
 
 
 def failure(error: grpc.aio.AioRpcError) -> WebhookError:
+    """The error to answer with. Its message is stable: payment-svc's words
+    are echoed only for a refusal (its own field violations, redacted), never
+    for a failure, whose details may be an exception's text."""
     kind, reason = FAILURES.get(error.code(), (ForwardFailed, Reason.PAYMENT_SERVICE_ERROR))
-    detail = error.details() or error.code().name
-    return kind(reason, f"payment-svc answered {error.code().name}: {detail}")
+    if kind is EventRefused:
+        detail = redact_card_numbers(error.details() or "")
+        return kind(reason, f"payment-svc refused the event: {detail}".rstrip(": "))
+    return kind(reason, f"payment-svc answered {error.code().name}; the event was not recorded")
 
 
 def quarantined(error: grpc.aio.AioRpcError) -> bool:

@@ -28,6 +28,7 @@ from typing import Any, TypeAlias, TypeVar
 import asyncpg
 import structlog
 
+from payment_svc.domain.cards import redact_card_numbers, redact_value
 from payment_svc.domain.errors import StoreUnavailable
 
 T = TypeVar("T")
@@ -86,8 +87,22 @@ async def _keep_session(conn: asyncpg.Connection) -> None:
     asyncpg still rolls back a transaction left open before calling this."""
 
 
+def _store_json(value: object) -> str:
+    return json.dumps(redact_value(value))
+
+
 async def _init_connection(conn: asyncpg.Connection) -> None:
-    await conn.set_type_codec("jsonb", encoder=json.dumps, decoder=json.loads, schema="pg_catalog")
+    # The one choke point before anything is stored: every text and jsonb
+    # value sent to Postgres goes through the card-number redactor (jsonb
+    # structurally, so it stays valid JSON). Whatever a caller or the
+    # provider put in an id, a type, a failure message or a detail, no card
+    # number reaches a table. Text sent to be cast to jsonb must already be
+    # redacted structurally (parse_event does): the text rule would find
+    # nothing left in it to change.
+    await conn.set_type_codec(
+        "text", encoder=redact_card_numbers, decoder=str, schema="pg_catalog", format="text"
+    )
+    await conn.set_type_codec("jsonb", encoder=_store_json, decoder=json.loads, schema="pg_catalog")
 
 
 async def _connect(*args: Any, **kwargs: Any) -> asyncpg.Connection:

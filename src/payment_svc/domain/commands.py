@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 
 from payment_svc.domain import money
-from payment_svc.domain.cards import contains_card_number
+from payment_svc.domain.cards import contains_card_number, contains_embedded_card_number
 from payment_svc.domain.errors import FieldViolation, InvalidArgument
 from payment_svc.domain.status import PaymentStatus
 
@@ -58,7 +58,7 @@ class CreatePayment:
             )
         if not money.is_currency(self.currency):
             v.append(FieldViolation("currency", "must be an ISO 4217 code in upper case (USD)"))
-        if contains_card_number(self.payment_method):
+        if contains_embedded_card_number(self.payment_method):
             v.append(FieldViolation("payment_method", CARD_DATA))
         elif not _PAYMENT_METHOD.fullmatch(self.payment_method):
             v.append(

@@ -70,7 +70,9 @@ def to_grpc_status(exc: e.PaymentsError) -> grpc.Status:
         details.append(
             _pack(error_details_pb2.RetryInfo(retry_delay=duration_pb2.Duration(seconds=1)))
         )
-    message = str(exc) if code != code_pb2.INTERNAL else "internal error"
+    # Our messages never quote input; the redaction is the rule for every
+    # error body all the same.
+    message = redact_card_numbers(str(exc)) if code != code_pb2.INTERNAL else "internal error"
     status: grpc.Status = rpc_status.to_status(
         status_pb2.Status(code=code, message=message, details=details)
     )

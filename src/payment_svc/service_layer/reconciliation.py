@@ -32,6 +32,8 @@ from payment_svc.service_layer.payments import Page, PaymentsService, payment_uu
 log = structlog.get_logger("payment_svc.reconciliation")
 
 MAX_PAGE = 500
+# A run's counters (payments scanned, fixed...): a bound no run comes near.
+MAX_RUN_COUNT = 1_000_000_000
 DEFAULT_PAGE = 100
 # Past these, `now() - older_than` and `now() + lease` leave Postgres's range.
 MAX_OLDER_THAN_SECONDS = 100 * 366 * 86400.0
@@ -75,6 +77,12 @@ class ReconciliationService:
         self._redrive_window = redrive_window
 
     async def reconcile(self, payment_id: str, snapshot: Snapshot) -> Reconciled:
+        # Never more reversed than charged: an amount beyond it is no refund
+        # (and a number column must not take a card number from the wire).
+        if not 0 <= snapshot.amount_reversed <= max(snapshot.amount, 0):
+            raise InvalidArgument(
+                [FieldViolation("snapshot.amount_refunded", "must be 0..the amount charged")]
+            )
         result = await self._store.reconcile(payment_uuid(payment_id), snapshot)
         for kind in result.discrepancies:
             log.error("discrepancy", kind=kind.value, payment_id=payment_id)
@@ -199,9 +207,19 @@ class ReconciliationService:
             raise InvalidArgument(
                 [FieldViolation("run.job", f"must name the job in 1..{MAX_JOB_CHARS} characters")]
             )
-        counters = ("scanned", "fixed", "discrepancies", "errors")
-        if any(getattr(run, name) < 0 for name in counters):
-            raise InvalidArgument([FieldViolation("run", "counters must not be negative")])
+        counters = {
+            "scanned": run.scanned,
+            "fixed": run.fixed,
+            "discrepancies": run.discrepancies,
+            "errors": run.errors,
+        }
+        bad = [
+            FieldViolation(f"run.{name}", f"must be 0..{MAX_RUN_COUNT}")
+            for name, value in counters.items()
+            if not 0 <= value <= MAX_RUN_COUNT
+        ]
+        if bad:
+            raise InvalidArgument(bad)
         if run.finished_at < run.started_at:
             raise InvalidArgument(
                 [FieldViolation("run.finished_at", "must not precede started_at")]
