@@ -24,7 +24,7 @@ from payment_svc.domain.cards import (
     redact_value,
 )
 from payment_svc.domain.commands import CreatePayment
-from payment_svc.domain.errors import InvalidArgument
+from payment_svc.domain.errors import InvalidArgument, UnprocessableEvent
 from tests.pci_cards import FORMS, TEST_CARDS, find_cards
 
 KEYS_PER_KIND = 100_000
@@ -180,7 +180,7 @@ def test_a_provider_event_is_redacted_where_it_is_parsed() -> None:
                 "id": FORMS["spaces"](card),
                 "object": "payment_intent",
                 "status": "requires_payment_method",
-                "amount": int(card),
+                "amount": 1000,
                 "metadata": {"payment_id": card, card: card},
                 "last_payment_error": {"code": card, "message": f"declined {fullwidth}"},
             }
@@ -191,12 +191,15 @@ def test_a_provider_event_is_redacted_where_it_is_parsed() -> None:
     obs = parsed.observation
     assert (obs.provider_payment_id, obs.metadata_payment_id) == (REDACTED, REDACTED)
     assert (obs.failure_code, obs.failure_message) == (REDACTED, f"declined {REDACTED}")
-    assert obs.amount is None  # a card number is no amount
     stored = json.loads(parsed.stored_json)
-    assert stored["data"]["object"]["amount"] == REDACTED
     assert find_cards(json.dumps(stored, ensure_ascii=False)) == []
     unknown = parse_event(json.dumps({**event, "type": f"charge.{fullwidth}"}).encode())
     assert unknown.type == f"charge.{REDACTED}"
+    # A card number where an amount stands is no amount: the event is not
+    # understood (quarantined by the caller), never applied without one.
+    event["data"]["object"]["amount"] = int(card)
+    with pytest.raises(UnprocessableEvent, match="amount"):
+        parse_event(json.dumps(event).encode())
 
 
 async def test_every_text_and_jsonb_value_written_is_redacted(database_url: str) -> None:

@@ -424,7 +424,8 @@ async def test_an_unexpected_exception_is_internal_with_a_request_id_and_no_text
 
     handler = grpc.method_handlers_generic_handler(
         "payments.v1.PaymentService",
-        {"Broken": grpc.unary_unary_rpc_method_handler(broken)},
+        # A method of the authorization table (default deny refuses others).
+        {"GetPayment": grpc.unary_unary_rpc_method_handler(broken)},
     )
     principals = {"t": Principal("merchant-1", Role.MERCHANT)}
     server = grpc.aio.server(interceptors=[CallPipeline(principals, 5.0)])
@@ -433,7 +434,7 @@ async def test_an_unexpected_exception_is_internal_with_a_request_id_and_no_text
     await server.start()
     try:
         async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as ch:
-            call = ch.unary_unary("/payments.v1.PaymentService/Broken")
+            call = ch.unary_unary("/payments.v1.PaymentService/GetPayment")
             with pytest.raises(grpc.aio.AioRpcError) as exc:
                 await call(
                     b"",

@@ -149,8 +149,12 @@ def _str(obj: dict[str, Any], key: str) -> str | None:
 
 def _int(obj: dict[str, Any], key: str) -> int | None:
     value = obj.get(key)
-    if not isinstance(value, int) or isinstance(value, bool):
+    if value is None:
         return None
+    # Stripe's amounts are integers: anything else (a string, a float, a card
+    # number redacted into the marker) is an event we do not understand.
+    if not isinstance(value, int) or isinstance(value, bool):
+        raise _bad(f"data.object.{key} must be an integer")
     if not 0 <= value <= MAX_PROVIDER_AMOUNT:
         raise _bad(f"data.object.{key} must be 0..{MAX_PROVIDER_AMOUNT}")
     return value
