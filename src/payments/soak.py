@@ -278,6 +278,7 @@ class Callers:
         self.unanswered: list[str] = []  # keys whose caller gave up, and why
         self.unexpected: list[str] = []  # answers a correct service never gives
         self.in_flight = 0  # CreatePayment calls awaiting an answer
+        self._clock = 0  # ticks at every call sent and every answer received
 
     def acknowledged(self) -> dict[str, str]:
         """Payment id -> the latest status told, of every payment told so far."""
@@ -286,10 +287,14 @@ class Callers:
             latest[t.payment_id] = t.status
         return latest
 
-    def _tell(self, key: str, payment_id: str, status: str) -> None:
+    def _tick(self) -> int:
+        self._clock += 1
+        return self._clock
+
+    def _tell(self, key: str, payment_id: str, status: str, sent: int) -> None:
         status = status.removeprefix("PAYMENT_STATUS_")
         self._figures.told_statuses[status or "(none)"] += 1
-        self.told.append(Told(key, payment_id, status, len(self.told)))
+        self.told.append(Told(key, payment_id, status, self._tick(), sent))
 
     async def call(self, payment: PaymentPlan, rng: random.Random) -> None:
         request = payment.request()
@@ -300,6 +305,7 @@ class Callers:
             attempt += 1
             f.calls += 1
             self.in_flight += 1
+            sent = self._tick()
             try:
                 reply = await self._stub.CreatePayment(
                     request, metadata=self._metadata, timeout=self._options.call_timeout
@@ -312,7 +318,9 @@ class Callers:
                 if isinstance(error, AlreadyExists) and error.payment_id:
                     if error.reason != "DUPLICATE_PAYMENT":
                         self.unexpected.append(f"{payment.key}: {error.reason} on a retry")
-                    self._tell(payment.key, error.payment_id, error.metadata.get("status", ""))
+                    self._tell(
+                        payment.key, error.payment_id, error.metadata.get("status", ""), sent
+                    )
                     return
                 if code == grpc.StatusCode.INTERNAL:
                     self.unexpected.append(f"{payment.key}: INTERNAL {err.details()}")
@@ -327,7 +335,8 @@ class Callers:
                 continue
             self.in_flight -= 1
             f.answers["OK"] += 1
-            self._tell(payment.key, reply.payment.id, pb.PaymentStatus.Name(reply.payment.status))
+            status = pb.PaymentStatus.Name(reply.payment.status)
+            self._tell(payment.key, reply.payment.id, status, sent)
             return
 
     def verdict(self, keys: int) -> Verdict:

@@ -86,12 +86,16 @@ class Ours:
 
 @dataclass(frozen=True)
 class Told:
-    """One answer a caller got: a reply, or ALREADY_EXISTS naming the payment."""
+    """One answer a caller got: a reply, or ALREADY_EXISTS naming the payment.
+    `sent` and `order` are ticks of one clock of the run's calls and answers:
+    an answer can only contradict one received before its call was sent
+    (concurrent callers of a key may be answered out of order)."""
 
     key: str
     payment_id: str
     status: str  # SUCCEEDED, PENDING, ... ("" when the answer did not say)
-    order: int  # when, among all answers of the run
+    order: int  # when it was received
+    sent: int = -1  # when the call it answers was sent
 
 
 @dataclass
@@ -224,20 +228,22 @@ def no_final_regressed(told: Sequence[Told], ours: Sequence[Ours]) -> Verdict:
         if len(ids) > 1:
             failures.append(f"key {key} was told of {len(ids)} payments: {sorted(ids)}")
             continue
-        final: Told | None = None
-        for t in answers:
-            if final is not None and t.status and t.status not in _MAY_FOLLOW[final.status]:
-                failures.append(f"{t.payment_id} told {final.status}, later told {t.status}")
-                break
-            if t.status in FINAL and final is None:
-                final = t
-        if final is None:
+        finals = [t for t in answers if t.status in FINAL]
+        if not finals:
             continue
         final_told += 1
-        now = by_id.get(final.payment_id)
-        if now is not None and now.status not in _MAY_FOLLOW[final.status]:
-            failures.append(f"{final.payment_id} told {final.status}, now {now.status}")
-    detail = f"{final_told} final states told to callers, {len(told)} answers"
+        first = finals[0]
+        for t in answers:
+            # Only an answer to a call sent after the final one was received.
+            if t.sent > first.order and t.status and t.status not in _MAY_FOLLOW[first.status]:
+                failures.append(f"{t.payment_id} told {first.status}, later told {t.status}")
+                break
+        now = by_id.get(first.payment_id)
+        for t in finals:
+            if now is not None and now.status not in _MAY_FOLLOW[t.status]:
+                failures.append(f"{t.payment_id} told {t.status}, now {now.status}")
+                break
+    detail = f"{final_told} payments told a final state, {len(told)} answers"
     return _verdict("I5", "no final state a caller was told has regressed", detail, failures)
 
 

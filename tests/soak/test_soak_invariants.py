@@ -98,8 +98,15 @@ def test_i5_told_final_states_stay() -> None:
     regressed = [replace(OURS[0], status="FAILED"), *OURS[1:]]
     verdict = no_final_regressed(TOLD, regressed)
     assert verdict.failures == ("pay_1 told SUCCEEDED, now FAILED",)
-    later = [*TOLD, Told("k1", "pay_1", "PENDING", 5)]
-    assert not no_final_regressed(later, OURS).passed
+    # A call sent after SUCCEEDED was received, answered PENDING: a regression.
+    later = [*TOLD, Told("k1", "pay_1", "PENDING", order=6, sent=5)]
+    assert no_final_regressed(later, OURS).failures == ("pay_1 told SUCCEEDED, later told PENDING",)
+    # A twin caller's call sent before it, answered PENDING after: concurrent, not one.
+    concurrent = [*TOLD, Told("k1", "pay_1", "PENDING", order=6, sent=0)]
+    assert no_final_regressed(concurrent, OURS).passed
+    # Two callers told two different final states: one of them was wrong.
+    both = [*TOLD, Told("k1", "pay_1", "FAILED", order=6, sent=0)]
+    assert no_final_regressed(both, OURS).failures == ("pay_1 told FAILED, now SUCCEEDED",)
     two_payments = [*TOLD, Told("k1", "pay_7", "SUCCEEDED", 6)]
     assert not no_final_regressed(two_payments, OURS).passed
     # Told PENDING, now anything: not a regression.
