@@ -102,9 +102,6 @@ _SIM_ENV = {
     "PROVIDER_SIM_WEBHOOK_RETRY_MAX_MS": "1000",
     "PROVIDER_SIM_WEBHOOK_TIMEOUT_MS": "5000",
 }
-_QUIET_RECONCILER = {
-    f"RECONCILER_{job}_SECONDS": str(24 * 3600) for job in ("SWEEP", "CATCH_UP", "SETTLEMENT")
-}
 SETTLE_SUCCEEDS = 0.7
 # A fault waits (a little) for this many calls in flight, so that it cuts some.
 STRIKE_IN_FLIGHT = 3
@@ -372,7 +369,6 @@ class Harness:
                     "PROVIDER_SIM_SEED": str(options.seed),
                     "LOG_LEVEL": "INFO",
                     **_SIM_ENV,
-                    **_QUIET_RECONCILER,
                 },
             )
         )
