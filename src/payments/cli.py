@@ -402,6 +402,10 @@ def soak(
     seed: Annotated[int, typer.Option(help="seeds every choice; a failing seed reproduces")] = 1,
     rate: Annotated[float, typer.Option(min=0.1, help="payments started per second")] = 20.0,
     concurrency: Annotated[int, typer.Option(min=1, help="callers in flight at most")] = 32,
+    partial_refunds: Annotated[
+        bool,
+        typer.Option(help="refund some succeeded payments in part at the provider"),
+    ] = True,
     keep: Annotated[
         Path | None,
         typer.Option(help="keep the stack's logs and data here (a failed run keeps them anyway)"),
@@ -422,7 +426,12 @@ def soak(
         wrapper_class=structlog.make_filtering_bound_logger(logging.ERROR),
     )
     options = SoakOptions(
-        payments=payments, seed=seed, rate=rate, concurrency=concurrency, keep_dir=keep
+        payments=payments,
+        seed=seed,
+        rate=rate,
+        concurrency=concurrency,
+        keep_dir=keep,
+        partial_refunds=partial_refunds,
     )
 
     def progress(line: str) -> None:

@@ -103,6 +103,9 @@ _SIM_ENV = {
     "PROVIDER_SIM_WEBHOOK_TIMEOUT_MS": "5000",
 }
 SETTLE_SUCCEEDS = 0.7
+# Provider-side reversals of succeeded payments, made after the load with the
+# webhook faults still on (a reversal's event may overtake the success's).
+REVERSALS = (("refund", 0.04), ("partial_refund", 0.04), ("dispute", 0.02))
 # A fault waits (a little) for this many calls in flight, so that it cuts some.
 STRIKE_IN_FLIGHT = 3
 STRIKE_WAIT_S = 3.0
@@ -124,6 +127,9 @@ class SoakOptions:
     call_timeout: float = 5.0  # deadline of one CreatePayment
     give_up_after: float = 180.0  # a caller stops retrying after this long
     keep_dir: Path | None = None  # keep the stack's logs and data here
+    # Some succeeded payments refunded in part at the provider (they must stay
+    # SUCCEEDED with amount_reversed, SPEC §4); off: those planned are skipped.
+    partial_refunds: bool = True
 
 
 @dataclass(frozen=True)
@@ -135,6 +141,7 @@ class PaymentPlan:
     card: str
     twin: bool
     settle_outcome: str  # if it is still processing at the end
+    reversal: str | None  # if it succeeded: refund, partial_refund, dispute
 
     def request(self) -> svc.CreatePaymentRequest:
         return svc.CreatePaymentRequest(
@@ -144,6 +151,14 @@ class PaymentPlan:
             payment_method=self.card,
             description="soak",
         )
+
+
+def _reversal(draw: float) -> str | None:
+    for kind, share in REVERSALS:
+        if draw < share:
+            return kind
+        draw -= share
+    return None
 
 
 @dataclass(frozen=True)
@@ -173,6 +188,7 @@ def plan(options: SoakOptions) -> tuple[list[PaymentPlan], FaultPlan]:
                 card=rng.choice(CARDS),
                 twin=rng.random() < options.twin_rate,
                 settle_outcome="succeeded" if rng.random() < SETTLE_SUCCEEDS else "failed",
+                reversal=_reversal(rng.random()),
             )
         )
     rng = random.Random(f"{options.seed}/faults")
@@ -248,7 +264,7 @@ class SoakReport:
             f"{hooks.get('duplicated', 0)}, lost for good {hooks.get('gave_up', 0)}, "
             f"delivered {hooks.get('delivered', 0)}, reordered (on)",
             f"kills: {'; '.join(f.kills) or 'none'}",
-            "settled at the provider: "
+            "settled and reversed at the provider: "
             + (", ".join(f"{k} {n}" for k, n in sorted(f.settled.items())) or "none"),
             f"reconciler pass: exit {f.reconciler_exit}; {runs or 'no runs reported'}; "
             f"open discrepancies: {open_kinds}",
@@ -257,6 +273,7 @@ class SoakReport:
             lines.append(
                 f"reproduce: payments soak --payments {o.payments} --seed {o.seed} "
                 f"--rate {o.rate:g} --concurrency {o.concurrency}"
+                + ("" if o.partial_refunds else " --no-partial-refunds")
             )
         if self.kept is not None:
             lines.append(f"logs and data kept in {self.kept}")
@@ -469,7 +486,7 @@ class Sim:
 
 _OURS_SQL = """
 SELECT 'pay_' || replace(id::text, '-', '') AS payment_id, idempotency_key, status,
-       amount, currency, provider_payment_id
+       amount, currency, provider_payment_id, amount_reversed
 FROM payments
 """
 
@@ -488,6 +505,7 @@ async def _ours(dsn: str) -> list[Ours]:
             r["amount"],
             r["currency"].strip(),
             r["provider_payment_id"],
+            r["amount_reversed"],
         )
         for r in rows
     ]
@@ -613,19 +631,38 @@ class Soak:
         self.figures.load_seconds = time.monotonic() - first
 
     async def _settle(self, sim: Sim) -> None:
-        """Processing intents end as the plan of their payment says (the
+        """Processing intents end as the plan of their payment says, then some
+        succeeded ones are refunded (whole or in part) or disputed (the
         provider knows our payment id; its key is in our database)."""
-        keys = {
-            p.payment_id: p.idempotency_key for p in await _ours(self.harness.stack.database_url)
-        }
+        ours = await _ours(self.harness.stack.database_url)
+        keys = {p.payment_id: p.idempotency_key for p in ours}
         plans = {p.key: p for p in self.payments}
+
+        def plan_of(row: dict[str, Any]) -> PaymentPlan | None:
+            payment_id = (row.get("metadata") or {}).get("payment_id", "")
+            return plans.get(keys.get(payment_id, ""))
+
         for row in await sim.ledger():
             if row["status"] != "processing":
                 continue
-            payment = plans.get(keys.get((row.get("metadata") or {}).get("payment_id", ""), ""))
+            payment = plan_of(row)
             outcome = payment.settle_outcome if payment is not None else "succeeded"
             await sim.post(f"/_sim/payment_intents/{row['id']}/settle", {"outcome": outcome})
             self.figures.settled[outcome] += 1
+        for row in await sim.ledger():
+            payment = plan_of(row)
+            if row["status"] != "succeeded" or payment is None or payment.reversal is None:
+                continue
+            if payment.reversal == "partial_refund" and not self.options.partial_refunds:
+                continue
+            path = f"/_sim/payment_intents/{row['id']}"
+            if payment.reversal == "dispute":
+                await sim.post(f"{path}/dispute", {})
+            elif payment.reversal == "refund":
+                await sim.post(f"{path}/refund", {})
+            else:
+                await sim.post(f"{path}/refund", {"amount": max(1, row["amount"] // 3)})
+            self.figures.settled[payment.reversal] += 1
 
     async def run(self) -> tuple[list[Verdict], Verdict]:
         stack = self.harness.stack

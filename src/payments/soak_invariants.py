@@ -71,6 +71,11 @@ class Intent:
             return "FAILED"
         return "PENDING"
 
+    @property
+    def reversed(self) -> int:
+        """What refunds and disputes took back (a dispute takes what is left)."""
+        return self.amount if self.disputed else self.amount_refunded
+
 
 @dataclass(frozen=True)
 class Ours:
@@ -82,6 +87,7 @@ class Ours:
     amount: int
     currency: str
     provider_payment_id: str | None
+    amount_reversed: int = 0
 
 
 @dataclass(frozen=True)
@@ -172,19 +178,26 @@ def nothing_lost(intents: Sequence[Intent], ours: Sequence[Ours], told: Sequence
 
 
 def money_matches(intents: Sequence[Intent], ours: Sequence[Ours]) -> Verdict:
+    """Per currency: what succeeded, and what was kept of it after reversals."""
     theirs, mine = Counter[str](), Counter[str]()
+    theirs_kept, mine_kept = Counter[str](), Counter[str]()
     for i in intents:
         if i.status == "succeeded":
             theirs[i.currency] += i.amount
+            theirs_kept[i.currency] += i.amount - i.reversed
     for p in ours:
         if p.status in ("SUCCEEDED", "REVERSED"):
             mine[p.currency] += p.amount
+            mine_kept[p.currency] += p.amount - p.amount_reversed
     currencies = sorted(set(theirs) | set(mine))
     failures = [
-        f"{c} ours {mine[c]} != provider {theirs[c]}" for c in currencies if mine[c] != theirs[c]
+        f"{c} {what} ours {a[c]} != provider {b[c]}"
+        for c in currencies
+        for what, a, b in (("succeeded", mine, theirs), ("kept", mine_kept, theirs_kept))
+        if a[c] != b[c]
     ]
-    detail = ", ".join(f"{c} {mine[c]}" for c in currencies) or "no money moved"
-    return _verdict("I3", "money per currency equals the provider's", detail, failures)
+    detail = ", ".join(f"{c} {mine[c]} (kept {mine_kept[c]})" for c in currencies)
+    return _verdict("I3", "money per currency equals the provider's", detail or "none", failures)
 
 
 def matches_provider(
@@ -204,11 +217,12 @@ def matches_provider(
                 f"{p.payment_id} {p.status} provider id {p.provider_payment_id}: intents {seen}"
             )
             continue
-        expected = intent.expected_status()
-        if (p.status, p.amount, p.currency) != (expected, intent.amount, intent.currency):
+        theirs = (intent.expected_status(), intent.amount, intent.currency, intent.reversed)
+        if (p.status, p.amount, p.currency, p.amount_reversed) != theirs:
             failures.append(
-                f"{p.payment_id} {p.status} {p.amount} {p.currency}, provider {intent.id} "
-                f"{intent.status} {intent.amount} {intent.currency}"
+                f"{p.payment_id} {p.status} {p.amount} {p.currency} reversed "
+                f"{p.amount_reversed}, provider {intent.id} {intent.status} {intent.amount} "
+                f"{intent.currency} reversed {intent.reversed}"
             )
             continue
         matched += 1

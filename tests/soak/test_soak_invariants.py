@@ -77,10 +77,19 @@ def test_i2_lost_either_way() -> None:
 
 
 def test_i3_money_per_currency() -> None:
-    assert money_matches(INTENTS, OURS).detail == "USD 1999"
+    assert money_matches(INTENTS, OURS).detail == "USD 1999 (kept 1999)"
     extra = Ours("pay_4", "k4", "SUCCEEDED", 100, "USD", "pi_4")
     verdict = money_matches(INTENTS, [*OURS, extra])
-    assert verdict.failures == ("USD ours 2099 != provider 1999",)
+    assert verdict.failures == (
+        "USD succeeded ours 2099 != provider 1999",
+        "USD kept ours 2099 != provider 1999",
+    )
+    # A refund at the provider that we never heard of.
+    refunded = [replace(PAID, amount_refunded=500), DECLINED, PROCESSING]
+    verdict = money_matches(refunded, OURS)
+    assert verdict.failures == ("USD kept ours 1999 != provider 1499",)
+    reversed_ours = [replace(OURS[0], amount_reversed=500), *OURS[1:]]
+    assert money_matches(refunded, reversed_ours).passed
 
 
 def test_i4_each_payment_against_its_intent() -> None:
@@ -90,6 +99,11 @@ def test_i4_each_payment_against_its_intent() -> None:
     assert not matches_provider(INTENTS, never_learned, 0).passed
     other_amount = [replace(OURS[1], amount=501), OURS[0], OURS[2]]
     assert not matches_provider(INTENTS, other_amount, 0).passed
+    disputed = [replace(PAID, disputed=True), DECLINED, PROCESSING]
+    verdict = matches_provider(disputed, OURS, 0)
+    assert not verdict.passed and "reversed 0" in verdict.failures[0]
+    whole = [replace(OURS[0], status="REVERSED", amount_reversed=1999), *OURS[1:]]
+    assert matches_provider(disputed, whole, 0).passed
     verdict = matches_provider(INTENTS, OURS, 1)
     assert verdict.failures == ("the reconciliation pass exited 1",)
 
