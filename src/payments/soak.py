@@ -570,23 +570,24 @@ class Soak:
         self.in_flight_at_faults.append(callers.in_flight)
 
     async def _inject(self, sim: Sim, callers: Callers) -> None:
-        stack = self.harness.stack
         f = self.faults
-        steps = ((1, f.kill_first_at, f.downtimes[0]), (0, f.crash_at, 0.0))
-        for number, at, downtime in (*steps, (2, f.kill_second_at, f.downtimes[1])):
-            await self._until_started(at, callers)
-            if number == 0:
-                await self._crash_postgres(sim, callers)
-                continue
-            self.progress(f"payment {at}: SIGKILL payment-svc, restart after {downtime:.1f}s")
-            began = time.monotonic()
-            await asyncio.to_thread(self.harness.kill_payment_svc, downtime)
-            await wait_serving(stack.grpc_target, 60)
-            took = time.monotonic() - began
-            self.figures.kills.append(
-                f"payment-svc SIGKILL #{number} at payment {at}, {self.in_flight_at_faults[-1]} "
-                f"calls in flight (serving again after {took:.1f} s)"
-            )
+        await self._until_started(f.kill_first_at, callers)
+        await self._kill_payment_svc(1, f.kill_first_at, f.downtimes[0])
+        await self._until_started(f.crash_at, callers)
+        await self._crash_postgres(sim, callers)
+        await self._until_started(f.kill_second_at, callers)
+        await self._kill_payment_svc(2, f.kill_second_at, f.downtimes[1])
+
+    async def _kill_payment_svc(self, number: int, at: int, downtime: float) -> None:
+        self.progress(f"payment {at}: SIGKILL payment-svc, restart after {downtime:.1f}s")
+        began = time.monotonic()
+        await asyncio.to_thread(self.harness.kill_payment_svc, downtime)
+        await wait_serving(self.harness.stack.grpc_target, 60)
+        took = time.monotonic() - began
+        self.figures.kills.append(
+            f"payment-svc SIGKILL #{number} at payment {at}, {self.in_flight_at_faults[-1]} "
+            f"calls in flight (serving again after {took:.1f} s)"
+        )
 
     async def _crash_postgres(self, sim: Sim, callers: Callers) -> None:
         at = self.faults.crash_at
@@ -723,7 +724,14 @@ def run_soak(options: SoakOptions, progress: Progress) -> SoakReport:
             asyncio.run(wait_serving(harness.stack.grpc_target, 60))
             soak = Soak(options, harness, progress)
             verdicts, callers = asyncio.run(soak.run())
-        except (RuntimeError, TimeoutError, OSError, subprocess.SubprocessError) as exc:
+        except (
+            RuntimeError,
+            TimeoutError,
+            OSError,
+            subprocess.SubprocessError,
+            aiohttp.ClientError,
+            asyncpg.PostgresError,
+        ) as exc:
             raise SoakError(
                 f"the soak broke off: {describe_failure(exc)}; logs in {root / 'logs'}\n"
                 + harness.log_tails()

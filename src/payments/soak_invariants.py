@@ -220,9 +220,9 @@ def matches_provider(
         theirs = (intent.expected_status(), intent.amount, intent.currency, intent.reversed)
         if (p.status, p.amount, p.currency, p.amount_reversed) != theirs:
             failures.append(
-                f"{p.payment_id} {p.status} {p.amount} {p.currency} reversed "
-                f"{p.amount_reversed}, provider {intent.id} {intent.status} {intent.amount} "
-                f"{intent.currency} reversed {intent.reversed}"
+                f"{p.payment_id} is {p.status} {p.amount} {p.currency} reversed "
+                f"{p.amount_reversed}, should be {' '.join(map(str, theirs[:3]))} reversed "
+                f"{intent.reversed} (provider {intent.id} {intent.status})"
             )
             continue
         matched += 1
