@@ -13,6 +13,7 @@ Exit codes: 0 done, 1 the call or the stack failed (error on stderr), 2 usage.
 from __future__ import annotations
 
 import asyncio
+import importlib.util
 import logging
 import os
 import sys
@@ -416,7 +417,19 @@ def soak(
     reconciliation pass, then the money checked against the provider. Exit 1
     when an invariant fails."""
     _quiet_imports()
-    # Development tooling (psutil, pgserver): imported only for this command.
+    # Development tooling (psutil, pgserver): imported only for this command,
+    # and from a production install it says what to install.
+    missing = [name for name in ("psutil", "pgserver") if importlib.util.find_spec(name) is None]
+    if missing:
+        render.stderr.print(
+            Text(
+                f"payments soak: needs the development tools ({', '.join(missing)} missing): "
+                "pip install 'payments-platform[dev]'",
+                style="red",
+            ),
+            soft_wrap=True,
+        )
+        raise typer.Exit(2)
     from payments.soak import SoakError, SoakOptions, run_soak
 
     if keep is not None and keep.exists():
