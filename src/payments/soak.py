@@ -16,7 +16,9 @@
                  and restarted, Postgres stopped in immediate mode (a crash)
                  and started, payment-svc SIGKILLed and restarted
     settle       API faults off; processing intents settled at the provider
-                 (succeeded or failed), their webhooks still faulty
+                 (succeeded or failed), some succeeded ones refunded (whole,
+                 in part) or disputed, their webhooks still faulty; then each
+                 caller asks GetPayment once (more answers for I5)
     reconcile    one `reconciler --once` pass, grace 0
     check        the invariants (payments.soak_invariants) against the
                  provider's ledger (GET /_sim/ledger) and our database
@@ -352,6 +354,40 @@ class Callers:
             status = pb.PaymentStatus.Name(reply.payment.status)
             self._tell(payment.key, reply.payment.id, status, sent)
             return
+
+    async def look(self, key: str, payment_id: str, rng: random.Random) -> None:
+        """GetPayment, as a caller polls for the outcome: one more answer."""
+        request = svc.GetPaymentRequest(payment_id=payment_id)
+        for attempt in range(1, 20):
+            self._figures.calls += 1
+            sent = self._tick()
+            try:
+                reply = await self._stub.GetPayment(
+                    request, metadata=self._metadata, timeout=self._options.call_timeout
+                )
+            except grpc.aio.AioRpcError as err:
+                self._figures.answers[f"GetPayment {err.code().name}"] += 1
+                if err.code() not in RETRIED:
+                    self.unexpected.append(f"GetPayment {payment_id}: {err.code().name}")
+                    return
+                self._figures.retries += 1
+                await asyncio.sleep(min(2.0, 0.05 * 2**attempt) * (0.5 + rng.random()))
+                continue
+            self._figures.answers["GetPayment OK"] += 1
+            self._tell(key, reply.payment.id, pb.PaymentStatus.Name(reply.payment.status), sent)
+            return
+        self.unanswered.append(f"GetPayment {payment_id}: no answer after 19 attempts")
+
+    async def look_all(self, concurrency: int, seed: int) -> None:
+        """Every payment a caller was told of, asked for once more."""
+        gate = asyncio.Semaphore(concurrency)
+        told = {t.payment_id: t.key for t in self.told}
+
+        async def one(payment_id: str, key: str) -> None:
+            async with gate:
+                await self.look(key, payment_id, random.Random(f"{seed}/look/{key}"))
+
+        await asyncio.gather(*(one(pid, key) for pid, key in told.items()))
 
     def verdict(self, keys: int) -> Verdict:
         failures = [*self.unanswered, *self.unexpected]
@@ -699,6 +735,9 @@ class Soak:
             await sim.quiesce(self.progress)
             await self._settle(sim)
             await sim.quiesce(self.progress)
+            # Callers ask for their payments before the pass: the states the
+            # webhooks brought are told too, and the pass must not undo them.
+            await callers.look_all(self.options.concurrency, self.options.seed)
             self.progress("one reconciliation pass (grace 0)")
             code, runs = await asyncio.to_thread(self.harness.reconcile_once)
             self.figures.reconciler_exit, self.figures.reconciler_runs = code, runs
