@@ -6,6 +6,7 @@
     payments discrepancies [resolve]     what reconciliation could not fix; resolve with a note
     payments quarantine [replay ID]      provider events that could not be processed; replay one
     payments bench                       measure a stack (payments, webhooks) against raw SQL
+    payments soak                        payments under injected faults, then the money checked
 
 Exit codes: 0 done, 1 the call or the stack failed (error on stderr), 2 usage.
 """
@@ -458,6 +459,58 @@ def bench(
     if check is not None and check.missing:
         message = f"bench: {check.missing} acknowledged webhook events are not in the inbox"
         render.stderr.print(Text(message, style="red"))
+        raise typer.Exit(1)
+
+
+@app.command()
+def soak(
+    payments: Annotated[int, typer.Option(min=10, help="payments to make")] = 200,
+    seed: Annotated[int, typer.Option(help="seeds every choice; a failing seed reproduces")] = 1,
+    rate: Annotated[float, typer.Option(min=0.1, help="payments started per second")] = 20.0,
+    concurrency: Annotated[int, typer.Option(min=1, help="callers in flight at most")] = 32,
+    partial_refunds: Annotated[
+        bool,
+        typer.Option(help="refund some succeeded payments in part at the provider"),
+    ] = True,
+    keep: Annotated[
+        Path | None,
+        typer.Option(help="keep the stack's logs and data here (a failed run keeps them anyway)"),
+    ] = None,
+) -> None:
+    """Payments under faults (webhooks lost, duplicated, reordered; provider
+    timeouts; payment-svc SIGKILLed twice; Postgres crash-restarted), one
+    reconciliation pass, then the money checked against the provider. Exit 1
+    when an invariant fails."""
+    _quiet_imports()
+    require_dev_tools("soak")
+    from payments.soak import SoakError, SoakOptions, run_soak
+
+    if keep is not None and keep.exists():
+        raise typer.BadParameter(f"{keep} exists already", param_hint="--keep")
+    structlog.configure(
+        logger_factory=structlog.PrintLoggerFactory(sys.stderr),
+        wrapper_class=structlog.make_filtering_bound_logger(logging.ERROR),
+    )
+    options = SoakOptions(
+        payments=payments,
+        seed=seed,
+        rate=rate,
+        concurrency=concurrency,
+        keep_dir=keep,
+        partial_refunds=partial_refunds,
+    )
+
+    def progress(line: str) -> None:
+        render.stderr.print(Text(f"soak: {line}", style="dim"), soft_wrap=True)
+
+    try:
+        report = run_soak(options, progress)
+    except SoakError as exc:
+        render.stderr.print(Text(f"soak: {exc}", style="red"), soft_wrap=True)
+        raise typer.Exit(1) from None
+    for line in report.lines():
+        render.stdout.print(Text(line), soft_wrap=True, highlight=False)
+    if not report.passed:
         raise typer.Exit(1)
 
 
