@@ -110,8 +110,9 @@ def agrees(ours: Ours, intent: ProviderIntent) -> bool:
         return False
     if ours.status is not expected:
         return False
-    # A refund of a different amount is still news; a dispute's amount is not
-    # on the charge, so a disputed payment that is REVERSED agrees.
-    return expected is not PaymentStatus.REVERSED or (
-        intent.disputed or ours.amount_reversed == intent.amount_refunded
-    )
+    # A refund of a different amount is still news, whether it reverses the
+    # payment whole or in part (SUCCEEDED, amount_reversed > 0); a dispute's
+    # amount is not on the charge, so a disputed payment that is REVERSED agrees.
+    if expected not in (PaymentStatus.SUCCEEDED, PaymentStatus.REVERSED) or intent.disputed:
+        return True
+    return ours.amount_reversed == intent.amount_refunded

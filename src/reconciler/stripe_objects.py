@@ -13,7 +13,13 @@ from dataclasses import dataclass
 from typing import Any, Final, TypeGuard
 
 from payment_svc.adapters.stripe_events import StripeEventType
-from payment_svc.adapters.stripe_mapping import StripeIntentStatus, intent_failure, intent_status
+from payment_svc.adapters.stripe_mapping import (
+    StripeIntentStatus,
+    intent_failure,
+    intent_status,
+    snapshot_reversed,
+)
+from payment_svc.domain.reversals import status_for
 from payment_svc.domain.status import PaymentStatus
 
 # What catch-up asks `GET /v1/events` for (Stripe accepts up to 20 types).
@@ -94,11 +100,22 @@ def parse_intent(obj: Any) -> ProviderIntent:
     )
 
 
+def reversed_amount(intent: ProviderIntent) -> int:
+    """What refunds and disputes took back of the intent's charge, counted as
+    payment-svc counts a snapshot (a disputed charge is reversed whole)."""
+    return snapshot_reversed(
+        intent.amount, amount_refunded=intent.amount_refunded, disputed=intent.disputed
+    )
+
+
 def our_view(intent: ProviderIntent) -> PaymentStatus:
-    """The status (ours) that the intent stands for, reversals included."""
-    if intent.mapped is PaymentStatus.SUCCEEDED and (intent.amount_refunded > 0 or intent.disputed):
-        return PaymentStatus.REVERSED
-    return intent.mapped
+    """The status (ours) that the intent stands for, reversals included: by
+    payment_svc's rule (domain/reversals.py), only reversals of the whole
+    amount make it REVERSED; partly refunded, it is SUCCEEDED."""
+    reversed_now = reversed_amount(intent)
+    if reversed_now <= 0:
+        return intent.mapped
+    return status_for(intent.mapped, intent.amount, reversed_now)
 
 
 @dataclass(frozen=True, slots=True)

@@ -108,9 +108,18 @@ async def test_an_amount_mismatch_is_recorded_and_the_payment_left_alone(
 async def test_a_refund_or_dispute_reverses_a_success(channel: grpc.aio.Channel) -> None:
     refunded = await create(channel)
     reply = await reconcile(channel, refunded, snap(refunded, "succeeded", amount_refunded=500))
+    # SPEC §3a: partly refunded, it stays SUCCEEDED (this asserted REVERSED, the defect)...
+    assert (reply.payment.status, reply.payment.amount_reversed) == (
+        pb.PAYMENT_STATUS_SUCCEEDED,
+        500,
+    )
+    assert reply.changed
+    # ...and the rest refunded reverses it.
+    whole = snap(refunded, "succeeded", amount_refunded=refunded.amount)
+    reply = await reconcile(channel, refunded, whole)
     assert (reply.payment.status, reply.payment.amount_reversed) == (
         pb.PAYMENT_STATUS_REVERSED,
-        500,
+        refunded.amount,
     )
     disputed = await create(channel)
     reply = await reconcile(channel, disputed, snap(disputed, "succeeded", disputed=True))

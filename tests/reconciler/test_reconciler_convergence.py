@@ -67,13 +67,25 @@ async def test_lost_webhooks_settled_failed_refunded_and_disputed_all_converge(
         settled.id: (pb.PAYMENT_STATUS_SUCCEEDED, 0),
         failed.id: (pb.PAYMENT_STATUS_FAILED, 0),
         refunded.id: (pb.PAYMENT_STATUS_REVERSED, 3000),
-        partly.id: (pb.PAYMENT_STATUS_REVERSED, 1000),
+        # SPEC §3a: partly refunded, it stays SUCCEEDED (this asserted REVERSED, the defect).
+        partly.id: (pb.PAYMENT_STATUS_SUCCEEDED, 1000),
         disputed.id: (pb.PAYMENT_STATUS_REVERSED, 2500),
     }
     for payment_id, (status, reversed_amount) in expected.items():
         now = await get(channel, payment_id)
         assert (now.status, now.amount_reversed) == (status, reversed_amount), payment_id
+        if payment_id == partly.id:
+            continue
         assert len(reconciler_fixes(await history(channel, payment_id))) == 1, payment_id
+    # The partial refund is in the history all the same: one reconciler entry
+    # that changed amount_reversed and not the status.
+    [entry] = [
+        e
+        for e in await history(channel, partly.id)
+        if e.source == pb.PAYMENT_EVENT_SOURCE_RECONCILER and e.applied
+    ]
+    assert (entry.from_status, entry.to_status) == (pb.PAYMENT_STATUS_SUCCEEDED,) * 2
+    assert "amount_reversed 0 -> 1000 of 3000" in entry.note
     assert (await get(channel, failed.id)).failure_code
 
 

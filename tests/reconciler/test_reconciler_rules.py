@@ -101,7 +101,10 @@ def test_an_intent_is_read_with_our_currency_and_its_charge() -> None:
         "pay_1",
     )
     assert intent.amount_refunded == 500
-    assert our_view(intent) is PaymentStatus.REVERSED
+    # Partly refunded it stays SUCCEEDED (SPEC §3a; this asserted REVERSED, the defect).
+    assert our_view(intent) is PaymentStatus.SUCCEEDED
+    whole = parse_intent(intent_json(latest_charge={**charge, "amount_refunded": 1999}))
+    assert our_view(whole) is PaymentStatus.REVERSED
     assert not parse_intent(intent_json()).amount_refunded  # charge not expanded
 
 
@@ -156,7 +159,13 @@ def test_ours_and_the_provider_agree_or_not() -> None:
     assert not agrees(ours(provider_payment_id=""), intent)
     refunded = parse_intent(intent_json(latest_charge={"amount_refunded": 500}))
     assert not agrees(ours(), refunded)
-    assert agrees(ours(status=PaymentStatus.REVERSED, amount_reversed=500), refunded)
+    # 500 of 1999 refunded: SUCCEEDED with 500 reversed (this asserted REVERSED, the defect).
+    assert agrees(ours(amount_reversed=500), refunded)
+    assert not agrees(ours(status=PaymentStatus.REVERSED, amount_reversed=500), refunded)
+    assert not agrees(ours(amount_reversed=300), refunded)
+    whole = parse_intent(intent_json(latest_charge={"amount_refunded": 1999}))
+    assert agrees(ours(status=PaymentStatus.REVERSED, amount_reversed=1999), whole)
+    assert not agrees(ours(amount_reversed=500), whole)
     assert not agrees(ours(status=PaymentStatus.REVERSED, amount_reversed=1999), refunded)
     disputed = parse_intent(intent_json(latest_charge={"disputed": True}))
     assert agrees(ours(status=PaymentStatus.REVERSED, amount_reversed=1999), disputed)

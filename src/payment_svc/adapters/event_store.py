@@ -65,8 +65,9 @@ u AS (
         provider_payment_id = COALESCE(provider_payment_id, $4),
         failure_code = CASE WHEN $2 AND $3 = 'FAILED' THEN $5 ELSE failure_code END,
         failure_message = CASE WHEN $2 AND $3 = 'FAILED' THEN $6 ELSE failure_message END,
-        amount_reversed = LEAST(amount, GREATEST(amount_reversed, COALESCE($7, 0))
-            + CASE WHEN $10 THEN COALESCE($16, 0) ELSE 0 END),
+        -- the domain's figure (domain/reversals.py), worked out under this
+        -- row's lock; it never lowers what is there
+        amount_reversed = GREATEST(amount_reversed, COALESCE($7, 0)),
         provider_state_at = GREATEST(provider_state_at, $8),
         provider_state_rank = CASE
             WHEN provider_state_at IS NULL OR $8 > provider_state_at THEN $9
@@ -94,7 +95,7 @@ WITH ins AS (
     INSERT INTO provider_events (provider_event_id, event_type, provider_object_id,
         metadata_payment_id, provider_created_at, payload, source,
         payment_id, matched_at, applied)
-    VALUES ($13, $14, $4, $17, $18, $19::text::jsonb, $12, $1, now(), $2)
+    VALUES ($13, $14, $4, $16, $17, $18::text::jsonb, $12, $1, now(), $2)
     ON CONFLICT (provider_event_id) DO NOTHING
     RETURNING provider_event_id
 ), {_payment_writes("EXISTS (SELECT FROM ins)")}
@@ -277,8 +278,9 @@ async def _apply_to(
         currency=payment.currency,
         authoritative=authoritative,
         bound_provider_id=payment.provider_payment_id,
+        amount_reversed=payment.amount_reversed,
     )
-    target = obs.status or payment.status
+    target = plan.status or obs.status or payment.status
     args = (
         payment.id,
         plan.applied,
@@ -286,7 +288,7 @@ async def _apply_to(
         obs.provider_payment_id,
         obs.failure_code,
         obs.failure_message,
-        obs.amount_reversed,
+        plan.amount_reversed,
         obs.occurred_at,
         int(obs.rank),
         plan.touch,
@@ -295,7 +297,6 @@ async def _apply_to(
         event.provider_event_id,
         event.event_type,
         plan.note,
-        obs.reversal_added,
     )
     if new:
         written = await conn.fetchrow(

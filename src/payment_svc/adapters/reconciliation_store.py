@@ -119,6 +119,7 @@ class ReconciliationStore:
                     payment.currency,
                     snap,
                     bound_provider_id=payment.provider_payment_id,
+                    amount_reversed=payment.amount_reversed,
                 )
                 found: list[DiscrepancyKind] = []
                 if plan.duplicate:
@@ -366,7 +367,7 @@ def _mismatch_details(payment: Payment, snap: Snapshot) -> dict[str, str]:
 
 
 async def _apply(conn: Conn, payment: Payment, snap: Snapshot, plan: SnapshotPlan) -> Payment:
-    assert snap.status is not None
+    assert plan.status is not None
     row = await conn.fetchrow(
         f"""WITH u AS (
             UPDATE payments SET
@@ -390,14 +391,14 @@ async def _apply(conn: Conn, payment: Payment, snap: Snapshot, plan: SnapshotPla
         )
         SELECT {PAYMENT_COLUMNS} FROM u""",
         payment.id,
-        snap.status.value,
+        plan.status.value,
         snap.provider_payment_id,
         snap.failure_code,
         snap.failure_message,
-        snap.amount_reversed,
+        plan.amount_reversed,
         payment.status.value,
         plan.note,
-        int(rank_of(snap.status)),
+        int(rank_of(plan.status, amount_reversed=plan.amount_reversed)),
     )
     assert row is not None
     return payment_from_row(row)

@@ -196,13 +196,16 @@ def observe(event_type: str, obj: dict[str, Any], created: datetime | None) -> P
             return ProviderObservation(
                 provider_payment_id=_str(obj, "payment_intent"),
                 metadata_payment_id=metadata_payment_id,
-                status=PaymentStatus.REVERSED,
+                # Of a succeeded charge; whether it reverses the payment
+                # whole is the domain's rule (domain/reversals.py).
+                status=PaymentStatus.SUCCEEDED,
                 rank=StateRank.REVERSED,
                 occurred_at=created,
                 provider_status=kind.value,
                 # the charge's cumulative refunds, or the dispute's own amount
                 amount_reversed=_int(obj, "amount_refunded") if refund else None,
                 reversal_added=None if refund else _int(obj, "amount"),
+                reversal=True,
             )
         case StripeEventType.UNKNOWN:
             return ProviderObservation(

@@ -11,6 +11,7 @@ from __future__ import annotations
 import enum
 from typing import Any
 
+from payment_svc.domain.reversals import status_for
 from payment_svc.domain.status import PaymentStatus
 
 
@@ -83,18 +84,26 @@ def _text(value: Any) -> str | None:
 
 def snapshot_reversed(amount: int, *, amount_refunded: int, disputed: bool) -> int:
     """How much of a charge is reversed: a dispute covers what refunds left,
-    so a disputed charge is reversed whole."""
+    so a disputed charge is reversed whole (the charge does not carry the
+    dispute's amount)."""
     return amount if disputed else amount_refunded
 
 
 def snapshot_status(
-    provider_status: str, *, has_payment_error: bool, amount_refunded: int, disputed: bool
+    provider_status: str,
+    *,
+    has_payment_error: bool,
+    amount: int,
+    amount_refunded: int,
+    disputed: bool,
 ) -> PaymentStatus:
-    """Our status for the reconciler's snapshot of an intent: a refunded or
-    disputed success is REVERSED."""
+    """Our status for a snapshot of an intent: a success whose refunds and
+    disputes cover its whole amount is REVERSED, one partly refunded stays
+    SUCCEEDED (domain/reversals.py)."""
     ours = to_payment_status(
         StripeIntentStatus.parse(provider_status), has_payment_error=has_payment_error
     )
-    if ours is PaymentStatus.SUCCEEDED and (amount_refunded > 0 or disputed):
-        return PaymentStatus.REVERSED
-    return ours
+    reversed_amount = snapshot_reversed(amount, amount_refunded=amount_refunded, disputed=disputed)
+    if reversed_amount <= 0:
+        return ours
+    return status_for(ours, amount, reversed_amount)

@@ -2,7 +2,9 @@
 
 Events arrive late, twice and out of order. Each carries the provider's time
 (`created`, whole seconds at Stripe) and the state it reports, which has a
-rank: still in progress (1) < settled (2) < reversed (3). An event is stale
+rank: still in progress (1) < settled (2) < reversal (3). A refund or a
+dispute ranks as a reversal whether or not it covers the whole amount
+(domain/reversals.py decides what it does to the payment). An event is stale
 when it happened before the newest provider state already applied, or in the
 same second with a lower rank: it is kept in the history but does not move
 the payment. An event of a higher rank than the state applied is never stale
@@ -19,6 +21,7 @@ import enum
 from dataclasses import dataclass
 from datetime import datetime
 
+from payment_svc.domain import reversals
 from payment_svc.domain.binding import Binding, bind, duplicate_note
 from payment_svc.domain.status import PaymentStatus
 
@@ -29,8 +32,12 @@ class StateRank(enum.IntEnum):
     REVERSED = 3
 
 
-def rank_of(status: PaymentStatus) -> StateRank:
-    if status is PaymentStatus.REVERSED:
+def rank_of(status: PaymentStatus, *, amount_reversed: int = 0) -> StateRank:
+    """The rank of a state; a succeeded payment partly reversed already ranks
+    as a reversal (so an older event of a lower rank stays stale)."""
+    if status is PaymentStatus.REVERSED or (
+        status is PaymentStatus.SUCCEEDED and amount_reversed > 0
+    ):
         return StateRank.REVERSED
     if status.is_final:
         return StateRank.SETTLED
@@ -43,7 +50,10 @@ class ProviderObservation:
 
     provider_payment_id: str | None
     metadata_payment_id: str | None
-    status: PaymentStatus | None  # None: an event type we do not act on
+    # None: an event type we do not act on. A refund or a dispute says
+    # SUCCEEDED (only a succeeded charge has them), with `reversal` set: how
+    # much it reverses decides whether the payment becomes REVERSED.
+    status: PaymentStatus | None
     rank: StateRank
     occurred_at: datetime | None
     provider_status: str | None = None
@@ -54,6 +64,7 @@ class ProviderObservation:
     # each event once), capped at the payment's amount.
     amount_reversed: int | None = None
     reversal_added: int | None = None
+    reversal: bool = False
     # What the provider says was charged (payment-intent events), to compare.
     amount: int | None = None
     currency: str | None = None
@@ -88,6 +99,10 @@ class EventPlan:
     # The event is about another provider payment than the one the payment is
     # bound to (domain/binding.py): DUPLICATE_PROVIDER_PAYMENT, never applied.
     duplicate: bool = False
+    # What the payment becomes when `applied` (None: the event's status), and
+    # its new amount_reversed when a reversal changed it (None: unchanged).
+    status: PaymentStatus | None = None
+    amount_reversed: int | None = None
 
 
 def plan_event(
@@ -100,6 +115,7 @@ def plan_event(
     currency: str,
     authoritative: bool = False,
     bound_provider_id: str | None = None,
+    amount_reversed: int = 0,
 ) -> EventPlan:
     from payment_svc.domain.status import Move, decide
 
@@ -125,6 +141,8 @@ def plan_event(
         return EventPlan(
             applied=False, touch=False, note="older than the provider state already applied"
         )
+    if obs.reversal:
+        return _plan_reversal(current, amount, amount_reversed, obs)
     move = decide(current, obs.status, authoritative=authoritative)
     if move is Move.APPLY:
         return EventPlan(applied=True, touch=True)
@@ -134,4 +152,38 @@ def plan_event(
         applied=False,
         touch=False,
         note=f"{current.value} -> {obs.status.value} not allowed from this source",
+    )
+
+
+def _plan_reversal(
+    current: PaymentStatus, amount: int, amount_reversed: int, obs: ProviderObservation
+) -> EventPlan:
+    """A refund or a dispute: only of a succeeded payment (one not known to
+    have succeeded yet is left to the success's event or the reconciler). It
+    moves the payment when it reverses more than we had recorded: to
+    REVERSED when the whole amount is, else it stays SUCCEEDED with the new
+    amount_reversed (a history entry all the same)."""
+    if current not in (PaymentStatus.SUCCEEDED, PaymentStatus.REVERSED):
+        return EventPlan(
+            applied=False,
+            touch=False,
+            note=f"{current.value}: a refund or a dispute reverses only a SUCCEEDED payment",
+        )
+    after = reversals.reverse(
+        amount, amount_reversed, refunded=obs.amount_reversed, disputed=obs.reversal_added
+    )
+    if after.amount_reversed == amount_reversed:
+        return EventPlan(
+            applied=False,
+            touch=True,
+            note=f"already {current.value}, amount_reversed {amount_reversed} of {amount}",
+            status=current,
+        )
+    return EventPlan(
+        applied=True,
+        touch=True,
+        note=reversals.note(amount_reversed, after.amount_reversed, amount),
+        # REVERSED is final: more reversed of it (a dispute after refunds) is recorded
+        status=current if current is PaymentStatus.REVERSED else after.status,
+        amount_reversed=after.amount_reversed,
     )

@@ -4,6 +4,10 @@ A snapshot is the provider's answer to "what is this payment now?": the
 truth. It may contradict a final state (SUCCEEDED against FAILED): the payment
 follows the provider and the contradiction is recorded. Amount or currency
 differing is never fixed by overwriting: it is recorded and left alone.
+Refunds and disputes count as in domain/reversals.py: a snapshot's reversed
+amount is a floor, and only the whole amount reversed makes a payment
+REVERSED; more reversed of a payment whose status stays is a change all the
+same (recorded, with a history entry).
 """
 
 from __future__ import annotations
@@ -11,6 +15,7 @@ from __future__ import annotations
 import enum
 from dataclasses import dataclass
 
+from payment_svc.domain import reversals
 from payment_svc.domain.binding import Binding, bind, duplicate_note
 from payment_svc.domain.status import Move, PaymentStatus, contradicts_final, decide
 
@@ -58,6 +63,9 @@ class SnapshotPlan:
     # bound to: DUPLICATE_PROVIDER_PAYMENT, never applied.
     duplicate: bool = False
     note: str | None = None
+    # When `apply`: what the payment becomes, and its amount_reversed.
+    status: PaymentStatus | None = None
+    amount_reversed: int = 0
 
 
 def plan_snapshot(
@@ -67,6 +75,7 @@ def plan_snapshot(
     snap: Snapshot,
     *,
     bound_provider_id: str | None = None,
+    amount_reversed: int = 0,
 ) -> SnapshotPlan:
     if not snap.found or snap.status is None:
         return SnapshotPlan(apply=False, note="nothing the provider says moves it")
@@ -82,20 +91,32 @@ def plan_snapshot(
             mismatch=True,
             note=f"provider has {snap.amount} {snap.currency.upper()}, we have {amount} {currency}",
         )
-    if snap.status is current:
-        return SnapshotPlan(apply=False)
-    move = decide(current, snap.status, authoritative=True)
+    after = reversals.reversed_after(amount, amount_reversed, refunded=snap.amount_reversed)
+    target = reversals.status_for(snap.status, amount, after)
+    more = f", {reversals.note(amount_reversed, after, amount)}" if after != amount_reversed else ""
+    if target is current:
+        if not more:
+            return SnapshotPlan(apply=False)
+        return SnapshotPlan(
+            apply=True,
+            note=f"provider status {snap.provider_status}{more}",
+            status=target,
+            amount_reversed=after,
+        )
+    move = decide(current, target, authoritative=True)
     if move is not Move.APPLY:
         return SnapshotPlan(
-            apply=False, note=f"{current.value} -> {snap.status.value} is not a transition"
+            apply=False, note=f"{current.value} -> {target.value} is not a transition"
         )
-    contradiction = contradicts_final(current, snap.status)
+    contradiction = contradicts_final(current, target)
     return SnapshotPlan(
         apply=True,
         contradiction=contradiction,
         note=(
             f"provider contradicts {current.value}: followed"
             if contradiction
-            else f"provider status {snap.provider_status}"
+            else f"provider status {snap.provider_status}{more}"
         ),
+        status=target,
+        amount_reversed=after,
     )

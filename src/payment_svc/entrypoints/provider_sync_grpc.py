@@ -59,6 +59,7 @@ def snapshot(pb: sync.ProviderPaymentSnapshot) -> Snapshot:
         snapshot_status(
             pb.provider_status,
             has_payment_error=bool(pb.failure_code),
+            amount=pb.amount,
             amount_refunded=pb.amount_refunded,
             disputed=pb.disputed,
         )
