@@ -52,8 +52,11 @@ async def test_postgres_stopped_then_started_mid_run(
     async def caller(channel: grpc.aio.Channel) -> None:
         while not stop.is_set():
             try:
+                # Shorter than the outage: a call caught inside it (its result
+                # write retried until the deadline) ends UNAVAILABLE before
+                # Postgres is back, so every worker sees the outage.
                 reply = await stub(channel).CreatePayment(
-                    create_request(), metadata=auth(), timeout=5
+                    create_request(), metadata=auth(), timeout=2
                 )
                 acked[reply.payment.id] = reply.payment.status
             except grpc.aio.AioRpcError as err:

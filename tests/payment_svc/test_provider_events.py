@@ -10,6 +10,7 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
+import asyncpg
 import grpc
 import pytest
 
@@ -369,3 +370,29 @@ async def test_a_partial_refund_then_a_dispute_reverse_the_whole_amount(
     now = await get(channel, p.id)
     assert now.amount_reversed == p.amount
     assert now.status == pb.PAYMENT_STATUS_REVERSED
+
+
+async def test_inbox_rows_that_no_longer_parse_never_stop_the_rematch(
+    channel: grpc.aio.Channel, sim: SimControl, db: asyncpg.Pool
+) -> None:
+    """More unreadable rows than one round takes (stored by an older parser,
+    say), ahead of a real orphan in the queue: the orphan is still matched,
+    and the unreadable rows go to the back of the queue."""
+    junk = [f"evt_unreadable_{uuid.uuid4().hex}" for _ in range(120)]
+    await db.executemany(
+        """INSERT INTO provider_events (provider_event_id, event_type, payload, source)
+           VALUES ($1, 'payment_intent.succeeded', '{"not": "an event"}', 'webhook')""",
+        [(j,) for j in junk],
+    )
+    try:
+        await test_an_unmatched_event_is_kept_and_matched_when_its_payment_appears(channel, sim)
+        tried = await db.fetchval(
+            "SELECT count(*) FROM provider_events"
+            " WHERE provider_event_id = ANY($1::text[]) AND match_attempted_at IS NOT NULL",
+            junk,
+        )
+        assert tried == len(junk)
+    finally:
+        await db.execute(
+            "DELETE FROM provider_events WHERE provider_event_id = ANY($1::text[])", junk
+        )

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 
 import asyncpg
@@ -133,6 +133,13 @@ _UNSTORABLE = (
 )
 
 
+@dataclass
+class Rematched:
+    matched: int = 0
+    # inbox rows that no longer parse (stored by an older parser)
+    unreadable: list[str] = field(default_factory=list)
+
+
 @dataclass(frozen=True)
 class EventOutcome:
     duplicate: bool
@@ -176,37 +183,59 @@ class EventStore:
                 [FieldViolation("payload", f"the database refused to store it ({state})")]
             ) from None
 
-    async def rematch(self, limit: int, parse: Callable[[asyncpg.Record], InboxEvent]) -> int:
-        """Tries again to match inbox events that matched no payment yet.
-        Returns how many matched now."""
+    async def rematch(self, limit: int, parse: Callable[[asyncpg.Record], InboxEvent]) -> Rematched:
+        """Tries again to match inbox events that matched no payment yet, the
+        longest untried first, each in a transaction of its own: one slow or
+        broken row costs one database call, never the round (a round in one
+        transaction could outlast the call's deadline and be rolled back
+        every time, retrying the same rows for ever). A row that no longer
+        parses goes to the back of the queue and is named in the result;
+        past the deadline it is reported like any unmatched event."""
+        ids = await self._db.run(
+            lambda c: c.fetch(
+                """SELECT provider_event_id FROM provider_events
+                   WHERE payment_id IS NULL AND unmatched_reported_at IS NULL
+                   ORDER BY match_attempted_at NULLS FIRST LIMIT $1""",
+                limit,
+            )
+        )
+        result = Rematched()
+        for id_row in ids:
+            event_id: str = id_row["provider_event_id"]
 
-        async def op(conn: Conn) -> int:
-            matched = 0
-            async with conn.transaction():
-                rows = await conn.fetch(
-                    """SELECT provider_event_id, event_type, provider_created_at,
-                              payload::text AS payload, source
-                       FROM provider_events
-                       WHERE payment_id IS NULL AND unmatched_reported_at IS NULL
-                       ORDER BY match_attempted_at NULLS FIRST LIMIT $1
-                       FOR UPDATE SKIP LOCKED""",
-                    limit,
-                )
-                missed = []
-                for row in rows:
-                    outcome = await _match_and_apply(conn, parse(row), False)
-                    if outcome.payment_id is None:
-                        missed.append(row["provider_event_id"])
-                    else:
-                        matched += 1
-                await conn.execute(
-                    """UPDATE provider_events SET match_attempted_at = now()
-                       WHERE provider_event_id = ANY($1::text[])""",
-                    missed,
-                )
-            return matched
+            async def one(conn: Conn, event_id: str = event_id) -> bool | None:
+                async with conn.transaction():
+                    row = await conn.fetchrow(
+                        """SELECT provider_event_id, event_type, provider_created_at,
+                                  payload::text AS payload, source
+                           FROM provider_events
+                           WHERE provider_event_id = $1 AND payment_id IS NULL
+                           FOR UPDATE SKIP LOCKED""",
+                        event_id,
+                    )
+                    if row is None:
+                        return False  # matched meanwhile, or another replica has it
+                    try:
+                        event = parse(row)
+                    except UnprocessableEvent:
+                        event = None
+                    if event is not None:
+                        outcome = await _match_and_apply(conn, event, False)
+                        if outcome.payment_id is not None:
+                            return True
+                    await conn.execute(
+                        """UPDATE provider_events SET match_attempted_at = now()
+                           WHERE provider_event_id = $1""",
+                        event_id,
+                    )
+                    return None if event is None else False
 
-        return await self._db.run(op)
+            done = await self._db.run(one)
+            if done:
+                result.matched += 1
+            elif done is None:
+                result.unreadable.append(event_id)
+        return result
 
     async def overdue_unmatched(self, older_than_seconds: float) -> list[asyncpg.Record]:
         """Unmatched events past their deadline, not reported before; marks

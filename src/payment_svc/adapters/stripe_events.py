@@ -73,9 +73,18 @@ def _bad(description: str) -> UnprocessableEvent:
     return UnprocessableEvent([FieldViolation("payload", description)])
 
 
+# jsonb prints numbers in plain decimal notation (1e300 comes back as 301
+# digits): a stored event must parse again when it is read back (the inbox's
+# rematch, a replay), so magnitudes stay where that text stays short.
+_MAX_MAGNITUDE = 1e40
+_MIN_MAGNITUDE = 1e-20
+
+
 def _number(literal: str) -> float:
     value = float(literal)
     if len(literal) > _MAX_NUMBER_CHARS or not math.isfinite(value):
+        raise ValueError("number out of range")
+    if value and not _MIN_MAGNITUDE <= abs(value) < _MAX_MAGNITUDE:
         raise ValueError("number out of range")
     return value
 

@@ -161,7 +161,10 @@ class ProviderSyncService:
         return outcome, entry
 
     async def rematch(self, limit: int = 100) -> int:
-        return await self._events.rematch(limit, _inbox_event)
+        result = await self._events.rematch(limit, _inbox_event)
+        for event_id in result.unreadable:
+            log.error("inbox_event_unreadable", provider_event_id=event_id)
+        return result.matched
 
     async def report_overdue(self) -> int:
         """Unmatched events past the deadline become UNMATCHED_PROVIDER_EVENT
