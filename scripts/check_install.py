@@ -12,7 +12,7 @@
                from the fresh venv; `payments pay` succeeds through provider-sim;
                a payment settled at the simulator arrives as its signed webhook
                through the gateway; `reconciler --once` succeeds; the operator
-               CLI works, and `payments up` / `bench` / `reconciler bench` say
+               CLI works, and `payments up` / `bench` / `bench-sweep` say
                in one line what to install (exit 2, no traceback)
 
 This script runs in the dev venv (it may use development tools: the embedded
@@ -41,8 +41,8 @@ from urllib.request import Request, urlopen
 
 import asyncpg
 
-from payments.devdb import LocalPostgres, free_port
-from payments.stack import DEV_TOKENS, wait_for_port, wait_serving
+from payments_dev.devdb import LocalPostgres, free_port
+from payments_dev.stack import DEV_TOKENS, wait_for_port, wait_serving
 
 ROOT = Path(__file__).resolve().parent.parent
 SCRIPTS = ("payment-svc", "provider-sim", "webhook-gateway", "reconciler", "payments")
@@ -305,7 +305,7 @@ def real_run(services: Services) -> None:
     ):
         services.run(*argv)
         print(f"   {' '.join(argv[:2])}: ok", flush=True)
-    for argv in (("payments", "up"), ("payments", "bench"), ("reconciler", "bench")):
+    for argv in (("payments", "up"), ("payments", "bench"), ("payments", "bench-sweep")):
         result = services.run(*argv, expect=2)
         lines = result.stderr.strip().splitlines()
         if len(lines) != 1 or DEV_HINT not in lines[0]:

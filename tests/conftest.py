@@ -20,7 +20,7 @@ import grpc
 import pytest
 
 from payment_svc.adapters.migrate import migrate
-from payments.stack import Stack, StackConfig, wait_serving
+from payments_dev.stack import Stack, StackConfig, wait_serving
 from tests.support import SimControl, embedded_postgres
 
 

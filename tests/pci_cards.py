@@ -1,6 +1,6 @@
 """The card networks' published test card numbers, the forms they may take,
 and a scanner that finds them in any text, independently of the product's
-own rule (payment_svc.domain.cards): no boundaries, no prefixes, no Luhn,
+own rule (payments_kit.cards): no boundaries, no prefixes, no Luhn,
 just "are these digits there, in any digit form, however separated".
 """
 

@@ -13,10 +13,10 @@ import grpc
 from google.rpc import error_details_pb2
 from grpc_status import rpc_status
 
-from payments.devdb import LocalPostgres
-from payments.stack import DEV_TOKENS
 from payments.v1 import payment_service_pb2 as svc
 from payments.v1 import payment_service_pb2_grpc as svc_grpc
+from payments_dev.devdb import LocalPostgres
+from payments_dev.stack import DEV_TOKENS
 
 
 def auth(who: str = "merchant") -> tuple[tuple[str, str], ...]:

@@ -21,7 +21,7 @@ ENTRY_POINTS = {
     "provider-sim": "provider_sim.main",
     "webhook-gateway": "webhook_gateway.main",
     "reconciler": "reconciler.main",
-    "payments": "payments.cli",
+    "payments": "payments_cli.cli",
 }
 DEV_HINT = "pip install 'payments-platform[dev]'"
 
@@ -70,7 +70,7 @@ def test_the_operator_commands_load_without_development_packages(command: str) -
 
 @pytest.mark.parametrize(
     ("script", "args"),
-    [("payments", ["up"]), ("payments", ["bench"]), ("reconciler", ["bench"])],
+    [("payments", ["up"]), ("payments", ["bench"]), ("payments", ["bench-sweep"])],
 )
 def test_development_commands_say_in_one_line_what_to_install(script: str, args: list[str]) -> None:
     result = run_without_dev_tools(script, *args)

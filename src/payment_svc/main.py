@@ -38,7 +38,7 @@ from payment_svc.service_layer.payments import PaymentsService
 from payment_svc.service_layer.provider_sync import ProviderSyncService
 from payment_svc.service_layer.reconciliation import ReconciliationService
 from payment_svc.settings import ConfigError, MigrationSettings, Settings
-from payments import logs, runtime
+from payments_kit import logs, runtime
 
 log = structlog.get_logger("payment_svc")
 

@@ -1,1 +1,2 @@
-"""Payments platform: shared client, CLI and the generated `payments.v1` protocol."""
+"""Payments platform protocol and client library: the generated `payments.v1`,
+the typed client (`payments.client`) and its error tree (`payments.errors`)."""

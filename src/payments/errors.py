@@ -1,6 +1,6 @@
 """The client's one error tree, mapped back from gRPC statuses in one table.
 
-    PaymentsError                  any failed call: .code .message .reason .metadata
+    PaymentsClientError            any failed call: .code .message .reason .metadata
      │                             .field_violations .retry_delay .request_id
      ├── RetryableError            a retry (with the same idempotency key) may help
      │    ├── Unavailable          UNAVAILABLE: service or its database down
@@ -29,7 +29,7 @@ from google.rpc import error_details_pb2, status_pb2
 from grpc_status import rpc_status
 
 
-class PaymentsError(Exception):
+class PaymentsClientError(Exception):
     retryable = False
 
     def __init__(
@@ -52,11 +52,11 @@ class PaymentsError(Exception):
         self.request_id = ""  # the x-request-id of the call, set by the client
 
 
-class RetryableError(PaymentsError):
+class RetryableError(PaymentsClientError):
     retryable = True
 
 
-class PermanentError(PaymentsError):
+class PermanentError(PaymentsClientError):
     pass
 
 
@@ -103,7 +103,7 @@ class ServerError(PermanentError):
     pass
 
 
-_BY_CODE: dict[grpc.StatusCode, type[PaymentsError]] = {
+_BY_CODE: dict[grpc.StatusCode, type[PaymentsClientError]] = {
     grpc.StatusCode.UNAVAILABLE: Unavailable,
     grpc.StatusCode.DEADLINE_EXCEEDED: DeadlineExceeded,
     grpc.StatusCode.RESOURCE_EXHAUSTED: ResourceExhausted,
@@ -128,7 +128,7 @@ def _rich_status(err: grpc.aio.AioRpcError) -> status_pb2.Status | None:
     return status
 
 
-def from_rpc_error(err: grpc.aio.AioRpcError) -> PaymentsError:
+def from_rpc_error(err: grpc.aio.AioRpcError) -> PaymentsClientError:
     """The one mapping of a failed call to the client's error tree."""
     code = err.code()
     reason, metadata, violations, delay = "", {}, [], None

@@ -15,7 +15,7 @@ import structlog
 import uvloop
 from aiohttp import web
 
-from payments import runtime
+from payments_kit import runtime
 from provider_sim.app import init_app
 from provider_sim.settings import SettingsError, SimSettings
 from provider_sim.state import StateError

@@ -10,9 +10,9 @@ It never touches Postgres; everything it changes goes through ProviderSyncServic
       settlement.py    the provider's intents of a window against ours
     rules.py           the decisions, without I/O (re-drive or report, stuck, verdicts)
     findings.py        discrepancies: reported, counted, logged at ERROR
-    stripe_reader.py   the provider, read-only, through the stripe SDK; its error tree
-    stripe_objects.py  Stripe's intents and events as we read them
     context.py         what jobs work with (reader, payment-svc client, metrics)
     metrics.py         Prometheus names (fixed: deploy/ uses them); server.py serves them
-    bench.py           `reconciler bench`: the sweep rate
+
+The provider is read through payments_stripe.reader (the Stripe package);
+`payments bench-sweep` (payments_dev.sweep_bench) measures the sweep rate.
 """

@@ -23,12 +23,12 @@ from datetime import timedelta
 
 import structlog
 
-from payments.errors import InvalidArgument, PaymentsError
+from payments.errors import InvalidArgument, PaymentsClientError
+from payments_stripe.objects import ProviderEvent
+from payments_stripe.reader import NotFoundAtProvider, ProviderError
 from reconciler.context import JobContext
 from reconciler.retry import retrying
 from reconciler.runs import JobFailed, Tally
-from reconciler.stripe_objects import ProviderEvent
-from reconciler.stripe_reader import NotFoundAtProvider, ProviderError
 
 log = structlog.get_logger("reconciler")
 
@@ -61,7 +61,7 @@ async def catch_up(ctx: JobContext, tally: Tally) -> None:
         await _catch_up(ctx, tally)
     except ProviderError as exc:
         raise JobFailed(f"provider events: {exc}") from None
-    except PaymentsError as exc:
+    except PaymentsClientError as exc:
         raise JobFailed(f"payment-svc: {exc}") from None
 
 

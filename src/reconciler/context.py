@@ -9,10 +9,10 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
 from payments.client import ProviderSyncClient
+from payments_stripe.reader import StripeReader
 from reconciler.findings import Findings
 from reconciler.metrics import Metrics
 from reconciler.settings import Settings
-from reconciler.stripe_reader import StripeReader
 
 # Reconnect quickly once payment-svc is back (gRPC's default backoff grows to
 # 120 s); talk to it directly, never through an HTTP proxy from the environment.

@@ -6,24 +6,24 @@ from datetime import UTC, datetime
 
 from google.protobuf.timestamp_pb2 import Timestamp
 
-from payment_svc.domain.status import PaymentStatus
 from payments.v1 import payment_pb2 as pb
 from payments.v1 import provider_sync_service_pb2 as sync
+from payments_stripe.objects import ProviderIntent
+from payments_stripe.status import Status
 from reconciler.rules import Ours
-from reconciler.stripe_objects import ProviderIntent
 
 _STATUS = {
-    pb.PAYMENT_STATUS_PENDING: PaymentStatus.PENDING,
-    pb.PAYMENT_STATUS_UNKNOWN: PaymentStatus.UNKNOWN,
-    pb.PAYMENT_STATUS_SUCCEEDED: PaymentStatus.SUCCEEDED,
-    pb.PAYMENT_STATUS_FAILED: PaymentStatus.FAILED,
-    pb.PAYMENT_STATUS_REVERSED: PaymentStatus.REVERSED,
+    pb.PAYMENT_STATUS_PENDING: Status.PENDING,
+    pb.PAYMENT_STATUS_UNKNOWN: Status.UNKNOWN,
+    pb.PAYMENT_STATUS_SUCCEEDED: Status.SUCCEEDED,
+    pb.PAYMENT_STATUS_FAILED: Status.FAILED,
+    pb.PAYMENT_STATUS_REVERSED: Status.REVERSED,
 }
 
 
-def status_of(payment: pb.Payment) -> PaymentStatus:
+def status_of(payment: pb.Payment) -> Status:
     # UNSPECIFIED is never stored; should it come, it is treated as not final.
-    return _STATUS.get(payment.status, PaymentStatus.UNKNOWN)
+    return _STATUS.get(payment.status, Status.UNKNOWN)
 
 
 def created_at(payment: pb.Payment) -> datetime:

@@ -2,7 +2,6 @@
 
     reconciler                    the scheduled jobs, /metrics and /healthz
     reconciler --once [--jobs]    each job once, exit 0 when all completed, 1 otherwise
-    reconciler bench              the sweep rate against a stack (reconciler.bench)
 
 Start: settings (flags override the environment) -> logs -> provider reader and
 payment-svc channel -> metrics listener -> scheduler. SIGTERM/SIGINT: no new
@@ -18,14 +17,12 @@ import logging
 import os
 import signal
 import sys
-from pathlib import Path
-from typing import Any
 
 import structlog
 import uvloop
 from aiohttp import web
 
-from payments import logs, runtime
+from payments_kit import logs, runtime
 from reconciler.context import open_context
 from reconciler.metrics import Metrics
 from reconciler.runner import Runner, run_pass
@@ -88,42 +85,6 @@ async def once(settings: Settings, jobs: tuple[str, ...]) -> int:
     return 0 if succeeded else 1
 
 
-def add_bench_parser(commands: Any) -> None:
-    """`reconciler bench`'s flags, here: reconciler.bench starts stacks with
-    development tools (the embedded Postgres), so it is imported only to run."""
-    parser = commands.add_parser(
-        "bench",
-        help="measure the sweep rate (needs the dev extras)",
-        description="The sweep rate: stale payments reconciled against provider-sim, per second.",
-    )
-    parser.add_argument("--payments", type=int, default=10_000, help="stale payments to sweep")
-    parser.add_argument("--target", help="a running payment-svc (default: an own stack)")
-    parser.add_argument("--sim-url", help="with --target: its provider-sim base URL")
-    parser.add_argument("--concurrency", type=int, default=16, help="provider fetches in flight")
-    parser.add_argument("--page-size", type=int, default=100, help="payments per page (1..100)")
-    parser.add_argument("--setup-concurrency", type=int, default=64)
-    parser.add_argument(
-        "--database-url",
-        default=os.environ.get("DATABASE_URL") or None,
-        help="Postgres server for a fresh database (default: embedded)",
-    )
-    parser.add_argument("--logs-dir", type=Path, help="keep the own stack's logs here")
-    parser.add_argument("--json", action="store_true", help="the report as JSON on stdout")
-
-
-def run_bench(args: argparse.Namespace) -> int:
-    try:
-        from reconciler import bench
-    except ImportError as exc:  # a production install: no development tools
-        print(
-            f"reconciler bench: needs the development tools ({exc.name} is missing): "
-            "pip install 'payments-platform[dev]'",
-            file=sys.stderr,
-        )
-        return 2
-    return bench.main(args)
-
-
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(
         prog="reconciler",
@@ -141,11 +102,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument(
         "--metrics-listen", help="host:port of /metrics (overrides RECONCILER_METRICS_LISTEN)"
     )
-    commands = parser.add_subparsers(dest="command", metavar="{bench}")
-    add_bench_parser(commands)
     args = parser.parse_args(argv)
-    if args.command == "bench":
-        raise SystemExit(run_bench(args))
     try:
         jobs = parse_jobs(args.jobs)
     except ValueError as exc:

@@ -24,8 +24,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from payment_svc.domain.status import PaymentStatus
-from reconciler.stripe_objects import ProviderIntent, our_view
+from payments_stripe.objects import ProviderIntent, our_view
+from payments_stripe.status import Status
 
 
 class Missing(enum.Enum):
@@ -58,7 +58,7 @@ def ours_among(intents: list[ProviderIntent]) -> tuple[ProviderIntent, list[Prov
     return chosen, [i for i in intents if i.id != chosen.id]
 
 
-def is_stuck(status: PaymentStatus, created_at: datetime, now: datetime, after: float) -> bool:
+def is_stuck(status: Status, created_at: datetime, now: datetime, after: float) -> bool:
     return not status.is_final and now - created_at >= timedelta(seconds=after)
 
 
@@ -67,7 +67,7 @@ class Ours:
     """What the settlement diff needs of one of our payments."""
 
     id: str
-    status: PaymentStatus
+    status: Status
     amount: int
     currency: str
     provider_payment_id: str
@@ -113,6 +113,6 @@ def agrees(ours: Ours, intent: ProviderIntent) -> bool:
     # A refund of a different amount is still news, whether it reverses the
     # payment whole or in part (SUCCEEDED, amount_reversed > 0); a dispute's
     # amount is not on the charge, so a disputed payment that is REVERSED agrees.
-    if expected not in (PaymentStatus.SUCCEEDED, PaymentStatus.REVERSED) or intent.disputed:
+    if expected not in (Status.SUCCEEDED, Status.REVERSED) or intent.disputed:
         return True
     return ours.amount_reversed == intent.amount_refunded

@@ -16,7 +16,7 @@ from typing import Final
 
 import structlog
 
-from payments.errors import PaymentsError
+from payments.errors import PaymentsClientError
 from payments.v1 import provider_sync_service_pb2 as sync
 from reconciler import convert
 from reconciler.catch_up import catch_up
@@ -80,7 +80,7 @@ class Runner:
         try:
             recorded = await retrying(lambda: self.ctx.client.record_run(_run_message(report)))
             report = replace(report, run_id=recorded.id)
-        except PaymentsError as exc:
+        except PaymentsClientError as exc:
             report = replace(
                 report,
                 succeeded=False,
@@ -94,7 +94,7 @@ class Runner:
             log.error("reconciliation_run_failed", **fields)
         try:
             status = await self.ctx.client.reconciliation_status()
-        except PaymentsError as exc:
+        except PaymentsClientError as exc:
             log.warning("reconciliation_status_unavailable", error=str(exc))
         else:
             self.ctx.metrics.status(status, self.ctx.now())

@@ -35,10 +35,10 @@ import socket
 from collections.abc import Mapping
 from dataclasses import dataclass, fields
 
-from payments.environment import ConfigError as ConfigError
-from payments.environment import check_payment_svc_client
-from payments.environment import number as _number
-from payments.environment import split_address as split_address
+from payments_kit.environment import ConfigError as ConfigError
+from payments_kit.environment import check_payment_svc_client
+from payments_kit.environment import number as _number
+from payments_kit.environment import split_address as split_address
 
 DEV_TOKEN = "dev-reconciler-token"
 DEV_STRIPE_KEY = "sk_test_dev"

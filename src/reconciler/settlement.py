@@ -32,15 +32,15 @@ from datetime import UTC, datetime, timedelta
 
 import structlog
 
-from payments.errors import PaymentsError
+from payments.errors import PaymentsClientError
 from payments.v1 import payment_pb2 as pb
 from payments.v1 import provider_sync_service_pb2 as sync
+from payments_stripe.objects import ProviderIntent
+from payments_stripe.reader import NotFoundAtProvider, ProviderError
 from reconciler import convert, rules
 from reconciler.context import JobContext
 from reconciler.retry import retrying
 from reconciler.runs import JobFailed, Tally
-from reconciler.stripe_objects import ProviderIntent
-from reconciler.stripe_reader import NotFoundAtProvider, ProviderError
 
 log = structlog.get_logger("reconciler")
 
@@ -95,7 +95,7 @@ async def _ours_missing_at_provider(
                     page_token=page_token,  # noqa: B023 - awaited before the next round
                 )
             )
-        except PaymentsError as exc:
+        except PaymentsClientError as exc:
             raise JobFailed(f"ListPaymentsCreated: {exc}") from None
         for payment in payments:
             if not payment.provider_payment_id or payment.provider_payment_id in seen:
@@ -125,7 +125,7 @@ async def _missing(ctx: JobContext, tally: Tally, payment: pb.Payment) -> None:
                 "currency": payment.currency,
             },
         )
-    except PaymentsError as exc:
+    except PaymentsClientError as exc:
         tally.errors += 1
         log.warning("report_discrepancy_failed", payment_id=payment.id, error=str(exc))
 
@@ -139,7 +139,7 @@ async def _check_page(ctx: JobContext, tally: Tally, intents: list[ProviderInten
                 provider_payment_ids={i.id for i in intents},
             )
         )
-    except PaymentsError as exc:
+    except PaymentsClientError as exc:
         raise JobFailed(f"LookupPayments: {exc}") from None
     ours = [convert.ours(p) for p in found]
     by_provider_id = {o.provider_payment_id: o for o in ours if o.provider_payment_id}
@@ -166,7 +166,7 @@ async def _reconcile(
         reply = await retrying(
             lambda: ctx.client.reconcile_payment(payment_id, convert.snapshot(intent, ctx.now()))
         )
-    except PaymentsError as exc:
+    except PaymentsClientError as exc:
         tally.errors += 1
         log.warning("reconcile_payment_failed", payment_id=payment_id, error=str(exc))
         return
@@ -190,6 +190,6 @@ async def _unrecorded(ctx: JobContext, tally: Tally, intent: ProviderIntent) -> 
             provider_payment_id=intent.id,
             details=details,
         )
-    except PaymentsError as exc:
+    except PaymentsClientError as exc:
         tally.errors += 1
         log.warning("report_discrepancy_failed", provider_payment_id=intent.id, error=str(exc))

@@ -28,16 +28,16 @@ from datetime import datetime
 
 import structlog
 
-from payment_svc.domain.status import PaymentStatus
-from payments.errors import PaymentsError
+from payments.errors import PaymentsClientError
 from payments.v1 import payment_pb2 as pb
 from payments.v1 import provider_sync_service_pb2 as sync
+from payments_stripe.objects import ProviderIntent
+from payments_stripe.reader import NotFoundAtProvider, ProviderError
+from payments_stripe.status import Status
 from reconciler import convert, rules
 from reconciler.context import JobContext
 from reconciler.retry import retrying
 from reconciler.runs import JobFailed, Tally
-from reconciler.stripe_objects import ProviderIntent
-from reconciler.stripe_reader import NotFoundAtProvider, ProviderError
 
 log = structlog.get_logger("reconciler")
 
@@ -86,7 +86,7 @@ async def sweep(ctx: JobContext, tally: Tally) -> None:
                     lease=settings.lease_seconds,
                 )
             )
-        except PaymentsError as exc:
+        except PaymentsClientError as exc:
             raise JobFailed(f"ListPaymentsToReconcile: {exc}") from None
 
     async def produce() -> None:
@@ -168,13 +168,13 @@ class _Item:
 
     async def _apply(
         self, payment: pb.Payment, intent: ProviderIntent, now: datetime
-    ) -> PaymentStatus | None:
+    ) -> Status | None:
         """Our status after ReconcilePayment, None when it could not be done."""
         try:
             reply = await retrying(
                 lambda: self.ctx.client.reconcile_payment(payment.id, convert.snapshot(intent, now))
             )
-        except PaymentsError as exc:
+        except PaymentsClientError as exc:
             self.tally.errors += 1
             log.warning("reconcile_payment_failed", payment_id=payment.id, error=str(exc))
             return None
@@ -185,11 +185,11 @@ class _Item:
         return convert.status_of(reply.payment)
 
 
-async def _redrive(ctx: JobContext, tally: Tally, payment: pb.Payment) -> PaymentStatus | None:
+async def _redrive(ctx: JobContext, tally: Tally, payment: pb.Payment) -> Status | None:
     """Our status after the re-drive, None when it could not be done."""
     try:
         reply = await retrying(lambda: ctx.client.redrive_payment(payment.id))
-    except PaymentsError as exc:
+    except PaymentsClientError as exc:
         tally.errors += 1
         log.warning("redrive_failed", payment_id=payment.id, error=str(exc))
         return None
@@ -253,6 +253,6 @@ async def _send(
             provider_payment_id=provider_payment_id,
             details=details,
         )
-    except PaymentsError as exc:
+    except PaymentsClientError as exc:
         tally.errors += 1
         log.warning("report_discrepancy_failed", payment_id=payment.id, error=str(exc))

@@ -27,13 +27,20 @@ import structlog
 from aiohttp import web
 from aiohttp.typedefs import Handler
 
-from webhook_gateway import signature
-from webhook_gateway.errors import BodyTooLarge, EventError, RequestRejected, WebhookError
+from payments_stripe import signature
+from payments_stripe.signature import Verifier
+from webhook_gateway.errors import (
+    BodyTooLarge,
+    EventError,
+    Reason,
+    RequestRejected,
+    SignatureError,
+    WebhookError,
+)
 from webhook_gateway.events import ProviderEvent, parse_event
 from webhook_gateway.forwarder import Forwarder
 from webhook_gateway.metrics import CONTENT_TYPE, Metrics
 from webhook_gateway.settings import Settings
-from webhook_gateway.signature import Verifier
 
 log = structlog.get_logger("webhook_gateway")
 
@@ -79,11 +86,18 @@ async def _payment_svc_channel(app: web.Application) -> AsyncIterator[None]:
     await forwarder.close()
 
 
+def _verify(verifier: Verifier, header: str | None, body: bytes) -> signature.Verified:
+    try:
+        return verifier.verify(header, body, time.time())
+    except signature.InvalidSignature as exc:
+        raise SignatureError(Reason(exc.reason.value), exc.message) from None
+
+
 async def receive_webhook(request: web.Request) -> web.Response:
     app = request.app
     try:
         body = await _read_body(request, app[SETTINGS].max_body_bytes)
-        verified = app[VERIFIER].verify(request.headers.get(signature.HEADER), body, time.time())
+        verified = _verify(app[VERIFIER], request.headers.get(signature.HEADER), body)
     except RequestRejected as error:
         app[METRICS].rejected(error)
         log.info("webhook_rejected", reason=error.reason.value, detail=error.message)

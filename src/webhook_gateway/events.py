@@ -17,7 +17,7 @@ from typing import Any
 
 # The one list of provider event types, payment-svc's: the gateway forwards
 # what payment-svc understands, and names the rest UNKNOWN in its metrics.
-from payment_svc.adapters.stripe_events import StripeEventType
+from payments_stripe.events import StripeEventType
 from webhook_gateway.errors import EventError, Reason
 
 EventType = StripeEventType

@@ -34,9 +34,9 @@ from google.rpc import error_details_pb2
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_status import rpc_status
 
-from payment_svc.domain.cards import redact_card_numbers
 from payments.v1 import provider_sync_service_pb2 as sync
 from payments.v1 import provider_sync_service_pb2_grpc as sync_grpc
+from payments_kit.cards import redact_card_numbers
 from webhook_gateway.errors import EventRefused, ForwardFailed, Reason, WebhookError
 from webhook_gateway.events import ProviderEvent
 from webhook_gateway.metrics import Metrics

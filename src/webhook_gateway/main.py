@@ -17,7 +17,7 @@ import structlog
 import uvloop
 from aiohttp import web
 
-from payments import logs, runtime
+from payments_kit import logs, runtime
 from webhook_gateway.app import init_app
 from webhook_gateway.settings import ConfigError, Settings, split_address
 

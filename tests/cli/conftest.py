@@ -9,7 +9,7 @@ from collections.abc import Callable, Mapping
 
 import pytest
 
-from payments.stack import DEV_TOKENS, Stack
+from payments_dev.stack import DEV_TOKENS, Stack
 
 Cli = Callable[..., subprocess.CompletedProcess[str]]
 
@@ -18,7 +18,7 @@ def run_cli(
     *args: str, env: Mapping[str, str] | None = None, timeout: float = 60
 ) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "payments.cli", *args],
+        [sys.executable, "-m", "payments_cli.cli", *args],
         capture_output=True,
         text=True,
         env={**os.environ, **(env or {})},

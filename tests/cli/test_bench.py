@@ -9,7 +9,7 @@ from typing import Any
 import aiohttp
 import pytest
 
-from payments.bench import Environment, _webhooks_off
+from payments_dev.bench import Environment, _webhooks_off
 from provider_sim import SimSettings
 from tests.cli.conftest import run_cli
 from tests.provider_sim.sim_testkit import running_sim

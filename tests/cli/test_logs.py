@@ -1,4 +1,4 @@
-"""Every log record of a process configured by `payments.logs` is redacted:
+"""Every log record of a process configured by `payments_kit.logs` is redacted:
 structlog's and the standard library's (grpcio's own "unexpected error"
 with its traceback, asyncpg's, aiohttp's, asyncio's), nested values,
 numbers, exception text, warnings and uncaught exceptions. A real process,
@@ -19,7 +19,7 @@ import asyncio, gc, logging, threading, warnings
 import grpc
 import structlog
 
-from payments import logs
+from payments_kit import logs
 
 logs.configure("log-test")
 log = structlog.get_logger("log_test")

@@ -9,8 +9,8 @@ import uuid
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from payments import cli as cli_module
-from payments.stack import DEV_TOKENS
+from payments_cli import cli as cli_module
+from payments_dev.stack import DEV_TOKENS
 from tests.cli.conftest import Cli, run_cli
 
 VISA = ("--amount", "1999", "--currency", "USD", "--payment-method", "pm_card_visa")

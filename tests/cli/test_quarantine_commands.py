@@ -9,9 +9,9 @@ import uuid
 import grpc
 import pytest
 
-from payments.stack import DEV_TOKENS
 from payments.v1 import provider_sync_service_pb2 as sync
 from payments.v1 import provider_sync_service_pb2_grpc as sync_grpc
+from payments_dev.stack import DEV_TOKENS
 from tests.cli.conftest import Cli
 from tests.support import auth, rich_error
 

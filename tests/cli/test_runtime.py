@@ -1,4 +1,4 @@
-"""The garbage-collector setup of our long-running processes (payments.runtime)."""
+"""The garbage-collector setup of our long-running processes (payments_kit.runtime)."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from payments import runtime
+from payments_kit import runtime
 
 
 @pytest.fixture

@@ -24,8 +24,8 @@ from pathlib import Path
 import psutil
 import pytest
 
-from payments.devdb import free_port
-from payments.stack import DEV_TOKENS
+from payments_dev.devdb import free_port
+from payments_dev.stack import DEV_TOKENS
 from tests.cli.conftest import run_cli
 
 
@@ -39,7 +39,14 @@ class Up:
         self.reconciler_port = free_port()
         self.output = self.tmp / "up.out"
         env = {k: v for k, v in os.environ.items() if k != "DATABASE_URL"}
-        argv = [sys.executable, "-m", "payments.cli", "up", "--data-dir", str(self.tmp / "data")]
+        argv = [
+            sys.executable,
+            "-m",
+            "payments_cli.cli",
+            "up",
+            "--data-dir",
+            str(self.tmp / "data"),
+        ]
         argv += ["--grpc-port", str(self.grpc_port), "--sim-port", str(free_port())]
         argv += ["--metrics-port", str(free_port()), "--gateway-port", str(free_port())]
         argv += ["--reconciler-port", str(self.reconciler_port), *args]

@@ -18,7 +18,7 @@ from deploy_testkit import (
     tool,
 )
 
-from payments.stack import Stack
+from payments_dev.stack import Stack
 
 # The names each process promises (deploy/ alerts and dashboards use them).
 CONTRACT = {

@@ -39,13 +39,13 @@ from hypothesis import HealthCheck, given
 from hypothesis import settings as hypothesis_settings
 from hypothesis import strategies as st
 
-from payments.stack import DEV_TOKENS, Stack
 from payments.v1 import payment_service_pb2 as svc
 from payments.v1 import provider_sync_service_pb2 as sync
+from payments_dev.stack import DEV_TOKENS, Stack
+from payments_stripe.signature import sign
 from tests.support import auth, create_request, stub
 from webhook_gateway.app import init_app
 from webhook_gateway.settings import Settings as GatewaySettings
-from webhook_gateway.signature import sign
 
 SECRET = "whsec_fuzz"
 PAN = "4242424242424242"

@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import grpc
 
-from payments.stack import Stack
 from payments.v1 import payment_pb2 as pb
+from payments_dev.stack import Stack
 from tests.e2e.test_webhook_flow import get, history, until
 from tests.reconciler.reconciler_testkit import assert_completed, run_once
 from tests.support import SimControl, auth, create_request, stub

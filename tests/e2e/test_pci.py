@@ -34,12 +34,12 @@ import pytest
 from google.protobuf import duration_pb2, timestamp_pb2
 
 from payment_svc.adapters.migrate import migrate
-from payments.stack import DEV_TOKENS, Stack, wait_serving
 from payments.v1 import payment_pb2 as pb
 from payments.v1 import payment_service_pb2 as svc
 from payments.v1 import payment_service_pb2_grpc as svc_grpc
 from payments.v1 import provider_sync_service_pb2 as sync
 from payments.v1 import provider_sync_service_pb2_grpc as sync_grpc
+from payments_dev.stack import DEV_TOKENS, Stack, wait_serving
 from provider_sim.signature import signature_header
 from tests.conftest import stack_config
 from tests.pci_cards import TEST_CARDS, find_cards, hostile_values

@@ -14,9 +14,9 @@ import asyncpg
 import grpc
 import pytest
 
-from payments.stack import Stack, StackConfig, wait_serving
 from payments.v1 import payment_pb2 as pb
 from payments.v1 import payment_service_pb2 as svc
+from payments_dev.stack import Stack, StackConfig, wait_serving
 from tests.support import SimControl, auth, create_request, stub
 
 FINAL = {pb.PAYMENT_STATUS_SUCCEEDED, pb.PAYMENT_STATUS_FAILED, pb.PAYMENT_STATUS_REVERSED}

@@ -14,12 +14,12 @@ import grpc
 import pytest
 
 from payment_svc.domain.deadlines import AttemptBudget
-from payments.devdb import LocalPostgres
-from payments.stack import Stack
 from payments.v1 import payment_pb2 as pb
 from payments.v1 import payment_service_pb2 as svc
 from payments.v1 import provider_sync_service_pb2 as sync
 from payments.v1 import provider_sync_service_pb2_grpc as sync_grpc
+from payments_dev.devdb import LocalPostgres
+from payments_dev.stack import Stack
 from tests.cli.conftest import run_cli
 from tests.reconciler.reconciler_testkit import assert_completed, run_once
 from tests.support import SimControl, auth, create_request, embedded_postgres, rich_error, stub

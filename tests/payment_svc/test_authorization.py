@@ -12,8 +12,8 @@ from google.protobuf import descriptor, message_factory
 
 from payment_svc.entrypoints.interceptors import METHOD_ROLES, CallPipeline
 from payment_svc.settings import Role, Settings
-from payments.stack import DEV_TOKENS
 from payments.v1 import payment_service_pb2, provider_sync_service_pb2
+from payments_dev.stack import DEV_TOKENS
 
 SERVICES = [
     service

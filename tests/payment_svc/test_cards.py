@@ -1,4 +1,4 @@
-"""The card-number rule (payment_svc.domain.cards): the networks' test numbers
+"""The card-number rule (payments_kit.cards): the networks' test numbers
 are found in every digit form, alone or in text, grouped or not; identifiers
 (hex keys, UUIDs, ids with a prefix) are not taken for cards."""
 
@@ -14,8 +14,10 @@ from hypothesis import given
 from hypothesis import strategies as hs
 
 from payment_svc.adapters.db import Database
-from payment_svc.adapters.stripe_events import parse_event
-from payment_svc.domain.cards import (
+from payment_svc.adapters.stripe_observations import parse_event
+from payment_svc.domain.commands import CreatePayment
+from payment_svc.domain.errors import InvalidArgument, UnprocessableEvent
+from payments_kit.cards import (
     REDACTED,
     contains_card_number,
     is_card_number,
@@ -23,8 +25,6 @@ from payment_svc.domain.cards import (
     redact_card_numbers,
     redact_value,
 )
-from payment_svc.domain.commands import CreatePayment
-from payment_svc.domain.errors import InvalidArgument, UnprocessableEvent
 from tests.pci_cards import FORMS, TEST_CARDS, find_cards
 
 KEYS_PER_KIND = 100_000

@@ -8,8 +8,6 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as hs
 
-from payment_svc.adapters.stripe_mapping import StripeIntentStatus, to_payment_status
-from payment_svc.domain.cards import contains_card_number, luhn_valid, redact_card_numbers
 from payment_svc.domain.commands import CreatePayment, ListPayments
 from payment_svc.domain.errors import InvalidArgument
 from payment_svc.domain.model import (
@@ -19,6 +17,8 @@ from payment_svc.domain.model import (
     request_fingerprint,
 )
 from payment_svc.domain.status import Move, PaymentStatus, decide
+from payments_kit.cards import contains_card_number, luhn_valid, redact_card_numbers
+from payments_stripe.status import StripeIntentStatus, to_payment_status
 
 P, U, S, F, R = (
     PaymentStatus.PENDING,

@@ -12,7 +12,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as hs
 
-from payment_svc.adapters.stripe_events import parse_event
+from payment_svc.adapters.stripe_observations import parse_event
 from payment_svc.domain.errors import UnprocessableEvent
 
 

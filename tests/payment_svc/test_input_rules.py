@@ -8,7 +8,7 @@ import asyncpg
 import grpc
 import pytest
 
-from payments.stack import Stack
+from payments_dev.stack import Stack
 from tests.support import auth, create_request, rich_error, stub
 
 RULES = [

@@ -17,8 +17,8 @@ import grpc
 import pytest
 
 from payment_svc.adapters import migrate
-from payments.stack import Stack
 from payments.v1 import payment_pb2 as pb
+from payments_dev.stack import Stack
 from tests.support import auth, create_request, stub
 
 Spawn = Callable[..., Awaitable[Stack]]

@@ -12,12 +12,12 @@ import grpc
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from payments.devdb import LocalPostgres
-from payments.stack import Stack, wait_serving
 from payments.v1 import payment_pb2 as pb
 from payments.v1 import payment_service_pb2 as svc
 from payments.v1 import provider_sync_service_pb2 as sync
 from payments.v1 import provider_sync_service_pb2_grpc as sync_grpc
+from payments_dev.devdb import LocalPostgres
+from payments_dev.stack import Stack, wait_serving
 from tests.support import SimControl, auth, create_request, embedded_postgres, rich_error, stub
 
 Spawn = Callable[..., Awaitable[Stack]]
@@ -281,7 +281,7 @@ async def test_a_lock_held_outside_the_service_ends_its_calls_on_both_sides(
 async def test_provider_unreachable_is_unknown_and_the_service_stays_up(
     spawn_payment_svc: Spawn,
 ) -> None:
-    from payments.devdb import free_port
+    from payments_dev.devdb import free_port
 
     svc_stack = await spawn_payment_svc(STRIPE_API_BASE=f"http://127.0.0.1:{free_port()}")
     async with grpc.aio.insecure_channel(svc_stack.grpc_target) as channel:

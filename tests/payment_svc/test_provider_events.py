@@ -14,11 +14,11 @@ import asyncpg
 import grpc
 import pytest
 
-from payments.stack import Stack
 from payments.v1 import payment_pb2 as pb
 from payments.v1 import payment_service_pb2 as svc
 from payments.v1 import provider_sync_service_pb2 as sync
 from payments.v1 import provider_sync_service_pb2_grpc as sync_grpc
+from payments_dev.stack import Stack
 from tests.support import SimControl, auth, create_request, rich_error, stub
 
 Spawn = Callable[..., Awaitable[Stack]]

@@ -12,13 +12,13 @@ from datetime import UTC, datetime
 
 import pytest
 
-from payment_svc.adapters.stripe_events import parse_event
-from payment_svc.adapters.stripe_mapping import snapshot_reversed, snapshot_status
+from payment_svc.adapters.stripe_observations import parse_event
 from payment_svc.domain.provider_events import EventPlan, plan_event, rank_of
 from payment_svc.domain.reconciliation import Snapshot, plan_snapshot
 from payment_svc.domain.reversals import reverse
 from payment_svc.domain.status import PaymentStatus
-from reconciler.stripe_objects import our_view, parse_intent
+from payments_stripe.objects import our_view, parse_intent
+from payments_stripe.status import snapshot_reversed, snapshot_status
 
 S, R = PaymentStatus.SUCCEEDED, PaymentStatus.REVERSED
 AMOUNT = 1000

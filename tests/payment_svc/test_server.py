@@ -19,8 +19,8 @@ import pytest
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 from prometheus_client.parser import text_string_to_metric_families
 
-from payments.stack import Stack
 from payments.v1 import payment_pb2 as pb
+from payments_dev.stack import Stack
 from tests.support import SimControl, auth, create_request, stub
 
 Spawn = Callable[..., Awaitable[Stack]]

@@ -21,8 +21,8 @@ import aiohttp
 import pytest
 from aiohttp import web
 
-from payments.devdb import free_port
-from payments.stack import wait_for_port
+from payments_dev.devdb import free_port
+from payments_dev.stack import wait_for_port
 
 PROVIDER_SIM = str(Path(sys.executable).parent / "provider-sim")
 AUTH = {"Authorization": "Bearer sk_test_state"}

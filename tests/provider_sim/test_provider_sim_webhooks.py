@@ -20,7 +20,7 @@ import stripe
 from aiohttp import web
 from sim_testkit import running_sim, sdk_client
 
-from payments.devdb import free_port
+from payments_dev.devdb import free_port
 from provider_sim import SimSettings, init_app
 
 API_KEY = "sk_test_webhooks"

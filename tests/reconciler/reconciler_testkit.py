@@ -18,11 +18,11 @@ from typing import Any
 import aiohttp
 import grpc
 
-from payments.stack import DEV_TOKENS, Stack
 from payments.v1 import payment_pb2 as pb
 from payments.v1 import payment_service_pb2 as svc
 from payments.v1 import provider_sync_service_pb2 as sync
 from payments.v1 import provider_sync_service_pb2_grpc as sync_grpc
+from payments_dev.stack import DEV_TOKENS, Stack
 from tests.support import SimControl, auth, create_request, stub
 
 RECONCILER = str(Path(sys.executable).parent / "reconciler")

@@ -16,9 +16,9 @@ import pytest
 from reconciler_testkit import assert_completed, create, get, run_once, sync_stub, until
 
 from payment_svc.adapters.migrate import migrate
-from payments.stack import SIM_STATE_FILE, Stack, StackConfig, wait_serving
 from payments.v1 import payment_pb2 as pb
 from payments.v1 import provider_sync_service_pb2 as sync
+from payments_dev.stack import SIM_STATE_FILE, Stack, StackConfig, wait_serving
 from tests.support import SimControl, auth
 
 

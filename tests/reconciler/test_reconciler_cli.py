@@ -11,14 +11,14 @@ from typing import Any
 import grpc
 from reconciler_testkit import create, get
 
-from payments.stack import Stack
 from payments.v1 import payment_pb2 as pb
+from payments_dev.stack import Stack
 from tests.support import SimControl
 
 
 def payments(stack: Stack, *args: str, **env: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "payments.cli", *args],
+        [sys.executable, "-m", "payments_cli.cli", *args],
         capture_output=True,
         text=True,
         env={

@@ -24,9 +24,9 @@ from reconciler_testkit import (
     sync_stub,
 )
 
-from payments.stack import Stack
 from payments.v1 import payment_pb2 as pb
 from payments.v1 import provider_sync_service_pb2 as sync
+from payments_dev.stack import Stack
 from tests.support import SimControl, auth
 
 

@@ -29,9 +29,9 @@ from reconciler_testkit import (
     until,
 )
 
-from payments.devdb import free_port
-from payments.stack import Stack, wait_for_port
 from payments.v1 import provider_sync_service_pb2 as sync
+from payments_dev.devdb import free_port
+from payments_dev.stack import Stack, wait_for_port
 from tests.support import SimControl, auth
 
 JOBS = ("sweep", "catch_up", "settlement_diff")

@@ -30,9 +30,9 @@ from reconciler_testkit import (
     until,
 )
 
-from payments.stack import Stack, wait_serving
 from payments.v1 import payment_pb2 as pb
 from payments.v1 import provider_sync_service_pb2 as sync
+from payments_dev.stack import Stack, wait_serving
 from tests.conftest import _with_database, stack_config
 from tests.support import SimControl, auth, new_key, rich_error
 

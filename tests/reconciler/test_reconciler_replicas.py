@@ -16,8 +16,8 @@ from reconciler_testkit import (
     run_once,
 )
 
-from payments.stack import Stack
 from payments.v1 import payment_pb2 as pb
+from payments_dev.stack import Stack
 from tests.support import SimControl
 
 STALE = 500

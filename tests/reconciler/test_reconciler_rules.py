@@ -8,6 +8,13 @@ from typing import Any
 import pytest
 
 from payment_svc.domain.status import PaymentStatus
+from payments_stripe.objects import (
+    EVENT_TYPES,
+    MalformedAnswer,
+    our_view,
+    parse_event,
+    parse_intent,
+)
 from reconciler.catch_up import Position
 from reconciler.rules import (
     Missing,
@@ -20,13 +27,6 @@ from reconciler.rules import (
     when_missing,
 )
 from reconciler.runs import parse_jobs
-from reconciler.stripe_objects import (
-    EVENT_TYPES,
-    MalformedAnswer,
-    our_view,
-    parse_event,
-    parse_intent,
-)
 
 NOW = datetime(2026, 1, 2, 12, 0, tzinfo=UTC)
 

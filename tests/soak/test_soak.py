@@ -48,8 +48,8 @@ def test_soak_refuses_a_run_too_small_for_its_faults() -> None:
 
 
 def test_the_cli_does_not_import_the_soak_until_asked() -> None:
-    # payments.soak needs pgserver and psutil, development-only packages.
-    code = "import sys, payments.cli; print('payments.soak' in sys.modules)"
+    # payments_dev.soak needs pgserver and psutil, development-only packages.
+    code = "import sys, payments_cli.cli; print('payments_dev.soak' in sys.modules)"
     result = subprocess.run(
         [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True
     )

@@ -5,8 +5,8 @@ from __future__ import annotations
 
 from dataclasses import replace
 
-from payments.soak import SoakOptions, plan
-from payments.soak_invariants import (
+from payments_dev.soak import SoakOptions, plan
+from payments_dev.soak_invariants import (
     CrashRecord,
     Intent,
     Ours,

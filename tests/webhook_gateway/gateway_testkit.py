@@ -16,10 +16,10 @@ from typing import Any
 from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 
-from payments.devdb import free_port
+from payments_dev.devdb import free_port
+from payments_stripe.signature import sign
 from webhook_gateway.app import METRICS, init_app
 from webhook_gateway.settings import Settings
-from webhook_gateway.signature import sign
 
 SECRET = "whsec_test_newest"
 OLD_SECRET = "whsec_test_older"

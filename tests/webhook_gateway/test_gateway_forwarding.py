@@ -24,7 +24,7 @@ from gateway_testkit import (
     signed,
 )
 
-from payments.stack import DEV_TOKENS, Stack, wait_serving
+from payments_dev.stack import DEV_TOKENS, Stack, wait_serving
 from webhook_gateway.errors import Reason
 
 

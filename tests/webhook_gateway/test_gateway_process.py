@@ -16,8 +16,8 @@ from pathlib import Path
 import pytest
 from gateway_testkit import body_of, event, signed
 
-from payments.devdb import free_port
-from payments.stack import wait_for_port
+from payments_dev.devdb import free_port
+from payments_dev.stack import wait_for_port
 
 GATEWAY = str(Path(sys.executable).parent / "webhook-gateway")
 FORWARD_TIMEOUT = 2.0

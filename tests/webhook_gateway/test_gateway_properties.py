@@ -23,8 +23,8 @@ from hypothesis import HealthCheck, event, given
 from hypothesis import settings as hypothesis_settings
 from hypothesis import strategies as st
 
+from payments_stripe.signature import Verifier
 from webhook_gateway.errors import Reason, WebhookError
-from webhook_gateway.signature import Verifier
 
 LIMIT = 2048
 

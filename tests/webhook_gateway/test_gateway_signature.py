@@ -9,8 +9,9 @@ import stripe
 from hypothesis import given
 from hypothesis import strategies as st
 
-from webhook_gateway.errors import Reason, SignatureError
-from webhook_gateway.signature import Verifier, parse_header, sign
+from payments_stripe.signature import InvalidSignature as SignatureError
+from payments_stripe.signature import SignatureFailure as Reason
+from payments_stripe.signature import Verifier, parse_header, sign
 
 NEW, OLD = "whsec_new", "whsec_old"
 BODY = b'{"id":"evt_1","type":"payment_intent.succeeded","created":1,"data":{"object":{}}}'

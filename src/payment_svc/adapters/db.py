@@ -28,8 +28,8 @@ from typing import Any, TypeAlias, TypeVar
 import asyncpg
 import structlog
 
-from payment_svc.domain.cards import redact_card_numbers, redact_value
 from payment_svc.domain.errors import StoreUnavailable
+from payments_kit.cards import redact_card_numbers, redact_value
 
 T = TypeVar("T")
 log = structlog.get_logger("payment_svc.db")

@@ -1,6 +1,7 @@
-"""The provider adapter: Stripe's API through the official SDK, async.
+"""The provider adapter: Stripe's API through the official SDK, async
+(payments_stripe.client sets the SDK up and holds the one error table).
 
-One table classifies what can go wrong (SPEC §3, issue #2):
+What can go wrong, in our words (SPEC §3, issue #2):
 
     stripe.CardError               declined            -> FAILED, provider's code
     stripe.InvalidRequestError     refused, not charged -> FAILED, provider's code
@@ -19,31 +20,21 @@ from typing import Any
 import stripe
 import structlog
 
-from payment_svc.adapters.stripe_mapping import field, intent_failure, intent_status
 from payment_svc.domain.model import ProviderCharge, ProviderResult
 from payment_svc.domain.status import PaymentStatus
+from payments_stripe.client import Failure, StripeApi, classify
+from payments_stripe.status import field, intent_failure, intent_status
 
 log = structlog.get_logger("payment_svc.provider")
 
 
 class StripeProvider:
     def __init__(self, *, api_key: str, base_url: str, timeout: float) -> None:
-        # Telemetry adds the previous request's latency and platform details
-        # (platform.platform(), per request) to every call: costly on the hot
-        # path, and nothing the provider needs from us.
-        stripe.enable_telemetry = False
         self._timeout = timeout
-        self._http = stripe.AIOHTTPClient(timeout=timeout)
-        self._client = stripe.StripeClient(
-            api_key,
-            base_addresses={"api": base_url},
-            http_client=self._http,
-            # Retries are the reconciler's job, with the same idempotency key.
-            max_network_retries=0,
-        )
+        self._api = StripeApi.open(api_key=api_key, base_url=base_url, timeout=timeout)
 
     async def close(self) -> None:
-        await self._http.close_async()  # type: ignore[no-untyped-call]
+        await self._api.close()
 
     async def create_payment(
         self, charge: ProviderCharge, *, timeout: float | None = None
@@ -68,24 +59,22 @@ class StripeProvider:
                 # Idempotency-Key, error classes), without building a typed
                 # StripeObject from the answer, which cost more CPU than the
                 # rest of the call; the adapter reads plain JSON.
-                response = await self._client.raw_request_async(
+                intent = await self._api.request(
                     "post",
                     "/v1/payment_intents",
                     idempotency_key=charge.idempotency_key or charge.payment_id,
                     **params,
                 )
-                intent = response.data
-        except stripe.CardError as exc:
-            return _declined(exc)
-        except stripe.IdempotencyError as exc:
-            return _unknown(f"idempotency conflict: {exc.user_message or exc.code}")
-        except stripe.InvalidRequestError as exc:
-            return _declined(exc)
         except TimeoutError:
             if bound < self._timeout:
                 return _unknown(f"provider call timed out at the caller's deadline ({bound:.2f} s)")
             return _unknown("provider call timed out")
         except stripe.StripeError as exc:
+            failure = classify(exc)
+            if failure.charged_nothing:
+                return _declined(exc)
+            if failure is Failure.CONFLICT:
+                return _unknown(f"idempotency conflict: {exc.user_message or exc.code}")
             return _unknown(f"{type(exc).__name__} (http {exc.http_status})")
         except Exception as exc:  # an answer we cannot make sense of
             log.exception("provider_unexpected_error")
@@ -94,7 +83,8 @@ class StripeProvider:
 
 
 def result_of_intent(intent: Any) -> ProviderResult:
-    provider_status, ours = intent_status(intent)
+    provider_status, mapped = intent_status(intent)
+    ours = PaymentStatus[mapped.name]
     code, message = intent_failure(intent) if ours is PaymentStatus.FAILED else (None, None)
     return ProviderResult(
         status=ours,

@@ -11,9 +11,9 @@ from dataclasses import dataclass, field
 from datetime import datetime
 
 from payment_svc.domain import money
-from payment_svc.domain.cards import contains_card_number, contains_embedded_card_number
 from payment_svc.domain.errors import FieldViolation, InvalidArgument
 from payment_svc.domain.status import PaymentStatus
+from payments_kit.cards import contains_card_number, contains_embedded_card_number
 
 MAX_KEY_LENGTH = 255
 MAX_DESCRIPTION_LENGTH = 1000

@@ -13,9 +13,9 @@ from google.rpc import code_pb2, error_details_pb2, status_pb2
 from grpc_status import rpc_status
 
 from payment_svc.domain import errors as e
-from payment_svc.domain.cards import redact_card_numbers
 from payment_svc.entrypoints import metrics
 from payment_svc.entrypoints.convert import status_name
+from payments_kit.cards import redact_card_numbers
 
 DOMAIN = "payments.v1"
 

@@ -12,7 +12,7 @@ import grpc
 from payment_svc.adapters.event_store import EventOutcome
 from payment_svc.adapters.quarantine_store import Quarantined
 from payment_svc.adapters.reconciliation_store import Discrepancy, Run
-from payment_svc.adapters.stripe_mapping import snapshot_reversed, snapshot_status
+from payment_svc.adapters.stripe_observations import snapshot as stripe_snapshot
 from payment_svc.domain.errors import FieldViolation, InvalidArgument, UnprocessableEvent
 from payment_svc.domain.model import format_payment_id
 from payment_svc.domain.reconciliation import DiscrepancyKind, Snapshot
@@ -55,29 +55,16 @@ def snapshot(pb: sync.ProviderPaymentSnapshot) -> Snapshot:
         raise InvalidArgument(
             [FieldViolation("snapshot", "amount and amount_refunded must not be negative")]
         )
-    status = (
-        snapshot_status(
-            pb.provider_status,
-            has_payment_error=bool(pb.failure_code),
-            amount=pb.amount,
-            amount_refunded=pb.amount_refunded,
-            disputed=pb.disputed,
-        )
-        if pb.found
-        else None
-    )
-    return Snapshot(
+    return stripe_snapshot(
         found=pb.found,
-        status=status,
+        provider_status=pb.provider_status,
         provider_payment_id=pb.provider_payment_id or None,
         amount=pb.amount,
         currency=pb.currency,
-        amount_reversed=snapshot_reversed(
-            pb.amount, amount_refunded=pb.amount_refunded, disputed=pb.disputed
-        ),
+        amount_refunded=pb.amount_refunded,
+        disputed=pb.disputed,
         failure_code=pb.failure_code or None,
         failure_message=pb.failure_message or None,
-        provider_status=pb.provider_status,
     )
 
 

@@ -24,12 +24,12 @@ import structlog
 from payment_svc.adapters.event_store import EventOutcome, EventStore, InboxEvent
 from payment_svc.adapters.quarantine_store import NewQuarantined, Quarantined, QuarantineStore
 from payment_svc.adapters.reconciliation_store import ReconciliationStore
-from payment_svc.adapters.stripe_events import parse_event
-from payment_svc.domain.cards import redact_card_numbers
+from payment_svc.adapters.stripe_observations import parse_event
 from payment_svc.domain.errors import FieldViolation, InvalidArgument, UnprocessableEvent
 from payment_svc.domain.model import format_payment_id
 from payment_svc.domain.reconciliation import DiscrepancyKind
 from payment_svc.domain.status import Source
+from payments_kit.cards import redact_card_numbers
 
 log = structlog.get_logger("payment_svc.provider_sync")
 

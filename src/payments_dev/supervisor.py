@@ -33,7 +33,7 @@ from rich.console import Console
 from rich.text import Text
 
 from payments.client import DEFAULT_TARGET
-from payments.stack import DEV_TOKENS, Process, Stack, StackConfig, wait_serving
+from payments_dev.stack import DEV_TOKENS, Process, Stack, StackConfig, wait_serving
 
 _TOKEN_VARIABLES = (
     "PAYMENT_SVC_MERCHANT_TOKENS",

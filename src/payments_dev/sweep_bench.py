@@ -40,8 +40,8 @@ import structlog
 import uvloop
 
 from payments.client import PaymentsClient
-from payments.errors import PaymentsError
-from payments.stack import DEV_TOKENS, Stack, StackConfig, wait_serving
+from payments.errors import PaymentsClientError
+from payments_dev.stack import DEV_TOKENS, Stack, StackConfig, wait_serving
 from reconciler.context import open_context
 from reconciler.runner import Runner
 from reconciler.settings import Settings
@@ -164,7 +164,7 @@ async def sweep_bench(
             started = time.perf_counter()
             try:
                 await _stale_payments(options, target, http, progress)
-            except (PaymentsError, aiohttp.ClientError) as exc:
+            except (PaymentsClientError, aiohttp.ClientError) as exc:
                 raise BenchError(f"setup failed: {exc}") from exc
             setup = time.perf_counter() - started
             progress(f"sweeping (concurrency {options.concurrency}, pages of {options.page_size})")
@@ -266,7 +266,7 @@ def main(args: argparse.Namespace) -> int:
         wrapper_class=structlog.make_filtering_bound_logger(logging.WARNING),
     )
     if args.payments < 1:
-        print("reconciler bench: --payments must be at least 1", file=sys.stderr)
+        print("payments bench-sweep: --payments must be at least 1", file=sys.stderr)
         return 2
     options = SweepBenchOptions(
         payments=args.payments,
@@ -285,7 +285,7 @@ def main(args: argparse.Namespace) -> int:
     try:
         report = run_sweep_bench(options, progress)
     except (BenchError, ValueError) as exc:
-        print(f"reconciler bench: {exc}", file=sys.stderr)
+        print(f"payments bench-sweep: {exc}", file=sys.stderr)
         return 1
     if args.json:
         print(json.dumps(report.to_json(), indent=2))

@@ -48,10 +48,11 @@ from payment_svc.adapters.event_store import EventStore
 from payment_svc.adapters.store import PaymentStore
 from payment_svc.domain.model import parse_payment_id
 from payment_svc.settings import Settings
-from payments import loadgen, runtime
-from payments.loadgen import PhaseResult, Pool, StripeEvents, Window
-from payments.stack import DEV_TOKENS, Stack, StackConfig, wait_serving
-from payments.supervisor import describe_failure, redact_dsn
+from payments_dev import loadgen
+from payments_dev.loadgen import PhaseResult, Pool, StripeEvents, Window
+from payments_dev.stack import DEV_TOKENS, Stack, StackConfig, wait_serving
+from payments_dev.supervisor import describe_failure, redact_dsn
+from payments_kit import runtime
 from webhook_gateway.app import WEBHOOK_PATH
 from webhook_gateway.settings import DEV_SECRET
 

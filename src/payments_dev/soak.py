@@ -20,7 +20,7 @@
                  in part) or disputed, their webhooks still faulty; then each
                  caller asks GetPayment once (more answers for I5)
     reconcile    one `reconciler --once` pass, grace 0
-    check        the invariants (payments.soak_invariants) against the
+    check        the invariants (payments_dev.soak_invariants) against the
                  provider's ledger (GET /_sim/ledger) and our database
 
 Every choice (amounts, currencies, cards, twins, when each fault strikes,
@@ -52,12 +52,12 @@ import asyncpg
 import grpc
 
 from payments.errors import AlreadyExists, from_rpc_error
-from payments.soak_invariants import CrashRecord, Intent, Ours, Told, Verdict, check_all
-from payments.stack import DEV_TOKENS, Stack, StackConfig, _bin, wait_serving
-from payments.supervisor import describe_failure
 from payments.v1 import payment_pb2 as pb
 from payments.v1 import payment_service_pb2 as svc
 from payments.v1 import payment_service_pb2_grpc as svc_grpc
+from payments_dev.soak_invariants import CrashRecord, Intent, Ours, Told, Verdict, check_all
+from payments_dev.stack import DEV_TOKENS, Stack, StackConfig, _bin, wait_serving
+from payments_dev.supervisor import describe_failure
 
 Progress = Callable[[str], None]
 

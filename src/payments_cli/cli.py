@@ -29,11 +29,11 @@ import structlog
 import typer
 from rich.text import Text
 
-from payments import render
 from payments.client import DEFAULT_TARGET, PaymentsClient, ProviderSyncClient
-from payments.errors import PaymentsError
+from payments.errors import PaymentsClientError
 from payments.v1 import payment_pb2 as pb
 from payments.v1 import provider_sync_service_pb2 as sync
+from payments_cli import render
 
 T = TypeVar("T")
 
@@ -53,7 +53,7 @@ Token = Annotated[
     typer.Option("--token", envvar="PAYMENTS_TOKEN", help="bearer token of a merchant"),
 ]
 Json = Annotated[bool, typer.Option("--json", help="machine-readable output on stdout")]
-# payments.stack.DEV_TOKENS["merchant"], not imported from there: the stack
+# payments_dev.stack.DEV_TOKENS["merchant"], not imported from there: the stack
 # module loads pgserver, too slow and noisy for a one-call command.
 DEFAULT_TOKEN = "dev-merchant-token"
 
@@ -77,7 +77,7 @@ def _call(
 
     try:
         return asyncio.run(go())
-    except PaymentsError as exc:
+    except PaymentsClientError as exc:
         render.error(exc, as_json=as_json)
         raise typer.Exit(1) from None
 
@@ -144,7 +144,7 @@ def require_dev_tools(command: str) -> None:
 
 
 def _quiet_imports() -> None:
-    # pgserver (through payments.devdb) asks platformdirs for a runtime dir at
+    # pgserver (through payments_dev.devdb) asks platformdirs for a runtime dir at
     # import, which warns on every run where XDG_RUNTIME_DIR is unset.
     warnings.filterwarnings("ignore", message="XDG_RUNTIME_DIR is not set")
 
@@ -295,8 +295,8 @@ def up(
     dies (with backoff); Ctrl-C stops them all, callers first."""
     _quiet_imports()
     require_dev_tools("up")
-    from payments import supervisor
-    from payments.stack import SIM_STATE_FILE, StackConfig
+    from payments_dev import supervisor
+    from payments_dev.stack import SIM_STATE_FILE, StackConfig
 
     config = StackConfig(
         database_url=database_url or None,
@@ -403,7 +403,7 @@ def bench(
     # Heavy imports (asyncpg, the service's store) only for this command.
     _quiet_imports()
     require_dev_tools("bench")
-    from payments.bench import (
+    from payments_dev.bench import (
         DEFAULT_GATEWAY_URL,
         BenchError,
         BenchOptions,
@@ -483,7 +483,7 @@ def soak(
     when an invariant fails."""
     _quiet_imports()
     require_dev_tools("soak")
-    from payments.soak import SoakError, SoakOptions, run_soak
+    from payments_dev.soak import SoakError, SoakOptions, run_soak
 
     if keep is not None and keep.exists():
         raise typer.BadParameter(f"{keep} exists already", param_hint="--keep")
@@ -514,6 +514,49 @@ def soak(
         raise typer.Exit(1)
 
 
+@app.command("bench-sweep")
+def bench_sweep(
+    payments: Annotated[int, typer.Option(help="stale payments to sweep")] = 10_000,
+    target: Annotated[
+        str | None, typer.Option(help="a running payment-svc (default: an own stack)")
+    ] = None,
+    sim_url: Annotated[str | None, typer.Option(help="with --target: its provider-sim URL")] = None,
+    concurrency: Annotated[int, typer.Option(help="provider fetches in flight")] = 16,
+    page_size: Annotated[int, typer.Option(help="payments per page (1..100)")] = 100,
+    setup_concurrency: Annotated[int, typer.Option()] = 64,
+    database_url: Annotated[
+        str | None,
+        typer.Option(
+            envvar="DATABASE_URL", help="Postgres server for a fresh database (default: embedded)"
+        ),
+    ] = None,
+    logs_dir: Annotated[Path | None, typer.Option(help="keep the own stack's logs here")] = None,
+    as_json: Json = False,
+) -> None:
+    """The reconciler's sweep rate: stale payments reconciled against
+    provider-sim, per second."""
+    _quiet_imports()
+    require_dev_tools("bench-sweep")
+    import argparse
+
+    from payments_dev import sweep_bench
+
+    args = argparse.Namespace(
+        payments=payments,
+        target=target,
+        sim_url=sim_url,
+        concurrency=concurrency,
+        page_size=page_size,
+        setup_concurrency=setup_concurrency,
+        database_url=database_url or None,
+        logs_dir=logs_dir,
+        json=as_json,
+    )
+    code = sweep_bench.main(args)
+    if code:
+        raise typer.Exit(code)
+
+
 # -- reconciliation ------------------------------------------------------------
 
 ReconcilerToken = Annotated[
@@ -522,7 +565,7 @@ ReconcilerToken = Annotated[
         "--token", envvar="PAYMENTS_RECONCILER_TOKEN", help="bearer token of the reconciler"
     ),
 ]
-# payments.stack.DEV_TOKENS["reconciler"] (not imported, as DEFAULT_TOKEN).
+# payments_dev.stack.DEV_TOKENS["reconciler"] (not imported, as DEFAULT_TOKEN).
 DEFAULT_RECONCILER_TOKEN = "dev-reconciler-token"
 _KINDS = {
     name.removeprefix("DISCREPANCY_KIND_"): value
@@ -548,7 +591,7 @@ def _sync_call(
 
     try:
         return asyncio.run(go())
-    except PaymentsError as exc:
+    except PaymentsClientError as exc:
         render.error(exc, as_json=as_json)
         raise typer.Exit(1) from None
 

@@ -40,14 +40,14 @@ from hdrh.histogram import HdrHistogram
 
 from payment_svc.adapters.event_store import EventOutcome, EventStore, InboxEvent
 from payment_svc.adapters.store import NewPayment, PaymentStore
-from payment_svc.adapters.stripe_events import parse_event
+from payment_svc.adapters.stripe_observations import parse_event
 from payment_svc.domain.errors import PaymentsError as ServiceError
 from payment_svc.domain.model import ProviderResult, new_payment_uuid, request_fingerprint
 from payment_svc.domain.status import PaymentStatus, Source
 from payments.v1 import payment_pb2 as pb
 from payments.v1 import payment_service_pb2 as svc
-from webhook_gateway.signature import HEADER as SIGNATURE_HEADER
-from webhook_gateway.signature import sign
+from payments_stripe.signature import HEADER as SIGNATURE_HEADER
+from payments_stripe.signature import sign
 
 CREATE_METHOD = "/payments.v1.PaymentService/CreatePayment"
 _HIGHEST_US = 120_000_000  # two minutes, in microseconds

@@ -5,7 +5,7 @@
     events_page(...)        GET /v1/events?created[gte]=&types[]=&ending_before|starting_after=
     intents_page(...)       GET /v1/payment_intents?created[gte]=&created[lte]=&starting_after=
 
-What can go wrong, in one table (provider error -> ours):
+What can go wrong (client.py's one table, as the reader raises it):
 
     ProviderError                    the provider gave no usable answer
      ├── NotFoundAtProvider          404 resource_missing of an object asked for by its
@@ -18,9 +18,8 @@ What can go wrong, in one table (provider error -> ours):
                                      retrying the same request will not help
 
 Nothing here ever turns into FAILED: a payment is only what the provider says it is.
-The SDK is used through `raw_request_async` (its auth, encoding and error
-classes), without building StripeObjects from the answers, as payment_svc's
-adapter does. No SDK retries: the next run is the retry.
+The SDK is set up by client.py (raw requests, no StripeObjects, no SDK
+retries: the next run is the retry).
 """
 
 from __future__ import annotations
@@ -31,7 +30,8 @@ from typing import Any, Generic, TypeVar
 
 import stripe
 
-from reconciler.stripe_objects import (
+from payments_stripe.client import Failure, StripeApi, classify, describe
+from payments_stripe.objects import (
     EVENT_TYPES,
     MalformedAnswer,
     ProviderEvent,
@@ -67,20 +67,11 @@ class Page(Generic[T]):
 
 class StripeReader:
     def __init__(self, *, api_key: str, base_url: str, timeout: float) -> None:
-        # Telemetry would add the previous request's latency and platform
-        # details to every call: nothing the provider needs from us.
-        stripe.enable_telemetry = False
         self._timeout = timeout
-        self._http = stripe.AIOHTTPClient(timeout=timeout)
-        self._client = stripe.StripeClient(
-            api_key,
-            base_addresses={"api": base_url},
-            http_client=self._http,
-            max_network_retries=0,
-        )
+        self._api = StripeApi.open(api_key=api_key, base_url=base_url, timeout=timeout)
 
     async def close(self) -> None:
-        await self._http.close_async()  # type: ignore[no-untyped-call]
+        await self._api.close()
 
     async def retrieve_intent(self, intent_id: str) -> ProviderIntent:
         body = await self._get(f"/v1/payment_intents/{intent_id}", expand=["latest_charge"])
@@ -146,28 +137,19 @@ class StripeReader:
     ) -> dict[str, Any]:
         try:
             async with asyncio.timeout(self._timeout):
-                response = await self._client.raw_request_async("get", path, **params)
-        except stripe.InvalidRequestError as exc:
-            if not_found_is_an_answer and (
-                exc.http_status == 404 or exc.code == "resource_missing"
-            ):
-                raise NotFoundAtProvider(exc.user_message or str(exc)) from None
-            raise ProviderRefused(_describe(exc)) from None
-        except (stripe.AuthenticationError, stripe.PermissionError) as exc:
-            raise ProviderRefused(_describe(exc)) from None
+                body = await self._api.request("get", path, **params)
         except TimeoutError:
             raise ProviderUnavailable(f"no answer within {self._timeout:g}s") from None
-        except stripe.StripeError as exc:  # connection, 5xx, rate limits
-            raise ProviderUnavailable(_describe(exc)) from None
-        body = response.data
+        except stripe.StripeError as exc:
+            failure = classify(exc)
+            if failure is Failure.NOT_FOUND and not_found_is_an_answer:
+                raise NotFoundAtProvider(exc.user_message or str(exc)) from None
+            if failure.retryable:  # connection, 5xx, rate limits
+                raise ProviderUnavailable(describe(exc)) from None
+            raise ProviderRefused(describe(exc)) from None
         if not isinstance(body, dict):
             raise ProviderUnavailable(f"{path}: the answer is not a JSON object")
         return body
-
-
-def _describe(exc: stripe.StripeError) -> str:
-    status = f"http {exc.http_status}" if exc.http_status else "no http answer"
-    return f"{type(exc).__name__} ({status}): {exc.user_message or exc.code or ''}".rstrip(": ")
 
 
 def _data(body: dict[str, Any]) -> list[Any]:

@@ -1,10 +1,12 @@
-"""Stripe event objects -> what they say about a payment (ProviderObservation).
+"""Stripe event objects: their types, and the checks that make one safe to
+read and store (payment_svc/adapters/stripe_observations.py says what an
+event means for a payment).
 
 Every event type we act on is listed once; any other type is `Unknown`: it
 is stored in the inbox and matched, but moves nothing.
 
-An event that can never be understood or stored is UnprocessableEvent (it
-goes to the quarantine, never to a retry): not a JSON object, nesting deeper
+An event that can never be understood or stored is MalformedEvent (payment-svc
+sends it to the quarantine, never to a retry): not a JSON object, nesting deeper
 than MAX_DEPTH, NaN/Infinity or numbers out of range, NUL or a lone surrogate
 in any string (Postgres's jsonb refuses both), ids longer than MAX_ID_CHARS
 (index keys), a `created` outside the years 1970..9999, amounts outside
@@ -21,11 +23,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from payment_svc.adapters.stripe_mapping import intent_failure, intent_status
-from payment_svc.domain.cards import redact_value
-from payment_svc.domain.errors import FieldViolation, UnprocessableEvent
-from payment_svc.domain.provider_events import ProviderObservation, StateRank
-from payment_svc.domain.status import PaymentStatus
+from payments_kit.cards import redact_value
 
 
 class StripeEventType(enum.StrEnum):
@@ -47,15 +45,24 @@ class StripeEventType(enum.StrEnum):
             return cls.UNKNOWN
 
 
+class MalformedEvent(ValueError):
+    """An event that can never be understood or stored; `description` says why."""
+
+    def __init__(self, description: str) -> None:
+        super().__init__(description)
+        self.description = description
+
+
 @dataclass(frozen=True)
-class ParsedEvent:
+class StripeEvent:
     id: str
     type: str
     created: datetime | None
     # The body to store: the provider's JSON with every card number redacted
     # (it should never be there; it is never stored).
     stored_json: str
-    observation: ProviderObservation
+    # data.object, redacted: what the event is about
+    object: dict[str, Any]
 
 
 MAX_DEPTH = 64
@@ -69,8 +76,8 @@ _MAX_NUMBER_CHARS = 64
 _UNSTORABLE_CHARS = re.compile("[\x00\ud800-\udfff]")
 
 
-def _bad(description: str) -> UnprocessableEvent:
-    return UnprocessableEvent([FieldViolation("payload", description)])
+def _bad(description: str) -> MalformedEvent:
+    return MalformedEvent(description)
 
 
 # jsonb prints numbers in plain decimal notation (1e300 comes back as 301
@@ -116,7 +123,7 @@ def _check_tree(document: Any) -> None:
             raise _bad("must not hold NUL characters or lone surrogates")
 
 
-def parse_event(payload: bytes) -> ParsedEvent:
+def parse_event(payload: bytes) -> StripeEvent:
     try:
         text = payload.decode()
         event = json.loads(text, parse_float=_number, parse_int=_integer, parse_constant=_refuse)
@@ -146,17 +153,17 @@ def parse_event(payload: bytes) -> ParsedEvent:
             raise _bad("created must be a unix time of the years 1970..9999")
         created = datetime.fromtimestamp(created_raw, tz=UTC)
     stored = json.dumps(event)
-    return ParsedEvent(event_id, event_type, created, stored, observe(event_type, obj, created))
+    return StripeEvent(event_id, event_type, created, stored, obj)
 
 
-def _str(obj: dict[str, Any], key: str) -> str | None:
+def text_field(obj: dict[str, Any], key: str) -> str | None:
     value = obj.get(key)
     if isinstance(value, str) and len(value) > MAX_ID_CHARS:
         raise _bad(f"data.object.{key} must be at most {MAX_ID_CHARS} characters")
     return value if isinstance(value, str) and value else None
 
 
-def _int(obj: dict[str, Any], key: str) -> int | None:
+def amount_field(obj: dict[str, Any], key: str) -> int | None:
     value = obj.get(key)
     if value is None:
         return None
@@ -167,60 +174,3 @@ def _int(obj: dict[str, Any], key: str) -> int | None:
     if not 0 <= value <= MAX_PROVIDER_AMOUNT:
         raise _bad(f"data.object.{key} must be 0..{MAX_PROVIDER_AMOUNT}")
     return value
-
-
-def observe(event_type: str, obj: dict[str, Any], created: datetime | None) -> ProviderObservation:
-    kind = StripeEventType.classify(event_type)
-    metadata = obj.get("metadata")
-    metadata_payment_id = _str(metadata, "payment_id") if isinstance(metadata, dict) else None
-    match kind:
-        case (
-            StripeEventType.PAYMENT_INTENT_PROCESSING
-            | StripeEventType.PAYMENT_INTENT_SUCCEEDED
-            | StripeEventType.PAYMENT_INTENT_PAYMENT_FAILED
-            | StripeEventType.PAYMENT_INTENT_CANCELED
-        ):
-            provider_status, ours = intent_status(obj)
-            code, message = intent_failure(obj) if ours is PaymentStatus.FAILED else (None, None)
-            if (
-                ours is PaymentStatus.FAILED
-                and code is None
-                and provider_status.value == "canceled"
-            ):
-                code = "canceled"
-            return ProviderObservation(
-                provider_payment_id=_str(obj, "id"),
-                metadata_payment_id=metadata_payment_id,
-                status=ours,
-                rank=StateRank.IN_PROGRESS if ours is PaymentStatus.PENDING else StateRank.SETTLED,
-                occurred_at=created,
-                provider_status=provider_status.value,
-                failure_code=code[:MAX_ID_CHARS] if code else None,
-                failure_message=message[:MAX_MESSAGE_CHARS] if message else None,
-                amount=_int(obj, "amount"),
-                currency=_str(obj, "currency"),
-            )
-        case StripeEventType.CHARGE_REFUNDED | StripeEventType.CHARGE_DISPUTE_CREATED:
-            refund = kind is StripeEventType.CHARGE_REFUNDED
-            return ProviderObservation(
-                provider_payment_id=_str(obj, "payment_intent"),
-                metadata_payment_id=metadata_payment_id,
-                # Of a succeeded charge; whether it reverses the payment
-                # whole is the domain's rule (domain/reversals.py).
-                status=PaymentStatus.SUCCEEDED,
-                rank=StateRank.REVERSED,
-                occurred_at=created,
-                provider_status=kind.value,
-                # the charge's cumulative refunds, or the dispute's own amount
-                amount_reversed=_int(obj, "amount_refunded") if refund else None,
-                reversal_added=None if refund else _int(obj, "amount"),
-                reversal=True,
-            )
-        case StripeEventType.UNKNOWN:
-            return ProviderObservation(
-                provider_payment_id=_str(obj, "payment_intent") or _str(obj, "id"),
-                metadata_payment_id=metadata_payment_id,
-                status=None,
-                rank=StateRank.IN_PROGRESS,
-                occurred_at=created,
-            )

@@ -1,9 +1,10 @@
 """Stripe's objects as the reconciler reads them: payment intents (with their
 latest charge) and events. Pure: no I/O.
 
-Statuses map to ours through payment_svc's one table (stripe_mapping); the
-event types we replay are payment_svc's list (stripe_events), so that the
-reconciler asks the provider for exactly what payment-svc knows how to apply.
+Statuses map to ours through this package's one table (status.py), which
+payment-svc's snapshots use too; the event types we replay are the list that
+payment-svc applies (events.py), so that the reconciler asks the provider for
+exactly what payment-svc knows how to apply.
 """
 
 from __future__ import annotations
@@ -12,15 +13,15 @@ import json
 from dataclasses import dataclass
 from typing import Any, Final, TypeGuard
 
-from payment_svc.adapters.stripe_events import StripeEventType
-from payment_svc.adapters.stripe_mapping import (
+from payments_stripe.events import StripeEventType
+from payments_stripe.status import (
+    Status,
     StripeIntentStatus,
     intent_failure,
     intent_status,
+    reversed_status,
     snapshot_reversed,
 )
-from payment_svc.domain.reversals import status_for
-from payment_svc.domain.status import PaymentStatus
 
 # What catch-up asks `GET /v1/events` for (Stripe accepts up to 20 types).
 EVENT_TYPES: Final = tuple(t.value for t in StripeEventType if t is not StripeEventType.UNKNOWN)
@@ -53,8 +54,8 @@ class ProviderIntent:
     disputed: bool
     failure_code: str
     failure_message: str
-    # Our status for the intent's own status (reversals aside): payment_svc's mapping.
-    mapped: PaymentStatus
+    # Our status for the intent's own status (reversals aside): this package's mapping.
+    mapped: Status
 
     @property
     def stripe_status(self) -> StripeIntentStatus:
@@ -74,8 +75,8 @@ def parse_intent(obj: Any) -> ProviderIntent:
     if not _is_int(amount) or not isinstance(currency, str):
         raise MalformedAnswer(f"payment intent {intent_id} without amount or currency")
     _, ours = intent_status(obj)
-    code, message = intent_failure(obj) if ours is PaymentStatus.FAILED else (None, None)
-    if ours is PaymentStatus.FAILED and not code:
+    code, message = intent_failure(obj) if ours is Status.FAILED else (None, None)
+    if ours is Status.FAILED and not code:
         # payment-svc reads a failure code as "the attempt failed": never leave it empty.
         code = str(obj.get("cancellation_reason") or obj.get("status"))
     metadata = obj.get("metadata")
@@ -108,14 +109,14 @@ def reversed_amount(intent: ProviderIntent) -> int:
     )
 
 
-def our_view(intent: ProviderIntent) -> PaymentStatus:
+def our_view(intent: ProviderIntent) -> Status:
     """The status (ours) that the intent stands for, reversals included: by
-    payment_svc's rule (domain/reversals.py), only reversals of the whole
-    amount make it REVERSED; partly refunded, it is SUCCEEDED."""
+    the one rule (status.reversed_status), only reversals of the whole amount
+    make it REVERSED; partly refunded, it is SUCCEEDED."""
     reversed_now = reversed_amount(intent)
     if reversed_now <= 0:
         return intent.mapped
-    return status_for(intent.mapped, intent.amount, reversed_now)
+    return reversed_status(intent.mapped, intent.amount, reversed_now)
 
 
 @dataclass(frozen=True, slots=True)

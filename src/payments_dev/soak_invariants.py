@@ -61,7 +61,7 @@ class Intent:
         )
 
     def expected_status(self) -> str:
-        """Our status for this intent (payment_svc.adapters.stripe_mapping): every
+        """Our status for this intent (payments_stripe.status): every
         soak intent is confirmed with a payment method, so requires_payment_method
         means the attempt failed."""
         if self.status == "succeeded":

@@ -12,12 +12,30 @@ SDK, whose one exception type for every failure would lose the reason we count.
 
 from __future__ import annotations
 
+import enum
 import hashlib
 import hmac
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from webhook_gateway.errors import Reason, SignatureError
+
+class SignatureFailure(enum.StrEnum):
+    """Why a signature is refused (the gateway's reasons carry the same words)."""
+
+    MISSING_HEADER = "missing_header"
+    MALFORMED_HEADER = "malformed_header"
+    NO_MATCHING_SIGNATURE = "no_matching_signature"
+    TIMESTAMP_OUTSIDE_TOLERANCE = "timestamp_outside_tolerance"
+
+
+class InvalidSignature(ValueError):
+    """The Stripe-Signature header is absent, unreadable, stale, or signs something else."""
+
+    def __init__(self, reason: SignatureFailure, message: str) -> None:
+        super().__init__(message)
+        self.reason = reason
+        self.message = message
+
 
 HEADER = "Stripe-Signature"
 SCHEME = "v1"
@@ -41,7 +59,7 @@ class Verified:
 
 def parse_header(header: str | None) -> SignedHeader:
     if header is None or not header.strip():
-        raise SignatureError(Reason.MISSING_HEADER, f"the {HEADER} header is missing")
+        raise InvalidSignature(SignatureFailure.MISSING_HEADER, f"the {HEADER} header is missing")
     timestamps: list[str] = []
     signatures: list[str] = []
     for item in header.split(","):
@@ -54,12 +72,16 @@ def parse_header(header: str | None) -> SignedHeader:
         elif key == SCHEME:
             signatures.append(value)
     if len(timestamps) != 1:
-        raise SignatureError(Reason.MALFORMED_HEADER, f"{HEADER} must carry one t=<unix time>")
+        raise InvalidSignature(
+            SignatureFailure.MALFORMED_HEADER, f"{HEADER} must carry one t=<unix time>"
+        )
     raw = timestamps[0]
     if not (raw.isascii() and raw.isdigit() and len(raw) <= _MAX_TIMESTAMP_DIGITS):
-        raise SignatureError(Reason.MALFORMED_HEADER, f"{HEADER} t= is not a unix time")
+        raise InvalidSignature(SignatureFailure.MALFORMED_HEADER, f"{HEADER} t= is not a unix time")
     if not signatures:
-        raise SignatureError(Reason.MALFORMED_HEADER, f"{HEADER} carries no {SCHEME} signature")
+        raise InvalidSignature(
+            SignatureFailure.MALFORMED_HEADER, f"{HEADER} carries no {SCHEME} signature"
+        )
     # compare_digest takes ASCII strings only; anything else can never match.
     return SignedHeader(int(raw), tuple(s for s in signatures if s.isascii()))
 
@@ -87,14 +109,15 @@ class Verifier:
                 if hmac.compare_digest(expected, candidate) and matched < 0:
                     matched = index
         if matched < 0:
-            raise SignatureError(
-                Reason.NO_MATCHING_SIGNATURE, "no signature matches the body with an active secret"
+            raise InvalidSignature(
+                SignatureFailure.NO_MATCHING_SIGNATURE,
+                "no signature matches the body with an active secret",
             )
         # Checked after the signature so that the reason tells a stale genuine
         # event (clock skew, replay) from a forgery.
         if abs(now - signed.timestamp) > self._tolerance:
-            raise SignatureError(
-                Reason.TIMESTAMP_OUTSIDE_TOLERANCE,
+            raise InvalidSignature(
+                SignatureFailure.TIMESTAMP_OUTSIDE_TOLERANCE,
                 f"the signature's timestamp is more than {self._tolerance} s from now",
             )
         return Verified(signed.timestamp, matched)

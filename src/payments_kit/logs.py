@@ -2,7 +2,7 @@
 
 Every line carries the process name, and whatever the request bound with
 `structlog.contextvars` (request id, payment id). Values are never allowed to
-carry a card number (the rule of `payment_svc.domain.cards`), whatever the
+carry a card number (the rule of `payments_kit.cards`), whatever the
 key, nested values, numbers, exception text and tracebacks included. Keys
 that name secrets are dropped outright.
 
@@ -24,7 +24,7 @@ from typing import Any
 
 import structlog
 
-from payment_svc.domain.cards import redact_card_numbers, redact_value
+from payments_kit.cards import redact_card_numbers, redact_value
 
 _SECRET_KEYS = frozenset(
     {"authorization", "token", "api_key", "secret", "password", "payment_method"}

@@ -1,5 +1,11 @@
 """Stripe's payment-intent shapes and the one mapping of their statuses to ours.
 
+Ours is `Status`: the platform's payment states (the names of
+payments.v1.PaymentStatus and of payment_svc's domain PaymentStatus, which
+converts by name). The REVERSED rule of a snapshot (a success whose refunds
+and disputes cover its whole amount) is written here once: payment-svc's
+RecordProviderSnapshot and the reconciler's view of an intent both use it.
+
 Stripe statuses (https://docs.stripe.com/payments/paymentintents/lifecycle):
 every one is listed in an exhaustive match; a status Stripe adds later falls
 into `Unknown` and maps to PENDING (not final), so the reconciler keeps
@@ -11,8 +17,19 @@ from __future__ import annotations
 import enum
 from typing import Any
 
-from payment_svc.domain.reversals import status_for
-from payment_svc.domain.status import PaymentStatus
+
+class Status(enum.Enum):
+    """The platform's payment states, as this package reports them."""
+
+    PENDING = "PENDING"
+    UNKNOWN = "UNKNOWN"
+    SUCCEEDED = "SUCCEEDED"
+    FAILED = "FAILED"
+    REVERSED = "REVERSED"
+
+    @property
+    def is_final(self) -> bool:
+        return self in (Status.SUCCEEDED, Status.FAILED, Status.REVERSED)
 
 
 class StripeIntentStatus(enum.Enum):
@@ -35,21 +52,21 @@ class StripeIntentStatus(enum.Enum):
             return cls.UNKNOWN
 
 
-def to_payment_status(status: StripeIntentStatus, *, has_payment_error: bool) -> PaymentStatus:
+def to_payment_status(status: StripeIntentStatus, *, has_payment_error: bool) -> Status:
     S = StripeIntentStatus
     match status:
         case S.SUCCEEDED:
-            return PaymentStatus.SUCCEEDED
+            return Status.SUCCEEDED
         case S.CANCELED:
-            return PaymentStatus.FAILED
+            return Status.FAILED
         case S.REQUIRES_PAYMENT_METHOD:
             # After a confirmation attempt it means the attempt failed; before
             # one, nothing was tried yet.
-            return PaymentStatus.FAILED if has_payment_error else PaymentStatus.PENDING
+            return Status.FAILED if has_payment_error else Status.PENDING
         case S.PROCESSING | S.REQUIRES_CAPTURE | S.REQUIRES_CONFIRMATION | S.REQUIRES_ACTION:
-            return PaymentStatus.PENDING
+            return Status.PENDING
         case S.UNKNOWN:
-            return PaymentStatus.PENDING
+            return Status.PENDING
 
 
 def field(obj: Any, key: str) -> Any:
@@ -63,7 +80,7 @@ def field(obj: Any, key: str) -> Any:
         return None
 
 
-def intent_status(intent: Any) -> tuple[StripeIntentStatus, PaymentStatus]:
+def intent_status(intent: Any) -> tuple[StripeIntentStatus, Status]:
     """The provider's and our status of a PaymentIntent (SDK object or dict)."""
     provider = StripeIntentStatus.parse(field(intent, "status"))
     error = field(intent, "last_payment_error")
@@ -96,14 +113,23 @@ def snapshot_status(
     amount: int,
     amount_refunded: int,
     disputed: bool,
-) -> PaymentStatus:
+) -> Status:
     """Our status for a snapshot of an intent: a success whose refunds and
     disputes cover its whole amount is REVERSED, one partly refunded stays
-    SUCCEEDED (domain/reversals.py)."""
+    SUCCEEDED (SPEC §3a; payment_svc/domain/reversals.py applies the same
+    rule to the amounts it has recorded)."""
     ours = to_payment_status(
         StripeIntentStatus.parse(provider_status), has_payment_error=has_payment_error
     )
     reversed_amount = snapshot_reversed(amount, amount_refunded=amount_refunded, disputed=disputed)
     if reversed_amount <= 0:
         return ours
-    return status_for(ours, amount, reversed_amount)
+    return reversed_status(ours, amount, reversed_amount)
+
+
+def reversed_status(status: Status, amount: int, amount_reversed: int) -> Status:
+    """A succeeded intent whose refunds and disputes cover its whole amount
+    stands for REVERSED; any other status is what it is."""
+    if status is Status.SUCCEEDED and amount_reversed >= amount:
+        return Status.REVERSED
+    return status

@@ -17,7 +17,7 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
-from payments.errors import PaymentsError
+from payments.errors import PaymentsClientError
 from payments.v1 import payment_pb2 as pb
 from payments.v1 import provider_sync_service_pb2 as sync
 
@@ -198,7 +198,7 @@ def reconciliation_runs(runs: Sequence[dict[str, Any]]) -> None:
     stdout.print(table)
 
 
-def error_dict(exc: PaymentsError) -> dict[str, Any]:
+def error_dict(exc: PaymentsClientError) -> dict[str, Any]:
     return {
         "code": exc.code.name,
         "reason": exc.reason,
@@ -210,7 +210,7 @@ def error_dict(exc: PaymentsError) -> dict[str, Any]:
     }
 
 
-def error(exc: PaymentsError, *, as_json: bool) -> None:
+def error(exc: PaymentsClientError, *, as_json: bool) -> None:
     if as_json:
         sys.stderr.write(json.dumps({"error": error_dict(exc)}, indent=2) + "\n")
         return

@@ -30,7 +30,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
 
-from payments.devdb import LocalPostgres, free_port
+from payments_dev.devdb import LocalPostgres, free_port
 
 # `payments up` keeps provider-sim's books in its data directory under this name.
 SIM_STATE_FILE = "provider-sim.sqlite3"

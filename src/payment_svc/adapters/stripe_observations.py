@@ -1,0 +1,154 @@
+"""Stripe events -> what they say about a payment (ProviderObservation).
+
+The Stripe package (payments_stripe.events) checks an event and lists its
+types; here its meaning for a payment is read, in the domain's words. An event
+it refuses is UnprocessableEvent (the quarantine, never a retry).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from payment_svc.domain.errors import FieldViolation, UnprocessableEvent
+from payment_svc.domain.provider_events import ProviderObservation, StateRank
+from payment_svc.domain.reconciliation import Snapshot
+from payment_svc.domain.status import PaymentStatus
+from payments_stripe import events as stripe_events
+from payments_stripe.events import (
+    MAX_ID_CHARS,
+    MAX_MESSAGE_CHARS,
+    MalformedEvent,
+    StripeEventType,
+    amount_field,
+    text_field,
+)
+from payments_stripe.status import (
+    Status,
+    intent_failure,
+    intent_status,
+    snapshot_reversed,
+    snapshot_status,
+)
+
+
+@dataclass(frozen=True)
+class ParsedEvent:
+    id: str
+    type: str
+    created: datetime | None
+    # The body to store: the provider's JSON with every card number redacted
+    # (it should never be there; it is never stored).
+    stored_json: str
+    observation: ProviderObservation
+
+
+def ours(status: Status) -> PaymentStatus:
+    """The Stripe package's word for a payment state, as the domain's."""
+    return PaymentStatus[status.name]
+
+
+def snapshot(
+    *,
+    found: bool,
+    provider_status: str,
+    provider_payment_id: str | None,
+    amount: int,
+    currency: str,
+    amount_refunded: int,
+    disputed: bool,
+    failure_code: str | None,
+    failure_message: str | None,
+) -> Snapshot:
+    """The reconciler's snapshot of an intent (Stripe's words) in the domain's:
+    the status by the Stripe package's one mapping, REVERSED rule included."""
+    status = (
+        ours(
+            snapshot_status(
+                provider_status,
+                has_payment_error=bool(failure_code),
+                amount=amount,
+                amount_refunded=amount_refunded,
+                disputed=disputed,
+            )
+        )
+        if found
+        else None
+    )
+    return Snapshot(
+        found=found,
+        status=status,
+        provider_payment_id=provider_payment_id,
+        amount=amount,
+        currency=currency,
+        amount_reversed=snapshot_reversed(
+            amount, amount_refunded=amount_refunded, disputed=disputed
+        ),
+        failure_code=failure_code,
+        failure_message=failure_message,
+        provider_status=provider_status,
+    )
+
+
+def parse_event(payload: bytes) -> ParsedEvent:
+    try:
+        event = stripe_events.parse_event(payload)
+        observation = observe(event.type, event.object, event.created)
+    except MalformedEvent as exc:
+        raise UnprocessableEvent([FieldViolation("payload", exc.description)]) from None
+    return ParsedEvent(event.id, event.type, event.created, event.stored_json, observation)
+
+
+def observe(event_type: str, obj: dict[str, Any], created: datetime | None) -> ProviderObservation:
+    kind = StripeEventType.classify(event_type)
+    metadata = obj.get("metadata")
+    metadata_payment_id = text_field(metadata, "payment_id") if isinstance(metadata, dict) else None
+    match kind:
+        case (
+            StripeEventType.PAYMENT_INTENT_PROCESSING
+            | StripeEventType.PAYMENT_INTENT_SUCCEEDED
+            | StripeEventType.PAYMENT_INTENT_PAYMENT_FAILED
+            | StripeEventType.PAYMENT_INTENT_CANCELED
+        ):
+            provider_status, mapped = intent_status(obj)
+            now = ours(mapped)
+            code, message = intent_failure(obj) if now is PaymentStatus.FAILED else (None, None)
+            if now is PaymentStatus.FAILED and code is None and provider_status.value == "canceled":
+                code = "canceled"
+            return ProviderObservation(
+                provider_payment_id=text_field(obj, "id"),
+                metadata_payment_id=metadata_payment_id,
+                status=now,
+                rank=StateRank.IN_PROGRESS if now is PaymentStatus.PENDING else StateRank.SETTLED,
+                occurred_at=created,
+                provider_status=provider_status.value,
+                failure_code=code[:MAX_ID_CHARS] if code else None,
+                failure_message=message[:MAX_MESSAGE_CHARS] if message else None,
+                amount=amount_field(obj, "amount"),
+                currency=text_field(obj, "currency"),
+            )
+        case StripeEventType.CHARGE_REFUNDED | StripeEventType.CHARGE_DISPUTE_CREATED:
+            refund = kind is StripeEventType.CHARGE_REFUNDED
+            return ProviderObservation(
+                provider_payment_id=text_field(obj, "payment_intent"),
+                metadata_payment_id=metadata_payment_id,
+                # Of a succeeded charge; whether it reverses the payment
+                # whole is the domain's rule (domain/reversals.py).
+                status=PaymentStatus.SUCCEEDED,
+                rank=StateRank.REVERSED,
+                occurred_at=created,
+                provider_status=kind.value,
+                # the charge's cumulative refunds, or the dispute's own amount
+                amount_reversed=amount_field(obj, "amount_refunded") if refund else None,
+                reversal_added=None if refund else amount_field(obj, "amount"),
+                reversal=True,
+            )
+        case StripeEventType.UNKNOWN:
+            return ProviderObservation(
+                provider_payment_id=text_field(obj, "payment_intent") or text_field(obj, "id"),
+                metadata_payment_id=metadata_payment_id,
+                status=None,
+                rank=StateRank.IN_PROGRESS,
+                occurred_at=created,
+            )
