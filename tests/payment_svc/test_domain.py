@@ -18,7 +18,6 @@ from payment_svc.domain.model import (
 )
 from payment_svc.domain.status import Move, PaymentStatus, decide
 from payments_kit.cards import contains_card_number, luhn_valid, redact_card_numbers
-from payments_stripe.status import StripeIntentStatus, to_payment_status
 
 P, U, S, F, R = (
     PaymentStatus.PENDING,
@@ -62,20 +61,6 @@ def test_final_states_never_go_back_to_pending_or_unknown() -> None:
 def test_reversed_is_terminal() -> None:
     for target in PaymentStatus:
         assert decide(R, target, authoritative=True) in (Move.REJECT, Move.NOOP)
-
-
-def test_unknown_is_never_failed_by_mapping() -> None:
-    # Every provider status maps somewhere; only an explicit decline is FAILED.
-    for status in StripeIntentStatus:
-        ours = to_payment_status(status, has_payment_error=False)
-        assert ours is not PaymentStatus.UNKNOWN
-        if status is not StripeIntentStatus.CANCELED:
-            assert ours is not PaymentStatus.FAILED
-    assert (
-        to_payment_status(StripeIntentStatus.REQUIRES_PAYMENT_METHOD, has_payment_error=True) is F
-    )
-    assert to_payment_status(StripeIntentStatus.SUCCEEDED, has_payment_error=False) is S
-    assert StripeIntentStatus.parse("something_new") is StripeIntentStatus.UNKNOWN
 
 
 def valid(**overrides: object) -> CreatePayment:

@@ -12,13 +12,13 @@ from datetime import UTC, datetime
 
 import pytest
 
-from payment_svc.adapters.stripe_observations import parse_event
+from payment_svc.adapters.stripe_observations import ours, parse_event
+from payment_svc.adapters.stripe_observations import snapshot as stripe_snapshot
 from payment_svc.domain.provider_events import EventPlan, plan_event, rank_of
 from payment_svc.domain.reconciliation import Snapshot, plan_snapshot
 from payment_svc.domain.reversals import reverse
 from payment_svc.domain.status import PaymentStatus
 from payments_stripe.objects import our_view, parse_intent
-from payments_stripe.status import snapshot_reversed, snapshot_status
 
 S, R = PaymentStatus.SUCCEEDED, PaymentStatus.REVERSED
 AMOUNT = 1000
@@ -170,25 +170,17 @@ def test_the_rule_itself() -> None:
 
 
 def _snapshot(amount_refunded: int = 0, disputed: bool = False) -> Snapshot:
-    status = snapshot_status(
-        "succeeded",
-        has_payment_error=False,
-        amount=AMOUNT,
-        amount_refunded=amount_refunded,
-        disputed=disputed,
-    )
-    return Snapshot(
+    # As RecordProviderSnapshot builds it (entrypoints/provider_sync_grpc.py).
+    return stripe_snapshot(
         found=True,
-        status=status,
+        provider_status="succeeded",
         provider_payment_id="pi_1",
         amount=AMOUNT,
         currency="usd",
-        amount_reversed=snapshot_reversed(
-            AMOUNT, amount_refunded=amount_refunded, disputed=disputed
-        ),
+        amount_refunded=amount_refunded,
+        disputed=disputed,
         failure_code=None,
         failure_message=None,
-        provider_status="succeeded",
     )
 
 
@@ -236,6 +228,7 @@ def test_the_reconciler_sees_what_payment_svc_makes_of_a_snapshot(
             "latest_charge": {"amount_refunded": amount_refunded, "disputed": disputed},
         }
     )
-    assert our_view(intent) is _snapshot(amount_refunded, disputed).status
+    # The reconciler's view is in the Stripe package's words; payment-svc reads them by name.
+    assert ours(our_view(intent)) is _snapshot(amount_refunded, disputed).status
     expected = R if disputed or amount_refunded == AMOUNT else S
-    assert our_view(intent) is expected
+    assert ours(our_view(intent)) is expected

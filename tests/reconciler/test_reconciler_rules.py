@@ -7,7 +7,6 @@ from typing import Any
 
 import pytest
 
-from payment_svc.domain.status import PaymentStatus
 from payments_stripe.objects import (
     EVENT_TYPES,
     MalformedAnswer,
@@ -15,6 +14,7 @@ from payments_stripe.objects import (
     parse_event,
     parse_intent,
 )
+from payments_stripe.status import Status as PaymentStatus
 from reconciler.catch_up import Position
 from reconciler.rules import (
     Missing,
