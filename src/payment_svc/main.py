@@ -39,13 +39,13 @@ from payment_svc.service_layer.provider_sync import ProviderSyncService
 from payment_svc.service_layer.reconciliation import ReconciliationService
 from payment_svc.settings import ConfigError, MigrationSettings, Settings
 from payments_kit import logs, runtime
+from payments_kit.environment import split_address
 
 log = structlog.get_logger("payment_svc")
 
 
 def _split(address: str) -> tuple[str, int]:
-    host, _, port = address.rpartition(":")
-    return host.strip("[]") or "127.0.0.1", int(port)
+    return split_address("PAYMENT_SVC_METRICS_LISTEN", address)
 
 
 async def _watch_database(db: Database, healthy_every: float, unhealthy_every: float) -> None:

@@ -32,6 +32,9 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
+from payments_kit.environment import ConfigError as ConfigError
+from payments_kit.environment import number
+
 
 class Role(enum.Enum):
     MERCHANT = "merchant"
@@ -52,17 +55,13 @@ DEV_STRIPE_KEY = "sk_test_dev"
 DEV_PAGE_TOKEN_KEY = "dev-page-token-key-not-secret"
 
 
-class ConfigError(ValueError):
-    """Bad configuration: the process refuses to start."""
-
-
 def _float(env: Mapping[str, str], name: str, default: float) -> float:
     raw = env.get(name)
     if raw is None or raw == "":
         return default
     try:
-        value = float(raw)
-    except ValueError:
+        value = number(float, name, raw)
+    except ConfigError:
         raise ConfigError(f"{name} must be a number of seconds, got {raw!r}") from None
     if value <= 0:
         raise ConfigError(f"{name} must be positive")
@@ -73,10 +72,7 @@ def _int(env: Mapping[str, str], name: str, default: int) -> int:
     raw = env.get(name)
     if raw is None or raw == "":
         return default
-    try:
-        return int(raw)
-    except ValueError:
-        raise ConfigError(f"{name} must be an integer, got {raw!r}") from None
+    return number(int, name, raw)
 
 
 def parse_tokens(raw: str) -> dict[str, str]:
