@@ -783,7 +783,7 @@ def run_bench(options: BenchOptions, progress: Progress) -> BenchReport:
             environment(options, runner, progress) as env,
         ):
             # The client's own garbage collections would pause its senders
-            # and count as latency (see payments/runtime.py).
+            # and count as latency (see payments_kit/runtime.py).
             runtime.freeze_startup_heap()
             return runner.run(_phases(options, env, progress))
     finally:

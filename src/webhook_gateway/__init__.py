@@ -2,7 +2,7 @@
 
     POST /webhooks/stripe
       app.py        read the body (bounded)            -> 413 body_too_large
-      signature.py  Stripe-Signature, active secrets   -> 400 missing_header, malformed_header,
+      (payments_stripe.signature) Stripe-Signature      -> 400 missing_header, malformed_header,
                                                               no_matching_signature,
                                                               timestamp_outside_tolerance
       events.py     parse the verified body            -> not an event: forwarded as it is,
