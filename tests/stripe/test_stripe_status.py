@@ -20,3 +20,18 @@ def test_unknown_is_never_failed_by_mapping() -> None:
     )
     assert to_payment_status(StripeIntentStatus.SUCCEEDED, has_payment_error=False) is S
     assert StripeIntentStatus.parse("something_new") is StripeIntentStatus.UNKNOWN
+
+
+def test_the_snapshot_rule_is_the_domains_rule() -> None:
+    # payments_stripe cannot import payment_svc: if the two REVERSED rules
+    # diverged, the reconciler would skip payments that payment-svc would fix.
+    from payment_svc.domain import reversals
+    from payment_svc.domain.status import PaymentStatus as Ours
+    from payments_stripe.status import reversed_status
+
+    for status in PaymentStatus:
+        for amount in (1, 1000):
+            for amount_reversed in (0, 1, 500, 999, 1000, 1500):
+                theirs = reversed_status(status, amount, amount_reversed)
+                domain = reversals.status_for(Ours[status.name], amount, amount_reversed)
+                assert theirs.name == domain.name, (status, amount, amount_reversed)
