@@ -28,6 +28,7 @@ from payment_svc.adapters.event_store import EventStore
 from payment_svc.adapters.quarantine_store import QuarantineStore
 from payment_svc.adapters.reconciliation_store import ReconciliationStore
 from payment_svc.adapters.store import PaymentStore
+from payment_svc.adapters.stripe_events import parse_event
 from payment_svc.adapters.stripe_provider import StripeProvider
 from payment_svc.domain.deadlines import AttemptBudget
 from payment_svc.domain.errors import StoreUnavailable
@@ -101,6 +102,7 @@ async def serve(settings: Settings) -> None:
         reconciliation_store,
         unmatched_deadline_seconds=settings.unmatched_event_deadline,
         quarantine=QuarantineStore(db),
+        parse=parse_event,
     )
     reconciliation = ReconciliationService(
         reconciliation_store,

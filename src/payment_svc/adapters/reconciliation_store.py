@@ -7,13 +7,11 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Mapping
-from dataclasses import dataclass
 from datetime import datetime
 
 import asyncpg
 
 from payment_svc.adapters.db import Conn, Database
-from payment_svc.adapters.discrepancy_sql import Reported as Reported
 from payment_svc.adapters.discrepancy_sql import report as report
 from payment_svc.adapters.store import PAYMENT_COLUMNS, payment_from_row
 from payment_svc.domain.errors import NotFound
@@ -25,54 +23,10 @@ from payment_svc.domain.reconciliation import (
     SnapshotPlan,
     plan_snapshot,
 )
+from payment_svc.domain.records import Discrepancy, Reconciled, Reported, Run, Status
 
 _DISCREPANCY_COLUMNS = """id, kind, payment_id, provider_payment_id, details, first_seen_at,
     last_seen_at, occurrences, resolved_at, resolved_by, note"""
-
-
-@dataclass(frozen=True)
-class Discrepancy:
-    id: uuid.UUID
-    kind: DiscrepancyKind
-    payment_id: uuid.UUID | None
-    provider_payment_id: str | None
-    details: Mapping[str, str]
-    first_seen_at: datetime
-    last_seen_at: datetime
-    occurrences: int
-    resolved_at: datetime | None
-    resolved_by: str | None
-    note: str | None
-
-
-@dataclass(frozen=True)
-class Run:
-    job: str
-    reconciler_id: str
-    started_at: datetime
-    finished_at: datetime
-    scanned: int
-    fixed: int
-    discrepancies: int
-    errors: int
-    succeeded: bool
-    error_message: str | None
-    id: uuid.UUID | None = None
-
-
-@dataclass(frozen=True)
-class Reconciled:
-    payment: Payment
-    changed: bool
-    discrepancies: list[DiscrepancyKind]
-
-
-@dataclass(frozen=True)
-class Status:
-    open_by_kind: dict[DiscrepancyKind, int]
-    oldest_non_final_created_at: datetime | None
-    non_final: int
-    last_runs: list[Run]
 
 
 def _discrepancy(row: asyncpg.Record) -> Discrepancy:

@@ -9,13 +9,12 @@ from typing import Any
 
 import grpc
 
-from payment_svc.adapters.event_store import EventOutcome
-from payment_svc.adapters.quarantine_store import Quarantined
-from payment_svc.adapters.reconciliation_store import Discrepancy, Run
 from payment_svc.adapters.stripe_mapping import snapshot_reversed, snapshot_status
 from payment_svc.domain.errors import FieldViolation, InvalidArgument, UnprocessableEvent
+from payment_svc.domain.inbox import EventOutcome
 from payment_svc.domain.model import format_payment_id
 from payment_svc.domain.reconciliation import DiscrepancyKind, Snapshot
+from payment_svc.domain.records import Discrepancy, Quarantined, Run
 from payment_svc.domain.status import Source
 from payment_svc.entrypoints import convert, metrics
 from payment_svc.entrypoints.interceptors import PRINCIPAL, call_deadline

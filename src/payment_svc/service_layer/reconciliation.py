@@ -11,23 +11,16 @@ from dataclasses import dataclass
 
 import structlog
 
-from payment_svc.adapters.reconciliation_store import (
-    Discrepancy,
-    Reconciled,
-    ReconciliationStore,
-    Reported,
-    Run,
-    Status,
-)
-from payment_svc.adapters.store import PageCursor
 from payment_svc.domain.binding import may_redrive
-from payment_svc.domain.commands import ListPayments
+from payment_svc.domain.commands import ListPayments, PageCursor
 from payment_svc.domain.errors import AlreadyAtProvider, FieldViolation, InvalidArgument
 from payment_svc.domain.model import Payment
 from payment_svc.domain.reconciliation import DiscrepancyKind, Snapshot
+from payment_svc.domain.records import Discrepancy, Reconciled, Reported, Run, Status
 from payment_svc.service_layer import pagination
 from payment_svc.service_layer.pagination import PageTokens
 from payment_svc.service_layer.payments import Page, PaymentsService, payment_uuid
+from payment_svc.service_layer.ports import ReconciliationRepositories
 
 log = structlog.get_logger("payment_svc.reconciliation")
 
@@ -65,7 +58,7 @@ def _uuid(field: str, text: str) -> uuid.UUID:
 class ReconciliationService:
     def __init__(
         self,
-        store: ReconciliationStore,
+        store: ReconciliationRepositories,
         payments: PaymentsService,
         *,
         redrive_window: float,
@@ -139,14 +132,14 @@ class ReconciliationService:
         payments = await self._store.to_reconcile(
             older_than_seconds=older_than_seconds,
             limit=limit,
-            after=(after.created_at, after.id) if after else None,
+            after=(after.sort_key, after.id) if after else None,
             owner=owner,
             lease_seconds=lease_seconds,
         )
         token = ""
         if len(payments) == limit:
             last = payments[-1]
-            token = self._tokens.encode(PageCursor(last.updated_at, last.id), filters)
+            token = self._tokens.encode(PageCursor(sort_key=last.updated_at, id=last.id), filters)
         return WorkList(payments, token)
 
     async def created(self, query: ListPayments) -> Page:
@@ -188,11 +181,13 @@ class ReconciliationService:
             kinds=kinds,
             include_resolved=include_resolved,
             limit=limit,
-            after=(after.created_at, after.id) if after else None,
+            after=(after.sort_key, after.id) if after else None,
         )
         token = ""
         if len(rows) == limit:
-            token = self._tokens.encode(PageCursor(rows[-1].first_seen_at, rows[-1].id), filters)
+            token = self._tokens.encode(
+                PageCursor(sort_key=rows[-1].first_seen_at, id=rows[-1].id), filters
+            )
         return rows, token
 
     async def resolve(self, discrepancy_id: str, by: str, note: str) -> Discrepancy:
