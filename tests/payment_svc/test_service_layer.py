@@ -25,10 +25,12 @@ from payment_svc.domain.inbox import StoredEvent, UnmatchedEvent
 from payment_svc.domain.model import ProviderResult
 from payment_svc.domain.reconciliation import DiscrepancyKind
 from payment_svc.domain.status import PaymentStatus, Source
+from payment_svc.service_layer.discrepancies import DiscrepancyService
 from payment_svc.service_layer.pagination import PageTokens
 from payment_svc.service_layer.payments import PaymentsService
 from payment_svc.service_layer.provider_sync import ApplyProviderEvent, ProviderSyncService
 from payment_svc.service_layer.reconciliation import ReconciliationService
+from payment_svc.service_layer.runs import RunService
 from tests.payment_svc.fakes import (
     FakeDiscrepancies,
     FakeInbox,
@@ -187,9 +189,12 @@ async def test_rematch_parses_stored_rows_with_the_injected_parser() -> None:
 
 
 async def test_a_lease_needs_an_owner_and_the_store_is_not_asked() -> None:
+    never: Any = object()  # no repository is reached
     service = ReconciliationService(
-        FakeDiscrepancies(),  # type: ignore[arg-type]  # never reached
+        never,
         _service(FakePaymentRepository(), FakeProvider()),
+        discrepancies=DiscrepancyService(never, page_tokens=TOKENS),
+        runs=RunService(never, never),
         redrive_window=3600,
         page_tokens=TOKENS,
     )
@@ -201,12 +206,7 @@ async def test_a_lease_needs_an_owner_and_the_store_is_not_asked() -> None:
 
 async def test_reported_discrepancies_count_up_while_open() -> None:
     discrepancies = FakeDiscrepancies()
-    service = ReconciliationService(
-        discrepancies,  # type: ignore[arg-type]  # only report() is used
-        _service(FakePaymentRepository(), FakeProvider()),
-        redrive_window=3600,
-        page_tokens=TOKENS,
-    )
+    service = DiscrepancyService(discrepancies, page_tokens=TOKENS)  # type: ignore[arg-type]
     first = await service.report(DiscrepancyKind.STUCK_PAYMENT, "", "pi_1", {"a": "1"})
     again = await service.report(DiscrepancyKind.STUCK_PAYMENT, "", "pi_1", {"a": "2"})
     assert first.id == again.id and again.occurrences == 2

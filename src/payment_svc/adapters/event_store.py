@@ -23,7 +23,7 @@ from collections.abc import Callable
 import asyncpg
 
 from payment_svc.adapters.db import Conn, Database
-from payment_svc.adapters.reconciliation_store import report as report_discrepancy
+from payment_svc.adapters.discrepancy_sql import report as report_discrepancy
 from payment_svc.adapters.store import PAYMENT_COLUMNS, payment_from_row
 from payment_svc.domain.errors import FieldViolation, UnprocessableEvent
 

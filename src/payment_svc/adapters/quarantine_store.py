@@ -15,7 +15,7 @@ import uuid
 import asyncpg
 
 from payment_svc.adapters.db import Conn, Database
-from payment_svc.adapters.reconciliation_store import report as report_discrepancy
+from payment_svc.adapters.discrepancy_sql import report as report_discrepancy
 from payment_svc.domain.errors import NotFound
 from payment_svc.domain.reconciliation import DiscrepancyKind
 from payment_svc.domain.records import NewQuarantined, Quarantined

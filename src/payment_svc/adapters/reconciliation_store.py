@@ -1,15 +1,12 @@
-"""SQL of the reconciliation flow: snapshots applied under the row lock,
-discrepancies (deduplicated while open), runs, checkpoints, and the sweep's
-leases.
+"""SQL of the reconciliation flow about payments: snapshots applied under
+the row lock, the sweep's work list and its leases, look-ups. Discrepancies:
+discrepancy_store.py; runs, checkpoints, status: run_store.py.
 """
 
 from __future__ import annotations
 
 import uuid
-from collections.abc import Mapping
 from datetime import datetime
-
-import asyncpg
 
 from payment_svc.adapters.db import Conn, Database
 from payment_svc.adapters.discrepancy_sql import report as report
@@ -23,34 +20,10 @@ from payment_svc.domain.reconciliation import (
     SnapshotPlan,
     plan_snapshot,
 )
-from payment_svc.domain.records import Discrepancy, Reconciled, Reported, Run, Status
-
-_DISCREPANCY_COLUMNS = """id, kind, payment_id, provider_payment_id, details, first_seen_at,
-    last_seen_at, occurrences, resolved_at, resolved_by, note"""
+from payment_svc.domain.records import Reconciled
 
 
-def _discrepancy(row: asyncpg.Record) -> Discrepancy:
-    details = row["details"]
-    return Discrepancy(
-        id=row["id"],
-        kind=DiscrepancyKind(row["kind"]),
-        payment_id=row["payment_id"],
-        provider_payment_id=row["provider_payment_id"],
-        details={str(k): str(v) for k, v in details.items()} if isinstance(details, dict) else {},
-        first_seen_at=row["first_seen_at"],
-        last_seen_at=row["last_seen_at"],
-        occurrences=row["occurrences"],
-        resolved_at=row["resolved_at"],
-        resolved_by=row["resolved_by"],
-        note=row["note"],
-    )
-
-
-def _run(row: asyncpg.Record) -> Run:
-    return Run(**{k: row[k] for k in row.keys()})  # noqa: SIM118 - Record has no items()
-
-
-class ReconciliationStore:
+class SnapshotStore:
     def __init__(self, db: Database) -> None:
         self._db = db
 
@@ -112,17 +85,6 @@ class ReconciliationStore:
                 return Reconciled(moved, plan.apply, found)
 
         return await self._db.run(op)
-
-    async def report(
-        self,
-        kind: DiscrepancyKind,
-        payment_id: uuid.UUID | None,
-        provider_payment_id: str | None,
-        details: Mapping[str, str],
-    ) -> Reported:
-        return await self._db.run(
-            lambda c: report(c, kind, payment_id, provider_payment_id, details)
-        )
 
     async def to_reconcile(
         self,
@@ -196,107 +158,6 @@ class ReconciliationStore:
             )
         )
         return [payment_from_row(r) for r in rows]
-
-    async def discrepancies(
-        self,
-        *,
-        kinds: frozenset[DiscrepancyKind],
-        include_resolved: bool,
-        limit: int,
-        after: tuple[datetime, uuid.UUID] | None,
-    ) -> list[Discrepancy]:
-        rows = await self._db.run(
-            lambda c: c.fetch(
-                f"""SELECT {_DISCREPANCY_COLUMNS} FROM discrepancies
-                WHERE ($1::text[] IS NULL OR kind = ANY($1))
-                  AND ($2 OR resolved_at IS NULL)
-                  AND ($3::timestamptz IS NULL OR (first_seen_at, id) < ($3, $4::uuid))
-                ORDER BY first_seen_at DESC, id DESC LIMIT $5""",
-                sorted(k.value for k in kinds) or None,
-                include_resolved,
-                after[0] if after else None,
-                after[1] if after else None,
-                limit,
-            )
-        )
-        return [_discrepancy(r) for r in rows]
-
-    async def resolve(self, discrepancy_id: uuid.UUID, by: str, note: str) -> Discrepancy:
-        row = await self._db.run(
-            lambda c: c.fetchrow(
-                f"""UPDATE discrepancies
-                SET resolved_at = coalesce(resolved_at, now()),
-                    resolved_by = coalesce(resolved_by, $2), note = $3
-                WHERE id = $1 RETURNING {_DISCREPANCY_COLUMNS}""",
-                discrepancy_id,
-                by,
-                note,
-            )
-        )
-        if row is None:
-            raise NotFound(f"discrepancy {discrepancy_id} not found")
-        return _discrepancy(row)
-
-    async def record_run(self, run: Run) -> Run:
-        row = await self._db.run(
-            lambda c: c.fetchrow(
-                """INSERT INTO reconciliation_runs (id, job, reconciler_id, started_at,
-                    finished_at, scanned, fixed, discrepancies, errors, succeeded, error_message)
-                VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11) RETURNING *""",
-                uuid.uuid4(),
-                run.job,
-                run.reconciler_id,
-                run.started_at,
-                run.finished_at,
-                run.scanned,
-                run.fixed,
-                run.discrepancies,
-                run.errors,
-                run.succeeded,
-                run.error_message,
-            )
-        )
-        assert row is not None
-        return _run(row)
-
-    async def checkpoint(self, name: str) -> tuple[str, datetime] | None:
-        row = await self._db.run(
-            lambda c: c.fetchrow("SELECT value, updated_at FROM checkpoints WHERE name = $1", name)
-        )
-        return (row["value"], row["updated_at"]) if row else None
-
-    async def save_checkpoint(self, name: str, value: str) -> None:
-        await self._db.run(
-            lambda c: c.execute(
-                """INSERT INTO checkpoints (name, value) VALUES ($1, $2)
-                ON CONFLICT (name) DO UPDATE SET value = EXCLUDED.value, updated_at = now()""",
-                name,
-                value,
-            )
-        )
-
-    async def status(self) -> Status:
-        async def op(conn: Conn) -> Status:
-            open_rows = await conn.fetch(
-                "SELECT kind, count(*) AS n FROM discrepancies WHERE resolved_at IS NULL "
-                "GROUP BY kind"
-            )
-            backlog = await conn.fetchrow(
-                "SELECT min(created_at) AS oldest, count(*) AS n FROM payments "
-                "WHERE status IN ('PENDING', 'UNKNOWN')"
-            )
-            runs = await conn.fetch(
-                "SELECT DISTINCT ON (job) * FROM reconciliation_runs ORDER BY job, finished_at DESC"
-            )
-            assert backlog is not None
-            return Status(
-                open_by_kind={DiscrepancyKind(r["kind"]): r["n"] for r in open_rows},
-                oldest_non_final_created_at=backlog["oldest"],
-                non_final=backlog["n"],
-                last_runs=[_run(r) for r in runs],
-            )
-
-        return await self._db.run(op)
 
 
 def _duplicate_details(payment: Payment, snap: Snapshot) -> dict[str, str]:

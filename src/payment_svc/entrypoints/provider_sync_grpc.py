@@ -233,7 +233,7 @@ class ProviderSyncServicer(sync_grpc.ProviderSyncServiceServicer):
     async def ReportDiscrepancy(
         self, request: sync.ReportDiscrepancyRequest, context: Context
     ) -> sync.ReportDiscrepancyResponse:
-        reported = await self._rec.report(
+        reported = await self._rec.discrepancies.report(
             _kind(request.kind),
             request.payment_id,
             request.provider_payment_id,
@@ -277,7 +277,7 @@ class ProviderSyncServicer(sync_grpc.ProviderSyncServiceServicer):
     async def ListDiscrepancies(
         self, request: sync.ListDiscrepanciesRequest, context: Context
     ) -> sync.ListDiscrepanciesResponse:
-        rows, token = await self._rec.discrepancies(
+        rows, token = await self._rec.discrepancies.discrepancies(
             kinds=frozenset(_kind(k, "kinds") for k in request.kinds),
             include_resolved=request.include_resolved,
             page_size=request.page_size,
@@ -290,7 +290,7 @@ class ProviderSyncServicer(sync_grpc.ProviderSyncServiceServicer):
     async def ResolveDiscrepancy(
         self, request: sync.ResolveDiscrepancyRequest, context: Context
     ) -> sync.ResolveDiscrepancyResponse:
-        resolved = await self._rec.resolve(
+        resolved = await self._rec.discrepancies.resolve(
             request.discrepancy_id, PRINCIPAL.get().client_id, request.note
         )
         return sync.ResolveDiscrepancyResponse(discrepancy=discrepancy_to_pb(resolved))
@@ -298,13 +298,13 @@ class ProviderSyncServicer(sync_grpc.ProviderSyncServiceServicer):
     async def RecordReconciliationRun(
         self, request: sync.RecordReconciliationRunRequest, context: Context
     ) -> sync.RecordReconciliationRunResponse:
-        run = await self._rec.record_run(run_from_pb(request.run, PRINCIPAL.get().client_id))
+        run = await self._rec.runs.record_run(run_from_pb(request.run, PRINCIPAL.get().client_id))
         return sync.RecordReconciliationRunResponse(run=run_to_pb(run))
 
     async def GetCheckpoint(
         self, request: sync.GetCheckpointRequest, context: Context
     ) -> sync.GetCheckpointResponse:
-        found = await self._rec.checkpoint(request.name)
+        found = await self._rec.runs.checkpoint(request.name)
         if found is None:
             return sync.GetCheckpointResponse()
         value, updated_at = found
@@ -314,7 +314,7 @@ class ProviderSyncServicer(sync_grpc.ProviderSyncServiceServicer):
     async def SaveCheckpoint(
         self, request: sync.SaveCheckpointRequest, context: Context
     ) -> sync.SaveCheckpointResponse:
-        await self._rec.save_checkpoint(request.name, request.value)
+        await self._rec.runs.save_checkpoint(request.name, request.value)
         return sync.SaveCheckpointResponse()
 
     async def ListPaymentsCreated(
@@ -329,7 +329,7 @@ class ProviderSyncServicer(sync_grpc.ProviderSyncServiceServicer):
     async def GetReconciliationStatus(
         self, request: sync.GetReconciliationStatusRequest, context: Context
     ) -> sync.GetReconciliationStatusResponse:
-        status = await self._rec.status()
+        status = await self._rec.runs.status()
         return sync.GetReconciliationStatusResponse(
             open_discrepancies=[
                 sync.DiscrepancyCount(kind=KIND_TO_PB[k], open=n)

@@ -27,6 +27,17 @@ MAX_TOKEN_CHARS = 512
 _MAC_BYTES = 16
 
 
+# The operator listings' page sizes (the work list, discrepancies).
+DEFAULT_PAGE = 100
+MAX_PAGE = 500
+
+
+def bounded_page_size(value: int) -> int:
+    if value < 0:
+        raise InvalidArgument([FieldViolation("page_size", "must not be negative")])
+    return min(value or DEFAULT_PAGE, MAX_PAGE)
+
+
 def filter_fingerprint(*parts: object) -> str:
     return hashlib.sha256(repr(parts).encode()).hexdigest()[:16]
 
