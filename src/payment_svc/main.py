@@ -26,6 +26,7 @@ from payment_svc.adapters import migrate
 from payment_svc.adapters.db import Database
 from payment_svc.adapters.discrepancy_store import DiscrepancyStore
 from payment_svc.adapters.event_store import EventStore
+from payment_svc.adapters.postgres_uow import PostgresUnitOfWork
 from payment_svc.adapters.quarantine_store import QuarantineStore
 from payment_svc.adapters.reconciliation_store import SnapshotStore
 from payment_svc.adapters.run_store import RunStore
@@ -112,6 +113,7 @@ async def serve(settings: Settings) -> None:
     reconciliation = ReconciliationService(
         SnapshotStore(db),
         payments,
+        uow=lambda: PostgresUnitOfWork(db),
         discrepancies=DiscrepancyService(discrepancy_store, page_tokens=page_tokens),
         runs=RunService(run_store, run_store),
         redrive_window=settings.redrive_window,

@@ -6,10 +6,12 @@ and follow the same domain rules (status.decide); what only SQL can prove
 
 from __future__ import annotations
 
+import copy
 import uuid
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
+from typing import Any
 
 from payment_svc.domain import status as st
 from payment_svc.domain.commands import PageCursor
@@ -37,6 +39,7 @@ from payment_svc.domain.records import (
     Reported,
 )
 from payment_svc.domain.status import PaymentStatus, Source
+from payment_svc.service_layer.unit_of_work import AbstractUnitOfWork
 
 
 def _now() -> datetime:
@@ -265,3 +268,57 @@ class FakeQuarantine:
         done = replace(q, replayed_at=_now())
         self.entries[next(k for k, v in self.entries.items() if v.id == quarantine_id)] = done
         return done
+
+
+class FakeLockedPayments:
+    def __init__(self, repo: FakePaymentRepository) -> None:
+        self.repo = repo
+        self.leases_released: list[uuid.UUID] = []
+
+    async def get_for_update(self, payment_id: uuid.UUID) -> Payment:
+        p = self.repo.payments.get(payment_id)
+        if p is None:
+            raise NotFound(f"payment {format_payment_id(payment_id)} not found")
+        return p
+
+    async def apply_snapshot(self, payment: Payment, snap: Any, plan: Any) -> Payment:
+        moved = replace(
+            payment,
+            status=plan.status,
+            provider_payment_id=payment.provider_payment_id or snap.provider_payment_id,
+            amount_reversed=max(payment.amount_reversed, plan.amount_reversed),
+            version=payment.version + 1,
+        )
+        self.repo.payments[moved.id] = moved
+        self.repo.history.append((moved.id, payment.status, plan.status, Source.RECONCILER, True))
+        return moved
+
+    async def release_lease(self, payment_id: uuid.UUID) -> None:
+        self.leases_released.append(payment_id)
+
+
+class FakeUnitOfWork(AbstractUnitOfWork):
+    """Writes go to copies; commit() makes them the truth, anything else
+    throws them away (rollback by default)."""
+
+    def __init__(self, repo: FakePaymentRepository, discrepancies: FakeDiscrepancies) -> None:
+        self.committed_repo = repo
+        self.committed_discrepancies = discrepancies
+        self.commits = 0
+
+    async def __aenter__(self) -> FakeUnitOfWork:
+        await super().__aenter__()
+        self._repo = copy.deepcopy(self.committed_repo)
+        self._disc = copy.deepcopy(self.committed_discrepancies)
+        self.payments = FakeLockedPayments(self._repo)
+        self.discrepancies = self._disc
+        return self
+
+    async def _commit(self) -> None:
+        self.committed_repo.payments = self._repo.payments
+        self.committed_repo.history = self._repo.history
+        self.committed_discrepancies.open = self._disc.open
+        self.commits += 1
+
+    async def rollback(self) -> None:
+        pass

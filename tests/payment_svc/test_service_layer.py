@@ -23,7 +23,7 @@ from payment_svc.domain.errors import (
 )
 from payment_svc.domain.inbox import StoredEvent, UnmatchedEvent
 from payment_svc.domain.model import ProviderResult
-from payment_svc.domain.reconciliation import DiscrepancyKind
+from payment_svc.domain.reconciliation import DiscrepancyKind, Snapshot
 from payment_svc.domain.status import PaymentStatus, Source
 from payment_svc.service_layer.discrepancies import DiscrepancyService
 from payment_svc.service_layer.pagination import PageTokens
@@ -37,6 +37,7 @@ from tests.payment_svc.fakes import (
     FakePaymentRepository,
     FakeProvider,
     FakeQuarantine,
+    FakeUnitOfWork,
 )
 
 TOKENS = PageTokens(b"k" * 32)
@@ -193,6 +194,7 @@ async def test_a_lease_needs_an_owner_and_the_store_is_not_asked() -> None:
     service = ReconciliationService(
         never,
         _service(FakePaymentRepository(), FakeProvider()),
+        uow=never,
         discrepancies=DiscrepancyService(never, page_tokens=TOKENS),
         runs=RunService(never, never),
         redrive_window=3600,
@@ -210,3 +212,59 @@ async def test_reported_discrepancies_count_up_while_open() -> None:
     first = await service.report(DiscrepancyKind.STUCK_PAYMENT, "", "pi_1", {"a": "1"})
     again = await service.report(DiscrepancyKind.STUCK_PAYMENT, "", "pi_1", {"a": "2"})
     assert first.id == again.id and again.occurrences == 2
+
+
+def _snapshot(status: PaymentStatus, amount: int = 1000, **kw: Any) -> Snapshot:
+    fields: dict[str, Any] = {
+        "found": True,
+        "status": status,
+        "provider_payment_id": "pi_fake",
+        "amount": amount,
+        "currency": "eur",
+        "amount_reversed": 0,
+        "failure_code": None,
+        "failure_message": None,
+        "provider_status": "succeeded",
+    }
+    fields.update(kw)
+    return Snapshot(**fields)
+
+
+async def _reconciliation(
+    answer: PaymentStatus,
+) -> tuple[ReconciliationService, FakeUnitOfWork, FakePaymentRepository, str]:
+    repo = FakePaymentRepository()
+    payments = _service(repo, FakeProvider(answer=ProviderResult(answer, note="timeout")))
+    created = await payments.create("c1", _cmd())
+    uow = FakeUnitOfWork(repo, FakeDiscrepancies())
+    never: Any = object()
+    service = ReconciliationService(
+        never,
+        payments,
+        uow=lambda: uow,
+        discrepancies=DiscrepancyService(never, page_tokens=TOKENS),
+        runs=RunService(never, never),
+        redrive_window=3600,
+        page_tokens=TOKENS,
+    )
+    return service, uow, repo, created.public_id
+
+
+async def test_a_snapshot_is_applied_in_one_unit_of_work_and_frees_the_lease() -> None:
+    service, uow, repo, payment_id = await _reconciliation(PaymentStatus.UNKNOWN)
+    result = await service.reconcile(payment_id, _snapshot(PaymentStatus.SUCCEEDED))
+    assert result.changed and result.payment.status is PaymentStatus.SUCCEEDED
+    assert uow.commits == 1
+    (stored,) = repo.payments.values()
+    assert stored.status is PaymentStatus.SUCCEEDED
+    assert uow.payments.leases_released == [stored.id]  # type: ignore[attr-defined]
+
+
+async def test_a_snapshot_of_another_amount_is_a_discrepancy_not_a_change() -> None:
+    service, uow, repo, payment_id = await _reconciliation(PaymentStatus.UNKNOWN)
+    result = await service.reconcile(payment_id, _snapshot(PaymentStatus.SUCCEEDED, amount=999))
+    assert not result.changed
+    assert result.discrepancies == [DiscrepancyKind.AMOUNT_MISMATCH]
+    (found,) = uow.committed_discrepancies.open.values()
+    assert found.details["provider_amount"] == "999"
+    assert next(iter(repo.payments.values())).status is PaymentStatus.UNKNOWN

@@ -1,5 +1,5 @@
-"""SQL of the reconciliation flow about payments: snapshots applied under
-the row lock, the sweep's work list and its leases, look-ups. Discrepancies:
+"""SQL of the reconciliation flow about payments: the SQL of a snapshot's
+writes (the unit of work runs it), the sweep's work list and its leases, look-ups. Discrepancies:
 discrepancy_store.py; runs, checkpoints, status: run_store.py.
 """
 
@@ -15,76 +15,14 @@ from payment_svc.domain.errors import NotFound
 from payment_svc.domain.model import Payment, format_payment_id
 from payment_svc.domain.provider_events import rank_of
 from payment_svc.domain.reconciliation import (
-    DiscrepancyKind,
     Snapshot,
     SnapshotPlan,
-    plan_snapshot,
 )
-from payment_svc.domain.records import Reconciled
 
 
 class SnapshotStore:
     def __init__(self, db: Database) -> None:
         self._db = db
-
-    async def reconcile(self, payment_id: uuid.UUID, snap: Snapshot) -> Reconciled:
-        """Applies the provider's snapshot under the payment's row lock. A
-        snapshot that changes nothing writes nothing (so two reconcilers
-        racing over one payment leave one entry in its history)."""
-
-        async def op(conn: Conn) -> Reconciled:
-            async with conn.transaction():
-                row = await conn.fetchrow(
-                    f"SELECT {PAYMENT_COLUMNS} FROM payments WHERE id = $1 FOR UPDATE", payment_id
-                )
-                if row is None:
-                    raise NotFound(f"payment {format_payment_id(payment_id)} not found")
-                payment = payment_from_row(row)
-                plan = plan_snapshot(
-                    payment.status,
-                    payment.amount,
-                    payment.currency,
-                    snap,
-                    bound_provider_id=payment.provider_payment_id,
-                    amount_reversed=payment.amount_reversed,
-                )
-                found: list[DiscrepancyKind] = []
-                if plan.duplicate:
-                    await report(
-                        conn,
-                        DiscrepancyKind.DUPLICATE_PROVIDER_PAYMENT,
-                        payment.id,
-                        snap.provider_payment_id,
-                        _duplicate_details(payment, snap),
-                    )
-                    found.append(DiscrepancyKind.DUPLICATE_PROVIDER_PAYMENT)
-                if plan.mismatch:
-                    await report(
-                        conn,
-                        DiscrepancyKind.AMOUNT_MISMATCH,
-                        payment.id,
-                        snap.provider_payment_id,
-                        _mismatch_details(payment, snap),
-                    )
-                    found.append(DiscrepancyKind.AMOUNT_MISMATCH)
-                if plan.contradiction:
-                    await report(
-                        conn,
-                        DiscrepancyKind.FINAL_STATE_CONTRADICTED,
-                        payment.id,
-                        snap.provider_payment_id,
-                        {"ours": payment.status.value, "provider": snap.provider_status},
-                    )
-                    found.append(DiscrepancyKind.FINAL_STATE_CONTRADICTED)
-                moved = await _apply(conn, payment, snap, plan) if plan.apply else payment
-                await conn.execute(
-                    "UPDATE payments SET reconcile_lease_owner = NULL, "
-                    "reconcile_lease_until = NULL WHERE id = $1",
-                    payment.id,
-                )
-                return Reconciled(moved, plan.apply, found)
-
-        return await self._db.run(op)
 
     async def to_reconcile(
         self,
@@ -160,28 +98,11 @@ class SnapshotStore:
         return [payment_from_row(r) for r in rows]
 
 
-def _duplicate_details(payment: Payment, snap: Snapshot) -> dict[str, str]:
-    return {
-        "bound_provider_payment_id": payment.provider_payment_id or "",
-        "provider_status": snap.provider_status,
-        "provider_amount": str(snap.amount),
-        "provider_currency": snap.currency.upper(),
-        "our_status": payment.status.value,
-        "our_amount": str(payment.amount),
-        "our_currency": payment.currency,
-    }
-
-
-def _mismatch_details(payment: Payment, snap: Snapshot) -> dict[str, str]:
-    return {
-        "our_amount": str(payment.amount),
-        "our_currency": payment.currency,
-        "provider_amount": str(snap.amount),
-        "provider_currency": snap.currency.upper(),
-    }
-
-
-async def _apply(conn: Conn, payment: Payment, snap: Snapshot, plan: SnapshotPlan) -> Payment:
+async def apply_snapshot(
+    conn: Conn, payment: Payment, snap: Snapshot, plan: SnapshotPlan
+) -> Payment:
+    """The planned snapshot's writes (payment and history), in one statement,
+    in the caller's transaction (adapters/postgres_uow.py)."""
     assert plan.status is not None
     row = await conn.fetchrow(
         f"""WITH u AS (

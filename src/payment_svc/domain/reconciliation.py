@@ -17,6 +17,7 @@ from dataclasses import dataclass
 
 from payment_svc.domain import reversals
 from payment_svc.domain.binding import Binding, bind, duplicate_note
+from payment_svc.domain.model import Payment
 from payment_svc.domain.status import Move, PaymentStatus, contradicts_final, decide
 
 
@@ -120,3 +121,37 @@ def plan_snapshot(
         status=target,
         amount_reversed=after,
     )
+
+
+def snapshot_findings(
+    payment: Payment, snap: Snapshot, plan: SnapshotPlan
+) -> list[tuple[DiscrepancyKind, dict[str, str]]]:
+    """The discrepancies a planned snapshot reveals, with their details."""
+    found: list[tuple[DiscrepancyKind, dict[str, str]]] = []
+    ours = {
+        "our_amount": str(payment.amount),
+        "our_currency": payment.currency,
+        "provider_amount": str(snap.amount),
+        "provider_currency": snap.currency.upper(),
+    }
+    if plan.duplicate:
+        details = {
+            "bound_provider_payment_id": payment.provider_payment_id or "",
+            "provider_status": snap.provider_status,
+            "provider_amount": ours["provider_amount"],
+            "provider_currency": ours["provider_currency"],
+            "our_status": payment.status.value,
+            "our_amount": ours["our_amount"],
+            "our_currency": ours["our_currency"],
+        }
+        found.append((DiscrepancyKind.DUPLICATE_PROVIDER_PAYMENT, details))
+    if plan.mismatch:
+        found.append((DiscrepancyKind.AMOUNT_MISMATCH, ours))
+    if plan.contradiction:
+        found.append(
+            (
+                DiscrepancyKind.FINAL_STATE_CONTRADICTED,
+                {"ours": payment.status.value, "provider": snap.provider_status},
+            )
+        )
+    return found

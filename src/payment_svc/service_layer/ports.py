@@ -7,8 +7,9 @@ transaction at most, never a network call.
 
     PaymentRepository        payments and their history
     EventInbox               the provider-event inbox (apply, upkeep)
-    SnapshotRepository       snapshots applied under the row lock; the sweep's
-                             work list and its leases
+    SnapshotRepository       the sweep's work list and its leases, look-ups
+                             (a snapshot is applied in a unit of work:
+                             unit_of_work.py)
     DiscrepancyRepository    discrepancies, deduplicated while open
     RunRepository            reconciliation runs and the status figures
     CheckpointRepository     the reconciler's checkpoints
@@ -40,12 +41,11 @@ from payment_svc.domain.model import (
     ProviderResult,
 )
 from payment_svc.domain.provider_events import ProviderObservation
-from payment_svc.domain.reconciliation import DiscrepancyKind, Snapshot
+from payment_svc.domain.reconciliation import DiscrepancyKind
 from payment_svc.domain.records import (
     Discrepancy,
     NewQuarantined,
     Quarantined,
-    Reconciled,
     Reported,
     Run,
     Status,
@@ -95,8 +95,6 @@ class EventInbox(Protocol):
 
 
 class SnapshotRepository(Protocol):
-    async def reconcile(self, payment_id: uuid.UUID, snap: Snapshot) -> Reconciled: ...
-
     async def to_reconcile(
         self,
         *,

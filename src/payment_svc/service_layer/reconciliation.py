@@ -1,5 +1,6 @@
 """The use cases of the reconciliation flow (ProviderSyncService, less
-ApplyProviderEvent) about payments: snapshots applied, the sweep's work list
+ApplyProviderEvent) about payments: snapshots applied (in a unit of
+work: unit_of_work.py), the sweep's work list
 with its leases, re-drives, look-ups. The rest of the flow lives by what it
 owns:
 
@@ -9,6 +10,8 @@ owns:
 
 from __future__ import annotations
 
+import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import structlog
@@ -17,7 +20,7 @@ from payment_svc.domain.binding import may_redrive
 from payment_svc.domain.commands import ListPayments, PageCursor
 from payment_svc.domain.errors import AlreadyAtProvider, FieldViolation, InvalidArgument
 from payment_svc.domain.model import Payment
-from payment_svc.domain.reconciliation import Snapshot
+from payment_svc.domain.reconciliation import Snapshot, plan_snapshot, snapshot_findings
 from payment_svc.domain.records import Reconciled
 from payment_svc.service_layer import pagination
 from payment_svc.service_layer.discrepancies import DiscrepancyService
@@ -25,6 +28,7 @@ from payment_svc.service_layer.pagination import PageTokens, bounded_page_size
 from payment_svc.service_layer.payments import Page, PaymentsService, payment_uuid
 from payment_svc.service_layer.ports import SnapshotRepository
 from payment_svc.service_layer.runs import RunService
+from payment_svc.service_layer.unit_of_work import AbstractUnitOfWork
 
 log = structlog.get_logger("payment_svc.reconciliation")
 
@@ -45,11 +49,13 @@ class ReconciliationService:
         store: SnapshotRepository,
         payments: PaymentsService,
         *,
+        uow: Callable[[], AbstractUnitOfWork],
         discrepancies: DiscrepancyService,
         runs: RunService,
         redrive_window: float,
         page_tokens: PageTokens,
     ) -> None:
+        self._uow = uow
         self.discrepancies = discrepancies
         self.runs = runs
         self._tokens = page_tokens
@@ -64,7 +70,7 @@ class ReconciliationService:
             raise InvalidArgument(
                 [FieldViolation("snapshot.amount_refunded", "must be 0..the amount charged")]
             )
-        result = await self._store.reconcile(payment_uuid(payment_id), snapshot)
+        result = await self._apply_snapshot(payment_uuid(payment_id), snapshot)
         for kind in result.discrepancies:
             log.error("discrepancy", kind=kind.value, payment_id=payment_id)
         if result.changed:
@@ -72,6 +78,31 @@ class ReconciliationService:
                 "payment_reconciled", payment_id=payment_id, status=result.payment.status.value
             )
         return result
+
+    async def _apply_snapshot(self, payment_id: uuid.UUID, snap: Snapshot) -> Reconciled:
+        """Under the payment's row lock: plan with the domain rules, report
+        what the snapshot reveals, write, release the sweep's lease. A
+        snapshot that changes nothing writes nothing (two reconcilers racing
+        over one payment leave one history entry)."""
+        async with self._uow() as uow:
+            payment = await uow.payments.get_for_update(payment_id)
+            plan = plan_snapshot(
+                payment.status,
+                payment.amount,
+                payment.currency,
+                snap,
+                bound_provider_id=payment.provider_payment_id,
+                amount_reversed=payment.amount_reversed,
+            )
+            found = snapshot_findings(payment, snap, plan)
+            for kind, details in found:
+                await uow.discrepancies.report(kind, payment.id, snap.provider_payment_id, details)
+            moved = (
+                await uow.payments.apply_snapshot(payment, snap, plan) if plan.apply else payment
+            )
+            await uow.payments.release_lease(payment.id)
+            await uow.commit()
+        return Reconciled(moved, plan.apply, [kind for kind, _ in found])
 
     async def work_list(
         self,
