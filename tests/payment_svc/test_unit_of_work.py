@@ -4,6 +4,7 @@ the block comes out as it was, with the connection back in the pool."""
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from collections.abc import AsyncIterator
 
@@ -62,4 +63,23 @@ async def test_an_error_in_the_block_rolls_back_and_comes_out_as_it_was(
     async with PostgresUnitOfWork(database) as uow:
         await uow.discrepancies.report(DiscrepancyKind.STUCK_PAYMENT, None, marker, {})
         await uow.commit()
+    assert await _count(db, marker) == 1
+
+
+async def test_a_caller_cancelled_while_waiting_for_a_connection_leaks_none(
+    database: Database, db: asyncpg.Pool
+) -> None:
+    marker = f"pi_uow_{uuid.uuid4().hex}"
+    async with PostgresUnitOfWork(database) as holder:
+        # the pool's one connection is taken: this one waits, and is cancelled
+        waiting = asyncio.ensure_future(PostgresUnitOfWork(database).__aenter__())
+        await asyncio.sleep(0.1)
+        waiting.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await waiting
+        await holder.commit()
+    async with asyncio.timeout(3):
+        async with PostgresUnitOfWork(database) as uow:
+            await uow.discrepancies.report(DiscrepancyKind.STUCK_PAYMENT, None, marker, {})
+            await uow.commit()
     assert await _count(db, marker) == 1

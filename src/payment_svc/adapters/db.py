@@ -242,8 +242,15 @@ class Database:
         # connection; run()'s deadline and watchdog cover them.
         task = asyncio.ensure_future(self.run(hold))
         waiter = asyncio.ensure_future(entered.wait())
-        await asyncio.wait({task, waiter}, return_when=asyncio.FIRST_COMPLETED)
-        waiter.cancel()
+        try:
+            await asyncio.wait({task, waiter}, return_when=asyncio.FIRST_COMPLETED)
+        except BaseException:
+            # Our caller went away before the block began: give the
+            # connection back (run() terminates it if it was handed over).
+            task.cancel()
+            raise
+        finally:
+            waiter.cancel()
         if not result:
             await task  # raises run()'s error (StoreUnavailable)
         try:
