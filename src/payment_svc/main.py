@@ -24,19 +24,26 @@ from prometheus_client import start_http_server
 
 from payment_svc.adapters import migrate
 from payment_svc.adapters.db import Database
+from payment_svc.adapters.discrepancy_store import DiscrepancyStore
 from payment_svc.adapters.event_store import EventStore
+from payment_svc.adapters.postgres_uow import PostgresUnitOfWork
 from payment_svc.adapters.quarantine_store import QuarantineStore
-from payment_svc.adapters.reconciliation_store import ReconciliationStore
+from payment_svc.adapters.reconciliation_store import SnapshotStore
+from payment_svc.adapters.run_store import RunStore
 from payment_svc.adapters.store import PaymentStore
+from payment_svc.adapters.stripe_observations import parse_event
+from payment_svc.adapters.stripe_observations import snapshot as stripe_snapshot
 from payment_svc.adapters.stripe_provider import StripeProvider
 from payment_svc.domain.deadlines import AttemptBudget
 from payment_svc.domain.errors import StoreUnavailable
 from payment_svc.entrypoints import metrics
 from payment_svc.entrypoints.grpc_server import create_server, set_serving
+from payment_svc.service_layer.discrepancies import DiscrepancyService
 from payment_svc.service_layer.pagination import PageTokens
 from payment_svc.service_layer.payments import PaymentsService
 from payment_svc.service_layer.provider_sync import ProviderSyncService
 from payment_svc.service_layer.reconciliation import ReconciliationService
+from payment_svc.service_layer.runs import RunService
 from payment_svc.settings import ConfigError, MigrationSettings, Settings
 from payments_kit import logs, runtime
 from payments_kit.environment import split_address
@@ -95,18 +102,24 @@ async def serve(settings: Settings) -> None:
         ),
         page_tokens=page_tokens,
     )
-    reconciliation_store = ReconciliationStore(db)
+    discrepancy_store = DiscrepancyStore(db)
+    run_store = RunStore(db)
     sync_service = ProviderSyncService(
         EventStore(db),
-        reconciliation_store,
+        discrepancy_store,
         unmatched_deadline_seconds=settings.unmatched_event_deadline,
         quarantine=QuarantineStore(db),
+        parse=parse_event,
     )
     reconciliation = ReconciliationService(
-        reconciliation_store,
+        SnapshotStore(db),
         payments,
+        uow=lambda: PostgresUnitOfWork(db),
+        discrepancies=DiscrepancyService(discrepancy_store, page_tokens=page_tokens),
+        runs=RunService(run_store, run_store),
         redrive_window=settings.redrive_window,
         page_tokens=page_tokens,
+        read_snapshot=stripe_snapshot,
     )
     health_servicer = health.aio.HealthServicer()
     server, port = create_server(settings, payments, sync_service, reconciliation, health_servicer)

@@ -77,7 +77,9 @@ async def test_postgres_stopped_then_started_mid_run(
         assert await health(svc_stack.grpc_target) == health_pb2.HealthCheckResponse.NOT_SERVING
         # ...while the process itself is alive: liveness must not restart it.
         assert await health(svc_stack.grpc_target, "") == health_pb2.HealthCheckResponse.SERVING
-        await asyncio.sleep(1.0)
+        # Longer than a worker's deadline (2 s): every call caught by the
+        # outage ends in it, whatever the timing.
+        await asyncio.sleep(2.5)
         await asyncio.to_thread(own_postgres.start)
         await wait_serving(svc_stack.grpc_target, timeout=20)
         after_recovery = len(acked)

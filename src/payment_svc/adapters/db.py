@@ -22,7 +22,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any, TypeAlias, TypeVar
 
 import asyncpg
@@ -222,6 +222,51 @@ class Database:
             left = max(deadline - loop.time(), 0.001)
             with contextlib.suppress(*_TIMEOUT_OR_UNAVAILABLE, asyncpg.InternalClientError):
                 await pool.release(conn, timeout=left)
+
+    @contextlib.asynccontextmanager
+    async def session(self) -> AsyncIterator[Conn]:
+        """run() for a block rather than a function (the unit of work's): a
+        pooled connection, one deadline from now for all of it, the same
+        errors. run() stays a plain function: it is the hot path."""
+        result: list[Conn] = []
+        entered = asyncio.Event()
+        leave = asyncio.get_running_loop().create_future()
+
+        async def hold(conn: Conn) -> None:
+            result.append(conn)
+            entered.set()
+            await leave
+
+        # Simple and exact, where copying run()'s bounds would drift from
+        # them: the block's statements run while run(hold) holds the
+        # connection; run()'s deadline and watchdog cover them.
+        task = asyncio.ensure_future(self.run(hold))
+        waiter = asyncio.ensure_future(entered.wait())
+        try:
+            await asyncio.wait({task, waiter}, return_when=asyncio.FIRST_COMPLETED)
+        except BaseException:
+            # Our caller went away before the block began: give the
+            # connection back (run() terminates it if it was handed over).
+            task.cancel()
+            raise
+        finally:
+            waiter.cancel()
+        if not result:
+            await task  # raises run()'s error (StoreUnavailable)
+        try:
+            yield result[0]
+        except BaseException as exc:
+            leave.set_exception(exc)
+            try:
+                await task
+            except BaseException as translated:
+                if translated is exc:
+                    raise
+                raise translated from exc
+            raise
+        else:
+            leave.set_result(None)
+            await task
 
     async def ping(self) -> bool:
         """Health is decided here, on a connection of its own: a pool busy

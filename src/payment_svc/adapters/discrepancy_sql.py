@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Mapping
-from dataclasses import dataclass
 
 import asyncpg
 
@@ -14,6 +13,7 @@ from payment_svc.adapters.db import Conn
 from payment_svc.domain.errors import NotFound
 from payment_svc.domain.model import format_payment_id
 from payment_svc.domain.reconciliation import DiscrepancyKind, dedup_key
+from payment_svc.domain.records import Reported
 
 _REPORT = """
 INSERT INTO discrepancies (id, kind, payment_id, provider_payment_id, details, dedup_key)
@@ -23,12 +23,6 @@ SET last_seen_at = now(), occurrences = discrepancies.occurrences + 1,
     details = EXCLUDED.details
 RETURNING id, occurrences
 """
-
-
-@dataclass(frozen=True)
-class Reported:
-    id: uuid.UUID
-    occurrences: int
 
 
 async def report(

@@ -19,19 +19,21 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Callable
-from dataclasses import dataclass, field
-from datetime import datetime
 
 import asyncpg
 
 from payment_svc.adapters.db import Conn, Database
-from payment_svc.adapters.reconciliation_store import report as report_discrepancy
+from payment_svc.adapters.discrepancy_sql import report as report_discrepancy
 from payment_svc.adapters.store import PAYMENT_COLUMNS, payment_from_row
 from payment_svc.domain.errors import FieldViolation, UnprocessableEvent
+
+# EventOutcome and InboxEvent are re-exported for src/payments/loadgen.py (dev tooling).
+from payment_svc.domain.inbox import EventOutcome as EventOutcome
+from payment_svc.domain.inbox import InboxEvent as InboxEvent
+from payment_svc.domain.inbox import Rematched, StoredEvent, UnmatchedEvent
 from payment_svc.domain.model import parse_payment_id
 from payment_svc.domain.provider_events import EventPlan, ProviderObservation, plan_event
 from payment_svc.domain.reconciliation import DiscrepancyKind
-from payment_svc.domain.status import Source
 
 _FIND_PAYMENT = f"""
 SELECT {PAYMENT_COLUMNS}, provider_state_at, provider_state_rank FROM payments
@@ -113,16 +115,6 @@ WHERE provider_event_id = $13
 """
 
 
-@dataclass(frozen=True)
-class InboxEvent:
-    provider_event_id: str
-    event_type: str
-    created: datetime | None
-    stored_json: str
-    observation: ProviderObservation
-    source: Source
-
-
 # What Postgres says about values that can never be stored, as opposed to
 # an outage (StoreUnavailable) or a conflict the statements handle.
 _UNSTORABLE = (
@@ -131,22 +123,6 @@ _UNSTORABLE = (
     asyncpg.ProgramLimitExceededError,
     asyncpg.exceptions._base.DataError,  # asyncpg's own: an argument out of range
 )
-
-
-@dataclass
-class Rematched:
-    matched: int = 0
-    # inbox rows that no longer parse (stored by an older parser)
-    unreadable: list[str] = field(default_factory=list)
-
-
-@dataclass(frozen=True)
-class EventOutcome:
-    duplicate: bool
-    payment_id: uuid.UUID | None
-    applied: bool
-    # A discrepancy this event revealed (recorded in the same transaction).
-    discrepancy: DiscrepancyKind | None = None
 
 
 class EventStore:
@@ -183,7 +159,7 @@ class EventStore:
                 [FieldViolation("payload", f"the database refused to store it ({state})")]
             ) from None
 
-    async def rematch(self, limit: int, parse: Callable[[asyncpg.Record], InboxEvent]) -> Rematched:
+    async def rematch(self, limit: int, parse: Callable[[StoredEvent], InboxEvent]) -> Rematched:
         """Tries again to match inbox events that matched no payment yet, the
         longest untried first, each in a transaction of its own: one slow or
         broken row costs one database call, never the round (a round in one
@@ -216,7 +192,9 @@ class EventStore:
                     if row is None:
                         return False  # matched meanwhile, or another replica has it
                     try:
-                        event = parse(row)
+                        event = parse(
+                            StoredEvent(row["payload"], row["provider_created_at"], row["source"])
+                        )
                     except UnprocessableEvent:
                         event = None
                     if event is not None:
@@ -237,10 +215,10 @@ class EventStore:
                 result.unreadable.append(event_id)
         return result
 
-    async def overdue_unmatched(self, older_than_seconds: float) -> list[asyncpg.Record]:
+    async def overdue_unmatched(self, older_than_seconds: float) -> list[UnmatchedEvent]:
         """Unmatched events past their deadline, not reported before; marks
         them reported and returns them."""
-        return await self._db.run(
+        rows = await self._db.run(
             lambda c: c.fetch(
                 """UPDATE provider_events SET unmatched_reported_at = now()
                    WHERE payment_id IS NULL AND unmatched_reported_at IS NULL
@@ -250,6 +228,7 @@ class EventStore:
                 older_than_seconds,
             )
         )
+        return [UnmatchedEvent(**{k: r[k] for k in r.keys()}) for r in rows]  # noqa: SIM118
 
     async def count_unmatched(self) -> int:
         value = await self._db.run(

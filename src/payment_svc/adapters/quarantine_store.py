@@ -11,15 +11,15 @@ UNPROCESSABLE_PROVIDER_EVENT discrepancy in the same transaction.
 from __future__ import annotations
 
 import uuid
-from dataclasses import dataclass
-from datetime import datetime
 
 import asyncpg
 
 from payment_svc.adapters.db import Conn, Database
-from payment_svc.adapters.reconciliation_store import report as report_discrepancy
+from payment_svc.adapters.discrepancy_sql import report as report_discrepancy
 from payment_svc.domain.errors import NotFound
 from payment_svc.domain.reconciliation import DiscrepancyKind
+from payment_svc.domain.records import NewQuarantined, Quarantined
+from payment_svc.domain.records import quarantine_dedup_key as dedup_key
 
 _KEEP = """
 INSERT INTO quarantined_provider_events AS q
@@ -32,35 +32,6 @@ RETURNING id, deliveries
 
 _COLUMNS = """id, payload, provider_event_id, event_type, reason, source, received_at,
     last_received_at, deliveries, replayed_at"""
-
-
-@dataclass(frozen=True)
-class NewQuarantined:
-    payload_sha256: str
-    payload: bytes  # redacted
-    provider_event_id: str | None
-    event_type: str | None
-    reason: str
-    source: str
-
-
-@dataclass(frozen=True)
-class Quarantined:
-    id: uuid.UUID
-    payload: bytes
-    provider_event_id: str | None
-    event_type: str | None
-    reason: str
-    source: str
-    received_at: datetime
-    last_received_at: datetime
-    deliveries: int
-    replayed_at: datetime | None
-
-
-def dedup_key(quarantine_id: uuid.UUID) -> str:
-    """One open discrepancy per quarantined event (it has no payment)."""
-    return f"{DiscrepancyKind.UNPROCESSABLE_PROVIDER_EVENT.value}|quarantine|{quarantine_id}"
 
 
 def _row(row: asyncpg.Record) -> Quarantined:

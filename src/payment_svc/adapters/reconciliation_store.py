@@ -1,174 +1,28 @@
-"""SQL of the reconciliation flow: snapshots applied under the row lock,
-discrepancies (deduplicated while open), runs, checkpoints, and the sweep's
-leases.
+"""SQL of the reconciliation flow about payments: the SQL of a snapshot's
+writes (the unit of work runs it), the sweep's work list and its leases, look-ups. Discrepancies:
+discrepancy_store.py; runs, checkpoints, status: run_store.py.
 """
 
 from __future__ import annotations
 
 import uuid
-from collections.abc import Mapping
-from dataclasses import dataclass
 from datetime import datetime
 
-import asyncpg
-
 from payment_svc.adapters.db import Conn, Database
-from payment_svc.adapters.discrepancy_sql import Reported as Reported
 from payment_svc.adapters.discrepancy_sql import report as report
 from payment_svc.adapters.store import PAYMENT_COLUMNS, payment_from_row
 from payment_svc.domain.errors import NotFound
 from payment_svc.domain.model import Payment, format_payment_id
 from payment_svc.domain.provider_events import rank_of
 from payment_svc.domain.reconciliation import (
-    DiscrepancyKind,
     Snapshot,
     SnapshotPlan,
-    plan_snapshot,
 )
 
-_DISCREPANCY_COLUMNS = """id, kind, payment_id, provider_payment_id, details, first_seen_at,
-    last_seen_at, occurrences, resolved_at, resolved_by, note"""
 
-
-@dataclass(frozen=True)
-class Discrepancy:
-    id: uuid.UUID
-    kind: DiscrepancyKind
-    payment_id: uuid.UUID | None
-    provider_payment_id: str | None
-    details: Mapping[str, str]
-    first_seen_at: datetime
-    last_seen_at: datetime
-    occurrences: int
-    resolved_at: datetime | None
-    resolved_by: str | None
-    note: str | None
-
-
-@dataclass(frozen=True)
-class Run:
-    job: str
-    reconciler_id: str
-    started_at: datetime
-    finished_at: datetime
-    scanned: int
-    fixed: int
-    discrepancies: int
-    errors: int
-    succeeded: bool
-    error_message: str | None
-    id: uuid.UUID | None = None
-
-
-@dataclass(frozen=True)
-class Reconciled:
-    payment: Payment
-    changed: bool
-    discrepancies: list[DiscrepancyKind]
-
-
-@dataclass(frozen=True)
-class Status:
-    open_by_kind: dict[DiscrepancyKind, int]
-    oldest_non_final_created_at: datetime | None
-    non_final: int
-    last_runs: list[Run]
-
-
-def _discrepancy(row: asyncpg.Record) -> Discrepancy:
-    details = row["details"]
-    return Discrepancy(
-        id=row["id"],
-        kind=DiscrepancyKind(row["kind"]),
-        payment_id=row["payment_id"],
-        provider_payment_id=row["provider_payment_id"],
-        details={str(k): str(v) for k, v in details.items()} if isinstance(details, dict) else {},
-        first_seen_at=row["first_seen_at"],
-        last_seen_at=row["last_seen_at"],
-        occurrences=row["occurrences"],
-        resolved_at=row["resolved_at"],
-        resolved_by=row["resolved_by"],
-        note=row["note"],
-    )
-
-
-def _run(row: asyncpg.Record) -> Run:
-    return Run(**{k: row[k] for k in row.keys()})  # noqa: SIM118 - Record has no items()
-
-
-class ReconciliationStore:
+class SnapshotStore:
     def __init__(self, db: Database) -> None:
         self._db = db
-
-    async def reconcile(self, payment_id: uuid.UUID, snap: Snapshot) -> Reconciled:
-        """Applies the provider's snapshot under the payment's row lock. A
-        snapshot that changes nothing writes nothing (so two reconcilers
-        racing over one payment leave one entry in its history)."""
-
-        async def op(conn: Conn) -> Reconciled:
-            async with conn.transaction():
-                row = await conn.fetchrow(
-                    f"SELECT {PAYMENT_COLUMNS} FROM payments WHERE id = $1 FOR UPDATE", payment_id
-                )
-                if row is None:
-                    raise NotFound(f"payment {format_payment_id(payment_id)} not found")
-                payment = payment_from_row(row)
-                plan = plan_snapshot(
-                    payment.status,
-                    payment.amount,
-                    payment.currency,
-                    snap,
-                    bound_provider_id=payment.provider_payment_id,
-                    amount_reversed=payment.amount_reversed,
-                )
-                found: list[DiscrepancyKind] = []
-                if plan.duplicate:
-                    await report(
-                        conn,
-                        DiscrepancyKind.DUPLICATE_PROVIDER_PAYMENT,
-                        payment.id,
-                        snap.provider_payment_id,
-                        _duplicate_details(payment, snap),
-                    )
-                    found.append(DiscrepancyKind.DUPLICATE_PROVIDER_PAYMENT)
-                if plan.mismatch:
-                    await report(
-                        conn,
-                        DiscrepancyKind.AMOUNT_MISMATCH,
-                        payment.id,
-                        snap.provider_payment_id,
-                        _mismatch_details(payment, snap),
-                    )
-                    found.append(DiscrepancyKind.AMOUNT_MISMATCH)
-                if plan.contradiction:
-                    await report(
-                        conn,
-                        DiscrepancyKind.FINAL_STATE_CONTRADICTED,
-                        payment.id,
-                        snap.provider_payment_id,
-                        {"ours": payment.status.value, "provider": snap.provider_status},
-                    )
-                    found.append(DiscrepancyKind.FINAL_STATE_CONTRADICTED)
-                moved = await _apply(conn, payment, snap, plan) if plan.apply else payment
-                await conn.execute(
-                    "UPDATE payments SET reconcile_lease_owner = NULL, "
-                    "reconcile_lease_until = NULL WHERE id = $1",
-                    payment.id,
-                )
-                return Reconciled(moved, plan.apply, found)
-
-        return await self._db.run(op)
-
-    async def report(
-        self,
-        kind: DiscrepancyKind,
-        payment_id: uuid.UUID | None,
-        provider_payment_id: str | None,
-        details: Mapping[str, str],
-    ) -> Reported:
-        return await self._db.run(
-            lambda c: report(c, kind, payment_id, provider_payment_id, details)
-        )
 
     async def to_reconcile(
         self,
@@ -243,130 +97,12 @@ class ReconciliationStore:
         )
         return [payment_from_row(r) for r in rows]
 
-    async def discrepancies(
-        self,
-        *,
-        kinds: frozenset[DiscrepancyKind],
-        include_resolved: bool,
-        limit: int,
-        after: tuple[datetime, uuid.UUID] | None,
-    ) -> list[Discrepancy]:
-        rows = await self._db.run(
-            lambda c: c.fetch(
-                f"""SELECT {_DISCREPANCY_COLUMNS} FROM discrepancies
-                WHERE ($1::text[] IS NULL OR kind = ANY($1))
-                  AND ($2 OR resolved_at IS NULL)
-                  AND ($3::timestamptz IS NULL OR (first_seen_at, id) < ($3, $4::uuid))
-                ORDER BY first_seen_at DESC, id DESC LIMIT $5""",
-                sorted(k.value for k in kinds) or None,
-                include_resolved,
-                after[0] if after else None,
-                after[1] if after else None,
-                limit,
-            )
-        )
-        return [_discrepancy(r) for r in rows]
 
-    async def resolve(self, discrepancy_id: uuid.UUID, by: str, note: str) -> Discrepancy:
-        row = await self._db.run(
-            lambda c: c.fetchrow(
-                f"""UPDATE discrepancies
-                SET resolved_at = coalesce(resolved_at, now()),
-                    resolved_by = coalesce(resolved_by, $2), note = $3
-                WHERE id = $1 RETURNING {_DISCREPANCY_COLUMNS}""",
-                discrepancy_id,
-                by,
-                note,
-            )
-        )
-        if row is None:
-            raise NotFound(f"discrepancy {discrepancy_id} not found")
-        return _discrepancy(row)
-
-    async def record_run(self, run: Run) -> Run:
-        row = await self._db.run(
-            lambda c: c.fetchrow(
-                """INSERT INTO reconciliation_runs (id, job, reconciler_id, started_at,
-                    finished_at, scanned, fixed, discrepancies, errors, succeeded, error_message)
-                VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11) RETURNING *""",
-                uuid.uuid4(),
-                run.job,
-                run.reconciler_id,
-                run.started_at,
-                run.finished_at,
-                run.scanned,
-                run.fixed,
-                run.discrepancies,
-                run.errors,
-                run.succeeded,
-                run.error_message,
-            )
-        )
-        assert row is not None
-        return _run(row)
-
-    async def checkpoint(self, name: str) -> tuple[str, datetime] | None:
-        row = await self._db.run(
-            lambda c: c.fetchrow("SELECT value, updated_at FROM checkpoints WHERE name = $1", name)
-        )
-        return (row["value"], row["updated_at"]) if row else None
-
-    async def save_checkpoint(self, name: str, value: str) -> None:
-        await self._db.run(
-            lambda c: c.execute(
-                """INSERT INTO checkpoints (name, value) VALUES ($1, $2)
-                ON CONFLICT (name) DO UPDATE SET value = EXCLUDED.value, updated_at = now()""",
-                name,
-                value,
-            )
-        )
-
-    async def status(self) -> Status:
-        async def op(conn: Conn) -> Status:
-            open_rows = await conn.fetch(
-                "SELECT kind, count(*) AS n FROM discrepancies WHERE resolved_at IS NULL "
-                "GROUP BY kind"
-            )
-            backlog = await conn.fetchrow(
-                "SELECT min(created_at) AS oldest, count(*) AS n FROM payments "
-                "WHERE status IN ('PENDING', 'UNKNOWN')"
-            )
-            runs = await conn.fetch(
-                "SELECT DISTINCT ON (job) * FROM reconciliation_runs ORDER BY job, finished_at DESC"
-            )
-            assert backlog is not None
-            return Status(
-                open_by_kind={DiscrepancyKind(r["kind"]): r["n"] for r in open_rows},
-                oldest_non_final_created_at=backlog["oldest"],
-                non_final=backlog["n"],
-                last_runs=[_run(r) for r in runs],
-            )
-
-        return await self._db.run(op)
-
-
-def _duplicate_details(payment: Payment, snap: Snapshot) -> dict[str, str]:
-    return {
-        "bound_provider_payment_id": payment.provider_payment_id or "",
-        "provider_status": snap.provider_status,
-        "provider_amount": str(snap.amount),
-        "provider_currency": snap.currency.upper(),
-        "our_status": payment.status.value,
-        "our_amount": str(payment.amount),
-        "our_currency": payment.currency,
-    }
-
-
-def _mismatch_details(payment: Payment, snap: Snapshot) -> dict[str, str]:
-    return {
-        "our_amount": str(payment.amount),
-        "our_currency": payment.currency,
-        "provider_amount": str(snap.amount),
-        "provider_currency": snap.currency.upper(),
-    }
-
-
-async def _apply(conn: Conn, payment: Payment, snap: Snapshot, plan: SnapshotPlan) -> Payment:
+async def apply_snapshot(
+    conn: Conn, payment: Payment, snap: Snapshot, plan: SnapshotPlan
+) -> Payment:
+    """The planned snapshot's writes (payment and history), in one statement,
+    in the caller's transaction (adapters/postgres_uow.py)."""
     assert plan.status is not None
     row = await conn.fetchrow(
         f"""WITH u AS (

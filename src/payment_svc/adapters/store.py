@@ -9,8 +9,6 @@ duplicate payment.
 from __future__ import annotations
 
 import uuid
-from collections.abc import Mapping
-from dataclasses import dataclass
 from datetime import datetime
 
 import asyncpg
@@ -19,7 +17,11 @@ from payment_svc.adapters.db import Conn, Database
 from payment_svc.adapters.discrepancy_sql import report as report_discrepancy
 from payment_svc.domain import status as st
 from payment_svc.domain.binding import bind, duplicate_note
+from payment_svc.domain.commands import PageCursor
 from payment_svc.domain.errors import DuplicatePayment, NotFound
+
+# NewPayment is re-exported for src/payments/bench.py and loadgen.py (dev tooling).
+from payment_svc.domain.model import NewPayment as NewPayment
 from payment_svc.domain.model import Payment, PaymentEvent, ProviderResult, format_payment_id
 from payment_svc.domain.reconciliation import DiscrepancyKind
 from payment_svc.domain.status import PaymentStatus, Source
@@ -73,25 +75,6 @@ SELECT {PAYMENT_COLUMNS} FROM u
 
 _RECORD_ONLY = """INSERT INTO payment_events (payment_id, from_status, to_status, source, applied,
     failure_code, note) VALUES ($1, $2, $3, $4, false, $5, $6)"""
-
-
-@dataclass(frozen=True)
-class NewPayment:
-    id: uuid.UUID
-    client_id: str
-    idempotency_key: str
-    fingerprint: bytes
-    amount: int
-    currency: str
-    payment_method: str
-    description: str
-    metadata: Mapping[str, str]
-
-
-@dataclass(frozen=True)
-class PageCursor:
-    created_at: datetime
-    id: uuid.UUID
 
 
 def payment_from_row(row: asyncpg.Record) -> Payment:
@@ -280,7 +263,7 @@ class PaymentStore:
                 sorted(s.value for s in statuses) or None,
                 created_after,
                 created_before,
-                after.created_at if after else None,
+                after.sort_key if after else None,
                 after.id if after else None,
                 limit,
             )

@@ -13,7 +13,7 @@ from typing import Any
 
 from payment_svc.domain.errors import FieldViolation, UnprocessableEvent
 from payment_svc.domain.provider_events import ProviderObservation, StateRank
-from payment_svc.domain.reconciliation import Snapshot
+from payment_svc.domain.reconciliation import ProviderFacts, Snapshot
 from payment_svc.domain.status import PaymentStatus
 from payments_stripe import events as stripe_events
 from payments_stripe.events import (
@@ -49,20 +49,16 @@ def ours(status: Status) -> PaymentStatus:
     return PaymentStatus[status.name]
 
 
-def snapshot(
-    *,
-    found: bool,
-    provider_status: str,
-    provider_payment_id: str | None,
-    amount: int,
-    currency: str,
-    amount_refunded: int,
-    disputed: bool,
-    failure_code: str | None,
-    failure_message: str | None,
-) -> Snapshot:
+def snapshot(facts: ProviderFacts) -> Snapshot:
     """The reconciler's snapshot of an intent (Stripe's words) in the domain's:
-    the status by the Stripe package's one mapping, REVERSED rule included."""
+    the status by the Stripe package's one mapping, REVERSED rule included.
+    payment-svc's SnapshotReader (service_layer/ports.py), wired in main."""
+    found, provider_status, amount = facts.found, facts.provider_status, facts.amount
+    amount_refunded, disputed, failure_code = (
+        facts.amount_refunded,
+        facts.disputed,
+        facts.failure_code,
+    )
     status = (
         ours(
             snapshot_status(
@@ -79,14 +75,14 @@ def snapshot(
     return Snapshot(
         found=found,
         status=status,
-        provider_payment_id=provider_payment_id,
+        provider_payment_id=facts.provider_payment_id,
         amount=amount,
-        currency=currency,
+        currency=facts.currency,
         amount_reversed=snapshot_reversed(
             amount, amount_refunded=amount_refunded, disputed=disputed
         ),
         failure_code=failure_code,
-        failure_message=failure_message,
+        failure_message=facts.failure_message,
         provider_status=provider_status,
     )
 

@@ -6,6 +6,7 @@ Violations never echo the offending value: it may be card data.
 from __future__ import annotations
 
 import re
+import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -129,3 +130,12 @@ class ListPayments:
         if self.page_size == 0:
             return DEFAULT_PAGE_SIZE
         return min(self.page_size, MAX_PAGE_SIZE)
+
+
+@dataclass(frozen=True)
+class PageCursor:
+    """Where a keyset page ended: the last row's sort key (created_at,
+    updated_at or first_seen_at, whichever the listing orders by) and id."""
+
+    sort_key: datetime
+    id: uuid.UUID

@@ -117,3 +117,19 @@ def request_fingerprint(
         ensure_ascii=True,
     )
     return hashlib.sha256(canonical.encode()).digest()
+
+
+@dataclass(frozen=True)
+class NewPayment:
+    """What CreatePayment writes first: the payment as PENDING (its first
+    history entry goes with it, in the same statement)."""
+
+    id: uuid.UUID
+    client_id: str
+    idempotency_key: str
+    fingerprint: bytes
+    amount: int
+    currency: str
+    payment_method: str
+    description: str
+    metadata: Mapping[str, str]

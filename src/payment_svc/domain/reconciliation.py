@@ -17,6 +17,7 @@ from dataclasses import dataclass
 
 from payment_svc.domain import reversals
 from payment_svc.domain.binding import Binding, bind, duplicate_note
+from payment_svc.domain.model import Payment
 from payment_svc.domain.status import Move, PaymentStatus, contradicts_final, decide
 
 
@@ -37,6 +38,24 @@ def dedup_key(
     kind: DiscrepancyKind, payment_id: str | None, provider_payment_id: str | None
 ) -> str:
     return f"{kind.value}|{payment_id or ''}|{provider_payment_id or ''}"
+
+
+@dataclass(frozen=True)
+class ProviderFacts:
+    """What the reconciler read at the provider about one payment, in the
+    provider's words (its status string, refunded amount, dispute): what it
+    means for the payment is the provider adapter's to say (a SnapshotReader,
+    service_layer/ports.py)."""
+
+    found: bool
+    provider_status: str
+    provider_payment_id: str | None
+    amount: int
+    currency: str
+    amount_refunded: int
+    disputed: bool
+    failure_code: str | None
+    failure_message: str | None
 
 
 @dataclass(frozen=True)
@@ -120,3 +139,37 @@ def plan_snapshot(
         status=target,
         amount_reversed=after,
     )
+
+
+def snapshot_findings(
+    payment: Payment, snap: Snapshot, plan: SnapshotPlan
+) -> list[tuple[DiscrepancyKind, dict[str, str]]]:
+    """The discrepancies a planned snapshot reveals, with their details."""
+    found: list[tuple[DiscrepancyKind, dict[str, str]]] = []
+    ours = {
+        "our_amount": str(payment.amount),
+        "our_currency": payment.currency,
+        "provider_amount": str(snap.amount),
+        "provider_currency": snap.currency.upper(),
+    }
+    if plan.duplicate:
+        details = {
+            "bound_provider_payment_id": payment.provider_payment_id or "",
+            "provider_status": snap.provider_status,
+            "provider_amount": ours["provider_amount"],
+            "provider_currency": ours["provider_currency"],
+            "our_status": payment.status.value,
+            "our_amount": ours["our_amount"],
+            "our_currency": ours["our_currency"],
+        }
+        found.append((DiscrepancyKind.DUPLICATE_PROVIDER_PAYMENT, details))
+    if plan.mismatch:
+        found.append((DiscrepancyKind.AMOUNT_MISMATCH, ours))
+    if plan.contradiction:
+        found.append(
+            (
+                DiscrepancyKind.FINAL_STATE_CONTRADICTED,
+                {"ours": payment.status.value, "provider": snap.provider_status},
+            )
+        )
+    return found

@@ -9,13 +9,11 @@ from typing import Any
 
 import grpc
 
-from payment_svc.adapters.event_store import EventOutcome
-from payment_svc.adapters.quarantine_store import Quarantined
-from payment_svc.adapters.reconciliation_store import Discrepancy, Run
-from payment_svc.adapters.stripe_observations import snapshot as stripe_snapshot
 from payment_svc.domain.errors import FieldViolation, InvalidArgument, UnprocessableEvent
+from payment_svc.domain.inbox import EventOutcome
 from payment_svc.domain.model import format_payment_id
-from payment_svc.domain.reconciliation import DiscrepancyKind, Snapshot
+from payment_svc.domain.reconciliation import DiscrepancyKind, ProviderFacts
+from payment_svc.domain.records import Discrepancy, Quarantined, Run
 from payment_svc.domain.status import Source
 from payment_svc.entrypoints import convert, metrics
 from payment_svc.entrypoints.interceptors import PRINCIPAL, call_deadline
@@ -50,12 +48,12 @@ def _kind(value: int, field: str = "kind") -> DiscrepancyKind:
     return KIND_FROM_PB[value]  # type: ignore[index]
 
 
-def snapshot(pb: sync.ProviderPaymentSnapshot) -> Snapshot:
+def snapshot(pb: sync.ProviderPaymentSnapshot) -> ProviderFacts:
     if pb.amount < 0 or pb.amount_refunded < 0:
         raise InvalidArgument(
             [FieldViolation("snapshot", "amount and amount_refunded must not be negative")]
         )
-    return stripe_snapshot(
+    return ProviderFacts(
         found=pb.found,
         provider_status=pb.provider_status,
         provider_payment_id=pb.provider_payment_id or None,
@@ -221,7 +219,7 @@ class ProviderSyncServicer(sync_grpc.ProviderSyncServiceServicer):
     async def ReportDiscrepancy(
         self, request: sync.ReportDiscrepancyRequest, context: Context
     ) -> sync.ReportDiscrepancyResponse:
-        reported = await self._rec.report(
+        reported = await self._rec.discrepancies.report(
             _kind(request.kind),
             request.payment_id,
             request.provider_payment_id,
@@ -265,7 +263,7 @@ class ProviderSyncServicer(sync_grpc.ProviderSyncServiceServicer):
     async def ListDiscrepancies(
         self, request: sync.ListDiscrepanciesRequest, context: Context
     ) -> sync.ListDiscrepanciesResponse:
-        rows, token = await self._rec.discrepancies(
+        rows, token = await self._rec.discrepancies.discrepancies(
             kinds=frozenset(_kind(k, "kinds") for k in request.kinds),
             include_resolved=request.include_resolved,
             page_size=request.page_size,
@@ -278,7 +276,7 @@ class ProviderSyncServicer(sync_grpc.ProviderSyncServiceServicer):
     async def ResolveDiscrepancy(
         self, request: sync.ResolveDiscrepancyRequest, context: Context
     ) -> sync.ResolveDiscrepancyResponse:
-        resolved = await self._rec.resolve(
+        resolved = await self._rec.discrepancies.resolve(
             request.discrepancy_id, PRINCIPAL.get().client_id, request.note
         )
         return sync.ResolveDiscrepancyResponse(discrepancy=discrepancy_to_pb(resolved))
@@ -286,13 +284,13 @@ class ProviderSyncServicer(sync_grpc.ProviderSyncServiceServicer):
     async def RecordReconciliationRun(
         self, request: sync.RecordReconciliationRunRequest, context: Context
     ) -> sync.RecordReconciliationRunResponse:
-        run = await self._rec.record_run(run_from_pb(request.run, PRINCIPAL.get().client_id))
+        run = await self._rec.runs.record_run(run_from_pb(request.run, PRINCIPAL.get().client_id))
         return sync.RecordReconciliationRunResponse(run=run_to_pb(run))
 
     async def GetCheckpoint(
         self, request: sync.GetCheckpointRequest, context: Context
     ) -> sync.GetCheckpointResponse:
-        found = await self._rec.checkpoint(request.name)
+        found = await self._rec.runs.checkpoint(request.name)
         if found is None:
             return sync.GetCheckpointResponse()
         value, updated_at = found
@@ -302,7 +300,7 @@ class ProviderSyncServicer(sync_grpc.ProviderSyncServiceServicer):
     async def SaveCheckpoint(
         self, request: sync.SaveCheckpointRequest, context: Context
     ) -> sync.SaveCheckpointResponse:
-        await self._rec.save_checkpoint(request.name, request.value)
+        await self._rec.runs.save_checkpoint(request.name, request.value)
         return sync.SaveCheckpointResponse()
 
     async def ListPaymentsCreated(
@@ -317,7 +315,7 @@ class ProviderSyncServicer(sync_grpc.ProviderSyncServiceServicer):
     async def GetReconciliationStatus(
         self, request: sync.GetReconciliationStatusRequest, context: Context
     ) -> sync.GetReconciliationStatusResponse:
-        status = await self._rec.status()
+        status = await self._rec.runs.status()
         return sync.GetReconciliationStatusResponse(
             open_discrepancies=[
                 sync.DiscrepancyCount(kind=KIND_TO_PB[k], open=n)

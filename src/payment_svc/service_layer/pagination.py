@@ -19,12 +19,23 @@ import json
 import uuid
 from datetime import UTC, datetime
 
-from payment_svc.adapters.store import PageCursor
+from payment_svc.domain.commands import PageCursor
 from payment_svc.domain.errors import FieldViolation, InvalidArgument
 
 # Far longer than any token we issue (about 150 characters).
 MAX_TOKEN_CHARS = 512
 _MAC_BYTES = 16
+
+
+# The operator listings' page sizes (the work list, discrepancies).
+DEFAULT_PAGE = 100
+MAX_PAGE = 500
+
+
+def bounded_page_size(value: int) -> int:
+    if value < 0:
+        raise InvalidArgument([FieldViolation("page_size", "must not be negative")])
+    return min(value or DEFAULT_PAGE, MAX_PAGE)
 
 
 def filter_fingerprint(*parts: object) -> str:
@@ -52,7 +63,7 @@ class PageTokens:
 
     def encode(self, cursor: PageCursor, filters: str) -> str:
         body = json.dumps(
-            {"t": int(cursor.created_at.timestamp() * 1_000_000), "i": cursor.id.hex, "f": filters}
+            {"t": int(cursor.sort_key.timestamp() * 1_000_000), "i": cursor.id.hex, "f": filters}
         ).encode()
         return f"{_b64(body)}.{_b64(self._mac(body))}"
 
@@ -73,7 +84,7 @@ class PageTokens:
         try:
             fields = json.loads(body)
             cursor = PageCursor(
-                created_at=datetime.fromtimestamp(fields["t"] / 1_000_000, tz=UTC),
+                sort_key=datetime.fromtimestamp(fields["t"] / 1_000_000, tz=UTC),
                 id=uuid.UUID(hex=fields["i"]),
             )
         except (ValueError, KeyError, TypeError, OverflowError, OSError, RecursionError):

@@ -17,12 +17,10 @@ import asyncio
 import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Protocol
 
 import structlog
 
-from payment_svc.adapters.store import NewPayment, PageCursor, PaymentStore
-from payment_svc.domain.commands import CreatePayment, ListPayments
+from payment_svc.domain.commands import CreatePayment, ListPayments, PageCursor
 from payment_svc.domain.deadlines import AttemptBudget
 from payment_svc.domain.errors import (
     FailedPrecondition,
@@ -32,6 +30,7 @@ from payment_svc.domain.errors import (
     StoreUnavailable,
 )
 from payment_svc.domain.model import (
+    NewPayment,
     Payment,
     PaymentEvent,
     ProviderCharge,
@@ -43,14 +42,9 @@ from payment_svc.domain.model import (
 from payment_svc.domain.status import Source
 from payment_svc.service_layer import pagination
 from payment_svc.service_layer.pagination import PageTokens
+from payment_svc.service_layer.ports import PaymentProvider, PaymentRepository
 
 log = structlog.get_logger("payment_svc.payments")
-
-
-class PaymentProvider(Protocol):
-    async def create_payment(
-        self, charge: ProviderCharge, *, timeout: float | None = None
-    ) -> ProviderResult: ...
 
 
 @dataclass(frozen=True)
@@ -69,7 +63,7 @@ def payment_uuid(text: str) -> uuid.UUID:
 class PaymentsService:
     def __init__(
         self,
-        store: PaymentStore,
+        store: PaymentRepository,
         provider: PaymentProvider,
         budget: AttemptBudget,
         *,
@@ -213,7 +207,9 @@ class PaymentsService:
         token = ""
         if len(rows) > limit:
             rows = rows[:limit]
-            token = self._tokens.encode(PageCursor(rows[-1].created_at, rows[-1].id), filters)
+            token = self._tokens.encode(
+                PageCursor(sort_key=rows[-1].created_at, id=rows[-1].id), filters
+            )
         return Page(rows, token)
 
 

@@ -16,19 +16,21 @@ from __future__ import annotations
 import hashlib
 import uuid
 from dataclasses import dataclass
-from datetime import datetime
 
-import asyncpg
 import structlog
 
-from payment_svc.adapters.event_store import EventOutcome, EventStore, InboxEvent
-from payment_svc.adapters.quarantine_store import NewQuarantined, Quarantined, QuarantineStore
-from payment_svc.adapters.reconciliation_store import ReconciliationStore
-from payment_svc.adapters.stripe_observations import parse_event
 from payment_svc.domain.errors import FieldViolation, InvalidArgument, UnprocessableEvent
+from payment_svc.domain.inbox import EventOutcome, InboxEvent, StoredEvent
 from payment_svc.domain.model import format_payment_id
 from payment_svc.domain.reconciliation import DiscrepancyKind
+from payment_svc.domain.records import NewQuarantined, Quarantined
 from payment_svc.domain.status import Source
+from payment_svc.service_layer.ports import (
+    DiscrepancyRepository,
+    EventInbox,
+    EventParser,
+    QuarantineRepository,
+)
 from payments_kit.cards import redact_card_numbers
 
 log = structlog.get_logger("payment_svc.provider_sync")
@@ -48,12 +50,14 @@ class ApplyProviderEvent:
 class ProviderSyncService:
     def __init__(
         self,
-        events: EventStore,
-        discrepancies: ReconciliationStore,
+        events: EventInbox,
+        discrepancies: DiscrepancyRepository,
         *,
         unmatched_deadline_seconds: float,
-        quarantine: QuarantineStore,
+        quarantine: QuarantineRepository,
+        parse: EventParser,
     ) -> None:
+        self._parse = parse
         self._quarantine = quarantine
         self._events = events
         self._discrepancies = discrepancies
@@ -71,7 +75,7 @@ class ProviderSyncService:
             raise UnprocessableEvent(
                 [FieldViolation("payload", f"not an event: {cmd.unreadable_reason}")]
             )
-        parsed = parse_event(cmd.payload)
+        parsed = self._parse(cmd.payload)
         mismatch = [
             FieldViolation(name, "does not match the payload")
             for name, given, actual in (
@@ -161,7 +165,7 @@ class ProviderSyncService:
         return outcome, entry
 
     async def rematch(self, limit: int = 100) -> int:
-        result = await self._events.rematch(limit, _inbox_event)
+        result = await self._events.rematch(limit, self._inbox_event)
         for event_id in result.unreadable:
             log.error("inbox_event_unreadable", provider_event_id=event_id)
         return result.matched
@@ -174,19 +178,19 @@ class ProviderSyncService:
             log.error(
                 "provider_event_unmatched",
                 kind=DiscrepancyKind.UNMATCHED_PROVIDER_EVENT.value,
-                provider_event_id=row["provider_event_id"],
-                event_type=row["event_type"],
-                provider_object_id=row["provider_object_id"],
-                received_at=row["received_at"].isoformat(),
+                provider_event_id=row.provider_event_id,
+                event_type=row.event_type,
+                provider_object_id=row.provider_object_id,
+                received_at=row.received_at.isoformat(),
             )
             await self._discrepancies.report(
                 DiscrepancyKind.UNMATCHED_PROVIDER_EVENT,
                 None,
-                row["provider_object_id"] or row["provider_event_id"],
+                row.provider_object_id or row.provider_event_id,
                 {
-                    "provider_event_id": row["provider_event_id"],
-                    "event_type": row["event_type"],
-                    "metadata_payment_id": row["metadata_payment_id"] or "",
+                    "provider_event_id": row.provider_event_id,
+                    "event_type": row.event_type,
+                    "metadata_payment_id": row.metadata_payment_id or "",
                 },
             )
         return len(rows)
@@ -194,18 +198,16 @@ class ProviderSyncService:
     async def count_unmatched(self) -> int:
         return await self._events.count_unmatched()
 
-
-def _inbox_event(row: asyncpg.Record) -> InboxEvent:
-    parsed = parse_event(row["payload"].encode())
-    created: datetime | None = row["provider_created_at"]
-    return InboxEvent(
-        provider_event_id=parsed.id,
-        event_type=parsed.type,
-        created=created,
-        stored_json=parsed.stored_json,
-        observation=parsed.observation,
-        source=Source(row["source"]),
-    )
+    def _inbox_event(self, row: StoredEvent) -> InboxEvent:
+        parsed = self._parse(row.payload.encode())
+        return InboxEvent(
+            provider_event_id=parsed.id,
+            event_type=parsed.type,
+            created=row.provider_created_at,
+            stored_json=parsed.stored_json,
+            observation=parsed.observation,
+            source=Source(row.source),
+        )
 
 
 def _readable(value: str) -> str | None:

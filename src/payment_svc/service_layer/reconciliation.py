@@ -1,44 +1,45 @@
 """The use cases of the reconciliation flow (ProviderSyncService, less
-ApplyProviderEvent): snapshots, discrepancies, the sweep's work list with
-leases, re-drives, runs, checkpoints and the figures behind the gauges.
+ApplyProviderEvent) about payments: snapshots applied (in a unit of
+work: unit_of_work.py), the sweep's work list
+with its leases, re-drives, look-ups. The rest of the flow lives by what it
+owns:
+
+    discrepancies.py    report (deduplicated while open), list, resolve
+    runs.py             runs, checkpoints, the status figures
 """
 
 from __future__ import annotations
 
 import uuid
-from collections.abc import Mapping
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import structlog
 
-from payment_svc.adapters.reconciliation_store import (
-    Discrepancy,
-    Reconciled,
-    ReconciliationStore,
-    Reported,
-    Run,
-    Status,
-)
-from payment_svc.adapters.store import PageCursor
 from payment_svc.domain.binding import may_redrive
-from payment_svc.domain.commands import ListPayments
+from payment_svc.domain.commands import ListPayments, PageCursor
 from payment_svc.domain.errors import AlreadyAtProvider, FieldViolation, InvalidArgument
 from payment_svc.domain.model import Payment
-from payment_svc.domain.reconciliation import DiscrepancyKind, Snapshot
+from payment_svc.domain.reconciliation import (
+    ProviderFacts,
+    Snapshot,
+    plan_snapshot,
+    snapshot_findings,
+)
+from payment_svc.domain.records import Reconciled
 from payment_svc.service_layer import pagination
-from payment_svc.service_layer.pagination import PageTokens
+from payment_svc.service_layer.discrepancies import DiscrepancyService
+from payment_svc.service_layer.pagination import PageTokens, bounded_page_size
 from payment_svc.service_layer.payments import Page, PaymentsService, payment_uuid
+from payment_svc.service_layer.ports import SnapshotReader, SnapshotRepository
+from payment_svc.service_layer.runs import RunService
+from payment_svc.service_layer.unit_of_work import AbstractUnitOfWork
 
 log = structlog.get_logger("payment_svc.reconciliation")
 
-MAX_PAGE = 500
-# A run's counters (payments scanned, fixed...): a bound no run comes near.
-MAX_RUN_COUNT = 1_000_000_000
-DEFAULT_PAGE = 100
 # Past these, `now() - older_than` and `now() + lease` leave Postgres's range.
 MAX_OLDER_THAN_SECONDS = 100 * 366 * 86400.0
 MAX_LEASE_SECONDS = 86400.0
-MAX_JOB_CHARS = 64
 
 
 @dataclass(frozen=True)
@@ -47,43 +48,37 @@ class WorkList:
     next_page_token: str
 
 
-def _page_size(value: int) -> int:
-    if value < 0:
-        raise InvalidArgument([FieldViolation("page_size", "must not be negative")])
-    return min(value or DEFAULT_PAGE, MAX_PAGE)
-
-
-def _uuid(field: str, text: str) -> uuid.UUID:
-    try:
-        return uuid.UUID(text)
-    except ValueError:
-        raise InvalidArgument(
-            [FieldViolation(field, "must be an id this service issued")]
-        ) from None
-
-
 class ReconciliationService:
     def __init__(
         self,
-        store: ReconciliationStore,
+        store: SnapshotRepository,
         payments: PaymentsService,
         *,
+        uow: Callable[[], AbstractUnitOfWork],
+        discrepancies: DiscrepancyService,
+        runs: RunService,
         redrive_window: float,
         page_tokens: PageTokens,
+        read_snapshot: SnapshotReader,
     ) -> None:
+        self._read_snapshot = read_snapshot
+        self._uow = uow
+        self.discrepancies = discrepancies
+        self.runs = runs
         self._tokens = page_tokens
         self._store = store
         self._payments = payments
         self._redrive_window = redrive_window
 
-    async def reconcile(self, payment_id: str, snapshot: Snapshot) -> Reconciled:
+    async def reconcile(self, payment_id: str, facts: ProviderFacts) -> Reconciled:
+        snapshot = self._read_snapshot(facts)
         # Never more reversed than charged: an amount beyond it is no refund
         # (and a number column must not take a card number from the wire).
         if not 0 <= snapshot.amount_reversed <= max(snapshot.amount, 0):
             raise InvalidArgument(
                 [FieldViolation("snapshot.amount_refunded", "must be 0..the amount charged")]
             )
-        result = await self._store.reconcile(payment_uuid(payment_id), snapshot)
+        result = await self._apply_snapshot(payment_uuid(payment_id), snapshot)
         for kind in result.discrepancies:
             log.error("discrepancy", kind=kind.value, payment_id=payment_id)
         if result.changed:
@@ -92,31 +87,30 @@ class ReconciliationService:
             )
         return result
 
-    async def report(
-        self,
-        kind: DiscrepancyKind,
-        payment_id: str,
-        provider_payment_id: str,
-        details: Mapping[str, str],
-    ) -> Reported:
-        if not payment_id and not provider_payment_id:
-            raise InvalidArgument(
-                [FieldViolation("payment_id", "a payment id or a provider payment id is needed")]
+    async def _apply_snapshot(self, payment_id: uuid.UUID, snap: Snapshot) -> Reconciled:
+        """Under the payment's row lock: plan with the domain rules, report
+        what the snapshot reveals, write, release the sweep's lease. A
+        snapshot that changes nothing writes nothing (two reconcilers racing
+        over one payment leave one history entry)."""
+        async with self._uow() as uow:
+            payment = await uow.payments.get_for_update(payment_id)
+            plan = plan_snapshot(
+                payment.status,
+                payment.amount,
+                payment.currency,
+                snap,
+                bound_provider_id=payment.provider_payment_id,
+                amount_reversed=payment.amount_reversed,
             )
-        reported = await self._store.report(
-            kind,
-            payment_uuid(payment_id) if payment_id else None,
-            provider_payment_id or None,
-            details,
-        )
-        log.error(
-            "discrepancy",
-            kind=kind.value,
-            payment_id=payment_id or None,
-            provider_payment_id=provider_payment_id or None,
-            occurrences=reported.occurrences,
-        )
-        return reported
+            found = snapshot_findings(payment, snap, plan)
+            for kind, details in found:
+                await uow.discrepancies.report(kind, payment.id, snap.provider_payment_id, details)
+            moved = (
+                await uow.payments.apply_snapshot(payment, snap, plan) if plan.apply else payment
+            )
+            await uow.payments.release_lease(payment.id)
+            await uow.commit()
+        return Reconciled(moved, plan.apply, [kind for kind, _ in found])
 
     async def work_list(
         self,
@@ -133,20 +127,20 @@ class ReconciliationService:
             raise InvalidArgument([FieldViolation("lease", "must be 0 to 86400 seconds")])
         if lease_seconds is not None and not owner:
             raise InvalidArgument([FieldViolation("reconciler_id", "is needed with a lease")])
-        limit = _page_size(page_size)
+        limit = bounded_page_size(page_size)
         filters = pagination.filter_fingerprint("to_reconcile", older_than_seconds)
         after = self._tokens.decode(page_token, filters)
         payments = await self._store.to_reconcile(
             older_than_seconds=older_than_seconds,
             limit=limit,
-            after=(after.created_at, after.id) if after else None,
+            after=(after.sort_key, after.id) if after else None,
             owner=owner,
             lease_seconds=lease_seconds,
         )
         token = ""
         if len(payments) == limit:
             last = payments[-1]
-            token = self._tokens.encode(PageCursor(last.updated_at, last.id), filters)
+            token = self._tokens.encode(PageCursor(sort_key=last.updated_at, id=last.id), filters)
         return WorkList(payments, token)
 
     async def created(self, query: ListPayments) -> Page:
@@ -170,71 +164,3 @@ class ReconciliationService:
         if len(payment_ids) + len(provider_ids) > 1000:
             raise InvalidArgument([FieldViolation("payment_ids", "at most 1000 ids at once")])
         return await self._store.lookup([payment_uuid(p) for p in payment_ids], provider_ids)
-
-    async def discrepancies(
-        self,
-        *,
-        kinds: frozenset[DiscrepancyKind],
-        include_resolved: bool,
-        page_size: int,
-        page_token: str,
-    ) -> tuple[list[Discrepancy], str]:
-        limit = _page_size(page_size)
-        filters = pagination.filter_fingerprint(
-            "discrepancies", sorted(k.value for k in kinds), include_resolved
-        )
-        after = self._tokens.decode(page_token, filters)
-        rows = await self._store.discrepancies(
-            kinds=kinds,
-            include_resolved=include_resolved,
-            limit=limit,
-            after=(after.created_at, after.id) if after else None,
-        )
-        token = ""
-        if len(rows) == limit:
-            token = self._tokens.encode(PageCursor(rows[-1].first_seen_at, rows[-1].id), filters)
-        return rows, token
-
-    async def resolve(self, discrepancy_id: str, by: str, note: str) -> Discrepancy:
-        if not note.strip():
-            raise InvalidArgument([FieldViolation("note", "say what was done about it")])
-        resolved = await self._store.resolve(_uuid("discrepancy_id", discrepancy_id), by, note)
-        log.info("discrepancy_resolved", discrepancy_id=discrepancy_id, by=by)
-        return resolved
-
-    async def record_run(self, run: Run) -> Run:
-        if not 1 <= len(run.job) <= MAX_JOB_CHARS:
-            raise InvalidArgument(
-                [FieldViolation("run.job", f"must name the job in 1..{MAX_JOB_CHARS} characters")]
-            )
-        counters = {
-            "scanned": run.scanned,
-            "fixed": run.fixed,
-            "discrepancies": run.discrepancies,
-            "errors": run.errors,
-        }
-        bad = [
-            FieldViolation(f"run.{name}", f"must be 0..{MAX_RUN_COUNT}")
-            for name, value in counters.items()
-            if not 0 <= value <= MAX_RUN_COUNT
-        ]
-        if bad:
-            raise InvalidArgument(bad)
-        if run.finished_at < run.started_at:
-            raise InvalidArgument(
-                [FieldViolation("run.finished_at", "must not precede started_at")]
-            )
-        return await self._store.record_run(run)
-
-    async def checkpoint(self, name: str) -> tuple[str, object] | None:
-        if not name:
-            raise InvalidArgument([FieldViolation("name", "must not be empty")])
-        return await self._store.checkpoint(name)
-
-    async def save_checkpoint(self, name: str, value: str) -> None:
-        if not name:
-            raise InvalidArgument([FieldViolation("name", "must not be empty")])
-        await self._store.save_checkpoint(name, value)
-
-    async def status(self) -> Status:
-        return await self._store.status()

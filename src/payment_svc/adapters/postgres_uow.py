@@ -1,0 +1,109 @@
+"""The unit of work on Postgres: one pooled connection (Database.session:
+run()'s bounds and errors) and one transaction; repositories bound to it
+that run SQL and nothing else."""
+
+from __future__ import annotations
+
+import contextlib
+import uuid
+from collections.abc import Mapping
+from types import TracebackType
+from typing import Self
+
+from asyncpg.transaction import Transaction
+
+from payment_svc.adapters.db import Conn, Database
+from payment_svc.adapters.discrepancy_sql import report
+from payment_svc.adapters.reconciliation_store import apply_snapshot
+from payment_svc.adapters.store import PAYMENT_COLUMNS, payment_from_row
+from payment_svc.domain.errors import NotFound
+from payment_svc.domain.model import Payment, format_payment_id
+from payment_svc.domain.reconciliation import DiscrepancyKind, Snapshot, SnapshotPlan
+from payment_svc.domain.records import Reported
+from payment_svc.service_layer.unit_of_work import AbstractUnitOfWork
+
+
+class PgLockedPayments:
+    def __init__(self, conn: Conn) -> None:
+        self._conn = conn
+
+    async def get_for_update(self, payment_id: uuid.UUID) -> Payment:
+        row = await self._conn.fetchrow(
+            f"SELECT {PAYMENT_COLUMNS} FROM payments WHERE id = $1 FOR UPDATE", payment_id
+        )
+        if row is None:
+            raise NotFound(f"payment {format_payment_id(payment_id)} not found")
+        return payment_from_row(row)
+
+    async def apply_snapshot(self, payment: Payment, snap: Snapshot, plan: SnapshotPlan) -> Payment:
+        return await apply_snapshot(self._conn, payment, snap, plan)
+
+    async def release_lease(self, payment_id: uuid.UUID) -> None:
+        await self._conn.execute(
+            "UPDATE payments SET reconcile_lease_owner = NULL, "
+            "reconcile_lease_until = NULL WHERE id = $1",
+            payment_id,
+        )
+
+
+class PgDiscrepancyWriter:
+    def __init__(self, conn: Conn) -> None:
+        self._conn = conn
+
+    async def report(
+        self,
+        kind: DiscrepancyKind,
+        payment_id: uuid.UUID | None,
+        provider_payment_id: str | None,
+        details: Mapping[str, str],
+    ) -> Reported:
+        return await report(self._conn, kind, payment_id, provider_payment_id, details)
+
+
+class PostgresUnitOfWork(AbstractUnitOfWork):
+    def __init__(self, db: Database) -> None:
+        self._db = db
+        self._session: contextlib.AbstractAsyncContextManager[Conn] | None = None
+        self._tx: Transaction | None = None
+
+    async def __aenter__(self) -> Self:
+        await super().__aenter__()
+        self._session = self._db.session()
+        conn = await self._session.__aenter__()
+        try:
+            self._tx = conn.transaction()
+            await self._tx.start()
+        except BaseException as exc:
+            await self._session.__aexit__(type(exc), exc, exc.__traceback__)
+            raise
+        self.payments = PgLockedPayments(conn)
+        self.discrepancies = PgDiscrepancyWriter(conn)
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        assert self._session is not None
+        try:
+            if exc is None:
+                await super().__aexit__(exc_type, exc, tb)
+            else:
+                # The error that ended the block is the one to report: a
+                # rollback on a connection already closed adds nothing.
+                with contextlib.suppress(Exception):
+                    await super().__aexit__(exc_type, exc, tb)
+        except BaseException as own:
+            await self._session.__aexit__(type(own), own, own.__traceback__)
+            raise
+        await self._session.__aexit__(exc_type, exc, tb)
+
+    async def _commit(self) -> None:
+        assert self._tx is not None
+        await self._tx.commit()
+
+    async def rollback(self) -> None:
+        assert self._tx is not None
+        await self._tx.rollback()

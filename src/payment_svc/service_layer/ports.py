@@ -1,0 +1,183 @@
+"""The ports of the service layer: what the use cases need from the outside,
+as Protocols. The adapters implement them (adapters/store.py, event_store.py,
+reconciliation_store.py, quarantine_store.py, stripe_provider.py,
+stripe_events.py); main.py wires them in; tests/payment_svc/fakes.py keeps
+them in memory. Each repository method is one bounded database call and one
+transaction at most, never a network call.
+
+    PaymentRepository        payments and their history
+    EventInbox               the provider-event inbox (apply, upkeep)
+    SnapshotRepository       the sweep's work list and its leases, look-ups
+                             (a snapshot is applied in a unit of work:
+                             unit_of_work.py)
+    DiscrepancyRepository    discrepancies, deduplicated while open
+    RunRepository            reconciliation runs and the status figures
+    CheckpointRepository     the reconciler's checkpoints
+    QuarantineRepository     provider events that cannot be understood
+    PaymentProvider          the provider's create call
+    EventParser              provider bytes -> a ParsedEvent
+    SnapshotReader           the provider's facts about a payment -> a Snapshot
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Callable, Mapping
+from datetime import datetime
+from typing import Protocol
+
+from payment_svc.domain.commands import PageCursor
+from payment_svc.domain.inbox import (
+    EventOutcome,
+    InboxEvent,
+    Rematched,
+    StoredEvent,
+    UnmatchedEvent,
+)
+from payment_svc.domain.model import (
+    NewPayment,
+    Payment,
+    PaymentEvent,
+    ProviderCharge,
+    ProviderResult,
+)
+from payment_svc.domain.provider_events import ProviderObservation
+from payment_svc.domain.reconciliation import DiscrepancyKind, ProviderFacts, Snapshot
+from payment_svc.domain.records import (
+    Discrepancy,
+    NewQuarantined,
+    Quarantined,
+    Reported,
+    Run,
+    Status,
+)
+from payment_svc.domain.status import PaymentStatus, Source
+
+
+class PaymentRepository(Protocol):
+    async def insert_new(self, new: NewPayment) -> Payment:
+        """Commits the payment as PENDING with its first history entry, or
+        raises DuplicatePayment."""
+        ...
+
+    async def record_result(
+        self, payment: Payment, result: ProviderResult, *, source: Source
+    ) -> Payment:
+        """Moves the payment as the answer says if the transition table
+        allows; the history records the answer either way."""
+        ...
+
+    async def get(self, client_id: str, payment_id: uuid.UUID) -> Payment: ...
+
+    async def search(
+        self,
+        client_id: str | None,
+        *,
+        limit: int,
+        statuses: frozenset[PaymentStatus],
+        created_after: datetime | None,
+        created_before: datetime | None,
+        after: PageCursor | None,
+    ) -> list[Payment]: ...
+
+    async def events(self, client_id: str, payment_id: uuid.UUID) -> list[PaymentEvent]: ...
+
+
+class EventInbox(Protocol):
+    async def apply(self, event: InboxEvent, *, authoritative: bool = False) -> EventOutcome: ...
+
+    async def rematch(
+        self, limit: int, parse: Callable[[StoredEvent], InboxEvent]
+    ) -> Rematched: ...
+
+    async def overdue_unmatched(self, older_than_seconds: float) -> list[UnmatchedEvent]: ...
+
+    async def count_unmatched(self) -> int: ...
+
+
+class SnapshotRepository(Protocol):
+    async def to_reconcile(
+        self,
+        *,
+        older_than_seconds: float,
+        limit: int,
+        after: tuple[datetime, uuid.UUID] | None,
+        owner: str,
+        lease_seconds: float | None,
+    ) -> list[Payment]: ...
+
+    async def get_any(self, payment_id: uuid.UUID) -> Payment: ...
+
+    async def lookup(self, ids: list[uuid.UUID], provider_ids: list[str]) -> list[Payment]: ...
+
+
+class DiscrepancyRepository(Protocol):
+    async def report(
+        self,
+        kind: DiscrepancyKind,
+        payment_id: uuid.UUID | None,
+        provider_payment_id: str | None,
+        details: Mapping[str, str],
+    ) -> Reported: ...
+
+    async def discrepancies(
+        self,
+        *,
+        kinds: frozenset[DiscrepancyKind],
+        include_resolved: bool,
+        limit: int,
+        after: tuple[datetime, uuid.UUID] | None,
+    ) -> list[Discrepancy]: ...
+
+    async def resolve(self, discrepancy_id: uuid.UUID, by: str, note: str) -> Discrepancy: ...
+
+
+class RunRepository(Protocol):
+    async def record_run(self, run: Run) -> Run: ...
+
+    async def status(self) -> Status: ...
+
+
+class CheckpointRepository(Protocol):
+    async def checkpoint(self, name: str) -> tuple[str, datetime] | None: ...
+
+    async def save_checkpoint(self, name: str, value: str) -> None: ...
+
+
+class ReconciliationRepositories(
+    SnapshotRepository, DiscrepancyRepository, RunRepository, CheckpointRepository, Protocol
+):
+    """The four above, as one Postgres adapter provides them today."""
+
+
+class QuarantineRepository(Protocol):
+    async def keep(self, entry: NewQuarantined) -> tuple[uuid.UUID, int]: ...
+
+    async def list(self, *, include_replayed: bool, limit: int) -> list[Quarantined]: ...
+
+    async def get(self, quarantine_id: uuid.UUID) -> Quarantined: ...
+
+    async def replayed(self, quarantine_id: uuid.UUID, by: str) -> Quarantined: ...
+
+
+class PaymentProvider(Protocol):
+    async def create_payment(
+        self, charge: ProviderCharge, *, timeout: float | None = None
+    ) -> ProviderResult: ...
+
+
+class ParsedEvent(Protocol):
+    @property
+    def id(self) -> str: ...
+    @property
+    def type(self) -> str: ...
+    @property
+    def created(self) -> datetime | None: ...
+    @property
+    def stored_json(self) -> str: ...
+    @property
+    def observation(self) -> ProviderObservation: ...
+
+
+EventParser = Callable[[bytes], ParsedEvent]
+SnapshotReader = Callable[[ProviderFacts], Snapshot]

@@ -1,0 +1,76 @@
+"""The unit of work: one database transaction around one use case.
+
+    async with uow_factory() as uow:
+        payment = await uow.payments.get_for_update(payment_id)
+        ...decide with the domain rules...
+        await uow.discrepancies.report(...)
+        await uow.commit()
+
+Nothing is kept unless commit() is called: leaving the block without it (an
+error, a return) rolls back. No network call is made inside the block.
+Adapters: adapters/postgres_uow.py; in memory: tests/payment_svc/fakes.py.
+"""
+
+from __future__ import annotations
+
+import abc
+import uuid
+from collections.abc import Mapping
+from types import TracebackType
+from typing import Protocol, Self
+
+from payment_svc.domain.model import Payment
+from payment_svc.domain.reconciliation import DiscrepancyKind, Snapshot, SnapshotPlan
+from payment_svc.domain.records import Reported
+
+
+class LockedPayments(Protocol):
+    """Payments inside the unit of work's transaction."""
+
+    async def get_for_update(self, payment_id: uuid.UUID) -> Payment:
+        """The payment, locked until the end of the transaction (NotFound)."""
+        ...
+
+    async def apply_snapshot(self, payment: Payment, snap: Snapshot, plan: SnapshotPlan) -> Payment:
+        """The payment and its history entry as the plan says, one statement."""
+        ...
+
+    async def release_lease(self, payment_id: uuid.UUID) -> None: ...
+
+
+class DiscrepancyWriter(Protocol):
+    async def report(
+        self,
+        kind: DiscrepancyKind,
+        payment_id: uuid.UUID | None,
+        provider_payment_id: str | None,
+        details: Mapping[str, str],
+    ) -> Reported: ...
+
+
+class AbstractUnitOfWork(abc.ABC):
+    payments: LockedPayments
+    discrepancies: DiscrepancyWriter
+
+    async def __aenter__(self) -> Self:
+        self._committed = False
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        if not self._committed:
+            await self.rollback()
+
+    async def commit(self) -> None:
+        await self._commit()
+        self._committed = True
+
+    @abc.abstractmethod
+    async def _commit(self) -> None: ...
+
+    @abc.abstractmethod
+    async def rollback(self) -> None: ...

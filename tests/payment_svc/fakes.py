@@ -1,0 +1,324 @@
+"""In-memory implementations of the service layer's ports
+(payment_svc/service_layer/ports.py), for unit tests of the use cases that
+run without Postgres. They keep what the Postgres adapters keep, in dicts,
+and follow the same domain rules (status.decide); what only SQL can prove
+(locks, constraints, concurrency) stays in the Postgres tests."""
+
+from __future__ import annotations
+
+import copy
+import uuid
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime
+from typing import Any
+
+from payment_svc.domain import status as st
+from payment_svc.domain.commands import PageCursor
+from payment_svc.domain.errors import DuplicatePayment, NotFound, StoreUnavailable
+from payment_svc.domain.inbox import (
+    EventOutcome,
+    InboxEvent,
+    Rematched,
+    StoredEvent,
+    UnmatchedEvent,
+)
+from payment_svc.domain.model import (
+    NewPayment,
+    Payment,
+    PaymentEvent,
+    ProviderCharge,
+    ProviderResult,
+    format_payment_id,
+)
+from payment_svc.domain.reconciliation import DiscrepancyKind, dedup_key
+from payment_svc.domain.records import (
+    Discrepancy,
+    NewQuarantined,
+    Quarantined,
+    Reported,
+)
+from payment_svc.domain.status import PaymentStatus, Source
+from payment_svc.service_layer.unit_of_work import AbstractUnitOfWork
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+@dataclass
+class FakePaymentRepository:
+    payments: dict[uuid.UUID, Payment] = field(default_factory=dict)
+    fingerprints: dict[uuid.UUID, bytes] = field(default_factory=dict)
+    history: list[tuple[uuid.UUID, PaymentStatus | None, PaymentStatus, Source, bool]] = field(
+        default_factory=list
+    )
+    # record_result fails this many times with StoreUnavailable first (an outage)
+    record_failures: int = 0
+    record_calls: int = 0
+
+    async def insert_new(self, new: NewPayment) -> Payment:
+        for p in self.payments.values():
+            if (p.client_id, p.idempotency_key) == (new.client_id, new.idempotency_key):
+                same = self.fingerprints[p.id] == new.fingerprint
+                raise DuplicatePayment(p.public_id, p.status, same_parameters=same)
+        now = _now()
+        payment = Payment(
+            id=new.id,
+            client_id=new.client_id,
+            idempotency_key=new.idempotency_key,
+            amount=new.amount,
+            currency=new.currency,
+            status=PaymentStatus.PENDING,
+            payment_method=new.payment_method,
+            description=new.description,
+            metadata=dict(new.metadata),
+            provider_payment_id=None,
+            failure_code=None,
+            failure_message=None,
+            amount_reversed=0,
+            version=1,
+            created_at=now,
+            updated_at=now,
+        )
+        self.payments[payment.id] = payment
+        self.fingerprints[payment.id] = new.fingerprint
+        self.history.append((payment.id, None, PaymentStatus.PENDING, Source.API, True))
+        return payment
+
+    async def record_result(
+        self, payment: Payment, result: ProviderResult, *, source: Source
+    ) -> Payment:
+        self.record_calls += 1
+        if self.record_failures > 0:
+            self.record_failures -= 1
+            raise StoreUnavailable("fake outage")
+        current = self.payments[payment.id]
+        move = st.decide(current.status, result.status, authoritative=False)
+        if move is st.Move.NOOP:
+            return current
+        applied = move is st.Move.APPLY
+        self.history.append((current.id, current.status, result.status, source, applied))
+        if not applied:
+            return current
+        moved = replace(
+            current,
+            status=result.status,
+            provider_payment_id=current.provider_payment_id or result.provider_payment_id,
+            failure_code=result.failure_code,
+            failure_message=result.failure_message,
+            version=current.version + 1,
+            updated_at=_now(),
+        )
+        self.payments[moved.id] = moved
+        return moved
+
+    async def get(self, client_id: str, payment_id: uuid.UUID) -> Payment:
+        p = self.payments.get(payment_id)
+        if p is None or p.client_id != client_id:
+            raise NotFound(f"payment {format_payment_id(payment_id)} not found")
+        return p
+
+    async def search(
+        self,
+        client_id: str | None,
+        *,
+        limit: int,
+        statuses: frozenset[PaymentStatus],
+        created_after: datetime | None,
+        created_before: datetime | None,
+        after: PageCursor | None,
+    ) -> list[Payment]:
+        rows = sorted(self.payments.values(), key=lambda p: (p.created_at, p.id), reverse=True)
+        return [
+            p
+            for p in rows
+            if (client_id is None or p.client_id == client_id)
+            and (not statuses or p.status in statuses)
+            and (created_after is None or p.created_at >= created_after)
+            and (created_before is None or p.created_at < created_before)
+            and (after is None or (p.created_at, p.id) < (after.sort_key, after.id))
+        ][:limit]
+
+    async def events(self, client_id: str, payment_id: uuid.UUID) -> list[PaymentEvent]:
+        raise NotImplementedError
+
+
+@dataclass
+class FakeProvider:
+    """Answers as told; checks, when asked, that the payment was recorded
+    before the call (CreatePayment's rule: record first, then ask)."""
+
+    answer: ProviderResult = field(
+        default_factory=lambda: ProviderResult(PaymentStatus.SUCCEEDED, "pi_fake")
+    )
+    repository: FakePaymentRepository | None = None
+    charges: list[ProviderCharge] = field(default_factory=list)
+    timeouts: list[float | None] = field(default_factory=list)
+    seen_recorded: list[bool] = field(default_factory=list)
+
+    async def create_payment(
+        self, charge: ProviderCharge, *, timeout: float | None = None
+    ) -> ProviderResult:
+        self.charges.append(charge)
+        self.timeouts.append(timeout)
+        if self.repository is not None:
+            self.seen_recorded.append(
+                any(p.public_id == charge.payment_id for p in self.repository.payments.values())
+            )
+        return self.answer
+
+
+@dataclass
+class FakeDiscrepancies:
+    open: dict[str, Discrepancy] = field(default_factory=dict)
+
+    async def report(
+        self,
+        kind: DiscrepancyKind,
+        payment_id: uuid.UUID | None,
+        provider_payment_id: str | None,
+        details: Mapping[str, str],
+    ) -> Reported:
+        key = dedup_key(
+            kind, format_payment_id(payment_id) if payment_id else None, provider_payment_id
+        )
+        old = self.open.get(key)
+        now = _now()
+        new = Discrepancy(
+            id=old.id if old else uuid.uuid4(),
+            kind=kind,
+            payment_id=payment_id,
+            provider_payment_id=provider_payment_id,
+            details=dict(details),
+            first_seen_at=old.first_seen_at if old else now,
+            last_seen_at=now,
+            occurrences=old.occurrences + 1 if old else 1,
+            resolved_at=None,
+            resolved_by=None,
+            note=None,
+        )
+        self.open[key] = new
+        return Reported(new.id, new.occurrences)
+
+
+@dataclass
+class FakeInbox:
+    """The inbox's upkeep side: stored rows and overdue ones. (Applying an
+    event is the Postgres adapter's; see tests/payment_svc/test_provider_events.py.)"""
+
+    stored: dict[str, StoredEvent] = field(default_factory=dict)
+    overdue: list[UnmatchedEvent] = field(default_factory=list)
+    applied: list[InboxEvent] = field(default_factory=list)
+
+    async def apply(self, event: InboxEvent, *, authoritative: bool = False) -> EventOutcome:
+        self.applied.append(event)
+        return EventOutcome(False, None, False)
+
+    async def rematch(self, limit: int, parse: Callable[[StoredEvent], InboxEvent]) -> Rematched:
+        result = Rematched()
+        for event_id, row in list(self.stored.items())[:limit]:
+            try:
+                self.applied.append(parse(row))
+            except Exception:
+                result.unreadable.append(event_id)
+        return result
+
+    async def overdue_unmatched(self, older_than_seconds: float) -> list[UnmatchedEvent]:
+        rows, self.overdue = self.overdue, []
+        return rows
+
+    async def count_unmatched(self) -> int:
+        return len(self.stored)
+
+
+@dataclass
+class FakeQuarantine:
+    entries: dict[str, Quarantined] = field(default_factory=dict)
+
+    async def keep(self, entry: NewQuarantined) -> tuple[uuid.UUID, int]:
+        old = self.entries.get(entry.payload_sha256)
+        now = _now()
+        new = Quarantined(
+            id=old.id if old else uuid.uuid4(),
+            payload=entry.payload,
+            provider_event_id=entry.provider_event_id,
+            event_type=entry.event_type,
+            reason=entry.reason,
+            source=entry.source,
+            received_at=old.received_at if old else now,
+            last_received_at=now,
+            deliveries=old.deliveries + 1 if old else 1,
+            replayed_at=None,
+        )
+        self.entries[entry.payload_sha256] = new
+        return new.id, new.deliveries
+
+    async def list(self, *, include_replayed: bool, limit: int) -> list[Quarantined]:
+        return list(self.entries.values())[:limit]
+
+    async def get(self, quarantine_id: uuid.UUID) -> Quarantined:
+        for q in self.entries.values():
+            if q.id == quarantine_id:
+                return q
+        raise NotFound(f"quarantined event {quarantine_id} not found")
+
+    async def replayed(self, quarantine_id: uuid.UUID, by: str) -> Quarantined:
+        q = await self.get(quarantine_id)
+        done = replace(q, replayed_at=_now())
+        self.entries[next(k for k, v in self.entries.items() if v.id == quarantine_id)] = done
+        return done
+
+
+class FakeLockedPayments:
+    def __init__(self, repo: FakePaymentRepository) -> None:
+        self.repo = repo
+        self.leases_released: list[uuid.UUID] = []
+
+    async def get_for_update(self, payment_id: uuid.UUID) -> Payment:
+        p = self.repo.payments.get(payment_id)
+        if p is None:
+            raise NotFound(f"payment {format_payment_id(payment_id)} not found")
+        return p
+
+    async def apply_snapshot(self, payment: Payment, snap: Any, plan: Any) -> Payment:
+        moved = replace(
+            payment,
+            status=plan.status,
+            provider_payment_id=payment.provider_payment_id or snap.provider_payment_id,
+            amount_reversed=max(payment.amount_reversed, plan.amount_reversed),
+            version=payment.version + 1,
+        )
+        self.repo.payments[moved.id] = moved
+        self.repo.history.append((moved.id, payment.status, plan.status, Source.RECONCILER, True))
+        return moved
+
+    async def release_lease(self, payment_id: uuid.UUID) -> None:
+        self.leases_released.append(payment_id)
+
+
+class FakeUnitOfWork(AbstractUnitOfWork):
+    """Writes go to copies; commit() makes them the truth, anything else
+    throws them away (rollback by default)."""
+
+    def __init__(self, repo: FakePaymentRepository, discrepancies: FakeDiscrepancies) -> None:
+        self.committed_repo = repo
+        self.committed_discrepancies = discrepancies
+        self.commits = 0
+
+    async def __aenter__(self) -> FakeUnitOfWork:
+        await super().__aenter__()
+        self._repo = copy.deepcopy(self.committed_repo)
+        self._disc = copy.deepcopy(self.committed_discrepancies)
+        self.payments = FakeLockedPayments(self._repo)
+        self.discrepancies = self._disc
+        return self
+
+    async def _commit(self) -> None:
+        self.committed_repo.payments = self._repo.payments
+        self.committed_repo.history = self._repo.history
+        self.committed_discrepancies.open = self._disc.open
+        self.commits += 1
+
+    async def rollback(self) -> None:
+        pass
