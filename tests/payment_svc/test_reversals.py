@@ -15,7 +15,7 @@ import pytest
 from payment_svc.adapters.stripe_observations import ours, parse_event
 from payment_svc.adapters.stripe_observations import snapshot as stripe_snapshot
 from payment_svc.domain.provider_events import EventPlan, plan_event, rank_of
-from payment_svc.domain.reconciliation import Snapshot, plan_snapshot
+from payment_svc.domain.reconciliation import ProviderFacts, Snapshot, plan_snapshot
 from payment_svc.domain.reversals import reverse
 from payment_svc.domain.status import PaymentStatus
 from payments_stripe.objects import our_view, parse_intent
@@ -172,15 +172,17 @@ def test_the_rule_itself() -> None:
 def _snapshot(amount_refunded: int = 0, disputed: bool = False) -> Snapshot:
     # As RecordProviderSnapshot builds it (entrypoints/provider_sync_grpc.py).
     return stripe_snapshot(
-        found=True,
-        provider_status="succeeded",
-        provider_payment_id="pi_1",
-        amount=AMOUNT,
-        currency="usd",
-        amount_refunded=amount_refunded,
-        disputed=disputed,
-        failure_code=None,
-        failure_message=None,
+        ProviderFacts(
+            found=True,
+            provider_status="succeeded",
+            provider_payment_id="pi_1",
+            amount=AMOUNT,
+            currency="usd",
+            amount_refunded=amount_refunded,
+            disputed=disputed,
+            failure_code=None,
+            failure_message=None,
+        )
     )
 
 

@@ -23,8 +23,8 @@ from hypothesis import HealthCheck, event, given
 from hypothesis import settings as hypothesis_settings
 from hypothesis import strategies as st
 
-from payments_stripe.signature import Verifier
-from webhook_gateway.errors import Reason, WebhookError
+from payments_stripe.signature import InvalidSignature, Verifier
+from webhook_gateway.errors import Reason
 
 LIMIT = 2048
 
@@ -116,7 +116,7 @@ def acceptable(body: bytes, headers: dict[str, str]) -> bool:
         return False
     try:
         Verifier([SECRET], 300).verify(headers.get("Stripe-Signature"), body, time.time())
-    except WebhookError:
+    except InvalidSignature:
         return False
     return True
 
