@@ -13,9 +13,8 @@ from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any
 
-from payment_svc.domain import status as st
 from payment_svc.domain.commands import PageCursor
-from payment_svc.domain.errors import DuplicatePayment, NotFound, StoreUnavailable
+from payment_svc.domain.errors import NotFound, StoreUnavailable
 from payment_svc.domain.inbox import (
     EventOutcome,
     EventTarget,
@@ -40,6 +39,13 @@ from payment_svc.domain.records import (
     Quarantined,
     Reported,
 )
+from payment_svc.domain.results import (
+    ExistingPayment,
+    ResultPlanner,
+    ResultWrite,
+    duplicate_of,
+    plan_result,
+)
 from payment_svc.domain.status import PaymentStatus, Source
 from payment_svc.service_layer.unit_of_work import AbstractUnitOfWork
 
@@ -58,12 +64,13 @@ class FakePaymentRepository:
     # record_result fails this many times with StoreUnavailable first (an outage)
     record_failures: int = 0
     record_calls: int = 0
+    # DUPLICATE_PROVIDER_PAYMENT details record_result reported
+    duplicates: list[dict[str, str]] = field(default_factory=list)
 
     async def insert_new(self, new: NewPayment) -> Payment:
         for p in self.payments.values():
             if (p.client_id, p.idempotency_key) == (new.client_id, new.idempotency_key):
-                same = self.fingerprints[p.id] == new.fingerprint
-                raise DuplicatePayment(p.public_id, p.status, same_parameters=same)
+                raise duplicate_of(ExistingPayment(p.id, p.status, self.fingerprints[p.id]), new)
         now = _now()
         payment = Payment(
             id=new.id,
@@ -89,18 +96,25 @@ class FakePaymentRepository:
         return payment
 
     async def record_result(
-        self, payment: Payment, result: ProviderResult, *, source: Source
+        self,
+        payment: Payment,
+        result: ProviderResult,
+        *,
+        source: Source,
+        plan: ResultPlanner = plan_result,
     ) -> Payment:
         self.record_calls += 1
         if self.record_failures > 0:
             self.record_failures -= 1
             raise StoreUnavailable("fake outage")
         current = self.payments[payment.id]
-        move = st.decide(current.status, result.status, authoritative=False)
-        if move is st.Move.NOOP:
+        decided = plan(current, result, source)
+        if decided.write is ResultWrite.NOTHING:
             return current
-        applied = move is st.Move.APPLY
+        applied = decided.write is ResultWrite.MOVE
         self.history.append((current.id, current.status, result.status, source, applied))
+        if decided.duplicate is not None:
+            self.duplicates.append(dict(decided.duplicate))
         if not applied:
             return current
         moved = replace(

@@ -26,6 +26,7 @@ from payment_svc.domain.inbox import EventOutcome, InboxEvent, StoredEvent, Unma
 from payment_svc.domain.model import NewPayment, ProviderResult
 from payment_svc.domain.provider_events import ProviderObservation, StateRank
 from payment_svc.domain.reconciliation import DiscrepancyKind, Snapshot
+from payment_svc.domain.results import plan_result
 from payment_svc.domain.status import PaymentStatus, Source
 from payment_svc.service_layer.discrepancies import DiscrepancyService
 from payment_svc.service_layer.pagination import PageTokens
@@ -433,3 +434,20 @@ class _Parsed:
     @property
     def observation(self) -> ProviderObservation:
         return self.event.observation
+
+
+async def test_an_answer_about_another_provider_payment_never_rebinds() -> None:
+    repo = FakePaymentRepository()
+    service = _service(repo, FakeProvider(answer=ProviderResult(PaymentStatus.UNKNOWN, "pi_a")))
+    payment = await service.create("c1", _cmd())
+    assert payment.provider_payment_id == "pi_a"
+    after = await repo.record_result(
+        payment,
+        ProviderResult(PaymentStatus.SUCCEEDED, "pi_b", provider_status="succeeded"),
+        source=Source.RECONCILER,
+        plan=plan_result,
+    )
+    assert after.provider_payment_id == "pi_a" and after.status is PaymentStatus.UNKNOWN
+    assert repo.history[-1][4] is False
+    (details,) = repo.duplicates
+    assert details["bound_provider_payment_id"] == "pi_a"

@@ -46,6 +46,7 @@ from payment_svc.domain.records import (
     Run,
     Status,
 )
+from payment_svc.domain.results import ResultPlanner
 from payment_svc.domain.status import PaymentStatus, Source
 
 
@@ -56,10 +57,12 @@ class PaymentRepository(Protocol):
         ...
 
     async def record_result(
-        self, payment: Payment, result: ProviderResult, *, source: Source
+        self, payment: Payment, result: ProviderResult, *, source: Source, plan: ResultPlanner
     ) -> Payment:
-        """Moves the payment as the answer says if the transition table
-        allows; the history records the answer either way."""
+        """Writes what `plan` (domain/results.py) decides of the answer: the
+        move, or the history entry only (and DUPLICATE_PROVIDER_PAYMENT);
+        when the payment moved since it was read, `plan` decides again on
+        it as it is, under its lock."""
         ...
 
     async def get(self, client_id: str, payment_id: uuid.UUID) -> Payment: ...
