@@ -110,6 +110,7 @@ async def serve(settings: Settings) -> None:
         unmatched_deadline_seconds=settings.unmatched_event_deadline,
         quarantine=QuarantineStore(db),
         parse=parse_event,
+        uow=lambda: PostgresUnitOfWork(db),
     )
     reconciliation = ReconciliationService(
         SnapshotStore(db),

@@ -44,7 +44,7 @@ from rich.table import Table
 
 from payment_svc.adapters import migrate
 from payment_svc.adapters.db import Database
-from payment_svc.adapters.event_store import EventStore
+from payment_svc.adapters.postgres_uow import PostgresUnitOfWork
 from payment_svc.adapters.store import PaymentStore
 from payment_svc.domain.model import parse_payment_id
 from payment_svc.settings import Settings
@@ -686,7 +686,7 @@ async def _raw_events(
     events = StripeEvents("raw", pool.payments, options.webhook_secret)
     progress(f"webhooks, raw SQL: {options.concurrency} callers, {_phase_time(options)}")
     window = _window(options)
-    raw = loadgen.raw_events(EventStore(db), events, options.concurrency, window)
+    raw = loadgen.raw_events(lambda: PostgresUnitOfWork(db), events, options.concurrency, window)
     return pool, await _measured(env, window, raw)
 
 
@@ -820,7 +820,9 @@ def _rows(report: BenchReport) -> list[tuple[str, str, PhaseResult | None]]:
             ("webhooks: open loop, gateway", f"{o.webhook_rate:g}/s offered", w.open_loop),
         ]
         if o.runs("raw"):
-            rows.append(("webhooks: raw SQL (EventStore)", f"{o.concurrency} callers", w.raw))
+            rows.append(
+                ("webhooks: raw SQL (inbox unit of work)", f"{o.concurrency} callers", w.raw)
+            )
     return rows
 
 

@@ -38,12 +38,14 @@ import asyncpg
 import grpc
 from hdrh.histogram import HdrHistogram
 
-from payment_svc.adapters.event_store import EventOutcome, EventStore, InboxEvent
 from payment_svc.adapters.store import NewPayment, PaymentStore
 from payment_svc.adapters.stripe_observations import parse_event
 from payment_svc.domain.errors import PaymentsError as ServiceError
+from payment_svc.domain.inbox import EventOutcome, InboxEvent
 from payment_svc.domain.model import ProviderResult, new_payment_uuid, request_fingerprint
 from payment_svc.domain.status import PaymentStatus, Source
+from payment_svc.service_layer.provider_sync import apply_to_inbox
+from payment_svc.service_layer.unit_of_work import AbstractUnitOfWork
 from payments.v1 import payment_pb2 as pb
 from payments.v1 import payment_service_pb2 as svc
 from payments_stripe.signature import HEADER as SIGNATURE_HEADER
@@ -599,15 +601,19 @@ def _outcome(outcome: EventOutcome) -> str:
 
 
 async def raw_events(
-    store: EventStore, events: StripeEvents, concurrency: int, window: Window
+    uow: Callable[[], AbstractUnitOfWork],
+    events: StripeEvents,
+    concurrency: int,
+    window: Window,
 ) -> PhaseResult:
     """Per event what payment-svc does with a forwarded one: parse, then one
-    EventStore.apply transaction."""
+    unit of work of provider_sync.apply_to_inbox (its SQL, no gRPC)."""
 
     async def send(n: int, started_ns: int, result: PhaseResult) -> None:
         try:
             parsed = parse_event(events.body(n, int(time.time())))
-            outcome = await store.apply(
+            outcome = await apply_to_inbox(
+                uow,
                 InboxEvent(
                     provider_event_id=parsed.id,
                     event_type=parsed.type,
@@ -615,7 +621,7 @@ async def raw_events(
                     stored_json=parsed.stored_json,
                     observation=parsed.observation,
                     source=Source.WEBHOOK,
-                )
+                ),
             )
         except ServiceError as exc:
             result.failed(started_ns, time.perf_counter_ns(), exc.reason, str(exc))

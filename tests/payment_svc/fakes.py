@@ -8,18 +8,18 @@ from __future__ import annotations
 
 import copy
 import uuid
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any
 
-from payment_svc.domain import status as st
 from payment_svc.domain.commands import PageCursor
-from payment_svc.domain.errors import DuplicatePayment, NotFound, StoreUnavailable
+from payment_svc.domain.errors import NotFound, StoreUnavailable
 from payment_svc.domain.inbox import (
     EventOutcome,
+    EventTarget,
+    EventWrite,
     InboxEvent,
-    Rematched,
     StoredEvent,
     UnmatchedEvent,
 )
@@ -31,12 +31,20 @@ from payment_svc.domain.model import (
     ProviderResult,
     format_payment_id,
 )
+from payment_svc.domain.provider_events import ProviderObservation
 from payment_svc.domain.reconciliation import DiscrepancyKind, dedup_key
 from payment_svc.domain.records import (
     Discrepancy,
     NewQuarantined,
     Quarantined,
     Reported,
+)
+from payment_svc.domain.results import (
+    ExistingPayment,
+    ResultPlanner,
+    ResultWrite,
+    duplicate_of,
+    plan_result,
 )
 from payment_svc.domain.status import PaymentStatus, Source
 from payment_svc.service_layer.unit_of_work import AbstractUnitOfWork
@@ -56,12 +64,13 @@ class FakePaymentRepository:
     # record_result fails this many times with StoreUnavailable first (an outage)
     record_failures: int = 0
     record_calls: int = 0
+    # DUPLICATE_PROVIDER_PAYMENT details record_result reported
+    duplicates: list[dict[str, str]] = field(default_factory=list)
 
     async def insert_new(self, new: NewPayment) -> Payment:
         for p in self.payments.values():
             if (p.client_id, p.idempotency_key) == (new.client_id, new.idempotency_key):
-                same = self.fingerprints[p.id] == new.fingerprint
-                raise DuplicatePayment(p.public_id, p.status, same_parameters=same)
+                raise duplicate_of(ExistingPayment(p.id, p.status, self.fingerprints[p.id]), new)
         now = _now()
         payment = Payment(
             id=new.id,
@@ -87,18 +96,25 @@ class FakePaymentRepository:
         return payment
 
     async def record_result(
-        self, payment: Payment, result: ProviderResult, *, source: Source
+        self,
+        payment: Payment,
+        result: ProviderResult,
+        *,
+        source: Source,
+        plan: ResultPlanner = plan_result,
     ) -> Payment:
         self.record_calls += 1
         if self.record_failures > 0:
             self.record_failures -= 1
             raise StoreUnavailable("fake outage")
         current = self.payments[payment.id]
-        move = st.decide(current.status, result.status, authoritative=False)
-        if move is st.Move.NOOP:
+        decided = plan(current, result, source)
+        if decided.write is ResultWrite.NOTHING:
             return current
-        applied = move is st.Move.APPLY
+        applied = decided.write is ResultWrite.MOVE
         self.history.append((current.id, current.status, result.status, source, applied))
+        if decided.duplicate is not None:
+            self.duplicates.append(dict(decided.duplicate))
         if not applied:
             return current
         moved = replace(
@@ -204,25 +220,20 @@ class FakeDiscrepancies:
 
 @dataclass
 class FakeInbox:
-    """The inbox's upkeep side: stored rows and overdue ones. (Applying an
-    event is the Postgres adapter's; see tests/payment_svc/test_provider_events.py.)"""
+    """The provider-event inbox: `rows` (event id -> the payment it matched
+    and whether it applied), `stored` (unmatched rows, for the rematch),
+    `provider_state` (each payment's newest provider state applied); written
+    through a FakeUnitOfWork's FakeInboxWriter, read by the upkeep."""
 
+    rows: dict[str, tuple[uuid.UUID | None, bool]] = field(default_factory=dict)
     stored: dict[str, StoredEvent] = field(default_factory=dict)
+    provider_state: dict[uuid.UUID, tuple[datetime | None, int]] = field(default_factory=dict)
     overdue: list[UnmatchedEvent] = field(default_factory=list)
     applied: list[InboxEvent] = field(default_factory=list)
+    attempted: list[str] = field(default_factory=list)
 
-    async def apply(self, event: InboxEvent, *, authoritative: bool = False) -> EventOutcome:
-        self.applied.append(event)
-        return EventOutcome(False, None, False)
-
-    async def rematch(self, limit: int, parse: Callable[[StoredEvent], InboxEvent]) -> Rematched:
-        result = Rematched()
-        for event_id, row in list(self.stored.items())[:limit]:
-            try:
-                self.applied.append(parse(row))
-            except Exception:
-                result.unreadable.append(event_id)
-        return result
+    async def unmatched_ids(self, limit: int) -> list[str]:
+        return [e for e in self.stored if self.rows.get(e, (None, False))[0] is None][:limit]
 
     async def overdue_unmatched(self, older_than_seconds: float) -> list[UnmatchedEvent]:
         rows, self.overdue = self.overdue, []
@@ -230,6 +241,87 @@ class FakeInbox:
 
     async def count_unmatched(self) -> int:
         return len(self.stored)
+
+
+class FakeInboxWriter:
+    """What PgInbox's statements do, in memory (the SQL's own guards
+    included: nothing of the payment is written unless `touch`; never a
+    rebinding)."""
+
+    def __init__(self, inbox: FakeInbox, repo: FakePaymentRepository) -> None:
+        self.inbox = inbox
+        self.repo = repo
+
+    async def find_payment(self, obs: ProviderObservation) -> EventTarget | None:
+        found = [
+            p
+            for p in self.repo.payments.values()
+            if obs.provider_payment_id and p.provider_payment_id == obs.provider_payment_id
+        ]
+        if not found and obs.metadata_payment_id:
+            found = [
+                p for p in self.repo.payments.values() if p.public_id == obs.metadata_payment_id
+            ]
+        if not found:
+            return None
+        state_at, rank = self.inbox.provider_state.get(found[0].id, (None, 0))
+        return EventTarget(found[0], state_at, rank or None)
+
+    async def insert_matched(self, event: InboxEvent, write: EventWrite) -> EventOutcome | None:
+        if event.provider_event_id in self.inbox.rows:
+            return EventOutcome(True, *self.inbox.rows[event.provider_event_id])
+        self.inbox.applied.append(event)
+        self._write(event, write)
+        return None
+
+    async def insert_unmatched(self, event: InboxEvent) -> EventOutcome | None:
+        if event.provider_event_id in self.inbox.rows:
+            return EventOutcome(True, *self.inbox.rows[event.provider_event_id])
+        self.inbox.applied.append(event)
+        self.inbox.rows[event.provider_event_id] = (None, False)
+        self.inbox.stored[event.provider_event_id] = StoredEvent(
+            event.stored_json, event.created, event.source.value
+        )
+        return None
+
+    async def claim_unmatched(self, provider_event_id: str) -> StoredEvent | None:
+        if self.inbox.rows.get(provider_event_id, (None, False))[0] is not None:
+            return None
+        return self.inbox.stored.get(provider_event_id)
+
+    async def record_match(self, event: InboxEvent, write: EventWrite) -> None:
+        self.inbox.applied.append(event)
+        self.inbox.stored.pop(event.provider_event_id, None)
+        self._write(event, write)
+
+    async def mark_attempted(self, provider_event_id: str) -> None:
+        self.inbox.attempted.append(provider_event_id)
+
+    def _write(self, event: InboxEvent, write: EventWrite) -> None:
+        obs = event.observation
+        self.inbox.rows[event.provider_event_id] = (write.payment_id, write.applied)
+        payment = self.repo.payments[write.payment_id]
+        rebinds = (
+            payment.provider_payment_id is not None
+            and obs.provider_payment_id is not None
+            and payment.provider_payment_id != obs.provider_payment_id
+        )
+        if write.touch and not rebinds:
+            self.repo.payments[payment.id] = replace(
+                payment,
+                status=write.to_status if write.applied else payment.status,
+                provider_payment_id=payment.provider_payment_id or obs.provider_payment_id,
+                amount_reversed=max(payment.amount_reversed, write.amount_reversed or 0),
+                version=payment.version + (1 if write.applied else 0),
+            )
+            state_at, rank = self.inbox.provider_state.get(payment.id, (None, 0))
+            if state_at is None or (obs.occurred_at is not None and obs.occurred_at > state_at):
+                self.inbox.provider_state[payment.id] = (obs.occurred_at, int(obs.rank))
+            else:
+                self.inbox.provider_state[payment.id] = (state_at, max(rank, int(obs.rank)))
+            self.repo.history.append(
+                (payment.id, write.from_status, write.to_status, event.source, write.applied)
+            )
 
 
 @dataclass
@@ -301,16 +393,24 @@ class FakeUnitOfWork(AbstractUnitOfWork):
     """Writes go to copies; commit() makes them the truth, anything else
     throws them away (rollback by default)."""
 
-    def __init__(self, repo: FakePaymentRepository, discrepancies: FakeDiscrepancies) -> None:
+    def __init__(
+        self,
+        repo: FakePaymentRepository,
+        discrepancies: FakeDiscrepancies,
+        inbox: FakeInbox | None = None,
+    ) -> None:
         self.committed_repo = repo
         self.committed_discrepancies = discrepancies
+        self.committed_inbox = inbox if inbox is not None else FakeInbox()
         self.commits = 0
 
     async def __aenter__(self) -> FakeUnitOfWork:
         await super().__aenter__()
         self._repo = copy.deepcopy(self.committed_repo)
         self._disc = copy.deepcopy(self.committed_discrepancies)
+        self._inbox = copy.deepcopy(self.committed_inbox)
         self.payments = FakeLockedPayments(self._repo)
+        self.inbox = FakeInboxWriter(self._inbox, self._repo)
         self.discrepancies = self._disc
         return self
 
@@ -318,6 +418,8 @@ class FakeUnitOfWork(AbstractUnitOfWork):
         self.committed_repo.payments = self._repo.payments
         self.committed_repo.history = self._repo.history
         self.committed_discrepancies.open = self._disc.open
+        for name in ("rows", "stored", "provider_state", "applied", "attempted"):
+            setattr(self.committed_inbox, name, getattr(self._inbox, name))
         self.commits += 1
 
     async def rollback(self) -> None:

@@ -7,7 +7,8 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from datetime import UTC, datetime
+from dataclasses import dataclass, replace
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
@@ -21,14 +22,20 @@ from payment_svc.domain.errors import (
     ResultNotRecorded,
     UnprocessableEvent,
 )
-from payment_svc.domain.inbox import StoredEvent, UnmatchedEvent
-from payment_svc.domain.model import ProviderResult
+from payment_svc.domain.inbox import EventOutcome, InboxEvent, StoredEvent, UnmatchedEvent
+from payment_svc.domain.model import NewPayment, ProviderResult
+from payment_svc.domain.provider_events import ProviderObservation, StateRank
 from payment_svc.domain.reconciliation import DiscrepancyKind, Snapshot
+from payment_svc.domain.results import plan_result
 from payment_svc.domain.status import PaymentStatus, Source
 from payment_svc.service_layer.discrepancies import DiscrepancyService
 from payment_svc.service_layer.pagination import PageTokens
 from payment_svc.service_layer.payments import PaymentsService
-from payment_svc.service_layer.provider_sync import ApplyProviderEvent, ProviderSyncService
+from payment_svc.service_layer.provider_sync import (
+    ApplyProviderEvent,
+    ProviderSyncService,
+    apply_to_inbox,
+)
 from payment_svc.service_layer.reconciliation import ReconciliationService
 from payment_svc.service_layer.runs import RunService
 from tests.payment_svc.fakes import (
@@ -141,7 +148,11 @@ class _Unparseable:
 
 
 def _sync(
-    inbox: FakeInbox, quarantine: FakeQuarantine, discrepancies: FakeDiscrepancies, parse: Any
+    inbox: FakeInbox,
+    quarantine: FakeQuarantine,
+    discrepancies: FakeDiscrepancies,
+    parse: Any,
+    repo: FakePaymentRepository | None = None,
 ) -> ProviderSyncService:
     return ProviderSyncService(
         inbox,
@@ -149,6 +160,7 @@ def _sync(
         unmatched_deadline_seconds=60,
         quarantine=quarantine,
         parse=parse,
+        uow=lambda: FakeUnitOfWork(repo or FakePaymentRepository(), discrepancies, inbox),
     )
 
 
@@ -276,3 +288,166 @@ async def test_a_snapshot_of_another_amount_is_a_discrepancy_not_a_change() -> N
     (found,) = uow.committed_discrepancies.open.values()
     assert found.details["provider_amount"] == "999"
     assert next(iter(repo.payments.values())).status is PaymentStatus.UNKNOWN
+
+
+# Applying a provider event (apply_to_inbox), on the fakes. The same on
+# Postgres, with the one inbox statement: test_provider_events.py.
+
+T0 = datetime(2026, 1, 1, tzinfo=UTC)
+
+
+def _event(
+    event_id: str,
+    status: PaymentStatus | None,
+    *,
+    provider_id: str | None = "pi_1",
+    metadata_id: str | None = None,
+    at: int = 0,
+    rank: StateRank = StateRank.SETTLED,
+    refunded: int | None = None,
+) -> InboxEvent:
+    obs = ProviderObservation(
+        provider_payment_id=provider_id,
+        metadata_payment_id=metadata_id,
+        status=status,
+        rank=rank,
+        occurred_at=T0 + timedelta(seconds=at),
+        provider_status="succeeded",
+        amount_reversed=refunded,
+        reversal=refunded is not None,
+    )
+    return InboxEvent(event_id, "payment_intent.succeeded", T0, "{}", obs, Source.WEBHOOK)
+
+
+async def _inbox_with_payment(
+    bound: str | None = None,
+) -> tuple[FakeUnitOfWork, FakePaymentRepository, FakeInbox, FakeDiscrepancies, uuid.UUID]:
+    repo, inbox, discrepancies = FakePaymentRepository(), FakeInbox(), FakeDiscrepancies()
+    payment = await _service(repo, FakeProvider()).create("c1", _cmd()) if bound else None
+    if payment is None:
+        payment = await repo.insert_new(
+            NewPayment(uuid.uuid4(), "c1", "k-1", b"f", 1000, "EUR", "pm_card_visa", "", {})
+        )
+    return FakeUnitOfWork(repo, discrepancies, inbox), repo, inbox, discrepancies, payment.id
+
+
+async def test_an_event_is_applied_and_binds_the_payment() -> None:
+    uow, repo, inbox, _, pid = await _inbox_with_payment()
+    meta = repo.payments[pid].public_id
+    out = await apply_to_inbox(
+        lambda: uow, _event("evt_1", PaymentStatus.SUCCEEDED, metadata_id=meta)
+    )
+    assert out == EventOutcome(False, pid, True)
+    assert repo.payments[pid].status is PaymentStatus.SUCCEEDED
+    assert repo.payments[pid].provider_payment_id == "pi_1"
+    assert inbox.rows["evt_1"] == (pid, True) and uow.commits == 1
+
+
+async def test_a_redelivery_writes_nothing_and_says_what_the_first_did() -> None:
+    uow, repo, inbox, _, pid = await _inbox_with_payment()
+    meta = repo.payments[pid].public_id
+    event = _event("evt_1", PaymentStatus.SUCCEEDED, metadata_id=meta)
+    await apply_to_inbox(lambda: uow, event)
+    history = list(repo.history)
+    again = await apply_to_inbox(lambda: uow, event)
+    assert again == EventOutcome(True, pid, True)
+    assert repo.history == history and len(inbox.applied) == 1
+
+
+async def test_a_stale_event_is_recorded_but_does_not_move_the_payment() -> None:
+    uow, repo, _, _, pid = await _inbox_with_payment()
+    meta = repo.payments[pid].public_id
+    await apply_to_inbox(
+        lambda: uow, _event("evt_ok", PaymentStatus.SUCCEEDED, metadata_id=meta, at=10)
+    )
+    old = await apply_to_inbox(lambda: uow, _event("evt_old", PaymentStatus.FAILED, at=5))
+    assert old == EventOutcome(False, pid, False)
+    assert repo.payments[pid].status is PaymentStatus.SUCCEEDED
+
+
+async def test_an_event_for_no_known_payment_is_kept_and_matched_later() -> None:
+    uow, repo, inbox, discrepancies, pid = await _inbox_with_payment()
+    out = await apply_to_inbox(
+        lambda: uow, _event("evt_early", PaymentStatus.SUCCEEDED, provider_id="pi_9")
+    )
+    assert out == EventOutcome(False, None, False)
+    assert "evt_early" in inbox.stored
+    assert repo.payments[pid].status is PaymentStatus.PENDING
+    # the payment turns out to be pi_9's: the upkeep matches the kept event
+    repo.payments[pid] = replace(repo.payments[pid], provider_payment_id="pi_9")
+    stored = _event("evt_early", PaymentStatus.SUCCEEDED, provider_id="pi_9")
+    sync = _sync(inbox, FakeQuarantine(), discrepancies, lambda _b: _Parsed(stored), repo)
+    assert await sync.rematch() == 1
+    assert repo.payments[pid].status is PaymentStatus.SUCCEEDED
+    assert inbox.rows["evt_early"] == (pid, True) and "evt_early" not in inbox.stored
+
+
+async def test_an_event_of_another_provider_payment_is_a_duplicate_never_applied() -> None:
+    uow, repo, _, discrepancies, pid = await _inbox_with_payment(bound="pi_fake")
+    meta = repo.payments[pid].public_id
+    out = await apply_to_inbox(
+        lambda: uow, _event("evt_2", PaymentStatus.FAILED, provider_id="pi_other", metadata_id=meta)
+    )
+    assert out == EventOutcome(False, pid, False, DiscrepancyKind.DUPLICATE_PROVIDER_PAYMENT)
+    assert repo.payments[pid].provider_payment_id == "pi_fake"
+    assert repo.payments[pid].status is PaymentStatus.SUCCEEDED
+    (found,) = discrepancies.open.values()
+    assert found.kind is DiscrepancyKind.DUPLICATE_PROVIDER_PAYMENT
+    assert found.details["bound_provider_payment_id"] == "pi_fake"
+
+
+async def test_a_partial_refund_keeps_the_payment_succeeded() -> None:
+    uow, repo, _, _, pid = await _inbox_with_payment(bound="pi_fake")
+    refund = _event(
+        "evt_r",
+        PaymentStatus.SUCCEEDED,
+        provider_id="pi_fake",
+        rank=StateRank.REVERSED,
+        refunded=300,
+    )
+    out = await apply_to_inbox(lambda: uow, refund)
+    assert out.applied
+    assert repo.payments[pid].status is PaymentStatus.SUCCEEDED
+    assert repo.payments[pid].amount_reversed == 300
+
+
+@dataclass(frozen=True)
+class _Parsed:
+    event: InboxEvent
+
+    @property
+    def id(self) -> str:
+        return self.event.provider_event_id
+
+    @property
+    def type(self) -> str:
+        return self.event.event_type
+
+    @property
+    def created(self) -> datetime | None:
+        return self.event.created
+
+    @property
+    def stored_json(self) -> str:
+        return self.event.stored_json
+
+    @property
+    def observation(self) -> ProviderObservation:
+        return self.event.observation
+
+
+async def test_an_answer_about_another_provider_payment_never_rebinds() -> None:
+    repo = FakePaymentRepository()
+    service = _service(repo, FakeProvider(answer=ProviderResult(PaymentStatus.UNKNOWN, "pi_a")))
+    payment = await service.create("c1", _cmd())
+    assert payment.provider_payment_id == "pi_a"
+    after = await repo.record_result(
+        payment,
+        ProviderResult(PaymentStatus.SUCCEEDED, "pi_b", provider_status="succeeded"),
+        source=Source.RECONCILER,
+        plan=plan_result,
+    )
+    assert after.provider_payment_id == "pi_a" and after.status is PaymentStatus.UNKNOWN
+    assert repo.history[-1][4] is False
+    (details,) = repo.duplicates
+    assert details["bound_provider_payment_id"] == "pi_a"

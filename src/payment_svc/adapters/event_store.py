@@ -1,14 +1,14 @@
-"""SQL of the provider-event inbox: store each event once, match it to its
-payment, apply it under the payment's row lock, all in one transaction.
+"""SQL of the provider-event inbox. The orchestration (find and lock the
+payment, plan with the domain rules, report, write) is the service layer's
+(service_layer/provider_sync.py), in a unit of work; here:
 
-    apply(event)      find the payment by provider id, else by metadata id,
-                      and lock it -> plan with the domain rules -> one
-                      statement inserts the inbox row already matched and
-                      updates payment + history, only if the event is new (a
-                      redelivery writes nothing: duplicate); with no payment,
-                      the event is kept in the inbox unmatched
-    rematch(limit)    the same for inbox rows that matched nothing yet
-    overdue(age)      unmatched rows past their deadline, marked as reported
+    PgInbox           inside the unit of work: find and lock the payment;
+                      one statement inserts the inbox row already matched and
+                      updates payment + history as decided, only if the event
+                      is new (a redelivery writes nothing: duplicate); or
+                      keeps the event unmatched; the rematch's row lock, match
+    EventStore        the upkeep: unmatched ids, overdue (marked as
+                      reported), the count
 
 An event Postgres refuses to store (a value out of a column's range, a key
 past the index limit: whatever the parser's checks missed) is
@@ -17,23 +17,27 @@ UnprocessableEvent, for the quarantine, never a retry.
 
 from __future__ import annotations
 
+import contextlib
 import uuid
-from collections.abc import Callable
+from collections.abc import Iterator
 
 import asyncpg
 
 from payment_svc.adapters.db import Conn, Database
-from payment_svc.adapters.discrepancy_sql import report as report_discrepancy
 from payment_svc.adapters.store import PAYMENT_COLUMNS, payment_from_row
 from payment_svc.domain.errors import FieldViolation, UnprocessableEvent
 
-# EventOutcome and InboxEvent are re-exported for src/payments/loadgen.py (dev tooling).
+# EventOutcome and InboxEvent are re-exported for src/payments_dev/loadgen.py (dev tooling).
 from payment_svc.domain.inbox import EventOutcome as EventOutcome
+from payment_svc.domain.inbox import (
+    EventTarget,
+    EventWrite,
+    StoredEvent,
+    UnmatchedEvent,
+)
 from payment_svc.domain.inbox import InboxEvent as InboxEvent
-from payment_svc.domain.inbox import Rematched, StoredEvent, UnmatchedEvent
 from payment_svc.domain.model import parse_payment_id
-from payment_svc.domain.provider_events import EventPlan, ProviderObservation, plan_event
-from payment_svc.domain.reconciliation import DiscrepancyKind
+from payment_svc.domain.provider_events import ProviderObservation
 
 _FIND_PAYMENT = f"""
 SELECT {PAYMENT_COLUMNS}, provider_state_at, provider_state_rank FROM payments
@@ -125,49 +129,99 @@ _UNSTORABLE = (
 )
 
 
+class PgInbox:
+    """The inbox inside a unit of work (adapters/postgres_uow.py): SQL only;
+    service_layer/provider_sync.py decides what is written."""
+
+    def __init__(self, conn: Conn) -> None:
+        self._conn = conn
+
+    async def find_payment(self, obs: ProviderObservation) -> EventTarget | None:
+        by_metadata = _metadata_uuid(obs)
+        if obs.provider_payment_id is None and by_metadata is None:
+            return None
+        row = await self._conn.fetchrow(_FIND_PAYMENT, obs.provider_payment_id, by_metadata)
+        if row is None:
+            return None
+        return EventTarget(
+            payment_from_row(row), row["provider_state_at"], row["provider_state_rank"]
+        )
+
+    async def insert_matched(self, event: InboxEvent, write: EventWrite) -> EventOutcome | None:
+        with _unstorable():
+            written = await self._conn.fetchrow(
+                _INSERT_MATCHED,
+                *_write_args(event, write),
+                event.observation.metadata_payment_id,
+                event.created,
+                event.stored_json,
+            )
+        assert written is not None
+        if written["inserted"]:
+            return None
+        return await self._duplicate(event.provider_event_id, written)
+
+    async def insert_unmatched(self, event: InboxEvent) -> EventOutcome | None:
+        obs = event.observation
+        with _unstorable():
+            inserted = await self._conn.fetchval(
+                _INSERT_UNMATCHED,
+                event.provider_event_id,
+                event.event_type,
+                obs.provider_payment_id,
+                obs.metadata_payment_id,
+                event.created,
+                event.stored_json,
+                event.source.value,
+            )
+        if inserted is not None:
+            return None
+        return await self._duplicate(event.provider_event_id, None)
+
+    async def claim_unmatched(self, provider_event_id: str) -> StoredEvent | None:
+        row = await self._conn.fetchrow(
+            """SELECT provider_event_id, event_type, provider_created_at,
+                      payload::text AS payload, source
+               FROM provider_events
+               WHERE provider_event_id = $1 AND payment_id IS NULL
+               FOR UPDATE SKIP LOCKED""",
+            provider_event_id,
+        )
+        if row is None:
+            return None
+        return StoredEvent(row["payload"], row["provider_created_at"], row["source"])
+
+    async def record_match(self, event: InboxEvent, write: EventWrite) -> None:
+        with _unstorable():
+            await self._conn.execute(_RECORD_MATCH, *_write_args(event, write))
+
+    async def mark_attempted(self, provider_event_id: str) -> None:
+        await self._conn.execute(
+            "UPDATE provider_events SET match_attempted_at = now() WHERE provider_event_id = $1",
+            provider_event_id,
+        )
+
+    async def _duplicate(
+        self, provider_event_id: str, prior: asyncpg.Record | None
+    ) -> EventOutcome:
+        """A redelivery: what became of the event the first time. `prior` is
+        the inbox row as the writing statement saw it; when that snapshot
+        predates a concurrent first delivery, the row is read again."""
+        if prior is None or prior["payment_id"] is None:
+            prior = await self._conn.fetchrow(_INBOX_ROW, provider_event_id)
+        assert prior is not None
+        return EventOutcome(True, prior["payment_id"], bool(prior["applied"]))
+
+
 class EventStore:
+    """The inbox's upkeep outside a unit of work: one bounded call each."""
+
     def __init__(self, db: Database) -> None:
         self._db = db
 
-    async def apply(self, event: InboxEvent, *, authoritative: bool = False) -> EventOutcome:
-        obs = event.observation
-
-        async def op(conn: Conn) -> EventOutcome:
-            async with conn.transaction():
-                row = await _find_payment(conn, obs)
-                if row is not None:
-                    return await _apply_to(conn, row, event, authoritative, new=True)
-                inserted = await conn.fetchval(
-                    _INSERT_UNMATCHED,
-                    event.provider_event_id,
-                    event.event_type,
-                    obs.provider_payment_id,
-                    obs.metadata_payment_id,
-                    event.created,
-                    event.stored_json,
-                    event.source.value,
-                )
-                if inserted is None:
-                    return await _duplicate(conn, event.provider_event_id, None)
-                return EventOutcome(False, None, False)
-
-        try:
-            return await self._db.run(op)
-        except _UNSTORABLE as exc:
-            state = getattr(exc, "sqlstate", None) or type(exc).__name__
-            raise UnprocessableEvent(
-                [FieldViolation("payload", f"the database refused to store it ({state})")]
-            ) from None
-
-    async def rematch(self, limit: int, parse: Callable[[StoredEvent], InboxEvent]) -> Rematched:
-        """Tries again to match inbox events that matched no payment yet, the
-        longest untried first, each in a transaction of its own: one slow or
-        broken row costs one database call, never the round (a round in one
-        transaction could outlast the call's deadline and be rolled back
-        every time, retrying the same rows for ever). A row that no longer
-        parses goes to the back of the queue and is named in the result;
-        past the deadline it is reported like any unmatched event."""
-        ids = await self._db.run(
+    async def unmatched_ids(self, limit: int) -> list[str]:
+        """Inbox events that matched no payment yet, the longest untried first."""
+        rows = await self._db.run(
             lambda c: c.fetch(
                 """SELECT provider_event_id FROM provider_events
                    WHERE payment_id IS NULL AND unmatched_reported_at IS NULL
@@ -175,45 +229,7 @@ class EventStore:
                 limit,
             )
         )
-        result = Rematched()
-        for id_row in ids:
-            event_id: str = id_row["provider_event_id"]
-
-            async def one(conn: Conn, event_id: str = event_id) -> bool | None:
-                async with conn.transaction():
-                    row = await conn.fetchrow(
-                        """SELECT provider_event_id, event_type, provider_created_at,
-                                  payload::text AS payload, source
-                           FROM provider_events
-                           WHERE provider_event_id = $1 AND payment_id IS NULL
-                           FOR UPDATE SKIP LOCKED""",
-                        event_id,
-                    )
-                    if row is None:
-                        return False  # matched meanwhile, or another replica has it
-                    try:
-                        event = parse(
-                            StoredEvent(row["payload"], row["provider_created_at"], row["source"])
-                        )
-                    except UnprocessableEvent:
-                        event = None
-                    if event is not None:
-                        outcome = await _match_and_apply(conn, event, False)
-                        if outcome.payment_id is not None:
-                            return True
-                    await conn.execute(
-                        """UPDATE provider_events SET match_attempted_at = now()
-                           WHERE provider_event_id = $1""",
-                        event_id,
-                    )
-                    return None if event is None else False
-
-            done = await self._db.run(one)
-            if done:
-                result.matched += 1
-            elif done is None:
-                result.unreadable.append(event_id)
-        return result
+        return [r["provider_event_id"] for r in rows]
 
     async def overdue_unmatched(self, older_than_seconds: float) -> list[UnmatchedEvent]:
         """Unmatched events past their deadline, not reported before; marks
@@ -241,113 +257,34 @@ def _metadata_uuid(obs: ProviderObservation) -> uuid.UUID | None:
     return parse_payment_id(obs.metadata_payment_id) if obs.metadata_payment_id else None
 
 
-async def _find_payment(conn: Conn, obs: ProviderObservation) -> asyncpg.Record | None:
-    """The payment an event is about, locked: by provider id, else by the
-    payment id in the object's metadata."""
-    by_metadata = _metadata_uuid(obs)
-    if obs.provider_payment_id is None and by_metadata is None:
-        return None
-    return await conn.fetchrow(_FIND_PAYMENT, obs.provider_payment_id, by_metadata)
-
-
-async def _duplicate(
-    conn: Conn, provider_event_id: str, prior: asyncpg.Record | None
-) -> EventOutcome:
-    """A redelivery: what became of the event the first time. `prior` is the
-    inbox row as the writing statement saw it; when that snapshot predates a
-    concurrent first delivery, the row is read again."""
-    if prior is None or prior["payment_id"] is None:
-        prior = await conn.fetchrow(_INBOX_ROW, provider_event_id)
-    assert prior is not None
-    return EventOutcome(True, prior["payment_id"], bool(prior["applied"]))
-
-
-async def _match_and_apply(conn: Conn, event: InboxEvent, authoritative: bool) -> EventOutcome:
-    """For an event already in the inbox (the upkeep's rematch)."""
-    row = await _find_payment(conn, event.observation)
-    if row is None:
-        return EventOutcome(False, None, False)
-    return await _apply_to(conn, row, event, authoritative, new=False)
-
-
-async def _apply_to(
-    conn: Conn, row: asyncpg.Record, event: InboxEvent, authoritative: bool, *, new: bool
-) -> EventOutcome:
-    """Plans and writes one event against the locked payment in `row`: a
-    `new` event is inserted into the inbox with it, an inbox one matched."""
+def _write_args(event: InboxEvent, write: EventWrite) -> tuple[object, ...]:
     obs = event.observation
-    payment = payment_from_row(row)
-    plan: EventPlan = plan_event(
-        payment.status,
-        row["provider_state_at"],
-        row["provider_state_rank"],
-        obs,
-        amount=payment.amount,
-        currency=payment.currency,
-        authoritative=authoritative,
-        bound_provider_id=payment.provider_payment_id,
-        amount_reversed=payment.amount_reversed,
-    )
-    target = plan.status or obs.status or payment.status
-    args = (
-        payment.id,
-        plan.applied,
-        target.value,
+    return (
+        write.payment_id,
+        write.applied,
+        write.to_status.value,
         obs.provider_payment_id,
         obs.failure_code,
         obs.failure_message,
-        plan.amount_reversed,
+        write.amount_reversed,
         obs.occurred_at,
         int(obs.rank),
-        plan.touch,
-        payment.status.value,
+        write.touch,
+        write.from_status.value,
         event.source.value,
         event.provider_event_id,
         event.event_type,
-        plan.note,
+        write.note,
     )
-    if new:
-        written = await conn.fetchrow(
-            _INSERT_MATCHED, *args, obs.metadata_payment_id, event.created, event.stored_json
-        )
-        assert written is not None
-        if not written["inserted"]:
-            return await _duplicate(conn, event.provider_event_id, written)
-    else:
-        await conn.execute(_RECORD_MATCH, *args)
-    found: DiscrepancyKind | None = None
-    if plan.duplicate:
-        found = DiscrepancyKind.DUPLICATE_PROVIDER_PAYMENT
-        await report_discrepancy(
-            conn,
-            found,
-            payment.id,
-            obs.provider_payment_id,
-            {
-                "bound_provider_payment_id": payment.provider_payment_id or "",
-                "provider_event_id": event.provider_event_id,
-                "event_type": event.event_type,
-                "provider_status": obs.provider_status or "",
-                "provider_amount": "" if obs.amount is None else str(obs.amount),
-                "provider_currency": (obs.currency or "").upper(),
-                "our_status": payment.status.value,
-                "our_amount": str(payment.amount),
-                "our_currency": payment.currency,
-            },
-        )
-    if plan.mismatch:
-        found = DiscrepancyKind.AMOUNT_MISMATCH
-        await report_discrepancy(
-            conn,
-            DiscrepancyKind.AMOUNT_MISMATCH,
-            payment.id,
-            obs.provider_payment_id,
-            {
-                "our_amount": str(payment.amount),
-                "our_currency": payment.currency,
-                "provider_amount": str(obs.amount),
-                "provider_currency": (obs.currency or "").upper(),
-                "provider_event_id": event.provider_event_id,
-            },
-        )
-    return EventOutcome(False, payment.id, plan.applied, found)
+
+
+@contextlib.contextmanager
+def _unstorable() -> Iterator[None]:
+    """An event Postgres refuses to store: UnprocessableEvent."""
+    try:
+        yield
+    except _UNSTORABLE as exc:
+        state = getattr(exc, "sqlstate", None) or type(exc).__name__
+        raise UnprocessableEvent(
+            [FieldViolation("payload", f"the database refused to store it ({state})")]
+        ) from None

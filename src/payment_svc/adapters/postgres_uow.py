@@ -14,6 +14,7 @@ from asyncpg.transaction import Transaction
 
 from payment_svc.adapters.db import Conn, Database
 from payment_svc.adapters.discrepancy_sql import report
+from payment_svc.adapters.event_store import PgInbox
 from payment_svc.adapters.reconciliation_store import apply_snapshot
 from payment_svc.adapters.store import PAYMENT_COLUMNS, payment_from_row
 from payment_svc.domain.errors import NotFound
@@ -77,6 +78,7 @@ class PostgresUnitOfWork(AbstractUnitOfWork):
             await self._session.__aexit__(type(exc), exc, exc.__traceback__)
             raise
         self.payments = PgLockedPayments(conn)
+        self.inbox = PgInbox(conn)
         self.discrepancies = PgDiscrepancyWriter(conn)
         return self
 

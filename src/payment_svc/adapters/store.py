@@ -15,15 +15,20 @@ import asyncpg
 
 from payment_svc.adapters.db import Conn, Database
 from payment_svc.adapters.discrepancy_sql import report as report_discrepancy
-from payment_svc.domain import status as st
-from payment_svc.domain.binding import bind, duplicate_note
 from payment_svc.domain.commands import PageCursor
-from payment_svc.domain.errors import DuplicatePayment, NotFound
+from payment_svc.domain.errors import NotFound
 
 # NewPayment is re-exported for src/payments/bench.py and loadgen.py (dev tooling).
 from payment_svc.domain.model import NewPayment as NewPayment
 from payment_svc.domain.model import Payment, PaymentEvent, ProviderResult, format_payment_id
 from payment_svc.domain.reconciliation import DiscrepancyKind
+from payment_svc.domain.results import (
+    ExistingPayment,
+    ResultPlanner,
+    ResultWrite,
+    duplicate_of,
+    plan_result,
+)
 from payment_svc.domain.status import PaymentStatus, Source
 
 PAYMENT_COLUMNS = """id, client_id, idempotency_key, amount, currency, status, payment_method,
@@ -144,20 +149,31 @@ class PaymentStore:
         result = await self._db.run(op)
         if isinstance(result, Payment):
             return result
-        raise DuplicatePayment(
-            format_payment_id(result["id"]),
-            PaymentStatus(result["status"]),
-            same_parameters=bytes(result["request_fingerprint"]) == new.fingerprint,
+        raise duplicate_of(
+            ExistingPayment(
+                result["id"],
+                PaymentStatus(result["status"]),
+                bytes(result["request_fingerprint"]),
+            ),
+            new,
         )
 
     async def record_result(
-        self, payment: Payment, result: ProviderResult, *, source: Source
+        self,
+        payment: Payment,
+        result: ProviderResult,
+        *,
+        source: Source,
+        plan: ResultPlanner = plan_result,
     ) -> Payment:
-        """Moves the payment as the provider's answer says, if the transition
-        table allows; the history records the answer either way."""
+        """Writes what `plan` (the domain's decision, domain/results.py)
+        says of the provider's answer: the move (one statement, only if
+        nobody changed the payment since it was read), or the history entry
+        only. When the payment moved meanwhile, `plan` decides again on it
+        as it is, under its row lock."""
 
         async def op(conn: Conn) -> Payment:
-            row = await self._try_transition(conn, payment, result, source)
+            row = await self._try_transition(conn, payment, result, source, plan)
             if row is not None:
                 return row
             # Somebody moved it since we read it: decide again under a lock.
@@ -167,18 +183,23 @@ class PaymentStore:
                 )
                 assert current is not None
                 fresh = payment_from_row(current)
-                moved = await self._try_transition(conn, fresh, result, source)
+                moved = await self._try_transition(conn, fresh, result, source, plan)
                 return moved if moved is not None else fresh
 
         return await self._db.run(op)
 
     async def _try_transition(
-        self, conn: Conn, payment: Payment, result: ProviderResult, source: Source
+        self,
+        conn: Conn,
+        payment: Payment,
+        result: ProviderResult,
+        source: Source,
+        plan: ResultPlanner,
     ) -> Payment | None:
-        move = st.decide(payment.status, result.status, authoritative=False)
-        if move is st.Move.NOOP:
+        decided = plan(payment, result, source)
+        if decided.write is ResultWrite.NOTHING:
             return payment
-        if not bind(payment.provider_payment_id, result.provider_payment_id).may_apply:
+        if decided.write is ResultWrite.RECORD:
             await conn.execute(
                 _RECORD_ONLY,
                 payment.id,
@@ -186,31 +207,16 @@ class PaymentStore:
                 result.status.value,
                 source.value,
                 result.failure_code,
-                duplicate_note(payment.provider_payment_id, result.provider_payment_id),
+                decided.note,
             )
-            await report_discrepancy(
-                conn,
-                DiscrepancyKind.DUPLICATE_PROVIDER_PAYMENT,
-                payment.id,
-                result.provider_payment_id,
-                {
-                    "bound_provider_payment_id": payment.provider_payment_id or "",
-                    "provider_status": result.provider_status or "",
-                    "our_status": payment.status.value,
-                    "source": source.value,
-                },
-            )
-            return payment
-        if move is st.Move.REJECT:
-            await conn.execute(
-                _RECORD_ONLY,
-                payment.id,
-                payment.status.value,
-                result.status.value,
-                source.value,
-                result.failure_code,
-                result.note or "transition not allowed; recorded only",
-            )
+            if decided.duplicate is not None:
+                await report_discrepancy(
+                    conn,
+                    DiscrepancyKind.DUPLICATE_PROVIDER_PAYMENT,
+                    payment.id,
+                    result.provider_payment_id,
+                    decided.duplicate,
+                )
             return payment
         row = await conn.fetchrow(
             _TRANSITION,
@@ -222,7 +228,7 @@ class PaymentStore:
             result.failure_message,
             payment.status.value,
             source.value,
-            result.note,
+            decided.note,
         )
         return payment_from_row(row) if row is not None else None
 

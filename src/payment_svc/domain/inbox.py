@@ -7,9 +7,10 @@ import uuid
 from dataclasses import dataclass, field
 from datetime import datetime
 
-from payment_svc.domain.provider_events import ProviderObservation
+from payment_svc.domain.model import Payment
+from payment_svc.domain.provider_events import EventPlan, ProviderObservation, plan_event
 from payment_svc.domain.reconciliation import DiscrepancyKind
-from payment_svc.domain.status import Source
+from payment_svc.domain.status import PaymentStatus, Source
 
 
 @dataclass(frozen=True)
@@ -56,3 +57,100 @@ class Rematched:
     matched: int = 0
     # inbox rows that no longer parse (stored by an older parser)
     unreadable: list[str] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class EventTarget:
+    """The payment an event is about, locked, with the newest provider state
+    applied to it (provider_events.is_stale compares with it)."""
+
+    payment: Payment
+    provider_state_at: datetime | None
+    provider_state_rank: int | None
+
+
+@dataclass(frozen=True)
+class EventWrite:
+    """What one matched event writes, decided here; the inbox adapter writes
+    it in one statement (the inbox row, the payment, its history entry)."""
+
+    payment_id: uuid.UUID
+    from_status: PaymentStatus
+    to_status: PaymentStatus
+    # the payment's status moves to `to_status`
+    applied: bool
+    # the payment's newest provider state moves forward
+    touch: bool
+    amount_reversed: int | None
+    note: str | None
+
+
+def plan_inbox_write(
+    target: EventTarget, event: InboxEvent, *, authoritative: bool
+) -> tuple[EventPlan, EventWrite]:
+    """The domain's plan for `event` against the locked payment, and the
+    values the one inbox statement writes for it."""
+    obs = event.observation
+    payment = target.payment
+    plan = plan_event(
+        payment.status,
+        target.provider_state_at,
+        target.provider_state_rank,
+        obs,
+        amount=payment.amount,
+        currency=payment.currency,
+        authoritative=authoritative,
+        bound_provider_id=payment.provider_payment_id,
+        amount_reversed=payment.amount_reversed,
+    )
+    write = EventWrite(
+        payment_id=payment.id,
+        from_status=payment.status,
+        to_status=plan.status or obs.status or payment.status,
+        applied=plan.applied,
+        touch=plan.touch,
+        amount_reversed=plan.amount_reversed,
+        note=plan.note,
+    )
+    return plan, write
+
+
+def event_findings(
+    target: EventTarget, event: InboxEvent, plan: EventPlan
+) -> list[tuple[DiscrepancyKind, dict[str, str]]]:
+    """The discrepancies an event reveals about its payment, with their
+    details (reported in the same transaction as the event's write)."""
+    obs = event.observation
+    payment = target.payment
+    found: list[tuple[DiscrepancyKind, dict[str, str]]] = []
+    if plan.duplicate:
+        found.append(
+            (
+                DiscrepancyKind.DUPLICATE_PROVIDER_PAYMENT,
+                {
+                    "bound_provider_payment_id": payment.provider_payment_id or "",
+                    "provider_event_id": event.provider_event_id,
+                    "event_type": event.event_type,
+                    "provider_status": obs.provider_status or "",
+                    "provider_amount": "" if obs.amount is None else str(obs.amount),
+                    "provider_currency": (obs.currency or "").upper(),
+                    "our_status": payment.status.value,
+                    "our_amount": str(payment.amount),
+                    "our_currency": payment.currency,
+                },
+            )
+        )
+    if plan.mismatch:
+        found.append(
+            (
+                DiscrepancyKind.AMOUNT_MISMATCH,
+                {
+                    "our_amount": str(payment.amount),
+                    "our_currency": payment.currency,
+                    "provider_amount": str(obs.amount),
+                    "provider_currency": (obs.currency or "").upper(),
+                    "provider_event_id": event.provider_event_id,
+                },
+            )
+        )
+    return found

@@ -39,6 +39,7 @@ from payment_svc.domain.model import (
     parse_payment_id,
     request_fingerprint,
 )
+from payment_svc.domain.results import plan_result
 from payment_svc.domain.status import Source
 from payment_svc.service_layer import pagination
 from payment_svc.service_layer.pagination import PageTokens
@@ -145,7 +146,9 @@ class PaymentsService:
             left = end - loop.time()
             try:
                 async with asyncio.timeout(left if left > 0 else None):
-                    return await self._store.record_result(payment, result, source=source)
+                    return await self._store.record_result(
+                        payment, result, source=source, plan=plan_result
+                    )
             except (StoreUnavailable, TimeoutError) as exc:
                 if end - loop.time() <= pause:
                     log.error(

@@ -6,7 +6,8 @@ them in memory. Each repository method is one bounded database call and one
 transaction at most, never a network call.
 
     PaymentRepository        payments and their history
-    EventInbox               the provider-event inbox (apply, upkeep)
+    EventInbox               the provider-event inbox's upkeep (an event is
+                             applied in a unit of work)
     SnapshotRepository       the sweep's work list and its leases, look-ups
                              (a snapshot is applied in a unit of work:
                              unit_of_work.py)
@@ -27,13 +28,7 @@ from datetime import datetime
 from typing import Protocol
 
 from payment_svc.domain.commands import PageCursor
-from payment_svc.domain.inbox import (
-    EventOutcome,
-    InboxEvent,
-    Rematched,
-    StoredEvent,
-    UnmatchedEvent,
-)
+from payment_svc.domain.inbox import UnmatchedEvent
 from payment_svc.domain.model import (
     NewPayment,
     Payment,
@@ -51,6 +46,7 @@ from payment_svc.domain.records import (
     Run,
     Status,
 )
+from payment_svc.domain.results import ResultPlanner
 from payment_svc.domain.status import PaymentStatus, Source
 
 
@@ -61,10 +57,12 @@ class PaymentRepository(Protocol):
         ...
 
     async def record_result(
-        self, payment: Payment, result: ProviderResult, *, source: Source
+        self, payment: Payment, result: ProviderResult, *, source: Source, plan: ResultPlanner
     ) -> Payment:
-        """Moves the payment as the answer says if the transition table
-        allows; the history records the answer either way."""
+        """Writes what `plan` (domain/results.py) decides of the answer: the
+        move, or the history entry only (and DUPLICATE_PROVIDER_PAYMENT);
+        when the payment moved since it was read, `plan` decides again on
+        it as it is, under its lock."""
         ...
 
     async def get(self, client_id: str, payment_id: uuid.UUID) -> Payment: ...
@@ -84,11 +82,10 @@ class PaymentRepository(Protocol):
 
 
 class EventInbox(Protocol):
-    async def apply(self, event: InboxEvent, *, authoritative: bool = False) -> EventOutcome: ...
+    """The inbox's upkeep; applying an event is a unit of work's
+    (unit_of_work.InboxWriter)."""
 
-    async def rematch(
-        self, limit: int, parse: Callable[[StoredEvent], InboxEvent]
-    ) -> Rematched: ...
+    async def unmatched_ids(self, limit: int) -> list[str]: ...
 
     async def overdue_unmatched(self, older_than_seconds: float) -> list[UnmatchedEvent]: ...
 

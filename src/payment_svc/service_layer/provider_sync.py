@@ -15,12 +15,19 @@ from __future__ import annotations
 
 import hashlib
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import structlog
 
 from payment_svc.domain.errors import FieldViolation, InvalidArgument, UnprocessableEvent
-from payment_svc.domain.inbox import EventOutcome, InboxEvent, StoredEvent
+from payment_svc.domain.inbox import (
+    EventOutcome,
+    InboxEvent,
+    StoredEvent,
+    event_findings,
+    plan_inbox_write,
+)
 from payment_svc.domain.model import format_payment_id
 from payment_svc.domain.reconciliation import DiscrepancyKind
 from payment_svc.domain.records import NewQuarantined, Quarantined
@@ -31,6 +38,7 @@ from payment_svc.service_layer.ports import (
     EventParser,
     QuarantineRepository,
 )
+from payment_svc.service_layer.unit_of_work import AbstractUnitOfWork
 from payments_kit.cards import redact_card_numbers
 
 log = structlog.get_logger("payment_svc.provider_sync")
@@ -56,7 +64,9 @@ class ProviderSyncService:
         unmatched_deadline_seconds: float,
         quarantine: QuarantineRepository,
         parse: EventParser,
+        uow: Callable[[], AbstractUnitOfWork],
     ) -> None:
+        self._uow = uow
         self._parse = parse
         self._quarantine = quarantine
         self._events = events
@@ -88,7 +98,8 @@ class ProviderSyncService:
         if mismatch:
             raise InvalidArgument(mismatch)
         structlog.contextvars.bind_contextvars(provider_event_id=parsed.id)
-        outcome = await self._events.apply(
+        outcome = await apply_to_inbox(
+            self._uow,
             InboxEvent(
                 provider_event_id=parsed.id,
                 event_type=parsed.type,
@@ -96,7 +107,7 @@ class ProviderSyncService:
                 stored_json=parsed.stored_json,
                 observation=parsed.observation,
                 source=cmd.source,
-            )
+            ),
         )
         if outcome.discrepancy is not None:
             log.error(
@@ -165,10 +176,46 @@ class ProviderSyncService:
         return outcome, entry
 
     async def rematch(self, limit: int = 100) -> int:
-        result = await self._events.rematch(limit, self._inbox_event)
-        for event_id in result.unreadable:
-            log.error("inbox_event_unreadable", provider_event_id=event_id)
-        return result.matched
+        """Tries again to match inbox events that matched no payment yet, the
+        longest untried first, each in a unit of work of its own: one slow or
+        broken row costs one database call, never the round (a round in one
+        transaction could outlast the call's deadline and be rolled back
+        every time, retrying the same rows for ever). A row that no longer
+        parses goes to the back of the queue and is logged; past the
+        deadline it is reported like any unmatched event."""
+        matched = 0
+        for event_id in await self._events.unmatched_ids(limit):
+            done = await self._rematch_one(event_id)
+            if done:
+                matched += 1
+            elif done is None:
+                log.error("inbox_event_unreadable", provider_event_id=event_id)
+        return matched
+
+    async def _rematch_one(self, event_id: str) -> bool | None:
+        """True: matched; False: still unmatched (or taken); None: unreadable."""
+        async with self._uow() as uow:
+            row = await uow.inbox.claim_unmatched(event_id)
+            if row is None:
+                return False  # matched meanwhile, or another replica has it
+            try:
+                event: InboxEvent | None = self._inbox_event(row)
+            except UnprocessableEvent:
+                event = None
+            if event is not None:
+                target = await uow.inbox.find_payment(event.observation)
+                if target is not None:
+                    plan, write = plan_inbox_write(target, event, authoritative=False)
+                    await uow.inbox.record_match(event, write)
+                    for kind, details in event_findings(target, event, plan):
+                        await uow.discrepancies.report(
+                            kind, write.payment_id, event.observation.provider_payment_id, details
+                        )
+                    await uow.commit()
+                    return True
+            await uow.inbox.mark_attempted(event_id)
+            await uow.commit()
+            return None if event is None else False
 
     async def report_overdue(self) -> int:
         """Unmatched events past the deadline become UNMATCHED_PROVIDER_EVENT
@@ -208,6 +255,38 @@ class ProviderSyncService:
             observation=parsed.observation,
             source=Source(row.source),
         )
+
+
+async def apply_to_inbox(
+    uow_factory: Callable[[], AbstractUnitOfWork],
+    event: InboxEvent,
+    *,
+    authoritative: bool = False,
+) -> EventOutcome:
+    """One event, in one unit of work: find and lock its payment, plan with
+    the domain rules, write it (the inbox row, the payment, its history: one
+    statement), report what it reveals, commit. A redelivery writes nothing;
+    with no payment the event is kept in the inbox unmatched. (Also what
+    `payments bench` measures as the raw-SQL limit: payments_dev/loadgen.py.)"""
+    async with uow_factory() as uow:
+        target = await uow.inbox.find_payment(event.observation)
+        if target is None:
+            earlier = await uow.inbox.insert_unmatched(event)
+            await uow.commit()
+            return earlier or EventOutcome(False, None, False)
+        plan, write = plan_inbox_write(target, event, authoritative=authoritative)
+        earlier = await uow.inbox.insert_matched(event, write)
+        if earlier is not None:
+            await uow.commit()
+            return earlier
+        found = None
+        for kind, details in event_findings(target, event, plan):
+            found = kind
+            await uow.discrepancies.report(
+                kind, write.payment_id, event.observation.provider_payment_id, details
+            )
+        await uow.commit()
+        return EventOutcome(False, write.payment_id, plan.applied, found)
 
 
 def _readable(value: str) -> str | None:

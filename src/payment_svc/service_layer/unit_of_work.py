@@ -19,7 +19,9 @@ from collections.abc import Mapping
 from types import TracebackType
 from typing import Protocol, Self
 
+from payment_svc.domain.inbox import EventOutcome, EventTarget, EventWrite, InboxEvent, StoredEvent
 from payment_svc.domain.model import Payment
+from payment_svc.domain.provider_events import ProviderObservation
 from payment_svc.domain.reconciliation import DiscrepancyKind, Snapshot, SnapshotPlan
 from payment_svc.domain.records import Reported
 
@@ -38,6 +40,38 @@ class LockedPayments(Protocol):
     async def release_lease(self, payment_id: uuid.UUID) -> None: ...
 
 
+class InboxWriter(Protocol):
+    """The provider-event inbox inside the unit of work's transaction. An
+    event Postgres refuses to store raises UnprocessableEvent."""
+
+    async def find_payment(self, obs: ProviderObservation) -> EventTarget | None:
+        """The payment an event is about, locked: by provider id, else by
+        the payment id in the object's metadata."""
+        ...
+
+    async def insert_matched(self, event: InboxEvent, write: EventWrite) -> EventOutcome | None:
+        """One statement: the inbox row, already matched, and what `write`
+        says of the payment and its history, only if the event is new. None
+        when it was; else (a redelivery, nothing written) what became of the
+        event the first time."""
+        ...
+
+    async def insert_unmatched(self, event: InboxEvent) -> EventOutcome | None:
+        """The event kept unmatched; None, or the first delivery's outcome."""
+        ...
+
+    async def claim_unmatched(self, provider_event_id: str) -> StoredEvent | None:
+        """An inbox row still unmatched, locked (None: matched meanwhile, or
+        another replica has it)."""
+        ...
+
+    async def record_match(self, event: InboxEvent, write: EventWrite) -> None:
+        """An inbox event matched later: the payment's writes and the match."""
+        ...
+
+    async def mark_attempted(self, provider_event_id: str) -> None: ...
+
+
 class DiscrepancyWriter(Protocol):
     async def report(
         self,
@@ -50,6 +84,7 @@ class DiscrepancyWriter(Protocol):
 
 class AbstractUnitOfWork(abc.ABC):
     payments: LockedPayments
+    inbox: InboxWriter
     discrepancies: DiscrepancyWriter
 
     async def __aenter__(self) -> Self:
