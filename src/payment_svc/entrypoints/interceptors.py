@@ -62,6 +62,10 @@ METHOD_ROLES: Mapping[str, frozenset[Role]] = {
     _PAYMENTS + "GetPayment": _MERCHANT,
     _PAYMENTS + "ListPayments": _MERCHANT,
     _PAYMENTS + "ListPaymentEvents": _MERCHANT,
+    _PAYMENTS + "RefundPayment": _MERCHANT,
+    _PAYMENTS + "ListRefunds": _MERCHANT,
+    _PAYMENTS + "ListPaymentUpdates": _MERCHANT,
+    _PAYMENTS + "WatchPaymentUpdates": _MERCHANT,
     # The gateway forwards webhooks; the reconciler's catch-up replays events.
     _SYNC + "ApplyProviderEvent": frozenset({Role.GATEWAY, Role.RECONCILER}),
     _SYNC + "ReconcilePayment": _RECONCILER,

@@ -52,6 +52,36 @@ PAYMENT_STATUS_REVERSED: PaymentStatus.ValueType  # 5
 """Refunded or charged back after success."""
 Global___PaymentStatus: _TypeAlias = PaymentStatus  # noqa: Y015
 
+class _RefundStatus:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _RefundStatusEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_RefundStatus.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    REFUND_STATUS_UNSPECIFIED: _RefundStatus.ValueType  # 0
+    """Never stored."""
+    REFUND_STATUS_PENDING: _RefundStatus.ValueType  # 1
+    """Recorded, the provider's outcome not final yet."""
+    REFUND_STATUS_UNKNOWN: _RefundStatus.ValueType  # 2
+    """The provider call timed out, failed with 5xx or was cut: outcome not known."""
+    REFUND_STATUS_SUCCEEDED: _RefundStatus.ValueType  # 3
+    REFUND_STATUS_FAILED: _RefundStatus.ValueType  # 4
+
+class RefundStatus(_RefundStatus, metaclass=_RefundStatusEnumTypeWrapper):
+    """The state of a refund (SPEC §3a). A timeout or a provider 5xx is UNKNOWN,
+    never FAILED.
+    """
+
+REFUND_STATUS_UNSPECIFIED: RefundStatus.ValueType  # 0
+"""Never stored."""
+REFUND_STATUS_PENDING: RefundStatus.ValueType  # 1
+"""Recorded, the provider's outcome not final yet."""
+REFUND_STATUS_UNKNOWN: RefundStatus.ValueType  # 2
+"""The provider call timed out, failed with 5xx or was cut: outcome not known."""
+REFUND_STATUS_SUCCEEDED: RefundStatus.ValueType  # 3
+REFUND_STATUS_FAILED: RefundStatus.ValueType  # 4
+Global___RefundStatus: _TypeAlias = RefundStatus  # noqa: Y015
+
 class _PaymentEventSource:
     ValueType = _typing.NewType("ValueType", _builtins.int)
     V: _TypeAlias = ValueType  # noqa: Y015
@@ -174,6 +204,8 @@ class PaymentEvent(_message.Message):
     NOTE_FIELD_NUMBER: _builtins.int
     PROVIDER_CREATED_AT_FIELD_NUMBER: _builtins.int
     RECORDED_AT_FIELD_NUMBER: _builtins.int
+    REFUND_ID_FIELD_NUMBER: _builtins.int
+    REFUND_STATUS_FIELD_NUMBER: _builtins.int
     id: _builtins.str
     payment_id: _builtins.str
     from_status: Global___PaymentStatus.ValueType
@@ -188,6 +220,10 @@ class PaymentEvent(_message.Message):
     """
     failure_code: _builtins.str
     note: _builtins.str
+    refund_id: _builtins.str
+    """Set when the entry is a change of one of the payment's refunds."""
+    refund_status: Global___RefundStatus.ValueType
+    """The refund's state after that change."""
     @_builtins.property
     def provider_created_at(self) -> _timestamp_pb2.Timestamp:
         """When the provider says it happened, if known."""
@@ -211,11 +247,129 @@ class PaymentEvent(_message.Message):
         note: _builtins.str = ...,
         provider_created_at: _timestamp_pb2.Timestamp | None = ...,
         recorded_at: _timestamp_pb2.Timestamp | None = ...,
+        refund_id: _builtins.str = ...,
+        refund_status: Global___RefundStatus.ValueType = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["provider_created_at", b"provider_created_at", "recorded_at", b"recorded_at"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["applied", b"applied", "failure_code", b"failure_code", "from_status", b"from_status", "id", b"id", "note", b"note", "payment_id", b"payment_id", "provider_created_at", b"provider_created_at", "provider_event_id", b"provider_event_id", "provider_event_type", b"provider_event_type", "recorded_at", b"recorded_at", "source", b"source", "to_status", b"to_status"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["applied", b"applied", "failure_code", b"failure_code", "from_status", b"from_status", "id", b"id", "note", b"note", "payment_id", b"payment_id", "provider_created_at", b"provider_created_at", "provider_event_id", b"provider_event_id", "provider_event_type", b"provider_event_type", "recorded_at", b"recorded_at", "refund_id", b"refund_id", "refund_status", b"refund_status", "source", b"source", "to_status", b"to_status"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___PaymentEvent: _TypeAlias = PaymentEvent  # noqa: Y015
+
+@_typing.final
+class Refund(_message.Message):
+    """Money given back on a payment: asked for with RefundPayment, or made at the
+    provider directly (then without an idempotency key).
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ID_FIELD_NUMBER: _builtins.int
+    PAYMENT_ID_FIELD_NUMBER: _builtins.int
+    IDEMPOTENCY_KEY_FIELD_NUMBER: _builtins.int
+    AMOUNT_FIELD_NUMBER: _builtins.int
+    CURRENCY_FIELD_NUMBER: _builtins.int
+    STATUS_FIELD_NUMBER: _builtins.int
+    PROVIDER_REFUND_ID_FIELD_NUMBER: _builtins.int
+    REASON_FIELD_NUMBER: _builtins.int
+    FAILURE_CODE_FIELD_NUMBER: _builtins.int
+    FAILURE_MESSAGE_FIELD_NUMBER: _builtins.int
+    CREATED_AT_FIELD_NUMBER: _builtins.int
+    UPDATED_AT_FIELD_NUMBER: _builtins.int
+    SOURCE_FIELD_NUMBER: _builtins.int
+    id: _builtins.str
+    payment_id: _builtins.str
+    idempotency_key: _builtins.str
+    """Empty for a refund made at the provider directly."""
+    amount: _builtins.int
+    """Minor units of `currency`; never more than the payment has left."""
+    currency: _builtins.str
+    """The payment's currency."""
+    status: Global___RefundStatus.ValueType
+    provider_refund_id: _builtins.str
+    reason: _builtins.str
+    """`duplicate`, `fraudulent`, `requested_by_customer`, or empty."""
+    failure_code: _builtins.str
+    failure_message: _builtins.str
+    source: Global___PaymentEventSource.ValueType
+    """Who recorded it first: `api` for RefundPayment, else webhook or reconciler."""
+    @_builtins.property
+    def created_at(self) -> _timestamp_pb2.Timestamp: ...
+    @_builtins.property
+    def updated_at(self) -> _timestamp_pb2.Timestamp: ...
+    def __init__(
+        self,
+        *,
+        id: _builtins.str = ...,
+        payment_id: _builtins.str = ...,
+        idempotency_key: _builtins.str = ...,
+        amount: _builtins.int = ...,
+        currency: _builtins.str = ...,
+        status: Global___RefundStatus.ValueType = ...,
+        provider_refund_id: _builtins.str = ...,
+        reason: _builtins.str = ...,
+        failure_code: _builtins.str = ...,
+        failure_message: _builtins.str = ...,
+        created_at: _timestamp_pb2.Timestamp | None = ...,
+        updated_at: _timestamp_pb2.Timestamp | None = ...,
+        source: Global___PaymentEventSource.ValueType = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["created_at", b"created_at", "updated_at", b"updated_at"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["amount", b"amount", "created_at", b"created_at", "currency", b"currency", "failure_code", b"failure_code", "failure_message", b"failure_message", "id", b"id", "idempotency_key", b"idempotency_key", "payment_id", b"payment_id", "provider_refund_id", b"provider_refund_id", "reason", b"reason", "source", b"source", "status", b"status", "updated_at", b"updated_at"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___Refund: _TypeAlias = Refund  # noqa: Y015
+
+@_typing.final
+class PaymentUpdate(_message.Message):
+    """One committed change of a payment or of one of its refunds (SPEC §3b)."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CURSOR_FIELD_NUMBER: _builtins.int
+    PAYMENT_FIELD_NUMBER: _builtins.int
+    EVENT_FIELD_NUMBER: _builtins.int
+    REFUND_FIELD_NUMBER: _builtins.int
+    ID_FIELD_NUMBER: _builtins.int
+    RECORDED_AT_FIELD_NUMBER: _builtins.int
+    cursor: _builtins.str
+    """Opaque; resume after it with after_cursor."""
+    id: _builtins.str
+    """The update's own id, stable across redeliveries (the outbox row's id)."""
+    @_builtins.property
+    def payment(self) -> Global___Payment:
+        """The payment as it stood after the change."""
+
+    @_builtins.property
+    def event(self) -> Global___PaymentEvent:
+        """The history entry that records the change."""
+
+    @_builtins.property
+    def refund(self) -> Global___Refund:
+        """Set when a refund changed: the refund as it stood after the change."""
+
+    @_builtins.property
+    def recorded_at(self) -> _timestamp_pb2.Timestamp:
+        """When the change was recorded."""
+
+    def __init__(
+        self,
+        *,
+        cursor: _builtins.str = ...,
+        payment: Global___Payment | None = ...,
+        event: Global___PaymentEvent | None = ...,
+        refund: Global___Refund | None = ...,
+        id: _builtins.str = ...,
+        recorded_at: _timestamp_pb2.Timestamp | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["event", b"event", "payment", b"payment", "recorded_at", b"recorded_at", "refund", b"refund"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["cursor", b"cursor", "event", b"event", "id", b"id", "payment", b"payment", "recorded_at", b"recorded_at", "refund", b"refund"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___PaymentUpdate: _TypeAlias = PaymentUpdate  # noqa: Y015

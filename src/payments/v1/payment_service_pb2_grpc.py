@@ -55,6 +55,26 @@ class PaymentServiceStub:
                 request_serializer=payments_dot_v1_dot_payment__service__pb2.ListPaymentEventsRequest.SerializeToString,
                 response_deserializer=payments_dot_v1_dot_payment__service__pb2.ListPaymentEventsResponse.FromString,
                 _registered_method=True)
+        self.RefundPayment = channel.unary_unary(
+                '/payments.v1.PaymentService/RefundPayment',
+                request_serializer=payments_dot_v1_dot_payment__service__pb2.RefundPaymentRequest.SerializeToString,
+                response_deserializer=payments_dot_v1_dot_payment__service__pb2.RefundPaymentResponse.FromString,
+                _registered_method=True)
+        self.ListRefunds = channel.unary_unary(
+                '/payments.v1.PaymentService/ListRefunds',
+                request_serializer=payments_dot_v1_dot_payment__service__pb2.ListRefundsRequest.SerializeToString,
+                response_deserializer=payments_dot_v1_dot_payment__service__pb2.ListRefundsResponse.FromString,
+                _registered_method=True)
+        self.ListPaymentUpdates = channel.unary_unary(
+                '/payments.v1.PaymentService/ListPaymentUpdates',
+                request_serializer=payments_dot_v1_dot_payment__service__pb2.ListPaymentUpdatesRequest.SerializeToString,
+                response_deserializer=payments_dot_v1_dot_payment__service__pb2.ListPaymentUpdatesResponse.FromString,
+                _registered_method=True)
+        self.WatchPaymentUpdates = channel.unary_stream(
+                '/payments.v1.PaymentService/WatchPaymentUpdates',
+                request_serializer=payments_dot_v1_dot_payment__service__pb2.WatchPaymentUpdatesRequest.SerializeToString,
+                response_deserializer=payments_dot_v1_dot_payment__service__pb2.WatchPaymentUpdatesResponse.FromString,
+                _registered_method=True)
 
 
 class PaymentServiceServicer:
@@ -88,6 +108,39 @@ class PaymentServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def RefundPayment(self, request, context):
+        """Records the refund (PENDING) under the payment's lock, checked against
+        what remains, then asks the provider with the refund id as its
+        idempotency key. Refusals (PAYMENT_NOT_REFUNDABLE, REFUND_EXCEEDS_REMAINING,
+        DUPLICATE_REFUND, IDEMPOTENCY_KEY_REUSED) never reach the provider.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListRefunds(self, request, context):
+        """A payment's refunds, oldest first.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListPaymentUpdates(self, request, context):
+        """The calling client's updates after a cursor, in commit order.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def WatchPaymentUpdates(self, request, context):
+        """The calling client's updates after a cursor, then new ones as they
+        commit. Resume with the last cursor processed; a cursor older than what
+        is kept fails with OUT_OF_RANGE, reason CURSOR_EXPIRED.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_PaymentServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -110,6 +163,26 @@ def add_PaymentServiceServicer_to_server(servicer, server):
                     servicer.ListPaymentEvents,
                     request_deserializer=payments_dot_v1_dot_payment__service__pb2.ListPaymentEventsRequest.FromString,
                     response_serializer=payments_dot_v1_dot_payment__service__pb2.ListPaymentEventsResponse.SerializeToString,
+            ),
+            'RefundPayment': grpc.unary_unary_rpc_method_handler(
+                    servicer.RefundPayment,
+                    request_deserializer=payments_dot_v1_dot_payment__service__pb2.RefundPaymentRequest.FromString,
+                    response_serializer=payments_dot_v1_dot_payment__service__pb2.RefundPaymentResponse.SerializeToString,
+            ),
+            'ListRefunds': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListRefunds,
+                    request_deserializer=payments_dot_v1_dot_payment__service__pb2.ListRefundsRequest.FromString,
+                    response_serializer=payments_dot_v1_dot_payment__service__pb2.ListRefundsResponse.SerializeToString,
+            ),
+            'ListPaymentUpdates': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListPaymentUpdates,
+                    request_deserializer=payments_dot_v1_dot_payment__service__pb2.ListPaymentUpdatesRequest.FromString,
+                    response_serializer=payments_dot_v1_dot_payment__service__pb2.ListPaymentUpdatesResponse.SerializeToString,
+            ),
+            'WatchPaymentUpdates': grpc.unary_stream_rpc_method_handler(
+                    servicer.WatchPaymentUpdates,
+                    request_deserializer=payments_dot_v1_dot_payment__service__pb2.WatchPaymentUpdatesRequest.FromString,
+                    response_serializer=payments_dot_v1_dot_payment__service__pb2.WatchPaymentUpdatesResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -221,6 +294,114 @@ class PaymentService:
             '/payments.v1.PaymentService/ListPaymentEvents',
             payments_dot_v1_dot_payment__service__pb2.ListPaymentEventsRequest.SerializeToString,
             payments_dot_v1_dot_payment__service__pb2.ListPaymentEventsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RefundPayment(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/payments.v1.PaymentService/RefundPayment',
+            payments_dot_v1_dot_payment__service__pb2.RefundPaymentRequest.SerializeToString,
+            payments_dot_v1_dot_payment__service__pb2.RefundPaymentResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListRefunds(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/payments.v1.PaymentService/ListRefunds',
+            payments_dot_v1_dot_payment__service__pb2.ListRefundsRequest.SerializeToString,
+            payments_dot_v1_dot_payment__service__pb2.ListRefundsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListPaymentUpdates(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/payments.v1.PaymentService/ListPaymentUpdates',
+            payments_dot_v1_dot_payment__service__pb2.ListPaymentUpdatesRequest.SerializeToString,
+            payments_dot_v1_dot_payment__service__pb2.ListPaymentUpdatesResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def WatchPaymentUpdates(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/payments.v1.PaymentService/WatchPaymentUpdates',
+            payments_dot_v1_dot_payment__service__pb2.WatchPaymentUpdatesRequest.SerializeToString,
+            payments_dot_v1_dot_payment__service__pb2.WatchPaymentUpdatesResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -41,6 +41,21 @@ class PaymentServiceStub:
     GetPayment: _grpc.UnaryUnaryMultiCallable[_payment_service_pb2.GetPaymentRequest, _payment_service_pb2.GetPaymentResponse]
     ListPayments: _grpc.UnaryUnaryMultiCallable[_payment_service_pb2.ListPaymentsRequest, _payment_service_pb2.ListPaymentsResponse]
     ListPaymentEvents: _grpc.UnaryUnaryMultiCallable[_payment_service_pb2.ListPaymentEventsRequest, _payment_service_pb2.ListPaymentEventsResponse]
+    RefundPayment: _grpc.UnaryUnaryMultiCallable[_payment_service_pb2.RefundPaymentRequest, _payment_service_pb2.RefundPaymentResponse]
+    """Records the refund (PENDING) under the payment's lock, checked against
+    what remains, then asks the provider with the refund id as its
+    idempotency key. Refusals (PAYMENT_NOT_REFUNDABLE, REFUND_EXCEEDS_REMAINING,
+    DUPLICATE_REFUND, IDEMPOTENCY_KEY_REUSED) never reach the provider.
+    """
+    ListRefunds: _grpc.UnaryUnaryMultiCallable[_payment_service_pb2.ListRefundsRequest, _payment_service_pb2.ListRefundsResponse]
+    """A payment's refunds, oldest first."""
+    ListPaymentUpdates: _grpc.UnaryUnaryMultiCallable[_payment_service_pb2.ListPaymentUpdatesRequest, _payment_service_pb2.ListPaymentUpdatesResponse]
+    """The calling client's updates after a cursor, in commit order."""
+    WatchPaymentUpdates: _grpc.UnaryStreamMultiCallable[_payment_service_pb2.WatchPaymentUpdatesRequest, _payment_service_pb2.WatchPaymentUpdatesResponse]
+    """The calling client's updates after a cursor, then new ones as they
+    commit. Resume with the last cursor processed; a cursor older than what
+    is kept fails with OUT_OF_RANGE, reason CURSOR_EXPIRED.
+    """
 
 @_typing.type_check_only
 class PaymentServiceAsyncStub(PaymentServiceStub):
@@ -55,6 +70,21 @@ class PaymentServiceAsyncStub(PaymentServiceStub):
     GetPayment: _aio.UnaryUnaryMultiCallable[_payment_service_pb2.GetPaymentRequest, _payment_service_pb2.GetPaymentResponse]  # type: ignore[assignment]
     ListPayments: _aio.UnaryUnaryMultiCallable[_payment_service_pb2.ListPaymentsRequest, _payment_service_pb2.ListPaymentsResponse]  # type: ignore[assignment]
     ListPaymentEvents: _aio.UnaryUnaryMultiCallable[_payment_service_pb2.ListPaymentEventsRequest, _payment_service_pb2.ListPaymentEventsResponse]  # type: ignore[assignment]
+    RefundPayment: _aio.UnaryUnaryMultiCallable[_payment_service_pb2.RefundPaymentRequest, _payment_service_pb2.RefundPaymentResponse]  # type: ignore[assignment]
+    """Records the refund (PENDING) under the payment's lock, checked against
+    what remains, then asks the provider with the refund id as its
+    idempotency key. Refusals (PAYMENT_NOT_REFUNDABLE, REFUND_EXCEEDS_REMAINING,
+    DUPLICATE_REFUND, IDEMPOTENCY_KEY_REUSED) never reach the provider.
+    """
+    ListRefunds: _aio.UnaryUnaryMultiCallable[_payment_service_pb2.ListRefundsRequest, _payment_service_pb2.ListRefundsResponse]  # type: ignore[assignment]
+    """A payment's refunds, oldest first."""
+    ListPaymentUpdates: _aio.UnaryUnaryMultiCallable[_payment_service_pb2.ListPaymentUpdatesRequest, _payment_service_pb2.ListPaymentUpdatesResponse]  # type: ignore[assignment]
+    """The calling client's updates after a cursor, in commit order."""
+    WatchPaymentUpdates: _aio.UnaryStreamMultiCallable[_payment_service_pb2.WatchPaymentUpdatesRequest, _payment_service_pb2.WatchPaymentUpdatesResponse]  # type: ignore[assignment]
+    """The calling client's updates after a cursor, then new ones as they
+    commit. Resume with the last cursor processed; a cursor older than what
+    is kept fails with OUT_OF_RANGE, reason CURSOR_EXPIRED.
+    """
 
 class PaymentServiceServicer(metaclass=_abc_1.ABCMeta):
     """The service merchants' internal services call."""
@@ -90,5 +120,44 @@ class PaymentServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _payment_service_pb2.ListPaymentEventsRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_payment_service_pb2.ListPaymentEventsResponse, _abc.Awaitable[_payment_service_pb2.ListPaymentEventsResponse]]: ...
+
+    @_abc_1.abstractmethod
+    def RefundPayment(
+        self,
+        request: _payment_service_pb2.RefundPaymentRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_payment_service_pb2.RefundPaymentResponse, _abc.Awaitable[_payment_service_pb2.RefundPaymentResponse]]:
+        """Records the refund (PENDING) under the payment's lock, checked against
+        what remains, then asks the provider with the refund id as its
+        idempotency key. Refusals (PAYMENT_NOT_REFUNDABLE, REFUND_EXCEEDS_REMAINING,
+        DUPLICATE_REFUND, IDEMPOTENCY_KEY_REUSED) never reach the provider.
+        """
+
+    @_abc_1.abstractmethod
+    def ListRefunds(
+        self,
+        request: _payment_service_pb2.ListRefundsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_payment_service_pb2.ListRefundsResponse, _abc.Awaitable[_payment_service_pb2.ListRefundsResponse]]:
+        """A payment's refunds, oldest first."""
+
+    @_abc_1.abstractmethod
+    def ListPaymentUpdates(
+        self,
+        request: _payment_service_pb2.ListPaymentUpdatesRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_payment_service_pb2.ListPaymentUpdatesResponse, _abc.Awaitable[_payment_service_pb2.ListPaymentUpdatesResponse]]:
+        """The calling client's updates after a cursor, in commit order."""
+
+    @_abc_1.abstractmethod
+    def WatchPaymentUpdates(
+        self,
+        request: _payment_service_pb2.WatchPaymentUpdatesRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_abc.Iterator[_payment_service_pb2.WatchPaymentUpdatesResponse], _abc.AsyncIterator[_payment_service_pb2.WatchPaymentUpdatesResponse]]:
+        """The calling client's updates after a cursor, then new ones as they
+        commit. Resume with the last cursor processed; a cursor older than what
+        is kept fails with OUT_OF_RANGE, reason CURSOR_EXPIRED.
+        """
 
 def add_PaymentServiceServicer_to_server(servicer: PaymentServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...
