@@ -7,6 +7,7 @@ CallInterceptor.
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
 from typing import Any
 
 import grpc
@@ -71,6 +72,29 @@ class PaymentServicer(svc_grpc.PaymentServiceServicer):
     ) -> svc.ListPaymentEventsResponse:
         events = await self._payments.events(PRINCIPAL.get().client_id, request.payment_id)
         return svc.ListPaymentEventsResponse(events=[convert.event_to_pb(e) for e in events])
+
+    # Placeholders while refunds (issue 13) and the change feed (issue 14)
+    # are built on branches: each answers UNIMPLEMENTED, as the base class would.
+    async def RefundPayment(
+        self, request: svc.RefundPaymentRequest, context: Context
+    ) -> svc.RefundPaymentResponse:
+        await context.abort(grpc.StatusCode.UNIMPLEMENTED, "RefundPayment is not built yet")
+
+    async def ListRefunds(
+        self, request: svc.ListRefundsRequest, context: Context
+    ) -> svc.ListRefundsResponse:
+        await context.abort(grpc.StatusCode.UNIMPLEMENTED, "ListRefunds is not built yet")
+
+    async def ListPaymentUpdates(
+        self, request: svc.ListPaymentUpdatesRequest, context: Context
+    ) -> svc.ListPaymentUpdatesResponse:
+        await context.abort(grpc.StatusCode.UNIMPLEMENTED, "ListPaymentUpdates is not built yet")
+
+    async def WatchPaymentUpdates(
+        self, request: svc.WatchPaymentUpdatesRequest, context: Context
+    ) -> AsyncIterator[svc.WatchPaymentUpdatesResponse]:
+        await context.abort(grpc.StatusCode.UNIMPLEMENTED, "WatchPaymentUpdates is not built yet")
+        yield svc.WatchPaymentUpdatesResponse()
 
 
 # "" says the process lives (liveness: a database outage must not restart
