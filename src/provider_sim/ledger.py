@@ -26,7 +26,6 @@ from typing import Final, Protocol
 from provider_sim.charges import (
     DEFAULT_DISPUTE_REASON,
     Dispute,
-    Refund,
     charge_json,
     refundable,
 )
@@ -41,6 +40,28 @@ from provider_sim.intents import (
     PaymentIntent,
 )
 from provider_sim.listing import CreatedRange, page_newest_first
+from provider_sim.refunds import (
+    CARD_REFUND_FAILURE,
+    DEFAULT_REFUND_FAILURE,
+    Refund,
+    RefundBook,
+    RefundStatus,
+)
+from provider_sim.refusals import (
+    AlreadyDisputed,
+    AlreadyRefunded,
+    AmountTooLarge,
+    ChargeDisputed,
+    ChargeMismatch,
+    ChargeNotFound,
+    EventNotFound,
+    IntentNotFound,
+    InvalidTransition,
+    NotSucceeded,
+    RefundNotFound,
+    RefundNotPending,
+    UnknownPaymentMethod,
+)
 
 EventCallback = Callable[[JsonObject], None]
 
@@ -61,90 +82,6 @@ _EVENT_TYPES: Final[dict[IntentStatus, EventType]] = {
     IntentStatus.REQUIRES_PAYMENT_METHOD: EventType.PAYMENT_INTENT_PAYMENT_FAILED,
     IntentStatus.CANCELED: EventType.PAYMENT_INTENT_CANCELED,
 }
-
-
-class LedgerError(Exception):
-    """A request the books refuse; retrying the same request never helps."""
-
-
-class IntentNotFound(LedgerError):
-    def __init__(self, intent_id: str) -> None:
-        super().__init__(f"No such payment_intent: '{intent_id}'")
-        self.intent_id = intent_id
-
-
-class UnknownPaymentMethod(LedgerError):
-    def __init__(self, payment_method: str) -> None:
-        super().__init__(f"No such PaymentMethod: '{payment_method}'")
-        self.payment_method = payment_method
-
-
-class EventNotFound(LedgerError):
-    def __init__(self, event_id: str) -> None:
-        super().__init__(f"No such event: '{event_id}'")
-        self.event_id = event_id
-
-
-class ChargeNotFound(LedgerError):
-    def __init__(self, charge_id: str) -> None:
-        super().__init__(f"No such charge: '{charge_id}'")
-        self.charge_id = charge_id
-
-
-class RefundNotFound(LedgerError):
-    def __init__(self, refund_id: str) -> None:
-        super().__init__(f"No such refund: '{refund_id}'")
-        self.refund_id = refund_id
-
-
-class ChargeMismatch(LedgerError):
-    def __init__(self, charge_id: str, intent_id: str) -> None:
-        super().__init__(f"Charge {charge_id} does not belong to PaymentIntent {intent_id}.")
-
-
-class NotSucceeded(LedgerError):
-    """Only the charge of a succeeded intent can be refunded or disputed."""
-
-    def __init__(self, intent: PaymentIntent, action: str) -> None:
-        super().__init__(
-            f"This PaymentIntent does not have a successful charge to {action} "
-            f"(its status is {intent.status.value})."
-        )
-        self.status = intent.status
-
-
-class AlreadyRefunded(LedgerError):
-    def __init__(self, charge_id: str) -> None:
-        super().__init__(f"Charge {charge_id} has already been refunded.")
-
-
-class ChargeDisputed(LedgerError):
-    def __init__(self, charge_id: str) -> None:
-        super().__init__(f"Charge {charge_id} has been charged back; cannot issue a refund.")
-
-
-class AlreadyDisputed(LedgerError):
-    def __init__(self, charge_id: str) -> None:
-        super().__init__(f"Charge {charge_id} already has a dispute.")
-
-
-class AmountTooLarge(LedgerError):
-    def __init__(self, amount: int, remaining: int) -> None:
-        super().__init__(
-            f"Refund amount ({amount}) is greater than unrefunded amount on charge ({remaining})."
-        )
-        self.amount = amount
-        self.remaining = remaining
-
-
-class InvalidTransition(LedgerError):
-    def __init__(self, intent: PaymentIntent, target: IntentStatus, action: str) -> None:
-        super().__init__(
-            f"You cannot {action} this PaymentIntent because it has a status of "
-            f"{intent.status.value}."
-        )
-        self.current = intent.status
-        self.target = target
 
 
 class SettleOutcome(enum.StrEnum):
@@ -206,7 +143,7 @@ class Ledger:
         self._ordered: list[PaymentIntent] = []
         self._positions: dict[str, int] = {}
         self._by_charge: dict[str, PaymentIntent] = {}
-        self._refunds: dict[str, Refund] = {}
+        self._refunds = RefundBook()
         self._disputes: dict[str, Dispute] = {}
         self._by_idempotency_key: dict[str, list[PaymentIntent]] = {}
         self._by_payment_id: dict[str, list[PaymentIntent]] = {}
@@ -228,7 +165,7 @@ class Ledger:
             if intent.latest_charge is not None:
                 self._by_charge[intent.latest_charge] = intent
             self._seq = max(self._seq, intent.seq)
-        self._refunds = {refund.id: refund for refund in refunds}
+        self._refunds.restore(refunds)
         self._disputes = {dispute.id: dispute for dispute in disputes}
         for event in events:
             self._event_index[event["id"]] = len(self.events)
@@ -322,8 +259,12 @@ class Ledger:
         self._move(intent, IntentStatus.SUCCEEDED, "confirm", None)
         return intent
 
-    def refund(self, command: CreateRefund) -> Refund:
-        """Refund some or all of what is left of a succeeded intent's charge."""
+    def refund(self, command: CreateRefund, *, pending: bool = False) -> Refund:
+        """Refund some or all of what is left of a succeeded intent's charge.
+
+        It succeeds at once, unless `pending` (the simulator's refund_pending_rate) or
+        the card's refunds fail (pm_card_refundFail): then it waits for settle_refund.
+        """
         intent = self._intent_of(command)
         charge_id = self._charge_to_reverse(intent, "refund")
         if intent.disputed:
@@ -332,6 +273,10 @@ class Ledger:
         amount = remaining if command.amount is None else command.amount
         if amount > remaining:
             raise AmountTooLarge(amount, remaining)
+        if pending or _refunds_fail(intent):
+            status = RefundStatus.PENDING
+        else:
+            status = RefundStatus.SUCCEEDED
         refund = Refund(
             id=self._new_id("re"),
             amount=amount,
@@ -341,13 +286,52 @@ class Ledger:
             created=int(self._clock()),
             reason=command.reason,
             metadata=dict(command.metadata),
+            status=status,
+            idempotency_key=command.idempotency_key,
         )
-        self._refunds[refund.id] = refund
+        self._refunds.add(refund)
+        # Pending refunds count too, as in Stripe's charge.amount_refunded.
         intent.amount_refunded += amount
         if self._journal is not None:
             self._journal.refund(refund)
             self._journal.intent(intent)
-        self._emit(EventType.CHARGE_REFUNDED, charge_json(intent), command.idempotency_key)
+        key = command.idempotency_key
+        self._emit(EventType.REFUND_CREATED, refund.to_json(), key)
+        if status is RefundStatus.SUCCEEDED:
+            self._emit(EventType.CHARGE_REFUNDED, self._charge_json(intent), key)
+        return refund
+
+    def settle_refund(
+        self,
+        refund_id: str,
+        outcome: SettleOutcome | None = None,
+        failure_reason: str | None = None,
+    ) -> Refund:
+        """A pending refund completes (refund.updated, charge.refunded) or fails
+        (refund.updated, refund.failed; its amount can be refunded again). Without
+        an outcome, refunds of pm_card_refundFail fail and the others succeed."""
+        refund = self.refund_by_id(refund_id)
+        if refund.status is not RefundStatus.PENDING:
+            raise RefundNotPending(refund)
+        intent = self.get(refund.payment_intent)
+        if outcome is None:
+            outcome = SettleOutcome.FAILED if _refunds_fail(intent) else SettleOutcome.SUCCEEDED
+        if outcome is SettleOutcome.SUCCEEDED:
+            refund.status = RefundStatus.SUCCEEDED
+        else:
+            refund.status = RefundStatus.FAILED
+            refund.failure_reason = failure_reason or (
+                CARD_REFUND_FAILURE if _refunds_fail(intent) else DEFAULT_REFUND_FAILURE
+            )
+            intent.amount_refunded -= refund.amount
+        if self._journal is not None:
+            self._journal.refund(refund)
+            self._journal.intent(intent)
+        self._emit(EventType.REFUND_UPDATED, refund.to_json(), None)
+        if refund.status is RefundStatus.SUCCEEDED:
+            self._emit(EventType.CHARGE_REFUNDED, self._charge_json(intent), None)
+        else:
+            self._emit(EventType.REFUND_FAILED, refund.to_json(), None)
         return refund
 
     def dispute(self, intent_id: str, reason: str = DEFAULT_DISPUTE_REASON) -> Dispute:
@@ -393,6 +377,40 @@ class Ledger:
         if refund is None:
             raise RefundNotFound(refund_id)
         return refund
+
+    def refunds_of(self, intent_id: str) -> list[Refund]:
+        """An intent's refunds, oldest first."""
+        return self._refunds.of_intent(intent_id)
+
+    def refunds_page(
+        self,
+        window: CreatedRange,
+        *,
+        limit: int,
+        payment_intent: str | None = None,
+        charge: str | None = None,
+        starting_after: str | None = None,
+        ending_before: str | None = None,
+    ) -> tuple[list[Refund], bool]:
+        """A page of refunds newest first, as `GET /v1/refunds` lists them (of one
+        intent when it or its charge is given). A cursor must be a refund listed."""
+        intent_id = None
+        if charge is not None:
+            intent_id = self._intent_of(CreateRefund(payment_intent, charge)).id
+        elif payment_intent is not None:
+            intent_id = self.get(payment_intent).id
+        after = None if starting_after is None else self.refund_by_id(starting_after)
+        before = None if ending_before is None else self.refund_by_id(ending_before)
+        try:
+            return self._refunds.page(
+                window,
+                limit=limit,
+                intent_id=intent_id,
+                starting_after=after,
+                ending_before=before,
+            )
+        except ValueError:
+            raise RefundNotFound(starting_after or ending_before or "") from None
 
     def intents_page(
         self,
@@ -540,6 +558,10 @@ class Ledger:
         for callback in self._subscribers:
             callback(event)
 
+    def _charge_json(self, intent: PaymentIntent) -> JsonObject:
+        """The charge as the charge.refunded event shows it: with its refunds."""
+        return charge_json(intent, self._refunds.of_intent(intent.id))
+
     def _intent_position(self, intent_id: str) -> int:
         position = self._positions.get(intent_id)
         if position is None:
@@ -551,6 +573,11 @@ class Ledger:
         if index is None:
             raise EventNotFound(event_id)
         return index
+
+
+def _refunds_fail(intent: PaymentIntent) -> bool:
+    card = TEST_PAYMENT_METHODS.get(intent.payment_method or "")
+    return card is not None and card.refunds_fail
 
 
 def _created_of_intent(intent: PaymentIntent) -> int:

@@ -54,15 +54,19 @@ from provider_sim.idempotency import (
 )
 from provider_sim.intents import IntentStatus, JsonObject, PaymentIntent
 from provider_sim.ledger import (
-    ChargeNotFound,
     CreateRefund,
+    Ledger,
+    SettleOutcome,
+)
+from provider_sim.refunds import REFUND_FAILURE_REASONS
+from provider_sim.refusals import (
+    ChargeNotFound,
     EventNotFound,
     IntentNotFound,
     InvalidTransition,
-    Ledger,
     LedgerError,
     RefundNotFound,
-    SettleOutcome,
+    RefundNotPending,
     UnknownPaymentMethod,
 )
 from provider_sim.settings import SimSettings
@@ -74,6 +78,7 @@ log = structlog.get_logger("provider_sim")
 SEARCH_URL = "/v1/payment_intents/search"
 INTENTS_URL = "/v1/payment_intents"
 EVENTS_URL = "/v1/events"
+REFUNDS_URL = "/v1/refunds"
 MAX_REDELIVER_COPIES = 1000
 
 
@@ -193,7 +198,7 @@ class Simulator:
             command = forms.create_refund(pairs, idempotency_key)
             named_by = "payment_intent" if command.charge is None else "charge"
             try:
-                refund = self.ledger.refund(command)
+                refund = self.ledger.refund(command, pending=self._refund_pending())
             except LedgerError as exc:
                 raise StripeApiError.refused(exc, named_by=named_by) from None
             return StoredResponse(200, encode(refund.to_json()))
@@ -240,6 +245,30 @@ class Simulator:
             return self.ledger.refund_by_id(refund_id).to_json()
         except RefundNotFound as exc:
             raise StripeApiError.missing(str(exc), param="refund") from None
+
+    async def list_refunds(self, params: forms.RefundListParams) -> JsonObject:
+        await self._before_read()
+        try:
+            refunds, has_more = self.ledger.refunds_page(
+                params.created,
+                limit=params.limit,
+                payment_intent=params.payment_intent,
+                charge=params.charge,
+                starting_after=params.starting_after,
+                ending_before=params.ending_before,
+            )
+        except LedgerError as exc:
+            if isinstance(exc, RefundNotFound):
+                cursor = "starting_after" if params.starting_after is not None else "ending_before"
+                raise StripeApiError.missing(str(exc), param=cursor, status=400) from None
+            named_by = "payment_intent" if params.charge is None else "charge"
+            raise StripeApiError.refused(exc, named_by=named_by) from None
+        return {
+            "object": "list",
+            "data": [refund.to_json() for refund in refunds],
+            "has_more": has_more,
+            "url": REFUNDS_URL,
+        }
 
     async def search_intents(self, params: forms.SearchParams) -> JsonObject:
         await self._before_read()
@@ -322,8 +351,37 @@ class Simulator:
         ):
             raise ControlError(400, "invalid_amount", "amount must be a positive integer")
         try:
-            refund = self.ledger.refund(CreateRefund(payment_intent=intent_id, amount=amount))
+            refund = self.ledger.refund(
+                CreateRefund(payment_intent=intent_id, amount=amount),
+                pending=self._refund_pending(),
+            )
         except LedgerError as exc:
+            raise ControlError.refused(exc) from None
+        return refund.to_json()
+
+    def settle_refund(self, refund_id: str, outcome: object, failure_reason: object) -> JsonObject:
+        """A pending refund completes or fails; without an outcome, as its card makes
+        it (pm_card_refundFail: failed; any other: succeeded)."""
+        if outcome is not None and (
+            not isinstance(outcome, str) or outcome not in list(SettleOutcome)
+        ):
+            raise ControlError(400, "invalid_outcome", "outcome must be 'succeeded' or 'failed'")
+        if failure_reason is not None and (
+            not isinstance(failure_reason, str) or failure_reason not in REFUND_FAILURE_REASONS
+        ):
+            known = ", ".join(sorted(REFUND_FAILURE_REASONS))
+            raise ControlError(400, "invalid_failure_reason", f"failure_reason: one of {known}")
+        if failure_reason is not None and outcome != SettleOutcome.FAILED:
+            raise ControlError(
+                400, "invalid_failure_reason", "failure_reason goes with outcome 'failed' only"
+            )
+        try:
+            refund = self.ledger.settle_refund(
+                refund_id,
+                None if outcome is None else SettleOutcome(outcome),
+                failure_reason,
+            )
+        except (RefundNotFound, RefundNotPending) as exc:
             raise ControlError.refused(exc) from None
         return refund.to_json()
 
@@ -352,7 +410,11 @@ class Simulator:
         self, *, idempotency_key: str | None, payment_id: str | None
     ) -> list[JsonObject]:
         intents = self.ledger.intents(idempotency_key=idempotency_key, payment_id=payment_id)
-        return [intent.to_ledger_json() for intent in intents]
+        return [
+            intent.to_ledger_json()
+            | {"refunds": [r.to_ledger_json() for r in self.ledger.refunds_of(intent.id)]}
+            for intent in intents
+        ]
 
     def configure_webhooks(self, update: object) -> WebhookConfig:
         try:
@@ -465,6 +527,11 @@ class Simulator:
         finally:
             if not stored:
                 self.idempotency.release(reservation)
+
+    def _refund_pending(self) -> bool:
+        """Whether the refund being made waits for a settle (refund_pending_rate)."""
+        rate = self.faults.refund_pending_rate
+        return bool(rate) and self._rng.random() < rate
 
     async def _before_read(self) -> None:
         await self._delay()
