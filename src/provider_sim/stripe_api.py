@@ -12,9 +12,10 @@ from aiohttp import web
 from provider_sim import forms
 from provider_sim.appkeys import SIMULATOR
 from provider_sim.errors import StripeApiError
+from provider_sim.gate import Reply
 from provider_sim.intents import JsonObject
 from provider_sim.ledger import random_id
-from provider_sim.simulator import Reply, encode
+from provider_sim.simulator import encode
 
 MAX_IDEMPOTENCY_KEY_LENGTH: Final = 255
 JSON: Final = "application/json"
