@@ -463,3 +463,23 @@ async def test_a_reset_forgets_refunds_due_to_fail(client: stripe.StripeClient, 
     await sim.ok("/_sim/reset")
     await asyncio.sleep(0.25)
     assert (await client.v1.events.list_async()).data == []
+
+
+async def test_concurrent_refunds_never_exceed_the_charge(
+    client: stripe.StripeClient, sim: Sim
+) -> None:
+    intent = await pay(client)
+    await sim.ok("/_sim/faults", {"latency_ms": 30})
+
+    async def attempt(n: int) -> str:
+        try:
+            made = await refund(client, f"ref_c{n}", payment_intent=intent.id, amount=100)
+        except stripe.InvalidRequestError as exc:
+            return str(exc.code)
+        return made.status
+
+    outcomes = await asyncio.gather(*(attempt(n) for n in range(20)))
+    assert sorted(outcomes) == ["charge_already_refunded"] * 10 + ["succeeded"] * 10
+    amount_refunded, rows = await refunds_row(sim, intent)
+    assert (amount_refunded, len(rows)) == (1000, 10)
+    assert len({r["idempotency_key"] for r in rows}) == 10
