@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import copy
 import uuid
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any
@@ -39,13 +39,7 @@ from payment_svc.domain.records import (
     Quarantined,
     Reported,
 )
-from payment_svc.domain.results import (
-    ExistingPayment,
-    ResultPlanner,
-    ResultWrite,
-    duplicate_of,
-    plan_result,
-)
+from payment_svc.domain.results import ExistingPayment, ResultPlan, ResultWrite, duplicate_of
 from payment_svc.domain.status import PaymentStatus, Source
 from payment_svc.service_layer.unit_of_work import AbstractUnitOfWork
 
@@ -61,10 +55,15 @@ class FakePaymentRepository:
     history: list[tuple[uuid.UUID, PaymentStatus | None, PaymentStatus, Source, bool]] = field(
         default_factory=list
     )
-    # record_result fails this many times with StoreUnavailable first (an outage)
+    # write_result fails this many times with StoreUnavailable first (an outage)
     record_failures: int = 0
     record_calls: int = 0
-    # DUPLICATE_PROVIDER_PAYMENT details record_result reported
+    # Run once at the next write_result, before it writes: another writer's
+    # change committed between the use case's read and its write.
+    concurrent_write: Callable[[FakePaymentRepository], None] | None = None
+    # writes refused because the payment moved since it was read
+    conflicts: int = 0
+    # DUPLICATE_PROVIDER_PAYMENT details write_result reported
     duplicates: list[dict[str, str]] = field(default_factory=list)
 
     async def insert_new(self, new: NewPayment) -> Payment:
@@ -95,28 +94,28 @@ class FakePaymentRepository:
         self.history.append((payment.id, None, PaymentStatus.PENDING, Source.API, True))
         return payment
 
-    async def record_result(
-        self,
-        payment: Payment,
-        result: ProviderResult,
-        *,
-        source: Source,
-        plan: ResultPlanner = plan_result,
-    ) -> Payment:
+    async def write_result(
+        self, payment: Payment, result: ProviderResult, *, source: Source, plan: ResultPlan
+    ) -> Payment | None:
         self.record_calls += 1
         if self.record_failures > 0:
             self.record_failures -= 1
             raise StoreUnavailable("fake outage")
+        if self.concurrent_write is not None:
+            # Another writer commits between our read and our write.
+            change, self.concurrent_write = self.concurrent_write, None
+            change(self)
+        if plan.write is ResultWrite.NOTHING:
+            return payment
+        if plan.write is ResultWrite.RECORD:
+            self.history.append((payment.id, payment.status, result.status, source, False))
+            if plan.duplicate is not None:
+                self.duplicates.append(dict(plan.duplicate))
+            return payment
         current = self.payments[payment.id]
-        decided = plan(current, result, source)
-        if decided.write is ResultWrite.NOTHING:
-            return current
-        applied = decided.write is ResultWrite.MOVE
-        self.history.append((current.id, current.status, result.status, source, applied))
-        if decided.duplicate is not None:
-            self.duplicates.append(dict(decided.duplicate))
-        if not applied:
-            return current
+        if current.version != payment.version:
+            self.conflicts += 1
+            return None  # the SQL's `WHERE version = $2` matched no row
         moved = replace(
             current,
             status=result.status,
@@ -127,6 +126,7 @@ class FakePaymentRepository:
             updated_at=_now(),
         )
         self.payments[moved.id] = moved
+        self.history.append((moved.id, current.status, result.status, source, True))
         return moved
 
     async def get(self, client_id: str, payment_id: uuid.UUID) -> Payment:

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -37,6 +38,7 @@ from payment_svc.service_layer.provider_sync import (
     apply_to_inbox,
 )
 from payment_svc.service_layer.reconciliation import ReconciliationService
+from payment_svc.service_layer.results import record_result
 from payment_svc.service_layer.runs import RunService
 from tests.payment_svc.fakes import (
     FakeDiscrepancies,
@@ -109,6 +111,46 @@ async def test_the_answer_write_is_retried_while_the_store_is_away() -> None:
     )
     assert payment.status is PaymentStatus.SUCCEEDED
     assert repo.record_calls == 3
+
+
+def _webhook(status: PaymentStatus) -> Callable[[FakePaymentRepository], None]:
+    """Another writer (the provider's webhook) moves the payment in between:
+    bound to pi_fake, at `status`, one version on."""
+
+    def change(repo: FakePaymentRepository) -> None:
+        (p,) = repo.payments.values()
+        repo.payments[p.id] = replace(
+            p, status=status, provider_payment_id="pi_fake", version=p.version + 1
+        )
+        repo.history.append((p.id, p.status, status, Source.WEBHOOK, True))
+
+    return change
+
+
+async def test_an_answer_is_planned_again_on_a_payment_moved_meanwhile() -> None:
+    # Read (PENDING, version 1), plan MOVE, and before the write a webhook
+    # binds the payment (still PENDING, version 2): the conditional write
+    # refuses once; the payment is read again, planned again, written once.
+    repo = FakePaymentRepository(concurrent_write=_webhook(PaymentStatus.PENDING))
+    payment = await _service(repo, FakeProvider()).create("c1", _cmd())
+    assert (payment.status, payment.provider_payment_id) == (PaymentStatus.SUCCEEDED, "pi_fake")
+    assert payment.version == 3  # created 1, the webhook 2, our move 3
+    assert repo.conflicts == 1 and repo.record_calls == 2
+    moves = [(h[1], h[2], h[3]) for h in repo.history if h[4] and h[1] is not None]
+    assert moves == [
+        (PaymentStatus.PENDING, PaymentStatus.PENDING, Source.WEBHOOK),
+        (PaymentStatus.PENDING, PaymentStatus.SUCCEEDED, Source.API),
+    ]
+
+
+async def test_an_answer_the_payment_reached_meanwhile_writes_nothing() -> None:
+    # The webhook got there first with the same news: planned again on it,
+    # the answer is NOTHING to write (no second history entry).
+    repo = FakePaymentRepository(concurrent_write=_webhook(PaymentStatus.SUCCEEDED))
+    payment = await _service(repo, FakeProvider()).create("c1", _cmd())
+    assert payment.status is PaymentStatus.SUCCEEDED and payment.version == 2
+    assert repo.conflicts == 1 and repo.record_calls == 1
+    assert [h[3] for h in repo.history if h[2] is PaymentStatus.SUCCEEDED] == [Source.WEBHOOK]
 
 
 async def test_an_answer_never_written_is_result_not_recorded() -> None:
@@ -441,7 +483,8 @@ async def test_an_answer_about_another_provider_payment_never_rebinds() -> None:
     service = _service(repo, FakeProvider(answer=ProviderResult(PaymentStatus.UNKNOWN, "pi_a")))
     payment = await service.create("c1", _cmd())
     assert payment.provider_payment_id == "pi_a"
-    after = await repo.record_result(
+    after = await record_result(
+        repo,
         payment,
         ProviderResult(PaymentStatus.SUCCEEDED, "pi_b", provider_status="succeeded"),
         source=Source.RECONCILER,

@@ -46,7 +46,7 @@ from payment_svc.domain.records import (
     Run,
     Status,
 )
-from payment_svc.domain.results import ResultPlanner
+from payment_svc.domain.results import ResultPlan
 from payment_svc.domain.status import PaymentStatus, Source
 
 
@@ -56,13 +56,14 @@ class PaymentRepository(Protocol):
         raises DuplicatePayment."""
         ...
 
-    async def record_result(
-        self, payment: Payment, result: ProviderResult, *, source: Source, plan: ResultPlanner
-    ) -> Payment:
-        """Writes what `plan` (domain/results.py) decides of the answer: the
-        move, or the history entry only (and DUPLICATE_PROVIDER_PAYMENT);
-        when the payment moved since it was read, `plan` decides again on
-        it as it is, under its lock."""
+    async def write_result(
+        self, payment: Payment, result: ProviderResult, *, source: Source, plan: ResultPlan
+    ) -> Payment | None:
+        """Writes what `plan` (domain/results.py) decided on `payment`: the
+        move, one statement, only if the payment is still at `payment`'s
+        version (None when it moved since: service_layer/results.py reads
+        and plans again), or the history entry only (and
+        DUPLICATE_PROVIDER_PAYMENT)."""
         ...
 
     async def get(self, client_id: str, payment_id: uuid.UUID) -> Payment: ...
