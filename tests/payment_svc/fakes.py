@@ -10,7 +10,7 @@ import copy
 import uuid
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from payment_svc.domain.commands import PageCursor
@@ -158,6 +158,62 @@ class FakePaymentRepository:
 
     async def events(self, client_id: str, payment_id: uuid.UUID) -> list[PaymentEvent]:
         raise NotImplementedError
+
+
+@dataclass
+class FakeSnapshotRepository:
+    """The sweep's work list and its leases (SnapshotRepository) over a
+    FakePaymentRepository's payments, as SnapshotStore.to_reconcile's SQL
+    does it: non-final payments untouched for `older_than`, oldest first;
+    with a lease, those returned are claimed, and others' live claims are
+    skipped. `now` is the database's clock: tests move it."""
+
+    repo: FakePaymentRepository
+    now: datetime = field(default_factory=_now)
+    leases: dict[uuid.UUID, tuple[str, datetime]] = field(default_factory=dict)
+
+    async def to_reconcile(
+        self,
+        *,
+        older_than_seconds: float,
+        limit: int,
+        after: tuple[datetime, uuid.UUID] | None,
+        owner: str,
+        lease_seconds: float | None,
+    ) -> list[Payment]:
+        def free(p: Payment) -> bool:
+            held = self.leases.get(p.id)
+            return held is None or held[1] < self.now or held[0] == owner
+
+        found = sorted(
+            (
+                p
+                for p in self.repo.payments.values()
+                if p.status in (PaymentStatus.PENDING, PaymentStatus.UNKNOWN)
+                and p.updated_at < self.now - timedelta(seconds=older_than_seconds)
+                and (after is None or (p.updated_at, p.id) > after)
+                and (lease_seconds is None or free(p))
+            ),
+            key=lambda p: (p.updated_at, p.id),
+        )[:limit]
+        if lease_seconds is not None:
+            for p in found:
+                self.leases[p.id] = (owner, self.now + timedelta(seconds=lease_seconds))
+        return found
+
+    async def get_any(self, payment_id: uuid.UUID) -> Payment:
+        p = self.repo.payments.get(payment_id)
+        if p is None:
+            raise NotFound(f"payment {format_payment_id(payment_id)} not found")
+        return p
+
+    async def lookup(self, ids: list[uuid.UUID], provider_ids: list[str]) -> list[Payment]:
+        return [
+            p
+            for p in self.repo.payments.values()
+            if p.id in ids
+            or (p.provider_payment_id is not None and p.provider_payment_id in provider_ids)
+        ]
 
 
 @dataclass

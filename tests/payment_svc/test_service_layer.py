@@ -46,6 +46,7 @@ from tests.payment_svc.fakes import (
     FakePaymentRepository,
     FakeProvider,
     FakeQuarantine,
+    FakeSnapshotRepository,
     FakeUnitOfWork,
 )
 
@@ -259,6 +260,47 @@ async def test_a_lease_needs_an_owner_and_the_store_is_not_asked() -> None:
         await service.work_list(
             older_than_seconds=10, page_size=10, page_token="", owner="", lease_seconds=30
         )
+
+
+async def test_two_reconcilers_never_claim_one_payment_while_its_lease_holds() -> None:
+    repo = FakePaymentRepository()
+    for n in range(4):
+        await repo.insert_new(
+            NewPayment(uuid.uuid4(), "c1", f"k-{n}", b"f", 1000, "EUR", "pm_card_visa", "", {})
+        )
+    snapshots = FakeSnapshotRepository(repo, now=datetime.now(UTC) + timedelta(minutes=1))
+    never: Any = object()
+    service = ReconciliationService(
+        snapshots,
+        _service(repo, FakeProvider()),
+        uow=never,
+        discrepancies=DiscrepancyService(never, page_tokens=TOKENS),
+        runs=RunService(never, never),
+        redrive_window=3600,
+        page_tokens=TOKENS,
+        read_snapshot=_read_snapshot,
+    )
+
+    async def claim(owner: str, page_size: int = 10) -> set[uuid.UUID]:
+        page = await service.work_list(
+            older_than_seconds=10,
+            page_size=page_size,
+            page_token="",
+            owner=owner,
+            lease_seconds=30,
+        )
+        return {p.id for p in page.payments}
+
+    a = await claim("reconciler-a", page_size=2)
+    b = await claim("reconciler-b")
+    assert len(a) == 2 and len(b) == 2 and not a & b
+    # While the leases hold, each asks again and gets its own back, never the other's.
+    assert await claim("reconciler-b") == b
+    assert await claim("reconciler-a") == a
+    # Past the lease, what A claimed is free again: B takes every payment.
+    snapshots.now += timedelta(seconds=31)
+    assert await claim("reconciler-b") == a | b
+    assert await claim("reconciler-a") == set()
 
 
 async def test_reported_discrepancies_count_up_while_open() -> None:
