@@ -104,7 +104,8 @@ def observe(event_type: str, obj: dict[str, Any], created: datetime | None) -> P
             provider_status, mapped = intent_status(obj)
             now = ours(mapped)
             code, message = intent_failure(obj) if now is PaymentStatus.FAILED else (None, None)
-            if now is PaymentStatus.FAILED and code is None and provider_status.value == "canceled":
+            canceled = provider_status is StripeIntentStatus.CANCELED
+            if now is PaymentStatus.FAILED and code is None and canceled:
                 code = "canceled"
             return ProviderObservation(
                 provider_payment_id=text_field(obj, "id"),
