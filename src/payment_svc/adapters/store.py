@@ -114,6 +114,33 @@ def _event(row: asyncpg.Record) -> PaymentEvent:
     )
 
 
+async def _record_only(
+    conn: Conn, payment: Payment, result: ProviderResult, source: Source, plan: ResultPlan
+) -> None:
+    """The answer in the history, not applied; with its discrepancy when the
+    plan found one (both or neither)."""
+    args = (
+        payment.id,
+        payment.status.value,
+        result.status.value,
+        source.value,
+        result.failure_code,
+        plan.note,
+    )
+    if plan.duplicate is None:
+        await conn.execute(_RECORD_ONLY, *args)
+        return
+    async with conn.transaction():
+        await conn.execute(_RECORD_ONLY, *args)
+        await report_discrepancy(
+            conn,
+            DiscrepancyKind.DUPLICATE_PROVIDER_PAYMENT,
+            payment.id,
+            result.provider_payment_id,
+            plan.duplicate,
+        )
+
+
 class PaymentStore:
     def __init__(self, db: Database) -> None:
         self._db = db
@@ -163,28 +190,8 @@ class PaymentStore:
         if plan.write is ResultWrite.NOTHING:
             return payment
         if plan.write is ResultWrite.RECORD:
-
-            async def record(conn: Conn) -> Payment:
-                await conn.execute(
-                    _RECORD_ONLY,
-                    payment.id,
-                    payment.status.value,
-                    result.status.value,
-                    source.value,
-                    result.failure_code,
-                    plan.note,
-                )
-                if plan.duplicate is not None:
-                    await report_discrepancy(
-                        conn,
-                        DiscrepancyKind.DUPLICATE_PROVIDER_PAYMENT,
-                        payment.id,
-                        result.provider_payment_id,
-                        plan.duplicate,
-                    )
-                return payment
-
-            return await self._db.run(record)
+            await self._db.run(lambda c: _record_only(c, payment, result, source, plan))
+            return payment
         row = await self._db.run(
             lambda c: c.fetchrow(
                 _TRANSITION,

@@ -1,11 +1,14 @@
 """The ports of the service layer: what the use cases need from the outside,
 as Protocols. The adapters implement them (adapters/store.py, event_store.py,
-reconciliation_store.py, quarantine_store.py, stripe_provider.py,
-stripe_events.py); main.py wires them in; tests/payment_svc/fakes.py keeps
+reconciliation_store.py, discrepancy_store.py, run_store.py,
+quarantine_store.py, stripe_provider.py, stripe_observations.py); main.py
+wires them in; tests/payment_svc/fakes.py keeps
 them in memory. Each repository method is one bounded database call and one
 transaction at most, never a network call.
 
-    PaymentRepository        payments and their history
+    PaymentRepository        payments and their history (the provider's answer
+                             is written as planned, only on the version read:
+                             service_layer/results.py)
     EventInbox               the provider-event inbox's upkeep (an event is
                              applied in a unit of work)
     SnapshotRepository       the sweep's work list and its leases, look-ups
