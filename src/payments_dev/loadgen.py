@@ -45,6 +45,7 @@ from payment_svc.domain.inbox import EventOutcome, InboxEvent
 from payment_svc.domain.model import ProviderResult, new_payment_uuid, request_fingerprint
 from payment_svc.domain.status import PaymentStatus, Source
 from payment_svc.service_layer.provider_sync import apply_to_inbox
+from payment_svc.service_layer.results import record_result
 from payment_svc.service_layer.unit_of_work import AbstractUnitOfWork
 from payments.v1 import payment_pb2 as pb
 from payments.v1 import payment_service_pb2 as svc
@@ -357,8 +358,9 @@ async def raw_sql(
     currency: str,
     payment_method: str,
 ) -> PhaseResult:
-    """insert_new, then record_result with a SUCCEEDED answer: per payment,
-    the statements payment-svc issues when the provider says yes."""
+    """insert_new, then record_result (service_layer/results.py) with a
+    SUCCEEDED answer: per payment, the statements payment-svc issues when
+    the provider says yes."""
     prefix = f"bench-{secrets.token_hex(4)}-raw-"
 
     async def send(n: int, started_ns: int, result: PhaseResult) -> None:
@@ -370,8 +372,8 @@ async def raw_sql(
             note="provider status succeeded",
         )
         try:
-            payment = await store.record_result(
-                await store.insert_new(new), answer, source=Source.API
+            payment = await record_result(
+                store, await store.insert_new(new), answer, source=Source.API
             )
         except ServiceError as exc:
             result.failed(started_ns, time.perf_counter_ns(), exc.reason, str(exc))
@@ -476,8 +478,8 @@ async def store_pool(
         )
         try:
             new = _new_payment(prefix, n, amount, currency, POOL_PAYMENT_METHOD)
-            payment = await store.record_result(
-                await store.insert_new(new), answer, source=Source.API
+            payment = await record_result(
+                store, await store.insert_new(new), answer, source=Source.API
             )
         except (ServiceError, asyncpg.PostgresError) as exc:
             pool.errors[getattr(exc, "reason", type(exc).__name__)] += 1

@@ -111,12 +111,9 @@ def reversed_amount(intent: ProviderIntent) -> int:
 
 def our_view(intent: ProviderIntent) -> Status:
     """The status (ours) that the intent stands for, reversals included: by
-    the one rule (status.reversed_status), only reversals of the whole amount
-    make it REVERSED; partly refunded, it is SUCCEEDED."""
-    reversed_now = reversed_amount(intent)
-    if reversed_now <= 0:
-        return intent.mapped
-    return reversed_status(intent.mapped, intent.amount, reversed_now)
+    the one rule (payments_kit/reversal.py), only reversals of the whole
+    amount make it REVERSED; partly refunded, it is SUCCEEDED."""
+    return reversed_status(intent.mapped, intent.amount, reversed_amount(intent))
 
 
 @dataclass(frozen=True, slots=True)

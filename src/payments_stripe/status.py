@@ -2,9 +2,11 @@
 
 Ours is `Status`: the platform's payment states (the names of
 payments.v1.PaymentStatus and of payment_svc's domain PaymentStatus, which
-converts by name). The REVERSED rule of a snapshot (a success whose refunds
-and disputes cover its whole amount) is written here once: payment-svc's
-RecordProviderSnapshot and the reconciler's view of an intent both use it.
+converts by name). The mapping reports the intent's own status and, apart,
+how much of it refunds and disputes took back (`snapshot_reversed`); whether
+that makes it REVERSED is the one rule of payments_kit/reversal.py, which
+payment-svc's domain applies to what it records and `reversed_status` to the
+reconciler's view of an intent.
 
 Stripe statuses (https://docs.stripe.com/payments/paymentintents/lifecycle):
 every one is listed in an exhaustive match; a status Stripe adds later falls
@@ -16,6 +18,8 @@ from __future__ import annotations
 
 import enum
 from typing import Any
+
+from payments_kit.reversal import reverses_whole
 
 
 class Status(enum.Enum):
@@ -106,30 +110,11 @@ def snapshot_reversed(amount: int, *, amount_refunded: int, disputed: bool) -> i
     return amount if disputed else amount_refunded
 
 
-def snapshot_status(
-    provider_status: str,
-    *,
-    has_payment_error: bool,
-    amount: int,
-    amount_refunded: int,
-    disputed: bool,
-) -> Status:
-    """Our status for a snapshot of an intent: a success whose refunds and
-    disputes cover its whole amount is REVERSED, one partly refunded stays
-    SUCCEEDED (SPEC §3a; payment_svc/domain/reversals.py applies the same
-    rule to the amounts it has recorded)."""
-    ours = to_payment_status(
-        StripeIntentStatus.parse(provider_status), has_payment_error=has_payment_error
-    )
-    reversed_amount = snapshot_reversed(amount, amount_refunded=amount_refunded, disputed=disputed)
-    if reversed_amount <= 0:
-        return ours
-    return reversed_status(ours, amount, reversed_amount)
-
-
 def reversed_status(status: Status, amount: int, amount_reversed: int) -> Status:
-    """A succeeded intent whose refunds and disputes cover its whole amount
-    stands for REVERSED; any other status is what it is."""
-    if status is Status.SUCCEEDED and amount_reversed >= amount:
+    """What an intent of `status` stands for once `amount_reversed` of it is
+    taken back: REVERSED by the one rule (payments_kit/reversal.py, which
+    payment-svc's domain applies too); any other status is what it is."""
+    succeeded = status is Status.SUCCEEDED
+    if reverses_whole(succeeded=succeeded, amount=amount, amount_reversed=amount_reversed):
         return Status.REVERSED
     return status

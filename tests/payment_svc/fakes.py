@@ -8,9 +8,9 @@ from __future__ import annotations
 
 import copy
 import uuid
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from payment_svc.domain.commands import PageCursor
@@ -39,13 +39,7 @@ from payment_svc.domain.records import (
     Quarantined,
     Reported,
 )
-from payment_svc.domain.results import (
-    ExistingPayment,
-    ResultPlanner,
-    ResultWrite,
-    duplicate_of,
-    plan_result,
-)
+from payment_svc.domain.results import ExistingPayment, ResultPlan, ResultWrite, duplicate_of
 from payment_svc.domain.status import PaymentStatus, Source
 from payment_svc.service_layer.unit_of_work import AbstractUnitOfWork
 
@@ -61,10 +55,15 @@ class FakePaymentRepository:
     history: list[tuple[uuid.UUID, PaymentStatus | None, PaymentStatus, Source, bool]] = field(
         default_factory=list
     )
-    # record_result fails this many times with StoreUnavailable first (an outage)
+    # write_result fails this many times with StoreUnavailable first (an outage)
     record_failures: int = 0
     record_calls: int = 0
-    # DUPLICATE_PROVIDER_PAYMENT details record_result reported
+    # Run once at the next write_result, before it writes: another writer's
+    # change committed between the use case's read and its write.
+    concurrent_write: Callable[[FakePaymentRepository], None] | None = None
+    # writes refused because the payment moved since it was read
+    conflicts: int = 0
+    # DUPLICATE_PROVIDER_PAYMENT details write_result reported
     duplicates: list[dict[str, str]] = field(default_factory=list)
 
     async def insert_new(self, new: NewPayment) -> Payment:
@@ -95,28 +94,28 @@ class FakePaymentRepository:
         self.history.append((payment.id, None, PaymentStatus.PENDING, Source.API, True))
         return payment
 
-    async def record_result(
-        self,
-        payment: Payment,
-        result: ProviderResult,
-        *,
-        source: Source,
-        plan: ResultPlanner = plan_result,
-    ) -> Payment:
+    async def write_result(
+        self, payment: Payment, result: ProviderResult, *, source: Source, plan: ResultPlan
+    ) -> Payment | None:
         self.record_calls += 1
         if self.record_failures > 0:
             self.record_failures -= 1
             raise StoreUnavailable("fake outage")
+        if self.concurrent_write is not None:
+            # Another writer commits between our read and our write.
+            change, self.concurrent_write = self.concurrent_write, None
+            change(self)
+        if plan.write is ResultWrite.NOTHING:
+            return payment
+        if plan.write is ResultWrite.RECORD:
+            self.history.append((payment.id, payment.status, result.status, source, False))
+            if plan.duplicate is not None:
+                self.duplicates.append(dict(plan.duplicate))
+            return payment
         current = self.payments[payment.id]
-        decided = plan(current, result, source)
-        if decided.write is ResultWrite.NOTHING:
-            return current
-        applied = decided.write is ResultWrite.MOVE
-        self.history.append((current.id, current.status, result.status, source, applied))
-        if decided.duplicate is not None:
-            self.duplicates.append(dict(decided.duplicate))
-        if not applied:
-            return current
+        if current.version != payment.version:
+            self.conflicts += 1
+            return None  # the SQL's `WHERE version = $2` matched no row
         moved = replace(
             current,
             status=result.status,
@@ -127,6 +126,7 @@ class FakePaymentRepository:
             updated_at=_now(),
         )
         self.payments[moved.id] = moved
+        self.history.append((moved.id, current.status, result.status, source, True))
         return moved
 
     async def get(self, client_id: str, payment_id: uuid.UUID) -> Payment:
@@ -158,6 +158,62 @@ class FakePaymentRepository:
 
     async def events(self, client_id: str, payment_id: uuid.UUID) -> list[PaymentEvent]:
         raise NotImplementedError
+
+
+@dataclass
+class FakeSnapshotRepository:
+    """The sweep's work list and its leases (SnapshotRepository) over a
+    FakePaymentRepository's payments, as SnapshotStore.to_reconcile's SQL
+    does it: non-final payments untouched for `older_than`, oldest first;
+    with a lease, those returned are claimed, and others' live claims are
+    skipped. `now` is the database's clock: tests move it."""
+
+    repo: FakePaymentRepository
+    now: datetime = field(default_factory=_now)
+    leases: dict[uuid.UUID, tuple[str, datetime]] = field(default_factory=dict)
+
+    async def to_reconcile(
+        self,
+        *,
+        older_than_seconds: float,
+        limit: int,
+        after: tuple[datetime, uuid.UUID] | None,
+        owner: str,
+        lease_seconds: float | None,
+    ) -> list[Payment]:
+        def free(p: Payment) -> bool:
+            held = self.leases.get(p.id)
+            return held is None or held[1] < self.now or held[0] == owner
+
+        found = sorted(
+            (
+                p
+                for p in self.repo.payments.values()
+                if p.status in (PaymentStatus.PENDING, PaymentStatus.UNKNOWN)
+                and p.updated_at < self.now - timedelta(seconds=older_than_seconds)
+                and (after is None or (p.updated_at, p.id) > after)
+                and (lease_seconds is None or free(p))
+            ),
+            key=lambda p: (p.updated_at, p.id),
+        )[:limit]
+        if lease_seconds is not None:
+            for p in found:
+                self.leases[p.id] = (owner, self.now + timedelta(seconds=lease_seconds))
+        return found
+
+    async def get_any(self, payment_id: uuid.UUID) -> Payment:
+        p = self.repo.payments.get(payment_id)
+        if p is None:
+            raise NotFound(f"payment {format_payment_id(payment_id)} not found")
+        return p
+
+    async def lookup(self, ids: list[uuid.UUID], provider_ids: list[str]) -> list[Payment]:
+        return [
+            p
+            for p in self.repo.payments.values()
+            if p.id in ids
+            or (p.provider_payment_id is not None and p.provider_payment_id in provider_ids)
+        ]
 
 
 @dataclass

@@ -16,6 +16,7 @@ from payment_svc.adapters.db import Database
 from payment_svc.adapters.store import NewPayment, PaymentStore
 from payment_svc.domain.model import ProviderResult, new_payment_uuid
 from payment_svc.domain.status import PaymentStatus, Source
+from payment_svc.service_layer.results import record_result
 
 
 @pytest.fixture
@@ -44,7 +45,8 @@ async def test_a_result_naming_another_provider_payment_is_recorded_not_applied(
             metadata={},
         )
     )
-    bound = await store.record_result(
+    bound = await record_result(
+        store,
         payment,
         ProviderResult(status=PaymentStatus.PENDING, provider_payment_id="pi_A"),
         source=Source.API,
@@ -54,7 +56,8 @@ async def test_a_result_naming_another_provider_payment_is_recorded_not_applied(
     # A later answer about another provider payment, from a stale read of the
     # payment (no provider id yet) and from a fresh one.
     for seen in (payment, bound):
-        after = await store.record_result(
+        after = await record_result(
+            store,
             seen,
             ProviderResult(
                 status=PaymentStatus.SUCCEEDED,

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -37,6 +38,7 @@ from payment_svc.service_layer.provider_sync import (
     apply_to_inbox,
 )
 from payment_svc.service_layer.reconciliation import ReconciliationService
+from payment_svc.service_layer.results import record_result
 from payment_svc.service_layer.runs import RunService
 from tests.payment_svc.fakes import (
     FakeDiscrepancies,
@@ -44,6 +46,7 @@ from tests.payment_svc.fakes import (
     FakePaymentRepository,
     FakeProvider,
     FakeQuarantine,
+    FakeSnapshotRepository,
     FakeUnitOfWork,
 )
 
@@ -109,6 +112,46 @@ async def test_the_answer_write_is_retried_while_the_store_is_away() -> None:
     )
     assert payment.status is PaymentStatus.SUCCEEDED
     assert repo.record_calls == 3
+
+
+def _webhook(status: PaymentStatus) -> Callable[[FakePaymentRepository], None]:
+    """Another writer (the provider's webhook) moves the payment in between:
+    bound to pi_fake, at `status`, one version on."""
+
+    def change(repo: FakePaymentRepository) -> None:
+        (p,) = repo.payments.values()
+        repo.payments[p.id] = replace(
+            p, status=status, provider_payment_id="pi_fake", version=p.version + 1
+        )
+        repo.history.append((p.id, p.status, status, Source.WEBHOOK, True))
+
+    return change
+
+
+async def test_an_answer_is_planned_again_on_a_payment_moved_meanwhile() -> None:
+    # Read (PENDING, version 1), plan MOVE, and before the write a webhook
+    # binds the payment (still PENDING, version 2): the conditional write
+    # refuses once; the payment is read again, planned again, written once.
+    repo = FakePaymentRepository(concurrent_write=_webhook(PaymentStatus.PENDING))
+    payment = await _service(repo, FakeProvider()).create("c1", _cmd())
+    assert (payment.status, payment.provider_payment_id) == (PaymentStatus.SUCCEEDED, "pi_fake")
+    assert payment.version == 3  # created 1, the webhook 2, our move 3
+    assert repo.conflicts == 1 and repo.record_calls == 2
+    moves = [(h[1], h[2], h[3]) for h in repo.history if h[4] and h[1] is not None]
+    assert moves == [
+        (PaymentStatus.PENDING, PaymentStatus.PENDING, Source.WEBHOOK),
+        (PaymentStatus.PENDING, PaymentStatus.SUCCEEDED, Source.API),
+    ]
+
+
+async def test_an_answer_the_payment_reached_meanwhile_writes_nothing() -> None:
+    # The webhook got there first with the same news: planned again on it,
+    # the answer is NOTHING to write (no second history entry).
+    repo = FakePaymentRepository(concurrent_write=_webhook(PaymentStatus.SUCCEEDED))
+    payment = await _service(repo, FakeProvider()).create("c1", _cmd())
+    assert payment.status is PaymentStatus.SUCCEEDED and payment.version == 2
+    assert repo.conflicts == 1 and repo.record_calls == 1
+    assert [h[3] for h in repo.history if h[2] is PaymentStatus.SUCCEEDED] == [Source.WEBHOOK]
 
 
 async def test_an_answer_never_written_is_result_not_recorded() -> None:
@@ -217,6 +260,47 @@ async def test_a_lease_needs_an_owner_and_the_store_is_not_asked() -> None:
         await service.work_list(
             older_than_seconds=10, page_size=10, page_token="", owner="", lease_seconds=30
         )
+
+
+async def test_two_reconcilers_never_claim_one_payment_while_its_lease_holds() -> None:
+    repo = FakePaymentRepository()
+    for n in range(4):
+        await repo.insert_new(
+            NewPayment(uuid.uuid4(), "c1", f"k-{n}", b"f", 1000, "EUR", "pm_card_visa", "", {})
+        )
+    snapshots = FakeSnapshotRepository(repo, now=datetime.now(UTC) + timedelta(minutes=1))
+    never: Any = object()
+    service = ReconciliationService(
+        snapshots,
+        _service(repo, FakeProvider()),
+        uow=never,
+        discrepancies=DiscrepancyService(never, page_tokens=TOKENS),
+        runs=RunService(never, never),
+        redrive_window=3600,
+        page_tokens=TOKENS,
+        read_snapshot=_read_snapshot,
+    )
+
+    async def claim(owner: str, page_size: int = 10) -> set[uuid.UUID]:
+        page = await service.work_list(
+            older_than_seconds=10,
+            page_size=page_size,
+            page_token="",
+            owner=owner,
+            lease_seconds=30,
+        )
+        return {p.id for p in page.payments}
+
+    a = await claim("reconciler-a", page_size=2)
+    b = await claim("reconciler-b")
+    assert len(a) == 2 and len(b) == 2 and not a & b
+    # While the leases hold, each asks again and gets its own back, never the other's.
+    assert await claim("reconciler-b") == b
+    assert await claim("reconciler-a") == a
+    # Past the lease, what A claimed is free again: B takes every payment.
+    snapshots.now += timedelta(seconds=31)
+    assert await claim("reconciler-b") == a | b
+    assert await claim("reconciler-a") == set()
 
 
 async def test_reported_discrepancies_count_up_while_open() -> None:
@@ -441,7 +525,8 @@ async def test_an_answer_about_another_provider_payment_never_rebinds() -> None:
     service = _service(repo, FakeProvider(answer=ProviderResult(PaymentStatus.UNKNOWN, "pi_a")))
     payment = await service.create("c1", _cmd())
     assert payment.provider_payment_id == "pi_a"
-    after = await repo.record_result(
+    after = await record_result(
+        repo,
         payment,
         ProviderResult(PaymentStatus.SUCCEEDED, "pi_b", provider_status="succeeded"),
         source=Source.RECONCILER,

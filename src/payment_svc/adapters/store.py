@@ -18,17 +18,11 @@ from payment_svc.adapters.discrepancy_sql import report as report_discrepancy
 from payment_svc.domain.commands import PageCursor
 from payment_svc.domain.errors import NotFound
 
-# NewPayment is re-exported for src/payments/bench.py and loadgen.py (dev tooling).
+# NewPayment is re-exported for payments_dev/loadgen.py (dev tooling) and tests.
 from payment_svc.domain.model import NewPayment as NewPayment
 from payment_svc.domain.model import Payment, PaymentEvent, ProviderResult, format_payment_id
 from payment_svc.domain.reconciliation import DiscrepancyKind
-from payment_svc.domain.results import (
-    ExistingPayment,
-    ResultPlanner,
-    ResultWrite,
-    duplicate_of,
-    plan_result,
-)
+from payment_svc.domain.results import ExistingPayment, ResultPlan, ResultWrite, duplicate_of
 from payment_svc.domain.status import PaymentStatus, Source
 
 PAYMENT_COLUMNS = """id, client_id, idempotency_key, amount, currency, status, payment_method,
@@ -120,6 +114,33 @@ def _event(row: asyncpg.Record) -> PaymentEvent:
     )
 
 
+async def _record_only(
+    conn: Conn, payment: Payment, result: ProviderResult, source: Source, plan: ResultPlan
+) -> None:
+    """The answer in the history, not applied; with its discrepancy when the
+    plan found one (both or neither)."""
+    args = (
+        payment.id,
+        payment.status.value,
+        result.status.value,
+        source.value,
+        result.failure_code,
+        plan.note,
+    )
+    if plan.duplicate is None:
+        await conn.execute(_RECORD_ONLY, *args)
+        return
+    async with conn.transaction():
+        await conn.execute(_RECORD_ONLY, *args)
+        await report_discrepancy(
+            conn,
+            DiscrepancyKind.DUPLICATE_PROVIDER_PAYMENT,
+            payment.id,
+            result.provider_payment_id,
+            plan.duplicate,
+        )
+
+
 class PaymentStore:
     def __init__(self, db: Database) -> None:
         self._db = db
@@ -158,77 +179,32 @@ class PaymentStore:
             new,
         )
 
-    async def record_result(
-        self,
-        payment: Payment,
-        result: ProviderResult,
-        *,
-        source: Source,
-        plan: ResultPlanner = plan_result,
-    ) -> Payment:
-        """Writes what `plan` (the domain's decision, domain/results.py)
-        says of the provider's answer: the move (one statement, only if
-        nobody changed the payment since it was read), or the history entry
-        only. When the payment moved meanwhile, `plan` decides again on it
-        as it is, under its row lock."""
-
-        async def op(conn: Conn) -> Payment:
-            row = await self._try_transition(conn, payment, result, source, plan)
-            if row is not None:
-                return row
-            # Somebody moved it since we read it: decide again under a lock.
-            async with conn.transaction():
-                current = await conn.fetchrow(
-                    f"SELECT {PAYMENT_COLUMNS} FROM payments WHERE id = $1 FOR UPDATE", payment.id
-                )
-                assert current is not None
-                fresh = payment_from_row(current)
-                moved = await self._try_transition(conn, fresh, result, source, plan)
-                return moved if moved is not None else fresh
-
-        return await self._db.run(op)
-
-    async def _try_transition(
-        self,
-        conn: Conn,
-        payment: Payment,
-        result: ProviderResult,
-        source: Source,
-        plan: ResultPlanner,
+    async def write_result(
+        self, payment: Payment, result: ProviderResult, *, source: Source, plan: ResultPlan
     ) -> Payment | None:
-        decided = plan(payment, result, source)
-        if decided.write is ResultWrite.NOTHING:
+        """Writes what `plan` (domain/results.py) says of the provider's
+        answer, as decided on `payment`: the move in one statement, only if
+        nobody changed the payment since it was read (None when somebody did:
+        the service layer reads it again and decides again), or the history
+        entry only (and DUPLICATE_PROVIDER_PAYMENT)."""
+        if plan.write is ResultWrite.NOTHING:
             return payment
-        if decided.write is ResultWrite.RECORD:
-            await conn.execute(
-                _RECORD_ONLY,
+        if plan.write is ResultWrite.RECORD:
+            await self._db.run(lambda c: _record_only(c, payment, result, source, plan))
+            return payment
+        row = await self._db.run(
+            lambda c: c.fetchrow(
+                _TRANSITION,
                 payment.id,
-                payment.status.value,
+                payment.version,
                 result.status.value,
-                source.value,
+                result.provider_payment_id,
                 result.failure_code,
-                decided.note,
+                result.failure_message,
+                payment.status.value,
+                source.value,
+                plan.note,
             )
-            if decided.duplicate is not None:
-                await report_discrepancy(
-                    conn,
-                    DiscrepancyKind.DUPLICATE_PROVIDER_PAYMENT,
-                    payment.id,
-                    result.provider_payment_id,
-                    decided.duplicate,
-                )
-            return payment
-        row = await conn.fetchrow(
-            _TRANSITION,
-            payment.id,
-            payment.version,
-            result.status.value,
-            result.provider_payment_id,
-            result.failure_code,
-            result.failure_message,
-            payment.status.value,
-            source.value,
-            decided.note,
         )
         return payment_from_row(row) if row is not None else None
 

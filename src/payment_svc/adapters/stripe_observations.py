@@ -14,6 +14,7 @@ from typing import Any
 from payment_svc.domain.errors import FieldViolation, UnprocessableEvent
 from payment_svc.domain.provider_events import ProviderObservation, StateRank
 from payment_svc.domain.reconciliation import ProviderFacts, Snapshot
+from payment_svc.domain.reversals import status_for
 from payment_svc.domain.status import PaymentStatus
 from payments_stripe import events as stripe_events
 from payments_stripe.events import (
@@ -26,10 +27,11 @@ from payments_stripe.events import (
 )
 from payments_stripe.status import (
     Status,
+    StripeIntentStatus,
     intent_failure,
     intent_status,
     snapshot_reversed,
-    snapshot_status,
+    to_payment_status,
 )
 
 
@@ -51,39 +53,31 @@ def ours(status: Status) -> PaymentStatus:
 
 def snapshot(facts: ProviderFacts) -> Snapshot:
     """The reconciler's snapshot of an intent (Stripe's words) in the domain's:
-    the status by the Stripe package's one mapping, REVERSED rule included.
+    the intent's own status by the Stripe package's one mapping, the amount
+    refunds and disputes took back as the package counts it, and whether that
+    makes the payment REVERSED by the domain's rule (domain/reversals.py).
     payment-svc's SnapshotReader (service_layer/ports.py), wired in main."""
-    found, provider_status, amount = facts.found, facts.provider_status, facts.amount
-    amount_refunded, disputed, failure_code = (
-        facts.amount_refunded,
-        facts.disputed,
-        facts.failure_code,
+    amount = facts.amount
+    reversed_amount = snapshot_reversed(
+        amount, amount_refunded=facts.amount_refunded, disputed=facts.disputed
     )
-    status = (
-        ours(
-            snapshot_status(
-                provider_status,
-                has_payment_error=bool(failure_code),
-                amount=amount,
-                amount_refunded=amount_refunded,
-                disputed=disputed,
-            )
+    status = None
+    if facts.found:
+        own = to_payment_status(
+            StripeIntentStatus.parse(facts.provider_status),
+            has_payment_error=bool(facts.failure_code),
         )
-        if found
-        else None
-    )
+        status = status_for(ours(own), amount, reversed_amount)
     return Snapshot(
-        found=found,
+        found=facts.found,
         status=status,
         provider_payment_id=facts.provider_payment_id,
         amount=amount,
         currency=facts.currency,
-        amount_reversed=snapshot_reversed(
-            amount, amount_refunded=amount_refunded, disputed=disputed
-        ),
-        failure_code=failure_code,
+        amount_reversed=reversed_amount,
+        failure_code=facts.failure_code,
         failure_message=facts.failure_message,
-        provider_status=provider_status,
+        provider_status=facts.provider_status,
     )
 
 
@@ -110,7 +104,8 @@ def observe(event_type: str, obj: dict[str, Any], created: datetime | None) -> P
             provider_status, mapped = intent_status(obj)
             now = ours(mapped)
             code, message = intent_failure(obj) if now is PaymentStatus.FAILED else (None, None)
-            if now is PaymentStatus.FAILED and code is None and provider_status.value == "canceled":
+            canceled = provider_status is StripeIntentStatus.CANCELED
+            if now is PaymentStatus.FAILED and code is None and canceled:
                 code = "canceled"
             return ProviderObservation(
                 provider_payment_id=text_field(obj, "id"),

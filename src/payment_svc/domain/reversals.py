@@ -2,7 +2,8 @@
 
 `amount_reversed` counts succeeded refunds and disputes. A payment is
 REVERSED when they cover its whole amount; partly refunded or disputed it
-stays SUCCEEDED, with the new amount_reversed recorded.
+stays SUCCEEDED, with the new amount_reversed recorded (the rule's one text:
+payments_kit/reversal.py, shared with the reconciler).
 
     what the provider says                how it counts
     a refund (charge.refunded, or the     the charge's cumulative refunded amount:
@@ -21,6 +22,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from payment_svc.domain.status import PaymentStatus
+from payments_kit.reversal import reverses_whole
 
 
 @dataclass(frozen=True)
@@ -45,9 +47,11 @@ def reversed_after(
 
 
 def status_for(status: PaymentStatus, amount: int, amount_reversed: int) -> PaymentStatus:
-    """A succeeded payment whose reversals cover its whole amount is REVERSED;
-    any other status is what it is."""
-    if status is PaymentStatus.SUCCEEDED and amount_reversed >= amount:
+    """REVERSED by the one rule (payments_kit/reversal.py, which the
+    reconciler's view of an intent applies too); any other status is what
+    it is."""
+    succeeded = status is PaymentStatus.SUCCEEDED
+    if reverses_whole(succeeded=succeeded, amount=amount, amount_reversed=amount_reversed):
         return PaymentStatus.REVERSED
     return status
 

@@ -39,11 +39,11 @@ from payment_svc.domain.model import (
     parse_payment_id,
     request_fingerprint,
 )
-from payment_svc.domain.results import plan_result
 from payment_svc.domain.status import Source
 from payment_svc.service_layer import pagination
 from payment_svc.service_layer.pagination import PageTokens
 from payment_svc.service_layer.ports import PaymentProvider, PaymentRepository
+from payment_svc.service_layer.results import record_result
 
 log = structlog.get_logger("payment_svc.payments")
 
@@ -146,9 +146,7 @@ class PaymentsService:
             left = end - loop.time()
             try:
                 async with asyncio.timeout(left if left > 0 else None):
-                    return await self._store.record_result(
-                        payment, result, source=source, plan=plan_result
-                    )
+                    return await record_result(self._store, payment, result, source=source)
             except (StoreUnavailable, TimeoutError) as exc:
                 if end - loop.time() <= pause:
                     log.error(

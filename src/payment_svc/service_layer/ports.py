@@ -1,11 +1,14 @@
 """The ports of the service layer: what the use cases need from the outside,
 as Protocols. The adapters implement them (adapters/store.py, event_store.py,
-reconciliation_store.py, quarantine_store.py, stripe_provider.py,
-stripe_events.py); main.py wires them in; tests/payment_svc/fakes.py keeps
+reconciliation_store.py, discrepancy_store.py, run_store.py,
+quarantine_store.py, stripe_provider.py, stripe_observations.py); main.py
+wires them in; tests/payment_svc/fakes.py keeps
 them in memory. Each repository method is one bounded database call and one
 transaction at most, never a network call.
 
-    PaymentRepository        payments and their history
+    PaymentRepository        payments and their history (the provider's answer
+                             is written as planned, only on the version read:
+                             service_layer/results.py)
     EventInbox               the provider-event inbox's upkeep (an event is
                              applied in a unit of work)
     SnapshotRepository       the sweep's work list and its leases, look-ups
@@ -46,7 +49,7 @@ from payment_svc.domain.records import (
     Run,
     Status,
 )
-from payment_svc.domain.results import ResultPlanner
+from payment_svc.domain.results import ResultPlan
 from payment_svc.domain.status import PaymentStatus, Source
 
 
@@ -56,13 +59,14 @@ class PaymentRepository(Protocol):
         raises DuplicatePayment."""
         ...
 
-    async def record_result(
-        self, payment: Payment, result: ProviderResult, *, source: Source, plan: ResultPlanner
-    ) -> Payment:
-        """Writes what `plan` (domain/results.py) decides of the answer: the
-        move, or the history entry only (and DUPLICATE_PROVIDER_PAYMENT);
-        when the payment moved since it was read, `plan` decides again on
-        it as it is, under its lock."""
+    async def write_result(
+        self, payment: Payment, result: ProviderResult, *, source: Source, plan: ResultPlan
+    ) -> Payment | None:
+        """Writes what `plan` (domain/results.py) decided on `payment`: the
+        move, one statement, only if the payment is still at `payment`'s
+        version (None when it moved since: service_layer/results.py reads
+        and plans again), or the history entry only (and
+        DUPLICATE_PROVIDER_PAYMENT)."""
         ...
 
     async def get(self, client_id: str, payment_id: uuid.UUID) -> Payment: ...
