@@ -45,20 +45,21 @@ async def test_an_answer_planned_on_a_stale_read_is_planned_again_and_written_on
             metadata={},
         )
     )
-    # Another writer moves it after our read: UNKNOWN, bound to pi_A (version 2).
+    pi = f"pi_{uuid.uuid4().hex}"  # unique in the session's database
+    # Another writer moves it after our read: UNKNOWN, bound to pi (version 2).
     moved = await record_result(
-        store, read, ProviderResult(PaymentStatus.UNKNOWN, "pi_A"), source=Source.RECONCILER
+        store, read, ProviderResult(PaymentStatus.UNKNOWN, pi), source=Source.RECONCILER
     )
     assert (moved.status, moved.version) == (PaymentStatus.UNKNOWN, 2)
     # Our answer, planned on the PENDING read at version 1: the conditional
     # write finds version 2, so it is planned again from UNKNOWN.
-    answer = ProviderResult(PaymentStatus.SUCCEEDED, "pi_A", provider_status="succeeded")
+    answer = ProviderResult(PaymentStatus.SUCCEEDED, pi, provider_status="succeeded")
     stale_plan = plan_result(read, answer, Source.API)
     assert await store.write_result(read, answer, source=Source.API, plan=stale_plan) is None
     after = await record_result(store, read, answer, source=Source.API)
     assert (after.status, after.provider_payment_id, after.version) == (
         PaymentStatus.SUCCEEDED,
-        "pi_A",
+        pi,
         3,
     )
     rows = await db.fetch(
