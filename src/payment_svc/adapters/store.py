@@ -33,7 +33,7 @@ from payment_svc.domain.status import PaymentStatus, Source
 
 PAYMENT_COLUMNS = """id, client_id, idempotency_key, amount, currency, status, payment_method,
     description, metadata, provider_payment_id, failure_code, failure_message,
-    amount_reversed, version, created_at, updated_at"""
+    amount_reversed, version, created_at, updated_at, amount_disputed"""
 
 # One round trip and one commit: the payment and its first history entry.
 # ON CONFLICT DO NOTHING waits for a concurrent insert of the same key to
@@ -100,6 +100,7 @@ def payment_from_row(row: asyncpg.Record) -> Payment:
         version=row["version"],
         created_at=row["created_at"],
         updated_at=row["updated_at"],
+        amount_disputed=row["amount_disputed"],
     )
 
 

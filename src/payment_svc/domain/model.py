@@ -58,6 +58,8 @@ class Payment:
     version: int
     created_at: datetime
     updated_at: datetime
+    # What disputes took, apart from refunds (amount_reversed counts both).
+    amount_disputed: int = 0
 
     @property
     def public_id(self) -> str:

@@ -6,6 +6,9 @@ them in memory. Each repository method is one bounded database call and one
 transaction at most, never a network call.
 
     PaymentRepository        payments and their history
+    RefundRepository         refunds, read outside a unit of work (writes:
+                             unit_of_work.LockedRefunds, under the
+                             payment's lock)
     EventInbox               the provider-event inbox's upkeep (an event is
                              applied in a unit of work)
     SnapshotRepository       the sweep's work list and its leases, look-ups
@@ -16,6 +19,7 @@ transaction at most, never a network call.
     CheckpointRepository     the reconciler's checkpoints
     QuarantineRepository     provider events that cannot be understood
     PaymentProvider          the provider's create call
+    RefundProvider           the provider's refund call
     EventParser              provider bytes -> a ParsedEvent
     SnapshotReader           the provider's facts about a payment -> a Snapshot
 """
@@ -46,6 +50,7 @@ from payment_svc.domain.records import (
     Run,
     Status,
 )
+from payment_svc.domain.refunds import ProviderRefundRequest, Refund, RefundOutcome
 from payment_svc.domain.results import ResultPlanner
 from payment_svc.domain.status import PaymentStatus, Source
 
@@ -79,6 +84,17 @@ class PaymentRepository(Protocol):
     ) -> list[Payment]: ...
 
     async def events(self, client_id: str, payment_id: uuid.UUID) -> list[PaymentEvent]: ...
+
+
+class RefundRepository(Protocol):
+    async def for_payment(self, client_id: str, payment_id: uuid.UUID) -> list[Refund]:
+        """The payment's refunds, oldest first; NotFound when the payment is
+        not the client's."""
+        ...
+
+    async def get(self, client_id: str, refund_id: uuid.UUID) -> Refund:
+        """NotFound when the refund is not the client's."""
+        ...
 
 
 class EventInbox(Protocol):
@@ -161,6 +177,15 @@ class PaymentProvider(Protocol):
     async def create_payment(
         self, charge: ProviderCharge, *, timeout: float | None = None
     ) -> ProviderResult: ...
+
+
+class RefundProvider(Protocol):
+    async def create_refund(
+        self, ask: ProviderRefundRequest, *, timeout: float | None = None
+    ) -> RefundOutcome:
+        """Never raises for the provider's answers: a refusal is FAILED, no
+        answer (timeout, 5xx, a cut connection) is UNKNOWN."""
+        ...
 
 
 class ParsedEvent(Protocol):
