@@ -90,7 +90,6 @@ class AlreadyExists(PermanentError):
         """The payment that holds the idempotency key."""
         return self.metadata.get("payment_id", "")
 
-
     @property
     def refund_id(self) -> str:
         """The refund that holds the idempotency key (RefundPayment)."""

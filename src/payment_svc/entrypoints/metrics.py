@@ -45,6 +45,8 @@ REFUNDS = Counter(
     "(the error's reason, lower case).",
     ("outcome",),
 )
+for _outcome in ("succeeded", "pending", "unknown", "failed"):
+    REFUNDS.labels(_outcome)  # exported at 0 from the start, for rate()
 DATABASE_UP = Gauge("payments_database_up", "1 when the last database call or probe succeeded.")
 UNMATCHED_EVENTS = Gauge(
     "payments_unmatched_provider_events",
