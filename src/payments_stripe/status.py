@@ -118,3 +118,63 @@ def reversed_status(status: Status, amount: int, amount_reversed: int) -> Status
     if reverses_whole(succeeded=succeeded, amount=amount, amount_reversed=amount_reversed):
         return Status.REVERSED
     return status
+
+
+class RefundState(enum.Enum):
+    """The platform's refund states this package reports (the names of
+    payments.v1.RefundStatus and of payment_svc's domain RefundStatus,
+    which converts by name). UNKNOWN is never the provider's word: it is
+    what a caller records when it got no answer."""
+
+    PENDING = "PENDING"
+    SUCCEEDED = "SUCCEEDED"
+    FAILED = "FAILED"
+
+
+class StripeRefundStatus(enum.Enum):
+    """https://docs.stripe.com/api/refunds/object#refund_object-status"""
+
+    PENDING = "pending"
+    REQUIRES_ACTION = "requires_action"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    CANCELED = "canceled"
+    UNKNOWN = "unknown"  # anything Stripe may add later
+
+    @classmethod
+    def parse(cls, value: object) -> StripeRefundStatus:
+        if not isinstance(value, str):
+            return cls.UNKNOWN
+        try:
+            return cls(value)
+        except ValueError:
+            return cls.UNKNOWN
+
+
+def to_refund_state(status: StripeRefundStatus) -> RefundState:
+    S = StripeRefundStatus
+    match status:
+        case S.SUCCEEDED:
+            return RefundState.SUCCEEDED
+        case S.FAILED | S.CANCELED:
+            return RefundState.FAILED
+        case S.PENDING | S.REQUIRES_ACTION | S.UNKNOWN:
+            # not final: the reconciler keeps asking rather than guessing
+            return RefundState.PENDING
+
+
+def refund_status(refund: Any) -> tuple[StripeRefundStatus, RefundState]:
+    """The provider's and our state of a Refund (SDK object or dict)."""
+    provider = StripeRefundStatus.parse(field(refund, "status"))
+    return provider, to_refund_state(provider)
+
+
+def refund_failure(refund: Any) -> tuple[str | None, str | None]:
+    """A failed refund's code (Stripe's `failure_reason`) and a message."""
+    code = _text(field(refund, "failure_reason"))
+    if (
+        code is None
+        and StripeRefundStatus.parse(field(refund, "status")) is StripeRefundStatus.CANCELED
+    ):
+        code = "canceled"
+    return code, (f"refund failed at the provider: {code}" if code else None)

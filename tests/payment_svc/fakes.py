@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import copy
 import uuid
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -39,7 +39,26 @@ from payment_svc.domain.records import (
     Quarantined,
     Reported,
 )
-from payment_svc.domain.results import ExistingPayment, ResultPlan, ResultWrite, duplicate_of
+from payment_svc.domain.refunds import (
+    ExistingRefund,
+    NewRefund,
+    ProviderRefundRequest,
+    Refund,
+    RefundOutcome,
+    RefundPlan,
+    RefundStatus,
+    RefundWrite,
+    format_refund_id,
+)
+from payment_svc.domain.refunds import (
+    duplicate_of as duplicate_refund,
+)
+from payment_svc.domain.results import (
+    ExistingPayment,
+    ResultPlan,
+    ResultWrite,
+    duplicate_of,
+)
 from payment_svc.domain.status import PaymentStatus, Source
 from payment_svc.service_layer.unit_of_work import AbstractUnitOfWork
 
@@ -445,6 +464,165 @@ class FakeLockedPayments:
         self.leases_released.append(payment_id)
 
 
+@dataclass
+class FakeRefundRepository:
+    """Refunds in memory: RefundRepository's reads; the writes go through a
+    FakeUnitOfWork's FakeLockedRefunds (on copies, kept on commit).
+    `history`: (refund id, refund status, source, applied) per entry."""
+
+    payments: FakePaymentRepository
+    refunds: dict[uuid.UUID, Refund] = field(default_factory=dict)
+    fingerprints: dict[uuid.UUID, bytes | None] = field(default_factory=dict)
+    history: list[tuple[uuid.UUID, RefundStatus, Source, bool]] = field(default_factory=list)
+
+    async def for_payment(self, client_id: str, payment_id: uuid.UUID) -> list[Refund]:
+        await self.payments.get(client_id, payment_id)  # NotFound for another client's
+        return sorted(
+            (r for r in self.refunds.values() if r.payment_id == payment_id),
+            key=lambda r: (r.created_at, r.id),
+        )
+
+    async def get(self, client_id: str, refund_id: uuid.UUID) -> Refund:
+        r = self.refunds.get(refund_id)
+        if r is None or r.client_id != client_id:
+            raise NotFound(f"refund {format_refund_id(refund_id)} not found")
+        return r
+
+
+class FakeLockedRefunds:
+    """What PgLockedRefunds' statements do, in memory (the unique key
+    included); locks are Postgres's to prove."""
+
+    def __init__(self, repo: FakeRefundRepository, payments: FakePaymentRepository) -> None:
+        self.repo = repo
+        self.payments = payments
+
+    async def by_key(self, client_id: str, idempotency_key: str) -> ExistingRefund | None:
+        for r in self.repo.refunds.values():
+            if (r.client_id, r.idempotency_key) == (client_id, idempotency_key):
+                return ExistingRefund(r.id, r.status, self.repo.fingerprints[r.id])
+        return None
+
+    async def of_payment(self, payment_id: uuid.UUID) -> list[Refund]:
+        return sorted(
+            (r for r in self.repo.refunds.values() if r.payment_id == payment_id),
+            key=lambda r: (r.created_at, r.id),
+        )
+
+    async def get_for_update(self, refund_id: uuid.UUID) -> Refund:
+        r = self.repo.refunds.get(refund_id)
+        if r is None:
+            raise NotFound(f"refund {format_refund_id(refund_id)} not found")
+        return r
+
+    async def by_provider_id(self, provider_refund_id: str) -> Refund | None:
+        found = [
+            r for r in self.repo.refunds.values() if r.provider_refund_id == provider_refund_id
+        ]
+        return found[0] if found else None
+
+    async def insert(self, new: NewRefund) -> Refund:
+        if new.idempotency_key is not None:
+            existing = await self.by_key(new.client_id, new.idempotency_key)
+            if existing is not None:
+                raise duplicate_refund(existing, new.fingerprint)
+        now = _now()
+        refund = Refund(
+            id=new.id,
+            payment_id=new.payment_id,
+            client_id=new.client_id,
+            idempotency_key=new.idempotency_key,
+            amount=new.amount,
+            currency=new.currency,
+            status=new.status,
+            reason=new.reason,
+            source=new.source,
+            provider_refund_id=new.provider_refund_id,
+            failure_code=None,
+            failure_message=None,
+            version=1,
+            created_at=now,
+            updated_at=now,
+        )
+        self.repo.refunds[refund.id] = refund
+        self.repo.fingerprints[refund.id] = new.fingerprint
+        self.repo.history.append((refund.id, refund.status, new.source, True))
+        self.payments.history.append(
+            (new.payment_id, new.payment_status, new.payment_status, new.source, True)
+        )
+        return refund
+
+    async def record(
+        self,
+        payment: Payment,
+        refund: Refund,
+        outcome: RefundOutcome,
+        plan: RefundPlan,
+        *,
+        source: Source,
+    ) -> tuple[Refund, Payment]:
+        if plan.write is RefundWrite.NOTHING:
+            return refund, payment
+        applied = plan.write is RefundWrite.MOVE
+        self.repo.history.append((refund.id, plan.refund_status, source, applied))
+        self.payments.history.append(
+            (payment.id, plan.payment_from, plan.payment_to, source, applied)
+        )
+        if not applied:
+            return refund, payment
+        failed = plan.refund_status is RefundStatus.FAILED
+        moved = replace(
+            refund,
+            status=plan.refund_status,
+            provider_refund_id=refund.provider_refund_id or outcome.provider_refund_id,
+            failure_code=outcome.failure_code if failed else None,
+            failure_message=outcome.failure_message if failed else None,
+            version=refund.version + 1,
+            updated_at=_now(),
+        )
+        self.repo.refunds[moved.id] = moved
+        if plan.payment_changes:
+            payment = replace(
+                payment,
+                status=plan.payment_to,
+                amount_reversed=plan.amount_reversed,
+                version=payment.version + 1,
+                updated_at=_now(),
+            )
+            self.payments.payments[payment.id] = payment
+        return moved, payment
+
+
+@dataclass
+class FakeRefundProvider:
+    """Answers refunds as told (`answers` in turn, then `answer`); checks,
+    when asked, that the refund was recorded before the call."""
+
+    answer: RefundOutcome = field(
+        default_factory=lambda: RefundOutcome(RefundStatus.SUCCEEDED, "re_fake", "succeeded")
+    )
+    answers: list[RefundOutcome] = field(default_factory=list)
+    repository: FakeRefundRepository | None = None
+    asked: list[ProviderRefundRequest] = field(default_factory=list)
+    timeouts: list[float | None] = field(default_factory=list)
+    seen_recorded: list[bool] = field(default_factory=list)
+    # awaited before answering (a slow provider, an outage meanwhile)
+    on_call: Callable[[], Awaitable[None]] | None = None
+
+    async def create_refund(
+        self, ask: ProviderRefundRequest, *, timeout: float | None = None
+    ) -> RefundOutcome:
+        if self.on_call is not None:
+            await self.on_call()
+        self.asked.append(ask)
+        self.timeouts.append(timeout)
+        if self.repository is not None:
+            self.seen_recorded.append(
+                any(r.public_id == ask.refund_id for r in self.repository.refunds.values())
+            )
+        return self.answers.pop(0) if self.answers else self.answer
+
+
 class FakeUnitOfWork(AbstractUnitOfWork):
     """Writes go to copies; commit() makes them the truth, anything else
     throws them away (rollback by default)."""
@@ -454,18 +632,31 @@ class FakeUnitOfWork(AbstractUnitOfWork):
         repo: FakePaymentRepository,
         discrepancies: FakeDiscrepancies,
         inbox: FakeInbox | None = None,
+        refunds: FakeRefundRepository | None = None,
     ) -> None:
         self.committed_repo = repo
         self.committed_discrepancies = discrepancies
         self.committed_inbox = inbox if inbox is not None else FakeInbox()
+        self.committed_refunds = refunds if refunds is not None else FakeRefundRepository(repo)
         self.commits = 0
+        # record (refund writes) fails this many times with StoreUnavailable first
+        self.failures = 0
 
     async def __aenter__(self) -> FakeUnitOfWork:
+        if self.failures > 0:
+            self.failures -= 1
+            raise StoreUnavailable("fake outage")
         await super().__aenter__()
         self._repo = copy.deepcopy(self.committed_repo)
         self._disc = copy.deepcopy(self.committed_discrepancies)
         self._inbox = copy.deepcopy(self.committed_inbox)
+        self._refunds = copy.copy(self.committed_refunds)
+        self._refunds.payments = self._repo
+        self._refunds.refunds = dict(self.committed_refunds.refunds)
+        self._refunds.fingerprints = dict(self.committed_refunds.fingerprints)
+        self._refunds.history = list(self.committed_refunds.history)
         self.payments = FakeLockedPayments(self._repo)
+        self.refunds = FakeLockedRefunds(self._refunds, self._repo)
         self.inbox = FakeInboxWriter(self._inbox, self._repo)
         self.discrepancies = self._disc
         return self
@@ -473,6 +664,9 @@ class FakeUnitOfWork(AbstractUnitOfWork):
     async def _commit(self) -> None:
         self.committed_repo.payments = self._repo.payments
         self.committed_repo.history = self._repo.history
+        self.committed_refunds.refunds = self._refunds.refunds
+        self.committed_refunds.fingerprints = self._refunds.fingerprints
+        self.committed_refunds.history = self._refunds.history
         self.committed_discrepancies.open = self._disc.open
         for name in ("rows", "stored", "provider_state", "applied", "attempted"):
             setattr(self.committed_inbox, name, getattr(self._inbox, name))

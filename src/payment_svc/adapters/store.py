@@ -22,12 +22,18 @@ from payment_svc.domain.errors import NotFound
 from payment_svc.domain.model import NewPayment as NewPayment
 from payment_svc.domain.model import Payment, PaymentEvent, ProviderResult, format_payment_id
 from payment_svc.domain.reconciliation import DiscrepancyKind
-from payment_svc.domain.results import ExistingPayment, ResultPlan, ResultWrite, duplicate_of
+from payment_svc.domain.refunds import RefundStatus
+from payment_svc.domain.results import (
+    ExistingPayment,
+    ResultPlan,
+    ResultWrite,
+    duplicate_of,
+)
 from payment_svc.domain.status import PaymentStatus, Source
 
 PAYMENT_COLUMNS = """id, client_id, idempotency_key, amount, currency, status, payment_method,
     description, metadata, provider_payment_id, failure_code, failure_message,
-    amount_reversed, version, created_at, updated_at"""
+    amount_reversed, version, created_at, updated_at, amount_disputed"""
 
 # One round trip and one commit: the payment and its first history entry.
 # ON CONFLICT DO NOTHING waits for a concurrent insert of the same key to
@@ -94,6 +100,7 @@ def payment_from_row(row: asyncpg.Record) -> Payment:
         version=row["version"],
         created_at=row["created_at"],
         updated_at=row["updated_at"],
+        amount_disputed=row["amount_disputed"],
     )
 
 
@@ -111,6 +118,8 @@ def _event(row: asyncpg.Record) -> PaymentEvent:
         note=row["note"],
         provider_created_at=row["provider_created_at"],
         recorded_at=row["recorded_at"],
+        refund_id=row["refund_id"],
+        refund_status=RefundStatus(row["refund_status"]) if row["refund_status"] else None,
     )
 
 

@@ -13,6 +13,8 @@ from datetime import datetime
 
 from payment_svc.domain import money
 from payment_svc.domain.errors import FieldViolation, InvalidArgument
+from payment_svc.domain.model import parse_payment_id
+from payment_svc.domain.refunds import RefundReason
 from payment_svc.domain.status import PaymentStatus
 from payments_kit.cards import contains_card_number, contains_embedded_card_number
 
@@ -42,14 +44,7 @@ class CreatePayment:
 
     def validate(self) -> None:
         """Raises InvalidArgument naming every field that breaks a rule."""
-        v: list[FieldViolation] = []
-        key = self.idempotency_key
-        if not 1 <= len(key) <= MAX_KEY_LENGTH:
-            v.append(FieldViolation("idempotency_key", f"must be 1..{MAX_KEY_LENGTH} characters"))
-        elif not _PRINTABLE_ASCII.fullmatch(key):
-            v.append(FieldViolation("idempotency_key", "must be printable ASCII characters"))
-        elif contains_card_number(key):
-            v.append(FieldViolation("idempotency_key", CARD_DATA))
+        v = _key_violations(self.idempotency_key)
         if not money.MIN_AMOUNT <= self.amount <= money.MAX_AMOUNT:
             v.append(
                 FieldViolation(
@@ -74,6 +69,66 @@ class CreatePayment:
         elif contains_card_number(self.description):
             v.append(FieldViolation("description", CARD_DATA))
         v.extend(_metadata_violations(self.metadata))
+        if v:
+            raise InvalidArgument(v)
+
+
+def _key_violations(key: str) -> list[FieldViolation]:
+    """The idempotency-key rules, the same for payments and refunds."""
+    if not 1 <= len(key) <= MAX_KEY_LENGTH:
+        return [FieldViolation("idempotency_key", f"must be 1..{MAX_KEY_LENGTH} characters")]
+    if not _PRINTABLE_ASCII.fullmatch(key):
+        return [FieldViolation("idempotency_key", "must be printable ASCII characters")]
+    if contains_card_number(key):
+        return [FieldViolation("idempotency_key", CARD_DATA)]
+    return []
+
+
+def _payment_id_violations(payment_id: str) -> list[FieldViolation]:
+    if parse_payment_id(payment_id) is None:
+        return [FieldViolation("payment_id", "must be a payment id (pay_...)")]
+    return []
+
+
+REFUND_REASONS = frozenset(r.value for r in RefundReason)
+
+
+@dataclass(frozen=True)
+class RefundPayment:
+    """RefundPayment's input. `amount` 0 means all that remains."""
+
+    payment_id: str
+    idempotency_key: str
+    amount: int = 0
+    reason: str = ""
+
+    def validate(self) -> None:
+        v = _payment_id_violations(self.payment_id)
+        v.extend(_key_violations(self.idempotency_key))
+        if not 0 <= self.amount <= money.MAX_AMOUNT:
+            v.append(
+                FieldViolation(
+                    "amount",
+                    f"must be 0..{money.MAX_AMOUNT} minor units of the payment's currency "
+                    "(0: all that remains)",
+                )
+            )
+        if self.reason not in REFUND_REASONS:
+            v.append(
+                FieldViolation(
+                    "reason", "must be empty, duplicate, fraudulent or requested_by_customer"
+                )
+            )
+        if v:
+            raise InvalidArgument(v)
+
+
+@dataclass(frozen=True)
+class ListRefunds:
+    payment_id: str
+
+    def validate(self) -> None:
+        v = _payment_id_violations(self.payment_id)
         if v:
             raise InvalidArgument(v)
 

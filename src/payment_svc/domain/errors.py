@@ -3,17 +3,21 @@
     PaymentsError
      ├── RetryableError            a retry may help
      │    ├── StoreUnavailable     Postgres unreachable, slow or failing over
-     │    │    └── ResultNotRecorded  the provider answered; the write did not
-     │    │                           make it in time (payment_id in ErrorInfo)
+     │    │    ├── ResultNotRecorded  the provider answered; the write did not
+     │    │    │                      make it in time (payment_id in ErrorInfo)
+     │    │    └── RefundNotRecorded  the same for a refund (refund_id)
      │    └── ProviderUnavailable  the provider cannot be asked right now
      └── PermanentError            a retry of the same request never helps
           ├── InvalidArgument      field violations
           │    └── UnprocessableEvent  a provider event that can never be
           │                            understood or stored: quarantined
           ├── DuplicatePayment     idempotency key already used (same or other params)
+          ├── DuplicateRefund      a refund's idempotency key already used
           ├── NotFound
           ├── FailedPrecondition   not in a state for this (re-drive of a final payment)
-          │    └── AlreadyAtProvider  re-drive of a payment with a provider id
+          │    ├── AlreadyAtProvider  re-drive of a payment with a provider id
+          │    ├── PaymentNotRefundable   refund of a payment not SUCCEEDED
+          │    └── RefundExceedsRemaining more than remains (`remaining`)
           ├── Unauthenticated
           └── PermissionDenied
 
@@ -24,8 +28,12 @@ statuses, adapters/stripe_provider.py from the provider's errors.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from payment_svc.domain.status import PaymentStatus
+
+if TYPE_CHECKING:  # refunds.py raises these: no import cycle at run time
+    from payment_svc.domain.refunds import RefundStatus
 
 
 class PaymentsError(Exception):
@@ -54,6 +62,20 @@ class ResultNotRecorded(StoreUnavailable):
         self.payment_id = payment_id
         super().__init__(
             f"payment {payment_id} was sent to the provider, but its answer could not be "
+            "recorded yet (database unavailable); it will be reconciled: look it up later"
+        )
+
+
+class RefundNotRecorded(StoreUnavailable):
+    """The provider answered a refund but the database did not take the
+    answer within the caller's deadline: the refund stays as recorded
+    (PENDING) and converges through the webhook or the reconciler."""
+
+    def __init__(self, refund_id: str, payment_id: str) -> None:
+        self.refund_id = refund_id
+        self.payment_id = payment_id
+        super().__init__(
+            f"refund {refund_id} was sent to the provider, but its answer could not be "
             "recorded yet (database unavailable); it will be reconciled: look it up later"
         )
 
@@ -102,6 +124,22 @@ class DuplicatePayment(PermanentError):
         )
 
 
+class DuplicateRefund(PermanentError):
+    """A refund's idempotency key was used before (keys are unique per
+    client among refunds). `same_parameters` tells a retry
+    (DUPLICATE_REFUND) from a reuse of the key (IDEMPOTENCY_KEY_REUSED)."""
+
+    def __init__(self, refund_id: str, status: RefundStatus, *, same_parameters: bool) -> None:
+        self.refund_id = refund_id
+        self.status = status
+        self.same_parameters = same_parameters
+        self.reason = "DUPLICATE_REFUND" if same_parameters else "IDEMPOTENCY_KEY_REUSED"
+        super().__init__(
+            f"idempotency key already used by refund {refund_id} ({status.value})"
+            + ("" if same_parameters else " with other parameters")
+        )
+
+
 class NotFound(PermanentError):
     reason = "NOT_FOUND"
 
@@ -114,6 +152,31 @@ class AlreadyAtProvider(FailedPrecondition):
     """A re-drive of a payment the provider already gave an id for."""
 
     reason = "PAYMENT_ALREADY_AT_PROVIDER"
+
+
+class PaymentNotRefundable(FailedPrecondition):
+    """Only a SUCCEEDED payment can be refunded (a REVERSED one has nothing left)."""
+
+    reason = "PAYMENT_NOT_REFUNDABLE"
+
+    def __init__(self, payment_id: str, status: PaymentStatus) -> None:
+        self.payment_id = payment_id
+        self.status = status
+        super().__init__(f"payment {payment_id} is {status.value}: it cannot be refunded")
+
+
+class RefundExceedsRemaining(FailedPrecondition):
+    """More than remains of the payment (its amount less refunds succeeded,
+    pending or unknown, less disputes); `remaining` says how much does."""
+
+    reason = "REFUND_EXCEEDS_REMAINING"
+
+    def __init__(self, payment_id: str, *, remaining: int) -> None:
+        self.payment_id = payment_id
+        self.remaining = remaining
+        super().__init__(
+            f"the refund is more than remains of payment {payment_id} ({remaining} remains)"
+        )
 
 
 class Unauthenticated(PermanentError):

@@ -9,6 +9,9 @@ transaction at most, never a network call.
     PaymentRepository        payments and their history (the provider's answer
                              is written as planned, only on the version read:
                              service_layer/results.py)
+    RefundRepository         refunds, read outside a unit of work (writes:
+                             unit_of_work.LockedRefunds, under the
+                             payment's lock)
     EventInbox               the provider-event inbox's upkeep (an event is
                              applied in a unit of work)
     SnapshotRepository       the sweep's work list and its leases, look-ups
@@ -19,6 +22,7 @@ transaction at most, never a network call.
     CheckpointRepository     the reconciler's checkpoints
     QuarantineRepository     provider events that cannot be understood
     PaymentProvider          the provider's create call
+    RefundProvider           the provider's refund call
     EventParser              provider bytes -> a ParsedEvent
     SnapshotReader           the provider's facts about a payment -> a Snapshot
 """
@@ -49,6 +53,7 @@ from payment_svc.domain.records import (
     Run,
     Status,
 )
+from payment_svc.domain.refunds import ProviderRefundRequest, Refund, RefundOutcome
 from payment_svc.domain.results import ResultPlan
 from payment_svc.domain.status import PaymentStatus, Source
 
@@ -83,6 +88,17 @@ class PaymentRepository(Protocol):
     ) -> list[Payment]: ...
 
     async def events(self, client_id: str, payment_id: uuid.UUID) -> list[PaymentEvent]: ...
+
+
+class RefundRepository(Protocol):
+    async def for_payment(self, client_id: str, payment_id: uuid.UUID) -> list[Refund]:
+        """The payment's refunds, oldest first; NotFound when the payment is
+        not the client's."""
+        ...
+
+    async def get(self, client_id: str, refund_id: uuid.UUID) -> Refund:
+        """NotFound when the refund is not the client's."""
+        ...
 
 
 class EventInbox(Protocol):
@@ -165,6 +181,15 @@ class PaymentProvider(Protocol):
     async def create_payment(
         self, charge: ProviderCharge, *, timeout: float | None = None
     ) -> ProviderResult: ...
+
+
+class RefundProvider(Protocol):
+    async def create_refund(
+        self, ask: ProviderRefundRequest, *, timeout: float | None = None
+    ) -> RefundOutcome:
+        """Never raises for the provider's answers: a refusal is FAILED, no
+        answer (timeout, 5xx, a cut connection) is UNKNOWN."""
+        ...
 
 
 class ParsedEvent(Protocol):

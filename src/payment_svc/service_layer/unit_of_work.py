@@ -6,6 +6,9 @@
         await uow.discrepancies.report(...)
         await uow.commit()
 
+Locks are taken in one order: a payment, then its refunds (a refund's
+change takes its payment's lock first: it may move the payment).
+
 Nothing is kept unless commit() is called: leaving the block without it (an
 error, a return) rolls back. No network call is made inside the block.
 Adapters: adapters/postgres_uow.py; in memory: tests/payment_svc/fakes.py.
@@ -24,6 +27,8 @@ from payment_svc.domain.model import Payment
 from payment_svc.domain.provider_events import ProviderObservation
 from payment_svc.domain.reconciliation import DiscrepancyKind, Snapshot, SnapshotPlan
 from payment_svc.domain.records import Reported
+from payment_svc.domain.refunds import ExistingRefund, NewRefund, Refund, RefundOutcome, RefundPlan
+from payment_svc.domain.status import Source
 
 
 class LockedPayments(Protocol):
@@ -38,6 +43,45 @@ class LockedPayments(Protocol):
         ...
 
     async def release_lease(self, payment_id: uuid.UUID) -> None: ...
+
+
+class LockedRefunds(Protocol):
+    """Refunds inside the unit of work's transaction, their payment locked
+    first (LockedPayments.get_for_update)."""
+
+    async def by_key(self, client_id: str, idempotency_key: str) -> ExistingRefund | None: ...
+
+    async def of_payment(self, payment_id: uuid.UUID) -> list[Refund]:
+        """The payment's refunds, oldest first."""
+        ...
+
+    async def get_for_update(self, refund_id: uuid.UUID) -> Refund:
+        """The refund, locked (NotFound)."""
+        ...
+
+    async def by_provider_id(self, provider_refund_id: str) -> Refund | None:
+        """The refund the provider knows by this id, locked, or None."""
+        ...
+
+    async def insert(self, new: NewRefund) -> Refund:
+        """The refund and its payment's history entry, one statement, or
+        DuplicateRefund when the client used its key before (the unique
+        constraint decides between concurrent inserts)."""
+        ...
+
+    async def record(
+        self,
+        payment: Payment,
+        refund: Refund,
+        outcome: RefundOutcome,
+        plan: RefundPlan,
+        *,
+        source: Source,
+    ) -> tuple[Refund, Payment]:
+        """What `plan` (domain/refunds.plan_outcome) decides: the refund's
+        move, the payment's reversal, one history entry of the payment
+        (refund_id, refund_status); or the entry only (RECORD)."""
+        ...
 
 
 class InboxWriter(Protocol):
@@ -84,6 +128,7 @@ class DiscrepancyWriter(Protocol):
 
 class AbstractUnitOfWork(abc.ABC):
     payments: LockedPayments
+    refunds: LockedRefunds
     inbox: InboxWriter
     discrepancies: DiscrepancyWriter
 
