@@ -9,6 +9,7 @@ from google.protobuf.timestamp_pb2 import Timestamp
 
 from payment_svc.domain.commands import CreatePayment, ListPayments
 from payment_svc.domain.errors import FieldViolation, InvalidArgument
+from payment_svc.domain.feed import PaymentUpdate, RefundState, format_refund_id
 from payment_svc.domain.model import Payment, PaymentEvent, format_payment_id
 from payment_svc.domain.status import PaymentStatus, Source
 from payments.v1 import payment_pb2 as pb
@@ -75,6 +76,49 @@ def event_to_pb(e: PaymentEvent) -> pb.PaymentEvent:
         note=e.note or "",
         provider_created_at=timestamp(e.provider_created_at),
         recorded_at=timestamp(e.recorded_at),
+    )
+
+
+REFUND_STATUS_TO_PB: dict[str, pb.RefundStatus.ValueType] = {
+    "PENDING": pb.REFUND_STATUS_PENDING,
+    "UNKNOWN": pb.REFUND_STATUS_UNKNOWN,
+    "SUCCEEDED": pb.REFUND_STATUS_SUCCEEDED,
+    "FAILED": pb.REFUND_STATUS_FAILED,
+}
+
+
+def refund_to_pb(r: RefundState) -> pb.Refund:
+    return pb.Refund(
+        id=format_refund_id(r.id),
+        payment_id=format_payment_id(r.payment_id),
+        idempotency_key=r.idempotency_key or "",
+        amount=r.amount,
+        currency=r.currency,
+        status=REFUND_STATUS_TO_PB.get(r.status, pb.REFUND_STATUS_UNSPECIFIED),
+        provider_refund_id=r.provider_refund_id or "",
+        reason=r.reason,
+        failure_code=r.failure_code or "",
+        failure_message=r.failure_message or "",
+        created_at=timestamp(r.created_at),
+        updated_at=timestamp(r.updated_at),
+        source=SOURCE_TO_PB[Source(r.source)],
+    )
+
+
+def update_to_pb(u: PaymentUpdate, cursor: str) -> pb.PaymentUpdate:
+    event = event_to_pb(u.event)
+    if u.refund is not None:
+        event.refund_id = format_refund_id(u.refund.id)
+        event.refund_status = REFUND_STATUS_TO_PB.get(
+            u.refund_status or u.refund.status, pb.REFUND_STATUS_UNSPECIFIED
+        )
+    return pb.PaymentUpdate(
+        cursor=cursor,
+        id=str(u.id),
+        payment=payment_to_pb(u.payment),
+        event=event,
+        refund=refund_to_pb(u.refund) if u.refund is not None else None,
+        recorded_at=timestamp(u.recorded_at),
     )
 
 

@@ -8,6 +8,7 @@ CallInterceptor.
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
+from datetime import UTC, datetime
 from typing import Any
 
 import grpc
@@ -18,6 +19,7 @@ from payment_svc.entrypoints import convert, metrics
 from payment_svc.entrypoints.interceptors import PRINCIPAL, CallPipeline, call_deadline
 from payment_svc.entrypoints.provider_sync_grpc import ProviderSyncServicer
 from payment_svc.entrypoints.validation import RequestFloor
+from payment_svc.service_layer.feed import FeedService
 from payment_svc.service_layer.payments import PaymentsService
 from payment_svc.service_layer.provider_sync import ProviderSyncService
 from payment_svc.service_layer.reconciliation import ReconciliationService
@@ -34,8 +36,9 @@ PROVIDER_SYNC_SERVICE = sync.DESCRIPTOR.services_by_name["ProviderSyncService"].
 
 
 class PaymentServicer(svc_grpc.PaymentServiceServicer):
-    def __init__(self, payments: PaymentsService) -> None:
+    def __init__(self, payments: PaymentsService, feed: FeedService) -> None:
         self._payments = payments
+        self._feed = feed
 
     async def CreatePayment(
         self, request: svc.CreatePaymentRequest, context: Context
@@ -73,8 +76,8 @@ class PaymentServicer(svc_grpc.PaymentServiceServicer):
         events = await self._payments.events(PRINCIPAL.get().client_id, request.payment_id)
         return svc.ListPaymentEventsResponse(events=[convert.event_to_pb(e) for e in events])
 
-    # Placeholders while refunds (issue 13) and the change feed (issue 14)
-    # are built on branches: each answers UNIMPLEMENTED, as the base class would.
+    # Placeholders while refunds (issue 13) are built on a branch: each
+    # answers UNIMPLEMENTED, as the base class would.
     async def RefundPayment(
         self, request: svc.RefundPaymentRequest, context: Context
     ) -> svc.RefundPaymentResponse:
@@ -88,13 +91,34 @@ class PaymentServicer(svc_grpc.PaymentServiceServicer):
     async def ListPaymentUpdates(
         self, request: svc.ListPaymentUpdatesRequest, context: Context
     ) -> svc.ListPaymentUpdatesResponse:
-        await context.abort(grpc.StatusCode.UNIMPLEMENTED, "ListPaymentUpdates is not built yet")
+        client_id = PRINCIPAL.get().client_id
+        page = await self._feed.page(client_id, request.after_cursor, request.page_size)
+        cursor = self._feed.cursor
+        return svc.ListPaymentUpdatesResponse(
+            updates=[convert.update_to_pb(u, cursor(client_id, u)) for u in page.updates],
+            next_cursor=page.next_cursor,
+        )
 
     async def WatchPaymentUpdates(
         self, request: svc.WatchPaymentUpdatesRequest, context: Context
     ) -> AsyncIterator[svc.WatchPaymentUpdatesResponse]:
-        await context.abort(grpc.StatusCode.UNIMPLEMENTED, "WatchPaymentUpdates is not built yet")
-        yield svc.WatchPaymentUpdatesResponse()
+        """Each update is yielded when the previous one was written to the
+        stream (grpc.aio awaits HTTP/2 flow control between them), and the
+        next page is read only then: a slow reader holds one page."""
+        client_id = PRINCIPAL.get().client_id
+        metrics.FEED_STREAMS_OPEN.inc()
+        try:
+            async for page in self._feed.watch(client_id, request.after_cursor):
+                for u in page:
+                    reply = svc.WatchPaymentUpdatesResponse(
+                        update=convert.update_to_pb(u, self._feed.cursor(client_id, u))
+                    )
+                    metrics.FEED_DELIVERY_LAG.observe(
+                        max(0.0, (datetime.now(UTC) - u.recorded_at).total_seconds())
+                    )
+                    yield reply
+        finally:
+            metrics.FEED_STREAMS_OPEN.dec()
 
 
 # "" says the process lives (liveness: a database outage must not restart
@@ -118,6 +142,7 @@ def create_server(
     sync_service: ProviderSyncService,
     reconciliation: ReconciliationService,
     health_servicer: health.aio.HealthServicer,
+    feed: FeedService,
 ) -> tuple[grpc.aio.Server, int]:
     """Builds the server bound to settings.listen; returns it and its port
     (tests bind port 0)."""
@@ -131,12 +156,14 @@ def create_server(
             ("grpc.max_receive_message_length", 4 * 1024 * 1024),
             ("grpc.so_reuseport", 0),
             # Clients reconnect now and then, so that new replicas (autoscaling,
-            # rollouts) get their share of long-lived channels.
+            # rollouts) get their share of long-lived channels. This cuts
+            # WatchPaymentUpdates streams too (after the grace): the client's
+            # watcher resumes from its last cursor (payments.client).
             ("grpc.max_connection_age_ms", 5 * 60 * 1000),
             ("grpc.max_connection_age_grace_ms", 30 * 1000),
         ],
     )
-    svc_grpc.add_PaymentServiceServicer_to_server(PaymentServicer(payments), server)
+    svc_grpc.add_PaymentServiceServicer_to_server(PaymentServicer(payments, feed), server)
     sync_grpc.add_ProviderSyncServiceServicer_to_server(
         ProviderSyncServicer(sync_service, reconciliation), server
     )

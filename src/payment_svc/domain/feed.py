@@ -1,0 +1,101 @@
+"""The change feed's rules (SPEC §3b): what an update is, its type, where a
+reader starts, and when a cursor has expired.
+
+An update is numbered by its position: positions are handed out after
+commit, in one sequence for every client (adapters/feed_store.py), so the
+numbered updates a reader can see are always a prefix of the feed. A reader
+that resumes after the last position it processed misses nothing. Retention
+deletes the oldest updates and raises the horizon, the highest position
+deleted: a cursor below it would silently skip what was deleted, so it is
+refused (CURSOR_EXPIRED).
+"""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+from datetime import datetime
+
+from payment_svc.domain.errors import CursorExpired, FieldViolation, InvalidArgument
+from payment_svc.domain.model import Payment, PaymentEvent
+
+DEFAULT_PAGE = 100
+MAX_PAGE = 500
+# Refund ids as callers see them (the refunds branch's domain/refunds.py has the same).
+REFUND_ID_PREFIX = "rfd_"
+
+
+def format_refund_id(value: uuid.UUID) -> str:
+    return REFUND_ID_PREFIX + value.hex
+
+
+@dataclass(frozen=True)
+class RefundState:
+    """A refund as it stood after a change (the refunds table's columns)."""
+
+    id: uuid.UUID
+    payment_id: uuid.UUID
+    idempotency_key: str | None
+    amount: int
+    currency: str
+    status: str
+    provider_refund_id: str | None
+    reason: str
+    failure_code: str | None
+    failure_message: str | None
+    source: str
+    created_at: datetime
+    updated_at: datetime
+
+
+@dataclass(frozen=True)
+class PaymentUpdate:
+    id: uuid.UUID
+    position: int
+    type: str
+    payment: Payment
+    event: PaymentEvent
+    refund: RefundState | None
+    # the refund's state the history entry records (with `refund`)
+    refund_status: str | None
+    # when the change committed (near enough: the outbox row is written at commit)
+    recorded_at: datetime
+
+
+@dataclass(frozen=True)
+class FeedPage:
+    updates: list[PaymentUpdate]
+    # the highest position retention deleted, read after the updates
+    horizon: int
+
+
+def update_type(event: PaymentEvent, refund_status: str | None) -> str:
+    """The outbox row's `type` (Debezium's event type). The trigger of
+    migration 0011 applies the same rule in SQL; tests hold them together."""
+    if refund_status is not None:
+        return f"refund.{refund_status.lower()}"
+    if event.from_status is event.to_status:
+        return "payment.amount_reversed"
+    return f"payment.{event.to_status.value.lower()}"
+
+
+def page_size(requested: int) -> int:
+    if requested < 0:
+        raise InvalidArgument([FieldViolation("page_size", "must not be negative")])
+    return min(requested or DEFAULT_PAGE, MAX_PAGE)
+
+
+def check_cursor(after: int, horizon: int) -> None:
+    """Reading after `after` is complete only if nothing above it was
+    deleted. `after` 0 (no cursor) means from the oldest kept: never expired."""
+    if after and after < horizon:
+        raise CursorExpired(
+            "the cursor is older than the updates kept; start again without a cursor "
+            "and look payments up to catch up"
+        )
+
+
+def effective_start(after: int, horizon: int) -> int:
+    """Where a read starts: after the cursor, or after what was deleted."""
+    check_cursor(after, horizon)
+    return max(after, horizon)
