@@ -18,6 +18,7 @@ from datetime import datetime
 
 from payment_svc.domain.errors import CursorExpired, FieldViolation, InvalidArgument
 from payment_svc.domain.model import Payment, PaymentEvent
+from payment_svc.domain.status import PaymentStatus
 
 DEFAULT_PAGE = 100
 MAX_PAGE = 500
@@ -67,6 +68,23 @@ class FeedPage:
     updates: list[PaymentUpdate]
     # the highest position retention deleted, read after the updates
     horizon: int
+
+
+def is_feed_change(event: PaymentEvent, refund_id: uuid.UUID | None) -> bool:
+    """Whether a history entry is a change callers are told of: a refund's,
+    or one that moved the payment's status or amount_reversed. An applied
+    entry that keeps the status changed amount_reversed when the payment is
+    SUCCEEDED or REVERSED (nothing else moves those without a new status);
+    PENDING -> PENDING only records that the provider is still processing.
+    The trigger of migration 0011 applies the same rule in SQL."""
+    if refund_id is not None:
+        return True
+    if not event.applied:
+        return False
+    return event.from_status is not event.to_status or event.to_status in (
+        PaymentStatus.SUCCEEDED,
+        PaymentStatus.REVERSED,
+    )
 
 
 def update_type(event: PaymentEvent, refund_status: str | None) -> str:

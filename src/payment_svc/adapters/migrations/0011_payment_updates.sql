@@ -42,9 +42,12 @@ CREATE TABLE payment_updates_state (
 );
 INSERT INTO payment_updates_state DEFAULT VALUES;
 
--- Every history entry that moved the payment (applied) or records a refund's
--- change writes its update, whoever wrote the entry (API, webhook, reconciler,
--- refunds). Deferred to the commit: the payload is the payment and the refund
+-- Every history entry that changed the payment's status or amount_reversed,
+-- or records a refund's change, writes its update, whoever wrote the entry
+-- (API, webhook, reconciler, refunds). An applied entry that keeps the status
+-- changed amount_reversed when the payment is SUCCEEDED or REVERSED (only
+-- reversals move those without a new status); one that keeps PENDING only
+-- recorded "still processing" (domain/feed.py: is_feed_change). Deferred to the commit: the payload is the payment and the refund
 -- as the transaction leaves them, whatever the order of its statements.
 CREATE FUNCTION payment_updates_write() RETURNS trigger
 LANGUAGE plpgsql AS $$
@@ -92,5 +95,7 @@ CREATE CONSTRAINT TRIGGER payment_updates_write
     AFTER INSERT ON payment_events
     DEFERRABLE INITIALLY DEFERRED
     FOR EACH ROW
-    WHEN (NEW.applied OR NEW.refund_id IS NOT NULL)
+    WHEN (NEW.refund_id IS NOT NULL OR (NEW.applied AND (
+        NEW.from_status IS DISTINCT FROM NEW.to_status
+        OR NEW.to_status IN ('SUCCEEDED', 'REVERSED'))))
     EXECUTE FUNCTION payment_updates_write();
