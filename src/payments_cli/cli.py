@@ -2,6 +2,7 @@
 
     payments up                          run the whole stack in the foreground
     payments pay / get / events / list   call a running payment-svc
+    payments watch [--from CURSOR]       the change feed: updates as they commit
     payments reconcile                   one reconciliation pass now (as `reconciler --once`)
     payments discrepancies [resolve]     what reconciliation could not fix; resolve with a note
     payments quarantine [replay ID]      provider events that could not be processed; replay one
@@ -221,6 +222,36 @@ def events(
         render.print_json({"events": [render.to_dict(e) for e in history]})
     else:
         render.events(history)
+
+
+@app.command()
+def watch(
+    from_cursor: Annotated[
+        str, typer.Option("--from", help="resume after this cursor (default: the oldest kept)")
+    ] = "",
+    target: Target = DEFAULT_TARGET,
+    token: Token = DEFAULT_TOKEN,
+    as_json: Json = False,
+) -> None:
+    """Print the change feed's updates as they commit (one JSON object a line
+    with --json), until interrupted; a cut stream is resumed from the last
+    cursor printed."""
+
+    async def go() -> None:
+        async with PaymentsClient(target, token) as client:
+            async for update in client.watch_updates(from_cursor):
+                if as_json:
+                    render.print_json_line(render.to_dict(update))
+                else:
+                    render.update(update)
+
+    try:
+        asyncio.run(go())
+    except PaymentsClientError as exc:
+        render.error(exc, as_json=as_json)
+        raise typer.Exit(1) from None
+    except KeyboardInterrupt:
+        raise typer.Exit(0) from None
 
 
 @app.command("list")
