@@ -103,6 +103,9 @@ async def test_a_rolled_back_change_leaves_no_update(store: FeedStore, db: async
         tx = conn.transaction()
         await tx.start()
         await new_payment(conn, c)
+        # the outbox row is written now, not at a commit that never comes
+        await conn.execute("SET CONSTRAINTS payment_updates_write IMMEDIATE")
+        assert await conn.fetchval("SELECT count(*) FROM payment_updates WHERE client_id = $1", c)
         await tx.rollback()
     await store.sequence(1000)
     assert (await store.page(c, 0, 10)).updates == []
