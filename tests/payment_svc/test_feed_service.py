@@ -122,3 +122,20 @@ async def test_the_sequencer_coalesces_kicks_and_runs_on_its_safety_net() -> Non
     await asyncio.sleep(0.3)
     assert [r.count for r in runs] == [1, 1]
     task.cancel()
+
+
+async def test_streams_of_one_client_woken_together_share_one_read() -> None:
+    fake = FakeFeed()
+    bell = FeedBell()
+    feed = service(fake, bell)
+    streams = [feed.watch("a", "") for _ in range(20)]
+    waiting = [asyncio.ensure_future(anext(s)) for s in streams]
+    await asyncio.sleep(0.05)
+    assert fake.page_reads == 1  # the first reads, caught up: all waiting on the bell
+    fake.write("a", update(PaymentStatus.PENDING))
+    await Sequencer(fake, on_sequenced=lambda s: bell.ring(s.client_ids)).run_once()
+    pages = await asyncio.wait_for(asyncio.gather(*waiting), 1)
+    assert [[u.position for u in p] for p in pages] == [[1]] * 20
+    assert fake.page_reads == 2
+    for s in streams:
+        await s.aclose()

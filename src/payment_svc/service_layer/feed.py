@@ -83,6 +83,9 @@ class FeedService:
         self._bell = bell
         self._idle_check = idle_check
         self._stream_page = stream_page
+        # Reads in flight, shared: the streams of one client woken by one
+        # ring are mostly at the same cursor, and read their page once.
+        self._reads: dict[tuple[str, int, int], asyncio.Future[feed.FeedPage]] = {}
 
     def cursor(self, client_id: str, update: feed.PaymentUpdate) -> str:
         return self._cursors.encode(client_id, update.position)
@@ -105,7 +108,7 @@ class FeedService:
         after = self._cursors.decode(client_id, after_cursor)
         while True:
             seen = self._bell.rung(client_id)
-            page = await self._repo.page(client_id, after, self._stream_page)
+            page = await self._shared_read(client_id, after, seen)
             feed.check_cursor(after, page.horizon)
             if page.updates:
                 after = page.updates[-1].position
@@ -113,6 +116,20 @@ class FeedService:
                 if len(page.updates) == self._stream_page:
                     continue
             await self._bell.wait(client_id, seen, self._idle_check)
+
+    async def _shared_read(self, client_id: str, after: int, seen: int) -> feed.FeedPage:
+        """The page after `after`, read once for every stream that asks for
+        it before the read ends. Shared only with streams that saw the same
+        ring count: such a read began after the ring each of them is
+        answering, so it holds whatever that ring announced."""
+        key = (client_id, after, seen)
+        read = self._reads.get(key)
+        if read is None:
+            read = asyncio.ensure_future(self._repo.page(client_id, after, self._stream_page))
+            self._reads[key] = read
+            read.add_done_callback(lambda _: self._reads.pop(key, None))
+        # A stream that goes away does not cancel the others' read.
+        return await asyncio.shield(read)
 
     async def expire(self, retention_seconds: float, batch: int = 500) -> int:
         """Deletes updates older than the retention, a batch per
