@@ -346,7 +346,7 @@ def up(
     raise typer.Exit(code)
 
 
-_BENCH_PHASES = ("payments", "webhooks", "raw")
+_BENCH_PHASES = ("payments", "webhooks", "raw", "feed")
 
 
 def _phases(text: str) -> tuple[str, ...]:
@@ -360,7 +360,7 @@ def _phases(text: str) -> tuple[str, ...]:
         )
     if not chosen - {"raw"}:
         raise typer.BadParameter(
-            "name payments or webhooks (raw is the raw SQL limit of the flows chosen)",
+            "name payments, webhooks or feed (raw is the raw SQL limit of the flows chosen)",
             param_hint="--phases",
         )
     return tuple(name for name in _BENCH_PHASES if name in chosen)
@@ -387,9 +387,10 @@ def bench(
     phases: Annotated[
         str,
         typer.Option(
-            help="comma separated: payments (gRPC), webhooks (gateway), raw (raw SQL of each)"
+            help="comma separated: payments (gRPC), webhooks (gateway), raw (raw SQL of "
+            "each), feed (payments at --rate without and with --watchers streams)"
         ),
-    ] = ",".join(_BENCH_PHASES),
+    ] = "payments,webhooks,raw",
     duration: Annotated[float, typer.Option(min=0.1, help="seconds measured per phase")] = 10.0,
     warmup: Annotated[float, typer.Option(min=0.0, help="seconds before each phase")] = 2.0,
     concurrency: Annotated[
@@ -417,6 +418,9 @@ def bench(
         ),
     ] = False,
     channels: Annotated[int, typer.Option(min=1, help="gRPC connections")] = 4,
+    watchers: Annotated[
+        int, typer.Option(min=1, help="feed phase: WatchPaymentUpdates streams")
+    ] = 50,
     logs_dir: Annotated[
         Path | None, typer.Option(help="keep the own stack's logs here (default: deleted)")
     ] = None,
@@ -466,6 +470,7 @@ def bench(
         webhook_secret=webhook_secret,
         webhook_payments=webhook_payments,
         payment_webhooks=payment_webhooks,
+        watchers=watchers,
     )
 
     def progress(line: str) -> None:

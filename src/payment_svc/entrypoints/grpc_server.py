@@ -106,6 +106,8 @@ class PaymentServicer(svc_grpc.PaymentServiceServicer):
         stream (grpc.aio awaits HTTP/2 flow control between them), and the
         next page is read only then: a slow reader holds one page."""
         client_id = PRINCIPAL.get().client_id
+        # Headers now: the caller knows the stream is open before any update.
+        await context.send_initial_metadata(())
         metrics.FEED_STREAMS_OPEN.inc()
         try:
             async for page in self._feed.watch(client_id, request.after_cursor):
