@@ -162,11 +162,13 @@ async def serve(settings: Settings) -> None:
     db.on_updates_written(sequencer.kick)
     feed = FeedService(feed_store, FeedCursors(settings.page_token_key.encode()), bell)
 
-    def on_news(clients: frozenset[str] | None) -> None:
-        metrics.FEED_LISTENER_UP.set(1 if listener.connected else 0)
-        bell.ring(clients)
-
-    listener = FeedListener(settings.database_url, tag=tag, on_news=on_news, timeout=db.timeout)
+    listener = FeedListener(
+        settings.database_url,
+        tag=tag,
+        on_news=bell.ring,
+        timeout=db.timeout,
+        on_connected=lambda up: metrics.FEED_LISTENER_UP.set(1 if up else 0),
+    )
     health_servicer = health.aio.HealthServicer()
     server, port = create_server(
         settings, payments, sync_service, reconciliation, health_servicer, feed

@@ -31,11 +31,20 @@ def _setter(event: asyncio.Event) -> Callable[[object], None]:
 
 
 class FeedListener:
-    def __init__(self, dsn: str, *, tag: str, on_news: News, timeout: float) -> None:
+    def __init__(
+        self,
+        dsn: str,
+        *,
+        tag: str,
+        on_news: News,
+        timeout: float,
+        on_connected: Callable[[bool], None] = lambda _: None,
+    ) -> None:
         self._dsn = dsn
         self._tag = tag
         self._on_news = on_news
         self._timeout = timeout
+        self._on_connected = on_connected
         self.connected = False
 
     def _heard(self, _conn: object, _pid: int, _channel: str, payload: object) -> None:
@@ -54,6 +63,7 @@ class FeedListener:
                 conn.add_termination_listener(_setter(closed))
                 await conn.add_listener(CHANNEL, self._heard)
                 self.connected = True
+                self._on_connected(True)
                 self._on_news(None)
                 while not closed.is_set():
                     with contextlib.suppress(TimeoutError):
@@ -65,6 +75,8 @@ class FeedListener:
             except _LOST as exc:
                 log.warning("feed_listener_lost", error=type(exc).__name__)
             finally:
+                if self.connected:
+                    self._on_connected(False)
                 self.connected = False
                 if conn is not None:
                     conn.terminate()
