@@ -326,3 +326,19 @@ async def test_a_cursor_older_than_what_is_kept_is_cursor_expired(
             svc.ListPaymentUpdatesRequest(), metadata=auth(), timeout=5
         )
         assert list(reply.updates) == []
+
+
+@pytest.mark.parametrize("body", [b"\xff\xff\xff", b"\x0a\x05ab"])
+async def test_a_stream_request_that_does_not_parse_is_invalid_argument(
+    channel: grpc.aio.Channel, body: bytes
+) -> None:
+    watch = channel.unary_stream(
+        "/payments.v1.PaymentService/WatchPaymentUpdates",
+        request_serializer=lambda b: b,
+        response_deserializer=svc.WatchPaymentUpdatesResponse.FromString,
+    )
+    with pytest.raises(grpc.aio.AioRpcError) as err:
+        async for _ in watch(body, metadata=auth(), timeout=5):
+            pass
+    assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert rich_error(err.value).violations == {"request": "is not a valid message of this method"}
