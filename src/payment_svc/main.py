@@ -217,7 +217,7 @@ async def serve(settings: Settings) -> None:
     # last run), then the listener and expiry stop.
     for task in feed_tasks:
         task.cancel()
-    await asyncio.gather(*feed_tasks, return_exceptions=True)
+    await asyncio.wait(feed_tasks, timeout=db.timeout)
     with contextlib.suppress(StoreUnavailable):
         await sequencer.run_once()
     await provider.close()

@@ -237,7 +237,10 @@ class Database:
         finally:
             watchdog.cancel()
             if hook is not None:
-                conn.remove_log_listener(hear)
+                # A terminated connection was handed back already: its
+                # listeners went with it.
+                with contextlib.suppress(asyncpg.InterfaceError):
+                    conn.remove_log_listener(hear)
                 if heard:
                     hook()
             # Within what is left of the deadline: the pool rolls back a
