@@ -155,12 +155,18 @@ async def serve(settings: Settings) -> None:
     )
     # The change feed: the sequencer is kicked by this process's commits
     # that wrote updates; the listener hears every process's sequencer.
+    # The sequencer and retention have connections of their own: background
+    # work never takes a pooled connection a call is waiting for.
+    feed_db = Database(settings.database_url, timeout=settings.db_timeout, max_size=2)
+    await feed_db.open()
     bell = FeedBell()
     tag = secrets.token_hex(6)
-    feed_store = FeedStore(db, tag=tag)
-    sequencer = Sequencer(feed_store, on_sequenced=_sequenced(bell))
+    upkeep = FeedStore(feed_db, tag=tag)
+    sequencer = Sequencer(upkeep, on_sequenced=_sequenced(bell))
     db.on_updates_written(sequencer.kick)
-    feed = FeedService(feed_store, FeedCursors(settings.page_token_key.encode()), bell)
+    feed = FeedService(
+        FeedStore(db), FeedCursors(settings.page_token_key.encode()), bell, upkeep=upkeep
+    )
 
     listener = FeedListener(
         settings.database_url,
@@ -220,6 +226,7 @@ async def serve(settings: Settings) -> None:
     await asyncio.wait(feed_tasks, timeout=db.timeout)
     with contextlib.suppress(StoreUnavailable):
         await sequencer.run_once()
+    await feed_db.close()
     await provider.close()
     await db.close()
     log.info("payment_svc_stopped")

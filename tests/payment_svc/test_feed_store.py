@@ -16,6 +16,8 @@ from payment_svc.adapters.db import Database
 from payment_svc.adapters.feed_store import FeedStore
 from payment_svc.domain.errors import CursorExpired
 from payment_svc.domain.feed import check_cursor, update_type
+from payment_svc.entrypoints.convert import update_to_pb
+from payments.v1 import payment_pb2 as pb
 
 
 @pytest.fixture
@@ -230,3 +232,56 @@ async def test_retention_deletes_a_prefix_and_an_older_cursor_expires(
         check_cursor(before[1][0], page.horizon)
     check_cursor(0, page.horizon)  # no cursor: from the oldest kept
     check_cursor(page.horizon, page.horizon)
+
+
+async def test_a_refund_change_carries_the_refund_as_the_transaction_left_it(
+    store: FeedStore, db: asyncpg.Pool
+) -> None:
+    """The refunds code (on its own branch) writes a history entry with
+    refund_id for each refund change: whichever order its statements take,
+    the update carries the refund and the payment as they are at commit."""
+    c = client()
+    rid = uuid.uuid4()
+    async with db.acquire() as conn:
+        async with conn.transaction():
+            pid = await new_payment(conn, c)
+        async with conn.transaction():
+            await conn.execute(
+                """INSERT INTO refunds (id, payment_id, client_id, idempotency_key, amount,
+                       currency, status, source) VALUES ($1, $2, $3, 'r1', 200, 'EUR',
+                       'PENDING', 'api')""",
+                rid,
+                pid,
+                c,
+            )
+            # The entry first, the rows after it: the update still sees them.
+            await conn.execute(
+                """INSERT INTO payment_events (payment_id, from_status, to_status, source,
+                       applied, refund_id, refund_status)
+                   VALUES ($1, 'SUCCEEDED', 'SUCCEEDED', 'webhook', false, $2, 'SUCCEEDED')""",
+                pid,
+                rid,
+            )
+            await conn.execute(
+                "UPDATE refunds SET status = 'SUCCEEDED', provider_refund_id = 're_1' "
+                "WHERE id = $1",
+                rid,
+            )
+            await conn.execute(
+                "UPDATE payments SET amount_reversed = 200, version = version + 1 WHERE id = $1",
+                pid,
+            )
+    await store.sequence(1000)
+    created, refunded = (await store.page(c, 0, 10)).updates
+    assert (created.type, refunded.type) == ("payment.succeeded", "refund.succeeded")
+    assert refunded.refund is not None
+    assert (refunded.refund.id, refunded.refund.status) == (rid, "SUCCEEDED")
+    assert refunded.refund.provider_refund_id == "re_1"
+    assert refunded.refund_status == "SUCCEEDED"
+    assert refunded.payment.amount_reversed == 200
+    pb_update = update_to_pb(refunded, "cursor")
+    assert pb_update.refund.id == "rfd_" + rid.hex
+    assert pb_update.refund.status == pb.REFUND_STATUS_SUCCEEDED
+    assert pb_update.event.refund_id == pb_update.refund.id
+    assert pb_update.event.refund_status == pb.REFUND_STATUS_SUCCEEDED
+    assert pb_update.payment.amount_reversed == 200

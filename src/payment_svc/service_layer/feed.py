@@ -77,8 +77,12 @@ class FeedService:
         *,
         idle_check: float = 5.0,
         stream_page: int = 100,
+        upkeep: FeedRepository | None = None,
     ) -> None:
         self._repo = repo
+        # Retention's repository (its own connections in main: background
+        # work never takes a connection a call is waiting for).
+        self._upkeep = upkeep or repo
         self._cursors = cursors
         self._bell = bell
         self._idle_check = idle_check
@@ -137,7 +141,7 @@ class FeedService:
         before = datetime.now(UTC) - timedelta(seconds=retention_seconds)
         total = 0
         while True:
-            deleted = await self._repo.expire(before, batch)
+            deleted = await self._upkeep.expire(before, batch)
             total += deleted
             if deleted < batch:
                 return total
