@@ -167,11 +167,14 @@ async def test_concurrent_writers_committing_out_of_order_a_reader_misses_nothin
                     await move(conn, pid)
                     await asyncio.sleep(random.random() * 0.01)
 
+    numbered_all = asyncio.Event()
+
     async def sequencer() -> None:
         while not done.is_set():
             await store.sequence(50)
             await asyncio.sleep(0.001)
         await store.sequence(100000)
+        numbered_all.set()
 
     seen: list[tuple[int, int]] = []
     by_payment: dict[uuid.UUID, list[int]] = {}
@@ -179,7 +182,8 @@ async def test_concurrent_writers_committing_out_of_order_a_reader_misses_nothin
     async def reader() -> None:
         after = 0
         while True:
-            finished = done.is_set()
+            # Stop only at an empty page read after the last numbering.
+            finished = numbered_all.is_set()
             page = await store.page(c, after, 37)
             for u in page.updates:
                 seen.append((u.position, u.payment.version))
