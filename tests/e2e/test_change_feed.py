@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import random
 import secrets
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from urllib.parse import urlsplit, urlunsplit
 
@@ -342,3 +343,28 @@ async def test_a_stream_request_that_does_not_parse_is_invalid_argument(
             pass
     assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
     assert rich_error(err.value).violations == {"request": "is not a valid message of this method"}
+
+
+async def test_streams_wake_on_commit_not_on_a_timer(
+    own_database: str, spawn_payment_svc: Callable[..., Awaitable[Stack]]
+) -> None:
+    """Both processes' periodic sequencer runs are an hour apart, and a
+    stream's own recheck is 5 s: an update that arrives within 2 s came by
+    the writer's commit NOTICE (its sequencer's kick) and the sequencer's
+    NOTIFY to the other process's listener. A database of their own: the
+    session's payment-svc would number the update on its own timer."""
+    quiet = {"database_url": own_database, "PAYMENT_SVC_UPDATES_SAFETY_SECONDS": "3600"}
+    writer, reader = await spawn_payment_svc(**quiet), await spawn_payment_svc(**quiet)
+    async with (
+        grpc.aio.insecure_channel(writer.grpc_target) as w,
+        grpc.aio.insecure_channel(reader.grpc_target) as r,
+    ):
+        cursor = await latest_cursor(r)
+        watching = asyncio.create_task(watch_until(r, cursor, lambda us: len(us) >= 2))
+        await asyncio.sleep(0.5)  # open, caught up, waiting
+        started = time.monotonic()
+        p = await create(w)
+        got = await watching
+        elapsed = time.monotonic() - started
+    assert [u.payment.id for u in got] == [p.id, p.id]
+    assert elapsed < 2.0, elapsed

@@ -81,6 +81,10 @@ def server_settings(timeout: float) -> dict[str, str]:
         "statement_timeout": f"{statement_ms}ms",
         "lock_timeout": f"{statement_ms}ms",
         "idle_in_transaction_session_timeout": f"{call_ms}ms",
+        # The change feed's trigger tells the committing connection with a
+        # NOTICE (UPDATES_WRITTEN_NOTICE): a server configured to send fewer
+        # messages would leave the sequencer to its periodic run.
+        "client_min_messages": "notice",
     }
 
 
