@@ -15,7 +15,9 @@ import pytest
 from payment_svc.adapters.db import Database
 from payment_svc.adapters.feed_store import FeedStore
 from payment_svc.domain.errors import CursorExpired
-from payment_svc.domain.feed import check_cursor, update_type
+from payment_svc.domain.feed import check_cursor, is_feed_change, update_type
+from payment_svc.domain.model import PaymentEvent
+from payment_svc.domain.status import PaymentStatus, Source
 from payment_svc.entrypoints.convert import update_to_pb
 from payments.v1 import payment_pb2 as pb
 
@@ -289,3 +291,40 @@ async def test_a_refund_change_carries_the_refund_as_the_transaction_left_it(
     assert pb_update.event.refund_id == pb_update.refund.id
     assert pb_update.event.refund_status == pb.REFUND_STATUS_SUCCEEDED
     assert pb_update.payment.amount_reversed == 200
+
+
+async def test_the_trigger_and_the_domain_agree_on_what_is_a_change(
+    store: FeedStore, db: asyncpg.Pool
+) -> None:
+    """Every (from, to, applied) an entry can have: the trigger writes an
+    update exactly when domain.feed.is_feed_change says, of the type
+    domain.feed.update_type says."""
+    statuses = [None, *(s.value for s in PaymentStatus)]
+    cases = [(f, t, applied) for f in statuses for t in statuses[1:] for applied in (True, False)]
+    c = client()
+    async with db.acquire() as conn:
+        async with conn.transaction():
+            pid = await new_payment(conn, c)
+        await store.sequence(1000)
+        after = (await store.page(c, 0, 10)).updates[-1].position
+        for f, t, applied in cases:
+            async with conn.transaction():
+                await conn.execute(
+                    """INSERT INTO payment_events (payment_id, from_status, to_status, source,
+                           applied) VALUES ($1, $2, $3, 'api', $4)""",
+                    pid,
+                    f,
+                    t,
+                    applied,
+                )
+            await store.sequence(1000)
+            page = await store.page(c, after, 10)
+            event = PaymentEvent(
+                0, pid, PaymentStatus(f) if f else None, PaymentStatus(t), Source.API, applied,
+                None, None, None, None, None, datetime.now(UTC),
+            )  # fmt: skip
+            expected = is_feed_change(event, None)
+            assert bool(page.updates) == expected, (f, t, applied)
+            if page.updates:
+                assert page.updates[0].type == update_type(event, None)
+                after = page.updates[-1].position
