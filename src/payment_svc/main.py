@@ -7,8 +7,8 @@ Start: settings -> logs -> pool -> provider client -> server; then the
 change feed's tasks (LISTEN connection, sequencer, expiry). The database
 may be down at start: the server still comes up, health says NOT_SERVING, and
 a probe flips it back when Postgres answers. SIGTERM: health NOT_SERVING,
-stop accepting, let in-flight calls finish (drain; feed streams are cut at
-its end), stop the feed's tasks after a last sequencer run, then close the
+end the feed's streams, stop accepting, let in-flight calls finish (drain),
+stop the feed's tasks after a last sequencer run, then close the
 provider client and the pool, in that order.
 """
 
@@ -215,8 +215,9 @@ async def serve(settings: Settings) -> None:
     watcher.cancel()
     inbox.cancel()
     await health_servicer.enter_graceful_shutdown()
-    # Streams never end by themselves: they are cut by the grace (their
-    # callers resume from their last cursor, on this replica or another).
+    # Streams never end by themselves: they are ended now (their callers
+    # resume from their last cursor, on another replica or after the restart).
+    feed.close()
     await server.stop(settings.drain_seconds)
     await payments.drain(settings.drain_seconds)
     # After the last call: the sequencer numbers what they committed (one

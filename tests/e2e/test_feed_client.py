@@ -7,8 +7,10 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import signal
 import subprocess
 import sys
+import time
 from collections.abc import Awaitable, Callable
 
 import grpc
@@ -16,6 +18,8 @@ import pytest
 
 from payments.client import CursorExpired, InvalidArgument, PaymentsClient, Unauthenticated
 from payments.v1 import payment_pb2 as pb
+from payments.v1 import payment_service_pb2 as svc
+from payments.v1 import payment_service_pb2_grpc as svc_grpc
 from payments_dev.stack import DEV_TOKENS, Stack, wait_serving
 from tests.e2e.test_change_feed import create, latest_cursor
 
@@ -106,3 +110,26 @@ def test_payments_watch_prints_updates_as_json_lines(stack: Stack) -> None:
         "PAYMENT_STATUS_SUCCEEDED",
     ]
     assert all(line["cursor"] for line in lines)
+
+
+async def test_sigterm_ends_open_streams_instead_of_waiting_out_the_drain(
+    spawn_payment_svc: Callable[..., Awaitable[Stack]],
+) -> None:
+    other = await spawn_payment_svc(PAYMENT_SVC_DRAIN_SECONDS="20")
+    async with grpc.aio.insecure_channel(other.grpc_target) as there:
+        cursor = await latest_cursor(there)
+        call = svc_grpc.PaymentServiceStub(there).WatchPaymentUpdates(
+            svc.WatchPaymentUpdatesRequest(after_cursor=cursor),
+            metadata=(("authorization", f"Bearer {DEV_TOKENS['merchant']}"),),
+        )
+        await call.wait_for_connection()
+        started = time.monotonic()
+        other.processes["payment-svc"].signal(signal.SIGTERM)
+        async with asyncio.timeout(10):
+            async for _ in call:
+                pass
+        assert await call.code() == grpc.StatusCode.OK
+    popen = other.processes["payment-svc"].popen
+    assert popen is not None
+    assert await asyncio.to_thread(popen.wait, 10) == 0
+    assert time.monotonic() - started < 10  # not the 20 s drain

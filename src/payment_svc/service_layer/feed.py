@@ -90,6 +90,14 @@ class FeedService:
         # Reads in flight, shared: the streams of one client woken by one
         # ring are mostly at the same cursor, and read their page once.
         self._reads: dict[tuple[str, int, int], asyncio.Future[feed.FeedPage]] = {}
+        self._closing = False
+
+    def close(self) -> None:
+        """Ends every stream (shutdown): each finishes the update it is
+        sending and returns, so the drain does not wait for streams that
+        never end by themselves; their callers resume on another replica."""
+        self._closing = True
+        self._bell.ring(None)
 
     def cursor(self, client_id: str, update: feed.PaymentUpdate) -> str:
         return self._cursors.encode(client_id, update.position)
@@ -110,7 +118,7 @@ class FeedService:
         they are numbered; the next page is read when the caller asks for it
         (after it sent the previous one)."""
         after = self._cursors.decode(client_id, after_cursor)
-        while True:
+        while not self._closing:
             seen = self._bell.rung(client_id)
             page = await self._shared_read(client_id, after, seen)
             feed.check_cursor(after, page.horizon)
