@@ -3,19 +3,24 @@
     payment-svc            serve (gRPC + /metrics)
     payment-svc migrate    apply database migrations and exit
 
-Start: settings -> logs -> pool -> provider client -> server. The database
+Start: settings -> logs -> pool -> provider client -> server; then the
+change feed's tasks (LISTEN connection, sequencer, expiry). The database
 may be down at start: the server still comes up, health says NOT_SERVING, and
 a probe flips it back when Postgres answers. SIGTERM: health NOT_SERVING,
-stop accepting, let in-flight calls finish (drain), then close the provider
-client and the pool, in that order.
+end the feed's streams, stop accepting, let in-flight calls finish (drain),
+stop the feed's tasks after a last sequencer run, then close the
+provider client and the pool, in that order.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
+import secrets
 import signal
 import sys
+from collections.abc import Callable
 
 import structlog
 import uvloop
@@ -26,6 +31,8 @@ from payment_svc.adapters import migrate
 from payment_svc.adapters.db import Database
 from payment_svc.adapters.discrepancy_store import DiscrepancyStore
 from payment_svc.adapters.event_store import EventStore
+from payment_svc.adapters.feed_listener import FeedListener
+from payment_svc.adapters.feed_store import FeedStore
 from payment_svc.adapters.postgres_uow import PostgresUnitOfWork
 from payment_svc.adapters.quarantine_store import QuarantineStore
 from payment_svc.adapters.reconciliation_store import SnapshotStore
@@ -40,8 +47,11 @@ from payment_svc.domain.errors import StoreUnavailable
 from payment_svc.entrypoints import metrics
 from payment_svc.entrypoints.grpc_server import create_server, set_serving
 from payment_svc.service_layer.discrepancies import DiscrepancyService
+from payment_svc.service_layer.feed import FeedBell, FeedService, Sequencer
+from payment_svc.service_layer.feed_cursor import FeedCursors
 from payment_svc.service_layer.pagination import PageTokens
 from payment_svc.service_layer.payments import PaymentsService
+from payment_svc.service_layer.ports import Sequenced
 from payment_svc.service_layer.provider_sync import ProviderSyncService
 from payment_svc.service_layer.reconciliation import ReconciliationService
 from payment_svc.service_layer.refunds import RefundsService
@@ -81,6 +91,27 @@ async def _inbox_upkeep(sync_service: ProviderSyncService, every: float) -> None
         except Exception:
             log.exception("inbox_upkeep_failed")
         await asyncio.sleep(every)
+
+
+async def _expire_updates(feed: FeedService, retention: float, every: float) -> None:
+    while True:
+        try:
+            deleted = await feed.expire(retention)
+            if deleted:
+                log.info("feed_updates_expired", deleted=deleted)
+        except StoreUnavailable:
+            pass
+        except Exception:
+            log.exception("feed_expiry_failed")
+        await asyncio.sleep(every)
+
+
+def _sequenced(bell: FeedBell) -> Callable[[Sequenced], None]:
+    def done(result: Sequenced) -> None:
+        metrics.FEED_UPDATES_SEQUENCED.inc(result.count)
+        bell.ring(result.client_ids)
+
+    return done
 
 
 async def serve(settings: Settings) -> None:
@@ -124,6 +155,28 @@ async def serve(settings: Settings) -> None:
         page_tokens=page_tokens,
         read_snapshot=stripe_snapshot,
     )
+    # The change feed: the sequencer is kicked by this process's commits
+    # that wrote updates; the listener hears every process's sequencer.
+    # The sequencer and retention have connections of their own: background
+    # work never takes a pooled connection a call is waiting for.
+    feed_db = Database(settings.database_url, timeout=settings.db_timeout, max_size=2)
+    await feed_db.open()
+    bell = FeedBell()
+    tag = secrets.token_hex(6)
+    upkeep = FeedStore(feed_db, tag=tag)
+    sequencer = Sequencer(upkeep, on_sequenced=_sequenced(bell))
+    db.on_updates_written(sequencer.kick)
+    feed = FeedService(
+        FeedStore(db), FeedCursors(settings.page_token_key.encode()), bell, upkeep=upkeep
+    )
+
+    listener = FeedListener(
+        settings.database_url,
+        tag=tag,
+        on_news=bell.ring,
+        timeout=db.timeout,
+        on_connected=lambda up: metrics.FEED_LISTENER_UP.set(1 if up else 0),
+    )
     health_servicer = health.aio.HealthServicer()
     refunds = RefundsService(
         RefundStore(db),
@@ -134,7 +187,13 @@ async def serve(settings: Settings) -> None:
         uow=lambda: PostgresUnitOfWork(db),
     )
     server, port = create_server(
-        settings, payments, sync_service, reconciliation, health_servicer, refunds=refunds
+        settings,
+        payments,
+        sync_service,
+        reconciliation,
+        health_servicer,
+        refunds=refunds,
+        feed=feed,
     )
 
     pending: set[asyncio.Task[None]] = set()
@@ -154,6 +213,13 @@ async def serve(settings: Settings) -> None:
     await server.start()
     watcher = loop.create_task(_watch_database(db, 0.5, 0.25))
     inbox = loop.create_task(_inbox_upkeep(sync_service, settings.inbox_upkeep_seconds))
+    feed_tasks = [
+        loop.create_task(listener.run_forever()),
+        loop.create_task(sequencer.run_forever(settings.updates_safety_every)),
+        loop.create_task(
+            _expire_updates(feed, settings.updates_retention, settings.updates_expire_every)
+        ),
+    ]
     log.info("payment_svc_started", grpc_port=port, metrics=settings.metrics_listen)
 
     stop = asyncio.Event()
@@ -165,10 +231,21 @@ async def serve(settings: Settings) -> None:
     watcher.cancel()
     inbox.cancel()
     await health_servicer.enter_graceful_shutdown()
+    # Streams never end by themselves: they are ended now (their callers
+    # resume from their last cursor, on another replica or after the restart).
+    feed.close()
     await server.stop(settings.drain_seconds)
     await asyncio.gather(
         payments.drain(settings.drain_seconds), refunds.drain(settings.drain_seconds)
     )
+    # After the last call: the sequencer numbers what they committed (one
+    # last run), then the listener and expiry stop.
+    for task in feed_tasks:
+        task.cancel()
+    await asyncio.wait(feed_tasks, timeout=db.timeout)
+    with contextlib.suppress(StoreUnavailable):
+        await sequencer.run_once()
+    await feed_db.close()
     await provider.close()
     await db.close()
     log.info("payment_svc_stopped")

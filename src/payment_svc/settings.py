@@ -19,6 +19,9 @@
 | PAYMENT_SVC_UNMATCHED_EVENT_DEADLINE_SECONDS | 3600 | unmatched events are reported after |
 | PAYMENT_SVC_INBOX_UPKEEP_SECONDS | 1 | how often unmatched provider events are matched again |
 | PAYMENT_SVC_REDRIVE_WINDOW_SECONDS | 82800 | no re-drive past this age (key retention) |
+| PAYMENT_SVC_UPDATES_RETENTION_SECONDS | 2592000 | change-feed updates kept (30 days) |
+| PAYMENT_SVC_UPDATES_EXPIRE_EVERY_SECONDS | 60 | how often expired updates are deleted |
+| PAYMENT_SVC_UPDATES_SAFETY_SECONDS | 1 | the feed sequencer's periodic run |
 | MIGRATE_LOCK_TIMEOUT_SECONDS | 2 | `migrate`: longest wait for one lock before a retry |
 
 | PAYMENT_SVC_PAGE_TOKEN_KEY | dev key | HMAC key that signs page tokens (16+ characters) |
@@ -127,6 +130,9 @@ class Settings:
     unmatched_event_deadline: float = 3600.0
     inbox_upkeep_seconds: float = 1.0
     redrive_window: float = 23 * 3600.0
+    updates_retention: float = 30 * 24 * 3600.0
+    updates_expire_every: float = 60.0
+    updates_safety_every: float = 1.0
     page_token_key: str = DEV_PAGE_TOKEN_KEY
     log_level: str = "INFO"
 
@@ -179,6 +185,15 @@ class Settings:
                 env, "PAYMENT_SVC_INBOX_UPKEEP_SECONDS", cls.inbox_upkeep_seconds
             ),
             redrive_window=_float(env, "PAYMENT_SVC_REDRIVE_WINDOW_SECONDS", cls.redrive_window),
+            updates_retention=_float(
+                env, "PAYMENT_SVC_UPDATES_RETENTION_SECONDS", cls.updates_retention
+            ),
+            updates_expire_every=_float(
+                env, "PAYMENT_SVC_UPDATES_EXPIRE_EVERY_SECONDS", cls.updates_expire_every
+            ),
+            updates_safety_every=_float(
+                env, "PAYMENT_SVC_UPDATES_SAFETY_SECONDS", cls.updates_safety_every
+            ),
             page_token_key=page_token_key,
             log_level=env.get("LOG_LEVEL", "INFO"),
         )

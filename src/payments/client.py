@@ -4,6 +4,9 @@
     async with PaymentsClient("127.0.0.1:50051", "dev-merchant-token") as client:
         payment = await client.create_payment("order-42", 1999, "USD", "pm_card_visa")
 
+        async for update in client.watch_updates(after_cursor=saved_cursor):
+            handle(update); saved_cursor = update.cursor   # resumes across cuts
+
     async with ProviderSyncClient("127.0.0.1:50051", "dev-reconciler-token") as sync:
         discrepancies, _ = await sync.list_discrepancies()
 
@@ -15,8 +18,10 @@ payments.errors (re-exported here), so callers can tell `RetryableError`
 
 from __future__ import annotations
 
+import asyncio
+import random
 import uuid
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
 from datetime import datetime
 from types import TracebackType
 from typing import Self, TypeVar
@@ -28,6 +33,7 @@ from google.protobuf.timestamp_pb2 import Timestamp
 from payments.errors import (
     Aborted,
     AlreadyExists,
+    CursorExpired,
     DeadlineExceeded,
     FailedPrecondition,
     InvalidArgument,
@@ -54,6 +60,7 @@ __all__ = [
     "DEFAULT_TARGET",
     "Aborted",
     "AlreadyExists",
+    "CursorExpired",
     "DeadlineExceeded",
     "FailedPrecondition",
     "InvalidArgument",
@@ -70,6 +77,7 @@ __all__ = [
     "ServerError",
     "Unauthenticated",
     "Unavailable",
+    "UpdateWatcher",
 ]
 
 DEFAULT_TARGET = "127.0.0.1:50051"
@@ -228,6 +236,97 @@ class PaymentsClient(_Client):
         request = svc.ListRefundsRequest(payment_id=payment_id)
         reply: svc.ListRefundsResponse = await self._call(self.stub.ListRefunds, request)
         return list(reply.refunds)
+
+    async def list_payment_updates(
+        self, after_cursor: str = "", page_size: int = 0
+    ) -> tuple[list[pb.PaymentUpdate], str]:
+        """One page of the change feed, oldest first, and the cursor to pass
+        back (the same one when there is nothing new yet)."""
+        request = svc.ListPaymentUpdatesRequest(after_cursor=after_cursor, page_size=page_size)
+        reply: svc.ListPaymentUpdatesResponse = await self._call(
+            self.stub.ListPaymentUpdates, request
+        )
+        return list(reply.updates), reply.next_cursor
+
+    def watch_updates(
+        self,
+        after_cursor: str = "",
+        *,
+        initial_backoff: float = 0.1,
+        max_backoff: float = 10.0,
+    ) -> UpdateWatcher:
+        """The change feed as an async iterator that never ends by itself:
+        the stream is reopened after a cut (a restart, a rollout, the
+        server's connection age) from the last cursor handed out."""
+        return UpdateWatcher(self, after_cursor, initial_backoff, max_backoff)
+
+
+# What ends a stream that reopening can cure: the service or a replica going
+# away (UNAVAILABLE), a cut connection (its stream fails as UNKNOWN, INTERNAL
+# or CANCELLED, depending on where it broke), a slow answer. Anything else
+# (an expired or bad cursor, a token refused) would fail again: raised.
+_RESUMABLE = frozenset(
+    {
+        grpc.StatusCode.UNAVAILABLE,
+        grpc.StatusCode.DEADLINE_EXCEEDED,
+        grpc.StatusCode.RESOURCE_EXHAUSTED,
+        grpc.StatusCode.ABORTED,
+        grpc.StatusCode.UNKNOWN,
+        grpc.StatusCode.INTERNAL,
+        grpc.StatusCode.CANCELLED,
+    }
+)
+
+
+class UpdateWatcher:
+    """`async for update in client.watch_updates(cursor)`. `cursor` is the
+    last one handed out: save it after processing an update and start from
+    it next time. Reopens with exponential backoff and full jitter (so a
+    fleet of watchers does not come back in step after an outage)."""
+
+    def __init__(
+        self,
+        client: PaymentsClient,
+        after_cursor: str,
+        initial_backoff: float,
+        max_backoff: float,
+        *,
+        rng: Callable[[], float] = random.random,
+    ) -> None:
+        self.cursor = after_cursor
+        self.reconnects = 0
+        self._client = client
+        self._initial = initial_backoff
+        self._max = max_backoff
+        self._rng = rng
+
+    def __aiter__(self) -> AsyncIterator[pb.PaymentUpdate]:
+        return self._updates()
+
+    async def _updates(self) -> AsyncIterator[pb.PaymentUpdate]:
+        failures = 0
+        while True:
+            request_id = uuid.uuid4().hex
+            call = self._client.stub.WatchPaymentUpdates(
+                svc.WatchPaymentUpdatesRequest(after_cursor=self.cursor),
+                metadata=(self._client._authorization, ("x-request-id", request_id)),
+            )
+            try:
+                async for reply in call:
+                    failures = 0
+                    self.cursor = reply.update.cursor
+                    yield reply.update
+            except grpc.aio.AioRpcError as err:
+                if err.code() not in _RESUMABLE:
+                    error = from_rpc_error(err)
+                    error.request_id = request_id
+                    raise error from None
+            finally:
+                call.cancel()
+            delay = min(self._max, self._initial * 2**failures) * self._rng()
+            failures += 1
+            self.reconnects += 1
+            await asyncio.sleep(delay)
 
 
 def _duration(seconds: float | None) -> Duration | None:

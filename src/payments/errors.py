@@ -18,6 +18,8 @@
           ├── NotFound             NOT_FOUND (also another client's payment)
           ├── Unauthenticated      UNAUTHENTICATED: missing or unknown token
           ├── PermissionDenied     PERMISSION_DENIED: wrong service for this caller
+          ├── CursorExpired        OUT_OF_RANGE, reason CURSOR_EXPIRED: the change
+          │                        feed no longer keeps what follows the cursor
           └── ServerError          any other code (INTERNAL, UNKNOWN, UNIMPLEMENTED, ...)
 
 The server puts `google.rpc.Status` in the `grpc-status-details-bin`
@@ -128,6 +130,11 @@ class PermissionDenied(PermanentError):
     pass
 
 
+class CursorExpired(PermanentError):
+    """The change feed's updates after this cursor were deleted (retention):
+    start again without a cursor and catch up with GetPayment/ListPayments."""
+
+
 class ServerError(PermanentError):
     pass
 
@@ -143,6 +150,7 @@ _BY_CODE: dict[grpc.StatusCode, type[PaymentsClientError]] = {
     grpc.StatusCode.NOT_FOUND: NotFound,
     grpc.StatusCode.UNAUTHENTICATED: Unauthenticated,
     grpc.StatusCode.PERMISSION_DENIED: PermissionDenied,
+    grpc.StatusCode.OUT_OF_RANGE: CursorExpired,
 }
 
 

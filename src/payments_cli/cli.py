@@ -3,6 +3,7 @@
     payments up                          run the whole stack in the foreground
     payments pay / get / events / list   call a running payment-svc
     payments refund / refunds            refund a payment (all or part); list its refunds
+    payments watch [--from CURSOR]       the change feed: updates as they commit
     payments reconcile                   one reconciliation pass now (as `reconciler --once`)
     payments discrepancies [resolve]     what reconciliation could not fix; resolve with a note
     payments quarantine [replay ID]      provider events that could not be processed; replay one
@@ -281,6 +282,36 @@ def refunds(
         render.refunds(listed)
 
 
+@app.command()
+def watch(
+    from_cursor: Annotated[
+        str, typer.Option("--from", help="resume after this cursor (default: the oldest kept)")
+    ] = "",
+    target: Target = DEFAULT_TARGET,
+    token: Token = DEFAULT_TOKEN,
+    as_json: Json = False,
+) -> None:
+    """Print the change feed's updates as they commit (one JSON object a line
+    with --json), until interrupted; a cut stream is resumed from the last
+    cursor printed."""
+
+    async def go() -> None:
+        async with PaymentsClient(target, token) as client:
+            async for update in client.watch_updates(from_cursor):
+                if as_json:
+                    render.print_json_line(render.to_dict(update))
+                else:
+                    render.update(update)
+
+    try:
+        asyncio.run(go())
+    except PaymentsClientError as exc:
+        render.error(exc, as_json=as_json)
+        raise typer.Exit(1) from None
+    except KeyboardInterrupt:
+        raise typer.Exit(0) from None
+
+
 @app.command("list")
 def list_(
     status: Annotated[
@@ -373,7 +404,7 @@ def up(
     raise typer.Exit(code)
 
 
-_BENCH_PHASES = ("payments", "webhooks", "refunds", "raw")
+_BENCH_PHASES = ("payments", "webhooks", "refunds", "raw", "feed")
 
 
 def _phases(text: str) -> tuple[str, ...]:
@@ -387,7 +418,8 @@ def _phases(text: str) -> tuple[str, ...]:
         )
     if not chosen - {"raw"}:
         raise typer.BadParameter(
-            "name payments, webhooks or refunds (raw is the raw SQL limit of the flows chosen)",
+            "name payments, webhooks, refunds or feed (raw is the raw SQL limit of the flows "
+            "chosen)",
             param_hint="--phases",
         )
     return tuple(name for name in _BENCH_PHASES if name in chosen)
@@ -415,9 +447,10 @@ def bench(
         str,
         typer.Option(
             help="comma separated: payments (gRPC), webhooks (gateway), refunds (gRPC), "
-            "raw (raw SQL of each)"
+            "raw (raw SQL of each), feed (payments at --rate without and with --watchers "
+            "streams)"
         ),
-    ] = ",".join(_BENCH_PHASES),
+    ] = "payments,webhooks,refunds,raw",
     duration: Annotated[float, typer.Option(min=0.1, help="seconds measured per phase")] = 10.0,
     warmup: Annotated[float, typer.Option(min=0.0, help="seconds before each phase")] = 2.0,
     concurrency: Annotated[
@@ -451,6 +484,9 @@ def bench(
         int, typer.Option(min=1, help="succeeded payments the refunds of one phase refund")
     ] = 500,
     channels: Annotated[int, typer.Option(min=1, help="gRPC connections")] = 4,
+    watchers: Annotated[
+        int, typer.Option(min=1, help="feed phase: WatchPaymentUpdates streams")
+    ] = 50,
     logs_dir: Annotated[
         Path | None, typer.Option(help="keep the own stack's logs here (default: deleted)")
     ] = None,
@@ -502,6 +538,7 @@ def bench(
         payment_webhooks=payment_webhooks,
         refund_rate=refund_rate,
         refund_payments=refund_payments,
+        watchers=watchers,
     )
 
     def progress(line: str) -> None:

@@ -49,6 +49,33 @@ def print_json(value: object) -> None:
     sys.stdout.write(json.dumps(value, indent=2, sort_keys=False) + "\n")
 
 
+def print_json_line(value: object) -> None:
+    """One object a line, flushed: a stream others read as it comes."""
+    sys.stdout.write(json.dumps(value, separators=(",", ":")) + "\n")
+    sys.stdout.flush()
+
+
+def update(u: pb.PaymentUpdate) -> None:
+    """One line a change: when, the payment, its status (and amount reversed),
+    what caused it, the refund if one changed, and the cursor to resume after."""
+    e = u.event
+    line = Text()
+    line.append(_time(u, "recorded_at") + "  ")
+    line.append(u.payment.id + "  ")
+    line.append(status_text(u.payment.status))
+    if u.payment.amount_reversed:
+        line.append(f" reversed {u.payment.amount_reversed}")
+    source = pb.PaymentEventSource.Name(e.source).removeprefix("PAYMENT_EVENT_SOURCE_").lower()
+    line.append(f"  {source}")
+    if e.provider_event_type:
+        line.append(f" {e.provider_event_type}")
+    if u.refund.id:
+        refund = pb.RefundStatus.Name(u.refund.status).removeprefix("REFUND_STATUS_")
+        line.append(f"  refund {u.refund.id} {refund}")
+    line.append(f"  cursor {u.cursor}", style="dim")
+    stdout.print(line, soft_wrap=True)
+
+
 def status_text(status: pb.PaymentStatus.ValueType) -> Text:
     name = pb.PaymentStatus.Name(status).removeprefix("PAYMENT_STATUS_")
     return Text(name, style=_STATUS_STYLE.get(status, ""))

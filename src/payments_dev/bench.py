@@ -5,7 +5,7 @@ stack, against what the same SQL alone allows on the same Postgres.
                   Stack of our own in a temp dir on free ports, logs to files,
                   on a fresh database (payments_bench_<random> on DATABASE_URL's
                   server, dropped afterwards; or an embedded Postgres)
-    phases        --phases payments,webhooks,refunds,raw (all by default), in order:
+    phases        --phases payments,webhooks,refunds,raw (the default), feed, in order:
                     payments  closed loop -> open loop (gRPC CreatePayment)
                     webhooks  pool -> closed loop, pool -> open loop (signed
                               events POSTed to webhook-gateway)
@@ -13,6 +13,8 @@ stack, against what the same SQL alone allows on the same Postgres.
                               RefundPayment of 1 minor unit of a pool of
                               succeeded payments; refund_load.py)
                     raw       the raw SQL limit of each flow above
+                    feed      payments at --rate without, then with --watchers
+                              WatchPaymentUpdates streams (bench_feed.py)
                   each with a warm-up, on one uvloop event loop of their own
                   (loadgen.py); with its own stack, a phase starts once
                   provider-sim has no webhook delivery pending, and after a
@@ -51,7 +53,7 @@ from payment_svc.adapters.postgres_uow import PostgresUnitOfWork
 from payment_svc.adapters.store import PaymentStore
 from payment_svc.domain.model import parse_payment_id
 from payment_svc.settings import Settings
-from payments_dev import loadgen, refund_load
+from payments_dev import bench_feed, loadgen, refund_load
 from payments_dev.loadgen import PhaseResult, Pool, StripeEvents, Window
 from payments_dev.stack import DEV_TOKENS, Stack, StackConfig, wait_serving
 from payments_dev.supervisor import describe_failure, redact_dsn
@@ -61,7 +63,8 @@ from webhook_gateway.settings import DEV_SECRET
 
 Progress = Callable[[str], None]
 
-PHASES = ("payments", "webhooks", "refunds", "raw")
+PHASES = ("payments", "webhooks", "refunds", "raw", "feed")
+DEFAULT_PHASES = ("payments", "webhooks", "refunds", "raw")
 DEFAULT_GATEWAY_URL = "http://127.0.0.1:8080"
 # Longest wait for provider-sim's pending deliveries before a phase; past it
 # the phase runs anyway (and says so).
@@ -84,7 +87,7 @@ class BenchOptions:
     target: str | None = None  # None: start a stack of our own
     token: str = DEV_TOKENS["merchant"]
     database_url: str | None = None  # the server for fresh databases; None: embedded
-    phases: tuple[str, ...] = PHASES
+    phases: tuple[str, ...] = DEFAULT_PHASES
     duration: float = 10.0
     warmup: float = 2.0
     concurrency: int = 64
@@ -107,6 +110,7 @@ class BenchOptions:
     payment_webhooks: bool = False
     refund_rate: float = 200.0
     refund_payments: int = 500  # the pool of each refunds phase
+    watchers: int = 50  # the feed phase's streams
 
     def runs(self, phase: str) -> bool:
         return phase in self.phases
@@ -188,6 +192,7 @@ class BenchReport:
     payments: FlowResult | None
     webhooks: WebhookResult | None
     refunds: RefundResult | None = None
+    feed: bench_feed.FeedResult | None = None
 
     # The payments figures, under their names from before the webhook phases.
     @property
@@ -231,6 +236,7 @@ class BenchReport:
             "full_flow_to_raw": _ratio(self.full_flow_to_raw),
             "webhooks": self._webhooks_json(),
             "refunds": self._refunds_json(),
+            "feed": self.feed.to_json() if self.feed is not None else None,
         }
 
     def _refunds_json(self) -> dict[str, Any] | None:
@@ -626,6 +632,40 @@ def _session(limit: int, timeout: float) -> aiohttp.ClientSession:
     )
 
 
+async def _feed_phase(options: BenchOptions, env: Environment, progress: Progress) -> Any:
+    channels = await _open_channels(env.grpc_target, options.channels, options.timeout)
+    try:
+        callers = loadgen.create_callers(channels, options.token, options.timeout)
+        fields = (options.amount, options.currency, options.payment_method)
+        limit = _max_in_flight(options, options.rate)
+
+        async def open_loop(window: Window) -> PhaseResult:
+            send = loadgen.payment_sender(callers, loadgen.CreateRequests("feed", *fields))
+            return await _measured(
+                env, window, loadgen.open_loop(send, options.rate, window, max_in_flight=limit)
+            )
+
+        async def quiesce() -> None:
+            await _quiesce(env, progress)
+
+        await quiesce()
+        webhooks = (
+            contextlib.nullcontext() if options.payment_webhooks else _webhooks_off(env, progress)
+        )
+        async with webhooks:
+            return await bench_feed.run(
+                env.grpc_target,
+                options.token,
+                options.watchers,
+                lambda: _window(options),
+                open_loop,
+                quiesce,
+                progress,
+            )
+    finally:
+        await asyncio.gather(*(c.close() for c in channels))
+
+
 async def _webhook_pool(
     options: BenchOptions, callers: list[loadgen.Create], phase: str, progress: Progress
 ) -> Pool:
@@ -886,7 +926,8 @@ async def _phases(options: BenchOptions, env: Environment, progress: Progress) -
         await _raw_phases(options, env, env.raw_dsn, payments, webhooks, refunds, progress)
     if webhooks is not None and env.stack_dsn:
         webhooks.check = await inbox_check(env.stack_dsn, webhooks)
-    return BenchReport(options, env, os.cpu_count(), postgres, payments, webhooks, refunds)
+    feed = await _feed_phase(options, env, progress) if options.runs("feed") else None
+    return BenchReport(options, env, os.cpu_count(), postgres, payments, webhooks, refunds, feed)
 
 
 def _interrupt(signum: int, _: FrameType | None) -> None:
@@ -951,6 +992,12 @@ def _rows(report: BenchReport) -> list[tuple[str, str, PhaseResult | None]]:
         ]
         if o.runs("raw"):
             rows.append(("refunds: raw SQL (units of work)", f"{o.concurrency} callers", r.raw))
+    if report.feed is not None:
+        f = report.feed
+        rows += [
+            ("feed: payments, no watcher", f"{o.rate:g}/s offered", f.without),
+            ("feed: payments, watchers", f"{o.rate:g}/s, {f.watchers} streams", f.with_watchers),
+        ]
     return rows
 
 
@@ -1094,6 +1141,8 @@ def summary_lines(report: BenchReport) -> list[str]:
         lines.append(_payment_webhooks_line(report))
     lines += _webhook_lines(report)
     lines += _refund_lines(report)
+    if report.feed is not None:
+        lines += bench_feed.lines(report.feed)
     lines += _cpu_lines(report)
     lines += [
         f"CPU cores: {report.cpu_count} (client, services and Postgres share them)",

@@ -28,6 +28,8 @@ CONTRACT = {
         "grpc_server_msg_sent_total", "payments_created_total", "payments_database_up",
         "payments_unmatched_provider_events", "payments_provider_events_total",
         "payments_refunds_total",
+        "payments_feed_updates_total", "payments_feed_streams_open",
+        "payments_feed_delivery_lag_seconds_bucket", "payments_feed_listener_up",
     },
     "webhook-gateway": {
         "webhook_gateway_requests_total", "webhook_gateway_verification_failures_total",

@@ -19,6 +19,7 @@ Afterwards payment-svc is still running and serving.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import time
 import uuid
@@ -422,12 +423,29 @@ async def call(
     token: str,
     request: Message | bytes,
 ) -> grpc.StatusCode:
-    rpc = channel.unary_unary(
-        f"/{service.full_name}/{method.name}",
-        request_serializer=lambda m: m if isinstance(m, bytes) else m.SerializeToString(),
-        response_deserializer=message_factory.GetMessageClass(method.output_type).FromString,
-    )
+    path = f"/{service.full_name}/{method.name}"
+    serialize = lambda m: m if isinstance(m, bytes) else m.SerializeToString()  # noqa: E731
+    deserialize = message_factory.GetMessageClass(method.output_type).FromString
     code, details = grpc.StatusCode.OK, ""
+    if method.server_streaming:
+        # A stream that opened is read for a moment (it never ends by itself:
+        # the change feed); a refused one fails at once.
+        stream = channel.unary_stream(
+            path, request_serializer=serialize, response_deserializer=deserialize
+        )(request, metadata=TOKENS[token], timeout=10)
+        try:
+            async with asyncio.timeout(0.5):
+                async for _ in stream:
+                    break
+        except TimeoutError:
+            pass
+        except grpc.aio.AioRpcError as error:
+            code, details = error.code(), error.details() or ""
+        finally:
+            stream.cancel()
+        assert code not in NEVER, (method.name, token, code, details)
+        return code
+    rpc = channel.unary_unary(path, request_serializer=serialize, response_deserializer=deserialize)
     try:
         await rpc(request, metadata=TOKENS[token], timeout=10)
     except grpc.aio.AioRpcError as error:

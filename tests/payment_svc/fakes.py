@@ -674,3 +674,51 @@ class FakeUnitOfWork(AbstractUnitOfWork):
 
     async def rollback(self) -> None:
         pass
+
+
+@dataclass
+class FakeFeed:
+    """The change feed's outbox in memory: `write` adds an update without a
+    position (as the trigger does at commit); `sequence` numbers them in
+    insert order; `expire` deletes a prefix and raises the horizon."""
+
+    rows: list[tuple[int | None, str, Any]] = field(default_factory=list)
+    last_position: int = 0
+    horizon: int = 0
+    page_reads: int = 0
+
+    def write(self, client_id: str, update_for: Any) -> None:
+        """`update_for(position)` builds the PaymentUpdate once numbered."""
+        self.rows.append((None, client_id, update_for))
+
+    async def page(self, client_id: str, after: int, limit: int) -> Any:
+        from payment_svc.domain.feed import FeedPage
+
+        self.page_reads += 1
+        mine = [
+            build(pos)
+            for pos, c, build in self.rows
+            if pos is not None and c == client_id and pos > after
+        ]
+        return FeedPage(sorted(mine, key=lambda u: u.position)[:limit], self.horizon)
+
+    async def sequence(self, limit: int) -> Any:
+        from payment_svc.service_layer.ports import Sequenced
+
+        clients: set[str] = set()
+        count = 0
+        for i, (pos, client_id, build) in enumerate(self.rows):
+            if pos is None and count < limit:
+                self.last_position += 1
+                self.rows[i] = (self.last_position, client_id, build)
+                clients.add(client_id)
+                count += 1
+        return Sequenced(count, frozenset(clients))
+
+    async def expire(self, before: datetime, limit: int) -> int:
+        numbered = sorted((r for r in self.rows if r[0] is not None), key=lambda r: r[0] or 0)
+        gone = [r for r in numbered if r[2](r[0]).recorded_at < before][:limit]
+        for r in gone:
+            self.rows.remove(r)
+            self.horizon = max(self.horizon, r[0] or 0)
+        return len(gone)

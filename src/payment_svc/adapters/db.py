@@ -59,6 +59,10 @@ TIMEOUT_ERRORS: tuple[type[BaseException], ...] = (
 )
 _TIMEOUT_OR_UNAVAILABLE: tuple[type[BaseException], ...] = (*TIMEOUT_ERRORS, *UNAVAILABLE_ERRORS)
 
+# What the change feed's trigger (migration 0011) says, once per transaction
+# that wrote updates: heard on the connection that committed them.
+UPDATES_WRITTEN_NOTICE = "payment_updates_written"
+
 _PROBE_FAILURES: tuple[type[BaseException], ...] = (*_TIMEOUT_OR_UNAVAILABLE, asyncpg.PostgresError)
 
 # What store functions receive: a pooled connection.
@@ -77,6 +81,10 @@ def server_settings(timeout: float) -> dict[str, str]:
         "statement_timeout": f"{statement_ms}ms",
         "lock_timeout": f"{statement_ms}ms",
         "idle_in_transaction_session_timeout": f"{call_ms}ms",
+        # The change feed's trigger tells the committing connection with a
+        # NOTICE (UPDATES_WRITTEN_NOTICE): a server configured to send fewer
+        # messages would leave the sequencer to its periodic run.
+        "client_min_messages": "notice",
     }
 
 
@@ -129,6 +137,14 @@ class Database:
         self._probe: asyncpg.Connection | None = None
         self.healthy = False
         self._listeners: list[Callable[[bool], None]] = []
+        self._on_updates_written: Callable[[], None] | None = None
+
+    def on_updates_written(self, hook: Callable[[], None]) -> None:
+        """Calls `hook` after a call whose transaction committed change-feed
+        updates (the sequencer's kick): the trigger's NOTICE arrives with
+        the commit, on the committing connection, so this costs no round
+        trip and none of NOTIFY's database-wide lock at every commit."""
+        self._on_updates_written = hook
 
     def on_health_change(self, listener: Callable[[bool], None]) -> None:
         self._listeners.append(listener)
@@ -194,6 +210,16 @@ class Database:
             conn.terminate()
 
         watchdog = loop.call_at(deadline, expire)
+        # Set by the trigger's NOTICE (delivered before the call returns).
+        heard: list[bool] = []
+
+        def hear(_conn: object, message: asyncpg.PostgresLogMessage) -> None:
+            if message.message == UPDATES_WRITTEN_NOTICE:
+                heard.append(True)
+
+        hook = self._on_updates_written
+        if hook is not None:
+            conn.add_log_listener(hear)
         try:
             return await fn(conn)
         except asyncio.CancelledError:
@@ -214,6 +240,13 @@ class Database:
             raise
         finally:
             watchdog.cancel()
+            if hook is not None:
+                # A terminated connection was handed back already: its
+                # listeners went with it.
+                with contextlib.suppress(asyncpg.InterfaceError):
+                    conn.remove_log_listener(hear)
+                if heard:
+                    hook()
             # Within what is left of the deadline: the pool rolls back a
             # transaction left open and terminates the connection itself when
             # that does not finish in time. A failed release must not turn a

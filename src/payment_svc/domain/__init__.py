@@ -7,5 +7,6 @@ commands.py    typed inputs of the use cases, validated into field violations
 model.py       Payment, NewPayment, PaymentEvent, ProviderResult
 inbox.py       provider events to apply and what applying them did
 records.py     discrepancies, runs, the quarantine, the status figures
+feed.py        the change feed: updates, what a change is, cursor expiry
 errors.py      the error tree every boundary maps from
 """

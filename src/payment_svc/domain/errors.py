@@ -9,8 +9,10 @@
      │    └── ProviderUnavailable  the provider cannot be asked right now
      └── PermanentError            a retry of the same request never helps
           ├── InvalidArgument      field violations
-          │    └── UnprocessableEvent  a provider event that can never be
-          │                            understood or stored: quarantined
+          │    ├── UnprocessableEvent  a provider event that can never be
+          │    │                       understood or stored: quarantined
+          │    └── InvalidCursor   a feed cursor this deployment did not issue
+          ├── CursorExpired        a feed cursor older than the updates kept
           ├── DuplicatePayment     idempotency key already used (same or other params)
           ├── DuplicateRefund      a refund's idempotency key already used
           ├── NotFound
@@ -106,6 +108,21 @@ class UnprocessableEvent(InvalidArgument):
     reason = "UNPROCESSABLE_PROVIDER_EVENT"
     # Set once the event is in the quarantine (the caller is told where).
     quarantine_id: str = ""
+
+
+class InvalidCursor(InvalidArgument):
+    """A change-feed cursor that this deployment did not issue for this client."""
+
+    reason = "INVALID_CURSOR"
+
+
+class CursorExpired(PermanentError):
+    """A change-feed cursor older than the updates kept (retention): the
+    updates after it are gone, so resuming from it would skip some. The
+    caller must start again from the oldest kept (an empty cursor) and
+    reconcile with GetPayment/ListPayments."""
+
+    reason = "CURSOR_EXPIRED"
 
 
 class DuplicatePayment(PermanentError):

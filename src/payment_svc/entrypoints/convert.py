@@ -9,6 +9,7 @@ from google.protobuf.timestamp_pb2 import Timestamp
 
 from payment_svc.domain.commands import CreatePayment, ListPayments, ListRefunds, RefundPayment
 from payment_svc.domain.errors import FieldViolation, InvalidArgument
+from payment_svc.domain.feed import PaymentUpdate
 from payment_svc.domain.model import Payment, PaymentEvent, format_payment_id
 from payment_svc.domain.refunds import Refund, RefundStatus, format_refund_id
 from payment_svc.domain.status import PaymentStatus, Source
@@ -124,6 +125,17 @@ def refund_command(req: svc.RefundPaymentRequest) -> RefundPayment:
 
 def list_refunds_query(req: svc.ListRefundsRequest) -> ListRefunds:
     return ListRefunds(payment_id=req.payment_id)
+
+
+def update_to_pb(u: PaymentUpdate, cursor: str) -> pb.PaymentUpdate:
+    return pb.PaymentUpdate(
+        cursor=cursor,
+        id=str(u.id),
+        payment=payment_to_pb(u.payment),
+        event=event_to_pb(u.event),
+        refund=refund_to_pb(u.refund) if u.refund is not None else None,
+        recorded_at=timestamp(u.recorded_at),
+    )
 
 
 def create_command(req: svc.CreatePaymentRequest) -> CreatePayment:

@@ -31,6 +31,7 @@ _CODES: list[tuple[type[e.PaymentsError], int]] = [
     (e.PermissionDenied, code_pb2.PERMISSION_DENIED),
     (e.StoreUnavailable, code_pb2.UNAVAILABLE),
     (e.ProviderUnavailable, code_pb2.UNAVAILABLE),
+    (e.CursorExpired, code_pb2.OUT_OF_RANGE),
 ]
 
 

@@ -8,6 +8,7 @@ CallInterceptor.
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
+from datetime import UTC, datetime
 from typing import Any
 
 import grpc
@@ -18,6 +19,7 @@ from payment_svc.entrypoints import convert, metrics
 from payment_svc.entrypoints.interceptors import PRINCIPAL, CallPipeline, call_deadline
 from payment_svc.entrypoints.provider_sync_grpc import ProviderSyncServicer
 from payment_svc.entrypoints.validation import RequestFloor
+from payment_svc.service_layer.feed import FeedService
 from payment_svc.service_layer.payments import PaymentsService
 from payment_svc.service_layer.provider_sync import ProviderSyncService
 from payment_svc.service_layer.reconciliation import ReconciliationService
@@ -35,9 +37,12 @@ PROVIDER_SYNC_SERVICE = sync.DESCRIPTOR.services_by_name["ProviderSyncService"].
 
 
 class PaymentServicer(svc_grpc.PaymentServiceServicer):
-    def __init__(self, payments: PaymentsService, refunds: RefundsService) -> None:
+    def __init__(
+        self, payments: PaymentsService, refunds: RefundsService, feed: FeedService
+    ) -> None:
         self._payments = payments
         self._refunds = refunds
+        self._feed = feed
 
     async def CreatePayment(
         self, request: svc.CreatePaymentRequest, context: Context
@@ -98,19 +103,39 @@ class PaymentServicer(svc_grpc.PaymentServiceServicer):
         )
         return svc.ListRefundsResponse(refunds=[convert.refund_to_pb(r) for r in refunds])
 
-    # Placeholders while the change feed (issue 14) is built on its branch:
-    # each answers UNIMPLEMENTED, as the base class would.
-
     async def ListPaymentUpdates(
         self, request: svc.ListPaymentUpdatesRequest, context: Context
     ) -> svc.ListPaymentUpdatesResponse:
-        await context.abort(grpc.StatusCode.UNIMPLEMENTED, "ListPaymentUpdates is not built yet")
+        client_id = PRINCIPAL.get().client_id
+        page = await self._feed.page(client_id, request.after_cursor, request.page_size)
+        cursor = self._feed.cursor
+        return svc.ListPaymentUpdatesResponse(
+            updates=[convert.update_to_pb(u, cursor(client_id, u)) for u in page.updates],
+            next_cursor=page.next_cursor,
+        )
 
     async def WatchPaymentUpdates(
         self, request: svc.WatchPaymentUpdatesRequest, context: Context
     ) -> AsyncIterator[svc.WatchPaymentUpdatesResponse]:
-        await context.abort(grpc.StatusCode.UNIMPLEMENTED, "WatchPaymentUpdates is not built yet")
-        yield svc.WatchPaymentUpdatesResponse()
+        """Each update is yielded when the previous one was written to the
+        stream (grpc.aio awaits HTTP/2 flow control between them), and the
+        next page is read only then: a slow reader holds one page."""
+        client_id = PRINCIPAL.get().client_id
+        # Headers now: the caller knows the stream is open before any update.
+        await context.send_initial_metadata(())
+        metrics.FEED_STREAMS_OPEN.inc()
+        try:
+            async for page in self._feed.watch(client_id, request.after_cursor):
+                for u in page:
+                    reply = svc.WatchPaymentUpdatesResponse(
+                        update=convert.update_to_pb(u, self._feed.cursor(client_id, u))
+                    )
+                    metrics.FEED_DELIVERY_LAG.observe(
+                        max(0.0, (datetime.now(UTC) - u.recorded_at).total_seconds())
+                    )
+                    yield reply
+        finally:
+            metrics.FEED_STREAMS_OPEN.dec()
 
 
 # "" says the process lives (liveness: a database outage must not restart
@@ -136,6 +161,7 @@ def create_server(
     health_servicer: health.aio.HealthServicer,
     *,
     refunds: RefundsService,
+    feed: FeedService,
 ) -> tuple[grpc.aio.Server, int]:
     """Builds the server bound to settings.listen; returns it and its port
     (tests bind port 0)."""
@@ -149,12 +175,14 @@ def create_server(
             ("grpc.max_receive_message_length", 4 * 1024 * 1024),
             ("grpc.so_reuseport", 0),
             # Clients reconnect now and then, so that new replicas (autoscaling,
-            # rollouts) get their share of long-lived channels.
+            # rollouts) get their share of long-lived channels. This cuts
+            # WatchPaymentUpdates streams too (after the grace): the client's
+            # watcher resumes from its last cursor (payments.client).
             ("grpc.max_connection_age_ms", 5 * 60 * 1000),
             ("grpc.max_connection_age_grace_ms", 30 * 1000),
         ],
     )
-    svc_grpc.add_PaymentServiceServicer_to_server(PaymentServicer(payments, refunds), server)
+    svc_grpc.add_PaymentServiceServicer_to_server(PaymentServicer(payments, refunds, feed), server)
     sync_grpc.add_ProviderSyncServiceServicer_to_server(
         ProviderSyncServicer(sync_service, reconciliation), server
     )

@@ -252,8 +252,9 @@ def _guarded_stream(
     allowed: frozenset[Role],
     method: str,
 ) -> grpc.RpcMethodHandler[Any, Any]:
-    """A streaming method behind the same check (none of ours streams yet:
-    this keeps the first one from opening without it)."""
+    """A streaming method behind the same check, with the unary calls'
+    error mapping: a domain error raised while streaming ends the stream
+    with its rich status, anything else with INTERNAL."""
 
     async def check(context: grpc.aio.ServicerContext[Any, Any]) -> None:
         try:
@@ -266,8 +267,19 @@ def _guarded_stream(
 
             async def generate(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
                 await check(context)
-                async for message in inner(request, context):
-                    yield message
+                request_id = _metadata(context, "x-request-id") or uuid.uuid4().hex
+                structlog.contextvars.bind_contextvars(request_id=request_id, rpc=method)
+                try:
+                    async for message in inner(request, context):
+                        yield message
+                except PaymentsError as exc:
+                    await context.abort_with_status(to_grpc_status(exc))
+                except grpc.aio.AbortError:
+                    raise
+                except Exception as exc:  # a bug: never a traceback to the caller
+                    await context.abort(
+                        grpc.StatusCode.INTERNAL, unexpected(exc, request_id, method)
+                    )
 
             return generate
 

@@ -70,3 +70,18 @@ UNEXPECTED_ERRORS = Counter(
     "Calls that ended in an exception no rule mapped (answered INTERNAL): each is a bug.",
     ("grpc_method",),
 )
+
+FEED_UPDATES_SEQUENCED = Counter(
+    "payments_feed_updates_total",
+    "Change-feed updates written and numbered (counted when the sequencer of this process "
+    "numbered them, so the sum over processes is the feed's rate).",
+)
+FEED_STREAMS_OPEN = Gauge("payments_feed_streams_open", "WatchPaymentUpdates streams open.")
+FEED_DELIVERY_LAG = Histogram(
+    "payments_feed_delivery_lag_seconds",
+    "From an update's commit (its outbox row's recorded_at) to its send on a stream.",
+    buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 60),
+)
+FEED_LISTENER_UP = Gauge(
+    "payments_feed_listener_up", "1 while this process's change-feed LISTEN connection is up."
+)

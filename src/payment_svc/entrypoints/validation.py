@@ -100,6 +100,7 @@ class _Undecodable:
 
 
 UNDECODABLE = _Undecodable()
+_UNDECODABLE_REQUEST = FieldViolation("request", "is not a valid message of this method")
 
 
 def _lenient(deserializer: Any) -> Any:
@@ -119,8 +120,32 @@ def check(message: Message) -> None:
         raise InvalidArgument(found)
 
 
+def _checked_stream(handler: grpc.RpcMethodHandler[Any, Any]) -> grpc.RpcMethodHandler[Any, Any]:
+    """The same floor under a server-streaming method's request (the change
+    feed's WatchPaymentUpdates); the error ends the stream before anything is
+    sent, mapped like any other by the CallPipeline's stream guard."""
+    inner = cast(Any, handler.unary_stream)
+
+    async def checked(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
+        if request is UNDECODABLE:
+            raise InvalidArgument(
+                [FieldViolation("request", "is not a valid message of this method")]
+            )
+        check(request)
+        async for message in inner(request, context):
+            yield message
+
+    built: grpc.RpcMethodHandler[Any, Any] = grpc.unary_stream_rpc_method_handler(
+        checked,
+        request_deserializer=_lenient(handler.request_deserializer),
+        response_serializer=handler.response_serializer,
+    )
+    return built
+
+
 class RequestFloor(grpc.aio.ServerInterceptor):
-    """Runs `check` on every unary request of our services, inside the
+    """Runs `check` on every request of our services (unary, and the
+    server-streaming ones), inside the
     CallPipeline (so after authentication, and its InvalidArgument becomes a
     rich INVALID_ARGUMENT like any other)."""
 
@@ -154,5 +179,7 @@ class RequestFloor(grpc.aio.ServerInterceptor):
                 request_deserializer=_lenient(handler.request_deserializer),
                 response_serializer=handler.response_serializer,
             )
+        elif handler is not None and handler.unary_stream is not None and service in self._services:
+            handler = _checked_stream(handler)
         self._handlers[method] = handler
         return handler

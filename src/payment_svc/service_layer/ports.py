@@ -21,6 +21,8 @@ transaction at most, never a network call.
     RunRepository            reconciliation runs and the status figures
     CheckpointRepository     the reconciler's checkpoints
     QuarantineRepository     provider events that cannot be understood
+    FeedRepository           the change feed's outbox: pages, the sequencer,
+                             retention
     PaymentProvider          the provider's create call
     RefundProvider           the provider's refund call
     EventParser              provider bytes -> a ParsedEvent
@@ -31,10 +33,12 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Protocol
 
 from payment_svc.domain.commands import PageCursor
+from payment_svc.domain.feed import FeedPage
 from payment_svc.domain.inbox import UnmatchedEvent
 from payment_svc.domain.model import (
     NewPayment,
@@ -175,6 +179,32 @@ class QuarantineRepository(Protocol):
     async def get(self, quarantine_id: uuid.UUID) -> Quarantined: ...
 
     async def replayed(self, quarantine_id: uuid.UUID, by: str) -> Quarantined: ...
+
+
+@dataclass(frozen=True)
+class Sequenced:
+    """One sequencer run: how many updates got a position, and whose."""
+
+    count: int
+    client_ids: frozenset[str]
+
+
+class FeedRepository(Protocol):
+    async def page(self, client_id: str, after: int, limit: int) -> FeedPage:
+        """The client's numbered updates after `after`, by position, and the
+        retention horizon read after them."""
+        ...
+
+    async def sequence(self, limit: int) -> Sequenced:
+        """Numbers committed updates that have no position yet, in insert
+        order, one run at a time across processes, and tells every process
+        whose updates were numbered."""
+        ...
+
+    async def expire(self, before: datetime, limit: int) -> int:
+        """Deletes up to `limit` of the oldest updates recorded before
+        `before`, raising the horizon; returns how many."""
+        ...
 
 
 class PaymentProvider(Protocol):
