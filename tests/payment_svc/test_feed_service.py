@@ -29,9 +29,7 @@ def update(status: PaymentStatus, *, at: datetime = NOW) -> object:
     event = PaymentEvent(1, pid, None, status, Source.API, True, None, None, None, None, None, at)
 
     def build(position: int | None) -> PaymentUpdate:
-        return PaymentUpdate(
-            uuid.uuid4(), position or 0, "payment.x", payment, event, None, None, at
-        )
+        return PaymentUpdate(uuid.uuid4(), position or 0, "payment.x", payment, event, None, at)
 
     return build
 

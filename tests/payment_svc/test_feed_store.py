@@ -17,6 +17,7 @@ from payment_svc.adapters.feed_store import FeedStore
 from payment_svc.domain.errors import CursorExpired
 from payment_svc.domain.feed import check_cursor, is_feed_change, update_type
 from payment_svc.domain.model import PaymentEvent
+from payment_svc.domain.refunds import RefundStatus
 from payment_svc.domain.status import PaymentStatus, Source
 from payment_svc.entrypoints.convert import update_to_pb
 from payments.v1 import payment_pb2 as pb
@@ -269,9 +270,9 @@ async def test_a_refund_change_carries_the_refund_as_the_transaction_left_it(
                 rid,
             )
             await conn.execute(
-                "UPDATE refunds SET status = 'SUCCEEDED', provider_refund_id = 're_1' "
-                "WHERE id = $1",
+                "UPDATE refunds SET status = 'SUCCEEDED', provider_refund_id = $2 WHERE id = $1",
                 rid,
+                "re_" + rid.hex,
             )
             await conn.execute(
                 "UPDATE payments SET amount_reversed = 200, version = version + 1 WHERE id = $1",
@@ -281,9 +282,9 @@ async def test_a_refund_change_carries_the_refund_as_the_transaction_left_it(
     created, refunded = (await store.page(c, 0, 10)).updates
     assert (created.type, refunded.type) == ("payment.succeeded", "refund.succeeded")
     assert refunded.refund is not None
-    assert (refunded.refund.id, refunded.refund.status) == (rid, "SUCCEEDED")
-    assert refunded.refund.provider_refund_id == "re_1"
-    assert refunded.refund_status == "SUCCEEDED"
+    assert (refunded.refund.id, refunded.refund.status) == (rid, RefundStatus.SUCCEEDED)
+    assert refunded.refund.provider_refund_id == "re_" + rid.hex
+    assert refunded.event.refund_status == RefundStatus.SUCCEEDED
     assert refunded.payment.amount_reversed == 200
     pb_update = update_to_pb(refunded, "cursor")
     assert pb_update.refund.id == "rfd_" + rid.hex
