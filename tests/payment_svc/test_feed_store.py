@@ -265,7 +265,7 @@ async def test_a_refund_change_carries_the_refund_as_the_transaction_left_it(
             await conn.execute(
                 """INSERT INTO payment_events (payment_id, from_status, to_status, source,
                        applied, refund_id, refund_status)
-                   VALUES ($1, 'SUCCEEDED', 'SUCCEEDED', 'webhook', false, $2, 'SUCCEEDED')""",
+                   VALUES ($1, 'SUCCEEDED', 'SUCCEEDED', 'webhook', true, $2, 'SUCCEEDED')""",
                 pid,
                 rid,
             )
@@ -329,3 +329,43 @@ async def test_the_trigger_and_the_domain_agree_on_what_is_a_change(
             if page.updates:
                 assert page.updates[0].type == update_type(event, None)
                 after = page.updates[-1].position
+
+
+async def test_a_refund_entry_is_an_update_only_when_applied(
+    store: FeedStore, db: asyncpg.Pool
+) -> None:
+    """A refund's entry recorded without a move (a stale provider event about
+    it) changed nothing: no update; the same entry applied is one."""
+    c = client()
+    rid = uuid.uuid4()
+    async with db.acquire() as conn:
+        async with conn.transaction():
+            pid = await new_payment(conn, c)
+            await conn.execute(
+                """INSERT INTO refunds (id, payment_id, client_id, idempotency_key, amount,
+                       currency, status, source) VALUES ($1, $2, $3, 'r1', 200, 'EUR',
+                       'PENDING', 'api')""",
+                rid,
+                pid,
+                c,
+            )
+        await store.sequence(1000)
+        after = (await store.page(c, 0, 10)).updates[-1].position
+        for applied in (False, True):
+            async with conn.transaction():
+                await conn.execute(
+                    """INSERT INTO payment_events (payment_id, from_status, to_status, source,
+                           applied, refund_id, refund_status)
+                       VALUES ($1, 'SUCCEEDED', 'SUCCEEDED', 'webhook', $2, $3, 'PENDING')""",
+                    pid,
+                    applied,
+                    rid,
+                )
+            await store.sequence(1000)
+            event = PaymentEvent(
+                0, pid, PaymentStatus.SUCCEEDED, PaymentStatus.SUCCEEDED, Source.WEBHOOK, applied,
+                None, None, None, None, None, datetime.now(UTC),
+            )  # fmt: skip
+            updates = (await store.page(c, after, 10)).updates
+            assert bool(updates) == applied == is_feed_change(event, rid)
+    assert [u.type for u in updates] == ["refund.pending"]

@@ -45,16 +45,16 @@ class FeedPage:
 
 
 def is_feed_change(event: PaymentEvent, refund_id: uuid.UUID | None) -> bool:
-    """Whether a history entry is a change callers are told of: a refund's,
-    or one that moved the payment's status or amount_reversed. An applied
+    """Whether a history entry is a change callers are told of: an applied
+    entry of a refund's change, or one that moved the payment's status or amount_reversed. An applied
     entry that keeps the status changed amount_reversed when the payment is
     SUCCEEDED or REVERSED (nothing else moves those without a new status);
     PENDING -> PENDING only records that the provider is still processing.
     The trigger of migration 0011 applies the same rule in SQL."""
+    if not event.applied:
+        return False  # recorded, changed nothing (a stale provider event)
     if refund_id is not None:
         return True
-    if not event.applied:
-        return False
     return event.from_status is not event.to_status or event.to_status in (
         PaymentStatus.SUCCEEDED,
         PaymentStatus.REVERSED,

@@ -42,8 +42,9 @@ CREATE TABLE payment_updates_state (
 );
 INSERT INTO payment_updates_state DEFAULT VALUES;
 
--- Every history entry that changed the payment's status or amount_reversed,
--- or records a refund's change, writes its update, whoever wrote the entry
+-- Every applied history entry that changed the payment's status or
+-- amount_reversed, or a refund (an entry recorded but not applied, such as a
+-- stale provider event, changed nothing), writes its update, whoever wrote the entry
 -- (API, webhook, reconciler, refunds). An applied entry that keeps the status
 -- changed amount_reversed when the payment is SUCCEEDED or REVERSED (only
 -- reversals move those without a new status); one that keeps PENDING only
@@ -95,7 +96,8 @@ CREATE CONSTRAINT TRIGGER payment_updates_write
     AFTER INSERT ON payment_events
     DEFERRABLE INITIALLY DEFERRED
     FOR EACH ROW
-    WHEN (NEW.refund_id IS NOT NULL OR (NEW.applied AND (
-        NEW.from_status IS DISTINCT FROM NEW.to_status
-        OR NEW.to_status IN ('SUCCEEDED', 'REVERSED'))))
+    WHEN (NEW.applied AND (
+        NEW.refund_id IS NOT NULL
+        OR NEW.from_status IS DISTINCT FROM NEW.to_status
+        OR NEW.to_status IN ('SUCCEEDED', 'REVERSED')))
     EXECUTE FUNCTION payment_updates_write();
