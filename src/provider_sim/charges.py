@@ -5,6 +5,7 @@ Pure: no I/O.
     PaymentIntent ── latest_charge ─ ch_...  a view of the intent: amount, status,
                                       │       amount_refunded, refunded, disputed
                                       ├─ Refund  re_...  many, up to the amount received
+                                      │                  (refunds.py)
                                       └─ Dispute dp_...  at most one (a chargeback)
 
 The charge is not stored on its own: an intent makes at most one, so its JSON is
@@ -17,8 +18,8 @@ from dataclasses import dataclass, field
 from typing import Final
 
 from provider_sim.intents import IntentStatus, JsonObject, PaymentIntent
+from provider_sim.refunds import Refund
 
-REFUND_REASONS: Final = frozenset({"duplicate", "fraudulent", "requested_by_customer"})
 DISPUTE_REASONS: Final = frozenset(
     {
         "bank_cannot_process",
@@ -55,13 +56,17 @@ def refundable(intent: PaymentIntent) -> int:
     return intent.amount_received - intent.amount_refunded
 
 
-def charge_json(intent: PaymentIntent) -> JsonObject:
-    """The intent's latest charge as Stripe's API returns it (a fresh snapshot)."""
+def charge_json(intent: PaymentIntent, refunds: list[Refund] | None = None) -> JsonObject:
+    """The intent's latest charge as Stripe's API returns it (a fresh snapshot).
+
+    With `refunds` (the intent's, oldest first), the charge carries them as Stripe's
+    list, newest first, as the `charge.refunded` event shows them; the API leaves
+    it out (not included by default since API version 2022-11-15)."""
     assert intent.latest_charge is not None
     status = CHARGE_STATUS[intent.status]
     error = intent.last_payment_error if status == "failed" else None
     captured = intent.amount_received
-    return {
+    body: JsonObject = {
         "id": intent.latest_charge,
         "object": "charge",
         "amount": intent.amount,
@@ -83,6 +88,15 @@ def charge_json(intent: PaymentIntent) -> JsonObject:
         "refunded": captured > 0 and intent.amount_refunded >= captured,
         "status": status,
     }
+    if refunds is not None:
+        body["refunds"] = {
+            "object": "list",
+            "data": [refund.to_json() for refund in reversed(refunds)],
+            "has_more": False,
+            "total_count": len(refunds),
+            "url": f"/v1/charges/{intent.latest_charge}/refunds",
+        }
+    return body
 
 
 def intent_json(intent: PaymentIntent, *, expand_charge: bool = False) -> JsonObject:
@@ -91,33 +105,6 @@ def intent_json(intent: PaymentIntent, *, expand_charge: bool = False) -> JsonOb
     if expand_charge and intent.latest_charge is not None:
         body["latest_charge"] = charge_json(intent)
     return body
-
-
-@dataclass(frozen=True, slots=True)
-class Refund:
-    id: str
-    amount: int
-    charge: str
-    payment_intent: str
-    currency: str
-    created: int
-    reason: str | None
-    metadata: dict[str, str] = field(default_factory=dict)
-
-    def to_json(self) -> JsonObject:
-        return {
-            "id": self.id,
-            "object": "refund",
-            "amount": self.amount,
-            "balance_transaction": None,
-            "charge": self.charge,
-            "created": self.created,
-            "currency": self.currency,
-            "metadata": dict(self.metadata),
-            "payment_intent": self.payment_intent,
-            "reason": self.reason,
-            "status": "succeeded",
-        }
 
 
 @dataclass(frozen=True, slots=True)

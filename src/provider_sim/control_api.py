@@ -2,10 +2,13 @@
 
 /_sim/faults                              GET, POST (partial)
 /_sim/ledger                              GET ?idempotency_key= &payment_id=
+                                          (each intent with its refunds)
 /_sim/payment_intents/{id}/settle         POST {"outcome": "succeeded"|"failed"}
 /_sim/payment_intents/{id}/cancel         POST {"reason"?}  (provider-side)
 /_sim/payment_intents/{id}/refund         POST {"amount"?}  -> refund; charge.refunded
 /_sim/payment_intents/{id}/dispute        POST {"reason"?}  -> dispute; charge.dispute.created
+/_sim/refunds/{id}/settle                 POST {"outcome"?: "succeeded"|"failed",
+                                                "failure_reason"?}  a pending refund
 /_sim/unrecorded_charges                  POST {"amount", "currency"}
 /_sim/webhooks                            GET, POST (partial) endpoint + stats
 /_sim/events                              GET ?type= &payment_id=  (+ delivery)
@@ -32,6 +35,7 @@ def add_routes(app: web.Application) -> None:
     app.router.add_post("/_sim/payment_intents/{intent}/cancel", cancel)
     app.router.add_post("/_sim/payment_intents/{intent}/refund", refund)
     app.router.add_post("/_sim/payment_intents/{intent}/dispute", dispute)
+    app.router.add_post("/_sim/refunds/{refund}/settle", settle_refund)
     app.router.add_post("/_sim/unrecorded_charges", unrecorded_charge)
     app.router.add_get("/_sim/webhooks", get_webhooks)
     app.router.add_post("/_sim/webhooks", set_webhooks)
@@ -76,6 +80,15 @@ async def refund(request: web.Request) -> web.Response:
     return web.json_response(
         simulator.provider_refund(request.match_info["intent"], body.get("amount"))
     )
+
+
+async def settle_refund(request: web.Request) -> web.Response:
+    body = _object(await _json_body(request))
+    simulator = request.app[SIMULATOR]
+    refund = simulator.settle_refund(
+        request.match_info["refund"], body.get("outcome"), body.get("failure_reason")
+    )
+    return web.json_response(refund)
 
 
 async def dispute(request: web.Request) -> web.Response:

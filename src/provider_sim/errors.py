@@ -18,7 +18,7 @@ from __future__ import annotations
 from typing import Any, Final
 
 from provider_sim.intents import JsonObject, PaymentIntent
-from provider_sim.ledger import (
+from provider_sim.refusals import (
     AlreadyDisputed,
     AlreadyRefunded,
     AmountTooLarge,
@@ -28,18 +28,22 @@ from provider_sim.ledger import (
     IntentNotFound,
     LedgerError,
     NotSucceeded,
+    RefundNotFound,
+    RefundNotPending,
 )
 
 # Refusals of POST /v1/refunds: (HTTP status, code, param). `None` as param: the
-# parameter that named the intent (`payment_intent` or `charge`).
-_STRIPE_REFUSALS: Final[dict[type[LedgerError], tuple[int, str, str | None]]] = {
+# parameter that named the intent (`payment_intent` or `charge`). More than is left
+# has no code on Stripe (only its message and param `amount`); a charge with nothing
+# left is `charge_already_refunded`.
+_STRIPE_REFUSALS: Final[dict[type[LedgerError], tuple[int, str | None, str | None]]] = {
     IntentNotFound: (400, "resource_missing", "payment_intent"),
     ChargeNotFound: (400, "resource_missing", "charge"),
     ChargeMismatch: (400, "parameter_invalid", "charge"),
     NotSucceeded: (400, "payment_intent_unexpected_state", None),
     AlreadyRefunded: (400, "charge_already_refunded", None),
     ChargeDisputed: (400, "charge_disputed", None),
-    AmountTooLarge: (400, "amount_too_large", "amount"),
+    AmountTooLarge: (400, None, "amount"),
 }
 
 # Refusals of the control API's refund and dispute moves: (HTTP status, reason).
@@ -50,6 +54,8 @@ _CONTROL_REFUSALS: Final[dict[type[LedgerError], tuple[int, str]]] = {
     ChargeDisputed: (409, "disputed"),
     AlreadyDisputed: (409, "already_disputed"),
     AmountTooLarge: (400, "amount_too_large"),
+    RefundNotFound: (404, "not_found"),
+    RefundNotPending: (409, "not_pending"),
 }
 
 

@@ -6,8 +6,12 @@ they are. A new event type is one `EventType` member plus one `_emit` call where
 happens: the deliverer and the listings do not look at the type.
 
     payment_intent.*        data.object: the payment intent
-    charge.refunded         data.object: the charge (amount_refunded, refunded, metadata)
+    charge.refunded         data.object: the charge (amount_refunded, refunded, metadata,
+                            refunds: its refunds newest first); when a refund succeeds
     charge.dispute.created  data.object: the dispute (dp_..., charge, payment_intent)
+    refund.created          data.object: the refund (re_..., status, metadata), when made
+    refund.updated          data.object: the refund, when its status changes
+    refund.failed           data.object: the refund (status failed, failure_reason)
 """
 
 from __future__ import annotations
@@ -29,6 +33,9 @@ class EventType(enum.StrEnum):
     PAYMENT_INTENT_CANCELED = "payment_intent.canceled"
     CHARGE_REFUNDED = "charge.refunded"
     CHARGE_DISPUTE_CREATED = "charge.dispute.created"
+    REFUND_CREATED = "refund.created"
+    REFUND_UPDATED = "refund.updated"
+    REFUND_FAILED = "refund.failed"
 
 
 def event_object(

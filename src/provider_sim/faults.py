@@ -31,6 +31,9 @@ class Faults:
     webhook_duplicate_rate: float = 0.0
     webhook_reorder: bool = False
     webhook_delay_ms: int = 0
+    # Refunds created through the API (or the control API) left `pending` until
+    # `POST /_sim/refunds/{id}/settle`; rolled once per refund made.
+    refund_pending_rate: float = 0.0
 
     def to_json(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -81,4 +84,5 @@ _CHECKS: Final[dict[str, Callable[[str, object], object]]] = {
     "webhook_duplicate_rate": _rate,
     "webhook_reorder": _flag,
     "webhook_delay_ms": _milliseconds,
+    "refund_pending_rate": _rate,
 }

@@ -16,11 +16,11 @@ from typing import Final
 from urllib.parse import parse_qsl
 
 from provider_sim import search
-from provider_sim.charges import REFUND_REASONS
 from provider_sim.errors import StripeApiError
 from provider_sim.events import EventListQuery
 from provider_sim.ledger import CreateIntent, CreateRefund
 from provider_sim.listing import CreatedRange
+from provider_sim.refunds import REFUND_REASONS
 
 FormPairs = list[tuple[str, str]]
 
@@ -182,6 +182,30 @@ def intent_list_params(query: Mapping[str, str]) -> IntentListParams:
         starting_after=starting_after,
         ending_before=ending_before,
         expand_charge=expands_charge(query, EXPAND_INTENTS),
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class RefundListParams:
+    created: CreatedRange
+    limit: int
+    payment_intent: str | None
+    charge: str | None
+    starting_after: str | None
+    ending_before: str | None
+
+
+def refund_list_params(query: Mapping[str, str]) -> RefundListParams:
+    """`GET /v1/refunds`: payment_intent and/or charge, created[gt|gte|lt|lte] (or
+    created=t), limit, starting_after or ending_before."""
+    starting_after, ending_before = _cursors(query)
+    return RefundListParams(
+        created=_created_range(query),
+        limit=_limit(query, MAX_LIST_LIMIT),
+        payment_intent=query.get("payment_intent") or None,
+        charge=query.get("charge") or None,
+        starting_after=starting_after,
+        ending_before=ending_before,
     )
 
 

@@ -76,6 +76,9 @@ GENERIC_DECLINE: Final = PaymentError("card_declined", "generic_decline", "Your 
 class CardProfile:
     behaviour: CardBehaviour
     error: PaymentError | None = None
+    # The payment succeeds, but its refunds stay pending and then fail (Stripe's
+    # pm_card_refundFail): see RefundBook / Ledger.settle_refund.
+    refunds_fail: bool = False
 
 
 TEST_PAYMENT_METHODS: Final[dict[str, CardProfile]] = {
@@ -84,6 +87,7 @@ TEST_PAYMENT_METHODS: Final[dict[str, CardProfile]] = {
     "pm_card_mastercard": CardProfile(CardBehaviour.SUCCEED),
     "pm_card_amex": CardProfile(CardBehaviour.SUCCEED),
     "pm_card_processing": CardProfile(CardBehaviour.PROCESS),
+    "pm_card_refundFail": CardProfile(CardBehaviour.SUCCEED, refunds_fail=True),
     "pm_card_chargeDeclined": CardProfile(CardBehaviour.DECLINE, GENERIC_DECLINE),
     "pm_card_visa_chargeDeclinedInsufficientFunds": CardProfile(
         CardBehaviour.DECLINE,

@@ -2,11 +2,11 @@
 
     Stripe API (/v1)                       control API (/_sim)
       create_intent ─┐                       set_faults, settle, provider_cancel,
-      cancel_intent ─┼─ idempotent POST      provider_refund, dispute,
+      cancel_intent ─┼─ idempotent POST      provider_refund, settle_refund, dispute,
       create_refund ─┘                       unrecorded_charge, ledger_rows, reset,
       retrieve_intent, list_intents,         configure_webhooks, event_rows, redeliver
       search_intents, retrieve_charge,
-      retrieve_refund, list_events, retrieve_event
+      retrieve_refund, list_refunds, list_events, retrieve_event
 
 Every event the ledger records goes to the webhook deliverer while it runs
 (`start()`/`stop()`, in the running loop).
@@ -17,23 +17,15 @@ loads what a previous run left and resumes its pending deliveries, and
 `durable()` (awaited by the HTTP layer before every response) waits until what
 the response reports is on disk. Without one there is no store and no cost.
 
-An idempotent POST claims its key first, then sleeps the injected latency, then
-maybe fails before charging (not stored, so a retry runs), then executes and
-stores the response, then maybe holds it (timeout after charge). A request that
-arrives while another with the same key is still in flight waits for it and
-replays its stored response, so a key is charged at most once.
+Every /v1 request passes the gate (gate.py): injected latency, errors and held
+answers, and the idempotency of POSTs.
 """
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
-import functools
-import hashlib
 import json
 import random
 from collections.abc import Callable
-from dataclasses import dataclass
 
 import structlog
 
@@ -43,26 +35,26 @@ from provider_sim.deliverer import WebhookDeliverer
 from provider_sim.errors import ControlError, StripeApiError
 from provider_sim.events import payment_id_of
 from provider_sim.faults import Faults, FaultsError
+from provider_sim.gate import Reply, RequestGate
 from provider_sim.idempotency import (
-    Fingerprint,
     IdempotencyStore,
-    InFlight,
-    Mismatch,
-    Replay,
-    Reservation,
     StoredResponse,
 )
 from provider_sim.intents import IntentStatus, JsonObject, PaymentIntent
 from provider_sim.ledger import (
-    ChargeNotFound,
     CreateRefund,
+    Ledger,
+    SettleOutcome,
+)
+from provider_sim.refunds import REFUND_FAILURE_REASONS
+from provider_sim.refusals import (
+    ChargeNotFound,
     EventNotFound,
     IntentNotFound,
     InvalidTransition,
-    Ledger,
     LedgerError,
     RefundNotFound,
-    SettleOutcome,
+    RefundNotPending,
     UnknownPaymentMethod,
 )
 from provider_sim.settings import SimSettings
@@ -74,13 +66,8 @@ log = structlog.get_logger("provider_sim")
 SEARCH_URL = "/v1/payment_intents/search"
 INTENTS_URL = "/v1/payment_intents"
 EVENTS_URL = "/v1/events"
+REFUNDS_URL = "/v1/refunds"
 MAX_REDELIVER_COPIES = 1000
-
-
-@dataclass(frozen=True, slots=True)
-class Reply:
-    response: StoredResponse
-    replayed: bool = False
 
 
 def encode(body: JsonObject) -> bytes:
@@ -110,7 +97,7 @@ class Simulator:
             rng=random.Random(None if seed is None else seed + 1),
             journal=None if state is None else state.delivery,
         )
-        self._closing = asyncio.Event()
+        self.gate = RequestGate(self.idempotency, lambda: self.faults, self._rng)
         self._unsubscribe: Callable[[], None] | None = None
 
     async def start(self) -> None:
@@ -148,7 +135,7 @@ class Simulator:
 
     def close(self) -> None:
         """Let responses held by `timeout_after_charge` go, so shutdown is quick."""
-        self._closing.set()
+        self.gate.close()
 
     # -- Stripe API -------------------------------------------------------------
 
@@ -166,7 +153,7 @@ class Simulator:
             return StoredResponse(200, encode(intent.to_json()))
 
         fingerprint = ("POST /v1/payment_intents", tuple(sorted(pairs)))
-        return await self._idempotent_post(api_key, idempotency_key, fingerprint, execute)
+        return await self.gate.post(api_key, idempotency_key, fingerprint, execute)
 
     async def cancel_intent(
         self, api_key: str, idempotency_key: str | None, intent_id: str, pairs: forms.FormPairs
@@ -184,7 +171,7 @@ class Simulator:
             return StoredResponse(200, encode(intent.to_json()))
 
         fingerprint = (f"POST /v1/payment_intents/{intent_id}/cancel", tuple(sorted(pairs)))
-        return await self._idempotent_post(api_key, idempotency_key, fingerprint, execute)
+        return await self.gate.post(api_key, idempotency_key, fingerprint, execute)
 
     async def create_refund(
         self, api_key: str, idempotency_key: str | None, pairs: forms.FormPairs
@@ -193,23 +180,25 @@ class Simulator:
             command = forms.create_refund(pairs, idempotency_key)
             named_by = "payment_intent" if command.charge is None else "charge"
             try:
-                refund = self.ledger.refund(command)
+                refund = self.ledger.refund(
+                    command, pending=self.gate.roll(self.faults.refund_pending_rate)
+                )
             except LedgerError as exc:
                 raise StripeApiError.refused(exc, named_by=named_by) from None
             return StoredResponse(200, encode(refund.to_json()))
 
         fingerprint = ("POST /v1/refunds", tuple(sorted(pairs)))
-        return await self._idempotent_post(api_key, idempotency_key, fingerprint, execute)
+        return await self.gate.post(api_key, idempotency_key, fingerprint, execute)
 
     async def retrieve_intent(self, intent_id: str, *, expand_charge: bool = False) -> JsonObject:
-        await self._before_read()
+        await self.gate.before_read()
         try:
             return intent_json(self.ledger.get(intent_id), expand_charge=expand_charge)
         except IntentNotFound as exc:
             raise StripeApiError.missing(str(exc), param="intent") from None
 
     async def list_intents(self, params: forms.IntentListParams) -> JsonObject:
-        await self._before_read()
+        await self.gate.before_read()
         try:
             intents, has_more = self.ledger.intents_page(
                 params.created,
@@ -228,21 +217,45 @@ class Simulator:
         }
 
     async def retrieve_charge(self, charge_id: str) -> JsonObject:
-        await self._before_read()
+        await self.gate.before_read()
         try:
             return charge_json(self.ledger.by_charge(charge_id))
         except ChargeNotFound as exc:
             raise StripeApiError.missing(str(exc), param="charge") from None
 
     async def retrieve_refund(self, refund_id: str) -> JsonObject:
-        await self._before_read()
+        await self.gate.before_read()
         try:
             return self.ledger.refund_by_id(refund_id).to_json()
         except RefundNotFound as exc:
             raise StripeApiError.missing(str(exc), param="refund") from None
 
+    async def list_refunds(self, params: forms.RefundListParams) -> JsonObject:
+        await self.gate.before_read()
+        try:
+            refunds, has_more = self.ledger.refunds_page(
+                params.created,
+                limit=params.limit,
+                payment_intent=params.payment_intent,
+                charge=params.charge,
+                starting_after=params.starting_after,
+                ending_before=params.ending_before,
+            )
+        except LedgerError as exc:
+            if isinstance(exc, RefundNotFound):
+                cursor = "starting_after" if params.starting_after is not None else "ending_before"
+                raise StripeApiError.missing(str(exc), param=cursor, status=400) from None
+            named_by = "payment_intent" if params.charge is None else "charge"
+            raise StripeApiError.refused(exc, named_by=named_by) from None
+        return {
+            "object": "list",
+            "data": [refund.to_json() for refund in refunds],
+            "has_more": has_more,
+            "url": REFUNDS_URL,
+        }
+
     async def search_intents(self, params: forms.SearchParams) -> JsonObject:
-        await self._before_read()
+        await self.gate.before_read()
         found: list[PaymentIntent] = []
         has_more = False
         for intent in self.ledger.newest_first(payment_id=params.query.payment_id):
@@ -262,7 +275,7 @@ class Simulator:
         }
 
     async def list_events(self, params: forms.EventListParams) -> JsonObject:
-        await self._before_read()
+        await self.gate.before_read()
         try:
             events, has_more = self.ledger.events_page(
                 params.query,
@@ -275,7 +288,7 @@ class Simulator:
         return {"object": "list", "data": events, "has_more": has_more, "url": EVENTS_URL}
 
     async def retrieve_event(self, event_id: str) -> JsonObject:
-        await self._before_read()
+        await self.gate.before_read()
         try:
             return self.ledger.event(event_id)
         except EventNotFound as exc:
@@ -322,8 +335,37 @@ class Simulator:
         ):
             raise ControlError(400, "invalid_amount", "amount must be a positive integer")
         try:
-            refund = self.ledger.refund(CreateRefund(payment_intent=intent_id, amount=amount))
+            refund = self.ledger.refund(
+                CreateRefund(payment_intent=intent_id, amount=amount),
+                pending=self.gate.roll(self.faults.refund_pending_rate),
+            )
         except LedgerError as exc:
+            raise ControlError.refused(exc) from None
+        return refund.to_json()
+
+    def settle_refund(self, refund_id: str, outcome: object, failure_reason: object) -> JsonObject:
+        """A pending refund completes or fails; without an outcome, as its card makes
+        it (pm_card_refundFail: failed; any other: succeeded)."""
+        if outcome is not None and (
+            not isinstance(outcome, str) or outcome not in list(SettleOutcome)
+        ):
+            raise ControlError(400, "invalid_outcome", "outcome must be 'succeeded' or 'failed'")
+        if failure_reason is not None and (
+            not isinstance(failure_reason, str) or failure_reason not in REFUND_FAILURE_REASONS
+        ):
+            known = ", ".join(sorted(REFUND_FAILURE_REASONS))
+            raise ControlError(400, "invalid_failure_reason", f"failure_reason: one of {known}")
+        if failure_reason is not None and outcome != SettleOutcome.FAILED:
+            raise ControlError(
+                400, "invalid_failure_reason", "failure_reason goes with outcome 'failed' only"
+            )
+        try:
+            refund = self.ledger.settle_refund(
+                refund_id,
+                None if outcome is None else SettleOutcome(outcome),
+                failure_reason,
+            )
+        except (RefundNotFound, RefundNotPending) as exc:
             raise ControlError.refused(exc) from None
         return refund.to_json()
 
@@ -352,7 +394,11 @@ class Simulator:
         self, *, idempotency_key: str | None, payment_id: str | None
     ) -> list[JsonObject]:
         intents = self.ledger.intents(idempotency_key=idempotency_key, payment_id=payment_id)
-        return [intent.to_ledger_json() for intent in intents]
+        return [
+            intent.to_ledger_json()
+            | {"refunds": [r.to_ledger_json() for r in self.ledger.refunds_of(intent.id)]}
+            for intent in intents
+        ]
 
     def configure_webhooks(self, update: object) -> WebhookConfig:
         try:
@@ -416,82 +462,3 @@ class Simulator:
         self.idempotency.clear()
         self.faults = Faults()
         self.webhooks.reset(config=webhook_config)
-
-    # -- faults and idempotency -------------------------------------------------
-
-    async def _idempotent_post(
-        self,
-        api_key: str,
-        key: str | None,
-        fingerprint: Fingerprint,
-        execute: Callable[[], StoredResponse],
-    ) -> Reply:
-        if key is None:
-            await self._delay()
-            self._maybe_fail()
-            response = execute()
-            await self._maybe_hold()
-            return Reply(response)
-        waited = False
-        while True:
-            claim = self.idempotency.claim(_scope(api_key), key, fingerprint)
-            if not isinstance(claim, InFlight):
-                break
-            await claim.wait()
-            waited = True
-        if isinstance(claim, Reservation):
-            response = await self._execute_reserved(claim, execute, delay=not waited)
-            await self._maybe_hold()
-            return Reply(response)
-        if not waited:
-            await self._delay()
-        if isinstance(claim, Mismatch):
-            raise StripeApiError.idempotency_mismatch(claim.key)
-        assert isinstance(claim, Replay)
-        return Reply(claim.response, replayed=True)
-
-    async def _execute_reserved(
-        self, reservation: Reservation, execute: Callable[[], StoredResponse], *, delay: bool
-    ) -> StoredResponse:
-        stored = False
-        try:
-            if delay:
-                await self._delay()
-            self._maybe_fail()
-            response = execute()
-            self.idempotency.complete(reservation, response)
-            stored = True
-            return response
-        finally:
-            if not stored:
-                self.idempotency.release(reservation)
-
-    async def _before_read(self) -> None:
-        await self._delay()
-        self._maybe_fail()
-
-    async def _delay(self) -> None:
-        latency_ms = self.faults.latency_ms
-        if latency_ms:
-            await asyncio.sleep(latency_ms / 1000)
-
-    def _maybe_fail(self) -> None:
-        rate = self.faults.error_rate
-        if rate and self._rng.random() < rate:
-            raise StripeApiError.injected()
-
-    async def _maybe_hold(self) -> None:
-        faults = self.faults
-        rate = faults.timeout_after_charge_rate
-        if rate and self._rng.random() < rate:
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(
-                    self._closing.wait(), faults.timeout_after_charge_hold_ms / 1000
-                )
-
-
-@functools.lru_cache(maxsize=64)
-def _scope(api_key: str) -> str:
-    """Keys are remembered per API key; by its digest, so no secret key is written
-    to the state file."""
-    return hashlib.sha256(api_key.encode()).hexdigest()[:32]

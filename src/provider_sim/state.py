@@ -5,7 +5,8 @@
         └─ note what changed (by reference) ──┐
       a response is sent only after           ├─ flush: serialise, then one SQLite
         `durable()`: what it saw is on disk ◄─┘   transaction (WAL, synchronous=FULL)
-    start: `open()` loads everything back: intents (their charges), refunds,
+    start: `open()` loads everything back: intents (their charges), refunds (with
+      their status),
       disputes, events, stored idempotent responses still within retention,
       and the delivery records of events still on their way.
 
@@ -33,9 +34,10 @@ from typing import Any, Final
 
 import structlog
 
-from provider_sim.charges import Dispute, Refund
+from provider_sim.charges import Dispute
 from provider_sim.idempotency import Fingerprint, StoredKey, StoredResponse
 from provider_sim.intents import IntentStatus, JsonObject, PaymentError, PaymentIntent
+from provider_sim.refunds import Refund
 from provider_sim.webhooks import DeliveryRecord
 
 log = structlog.get_logger("provider_sim")
@@ -79,7 +81,8 @@ class _Changes:
 
     reset: bool = False
     intents: dict[str, PaymentIntent] = field(default_factory=dict)
-    refunds: list[Refund] = field(default_factory=list)
+    # By id: a refund noted again (its status changed) is written once, as it is now.
+    refunds: dict[str, Refund] = field(default_factory=dict)
     disputes: list[Dispute] = field(default_factory=list)
     events: list[JsonObject] = field(default_factory=list)
     keys: dict[tuple[str, str], tuple[Fingerprint, StoredResponse, float]] = field(
@@ -159,7 +162,7 @@ class StateStore:
         self._noted_one()
 
     def refund(self, refund: Refund) -> None:
-        self._changes.refunds.append(refund)
+        self._changes.refunds[refund.id] = refund
         self._noted_one()
 
     def dispute(self, dispute: Dispute) -> None:
@@ -288,7 +291,13 @@ class StateStore:
                 "ON CONFLICT (id) DO UPDATE SET body = excluded.body",
                 rows.intents,
             )
-            db.executemany("INSERT INTO refunds (id, body) VALUES (?, ?)", rows.refunds)
+            # A refund's status changes (pending -> succeeded | failed): upsert,
+            # which keeps its rowid, so refunds load back in creation order.
+            db.executemany(
+                "INSERT INTO refunds (id, body) VALUES (?, ?) "
+                "ON CONFLICT (id) DO UPDATE SET body = excluded.body",
+                rows.refunds,
+            )
             db.executemany("INSERT INTO disputes (id, body) VALUES (?, ?)", rows.disputes)
             db.executemany("INSERT INTO events (id, body) VALUES (?, ?)", rows.events)
             db.executemany(
@@ -312,7 +321,7 @@ def _rows(changes: _Changes, expired_before: float) -> _Rows:
     return _Rows(
         reset=changes.reset,
         intents=[(i.id, i.seq, _dumps(intent_state(i))) for i in changes.intents.values()],
-        refunds=[(r.id, _dumps(_fields(r, _REFUND_FIELDS))) for r in changes.refunds],
+        refunds=[(r.id, _dumps(_fields(r, _REFUND_FIELDS))) for r in changes.refunds.values()],
         disputes=[(d.id, _dumps(_fields(d, _DISPUTE_FIELDS))) for d in changes.disputes],
         events=[(e["id"], _dumps(e)) for e in changes.events],
         keys=[

@@ -12,9 +12,10 @@ from aiohttp import web
 from provider_sim import forms
 from provider_sim.appkeys import SIMULATOR
 from provider_sim.errors import StripeApiError
+from provider_sim.gate import Reply
 from provider_sim.intents import JsonObject
 from provider_sim.ledger import random_id
-from provider_sim.simulator import Reply, encode
+from provider_sim.simulator import encode
 
 MAX_IDEMPOTENCY_KEY_LENGTH: Final = 255
 JSON: Final = "application/json"
@@ -29,6 +30,7 @@ def add_routes(app: web.Application) -> None:
     app.router.add_post("/v1/payment_intents/{intent}/cancel", cancel_payment_intent)
     app.router.add_get("/v1/charges/{charge}", retrieve_charge)
     app.router.add_post("/v1/refunds", create_refund)
+    app.router.add_get("/v1/refunds", list_refunds)
     app.router.add_get("/v1/refunds/{refund}", retrieve_refund)
     app.router.add_get("/v1/events", list_events)
     app.router.add_get("/v1/events/{event}", retrieve_event)
@@ -85,6 +87,12 @@ async def retrieve_refund(request: web.Request) -> web.Response:
     simulator = request.app[SIMULATOR]
     authenticate(request, simulator.settings.api_key)
     return _json(await simulator.retrieve_refund(request.match_info["refund"]))
+
+
+async def list_refunds(request: web.Request) -> web.Response:
+    simulator = request.app[SIMULATOR]
+    authenticate(request, simulator.settings.api_key)
+    return _json(await simulator.list_refunds(forms.refund_list_params(request.query)))
 
 
 async def search_payment_intents(request: web.Request) -> web.Response:

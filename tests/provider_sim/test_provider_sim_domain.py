@@ -25,23 +25,25 @@ from provider_sim.idempotency import (
 )
 from provider_sim.intents import IntentStatus
 from provider_sim.ledger import (
+    CreateIntent,
+    CreateRefund,
+    Ledger,
+    SettleOutcome,
+)
+from provider_sim.listing import CreatedRange
+from provider_sim.refusals import (
     AlreadyDisputed,
     AlreadyRefunded,
     AmountTooLarge,
     ChargeDisputed,
     ChargeMismatch,
     ChargeNotFound,
-    CreateIntent,
-    CreateRefund,
     EventNotFound,
     IntentNotFound,
     InvalidTransition,
-    Ledger,
     NotSucceeded,
-    SettleOutcome,
     UnknownPaymentMethod,
 )
-from provider_sim.listing import CreatedRange
 from provider_sim.settings import SettingsError, SimSettings
 from provider_sim.signature import signature_header
 from provider_sim.webhooks import DeliveryRecord, WebhookConfig, WebhookConfigError

@@ -429,6 +429,7 @@ async def test_faults_merge_and_validate(sim: Sim) -> None:
         "webhook_duplicate_rate",
         "webhook_reorder",
         "webhook_delay_ms",
+        "refund_pending_rate",
     }
     await sim.set_faults(webhook_drop_rate=0.25, webhook_reorder=True)
     await sim.set_faults(webhook_delay_ms=40)
@@ -488,6 +489,7 @@ async def test_unrecorded_charge(sim: Sim, client: stripe.StripeClient) -> None:
         "metadata": {},
         "idempotency_key": None,
         "charges": 1,
+        "refunds": [],
     }
     fetched = await client.v1.payment_intents.retrieve_async(intent["id"])
     assert fetched.status == "succeeded"

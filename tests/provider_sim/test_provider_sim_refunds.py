@@ -16,8 +16,7 @@ from typing import Any
 import aiohttp
 import pytest
 import stripe
-from aiohttp import web
-from sim_testkit import running_sim, sdk_client
+from sim_testkit import Receiver, Sim, running_sim, sdk_client
 
 from provider_sim import SimSettings
 
@@ -25,71 +24,9 @@ API_KEY = "sk_test_refunds"
 SECRET = "whsec_test_refunds"
 
 
-class Receiver:
-    """A webhook endpoint that keeps every delivery by event id."""
-
-    def __init__(self) -> None:
-        self.arrivals: dict[str, list[tuple[bytes, str]]] = {}
-        self.url = ""
-        self._runner: web.AppRunner | None = None
-
-    async def _handle(self, request: web.Request) -> web.Response:
-        body = await request.read()
-        event_id = json.loads(body)["id"]
-        self.arrivals.setdefault(event_id, []).append((body, request.headers["Stripe-Signature"]))
-        return web.Response(text="ok")
-
-    async def event(self, event_id: str) -> stripe.Event:
-        """The event as delivered, once it arrives; its signature must verify."""
-        deadline = time.monotonic() + 5
-        while event_id not in self.arrivals:
-            assert time.monotonic() < deadline, f"{event_id} was not delivered"
-            await asyncio.sleep(0.01)
-        body, header = self.arrivals[event_id][0]
-        event: stripe.Event = stripe.Webhook.construct_event(body, header, SECRET)
-        return event
-
-    async def start(self) -> Receiver:
-        app = web.Application()
-        app.router.add_post("/hooks", self._handle)
-        self._runner = web.AppRunner(app, access_log=None, shutdown_timeout=0.1)
-        await self._runner.setup()
-        await web.TCPSite(self._runner, "127.0.0.1", 0).start()
-        self.url = f"http://127.0.0.1:{self._runner.addresses[0][1]}/hooks"
-        return self
-
-    async def stop(self) -> None:
-        if self._runner is not None:
-            await self._runner.cleanup()
-
-
-class Sim:
-    def __init__(self, url: str, http: aiohttp.ClientSession) -> None:
-        self.url = url
-        self.http = http
-
-    async def control(self, method: str, path: str, body: Any = None) -> tuple[int, Any]:
-        async with self.http.request(method, self.url + path, json=body) as response:
-            return response.status, await response.json()
-
-    async def ok(self, path: str, body: Any = None) -> Any:
-        status, answer = await self.control("POST", path, body)
-        assert status == 200, answer
-        return answer
-
-    async def refused(self, path: str, body: Any = None) -> tuple[int, str]:
-        status, answer = await self.control("POST", path, body)
-        return status, answer["error"]["reason"]
-
-    async def ledger_row(self, payment_id: str) -> dict[str, Any]:
-        _, body = await self.control("GET", f"/_sim/ledger?payment_id={payment_id}")
-        [row] = body["payment_intents"]
-        return dict(row)
-
-
 @pytest.fixture(scope="module")
 async def receiver() -> AsyncIterator[Receiver]:
-    started = await Receiver().start()
+    started = await Receiver(SECRET).start()
     yield started
     await started.stop()
 
@@ -193,7 +130,9 @@ async def test_partial_refunds_add_up_and_never_exceed_the_charge(
     assert (first.amount, first.payment_intent) == (500, intent.id)
 
     error = await refund_error(client, payment_intent=intent.id, amount=1000)
-    assert (error.code, error.param) == ("amount_too_large", "amount")
+    # As on Stripe: no code, only the param and the message.
+    assert (error.code, error.param) == (None, "amount")
+    assert "greater than unrefunded amount on charge (750)" in error.user_message
     assert (await sim.ledger_row(payment_id))["amount_refunded"] == 500
 
     rest = await refund(client, payment_intent=intent.id)

@@ -1,6 +1,6 @@
 """provider-sim with a state location, as a real process: what it acknowledged
-survives a SIGKILL and a restart on the same file (intents, charges, refunds,
-disputes, events, stored idempotent responses, pending webhooks)."""
+survives a SIGKILL and a restart on the same file (intents, charges, refunds with
+their status, disputes, events, stored idempotent responses, pending webhooks)."""
 
 from __future__ import annotations
 
@@ -227,6 +227,76 @@ async def test_reset_clears_the_books_on_disk(
     status, _, headers = await post(http, f"{url}/v1/payment_intents", form, "reset-key")
     assert status == 200 and "Idempotent-Replayed" not in headers
     assert len((await get_json(http, f"{url}/_sim/ledger"))["payment_intents"]) == 1
+
+
+async def test_refunds_keep_their_status_across_a_sigkill(
+    sim_process: SimProcess, http: aiohttp.ClientSession
+) -> None:
+    sim_process.start()
+    url = sim_process.url
+    _, paid, _ = await post(
+        http, f"{url}/v1/payment_intents", intent_form("pm_card_visa", "pay_rf1", 1000), "k-rf1"
+    )
+    _, failing, _ = await post(
+        http, f"{url}/v1/payment_intents", intent_form("pm_card_refundFail", "pay_rf2"), "k-rf2"
+    )
+
+    async def refund(intent: dict[str, Any], amount: int, key: str) -> dict[str, Any]:
+        form = {"payment_intent": intent["id"], "amount": str(amount), "metadata[refund_id]": key}
+        status, body, _ = await post(http, f"{url}/v1/refunds", form, key)
+        assert status == 200, body
+        return body
+
+    await control(http, f"{url}/_sim/faults", {"refund_pending_rate": 1})
+    pending = await refund(paid, 200, "ref-a")
+    settled = await refund(paid, 100, "ref-d")
+    await control(http, f"{url}/_sim/refunds/{settled['id']}/settle", {"outcome": "succeeded"})
+    await control(http, f"{url}/_sim/faults", {"refund_pending_rate": 0})
+    succeeded = await refund(paid, 300, "ref-b")
+    failed = await refund(failing, 500, "ref-c")
+    await control(http, f"{url}/_sim/refunds/{failed['id']}/settle", {})
+    before = await books(http, sim_process)
+    before_refunds = await get_json(http, f"{url}/v1/refunds?limit=100")
+    sim_process.kill()
+
+    sim_process.start()
+
+    assert await books(http, sim_process) == before
+    assert await get_json(http, f"{url}/v1/refunds?limit=100") == before_refunds
+    statuses = {
+        r["id"]: (r["status"], r["amount"], r.get("failure_reason")) for r in before_refunds["data"]
+    }
+    assert statuses == {
+        pending["id"]: ("pending", 200, None),
+        settled["id"]: ("succeeded", 100, None),
+        succeeded["id"]: ("succeeded", 300, None),
+        failed["id"]: ("failed", 500, "expired_or_canceled_card"),
+    }
+    [ours] = (await get_json(http, f"{url}/_sim/ledger?payment_id=pay_rf1"))["payment_intents"]
+    assert ours["amount_refunded"] == 600  # pending ones count
+    assert [(r["id"], r["idempotency_key"]) for r in ours["refunds"]] == [
+        (pending["id"], "ref-a"),
+        (settled["id"], "ref-d"),
+        (succeeded["id"], "ref-b"),
+    ]
+    [theirs] = (await get_json(http, f"{url}/_sim/ledger?payment_id=pay_rf2"))["payment_intents"]
+    assert theirs["amount_refunded"] == 0
+    # The books go on: the pending refund settles, a retried key replays.
+    done = await control(http, f"{url}/_sim/refunds/{pending['id']}/settle", {"outcome": "failed"})
+    assert (done["status"], done["failure_reason"]) == ("failed", "declined")
+    form = {"payment_intent": paid["id"], "amount": "300", "metadata[refund_id]": "ref-b"}
+    status, replayed, headers = await post(http, f"{url}/v1/refunds", form, "ref-b")
+    assert (status, replayed["id"], replayed["status"]) == (200, succeeded["id"], "succeeded")
+    assert headers.get("Idempotent-Replayed") == "true"
+    rest = await refund(paid, 600, "ref-e")
+    assert rest["status"] == "succeeded"
+    listed = await get_json(http, f"{url}/v1/refunds?payment_intent={paid['id']}")
+    assert [r["id"] for r in listed["data"]] == [
+        rest["id"],
+        succeeded["id"],
+        settled["id"],
+        pending["id"],
+    ]
 
 
 @dataclass
