@@ -58,8 +58,12 @@ class PgDiscrepancyWriter:
         payment_id: uuid.UUID | None,
         provider_payment_id: str | None,
         details: Mapping[str, str],
+        *,
+        refund_id: uuid.UUID | None = None,
     ) -> Reported:
-        return await report(self._conn, kind, payment_id, provider_payment_id, details)
+        return await report(
+            self._conn, kind, payment_id, provider_payment_id, details, refund_id=refund_id
+        )
 
 
 class PostgresUnitOfWork(AbstractUnitOfWork):

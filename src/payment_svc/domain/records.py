@@ -25,6 +25,8 @@ class Discrepancy:
     resolved_at: datetime | None
     resolved_by: str | None
     note: str | None
+    # set for a finding about one of our refunds
+    refund_id: uuid.UUID | None = None
 
 
 @dataclass(frozen=True)

@@ -131,6 +131,8 @@ class DiscrepancyRepository(Protocol):
         payment_id: uuid.UUID | None,
         provider_payment_id: str | None,
         details: Mapping[str, str],
+        *,
+        refund_id: uuid.UUID | None = None,
     ) -> Reported: ...
 
     async def discrepancies(

@@ -123,6 +123,8 @@ class DiscrepancyWriter(Protocol):
         payment_id: uuid.UUID | None,
         provider_payment_id: str | None,
         details: Mapping[str, str],
+        *,
+        refund_id: uuid.UUID | None = None,
     ) -> Reported: ...
 
 
