@@ -29,6 +29,7 @@ from payment_svc.adapters.event_store import EventStore
 from payment_svc.adapters.postgres_uow import PostgresUnitOfWork
 from payment_svc.adapters.quarantine_store import QuarantineStore
 from payment_svc.adapters.reconciliation_store import SnapshotStore
+from payment_svc.adapters.refund_store import RefundStore
 from payment_svc.adapters.run_store import RunStore
 from payment_svc.adapters.store import PaymentStore
 from payment_svc.adapters.stripe_observations import parse_event
@@ -43,6 +44,7 @@ from payment_svc.service_layer.pagination import PageTokens
 from payment_svc.service_layer.payments import PaymentsService
 from payment_svc.service_layer.provider_sync import ProviderSyncService
 from payment_svc.service_layer.reconciliation import ReconciliationService
+from payment_svc.service_layer.refunds import RefundsService
 from payment_svc.service_layer.runs import RunService
 from payment_svc.settings import ConfigError, MigrationSettings, Settings
 from payments_kit import logs, runtime
@@ -123,7 +125,17 @@ async def serve(settings: Settings) -> None:
         read_snapshot=stripe_snapshot,
     )
     health_servicer = health.aio.HealthServicer()
-    server, port = create_server(settings, payments, sync_service, reconciliation, health_servicer)
+    refunds = RefundsService(
+        RefundStore(db),
+        provider,
+        AttemptBudget(
+            provider_timeout=settings.provider_timeout, write_reserve=settings.db_timeout
+        ),
+        uow=lambda: PostgresUnitOfWork(db),
+    )
+    server, port = create_server(
+        settings, payments, sync_service, reconciliation, health_servicer, refunds=refunds
+    )
 
     pending: set[asyncio.Task[None]] = set()
 
@@ -154,7 +166,9 @@ async def serve(settings: Settings) -> None:
     inbox.cancel()
     await health_servicer.enter_graceful_shutdown()
     await server.stop(settings.drain_seconds)
-    await payments.drain(settings.drain_seconds)
+    await asyncio.gather(
+        payments.drain(settings.drain_seconds), refunds.drain(settings.drain_seconds)
+    )
     await provider.close()
     await db.close()
     log.info("payment_svc_stopped")

@@ -29,11 +29,14 @@ from payments.errors import (
     Aborted,
     AlreadyExists,
     DeadlineExceeded,
+    FailedPrecondition,
     InvalidArgument,
     NotFound,
+    PaymentNotRefundable,
     PaymentsClientError,
     PermanentError,
     PermissionDenied,
+    RefundExceedsRemaining,
     ResourceExhausted,
     RetryableError,
     ServerError,
@@ -52,13 +55,16 @@ __all__ = [
     "Aborted",
     "AlreadyExists",
     "DeadlineExceeded",
+    "FailedPrecondition",
     "InvalidArgument",
     "NotFound",
+    "PaymentNotRefundable",
     "PaymentsClient",
     "PaymentsClientError",
     "PermanentError",
     "PermissionDenied",
     "ProviderSyncClient",
+    "RefundExceedsRemaining",
     "ResourceExhausted",
     "RetryableError",
     "ServerError",
@@ -204,6 +210,24 @@ class PaymentsClient(_Client):
             self.stub.ListPaymentEvents, request
         )
         return list(reply.events)
+
+    async def refund_payment(
+        self, payment_id: str, idempotency_key: str, amount: int = 0, reason: str = ""
+    ) -> pb.Refund:
+        """Refunds `amount` (0: all that remains) of a succeeded payment. A
+        retry with the same key never refunds twice: it raises AlreadyExists
+        (DUPLICATE_REFUND) naming the refund and its status."""
+        request = svc.RefundPaymentRequest(
+            payment_id=payment_id, idempotency_key=idempotency_key, amount=amount, reason=reason
+        )
+        reply: svc.RefundPaymentResponse = await self._call(self.stub.RefundPayment, request)
+        return reply.refund
+
+    async def list_refunds(self, payment_id: str) -> list[pb.Refund]:
+        """The payment's refunds, oldest first."""
+        request = svc.ListRefundsRequest(payment_id=payment_id)
+        reply: svc.ListRefundsResponse = await self._call(self.stub.ListRefunds, request)
+        return list(reply.refunds)
 
 
 def _duration(seconds: float | None) -> Duration | None:

@@ -10,7 +10,11 @@
      └── PermanentError            the same request will never succeed
           ├── InvalidArgument      INVALID_ARGUMENT, with field_violations
           ├── AlreadyExists        ALREADY_EXISTS: idempotency key used before;
-          │                        metadata payment_id and status name the first payment
+          │                        metadata payment_id (or refund_id) and status name
+          │                        the first payment (or refund)
+          ├── FailedPrecondition   FAILED_PRECONDITION: not in a state for this
+          │    ├── PaymentNotRefundable    reason PAYMENT_NOT_REFUNDABLE: not SUCCEEDED
+          │    └── RefundExceedsRemaining  reason REFUND_EXCEEDS_REMAINING; .remaining
           ├── NotFound             NOT_FOUND (also another client's payment)
           ├── Unauthenticated      UNAUTHENTICATED: missing or unknown token
           ├── PermissionDenied     PERMISSION_DENIED: wrong service for this caller
@@ -86,6 +90,31 @@ class AlreadyExists(PermanentError):
         """The payment that holds the idempotency key."""
         return self.metadata.get("payment_id", "")
 
+    @property
+    def refund_id(self) -> str:
+        """The refund that holds the idempotency key (RefundPayment)."""
+        return self.metadata.get("refund_id", "")
+
+    @property
+    def status(self) -> str:
+        """The status name of the payment or refund holding the key."""
+        return self.metadata.get("status", "")
+
+
+class FailedPrecondition(PermanentError):
+    pass
+
+
+class PaymentNotRefundable(FailedPrecondition):
+    """Only a SUCCEEDED payment can be refunded (a REVERSED one has nothing left)."""
+
+
+class RefundExceedsRemaining(FailedPrecondition):
+    @property
+    def remaining(self) -> int:
+        """How much of the payment can still be refunded."""
+        return int(self.metadata.get("remaining", "0") or 0)
+
 
 class NotFound(PermanentError):
     pass
@@ -110,9 +139,17 @@ _BY_CODE: dict[grpc.StatusCode, type[PaymentsClientError]] = {
     grpc.StatusCode.ABORTED: Aborted,
     grpc.StatusCode.INVALID_ARGUMENT: InvalidArgument,
     grpc.StatusCode.ALREADY_EXISTS: AlreadyExists,
+    grpc.StatusCode.FAILED_PRECONDITION: FailedPrecondition,
     grpc.StatusCode.NOT_FOUND: NotFound,
     grpc.StatusCode.UNAUTHENTICATED: Unauthenticated,
     grpc.StatusCode.PERMISSION_DENIED: PermissionDenied,
+}
+
+
+# Finer classes for a code, chosen by ErrorInfo.reason.
+_BY_REASON: dict[tuple[grpc.StatusCode, str], type[PaymentsClientError]] = {
+    (grpc.StatusCode.FAILED_PRECONDITION, "PAYMENT_NOT_REFUNDABLE"): PaymentNotRefundable,
+    (grpc.StatusCode.FAILED_PRECONDITION, "REFUND_EXCEEDS_REMAINING"): RefundExceedsRemaining,
 }
 
 
@@ -146,7 +183,7 @@ def from_rpc_error(err: grpc.aio.AioRpcError) -> PaymentsClientError:
             retry = error_details_pb2.RetryInfo()
             detail.Unpack(retry)
             delay = retry.retry_delay.ToTimedelta().total_seconds()
-    cls = _BY_CODE.get(code, ServerError)
+    cls = _BY_REASON.get((code, reason)) or _BY_CODE.get(code, ServerError)
     return cls(
         code,
         err.details() or "",

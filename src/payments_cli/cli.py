@@ -2,6 +2,7 @@
 
     payments up                          run the whole stack in the foreground
     payments pay / get / events / list   call a running payment-svc
+    payments refund / refunds            refund a payment (all or part); list its refunds
     payments reconcile                   one reconciliation pass now (as `reconciler --once`)
     payments discrepancies [resolve]     what reconciliation could not fix; resolve with a note
     payments quarantine [replay ID]      provider events that could not be processed; replay one
@@ -221,6 +222,63 @@ def events(
         render.print_json({"events": [render.to_dict(e) for e in history]})
     else:
         render.events(history)
+
+
+@app.command()
+def refund(
+    payment_id: Annotated[str, typer.Argument(help="pay_...")],
+    amount: Annotated[
+        int,
+        # int64 on the wire; the service checks the business range (0..99,999,999).
+        typer.Option(min=-(2**63), max=2**63 - 1, help="minor units; 0: all that remains"),
+    ] = 0,
+    reason: Annotated[
+        str, typer.Option(help="duplicate, fraudulent, requested_by_customer, or empty")
+    ] = "",
+    idempotency_key: Annotated[
+        str | None, typer.Option(help="default: a fresh UUID (a retry must reuse it)")
+    ] = None,
+    timeout: Annotated[
+        float,
+        typer.Option(
+            min=0.1,
+            help="seconds to wait (the call's deadline); UNKNOWN when the provider could "
+            "not answer in time",
+        ),
+    ] = PAY_TIMEOUT_SECONDS,
+    target: Target = DEFAULT_TARGET,
+    token: Token = DEFAULT_TOKEN,
+    as_json: Json = False,
+) -> None:
+    """Refund a succeeded payment, in whole or in part: recorded first, then
+    sent to the provider."""
+    key = idempotency_key or str(uuid.uuid4())
+    made = _call(
+        target,
+        token,
+        as_json,
+        lambda c: c.refund_payment(payment_id, key, amount, reason),
+        timeout=timeout,
+    )
+    if as_json:
+        render.print_json(render.to_dict(made))
+    else:
+        render.refund(made)
+
+
+@app.command()
+def refunds(
+    payment_id: Annotated[str, typer.Argument(help="pay_...")],
+    target: Target = DEFAULT_TARGET,
+    token: Token = DEFAULT_TOKEN,
+    as_json: Json = False,
+) -> None:
+    """Show a payment's refunds, oldest first."""
+    listed = _call(target, token, as_json, lambda c: c.list_refunds(payment_id))
+    if as_json:
+        render.print_json({"refunds": [render.to_dict(r) for r in listed]})
+    else:
+        render.refunds(listed)
 
 
 @app.command("list")

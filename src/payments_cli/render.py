@@ -123,6 +123,59 @@ def events(items: Sequence[pb.PaymentEvent]) -> None:
     stdout.print(table)
 
 
+_REFUND_STYLE = {
+    pb.REFUND_STATUS_SUCCEEDED: "green",
+    pb.REFUND_STATUS_FAILED: "red",
+    pb.REFUND_STATUS_UNKNOWN: "yellow",
+    pb.REFUND_STATUS_PENDING: "cyan",
+}
+
+
+def refund_status_text(status: pb.RefundStatus.ValueType) -> Text:
+    name = pb.RefundStatus.Name(status).removeprefix("REFUND_STATUS_")
+    return Text(name, style=_REFUND_STYLE.get(status, ""))
+
+
+def refund(r: pb.Refund) -> None:
+    table = Table(show_header=False, box=None, pad_edge=False)
+    table.add_column(style="bold", no_wrap=True)
+    table.add_column(overflow="fold")
+    rows: list[tuple[str, str | Text]] = [
+        ("id", r.id),
+        ("payment", r.payment_id),
+        ("status", refund_status_text(r.status)),
+        ("amount", f"{r.amount} {r.currency} (minor units)"),
+        ("reason", r.reason),
+        ("idempotency key", r.idempotency_key),
+        ("provider id", r.provider_refund_id),
+        ("failure", " ".join(filter(None, [r.failure_code, r.failure_message]))),
+        ("created (UTC)", _time(r, "created_at")),
+        ("updated (UTC)", _time(r, "updated_at")),
+    ]
+    for label, value in rows:
+        if value:
+            table.add_row(label, value if isinstance(value, Text) else Text(value))
+    stdout.print(table)
+
+
+def refunds(items: Sequence[pb.Refund]) -> None:
+    table = Table()
+    for name in ("id", "status", "amount", "reason", "provider id", "created (UTC)", "failure"):
+        table.add_column(name, no_wrap=name != "failure")
+    table.columns[2].justify = "right"
+    for r in items:
+        table.add_row(
+            r.id,
+            refund_status_text(r.status),
+            f"{r.amount} {r.currency}",
+            Text(r.reason),
+            Text(r.provider_refund_id),
+            _time(r, "created_at"),
+            Text(r.failure_code),
+        )
+    stdout.print(table)
+
+
 def kind_text(kind: sync.DiscrepancyKind.ValueType) -> str:
     return sync.DiscrepancyKind.Name(kind).removeprefix("DISCREPANCY_KIND_")
 

@@ -27,6 +27,7 @@ CONTRACT = {
         "grpc_server_handling_seconds_bucket", "grpc_server_msg_received_total",
         "grpc_server_msg_sent_total", "payments_created_total", "payments_database_up",
         "payments_unmatched_provider_events", "payments_provider_events_total",
+        "payments_refunds_total",
     },
     "webhook-gateway": {
         "webhook_gateway_requests_total", "webhook_gateway_verification_failures_total",

@@ -325,6 +325,10 @@ TEMPLATES: dict[str, Any] = {
     "GetPayment": lambda: svc.GetPaymentRequest(payment_id=OURS["payment_id"]),
     "ListPayments": lambda: svc.ListPaymentsRequest(page_size=5),
     "ListPaymentEvents": lambda: svc.ListPaymentEventsRequest(payment_id=OURS["payment_id"]),
+    "RefundPayment": lambda: svc.RefundPaymentRequest(
+        payment_id=OURS["payment_id"], idempotency_key=f"fuzz-{uuid.uuid4()}", amount=1
+    ),
+    "ListRefunds": lambda: svc.ListRefundsRequest(payment_id=OURS["payment_id"]),
     "ApplyProviderEvent": lambda: sync.ApplyProviderEventRequest(
         payload=json.dumps(
             {

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import copy
 import uuid
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any
@@ -545,10 +545,14 @@ class FakeRefundProvider:
     asked: list[ProviderRefundRequest] = field(default_factory=list)
     timeouts: list[float | None] = field(default_factory=list)
     seen_recorded: list[bool] = field(default_factory=list)
+    # awaited before answering (a slow provider, an outage meanwhile)
+    on_call: Callable[[], Awaitable[None]] | None = None
 
     async def create_refund(
         self, ask: ProviderRefundRequest, *, timeout: float | None = None
     ) -> RefundOutcome:
+        if self.on_call is not None:
+            await self.on_call()
         self.asked.append(ask)
         self.timeouts.append(timeout)
         if self.repository is not None:

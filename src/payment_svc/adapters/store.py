@@ -22,6 +22,7 @@ from payment_svc.domain.errors import NotFound
 from payment_svc.domain.model import NewPayment as NewPayment
 from payment_svc.domain.model import Payment, PaymentEvent, ProviderResult, format_payment_id
 from payment_svc.domain.reconciliation import DiscrepancyKind
+from payment_svc.domain.refunds import RefundStatus
 from payment_svc.domain.results import (
     ExistingPayment,
     ResultPlanner,
@@ -118,6 +119,8 @@ def _event(row: asyncpg.Record) -> PaymentEvent:
         note=row["note"],
         provider_created_at=row["provider_created_at"],
         recorded_at=row["recorded_at"],
+        refund_id=row["refund_id"],
+        refund_status=RefundStatus(row["refund_status"]) if row["refund_status"] else None,
     )
 
 

@@ -9,6 +9,11 @@ What can go wrong, in our words (SPEC §3, issue #2):
     everything else: timeout, connection error, 5xx, 401/403/429, rate
     limits, an answer we cannot parse             -> UNKNOWN (never FAILED)
 
+Refunds (create_refund) read the same table: a refusal before anything was
+refunded (a 4xx: more than the charge has left, an unknown intent) is
+FAILED with the provider's code; no answer (timeout, 5xx, a cut
+connection, a key conflict) is UNKNOWN, never FAILED.
+
 The same code runs against Stripe's test mode by changing the base URL and key.
 """
 
@@ -21,9 +26,16 @@ import stripe
 import structlog
 
 from payment_svc.domain.model import ProviderCharge, ProviderResult
+from payment_svc.domain.refunds import ProviderRefundRequest, RefundOutcome, RefundStatus
 from payment_svc.domain.status import PaymentStatus
 from payments_stripe.client import Failure, StripeApi, classify
-from payments_stripe.status import field, intent_failure, intent_status
+from payments_stripe.status import (
+    field,
+    intent_failure,
+    intent_status,
+    refund_failure,
+    refund_status,
+)
 
 log = structlog.get_logger("payment_svc.provider")
 
@@ -80,6 +92,68 @@ class StripeProvider:
             log.exception("provider_unexpected_error")
             return _unknown(f"unexpected {type(exc).__name__}")
         return result_of_intent(intent)
+
+    async def create_refund(
+        self, ask: ProviderRefundRequest, *, timeout: float | None = None
+    ) -> RefundOutcome:
+        """POST /v1/refunds with our refund id as the Idempotency-Key and in
+        metadata[refund_id]; never more than PROVIDER_TIMEOUT_SECONDS."""
+        bound = self._timeout if timeout is None else min(timeout, self._timeout)
+        params: dict[str, Any] = {
+            "payment_intent": ask.provider_payment_id,
+            "amount": ask.amount,
+            "metadata": {"refund_id": ask.refund_id, "payment_id": ask.payment_id},
+        }
+        if ask.reason:
+            params["reason"] = ask.reason
+        try:
+            async with asyncio.timeout(bound):
+                refund = await self._api.request(
+                    "post", "/v1/refunds", idempotency_key=ask.refund_id, **params
+                )
+        except TimeoutError:
+            if bound < self._timeout:
+                return _refund_unknown(
+                    f"provider call timed out at the caller's deadline ({bound:.2f} s)"
+                )
+            return _refund_unknown("provider call timed out")
+        except stripe.StripeError as exc:
+            failure = classify(exc)
+            if failure.charged_nothing:
+                return RefundOutcome(
+                    status=RefundStatus.FAILED,
+                    failure_code=exc.code or failure.value,
+                    failure_message=exc.user_message or "refused by the provider",
+                    note=f"provider refused: {type(exc).__name__} (http {exc.http_status})",
+                )
+            if failure is Failure.CONFLICT:
+                return _refund_unknown(f"idempotency conflict: {exc.user_message or exc.code}")
+            return _refund_unknown(f"{type(exc).__name__} (http {exc.http_status})")
+        except Exception as exc:  # an answer we cannot make sense of
+            log.exception("provider_unexpected_error")
+            return _refund_unknown(f"unexpected {type(exc).__name__}")
+        return outcome_of_refund(refund)
+
+
+def outcome_of_refund(refund: Any) -> RefundOutcome:
+    """A Stripe Refund (SDK object or dict) in our terms."""
+    provider_status, mapped = refund_status(refund)
+    ours = RefundStatus[mapped.name]
+    code, message = refund_failure(refund) if ours is RefundStatus.FAILED else (None, None)
+    provider_id = field(refund, "id")
+    return RefundOutcome(
+        status=ours,
+        provider_refund_id=provider_id if isinstance(provider_id, str) and provider_id else None,
+        provider_status=provider_status.value,
+        failure_code=code or ("refund_failed" if ours is RefundStatus.FAILED else None),
+        failure_message=message,
+        note=f"provider status {provider_status.value}",
+    )
+
+
+def _refund_unknown(why: str) -> RefundOutcome:
+    log.warning("provider_refund_outcome_unknown", reason=why)
+    return RefundOutcome(status=RefundStatus.UNKNOWN, note=why)
 
 
 def result_of_intent(intent: Any) -> ProviderResult:

@@ -10,8 +10,12 @@ import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
+from typing import TYPE_CHECKING
 
 from payment_svc.domain.status import PaymentStatus, Source
+
+if TYPE_CHECKING:  # refunds.py builds on this module
+    from payment_svc.domain.refunds import RefundStatus
 
 PAYMENT_ID_PREFIX = "pay_"
 
@@ -80,6 +84,9 @@ class PaymentEvent:
     note: str | None
     provider_created_at: datetime | None
     recorded_at: datetime
+    # set when the entry is a change of one of the payment's refunds
+    refund_id: uuid.UUID | None = None
+    refund_status: RefundStatus | None = None
 
 
 @dataclass(frozen=True)

@@ -7,9 +7,10 @@ from typing import Any
 
 from google.protobuf.timestamp_pb2 import Timestamp
 
-from payment_svc.domain.commands import CreatePayment, ListPayments
+from payment_svc.domain.commands import CreatePayment, ListPayments, ListRefunds, RefundPayment
 from payment_svc.domain.errors import FieldViolation, InvalidArgument
 from payment_svc.domain.model import Payment, PaymentEvent, format_payment_id
+from payment_svc.domain.refunds import Refund, RefundStatus, format_refund_id
 from payment_svc.domain.status import PaymentStatus, Source
 from payments.v1 import payment_pb2 as pb
 from payments.v1 import payment_service_pb2 as svc
@@ -30,8 +31,20 @@ SOURCE_TO_PB: dict[Source, pb.PaymentEventSource.ValueType] = {
 }
 
 
+REFUND_STATUS_TO_PB: dict[RefundStatus, pb.RefundStatus.ValueType] = {
+    RefundStatus.PENDING: pb.REFUND_STATUS_PENDING,
+    RefundStatus.UNKNOWN: pb.REFUND_STATUS_UNKNOWN,
+    RefundStatus.SUCCEEDED: pb.REFUND_STATUS_SUCCEEDED,
+    RefundStatus.FAILED: pb.REFUND_STATUS_FAILED,
+}
+
+
 def status_name(status: PaymentStatus) -> str:
     return pb.PaymentStatus.Name(STATUS_TO_PB[status])
+
+
+def refund_status_name(status: RefundStatus) -> str:
+    return pb.RefundStatus.Name(REFUND_STATUS_TO_PB[status])
 
 
 def timestamp(value: datetime | None) -> Timestamp | None:
@@ -75,7 +88,42 @@ def event_to_pb(e: PaymentEvent) -> pb.PaymentEvent:
         note=e.note or "",
         provider_created_at=timestamp(e.provider_created_at),
         recorded_at=timestamp(e.recorded_at),
+        refund_id=format_refund_id(e.refund_id) if e.refund_id else "",
+        refund_status=REFUND_STATUS_TO_PB[e.refund_status]
+        if e.refund_status
+        else pb.REFUND_STATUS_UNSPECIFIED,
     )
+
+
+def refund_to_pb(r: Refund) -> pb.Refund:
+    return pb.Refund(
+        id=r.public_id,
+        payment_id=r.public_payment_id,
+        idempotency_key=r.idempotency_key or "",
+        amount=r.amount,
+        currency=r.currency,
+        status=REFUND_STATUS_TO_PB[r.status],
+        provider_refund_id=r.provider_refund_id or "",
+        reason=r.reason,
+        failure_code=r.failure_code or "",
+        failure_message=r.failure_message or "",
+        created_at=timestamp(r.created_at),
+        updated_at=timestamp(r.updated_at),
+        source=SOURCE_TO_PB[r.source],
+    )
+
+
+def refund_command(req: svc.RefundPaymentRequest) -> RefundPayment:
+    return RefundPayment(
+        payment_id=req.payment_id,
+        idempotency_key=req.idempotency_key,
+        amount=req.amount,
+        reason=req.reason,
+    )
+
+
+def list_refunds_query(req: svc.ListRefundsRequest) -> ListRefunds:
+    return ListRefunds(payment_id=req.payment_id)
 
 
 def create_command(req: svc.CreatePaymentRequest) -> CreatePayment:

@@ -14,7 +14,7 @@ from grpc_status import rpc_status
 
 from payment_svc.domain import errors as e
 from payment_svc.entrypoints import metrics
-from payment_svc.entrypoints.convert import status_name
+from payment_svc.entrypoints.convert import refund_status_name, status_name
 from payments_kit.cards import redact_card_numbers
 
 DOMAIN = "payments.v1"
@@ -24,6 +24,7 @@ log = structlog.get_logger("payment_svc.grpc")
 _CODES: list[tuple[type[e.PaymentsError], int]] = [
     (e.InvalidArgument, code_pb2.INVALID_ARGUMENT),
     (e.DuplicatePayment, code_pb2.ALREADY_EXISTS),
+    (e.DuplicateRefund, code_pb2.ALREADY_EXISTS),
     (e.NotFound, code_pb2.NOT_FOUND),
     (e.FailedPrecondition, code_pb2.FAILED_PRECONDITION),
     (e.Unauthenticated, code_pb2.UNAUTHENTICATED),
@@ -47,6 +48,14 @@ def to_grpc_status(exc: e.PaymentsError) -> grpc.Status:
         metadata = {"payment_id": exc.payment_id, "status": status_name(exc.status)}
     if isinstance(exc, e.ResultNotRecorded):
         metadata = {"payment_id": exc.payment_id}
+    if isinstance(exc, e.DuplicateRefund):
+        metadata = {"refund_id": exc.refund_id, "status": refund_status_name(exc.status)}
+    if isinstance(exc, e.PaymentNotRefundable):
+        metadata = {"payment_id": exc.payment_id, "status": status_name(exc.status)}
+    if isinstance(exc, e.RefundExceedsRemaining):
+        metadata = {"payment_id": exc.payment_id, "remaining": str(exc.remaining)}
+    if isinstance(exc, e.RefundNotRecorded):
+        metadata = {"refund_id": exc.refund_id, "payment_id": exc.payment_id}
 
     if isinstance(exc, e.UnprocessableEvent) and exc.quarantine_id:
         metadata = {"quarantine_id": exc.quarantine_id}

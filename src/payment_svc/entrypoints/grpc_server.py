@@ -21,6 +21,7 @@ from payment_svc.entrypoints.validation import RequestFloor
 from payment_svc.service_layer.payments import PaymentsService
 from payment_svc.service_layer.provider_sync import ProviderSyncService
 from payment_svc.service_layer.reconciliation import ReconciliationService
+from payment_svc.service_layer.refunds import RefundsService
 from payment_svc.settings import Settings
 from payments.v1 import payment_service_pb2 as svc
 from payments.v1 import payment_service_pb2_grpc as svc_grpc
@@ -34,8 +35,9 @@ PROVIDER_SYNC_SERVICE = sync.DESCRIPTOR.services_by_name["ProviderSyncService"].
 
 
 class PaymentServicer(svc_grpc.PaymentServiceServicer):
-    def __init__(self, payments: PaymentsService) -> None:
+    def __init__(self, payments: PaymentsService, refunds: RefundsService) -> None:
         self._payments = payments
+        self._refunds = refunds
 
     async def CreatePayment(
         self, request: svc.CreatePaymentRequest, context: Context
@@ -73,17 +75,31 @@ class PaymentServicer(svc_grpc.PaymentServiceServicer):
         events = await self._payments.events(PRINCIPAL.get().client_id, request.payment_id)
         return svc.ListPaymentEventsResponse(events=[convert.event_to_pb(e) for e in events])
 
-    # Placeholders while refunds (issue 13) and the change feed (issue 14)
-    # are built on branches: each answers UNIMPLEMENTED, as the base class would.
     async def RefundPayment(
         self, request: svc.RefundPaymentRequest, context: Context
     ) -> svc.RefundPaymentResponse:
-        await context.abort(grpc.StatusCode.UNIMPLEMENTED, "RefundPayment is not built yet")
+        try:
+            refund = await self._refunds.refund(
+                PRINCIPAL.get().client_id,
+                convert.refund_command(request),
+                deadline=call_deadline(context),
+            )
+        except Exception as exc:
+            metrics.REFUNDS.labels(getattr(exc, "reason", "error").lower()).inc()
+            raise
+        metrics.REFUNDS.labels(refund.status.value.lower()).inc()
+        return svc.RefundPaymentResponse(refund=convert.refund_to_pb(refund))
 
     async def ListRefunds(
         self, request: svc.ListRefundsRequest, context: Context
     ) -> svc.ListRefundsResponse:
-        await context.abort(grpc.StatusCode.UNIMPLEMENTED, "ListRefunds is not built yet")
+        refunds = await self._refunds.list(
+            PRINCIPAL.get().client_id, convert.list_refunds_query(request)
+        )
+        return svc.ListRefundsResponse(refunds=[convert.refund_to_pb(r) for r in refunds])
+
+    # Placeholders while the change feed (issue 14) is built on its branch:
+    # each answers UNIMPLEMENTED, as the base class would.
 
     async def ListPaymentUpdates(
         self, request: svc.ListPaymentUpdatesRequest, context: Context
@@ -118,6 +134,8 @@ def create_server(
     sync_service: ProviderSyncService,
     reconciliation: ReconciliationService,
     health_servicer: health.aio.HealthServicer,
+    *,
+    refunds: RefundsService,
 ) -> tuple[grpc.aio.Server, int]:
     """Builds the server bound to settings.listen; returns it and its port
     (tests bind port 0)."""
@@ -136,7 +154,7 @@ def create_server(
             ("grpc.max_connection_age_grace_ms", 30 * 1000),
         ],
     )
-    svc_grpc.add_PaymentServiceServicer_to_server(PaymentServicer(payments), server)
+    svc_grpc.add_PaymentServiceServicer_to_server(PaymentServicer(payments, refunds), server)
     sync_grpc.add_ProviderSyncServiceServicer_to_server(
         ProviderSyncServicer(sync_service, reconciliation), server
     )

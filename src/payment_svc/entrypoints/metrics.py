@@ -39,6 +39,14 @@ PAYMENTS_CREATED = Counter(
     "CreatePayment outcomes: the status the call returned, or why it returned none.",
     ("outcome",),
 )
+REFUNDS = Counter(
+    "payments_refunds_total",
+    "RefundPayment outcomes: the refund status the call returned, or why it returned none "
+    "(the error's reason, lower case).",
+    ("outcome",),
+)
+for _outcome in ("succeeded", "pending", "unknown", "failed"):
+    REFUNDS.labels(_outcome)  # exported at 0 from the start, for rate()
 DATABASE_UP = Gauge("payments_database_up", "1 when the last database call or probe succeeded.")
 UNMATCHED_EVENTS = Gauge(
     "payments_unmatched_provider_events",

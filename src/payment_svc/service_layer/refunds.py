@@ -1,0 +1,219 @@
+"""The use cases of refunds asked for by callers (SPEC §3a).
+
+RefundPayment, as CreatePayment: in one unit of work, under the payment's
+row lock, the key, the payment's state and what remains are checked and the
+refund is committed PENDING with its payment's history entry; a duplicate
+key, a payment that cannot be refunded or too large an amount stops there,
+before the provider. Then the provider is asked with no transaction open
+(our refund id as its idempotency key), on the one attempt path: shielded
+from the caller, tracked, drained on SIGTERM, spending the caller's deadline
+as domain/deadlines.py says; its answer is recorded (retried until the
+deadline; RefundNotRecorded if the database stays away: the refund stays
+PENDING and converges through the webhook or the reconciler).
+
+record_outcome is the one way a refund's state changes, whoever reports it
+(the API's answer here; provider events and fetches elsewhere).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import Callable
+
+import structlog
+
+from payment_svc.domain.commands import ListRefunds, RefundPayment
+from payment_svc.domain.deadlines import AttemptBudget
+from payment_svc.domain.errors import (
+    NotFound,
+    PaymentNotRefundable,
+    RefundNotRecorded,
+    StoreUnavailable,
+)
+from payment_svc.domain.model import Payment, parse_payment_id
+from payment_svc.domain.refunds import (
+    NewRefund,
+    ProviderRefundRequest,
+    Refund,
+    RefundOutcome,
+    admit,
+    duplicate_of,
+    new_refund_uuid,
+    plan_outcome,
+    refund_fingerprint,
+    succeeded,
+)
+from payment_svc.domain.status import Source
+from payment_svc.service_layer.ports import RefundProvider, RefundRepository
+from payment_svc.service_layer.unit_of_work import AbstractUnitOfWork
+
+log = structlog.get_logger("payment_svc.refunds")
+
+
+class RefundsService:
+    def __init__(
+        self,
+        refunds: RefundRepository,
+        provider: RefundProvider,
+        budget: AttemptBudget,
+        *,
+        uow: Callable[[], AbstractUnitOfWork],
+    ) -> None:
+        self._refunds = refunds
+        self._provider = provider
+        self._budget = budget
+        self._uow = uow
+        self._attempts: set[asyncio.Task[Refund]] = set()
+
+    async def refund(
+        self, client_id: str, cmd: RefundPayment, *, deadline: float | None = None
+    ) -> Refund:
+        """`deadline`: the caller's, on the running loop's clock (None: none)."""
+        cmd.validate()
+        refund, payment = await self._record_new(client_id, cmd)
+        structlog.contextvars.bind_contextvars(
+            payment_id=payment.public_id, refund_id=refund.public_id
+        )
+        assert payment.provider_payment_id is not None  # _record_new's rule
+        ask = ProviderRefundRequest(
+            refund_id=refund.public_id,
+            payment_id=payment.public_id,
+            provider_payment_id=payment.provider_payment_id,
+            amount=refund.amount,
+            currency=refund.currency,
+            reason=refund.reason,
+        )
+        return await self._attempt(refund, ask, deadline)
+
+    async def _record_new(self, client_id: str, cmd: RefundPayment) -> tuple[Refund, Payment]:
+        payment_id = parse_payment_id(cmd.payment_id)
+        assert payment_id is not None  # validated
+        fingerprint = refund_fingerprint(cmd.payment_id, cmd.amount, cmd.reason)
+        async with self._uow() as uow:
+            payment = await uow.payments.get_for_update(payment_id)
+            if payment.client_id != client_id:
+                raise NotFound(f"payment {cmd.payment_id} not found")
+            # A retry learns its refund's outcome whatever became of the
+            # payment since: the key is looked at first.
+            existing = await uow.refunds.by_key(client_id, cmd.idempotency_key)
+            if existing is not None:
+                raise duplicate_of(existing, fingerprint)
+            amount = admit(payment, await uow.refunds.of_payment(payment.id), cmd.amount)
+            if payment.provider_payment_id is None:  # never charged through us: nothing to refund
+                raise PaymentNotRefundable(payment.public_id, payment.status)
+            refund = await uow.refunds.insert(
+                NewRefund(
+                    id=new_refund_uuid(),
+                    payment_id=payment.id,
+                    client_id=client_id,
+                    idempotency_key=cmd.idempotency_key,
+                    fingerprint=fingerprint,
+                    amount=amount,
+                    currency=payment.currency,
+                    reason=cmd.reason,
+                    source=Source.API,
+                    payment_status=payment.status,
+                )
+            )
+            await uow.commit()
+        return refund, payment
+
+    async def _attempt(
+        self, refund: Refund, ask: ProviderRefundRequest, deadline: float | None
+    ) -> Refund:
+        """Runs as a task of its own, tracked (drain waits for it) and
+        shielded (the caller's cancellation stops the wait, not the attempt)."""
+        task = asyncio.ensure_future(self._ask_and_record(refund, ask, deadline))
+        self._attempts.add(task)
+        task.add_done_callback(self._attempts.discard)
+        return await asyncio.shield(task)
+
+    async def _ask_and_record(
+        self, refund: Refund, ask: ProviderRefundRequest, deadline: float | None
+    ) -> Refund:
+        loop = asyncio.get_running_loop()
+        outcome = await self._provider.create_refund(
+            ask, timeout=self._budget.provider_seconds(_left(loop, deadline))
+        )
+        recorded = await self._record(refund, outcome, deadline)
+        log.info(
+            "refund_attempted",
+            refund_id=refund.public_id,
+            payment_id=refund.public_payment_id,
+            amount=refund.amount,
+            status=recorded.status.value,
+            provider_refund_id=recorded.provider_refund_id,
+            failure_code=recorded.failure_code,
+        )
+        return recorded
+
+    async def _record(
+        self, refund: Refund, outcome: RefundOutcome, deadline: float | None
+    ) -> Refund:
+        """Records the answer, retrying while the database is unavailable,
+        until the caller's deadline (always one try, even past it)."""
+        loop = asyncio.get_running_loop()
+        end = loop.time() + self._budget.write_seconds(_left(loop, deadline))
+        pause = 0.05
+        while True:
+            left = end - loop.time()
+            try:
+                async with asyncio.timeout(left if left > 0 else None):
+                    return await self.record_outcome(refund, outcome, source=Source.API)
+            except (StoreUnavailable, TimeoutError) as exc:
+                if end - loop.time() <= pause:
+                    log.error(
+                        "provider_refund_answer_not_recorded",
+                        refund_id=refund.public_id,
+                        status=outcome.status.value,
+                        provider_refund_id=outcome.provider_refund_id,
+                        error=str(exc) or type(exc).__name__,
+                    )
+                    raise RefundNotRecorded(refund.public_id, refund.public_payment_id) from exc
+            await asyncio.sleep(pause)
+            pause = min(pause * 2, 0.5)
+
+    async def record_outcome(
+        self,
+        refund: Refund,
+        outcome: RefundOutcome,
+        *,
+        source: Source,
+        authoritative: bool = False,
+    ) -> Refund:
+        """What a source says of a refund, decided by the domain under the
+        payment's lock (then the refund's), with the payment's reversal and
+        one history entry, in one unit of work."""
+        async with self._uow() as uow:
+            payment = await uow.payments.get_for_update(refund.payment_id)
+            current = await uow.refunds.get_for_update(refund.id)
+            others = [r for r in await uow.refunds.of_payment(payment.id) if r.id != current.id]
+            plan = plan_outcome(
+                payment, current, succeeded(others), outcome, authoritative=authoritative
+            )
+            moved, _ = await uow.refunds.record(payment, current, outcome, plan, source=source)
+            await uow.commit()
+        return moved
+
+    async def drain(self, timeout: float) -> None:
+        """Waits for refund attempts still running (their callers may be gone)."""
+        if self._attempts:
+            await asyncio.wait(set(self._attempts), timeout=timeout)
+
+    async def list(self, client_id: str, query: ListRefunds) -> list[Refund]:
+        """The payment's refunds, oldest first."""
+        query.validate()
+        payment_id = parse_payment_id(query.payment_id)
+        assert payment_id is not None  # validated
+        return await self._refunds.for_payment(client_id, payment_id)
+
+    async def get(self, client_id: str, refund_id: uuid.UUID) -> Refund:
+        return await self._refunds.get(client_id, refund_id)
+
+
+def _left(loop: asyncio.AbstractEventLoop, deadline: float | None) -> float | None:
+    return None if deadline is None else deadline - loop.time()
+
+
+__all__ = ["RefundsService"]
