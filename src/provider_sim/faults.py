@@ -34,6 +34,9 @@ class Faults:
     # Refunds created through the API (or the control API) left `pending` until
     # `POST /_sim/refunds/{id}/settle`; rolled once per refund made.
     refund_pending_rate: float = 0.0
+    # Pending refunds of pm_card_refundFail fail on their own this long after they
+    # were made; 0: only when settled (POST /_sim/refunds/{id}/settle).
+    refund_fail_after_ms: int = 0
 
     def to_json(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -85,4 +88,5 @@ _CHECKS: Final[dict[str, Callable[[str, object], object]]] = {
     "webhook_reorder": _flag,
     "webhook_delay_ms": _milliseconds,
     "refund_pending_rate": _rate,
+    "refund_fail_after_ms": _milliseconds,
 }

@@ -161,6 +161,10 @@ class Ledger(LedgerCore):
             raise RefundNotFound(refund_id)
         return refund
 
+    def fails_refunds(self, intent_id: str) -> bool:
+        """Whether the intent was paid with a card whose refunds fail (pm_card_refundFail)."""
+        return _refunds_fail(self.get(intent_id))
+
     def refunds_of(self, intent_id: str) -> list[Refund]:
         """An intent's refunds, oldest first."""
         return self._refunds.of_intent(intent_id)

@@ -23,6 +23,8 @@ answers, and the idempotency of POSTs.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import json
 import random
 from collections.abc import Callable
@@ -46,7 +48,7 @@ from provider_sim.ledger import (
     Ledger,
     SettleOutcome,
 )
-from provider_sim.refunds import REFUND_FAILURE_REASONS
+from provider_sim.refunds import REFUND_FAILURE_REASONS, Refund, RefundStatus
 from provider_sim.refusals import (
     ChargeNotFound,
     EventNotFound,
@@ -99,6 +101,8 @@ class Simulator:
         )
         self.gate = RequestGate(self.idempotency, lambda: self.faults, self._rng)
         self._unsubscribe: Callable[[], None] | None = None
+        # Refunds of pm_card_refundFail due to fail on their own (refund_fail_after_ms).
+        self._refund_timers: dict[str, asyncio.TimerHandle] = {}
 
     async def start(self) -> None:
         snapshot = None if self.state is None else await self.state.open()
@@ -121,6 +125,7 @@ class Simulator:
         self._unsubscribe = self.ledger.subscribe(self.webhooks.enqueue)
 
     async def stop(self) -> None:
+        self._cancel_refund_timers()
         if self._unsubscribe is not None:
             self._unsubscribe()
             self._unsubscribe = None
@@ -180,9 +185,7 @@ class Simulator:
             command = forms.create_refund(pairs, idempotency_key)
             named_by = "payment_intent" if command.charge is None else "charge"
             try:
-                refund = self.ledger.refund(
-                    command, pending=self.gate.roll(self.faults.refund_pending_rate)
-                )
+                refund = self._make_refund(command)
             except LedgerError as exc:
                 raise StripeApiError.refused(exc, named_by=named_by) from None
             return StoredResponse(200, encode(refund.to_json()))
@@ -335,13 +338,38 @@ class Simulator:
         ):
             raise ControlError(400, "invalid_amount", "amount must be a positive integer")
         try:
-            refund = self.ledger.refund(
-                CreateRefund(payment_intent=intent_id, amount=amount),
-                pending=self.gate.roll(self.faults.refund_pending_rate),
-            )
+            refund = self._make_refund(CreateRefund(payment_intent=intent_id, amount=amount))
         except LedgerError as exc:
             raise ControlError.refused(exc) from None
         return refund.to_json()
+
+    def _make_refund(self, command: CreateRefund) -> Refund:
+        """A refund, left pending by refund_pending_rate; one of pm_card_refundFail
+        fails on its own after refund_fail_after_ms, when that is set."""
+        refund = self.ledger.refund(
+            command, pending=self.gate.roll(self.faults.refund_pending_rate)
+        )
+        delay_ms = self.faults.refund_fail_after_ms
+        if (
+            delay_ms
+            and refund.status is RefundStatus.PENDING
+            and self.ledger.fails_refunds(refund.payment_intent)
+        ):
+            self._refund_timers[refund.id] = asyncio.get_running_loop().call_later(
+                delay_ms / 1000, self._fail_on_its_own, refund.id
+            )
+        return refund
+
+    def _fail_on_its_own(self, refund_id: str) -> None:
+        self._refund_timers.pop(refund_id, None)
+        # Settled meanwhile (or forgotten by a reset): nothing left to do.
+        with contextlib.suppress(RefundNotFound, RefundNotPending):
+            self.ledger.settle_refund(refund_id, SettleOutcome.FAILED)
+
+    def _cancel_refund_timers(self) -> None:
+        timers, self._refund_timers = self._refund_timers, {}
+        for timer in timers.values():
+            timer.cancel()
 
     def settle_refund(self, refund_id: str, outcome: object, failure_reason: object) -> JsonObject:
         """A pending refund completes or fails; without an outcome, as its card makes
@@ -458,6 +486,7 @@ class Simulator:
         is set."""
         if self.state is not None:
             self.state.reset()
+        self._cancel_refund_timers()
         self.ledger.clear()
         self.idempotency.clear()
         self.faults = Faults()

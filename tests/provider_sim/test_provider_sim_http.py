@@ -430,6 +430,7 @@ async def test_faults_merge_and_validate(sim: Sim) -> None:
         "webhook_reorder",
         "webhook_delay_ms",
         "refund_pending_rate",
+        "refund_fail_after_ms",
     }
     await sim.set_faults(webhook_drop_rate=0.25, webhook_reorder=True)
     await sim.set_faults(webhook_delay_ms=40)

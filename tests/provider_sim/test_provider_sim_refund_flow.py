@@ -428,3 +428,58 @@ async def test_timeout_after_the_refund_was_made(client: stripe.StripeClient, si
     assert retried.last_response is not None
     assert retried.last_response.headers["Idempotent-Replayed"] == "true"
     assert len((await refunds_row(sim, intent))[1]) == 1
+
+
+async def test_refund_fail_card_fails_on_its_own_when_asked(
+    client: stripe.StripeClient, sim: Sim, receiver: Receiver
+) -> None:
+    await sim.ok("/_sim/faults", {"refund_fail_after_ms": 150})
+    intent = await pay(client, "pm_card_refundFail")
+    visa = await pay(client)
+    made = await refund(client, payment_intent=intent.id, amount=400)
+    settled_first = await refund(client, payment_intent=intent.id, amount=100)
+    await sim.ok(f"/_sim/refunds/{settled_first.id}/settle", {"outcome": "succeeded"})
+    fine = await refund(client, payment_intent=visa.id, amount=100)
+    assert (made.status, fine.status) == ("pending", "succeeded")
+
+    deadline = time.monotonic() + 5
+    while (await client.v1.refunds.retrieve_async(made.id)).status == "pending":
+        assert time.monotonic() < deadline, "the refund did not fail on its own"
+        await asyncio.sleep(0.05)
+    fetched = await client.v1.refunds.retrieve_async(made.id)
+    assert (fetched.status, fetched.failure_reason) == ("failed", "expired_or_canceled_card")
+    [failed] = await events_of(client, "refund.failed")
+    assert (await receiver.event(failed.id)).data.object["id"] == made.id
+    await asyncio.sleep(0.3)  # the one settled by hand is left as it was
+    assert (await client.v1.refunds.retrieve_async(settled_first.id)).status == "succeeded"
+    assert len(await events_of(client, "refund.failed")) == 1
+    assert (await refunds_row(sim, intent))[0] == 100
+
+
+async def test_a_reset_forgets_refunds_due_to_fail(client: stripe.StripeClient, sim: Sim) -> None:
+    await sim.ok("/_sim/faults", {"refund_fail_after_ms": 100})
+    made = await refund(client, payment_intent=(await pay(client, "pm_card_refundFail")).id)
+    assert made.status == "pending"
+    await sim.ok("/_sim/reset")
+    await asyncio.sleep(0.25)
+    assert (await client.v1.events.list_async()).data == []
+
+
+async def test_concurrent_refunds_never_exceed_the_charge(
+    client: stripe.StripeClient, sim: Sim
+) -> None:
+    intent = await pay(client)
+    await sim.ok("/_sim/faults", {"latency_ms": 30})
+
+    async def attempt(n: int) -> str:
+        try:
+            made = await refund(client, f"ref_c{n}", payment_intent=intent.id, amount=100)
+        except stripe.InvalidRequestError as exc:
+            return str(exc.code)
+        return made.status
+
+    outcomes = await asyncio.gather(*(attempt(n) for n in range(20)))
+    assert sorted(outcomes) == ["charge_already_refunded"] * 10 + ["succeeded"] * 10
+    amount_refunded, rows = await refunds_row(sim, intent)
+    assert (amount_refunded, len(rows)) == (1000, 10)
+    assert len({r["idempotency_key"] for r in rows}) == 10
