@@ -30,6 +30,7 @@ from payment_svc.adapters.postgres_uow import PostgresUnitOfWork
 from payment_svc.adapters.quarantine_store import QuarantineStore
 from payment_svc.adapters.reconciliation_store import SnapshotStore
 from payment_svc.adapters.refund_store import RefundStore
+from payment_svc.adapters.refund_sync_store import RefundSyncStore
 from payment_svc.adapters.run_store import RunStore
 from payment_svc.adapters.store import PaymentStore
 from payment_svc.adapters.stripe_observations import parse_event
@@ -44,6 +45,7 @@ from payment_svc.service_layer.pagination import PageTokens
 from payment_svc.service_layer.payments import PaymentsService
 from payment_svc.service_layer.provider_sync import ProviderSyncService
 from payment_svc.service_layer.reconciliation import ReconciliationService
+from payment_svc.service_layer.refund_sync import RefundSyncService
 from payment_svc.service_layer.refunds import RefundsService
 from payment_svc.service_layer.runs import RunService
 from payment_svc.settings import ConfigError, MigrationSettings, Settings
@@ -133,8 +135,21 @@ async def serve(settings: Settings) -> None:
         ),
         uow=lambda: PostgresUnitOfWork(db),
     )
+    refund_sync = RefundSyncService(
+        RefundSyncStore(db),
+        refunds,
+        uow=lambda: PostgresUnitOfWork(db),
+        redrive_window=settings.redrive_window,
+        page_tokens=page_tokens,
+    )
     server, port = create_server(
-        settings, payments, sync_service, reconciliation, health_servicer, refunds=refunds
+        settings,
+        payments,
+        sync_service,
+        reconciliation,
+        health_servicer,
+        refunds=refunds,
+        refund_sync=refund_sync,
     )
 
     pending: set[asyncio.Task[None]] = set()

@@ -17,6 +17,7 @@ from payment_svc.adapters.discrepancy_sql import report
 from payment_svc.adapters.event_store import PgInbox
 from payment_svc.adapters.reconciliation_store import apply_snapshot
 from payment_svc.adapters.refund_store import PgLockedRefunds
+from payment_svc.adapters.refund_sync_store import PgLockedRefundSync
 from payment_svc.adapters.store import PAYMENT_COLUMNS, payment_from_row
 from payment_svc.domain.errors import NotFound
 from payment_svc.domain.model import Payment, format_payment_id
@@ -84,6 +85,7 @@ class PostgresUnitOfWork(AbstractUnitOfWork):
             raise
         self.payments = PgLockedPayments(conn)
         self.refunds = PgLockedRefunds(conn)
+        self.refund_sync = PgLockedRefundSync(conn)
         self.inbox = PgInbox(conn)
         self.discrepancies = PgDiscrepancyWriter(conn)
         return self

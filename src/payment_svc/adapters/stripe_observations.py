@@ -203,4 +203,5 @@ def _refunds_observed(
         provider_status=kind.value,
         refund_event=True,
         refunds=tuple(refund_fact(r) for r in refunds),
+        refund_listing=kind is StripeEventType.CHARGE_REFUNDED,
     )

@@ -77,6 +77,9 @@ class ProviderObservation:
     # payment (domain/refund_events.py), instead of the fields above.
     refund_event: bool = False
     refunds: tuple[ProviderRefundFact, ...] = ()
+    # The event lists a charge's refunds (charge.refunded): a refund it shows
+    # as we have it already adds no history entry of its own.
+    refund_listing: bool = False
 
 
 def is_stale(

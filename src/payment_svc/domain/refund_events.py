@@ -34,7 +34,7 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from payment_svc.domain.model import Payment
-from payment_svc.domain.provider_events import is_stale
+from payment_svc.domain.provider_events import StateRank, is_stale
 from payment_svc.domain.reconciliation import DiscrepancyKind
 from payment_svc.domain.refunds import (
     NewRefund,
@@ -154,7 +154,7 @@ def decide_refund(
     fact: ProviderRefundFact,
     *,
     source: Source,
-    state: RefundState = RefundState(),  # noqa: B008 - frozen
+    state: RefundState = RefundState(),
     occurred_at: datetime | None = None,
     event_id: str | None = None,
     event_type: str | None = None,
@@ -188,7 +188,7 @@ def decide_refund(
             ),
         )
     rank = refund_rank(fact.status)
-    if not authoritative and is_stale(occurred_at, rank, state.at, state.rank):
+    if not authoritative and is_stale(occurred_at, StateRank(int(rank)), state.at, state.rank):
         return RefundDecision(
             RefundAction.APPLY,
             _record_only(payment, fact, "older than the refund's provider state already applied"),
@@ -292,7 +292,8 @@ def _decide_new(
     after = reversal_of(payment, total)
     changed = after.amount_reversed != payment.amount_reversed
     if changed:
-        note = f"{note}; {reversal_note(payment.amount_reversed, after.amount_reversed, payment.amount)}"
+        change = reversal_note(payment.amount_reversed, after.amount_reversed, payment.amount)
+        note = f"{note}; {change}"
     plan = RefundPlan(
         RefundWrite.MOVE,
         fact.status,

@@ -21,6 +21,7 @@ from payment_svc.entrypoints.validation import RequestFloor
 from payment_svc.service_layer.payments import PaymentsService
 from payment_svc.service_layer.provider_sync import ProviderSyncService
 from payment_svc.service_layer.reconciliation import ReconciliationService
+from payment_svc.service_layer.refund_sync import RefundSyncService
 from payment_svc.service_layer.refunds import RefundsService
 from payment_svc.settings import Settings
 from payments.v1 import payment_service_pb2 as svc
@@ -136,6 +137,7 @@ def create_server(
     health_servicer: health.aio.HealthServicer,
     *,
     refunds: RefundsService,
+    refund_sync: RefundSyncService,
 ) -> tuple[grpc.aio.Server, int]:
     """Builds the server bound to settings.listen; returns it and its port
     (tests bind port 0)."""
@@ -156,7 +158,7 @@ def create_server(
     )
     svc_grpc.add_PaymentServiceServicer_to_server(PaymentServicer(payments, refunds), server)
     sync_grpc.add_ProviderSyncServiceServicer_to_server(
-        ProviderSyncServicer(sync_service, reconciliation), server
+        ProviderSyncServicer(sync_service, reconciliation, refund_sync), server
     )
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     if not settings.production:

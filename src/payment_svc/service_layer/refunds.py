@@ -196,6 +196,30 @@ class RefundsService:
             await uow.commit()
         return moved
 
+    async def attempt_again(
+        self,
+        refund: Refund,
+        ask: ProviderRefundRequest,
+        deadline: float | None,
+        *,
+        source: Source,
+    ) -> Refund:
+        """A re-drive (issue 13, the reconciler's RedriveRefund): the provider
+        asked again with the same key, tracked and shielded like an attempt,
+        its answer recorded with `source`."""
+
+        async def again() -> Refund:
+            loop = asyncio.get_running_loop()
+            outcome = await self._provider.create_refund(
+                ask, timeout=self._budget.provider_seconds(_left(loop, deadline))
+            )
+            return await self.record_outcome(refund, outcome, source=source)
+
+        task = asyncio.ensure_future(again())
+        self._attempts.add(task)
+        task.add_done_callback(self._attempts.discard)
+        return await asyncio.shield(task)
+
     async def drain(self, timeout: float) -> None:
         """Waits for refund attempts still running (their callers may be gone)."""
         if self._attempts:
