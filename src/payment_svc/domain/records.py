@@ -63,6 +63,9 @@ class Status:
     oldest_non_final_created_at: datetime | None
     non_final: int
     last_runs: list[Run]
+    # PENDING and UNKNOWN refunds (issue 13)
+    oldest_non_final_refund_created_at: datetime | None = None
+    non_final_refunds: int = 0
 
 
 @dataclass(frozen=True)

@@ -425,5 +425,9 @@ class ProviderSyncServicer(sync_grpc.ProviderSyncServiceServicer):
             ],
             oldest_non_final_created_at=convert.timestamp(status.oldest_non_final_created_at),
             non_final_payments=status.non_final,
+            oldest_non_final_refund_created_at=convert.timestamp(
+                status.oldest_non_final_refund_created_at
+            ),
+            non_final_refunds=status.non_final_refunds,
             last_runs=[run_to_pb(r) for r in status.last_runs],
         )

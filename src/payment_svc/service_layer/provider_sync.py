@@ -21,6 +21,7 @@ from dataclasses import dataclass
 
 import structlog
 
+from payment_svc.domain.binding import Binding, bind, duplicate_note
 from payment_svc.domain.errors import FieldViolation, InvalidArgument, UnprocessableEvent
 from payment_svc.domain.inbox import (
     EventOutcome,
@@ -214,7 +215,7 @@ class ProviderSyncService:
                 if target is not None:
                     plan, write = await _plan(uow, target, event, authoritative=False)
                     await uow.inbox.record_match(event, write)
-                    if event.observation.refund_event:
+                    if event.observation.refund_event and not plan.duplicate:
                         await apply_refund_event(uow, target, event)
                     for kind, details in event_findings(target, event, plan):
                         await uow.discrepancies.report(
@@ -288,7 +289,7 @@ async def apply_to_inbox(
         if earlier is not None:
             await uow.commit()
             return earlier
-        if event.observation.refund_event:
+        if event.observation.refund_event and not plan.duplicate:
             # The refunds it shows (the inbox row above makes it once).
             applied, found = await apply_refund_event(uow, target, event)
             await uow.commit()
@@ -311,7 +312,14 @@ async def _plan(
     that does not list its refunds counts by domain/refund_events.py's
     legacy_refunded (never what our refunds in flight hold)."""
     obs = event.observation
+    payment = target.payment
     if obs.refund_event:
+        if bind(payment.provider_payment_id, obs.provider_payment_id) is Binding.DUPLICATE:
+            # Refunds of another provider payment carrying our payment id:
+            # DUPLICATE_PROVIDER_PAYMENT, as any event of it (domain/binding.py).
+            note = duplicate_note(payment.provider_payment_id, obs.provider_payment_id)
+            write = EventWrite(payment.id, payment.status, payment.status, False, False, None, note)
+            return EventPlan(applied=False, touch=False, duplicate=True, note=note), write
         return EventPlan(applied=False, touch=False), refund_event_write(target)
     if obs.amount_reversed is not None:
         refunds = await uow.refunds.of_payment(target.payment.id)

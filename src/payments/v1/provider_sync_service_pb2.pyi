@@ -952,7 +952,10 @@ class GetReconciliationStatusResponse(_message.Message):
     OLDEST_NON_FINAL_CREATED_AT_FIELD_NUMBER: _builtins.int
     NON_FINAL_PAYMENTS_FIELD_NUMBER: _builtins.int
     LAST_RUNS_FIELD_NUMBER: _builtins.int
+    OLDEST_NON_FINAL_REFUND_CREATED_AT_FIELD_NUMBER: _builtins.int
+    NON_FINAL_REFUNDS_FIELD_NUMBER: _builtins.int
     non_final_payments: _builtins.int
+    non_final_refunds: _builtins.int
     @_builtins.property
     def open_discrepancies(self) -> _containers.RepeatedCompositeFieldContainer[Global___DiscrepancyCount]: ...
     @_builtins.property
@@ -963,6 +966,10 @@ class GetReconciliationStatusResponse(_message.Message):
     def last_runs(self) -> _containers.RepeatedCompositeFieldContainer[Global___ReconciliationRun]:
         """The last run of each job."""
 
+    @_builtins.property
+    def oldest_non_final_refund_created_at(self) -> _timestamp_pb2.Timestamp:
+        """created_at of the oldest PENDING or UNKNOWN refund; unset when none."""
+
     def __init__(
         self,
         *,
@@ -970,10 +977,12 @@ class GetReconciliationStatusResponse(_message.Message):
         oldest_non_final_created_at: _timestamp_pb2.Timestamp | None = ...,
         non_final_payments: _builtins.int = ...,
         last_runs: _abc.Iterable[Global___ReconciliationRun] | None = ...,
+        oldest_non_final_refund_created_at: _timestamp_pb2.Timestamp | None = ...,
+        non_final_refunds: _builtins.int = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["oldest_non_final_created_at", b"oldest_non_final_created_at"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["oldest_non_final_created_at", b"oldest_non_final_created_at", "oldest_non_final_refund_created_at", b"oldest_non_final_refund_created_at"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["last_runs", b"last_runs", "non_final_payments", b"non_final_payments", "oldest_non_final_created_at", b"oldest_non_final_created_at", "open_discrepancies", b"open_discrepancies"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["last_runs", b"last_runs", "non_final_payments", b"non_final_payments", "non_final_refunds", b"non_final_refunds", "oldest_non_final_created_at", b"oldest_non_final_created_at", "oldest_non_final_refund_created_at", b"oldest_non_final_refund_created_at", "open_discrepancies", b"open_discrepancies"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
