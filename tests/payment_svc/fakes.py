@@ -209,9 +209,14 @@ class FakeDiscrepancies:
         payment_id: uuid.UUID | None,
         provider_payment_id: str | None,
         details: Mapping[str, str],
+        *,
+        refund_id: uuid.UUID | None = None,
     ) -> Reported:
         key = dedup_key(
-            kind, format_payment_id(payment_id) if payment_id else None, provider_payment_id
+            kind,
+            format_payment_id(payment_id) if payment_id else None,
+            provider_payment_id,
+            str(refund_id) if refund_id else None,
         )
         old = self.open.get(key)
         now = _now()
@@ -227,6 +232,7 @@ class FakeDiscrepancies:
             resolved_at=None,
             resolved_by=None,
             note=None,
+            refund_id=refund_id,
         )
         self.open[key] = new
         return Reported(new.id, new.occurrences)
