@@ -89,6 +89,7 @@ class SimControl:
             webhook_duplicate_rate=0,
             webhook_reorder=False,
             webhook_delay_ms=0,
+            refund_pending_rate=0,
         )
 
     async def post(self, path: str, body: dict[str, Any] | None = None) -> dict[str, Any]:

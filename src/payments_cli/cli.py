@@ -373,7 +373,7 @@ def up(
     raise typer.Exit(code)
 
 
-_BENCH_PHASES = ("payments", "webhooks", "raw")
+_BENCH_PHASES = ("payments", "webhooks", "refunds", "raw")
 
 
 def _phases(text: str) -> tuple[str, ...]:
@@ -387,7 +387,7 @@ def _phases(text: str) -> tuple[str, ...]:
         )
     if not chosen - {"raw"}:
         raise typer.BadParameter(
-            "name payments or webhooks (raw is the raw SQL limit of the flows chosen)",
+            "name payments, webhooks or refunds (raw is the raw SQL limit of the flows chosen)",
             param_hint="--phases",
         )
     return tuple(name for name in _BENCH_PHASES if name in chosen)
@@ -414,7 +414,8 @@ def bench(
     phases: Annotated[
         str,
         typer.Option(
-            help="comma separated: payments (gRPC), webhooks (gateway), raw (raw SQL of each)"
+            help="comma separated: payments (gRPC), webhooks (gateway), refunds (gRPC), "
+            "raw (raw SQL of each)"
         ),
     ] = ",".join(_BENCH_PHASES),
     duration: Annotated[float, typer.Option(min=0.1, help="seconds measured per phase")] = 10.0,
@@ -443,14 +444,20 @@ def bench(
             "(default: off; the webhooks phase measures that flow)"
         ),
     ] = False,
+    refund_rate: Annotated[
+        float, typer.Option(min=0.1, help="open-loop refunds per second")
+    ] = 200.0,
+    refund_payments: Annotated[
+        int, typer.Option(min=1, help="succeeded payments the refunds of one phase refund")
+    ] = 500,
     channels: Annotated[int, typer.Option(min=1, help="gRPC connections")] = 4,
     logs_dir: Annotated[
         Path | None, typer.Option(help="keep the own stack's logs here (default: deleted)")
     ] = None,
     as_json: Json = False,
 ) -> None:
-    """Payments and webhook events per second and latency: closed loop, open
-    loop, and the raw SQL limit."""
+    """Payments, webhook events and refunds per second and latency: closed
+    loop, open loop, and the raw SQL limit."""
     chosen = _phases(phases)
     if gateway_url is not None and target is None:
         raise typer.BadParameter(
@@ -493,6 +500,8 @@ def bench(
         webhook_secret=webhook_secret,
         webhook_payments=webhook_payments,
         payment_webhooks=payment_webhooks,
+        refund_rate=refund_rate,
+        refund_payments=refund_payments,
     )
 
     def progress(line: str) -> None:
@@ -509,7 +518,7 @@ def bench(
         render.stdout.print(report_table(report))
         for line in summary_lines(report):
             render.stdout.print(Text(line), soft_wrap=True)
-    flows = [f for f in (report.payments, report.webhooks) if f is not None]
+    flows = [f for f in (report.payments, report.webhooks, report.refunds) if f is not None]
     if any(f.closed_loop.finished_ok == 0 or f.open_loop.finished_ok == 0 for f in flows):
         render.stderr.print(Text("bench: nothing completed in a phase", style="red"))
         raise typer.Exit(1)

@@ -108,10 +108,18 @@ def payments(items: Sequence[pb.Payment], next_page_token: str) -> None:
 
 def events(items: Sequence[pb.PaymentEvent]) -> None:
     table = Table()
-    for name in ("recorded (UTC)", "from", "to", "source", "applied", "provider event", "note"):
-        table.add_column(name, no_wrap=name not in ("provider event", "note"))
+    names = ["recorded (UTC)", "from", "to", "source", "applied", "provider event", "note"]
+    # A refund's change is an entry of its payment's history: which refund, its new status.
+    with_refunds = any(e.refund_id for e in items)
+    if with_refunds:
+        names.insert(5, "refund")
+    for name in names:
+        table.add_column(name, no_wrap=name not in ("provider event", "note", "refund"))
     for e in items:
-        table.add_row(
+        refund = Text(e.refund_id + " ") if e.refund_id else Text("")
+        if e.refund_id:
+            refund.append_text(refund_status_text(e.refund_status))
+        cells = [
             _time(e, "recorded_at"),
             status_text(e.from_status) if e.from_status else "",
             status_text(e.to_status),
@@ -119,7 +127,10 @@ def events(items: Sequence[pb.PaymentEvent]) -> None:
             "yes" if e.applied else "no",
             Text(" ".join(filter(None, [e.provider_event_type, e.provider_event_id]))),
             Text(" ".join(filter(None, [e.failure_code, e.note]))),
-        )
+        ]
+        if with_refunds:
+            cells.insert(5, refund)
+        table.add_row(*cells)
     stdout.print(table)
 
 

@@ -5,10 +5,13 @@ stack, against what the same SQL alone allows on the same Postgres.
                   Stack of our own in a temp dir on free ports, logs to files,
                   on a fresh database (payments_bench_<random> on DATABASE_URL's
                   server, dropped afterwards; or an embedded Postgres)
-    phases        --phases payments,webhooks,raw (all by default), in order:
+    phases        --phases payments,webhooks,refunds,raw (all by default), in order:
                     payments  closed loop -> open loop (gRPC CreatePayment)
                     webhooks  pool -> closed loop, pool -> open loop (signed
                               events POSTed to webhook-gateway)
+                    refunds   pool -> closed loop, pool -> open loop (gRPC
+                              RefundPayment of 1 minor unit of a pool of
+                              succeeded payments; refund_load.py)
                     raw       the raw SQL limit of each flow above
                   each with a warm-up, on one uvloop event loop of their own
                   (loadgen.py); with its own stack, a phase starts once
@@ -48,7 +51,7 @@ from payment_svc.adapters.postgres_uow import PostgresUnitOfWork
 from payment_svc.adapters.store import PaymentStore
 from payment_svc.domain.model import parse_payment_id
 from payment_svc.settings import Settings
-from payments_dev import loadgen
+from payments_dev import loadgen, refund_load
 from payments_dev.loadgen import PhaseResult, Pool, StripeEvents, Window
 from payments_dev.stack import DEV_TOKENS, Stack, StackConfig, wait_serving
 from payments_dev.supervisor import describe_failure, redact_dsn
@@ -58,7 +61,7 @@ from webhook_gateway.settings import DEV_SECRET
 
 Progress = Callable[[str], None]
 
-PHASES = ("payments", "webhooks", "raw")
+PHASES = ("payments", "webhooks", "refunds", "raw")
 DEFAULT_GATEWAY_URL = "http://127.0.0.1:8080"
 # Longest wait for provider-sim's pending deliveries before a phase; past it
 # the phase runs anyway (and says so).
@@ -102,6 +105,8 @@ class BenchOptions:
     # phase's payments (flow 2 on top of flow 1). Off by default: the payments
     # phase measures the payment flow, the webhooks phase the webhook flow.
     payment_webhooks: bool = False
+    refund_rate: float = 200.0
+    refund_payments: int = 500  # the pool of each refunds phase
 
     def runs(self, phase: str) -> bool:
         return phase in self.phases
@@ -155,12 +160,23 @@ class WebhookResult(FlowResult):
     check: InboxCheck | None = None
 
 
+@dataclass
+class RefundResult(FlowResult):
+    pools: dict[str, Pool] = field(default_factory=dict)  # closed_loop, open_loop, raw_sql
+
+
 def _ratio(value: float | None) -> float | None:
     return round(value, 3) if value is not None else None
 
 
 def _pool_json(pool: Pool | None) -> dict[str, Any]:
     return {"pool": pool.to_json()} if pool is not None else {}
+
+
+def _refund_pool_json(options: BenchOptions, pool: Pool | None) -> dict[str, Any]:
+    if pool is None:
+        return {}
+    return {"pool": pool.to_json() | {"payment_method": options.payment_method}}
 
 
 @dataclass
@@ -171,6 +187,7 @@ class BenchReport:
     postgres: dict[str, Any] | None
     payments: FlowResult | None
     webhooks: WebhookResult | None
+    refunds: RefundResult | None = None
 
     # The payments figures, under their names from before the webhook phases.
     @property
@@ -213,6 +230,32 @@ class BenchReport:
             "raw_sql": _closed_json(self.raw_sql, o.concurrency),
             "full_flow_to_raw": _ratio(self.full_flow_to_raw),
             "webhooks": self._webhooks_json(),
+            "refunds": self._refunds_json(),
+        }
+
+    def _refunds_json(self) -> dict[str, Any] | None:
+        r, o = self.refunds, self.options
+        if r is None:
+            return None
+        return {
+            "refund_amount": refund_load.REFUND_AMOUNT,
+            "closed_loop": {
+                **_refund_pool_json(o, r.pools.get("closed_loop")),
+                **(_closed_json(r.closed_loop, o.concurrency) or {}),
+            },
+            "open_loop": {
+                **_refund_pool_json(o, r.pools.get("open_loop")),
+                **(_open_json(r.open_loop, o.refund_rate) or {}),
+            },
+            "raw_sql": (
+                {
+                    **_refund_pool_json(o, r.pools.get("raw_sql")),
+                    **(_closed_json(r.raw, o.concurrency) or {}),
+                }
+                if r.raw is not None
+                else None
+            ),
+            "full_flow_to_raw": _ratio(r.to_raw),
         }
 
     def _webhooks_json(self) -> dict[str, Any] | None:
@@ -352,7 +395,7 @@ def _own_stack(
 
 
 def _needs_raw_database(options: BenchOptions) -> bool:
-    return options.runs("raw") and (options.runs("payments") or options.runs("webhooks"))
+    return options.runs("raw") and any(options.runs(p) for p in ("payments", "webhooks", "refunds"))
 
 
 @contextlib.contextmanager
@@ -654,6 +697,77 @@ async def _webhook_phases(
     )
 
 
+async def _refund_pool(
+    options: BenchOptions, callers: list[loadgen.Create], phase: str, progress: Progress
+) -> Pool:
+    progress(f"refunds, {phase} loop: creating {options.refund_payments} succeeded payments")
+    requests = loadgen.CreateRequests(
+        f"refundpool-{phase}", options.amount, options.currency, options.payment_method
+    )
+    pool = await loadgen.grpc_pool(callers, requests, options.refund_payments, options.concurrency)
+    if not pool.payments:
+        raise BenchError(f"no payment of the refund pool was created: {dict(pool.errors)}")
+    return pool
+
+
+async def _refund_phases(
+    options: BenchOptions, env: Environment, progress: Progress
+) -> RefundResult:
+    channels = await _open_channels(env.grpc_target, options.channels, options.timeout)
+    try:
+        creators = loadgen.create_callers(channels, options.token, options.timeout)
+        refunders = refund_load.refund_callers(channels, options.token, options.timeout)
+        webhooks = (
+            contextlib.nullcontext() if options.payment_webhooks else _webhooks_off(env, progress)
+        )
+        async with webhooks:
+            pools: dict[str, Pool] = {}
+            loops: list[PhaseResult] = []
+            for phase, rate in (("closed", None), ("open", options.refund_rate)):
+                pool = pools[f"{phase}_loop"] = await _refund_pool(
+                    options, creators, phase, progress
+                )
+                await _quiesce(env, progress)
+                send = refund_load.refund_sender(
+                    refunders, refund_load.RefundRequests(phase, pool.payments)
+                )
+                window = _window(options)
+                if rate is None:
+                    progress(
+                        f"refunds, closed loop: {options.concurrency} callers, "
+                        f"{_phase_time(options)}"
+                    )
+                    run = loadgen.closed_loop(send, options.concurrency, window, unit="refunds")
+                else:
+                    progress(f"refunds, open loop: {rate:g} refunds/s, {_phase_time(options)}")
+                    limit = _max_in_flight(options, rate)
+                    run = loadgen.open_loop(send, rate, window, limit, unit="refunds")
+                loops.append(await _measured(env, window, run))
+    finally:
+        await asyncio.gather(*(c.close() for c in channels))
+    return RefundResult(loops[0], loops[1], pools=pools)
+
+
+async def _raw_refunds(
+    options: BenchOptions, env: Environment, db: Database, progress: Progress
+) -> tuple[Pool, PhaseResult]:
+    progress(f"refunds, raw SQL: writing {options.refund_payments} succeeded payments")
+    pool = await refund_load.raw_pool(
+        db,
+        options.refund_payments,
+        options.concurrency,
+        amount=options.amount,
+        currency=options.currency,
+    )
+    if not pool.payments:
+        raise BenchError(f"no payment of the raw refund pool was written: {pool.errors}")
+    await _quiesce(env, progress)
+    progress(f"refunds, raw SQL: {options.concurrency} callers, {_phase_time(options)}")
+    window = _window(options)
+    raw = refund_load.raw_refunds(db, pool.payments, options.concurrency, window)
+    return pool, await _measured(env, window, raw)
+
+
 async def _raw_payments(
     options: BenchOptions, env: Environment, db: Database, progress: Progress
 ) -> PhaseResult:
@@ -696,6 +810,7 @@ async def _raw_phases(
     dsn: str,
     payments: FlowResult | None,
     webhooks: WebhookResult | None,
+    refunds: RefundResult | None,
     progress: Progress,
 ) -> None:
     # The service's pool size, so the raw limit is measured with as many connections.
@@ -708,6 +823,9 @@ async def _raw_phases(
         if webhooks is not None:
             await _quiesce(env, progress)
             webhooks.pools["raw_sql"], webhooks.raw = await _raw_events(options, env, db, progress)
+        if refunds is not None:
+            await _quiesce(env, progress)
+            refunds.pools["raw_sql"], refunds.raw = await _raw_refunds(options, env, db, progress)
     finally:
         await db.close()
 
@@ -757,16 +875,18 @@ async def inbox_check(dsn: str, webhooks: WebhookResult) -> InboxCheck:
 async def _phases(options: BenchOptions, env: Environment, progress: Progress) -> BenchReport:
     postgres = await postgres_settings(env.raw_dsn) if env.raw_dsn else None
     env = replace(env, cpu_groups=await _cpu_groups(env))
-    payments = webhooks = None
+    payments = webhooks = refunds = None
     if options.runs("payments"):
         payments = await _payment_phases(options, env, progress)
     if options.runs("webhooks"):
         webhooks = await _webhook_phases(options, env, progress)
+    if options.runs("refunds"):
+        refunds = await _refund_phases(options, env, progress)
     if options.runs("raw") and env.raw_dsn:
-        await _raw_phases(options, env, env.raw_dsn, payments, webhooks, progress)
+        await _raw_phases(options, env, env.raw_dsn, payments, webhooks, refunds, progress)
     if webhooks is not None and env.stack_dsn:
         webhooks.check = await inbox_check(env.stack_dsn, webhooks)
-    return BenchReport(options, env, os.cpu_count(), postgres, payments, webhooks)
+    return BenchReport(options, env, os.cpu_count(), postgres, payments, webhooks, refunds)
 
 
 def _interrupt(signum: int, _: FrameType | None) -> None:
@@ -823,6 +943,14 @@ def _rows(report: BenchReport) -> list[tuple[str, str, PhaseResult | None]]:
             rows.append(
                 ("webhooks: raw SQL (inbox unit of work)", f"{o.concurrency} callers", w.raw)
             )
+    if report.refunds is not None:
+        r = report.refunds
+        rows += [
+            ("refunds: closed loop, full flow", f"{o.concurrency} callers", r.closed_loop),
+            ("refunds: open loop, full flow", f"{o.refund_rate:g}/s offered", r.open_loop),
+        ]
+        if o.runs("raw"):
+            rows.append(("refunds: raw SQL (units of work)", f"{o.concurrency} callers", r.raw))
     return rows
 
 
@@ -893,6 +1021,26 @@ def _webhook_lines(report: BenchReport) -> list[str]:
     return lines
 
 
+def _refund_lines(report: BenchReport) -> list[str]:
+    r, o = report.refunds, report.options
+    if r is None:
+        return []
+    pools = "; ".join(
+        f"{name}: {len(pool.payments)} in {pool.seconds:.1f}s ({_counts(pool.statuses)})"
+        + (f", failed: {_counts(pool.errors)}" if pool.errors else "")
+        for name, pool in r.pools.items()
+    )
+    return [
+        *_ratio_line("refunds full flow", r, "refunds"),
+        f"refunds: {refund_load.REFUND_AMOUNT} minor unit each, refund n of pool payment "
+        f"n mod {o.refund_payments}; pools: {pools}",
+        f"refunds open loop: {r.open_loop.sent} sent in the window at {o.refund_rate:g}/s, "
+        f"{r.open_loop.per_second:.1f}/s completed",
+        f"refund statuses: closed loop {_statuses(r.closed_loop)}; "
+        f"open loop {_statuses(r.open_loop)}",
+    ]
+
+
 def _cpu_lines(report: BenchReport) -> list[str]:
     lines = []
     for phase, _, result in _rows(report):
@@ -945,6 +1093,7 @@ def summary_lines(report: BenchReport) -> list[str]:
         )
         lines.append(_payment_webhooks_line(report))
     lines += _webhook_lines(report)
+    lines += _refund_lines(report)
     lines += _cpu_lines(report)
     lines += [
         f"CPU cores: {report.cpu_count} (client, services and Postgres share them)",

@@ -27,14 +27,16 @@ def _check_phase(name: str, phase: dict[str, Any], unit: str) -> None:
 def test_bench_smoke_json() -> None:
     args = ("bench", "--duration", "1", "--warmup", "0.5", "--concurrency", "4", "--rate", "50")
     webhook_args = ("--webhook-rate", "50", "--webhook-payments", "20")
-    result = run_cli(*args, *webhook_args, "--json", timeout=170)
+    refund_args = ("--refund-rate", "50", "--refund-payments", "20")
+    result = run_cli(*args, *webhook_args, *refund_args, "--json", timeout=230)
     assert result.returncode == 0, result.stderr
     report = json.loads(result.stdout)
 
     expected = {"environment", "target", "cpu_count", "postgres", "options", "phases"}
     expected |= {"closed_loop", "open_loop", "raw_sql", "full_flow_to_raw", "webhooks"}
+    expected |= {"refunds"}
     assert expected <= set(report)
-    assert report["phases"] == ["payments", "webhooks", "raw"]
+    assert report["phases"] == ["payments", "webhooks", "refunds", "raw"]
     assert report["cpu_count"] >= 1
     assert {"fsync", "synchronous_commit", "durable_commits"} <= set(report["postgres"])
     assert "webhook_secret" not in report["options"]
@@ -63,6 +65,15 @@ def test_bench_smoke_json() -> None:
     assert check["applied"] == check["pool"] == 40
     assert check["pool_statuses"] == {"SUCCEEDED": 40}
 
+    refunds = report["refunds"]
+    for phase in ("closed_loop", "open_loop", "raw_sql"):
+        _check_phase(f"refunds {phase}", refunds[phase], "refunds")
+        assert refunds[phase]["pool"]["payments"] == 20, phase
+        assert refunds[phase]["errors"] == {}, phase
+        assert refunds[phase]["statuses"].get("REFUND_STATUS_SUCCEEDED", 0) > 0, phase
+    assert refunds["open_loop"]["target_rate"] == 50
+    assert refunds["full_flow_to_raw"] is not None
+
 
 def test_bench_one_flow_without_raw() -> None:
     args = ("bench", "--phases", "webhooks", "--duration", "0.5", "--warmup", "0")
@@ -77,9 +88,9 @@ def test_bench_one_flow_without_raw() -> None:
 
 
 def test_bench_refuses_unknown_phases() -> None:
-    result = run_cli("bench", "--phases", "payments,refunds")
+    result = run_cli("bench", "--phases", "payments,disputes")
     assert result.returncode == 2
-    assert "refunds" in result.stderr
+    assert "disputes" in result.stderr
     result = run_cli("bench", "--phases", "raw")
     assert result.returncode == 2
     assert "--phases" in result.stderr

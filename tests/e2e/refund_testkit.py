@@ -82,12 +82,7 @@ async def intent(sim: SimControl, payment_id: str) -> dict[str, Any]:
 
 
 async def provider_refunds(sim: SimControl, payment_id: str) -> list[dict[str, Any]]:
-    """The refunds the provider made for the payment, from its ledger (the
-    `refunds` list), or, on a simulator that does not list them there,
-    from its charge.refunded events (one per refund made)."""
-    row = await intent(sim, payment_id)
-    if "refunds" in row:
-        listed: list[dict[str, Any]] = row["refunds"]
-        return listed
-    events = await sim.events(type="charge.refunded", payment_id=payment_id)
-    return [{"event": e["id"]} for e in events]
+    """The refunds the provider made for the payment (its ledger's `refunds`:
+    id, amount, status, metadata, idempotency_key)."""
+    listed: list[dict[str, Any]] = (await intent(sim, payment_id))["refunds"]
+    return listed

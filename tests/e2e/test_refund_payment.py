@@ -10,6 +10,8 @@ import pytest
 
 from payments.v1 import payment_pb2 as pb
 from tests.e2e.refund_testkit import (
+    RF,
+    RP,
     RS,
     RU,
     intent,
@@ -53,11 +55,14 @@ async def test_partial_refunds_then_the_rest(channel: grpc.aio.Channel, sim: Sim
     row = await intent(sim, p.id)
     assert row["amount_refunded"] == 1000
     made = await provider_refunds(sim, p.id)
-    assert len(made) == 3
-    if made and "metadata" in made[0]:
-        assert sorted(m["metadata"]["refund_id"] for m in made) == sorted(r.id for r in listed)
-        assert sorted(m["idempotency_key"] for m in made) == sorted(r.id for r in listed)
-        assert sorted(m["amount"] for m in made) == [300, 300, 400]
+    by_ours = {m["metadata"]["refund_id"]: m for m in made}
+    assert sorted(by_ours) == sorted(r.id for r in listed)
+    for r in listed:
+        theirs = by_ours[r.id]
+        assert theirs["id"] == r.provider_refund_id
+        assert theirs["idempotency_key"] == r.id
+        assert theirs["metadata"]["payment_id"] == p.id
+        assert (theirs["amount"], theirs["status"]) == (r.amount, "succeeded")
 
     # Every refund change is an entry of the payment's history.
     entries = [e for e in await history(channel, p.id) if e.refund_id]
@@ -175,3 +180,47 @@ async def test_the_provider_times_out_after_making_the_refund_it_is_unknown(
     # The provider did make it, once.
     assert (await intent(sim, p.id))["amount_refunded"] == 400
     assert len(await provider_refunds(sim, p.id)) == 1
+
+
+async def test_a_refund_the_provider_leaves_pending_stays_pending_and_holds_its_amount(
+    channel: grpc.aio.Channel, sim: SimControl
+) -> None:
+    p = await paid(channel)
+    await sim.faults(refund_pending_rate=1.0)
+    r = await refund(channel, p.id, 600)
+    await sim.clear_faults()
+    assert r.status == RP
+    assert r.provider_refund_id.startswith("re_")  # learned, for the reconciler
+    assert (await get(channel, p.id)).amount_reversed == 0
+    err = await refused(channel, p.id, 401)
+    assert (err.reason, err.metadata["remaining"]) == ("REFUND_EXCEEDS_REMAINING", "400")
+    [theirs] = await provider_refunds(sim, p.id)
+    assert (theirs["id"], theirs["status"]) == (r.provider_refund_id, "pending")
+
+
+async def test_a_provider_error_is_unknown_never_failed(
+    channel: grpc.aio.Channel, sim: SimControl
+) -> None:
+    p = await paid(channel)
+    await sim.faults(error_rate=1.0)
+    r = await refund(channel, p.id, 100)
+    await sim.clear_faults()
+    assert (r.status, r.failure_code) == (RU, "")
+    assert [x.status for x in await refunds(channel, p.id)] == [RU]
+
+
+async def test_a_refusal_by_the_provider_is_failed_with_its_code_and_frees_the_amount(
+    channel: grpc.aio.Channel, sim: SimControl
+) -> None:
+    # Refunded whole at the provider directly, and we were not told (webhooks
+    # lost): the provider refuses ours, nothing was refunded twice.
+    p = await paid(channel)
+    await sim.faults(webhook_drop_rate=1.0)
+    await sim.post(f"/_sim/payment_intents/{p.provider_payment_id}/refund", {})
+    r = await refund(channel, p.id, 100)
+    await sim.clear_faults()
+    assert r.status == RF
+    assert r.failure_code == "charge_already_refunded"
+    assert r.failure_message
+    assert (await intent(sim, p.id))["amount_refunded"] == 1000
+    assert [m["metadata"].get("refund_id") for m in await provider_refunds(sim, p.id)] == [None]

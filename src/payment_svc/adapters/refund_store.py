@@ -189,7 +189,7 @@ class PgLockedRefunds:
             new.source.value,
             new.provider_refund_id,
             new.payment_status.value,
-            f"refund {format_refund_id(new.id)} of {new.amount} recorded ({new.status.value})",
+            f"refund of {new.amount} recorded",
         )
         if row is not None:
             return refund_from_row(row)

@@ -27,7 +27,6 @@ from payment_svc.domain.errors import (
     FieldViolation,
     InvalidArgument,
     ResultNotRecorded,
-    StoreUnavailable,
 )
 from payment_svc.domain.model import (
     NewPayment,
@@ -42,6 +41,7 @@ from payment_svc.domain.model import (
 from payment_svc.domain.results import plan_result
 from payment_svc.domain.status import Source
 from payment_svc.service_layer import pagination
+from payment_svc.service_layer.attempts import Attempts, left, write_until
 from payment_svc.service_layer.pagination import PageTokens
 from payment_svc.service_layer.ports import PaymentProvider, PaymentRepository
 
@@ -74,7 +74,7 @@ class PaymentsService:
         self._provider = provider
         self._budget = budget
         self._tokens = page_tokens
-        self._attempts: set[asyncio.Task[Payment]] = set()
+        self._attempts = Attempts()
 
     async def create(
         self, client_id: str, cmd: CreatePayment, *, deadline: float | None = None
@@ -100,13 +100,8 @@ class PaymentsService:
         return await self._attempt(payment, Source.API, deadline)
 
     async def _attempt(self, payment: Payment, source: Source, deadline: float | None) -> Payment:
-        """The one attempt path: runs as a task of its own, tracked (drain
-        waits for it) and shielded (the caller's cancellation stops the
-        wait, not the attempt)."""
-        task = asyncio.ensure_future(self._ask_and_record(payment, source, deadline))
-        self._attempts.add(task)
-        task.add_done_callback(self._attempts.discard)
-        return await asyncio.shield(task)
+        """The one attempt path (service_layer/attempts.py): tracked, shielded."""
+        return await self._attempts.run(self._ask_and_record(payment, source, deadline))
 
     async def _ask_and_record(
         self, payment: Payment, source: Source, deadline: float | None
@@ -121,7 +116,7 @@ class PaymentsService:
                 description=payment.description,
                 idempotency_key=payment.public_id,
             ),
-            timeout=self._budget.provider_seconds(_left(loop, deadline)),
+            timeout=self._budget.provider_seconds(left(loop, deadline)),
         )
         recorded = await self._record(payment, result, source, deadline)
         log.info(
@@ -139,28 +134,23 @@ class PaymentsService:
         """Records the provider's answer, retrying while the database is
         unavailable, until the caller's deadline (always one try, even past
         it: the caller may be gone, the answer is still worth keeping)."""
+
+        def give_up(exc: BaseException) -> Exception:
+            log.error(
+                "provider_answer_not_recorded",
+                payment_id=payment.public_id,
+                status=result.status.value,
+                provider_payment_id=result.provider_payment_id,
+                error=str(exc) or type(exc).__name__,
+            )
+            return ResultNotRecorded(payment.public_id)
+
         loop = asyncio.get_running_loop()
-        end = loop.time() + self._budget.write_seconds(_left(loop, deadline))
-        pause = 0.05
-        while True:
-            left = end - loop.time()
-            try:
-                async with asyncio.timeout(left if left > 0 else None):
-                    return await self._store.record_result(
-                        payment, result, source=source, plan=plan_result
-                    )
-            except (StoreUnavailable, TimeoutError) as exc:
-                if end - loop.time() <= pause:
-                    log.error(
-                        "provider_answer_not_recorded",
-                        payment_id=payment.public_id,
-                        status=result.status.value,
-                        provider_payment_id=result.provider_payment_id,
-                        error=str(exc) or type(exc).__name__,
-                    )
-                    raise ResultNotRecorded(payment.public_id) from exc
-            await asyncio.sleep(pause)
-            pause = min(pause * 2, 0.5)
+        return await write_until(
+            lambda: self._store.record_result(payment, result, source=source, plan=plan_result),
+            self._budget.write_seconds(left(loop, deadline)),
+            give_up,
+        )
 
     async def redrive(
         self, payment: Payment, *, window_seconds: float, deadline: float | None = None
@@ -181,8 +171,7 @@ class PaymentsService:
     async def drain(self, timeout: float) -> None:
         """Waits for provider attempts still running (their callers may be
         gone), creations and re-drives alike."""
-        if self._attempts:
-            await asyncio.wait(set(self._attempts), timeout=timeout)
+        await self._attempts.drain(timeout)
 
     async def get(self, client_id: str, payment_id: str) -> Payment:
         return await self._store.get(client_id, payment_uuid(payment_id))
@@ -214,10 +203,6 @@ class PaymentsService:
                 PageCursor(sort_key=rows[-1].created_at, id=rows[-1].id), filters
             )
         return Page(rows, token)
-
-
-def _left(loop: asyncio.AbstractEventLoop, deadline: float | None) -> float | None:
-    return None if deadline is None else deadline - loop.time()
 
 
 __all__ = ["Page", "PaymentProvider", "PaymentsService", "payment_uuid"]

@@ -29,7 +29,6 @@ from payment_svc.domain.errors import (
     NotFound,
     PaymentNotRefundable,
     RefundNotRecorded,
-    StoreUnavailable,
 )
 from payment_svc.domain.model import Payment, parse_payment_id
 from payment_svc.domain.refunds import (
@@ -45,6 +44,7 @@ from payment_svc.domain.refunds import (
     succeeded,
 )
 from payment_svc.domain.status import Source
+from payment_svc.service_layer.attempts import Attempts, left, write_until
 from payment_svc.service_layer.ports import RefundProvider, RefundRepository
 from payment_svc.service_layer.unit_of_work import AbstractUnitOfWork
 
@@ -64,7 +64,7 @@ class RefundsService:
         self._provider = provider
         self._budget = budget
         self._uow = uow
-        self._attempts: set[asyncio.Task[Refund]] = set()
+        self._attempts = Attempts()
 
     async def refund(
         self, client_id: str, cmd: RefundPayment, *, deadline: float | None = None
@@ -122,19 +122,15 @@ class RefundsService:
     async def _attempt(
         self, refund: Refund, ask: ProviderRefundRequest, deadline: float | None
     ) -> Refund:
-        """Runs as a task of its own, tracked (drain waits for it) and
-        shielded (the caller's cancellation stops the wait, not the attempt)."""
-        task = asyncio.ensure_future(self._ask_and_record(refund, ask, deadline))
-        self._attempts.add(task)
-        task.add_done_callback(self._attempts.discard)
-        return await asyncio.shield(task)
+        """The payments' attempt path (service_layer/attempts.py): tracked, shielded."""
+        return await self._attempts.run(self._ask_and_record(refund, ask, deadline))
 
     async def _ask_and_record(
         self, refund: Refund, ask: ProviderRefundRequest, deadline: float | None
     ) -> Refund:
         loop = asyncio.get_running_loop()
         outcome = await self._provider.create_refund(
-            ask, timeout=self._budget.provider_seconds(_left(loop, deadline))
+            ask, timeout=self._budget.provider_seconds(left(loop, deadline))
         )
         recorded = await self._record(refund, outcome, deadline)
         log.info(
@@ -153,26 +149,23 @@ class RefundsService:
     ) -> Refund:
         """Records the answer, retrying while the database is unavailable,
         until the caller's deadline (always one try, even past it)."""
+
+        def give_up(exc: BaseException) -> Exception:
+            log.error(
+                "provider_refund_answer_not_recorded",
+                refund_id=refund.public_id,
+                status=outcome.status.value,
+                provider_refund_id=outcome.provider_refund_id,
+                error=str(exc) or type(exc).__name__,
+            )
+            return RefundNotRecorded(refund.public_id, refund.public_payment_id)
+
         loop = asyncio.get_running_loop()
-        end = loop.time() + self._budget.write_seconds(_left(loop, deadline))
-        pause = 0.05
-        while True:
-            left = end - loop.time()
-            try:
-                async with asyncio.timeout(left if left > 0 else None):
-                    return await self.record_outcome(refund, outcome, source=Source.API)
-            except (StoreUnavailable, TimeoutError) as exc:
-                if end - loop.time() <= pause:
-                    log.error(
-                        "provider_refund_answer_not_recorded",
-                        refund_id=refund.public_id,
-                        status=outcome.status.value,
-                        provider_refund_id=outcome.provider_refund_id,
-                        error=str(exc) or type(exc).__name__,
-                    )
-                    raise RefundNotRecorded(refund.public_id, refund.public_payment_id) from exc
-            await asyncio.sleep(pause)
-            pause = min(pause * 2, 0.5)
+        return await write_until(
+            lambda: self.record_outcome(refund, outcome, source=Source.API),
+            self._budget.write_seconds(left(loop, deadline)),
+            give_up,
+        )
 
     async def record_outcome(
         self,
@@ -222,8 +215,7 @@ class RefundsService:
 
     async def drain(self, timeout: float) -> None:
         """Waits for refund attempts still running (their callers may be gone)."""
-        if self._attempts:
-            await asyncio.wait(set(self._attempts), timeout=timeout)
+        await self._attempts.drain(timeout)
 
     async def list(self, client_id: str, query: ListRefunds) -> list[Refund]:
         """The payment's refunds, oldest first."""
@@ -234,10 +226,6 @@ class RefundsService:
 
     async def get(self, client_id: str, refund_id: uuid.UUID) -> Refund:
         return await self._refunds.get(client_id, refund_id)
-
-
-def _left(loop: asyncio.AbstractEventLoop, deadline: float | None) -> float | None:
-    return None if deadline is None else deadline - loop.time()
 
 
 __all__ = ["RefundsService"]

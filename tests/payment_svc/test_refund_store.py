@@ -1,0 +1,189 @@
+"""The refunds' SQL (adapters/refund_store.py) on real Postgres, inside the
+unit of work: the insert with its history entry, the key's uniqueness, what
+recording an outcome writes to the refund, the payment and its history."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import AsyncIterator
+
+import asyncpg
+import pytest
+
+from payment_svc.adapters.db import Database
+from payment_svc.adapters.postgres_uow import PostgresUnitOfWork
+from payment_svc.adapters.refund_store import RefundStore
+from payment_svc.adapters.store import PaymentStore
+from payment_svc.domain.errors import DuplicateRefund, NotFound
+from payment_svc.domain.model import NewPayment, Payment, ProviderResult, new_payment_uuid
+from payment_svc.domain.refunds import (
+    NewRefund,
+    Refund,
+    RefundOutcome,
+    RefundStatus,
+    new_refund_uuid,
+    plan_outcome,
+    refund_fingerprint,
+)
+from payment_svc.domain.status import PaymentStatus, Source
+
+CLIENT = "refund-store-test"
+
+
+@pytest.fixture
+async def database(database_url: str) -> AsyncIterator[Database]:
+    db = Database(database_url, timeout=5, max_size=2)
+    await db.open()
+    try:
+        yield db
+    finally:
+        await db.close()
+
+
+async def succeeded(db: Database, amount: int = 1000) -> Payment:
+    store = PaymentStore(db)
+    new = NewPayment(
+        id=new_payment_uuid(),
+        client_id=CLIENT,
+        idempotency_key=f"k-{uuid.uuid4()}",
+        fingerprint=b"f",
+        amount=amount,
+        currency="USD",
+        payment_method="pm_card_visa",
+        description="",
+        metadata={},
+    )
+    answer = ProviderResult(PaymentStatus.SUCCEEDED, f"pi_{uuid.uuid4().hex[:12]}", "succeeded")
+    return await store.record_result(await store.insert_new(new), answer, source=Source.API)
+
+
+def new_refund(p: Payment, amount: int, key: str | None) -> NewRefund:
+    return NewRefund(
+        id=new_refund_uuid(),
+        payment_id=p.id,
+        client_id=CLIENT,
+        idempotency_key=key,
+        fingerprint=refund_fingerprint(p.public_id, amount, "") if key else None,
+        amount=amount,
+        currency=p.currency,
+        reason="",
+        source=Source.API,
+    )
+
+
+async def insert(db: Database, p: Payment, amount: int, key: str | None) -> Refund:
+    async with PostgresUnitOfWork(db) as uow:
+        await uow.payments.get_for_update(p.id)
+        refund = await uow.refunds.insert(new_refund(p, amount, key))
+        await uow.commit()
+    return refund
+
+
+async def record(
+    db: Database, refund: Refund, outcome: RefundOutcome, *, authoritative: bool = False
+) -> tuple[Refund, Payment]:
+    async with PostgresUnitOfWork(db) as uow:
+        payment = await uow.payments.get_for_update(refund.payment_id)
+        current = await uow.refunds.get_for_update(refund.id)
+        others = [
+            r
+            for r in await uow.refunds.of_payment(payment.id)
+            if r.id != current.id and r.status is RefundStatus.SUCCEEDED
+        ]
+        plan = plan_outcome(
+            payment, current, sum(r.amount for r in others), outcome, authoritative=authoritative
+        )
+        written = await uow.refunds.record(payment, current, outcome, plan, source=Source.WEBHOOK)
+        await uow.commit()
+    return written
+
+
+async def history(db: asyncpg.Pool, p: Payment) -> list[asyncpg.Record]:
+    return list(
+        await db.fetch(
+            "SELECT from_status, to_status, applied, refund_id, refund_status, note "
+            "FROM payment_events WHERE payment_id = $1 AND refund_id IS NOT NULL ORDER BY id",
+            p.id,
+        )
+    )
+
+
+async def test_insert_keeps_the_refund_and_its_history_entry_and_refuses_the_key_again(
+    database: Database, db: asyncpg.Pool
+) -> None:
+    p = await succeeded(database)
+    key = f"rk-{uuid.uuid4()}"
+    r = await insert(database, p, 300, key)
+    assert (r.status, r.amount, r.source, r.idempotency_key) == (
+        RefundStatus.PENDING,
+        300,
+        Source.API,
+        key,
+    )
+    [entry] = await history(db, p)
+    assert (entry["from_status"], entry["to_status"], entry["refund_status"]) == (
+        "SUCCEEDED",
+        "SUCCEEDED",
+        "PENDING",
+    )
+    with pytest.raises(DuplicateRefund) as same:
+        await insert(database, p, 300, key)
+    assert (same.value.reason, same.value.refund_id) == ("DUPLICATE_REFUND", r.public_id)
+    other = await succeeded(database)
+    with pytest.raises(DuplicateRefund) as reused:
+        await insert(database, other, 300, key)  # the unique key, across payments
+    assert reused.value.reason == "IDEMPOTENCY_KEY_REUSED"
+    # A refund made at the provider directly has no key; several may exist.
+    await insert(database, p, 10, None)
+    await insert(database, p, 10, None)
+    assert [x.amount for x in await RefundStore(database).for_payment(CLIENT, p.id)] == [
+        300,
+        10,
+        10,
+    ]
+
+
+async def test_recording_moves_the_refund_and_the_payment_in_its_history(
+    database: Database, db: asyncpg.Pool
+) -> None:
+    p = await succeeded(database)
+    first = await insert(database, p, 600, f"rk-{uuid.uuid4()}")
+    rest = await insert(database, p, 400, f"rk-{uuid.uuid4()}")
+    moved, payment = await record(database, first, RefundOutcome(RefundStatus.SUCCEEDED, "re_a"))
+    assert (moved.status, moved.provider_refund_id, moved.version) == (
+        RefundStatus.SUCCEEDED,
+        "re_a",
+        2,
+    )
+    assert (payment.status, payment.amount_reversed) == (PaymentStatus.SUCCEEDED, 600)
+    _, payment = await record(database, rest, RefundOutcome(RefundStatus.SUCCEEDED, "re_b"))
+    assert (payment.status, payment.amount_reversed) == (PaymentStatus.REVERSED, 1000)
+    assert (await PaymentStore(database).get(CLIENT, p.id)).status is PaymentStatus.REVERSED
+    found = await _by_provider_id(database, "re_b")
+    assert found is not None and found.id == rest.id
+
+    # A final refund contradicted by a non-authoritative source: recorded only.
+    still, _ = await record(
+        database, rest, RefundOutcome(RefundStatus.FAILED, failure_code="expired_or_canceled_card")
+    )
+    assert still.status is RefundStatus.SUCCEEDED
+    rows = await history(db, p)
+    assert [(r["from_status"], r["to_status"], r["refund_status"], r["applied"]) for r in rows] == [
+        ("SUCCEEDED", "SUCCEEDED", "PENDING", True),
+        ("SUCCEEDED", "SUCCEEDED", "PENDING", True),
+        ("SUCCEEDED", "SUCCEEDED", "SUCCEEDED", True),
+        ("SUCCEEDED", "REVERSED", "SUCCEEDED", True),
+        ("REVERSED", "REVERSED", "FAILED", False),
+    ]
+    assert "amount_reversed 600 -> 1000 of 1000" in rows[3]["note"]
+
+
+async def test_another_clients_payment_has_no_refunds_to_list(database: Database) -> None:
+    p = await succeeded(database)
+    with pytest.raises(NotFound):
+        await RefundStore(database).for_payment("someone-else", p.id)
+
+
+async def _by_provider_id(db: Database, provider_refund_id: str) -> Refund | None:
+    async with PostgresUnitOfWork(db) as uow:
+        return await uow.refunds.by_provider_id(provider_refund_id)
