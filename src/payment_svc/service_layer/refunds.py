@@ -204,14 +204,11 @@ class RefundsService:
         async def again() -> Refund:
             loop = asyncio.get_running_loop()
             outcome = await self._provider.create_refund(
-                ask, timeout=self._budget.provider_seconds(_left(loop, deadline))
+                ask, timeout=self._budget.provider_seconds(left(loop, deadline))
             )
             return await self.record_outcome(refund, outcome, source=source)
 
-        task = asyncio.ensure_future(again())
-        self._attempts.add(task)
-        task.add_done_callback(self._attempts.discard)
-        return await asyncio.shield(task)
+        return await self._attempts.run(again())
 
     async def drain(self, timeout: float) -> None:
         """Waits for refund attempts still running (their callers may be gone)."""
