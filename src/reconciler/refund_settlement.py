@@ -30,6 +30,7 @@ async def check_refunds(
     intents: list[ProviderIntent],
     by_provider_id: Mapping[str, rules.Ours],
     limit: asyncio.Semaphore,
+    by_id: Mapping[str, rules.Ours] | None = None,
 ) -> list[ProviderIntent]:
     """Reconciles the refunds of the page's intents that are ours and have
     some refunded (at the provider or by our books); returns the intents
@@ -41,6 +42,18 @@ async def check_refunds(
         if i.id in by_provider_id
         and (i.amount_refunded > 0 or by_provider_id[i.id].amount_reversed > 0)
     ]
+    # Refunds of a provider payment we never recorded: payment-svc reports
+    # each as UNRECORDED_PROVIDER_REFUND (its payment is UNRECORDED_PROVIDER_PAYMENT).
+    strangers = [
+        i
+        for i in intents
+        if i.id not in by_provider_id
+        and i.amount_refunded > 0
+        and not (i.payment_id and i.payment_id in (by_id or {}))
+    ]
+    async with asyncio.TaskGroup() as group:
+        for intent in strangers:
+            group.create_task(_strangers(ctx, tally, intent, limit))
     if not todo:
         return intents
     try:
@@ -72,6 +85,21 @@ async def check_refunds(
         dataclasses.replace(i, amount_refunded=refunded[i.id]) if i.id in refunded else i
         for i in intents
     ]
+
+
+async def _strangers(
+    ctx: JobContext, tally: Tally, intent: ProviderIntent, limit: asyncio.Semaphore
+) -> None:
+    try:
+        async with limit:
+            theirs = await ctx.provider.refunds_of(intent.id)
+    except ProviderError as exc:
+        tally.errors += 1
+        log.warning("provider_refunds_failed", provider_payment_id=intent.id, error=str(exc))
+        return
+    tally.scanned += len(theirs)
+    for refund in theirs:
+        await apply_refund(ctx, tally, refund, provider_payment_id=intent.id)
 
 
 async def _compare(

@@ -158,7 +158,7 @@ async def _check_page(ctx: JobContext, tally: Tally, intents: list[ProviderInten
     by_provider_id = {o.provider_payment_id: o for o in ours if o.provider_payment_id}
     by_id = {o.id: o for o in ours}
     limit = asyncio.Semaphore(ctx.settings.concurrency)
-    intents = await check_refunds(ctx, tally, intents, by_provider_id, limit)
+    intents = await check_refunds(ctx, tally, intents, by_provider_id, limit, by_id)
 
     async def check(intent: ProviderIntent) -> None:
         verdict, mine = rules.settlement_verdict(intent, by_provider_id, by_id)

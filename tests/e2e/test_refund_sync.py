@@ -323,3 +323,45 @@ async def test_our_refund_learns_its_provider_id_from_metadata_and_a_mismatch_is
     assert (await apply(channel, right)).applied
     [after] = await refunds(channel, p.id)
     assert (after.status, after.provider_refund_id) == (RS, other)
+
+
+async def test_a_refund_of_a_provider_payment_we_never_recorded_is_reported(
+    stack: Stack, channel: grpc.aio.Channel, psim: SimControl
+) -> None:
+    charged = await psim.post("/_sim/unrecorded_charges", {"amount": 900, "currency": "usd"})
+    made = await psim.post(f"/_sim/payment_intents/{charged['id']}/refund", {"amount": 100})
+
+    result = await run_once(stack, "--jobs", "settlement_diff")
+    assert_completed(result)
+    rows = await discrepancies(channel, sync.DISCREPANCY_KIND_UNRECORDED_PROVIDER_REFUND)
+    [d] = [d for d in rows if d.provider_payment_id == charged["id"]]
+    assert (d.details["provider_refund_id"], d.details["amount"]) == (made["id"], "100")
+    assert d.payment_id == "" and d.refund_id == ""
+    logged = [
+        e for e in result.events("discrepancy") if e.get("kind") == "UNRECORDED_PROVIDER_REFUND"
+    ]
+    assert logged
+
+
+async def test_a_refund_pending_past_its_deadline_is_a_stuck_refund(
+    stack: Stack, channel: grpc.aio.Channel, psim: SimControl
+) -> None:
+    p = await paid(channel)
+    await psim.faults(refund_pending_rate=1.0)
+    r = await refund(channel, p.id, 100)
+    assert r.status == RP
+
+    result = await run_once(stack, "--jobs", "sweep", RECONCILER_STUCK_AFTER_SECONDS="0.001")
+    assert_completed(result)
+    assert (await refunds(channel, p.id))[0].status == RP  # the provider still says pending
+    rows = await discrepancies(channel, sync.DISCREPANCY_KIND_STUCK_REFUND)
+    [d] = [d for d in rows if d.refund_id == r.id]
+    assert (d.payment_id, d.details["status"], d.details["amount"]) == (p.id, "PENDING", "100")
+    assert any(e.get("refund_id") == r.id for e in result.events("discrepancy"))
+    # Settled at the provider: the next pass makes it SUCCEEDED, no new finding.
+    await settle_refund(psim, r.provider_refund_id, "succeeded")
+    assert_completed(
+        await run_once(stack, "--jobs", "sweep", RECONCILER_STUCK_AFTER_SECONDS="0.001")
+    )
+    assert (await refunds(channel, p.id))[0].status == RS
+    assert (await get(channel, p.id)).amount_reversed == 100
