@@ -342,3 +342,14 @@ async def test_a_mismatched_refund_event_is_reported_with_the_refund() -> None:
     [found] = w.discrepancies.open.values()
     assert (found.refund_id, found.payment_id) == (mine.id, p.id)
     assert w.of(p)[0].status == RU
+
+
+async def test_a_charge_listing_a_refund_unlike_ours_is_reported() -> None:
+    w = World()
+    p = w.pay()
+    mine = ours(p, 300, RS, "re_7")
+    w.refunds.refunds[mine.id] = mine
+    listed = refund_event("refund.created", p, "re_7", "succeeded", T0, amount=400)
+    outcome = await w.deliver(charge_refunded(p, [listed["data"]["object"]], T0))
+    assert (outcome.applied, outcome.discrepancy) == (False, DiscrepancyKind.REFUND_AMOUNT_MISMATCH)
+    assert w.of(p)[0].amount == 300

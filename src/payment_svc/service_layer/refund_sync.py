@@ -128,8 +128,13 @@ async def observe_refund(
         authoritative=authoritative,
     )
     seen = Observed(payment, refund)
-    unchanged = refund is not None and refund.status is fact.status
-    if not record_unchanged and unchanged and decision.plan.write is RefundWrite.RECORD:
+    unchanged = (
+        decision.action is RefundAction.APPLY
+        and refund is not None
+        and refund.status is fact.status
+        and decision.plan.write is RefundWrite.RECORD
+    )
+    if unchanged and not record_unchanged:
         return seen  # a charge.refunded listing a refund we have as it is
     if decision.action is RefundAction.INSERT:
         assert decision.new is not None
