@@ -22,8 +22,13 @@ from payments_dev.stack import Stack
 from tests.e2e.refund_testkit import RF, RP, RS, RU, intent, paid, refund, refunds
 from tests.e2e.test_webhook_flow import get, history, until
 from tests.payment_svc.test_provider_events import apply
-from tests.reconciler.reconciler_testkit import assert_completed, discrepancies, run_once
-from tests.support import SimControl
+from tests.reconciler.reconciler_testkit import (
+    assert_completed,
+    discrepancies,
+    run_once,
+    sync_stub,
+)
+from tests.support import SimControl, auth, rich_error
 
 S, R = pb.PAYMENT_STATUS_SUCCEEDED, pb.PAYMENT_STATUS_REVERSED
 WEBHOOK, RECONCILER = pb.PAYMENT_EVENT_SOURCE_WEBHOOK, pb.PAYMENT_EVENT_SOURCE_RECONCILER
@@ -367,3 +372,26 @@ async def test_a_refund_pending_past_its_deadline_is_a_stuck_refund(
     assert (await get(channel, p.id)).amount_reversed == 100
     rows = await discrepancies(channel, sync.DISCREPANCY_KIND_STUCK_REFUND)
     assert [x.occurrences for x in rows if x.refund_id == r.id] == [d.occurrences]
+
+
+async def test_redrive_refund_refuses_a_refund_the_provider_has_and_a_final_one(
+    channel: grpc.aio.Channel, psim: SimControl
+) -> None:
+    p = await paid(channel)
+    await psim.faults(refund_pending_rate=1.0)
+    pending = await refund(channel, p.id, 100)
+    assert pending.provider_refund_id
+    stub = sync_stub(channel)
+    with pytest.raises(grpc.aio.AioRpcError) as caught:
+        await stub.RedriveRefund(
+            sync.RedriveRefundRequest(refund_id=pending.id), metadata=auth("reconciler"), timeout=5
+        )
+    err = rich_error(caught.value)
+    assert err.code == grpc.StatusCode.FAILED_PRECONDITION
+    assert err.reason == "REFUND_ALREADY_AT_PROVIDER"
+    with pytest.raises(grpc.aio.AioRpcError) as bad:
+        await stub.RedriveRefund(
+            sync.RedriveRefundRequest(refund_id="nope"), metadata=auth("reconciler"), timeout=5
+        )
+    assert bad.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert len(await listed_at_provider(psim, p.id)) == 1
