@@ -37,6 +37,7 @@ from payment_svc.adapters.postgres_uow import PostgresUnitOfWork
 from payment_svc.adapters.quarantine_store import QuarantineStore
 from payment_svc.adapters.reconciliation_store import SnapshotStore
 from payment_svc.adapters.refund_store import RefundStore
+from payment_svc.adapters.refund_sync_store import RefundSyncStore
 from payment_svc.adapters.run_store import RunStore
 from payment_svc.adapters.store import PaymentStore
 from payment_svc.adapters.stripe_observations import parse_event
@@ -54,6 +55,7 @@ from payment_svc.service_layer.payments import PaymentsService
 from payment_svc.service_layer.ports import Sequenced
 from payment_svc.service_layer.provider_sync import ProviderSyncService
 from payment_svc.service_layer.reconciliation import ReconciliationService
+from payment_svc.service_layer.refund_sync import RefundSyncService
 from payment_svc.service_layer.refunds import RefundsService
 from payment_svc.service_layer.runs import RunService
 from payment_svc.settings import ConfigError, MigrationSettings, Settings
@@ -186,6 +188,13 @@ async def serve(settings: Settings) -> None:
         ),
         uow=lambda: PostgresUnitOfWork(db),
     )
+    refund_sync = RefundSyncService(
+        RefundSyncStore(db),
+        refunds,
+        uow=lambda: PostgresUnitOfWork(db),
+        redrive_window=settings.redrive_window,
+        page_tokens=page_tokens,
+    )
     server, port = create_server(
         settings,
         payments,
@@ -194,6 +203,7 @@ async def serve(settings: Settings) -> None:
         health_servicer,
         refunds=refunds,
         feed=feed,
+        refund_sync=refund_sync,
     )
 
     pending: set[asyncio.Task[None]] = set()

@@ -383,12 +383,14 @@ class ProviderSyncClient(_Client):
         payment_id: str = "",
         provider_payment_id: str = "",
         details: Mapping[str, str] | None = None,
+        refund_id: str = "",
     ) -> sync.ReportDiscrepancyResponse:
         request = sync.ReportDiscrepancyRequest(
             kind=kind,
             payment_id=payment_id,
             provider_payment_id=provider_payment_id,
             details=dict(details or {}),
+            refund_id=refund_id,
         )
         reply: sync.ReportDiscrepancyResponse = await self._call(
             self.stub.ReportDiscrepancy, request
@@ -417,6 +419,62 @@ class ProviderSyncClient(_Client):
             self.stub.ListPaymentsToReconcile, request
         )
         return list(reply.payments), reply.next_page_token
+
+    async def list_refunds_to_reconcile(
+        self,
+        older_than: float,
+        *,
+        page_size: int = 0,
+        page_token: str = "",
+        reconciler_id: str = "",
+        lease: float | None = None,
+    ) -> tuple[list[sync.RefundToReconcile], str]:
+        """One page of non-final refunds untouched for `older_than` seconds
+        (each with its payment's provider id); with a `lease`, claimed."""
+        request = sync.ListRefundsToReconcileRequest(
+            older_than=_duration(older_than),
+            page_size=page_size,
+            page_token=page_token,
+            reconciler_id=reconciler_id,
+            lease=_duration(lease),
+        )
+        reply: sync.ListRefundsToReconcileResponse = await self._call(
+            self.stub.ListRefundsToReconcile, request
+        )
+        return list(reply.refunds), reply.next_page_token
+
+    async def reconcile_refund(
+        self,
+        snapshot: sync.ProviderRefundSnapshot,
+        *,
+        refund_id: str = "",
+        provider_payment_id: str = "",
+    ) -> sync.ReconcileRefundResponse:
+        request = sync.ReconcileRefundRequest(
+            refund_id=refund_id, snapshot=snapshot, provider_payment_id=provider_payment_id
+        )
+        reply: sync.ReconcileRefundResponse = await self._call(self.stub.ReconcileRefund, request)
+        return reply
+
+    async def redrive_refund(self, refund_id: str) -> pb.Refund:
+        request = sync.RedriveRefundRequest(refund_id=refund_id)
+        reply: sync.RedriveRefundResponse = await self._call(self.stub.RedriveRefund, request)
+        return reply.refund
+
+    async def lookup_refunds(
+        self,
+        refund_ids: Iterable[str] = (),
+        provider_refund_ids: Iterable[str] = (),
+        payment_ids: Iterable[str] = (),
+    ) -> list[pb.Refund]:
+        """Our refunds (any client's) among these ids, or of these payments."""
+        request = sync.LookupRefundsRequest(
+            refund_ids=list(refund_ids),
+            provider_refund_ids=list(provider_refund_ids),
+            payment_ids=list(payment_ids),
+        )
+        reply: sync.LookupRefundsResponse = await self._call(self.stub.LookupRefunds, request)
+        return list(reply.refunds)
 
     async def redrive_payment(self, payment_id: str) -> sync.RedrivePaymentResponse:
         request = sync.RedrivePaymentRequest(payment_id=payment_id)

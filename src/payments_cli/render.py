@@ -219,7 +219,9 @@ def kind_text(kind: sync.DiscrepancyKind.ValueType) -> str:
 
 
 def _details(d: sync.Discrepancy) -> Text:
-    return Text(", ".join(f"{k}={v}" for k, v in sorted(d.details.items())))
+    # a finding about a refund names it first
+    refund = [("refund", d.refund_id)] if d.refund_id else []
+    return Text(", ".join(f"{k}={v}" for k, v in [*refund, *sorted(d.details.items())]))
 
 
 def discrepancies(items: Sequence[sync.Discrepancy], next_page_token: str) -> None:
@@ -251,6 +253,7 @@ def discrepancy(d: sync.Discrepancy) -> None:
         ("id", d.id),
         ("kind", kind_text(d.kind)),
         ("payment", d.payment_id),
+        ("refund", d.refund_id),
         ("provider id", d.provider_payment_id),
         ("details", _details(d)),
         ("occurrences", str(d.occurrences)),

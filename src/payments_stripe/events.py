@@ -24,6 +24,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from payments_kit.cards import redact_value
+from payments_stripe.status import RefundState, StripeRefundStatus, refund_failure, refund_status
 
 
 class StripeEventType(enum.StrEnum):
@@ -35,6 +36,9 @@ class StripeEventType(enum.StrEnum):
     PAYMENT_INTENT_CANCELED = "payment_intent.canceled"
     CHARGE_REFUNDED = "charge.refunded"
     CHARGE_DISPUTE_CREATED = "charge.dispute.created"
+    REFUND_CREATED = "refund.created"
+    REFUND_UPDATED = "refund.updated"
+    REFUND_FAILED = "refund.failed"
     UNKNOWN = "unknown"
 
     @classmethod
@@ -174,3 +178,62 @@ def amount_field(obj: dict[str, Any], key: str) -> int | None:
     if not 0 <= value <= MAX_PROVIDER_AMOUNT:
         raise _bad(f"data.object.{key} must be 0..{MAX_PROVIDER_AMOUNT}")
     return value
+
+
+@dataclass(frozen=True)
+class EventRefund:
+    """A refund object of an event (refund.*, or one listed by a
+    charge.refunded), checked; its status by the one mapping (status.py)."""
+
+    id: str
+    payment_intent: str | None
+    amount: int
+    currency: str
+    provider_status: StripeRefundStatus
+    state: RefundState
+    # metadata.refund_id: ours when we asked for it; None when the refund
+    # was made at the provider directly (dashboard, API)
+    metadata_refund_id: str | None
+    metadata_payment_id: str | None
+    reason: str | None
+    failure_code: str | None
+    failure_message: str | None
+
+
+def event_refund(obj: dict[str, Any]) -> EventRefund:
+    """A refund object of an event, or MalformedEvent."""
+    refund_id = text_field(obj, "id")
+    amount = amount_field(obj, "amount")
+    currency = text_field(obj, "currency")
+    if refund_id is None or amount is None or currency is None:
+        raise _bad("a refund must have an id, an amount and a currency")
+    metadata = obj.get("metadata")
+    metadata = metadata if isinstance(metadata, dict) else {}
+    provider_status, state = refund_status(obj)
+    code, message = refund_failure(obj) if state is RefundState.FAILED else (None, None)
+    return EventRefund(
+        id=refund_id,
+        payment_intent=text_field(obj, "payment_intent"),
+        amount=amount,
+        currency=currency.upper(),
+        provider_status=provider_status,
+        state=state,
+        metadata_refund_id=text_field(metadata, "refund_id"),
+        metadata_payment_id=text_field(metadata, "payment_id"),
+        reason=text_field(obj, "reason"),
+        failure_code=code[:MAX_ID_CHARS] if code else None,
+        failure_message=message[:MAX_MESSAGE_CHARS] if message else None,
+    )
+
+
+def listed_refunds(charge: dict[str, Any]) -> list[EventRefund] | None:
+    """The refunds a charge lists (`refunds.data`, as charge.refunded shows
+    them in API versions before 2022-11-15 and in provider-sim), or None
+    when it lists none: then only its cumulative amount_refunded is known."""
+    refunds = charge.get("refunds")
+    data = refunds.get("data") if isinstance(refunds, dict) else None
+    if not isinstance(data, list):
+        return None
+    if not all(isinstance(r, dict) for r in data):
+        raise _bad("data.object.refunds.data must hold refund objects")
+    return [event_refund(r) for r in data]

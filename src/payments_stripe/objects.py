@@ -15,10 +15,13 @@ from typing import Any, Final, TypeGuard
 
 from payments_stripe.events import StripeEventType
 from payments_stripe.status import (
+    RefundState,
     Status,
     StripeIntentStatus,
     intent_failure,
     intent_status,
+    refund_failure,
+    refund_status,
     reversed_status,
     snapshot_reversed,
 )
@@ -114,6 +117,54 @@ def our_view(intent: ProviderIntent) -> Status:
     the one rule (payments_kit/reversal.py), only reversals of the whole
     amount make it REVERSED; partly refunded, it is SUCCEEDED."""
     return reversed_status(intent.mapped, intent.amount, reversed_amount(intent))
+
+
+@dataclass(frozen=True, slots=True)
+class ProviderRefund:
+    id: str
+    payment_intent: str
+    status: str  # Stripe's own word
+    amount: int
+    currency: str  # upper case, as ours
+    created: int
+    refund_id: str  # metadata['refund_id'], "" when absent (made at the provider)
+    reason: str
+    failure_reason: str
+    # Our state for it: this package's one mapping (status.py)
+    mapped: RefundState
+
+    @property
+    def counts(self) -> bool:
+        """Whether it takes money back (succeeded), as our refunds count."""
+        return self.mapped is RefundState.SUCCEEDED
+
+
+def parse_refund(obj: Any) -> ProviderRefund:
+    if not isinstance(obj, dict) or obj.get("object", "refund") != "refund":
+        raise MalformedAnswer("not a refund")
+    refund_id, amount, currency = obj.get("id"), obj.get("amount"), obj.get("currency")
+    if not isinstance(refund_id, str) or not refund_id:
+        raise MalformedAnswer("a refund without an id")
+    if not _is_int(amount) or not isinstance(currency, str):
+        raise MalformedAnswer(f"refund {refund_id} without amount or currency")
+    _, mapped = refund_status(obj)
+    code, _ = refund_failure(obj) if mapped is RefundState.FAILED else (None, None)
+    metadata = obj.get("metadata")
+    ours = metadata.get("refund_id") if isinstance(metadata, dict) else None
+    intent = obj.get("payment_intent")
+    created = obj.get("created")
+    return ProviderRefund(
+        id=refund_id,
+        payment_intent=intent if isinstance(intent, str) else "",
+        status=str(obj.get("status") or ""),
+        amount=amount,
+        currency=currency.upper(),
+        created=created if _is_int(created) else 0,
+        refund_id=ours if isinstance(ours, str) else "",
+        reason=str(obj.get("reason") or ""),
+        failure_reason=code or "",
+        mapped=mapped,
+    )
 
 
 @dataclass(frozen=True, slots=True)

@@ -4,6 +4,8 @@
     find_intents(payment_id) GET /v1/payment_intents/search?query=metadata['payment_id']:'..'
     events_page(...)        GET /v1/events?created[gte]=&types[]=&ending_before|starting_after=
     intents_page(...)       GET /v1/payment_intents?created[gte]=&created[lte]=&starting_after=
+    retrieve_refund(id)      GET /v1/refunds/{id}
+    refunds_of(intent)       GET /v1/refunds?payment_intent=  (every page)
 
 What can go wrong (client.py's one table, as the reader raises it):
 
@@ -36,8 +38,10 @@ from payments_stripe.objects import (
     MalformedAnswer,
     ProviderEvent,
     ProviderIntent,
+    ProviderRefund,
     parse_event,
     parse_intent,
+    parse_refund,
 )
 
 T = TypeVar("T")
@@ -132,6 +136,23 @@ class StripeReader:
         body = await self._get("/v1/payment_intents", **params)
         return Page([_intent(obj) for obj in _data(body)], body.get("has_more") is True)
 
+    async def retrieve_refund(self, refund_id: str) -> ProviderRefund:
+        return _refund(await self._get(f"/v1/refunds/{refund_id}"))
+
+    async def refunds_of(self, intent_id: str, *, limit: int = 100) -> list[ProviderRefund]:
+        """Every refund of the intent, newest first. Only a list that was
+        answered says "not there": any failure is a ProviderError (the
+        intent's own 404 included: NotFoundAtProvider)."""
+        refunds: list[ProviderRefund] = []
+        params: dict[str, Any] = {"payment_intent": intent_id, "limit": limit}
+        while True:
+            body = await self._get("/v1/refunds", **params)
+            page = [_refund(obj) for obj in _data(body)]
+            refunds.extend(page)
+            if body.get("has_more") is not True or not page:
+                return refunds
+            params["starting_after"] = page[-1].id
+
     async def _get(
         self, path: str, *, not_found_is_an_answer: bool = True, **params: Any
     ) -> dict[str, Any]:
@@ -162,6 +183,13 @@ def _data(body: dict[str, Any]) -> list[Any]:
 def _intent(obj: Any) -> ProviderIntent:
     try:
         return parse_intent(obj)
+    except MalformedAnswer as exc:
+        raise ProviderUnavailable(str(exc)) from None
+
+
+def _refund(obj: Any) -> ProviderRefund:
+    try:
+        return parse_refund(obj)
     except MalformedAnswer as exc:
         raise ProviderUnavailable(str(exc)) from None
 

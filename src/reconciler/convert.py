@@ -8,7 +8,7 @@ from google.protobuf.timestamp_pb2 import Timestamp
 
 from payments.v1 import payment_pb2 as pb
 from payments.v1 import provider_sync_service_pb2 as sync
-from payments_stripe.objects import ProviderIntent
+from payments_stripe.objects import ProviderIntent, ProviderRefund
 from payments_stripe.status import Status
 from reconciler.rules import Ours
 
@@ -59,6 +59,20 @@ def snapshot(intent: ProviderIntent, observed_at: datetime) -> sync.ProviderPaym
         failure_message=intent.failure_message,
         observed_at=timestamp(observed_at),
         disputed=intent.disputed,
+    )
+
+
+def refund_snapshot(refund: ProviderRefund, observed_at: datetime) -> sync.ProviderRefundSnapshot:
+    return sync.ProviderRefundSnapshot(
+        found=True,
+        provider_refund_id=refund.id,
+        provider_status=refund.status,
+        amount=refund.amount,
+        currency=refund.currency,
+        failure_reason=refund.failure_reason,
+        observed_at=timestamp(observed_at),
+        metadata_refund_id=refund.refund_id,
+        reason=refund.reason,
     )
 
 

@@ -30,6 +30,7 @@ class Findings:
         payment_id: str = "",
         provider_payment_id: str = "",
         details: Mapping[str, str] | None = None,
+        refund_id: str = "",
     ) -> None:
         reply = await retrying(
             lambda: self._client.report_discrepancy(
@@ -37,6 +38,7 @@ class Findings:
                 payment_id=payment_id,
                 provider_payment_id=provider_payment_id,
                 details=details,
+                refund_id=refund_id,
             )
         )
         self._found(
@@ -46,6 +48,7 @@ class Findings:
             provider_payment_id,
             discrepancy_id=reply.discrepancy_id,
             occurrences=reply.occurrences,
+            refund_id=refund_id,
             details=dict(details or {}),
         )
 

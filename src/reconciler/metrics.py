@@ -5,6 +5,8 @@
     reconciler_open_discrepancies{kind}                unresolved, from payment-svc after each run
     reconciler_oldest_non_final_payment_age_seconds    age of the oldest PENDING/UNKNOWN payment
     reconciler_non_final_payments                      PENDING + UNKNOWN payments
+    reconciler_oldest_non_final_refund_age_seconds     age of the oldest PENDING/UNKNOWN refund
+    reconciler_non_final_refunds                       PENDING + UNKNOWN refunds
     reconciler_last_success_timestamp_seconds{job}     end of the job's last successful run
                                                        (absent until the first one)
     reconciler_runs_total{job,result}                  result: ok | failed
@@ -70,6 +72,14 @@ class Metrics:
         )
         self.non_final = Gauge(
             "reconciler_non_final_payments", "PENDING and UNKNOWN payments.", registry=r
+        )
+        self.oldest_non_final_refund_age = Gauge(
+            "reconciler_oldest_non_final_refund_age_seconds",
+            "Age of the oldest PENDING or UNKNOWN refund (0 when there is none).",
+            registry=r,
+        )
+        self.non_final_refunds = Gauge(
+            "reconciler_non_final_refunds", "PENDING and UNKNOWN refunds.", registry=r
         )
         self.last_success = Gauge(
             "reconciler_last_success_timestamp_seconds",
@@ -138,6 +148,12 @@ class Metrics:
             self.oldest_non_final_age.set(max((now - oldest).total_seconds(), 0.0))
         else:
             self.oldest_non_final_age.set(0)
+        self.non_final_refunds.set(reply.non_final_refunds)
+        if reply.HasField("oldest_non_final_refund_created_at"):
+            oldest = reply.oldest_non_final_refund_created_at.ToDatetime(tzinfo=UTC)
+            self.oldest_non_final_refund_age.set(max((now - oldest).total_seconds(), 0.0))
+        else:
+            self.oldest_non_final_refund_age.set(0)
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

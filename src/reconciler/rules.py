@@ -24,8 +24,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from payments_stripe.objects import ProviderIntent, our_view
-from payments_stripe.status import Status
+from payments.v1 import payment_pb2 as pb
+from payments_stripe.objects import ProviderIntent, ProviderRefund, our_view
+from payments_stripe.status import RefundState, Status
 
 
 class Missing(enum.Enum):
@@ -60,6 +61,44 @@ def ours_among(intents: list[ProviderIntent]) -> tuple[ProviderIntent, list[Prov
 
 def is_stuck(status: Status, created_at: datetime, now: datetime, after: float) -> bool:
     return not status.is_final and now - created_at >= timedelta(seconds=after)
+
+
+# -- refunds (refund_sweep.py, settlement.py) -----------------------------------
+
+_FINAL_REFUND = frozenset({pb.REFUND_STATUS_SUCCEEDED, pb.REFUND_STATUS_FAILED})
+
+
+def refund_state(status: pb.RefundStatus.ValueType) -> str:
+    """SUCCEEDED for REFUND_STATUS_SUCCEEDED."""
+    return pb.RefundStatus.Name(status).removeprefix("REFUND_STATUS_")
+
+
+def is_stuck_refund(
+    status: pb.RefundStatus.ValueType, created_at: datetime, now: datetime, after: float
+) -> bool:
+    return status not in _FINAL_REFUND and now - created_at >= timedelta(seconds=after)
+
+
+def ours_among_refunds(refunds: list[ProviderRefund]) -> ProviderRefund:
+    """The provider's refunds carrying our refund id (one key, one refund):
+    the one that moved money, else the oldest (listed newest first)."""
+    return next((r for r in refunds if r.counts), refunds[-1])
+
+
+def refund_agrees(ours: pb.Refund, theirs: ProviderRefund) -> bool:
+    """Nothing for payment-svc to do: the same refund, amount and state."""
+    return (
+        ours.provider_refund_id == theirs.id
+        and ours.amount == theirs.amount
+        and ours.currency == theirs.currency
+        and refund_state(ours.status) == theirs.mapped.name
+    )
+
+
+def provider_refunded(refunds: list[ProviderRefund]) -> int:
+    """What the provider's refunds took back: the succeeded ones (a pending
+    one counts in Stripe's amount_refunded, not in ours)."""
+    return sum(r.amount for r in refunds if r.mapped is RefundState.SUCCEEDED)
 
 
 @dataclass(frozen=True, slots=True)

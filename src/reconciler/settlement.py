@@ -15,6 +15,18 @@ against ours, one page at a time:
                                                leaves the payment as it is
            not ours, money moved            -> UNRECORDED_PROVIDER_PAYMENT
            not ours, nothing moved          -> ignored
+      └─ refunds, before the payments' verdicts, of every intent of ours with
+         some refunded (theirs or ours): GET /v1/refunds?payment_intent=, and
+         LookupRefunds(the page's payments)                      one call per page
+           theirs, ours agrees               -> nothing
+           theirs, ours differs or is absent -> ReconcileRefund: payment-svc moves
+                                                ours, records it as ours (made at
+                                                the provider directly), or reports
+                                                REFUND_AMOUNT_MISMATCH
+           ours succeeded, not theirs        -> REFUND_MISSING_AT_PROVIDER
+           refunded totals still differ      -> REFUND_AMOUNT_MISMATCH (the payment)
+         the intent's refunded amount is then what its succeeded refunds took
+         (Stripe's amount_refunded counts pending ones too)
     ListPaymentsCreated(same window, SUCCEEDED or REVERSED)      the other way round
       └─ ours whose provider id was not in the provider's list
            retrieve it: unknown to the provider -> MISSING_AT_PROVIDER
@@ -39,6 +51,7 @@ from payments_stripe.objects import ProviderIntent
 from payments_stripe.reader import NotFoundAtProvider, ProviderError
 from reconciler import convert, rules
 from reconciler.context import JobContext
+from reconciler.refund_settlement import check_refunds
 from reconciler.retry import retrying
 from reconciler.runs import JobFailed, Tally
 
@@ -145,6 +158,7 @@ async def _check_page(ctx: JobContext, tally: Tally, intents: list[ProviderInten
     by_provider_id = {o.provider_payment_id: o for o in ours if o.provider_payment_id}
     by_id = {o.id: o for o in ours}
     limit = asyncio.Semaphore(ctx.settings.concurrency)
+    intents = await check_refunds(ctx, tally, intents, by_provider_id, limit, by_id)
 
     async def check(intent: ProviderIntent) -> None:
         verdict, mine = rules.settlement_verdict(intent, by_provider_id, by_id)

@@ -15,6 +15,7 @@
            no answer (the search's own 404 included) -> an error for this
                           payment (never a guess, never a re-drive)
            still non-final past RECONCILER_STUCK_AFTER_SECONDS -> STUCK_PAYMENT
+    then the non-final refunds, by the same rules (refund_sweep.py)
 
 The lease gives each replica its own payments while it works on them. The
 provider being down ends the run early (failed) instead of timing out once per
@@ -36,6 +37,7 @@ from payments_stripe.reader import NotFoundAtProvider, ProviderError
 from payments_stripe.status import Status
 from reconciler import convert, rules
 from reconciler.context import JobContext
+from reconciler.refund_sweep import sweep_refunds
 from reconciler.retry import retrying
 from reconciler.runs import JobFailed, Tally
 
@@ -110,6 +112,10 @@ async def sweep(ctx: JobContext, tally: Tally) -> None:
             group.create_task(produce())
             for _ in range(workers):
                 group.create_task(work())
+    except BaseExceptionGroup as group_error:
+        raise group_error.exceptions[0] from None
+    try:
+        await sweep_refunds(ctx, tally, item.health)
     except BaseExceptionGroup as group_error:
         raise group_error.exceptions[0] from None
     item.health.check_end(tally.errors)

@@ -15,6 +15,7 @@ REQUIRED = {
     "open irreconcilable discrepancies": "PaymentsDiscrepanciesOpen",
     "a reconciler job's last success too old": "ReconcilerJobStale",
     "payments non-final past their deadline": "PaymentsNonFinalPastDeadline",
+    "refunds non-final past their deadline (issue 13)": "RefundsNonFinalPastDeadline",
     "a spike of webhook verification failures": "WebhookVerificationFailuresSpike",
     "gRPC error ratio": "PaymentSvcGrpcErrorRatio",
     "webhook 5xx ratio": "WebhookGateway5xxRatio",

@@ -39,6 +39,7 @@ from payment_svc.domain.records import (
     Quarantined,
     Reported,
 )
+from payment_svc.domain.refund_events import RefundState
 from payment_svc.domain.refunds import (
     ExistingRefund,
     NewRefund,
@@ -270,9 +271,14 @@ class FakeDiscrepancies:
         payment_id: uuid.UUID | None,
         provider_payment_id: str | None,
         details: Mapping[str, str],
+        *,
+        refund_id: uuid.UUID | None = None,
     ) -> Reported:
         key = dedup_key(
-            kind, format_payment_id(payment_id) if payment_id else None, provider_payment_id
+            kind,
+            format_payment_id(payment_id) if payment_id else None,
+            provider_payment_id,
+            str(refund_id) if refund_id else None,
         )
         old = self.open.get(key)
         now = _now()
@@ -288,6 +294,7 @@ class FakeDiscrepancies:
             resolved_at=None,
             resolved_by=None,
             note=None,
+            refund_id=refund_id,
         )
         self.open[key] = new
         return Reported(new.id, new.occurrences)
@@ -474,6 +481,9 @@ class FakeRefundRepository:
     refunds: dict[uuid.UUID, Refund] = field(default_factory=dict)
     fingerprints: dict[uuid.UUID, bytes | None] = field(default_factory=dict)
     history: list[tuple[uuid.UUID, RefundStatus, Source, bool]] = field(default_factory=list)
+    # issue 13: each refund's newest provider state applied
+    provider_state: dict[uuid.UUID, RefundState] = field(default_factory=dict)
+    leases: set[uuid.UUID] = field(default_factory=set)
 
     async def for_payment(self, client_id: str, payment_id: uuid.UUID) -> list[Refund]:
         await self.payments.get(client_id, payment_id)  # NotFound for another client's
@@ -593,6 +603,75 @@ class FakeLockedRefunds:
         return moved, payment
 
 
+class FakeLockedRefundSync:
+    """What PgLockedRefundSync's statements do, in memory (the unique
+    provider refund id included)."""
+
+    def __init__(self, repo: FakeRefundRepository, payments: FakePaymentRepository) -> None:
+        self.repo = repo
+        self.payments = payments
+
+    async def provider_state(self, refund_id: uuid.UUID) -> RefundState:
+        return self.repo.provider_state.get(refund_id, RefundState())
+
+    async def touch(self, refund_id: uuid.UUID, state: RefundState) -> None:
+        old = self.repo.provider_state.get(refund_id, RefundState())
+        if old.at is None or (state.at is not None and state.at > old.at):
+            self.repo.provider_state[refund_id] = state
+        else:
+            self.repo.provider_state[refund_id] = RefundState(
+                old.at, max(old.rank or 0, state.rank or 0)
+            )
+
+    async def insert_observed(
+        self, payment: Payment, new: NewRefund, plan: RefundPlan, outcome: RefundOutcome
+    ) -> tuple[Refund, Payment] | None:
+        if any(r.provider_refund_id == new.provider_refund_id for r in self.repo.refunds.values()):
+            return None
+        now = _now()
+        failed = new.status is RefundStatus.FAILED
+        refund = Refund(
+            id=new.id,
+            payment_id=new.payment_id,
+            client_id=new.client_id,
+            idempotency_key=None,
+            amount=new.amount,
+            currency=new.currency,
+            status=new.status,
+            reason=new.reason,
+            source=new.source,
+            provider_refund_id=new.provider_refund_id,
+            failure_code=outcome.failure_code if failed else None,
+            failure_message=outcome.failure_message if failed else None,
+            version=1,
+            created_at=now,
+            updated_at=now,
+        )
+        self.repo.refunds[refund.id] = refund
+        self.repo.fingerprints[refund.id] = None
+        self.repo.history.append((refund.id, refund.status, new.source, True))
+        self.payments.history.append(
+            (payment.id, plan.payment_from, plan.payment_to, new.source, True)
+        )
+        if plan.payment_changes:
+            payment = replace(
+                payment,
+                status=plan.payment_to,
+                amount_reversed=plan.amount_reversed,
+                version=payment.version + 1,
+            )
+            self.payments.payments[payment.id] = payment
+        return refund, payment
+
+    async def record_entry(
+        self, payment: Payment, outcome: RefundOutcome, note: str, *, source: Source
+    ) -> None:
+        self.payments.history.append((payment.id, payment.status, payment.status, source, False))
+
+    async def release_lease(self, refund_id: uuid.UUID) -> None:
+        self.repo.leases.discard(refund_id)
+
+
 @dataclass
 class FakeRefundProvider:
     """Answers refunds as told (`answers` in turn, then `answer`); checks,
@@ -655,8 +734,10 @@ class FakeUnitOfWork(AbstractUnitOfWork):
         self._refunds.refunds = dict(self.committed_refunds.refunds)
         self._refunds.fingerprints = dict(self.committed_refunds.fingerprints)
         self._refunds.history = list(self.committed_refunds.history)
+        self._refunds.provider_state = dict(self.committed_refunds.provider_state)
         self.payments = FakeLockedPayments(self._repo)
         self.refunds = FakeLockedRefunds(self._refunds, self._repo)
+        self.refund_sync = FakeLockedRefundSync(self._refunds, self._repo)
         self.inbox = FakeInboxWriter(self._inbox, self._repo)
         self.discrepancies = self._disc
         return self
@@ -667,6 +748,7 @@ class FakeUnitOfWork(AbstractUnitOfWork):
         self.committed_refunds.refunds = self._refunds.refunds
         self.committed_refunds.fingerprints = self._refunds.fingerprints
         self.committed_refunds.history = self._refunds.history
+        self.committed_refunds.provider_state = self._refunds.provider_state
         self.committed_discrepancies.open = self._disc.open
         for name in ("rows", "stored", "provider_state", "applied", "attempted"):
             setattr(self.committed_inbox, name, getattr(self._inbox, name))

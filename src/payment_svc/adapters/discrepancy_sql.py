@@ -16,8 +16,9 @@ from payment_svc.domain.reconciliation import DiscrepancyKind, dedup_key
 from payment_svc.domain.records import Reported
 
 _REPORT = """
-INSERT INTO discrepancies (id, kind, payment_id, provider_payment_id, details, dedup_key)
-VALUES ($1, $2, $3, $4, $5, $6)
+INSERT INTO discrepancies (id, kind, payment_id, provider_payment_id, details, dedup_key,
+                           refund_id)
+VALUES ($1, $2, $3, $4, $5, $6, $7)
 ON CONFLICT (dedup_key) WHERE resolved_at IS NULL DO UPDATE
 SET last_seen_at = now(), occurrences = discrepancies.occurrences + 1,
     details = EXCLUDED.details
@@ -33,6 +34,7 @@ async def report(
     details: Mapping[str, str],
     *,
     dedup: str | None = None,
+    refund_id: uuid.UUID | None = None,
 ) -> Reported:
     try:
         row = await conn.fetchrow(
@@ -44,10 +46,16 @@ async def report(
             dict(details),
             dedup
             or dedup_key(
-                kind, format_payment_id(payment_id) if payment_id else None, provider_payment_id
+                kind,
+                format_payment_id(payment_id) if payment_id else None,
+                provider_payment_id,
+                str(refund_id) if refund_id else None,
             ),
+            refund_id,
         )
     except asyncpg.ForeignKeyViolationError:
+        if refund_id is not None:
+            raise NotFound(f"refund {refund_id} or its payment not found") from None
         assert payment_id is not None
         raise NotFound(f"payment {format_payment_id(payment_id)} not found") from None
     assert row is not None

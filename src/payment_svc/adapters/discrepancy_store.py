@@ -16,7 +16,7 @@ from payment_svc.domain.reconciliation import DiscrepancyKind
 from payment_svc.domain.records import Discrepancy, Reported
 
 _DISCREPANCY_COLUMNS = """id, kind, payment_id, provider_payment_id, details, first_seen_at,
-    last_seen_at, occurrences, resolved_at, resolved_by, note"""
+    last_seen_at, occurrences, resolved_at, resolved_by, note, refund_id"""
 
 
 def _discrepancy(row: asyncpg.Record) -> Discrepancy:
@@ -33,6 +33,7 @@ def _discrepancy(row: asyncpg.Record) -> Discrepancy:
         resolved_at=row["resolved_at"],
         resolved_by=row["resolved_by"],
         note=row["note"],
+        refund_id=row["refund_id"],
     )
 
 
@@ -46,9 +47,11 @@ class DiscrepancyStore:
         payment_id: uuid.UUID | None,
         provider_payment_id: str | None,
         details: Mapping[str, str],
+        *,
+        refund_id: uuid.UUID | None = None,
     ) -> Reported:
         return await self._db.run(
-            lambda c: report(c, kind, payment_id, provider_payment_id, details)
+            lambda c: report(c, kind, payment_id, provider_payment_id, details, refund_id=refund_id)
         )
 
     async def discrepancies(

@@ -74,6 +74,8 @@ u AS (
         -- the domain's figure (domain/reversals.py), worked out under this
         -- row's lock; it never lowers what is there
         amount_reversed = GREATEST(amount_reversed, COALESCE($7, 0)),
+        -- a dispute's own amount, apart from refunds (capped at the payment's)
+        amount_disputed = LEAST(amount, amount_disputed + COALESCE($17, 0)),
         provider_state_at = GREATEST(provider_state_at, $8),
         provider_state_rank = CASE
             WHEN provider_state_at IS NULL OR $8 > provider_state_at THEN $9
@@ -87,7 +89,7 @@ u AS (
 ), h AS (
     INSERT INTO payment_events (payment_id, from_status, to_status, source, applied,
         provider_event_id, provider_event_type, failure_code, note, provider_created_at)
-    SELECT $1, $11, $3, $12, $2, $13, $14, $5, $15, $8 WHERE {only_if}
+    SELECT $1, $11, $3, $12, $2, $13, $14, $5, $15, $8 WHERE {only_if} AND $16
 )"""
 
 
@@ -101,7 +103,7 @@ WITH ins AS (
     INSERT INTO provider_events (provider_event_id, event_type, provider_object_id,
         metadata_payment_id, provider_created_at, payload, source,
         payment_id, matched_at, applied)
-    VALUES ($13, $14, $4, $16, $17, $18::text::jsonb, $12, $1, now(), $2)
+    VALUES ($13, $14, $4, $18, $19, $20::text::jsonb, $12, $1, now(), $2)
     ON CONFLICT (provider_event_id) DO NOTHING
     RETURNING provider_event_id
 ), {_payment_writes("EXISTS (SELECT FROM ins)")}
@@ -275,6 +277,8 @@ def _write_args(event: InboxEvent, write: EventWrite) -> tuple[object, ...]:
         event.provider_event_id,
         event.event_type,
         write.note,
+        write.history,
+        write.disputed_added,
     )
 
 

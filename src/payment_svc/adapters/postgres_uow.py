@@ -17,6 +17,7 @@ from payment_svc.adapters.discrepancy_sql import report
 from payment_svc.adapters.event_store import PgInbox
 from payment_svc.adapters.reconciliation_store import apply_snapshot
 from payment_svc.adapters.refund_store import PgLockedRefunds
+from payment_svc.adapters.refund_sync_store import PgLockedRefundSync
 from payment_svc.adapters.store import PAYMENT_COLUMNS, payment_from_row
 from payment_svc.domain.errors import NotFound
 from payment_svc.domain.model import Payment, format_payment_id
@@ -58,8 +59,12 @@ class PgDiscrepancyWriter:
         payment_id: uuid.UUID | None,
         provider_payment_id: str | None,
         details: Mapping[str, str],
+        *,
+        refund_id: uuid.UUID | None = None,
     ) -> Reported:
-        return await report(self._conn, kind, payment_id, provider_payment_id, details)
+        return await report(
+            self._conn, kind, payment_id, provider_payment_id, details, refund_id=refund_id
+        )
 
 
 class PostgresUnitOfWork(AbstractUnitOfWork):
@@ -80,6 +85,7 @@ class PostgresUnitOfWork(AbstractUnitOfWork):
             raise
         self.payments = PgLockedPayments(conn)
         self.refunds = PgLockedRefunds(conn)
+        self.refund_sync = PgLockedRefundSync(conn)
         self.inbox = PgInbox(conn)
         self.discrepancies = PgDiscrepancyWriter(conn)
         return self

@@ -71,6 +71,11 @@ class RunStore:
                 "SELECT min(created_at) AS oldest, count(*) AS n FROM payments "
                 "WHERE status IN ('PENDING', 'UNKNOWN')"
             )
+            refunds = await conn.fetchrow(
+                "SELECT min(created_at) AS oldest, count(*) AS n FROM refunds "
+                "WHERE status IN ('PENDING', 'UNKNOWN')"
+            )
+            assert refunds is not None
             runs = await conn.fetch(
                 "SELECT DISTINCT ON (job) * FROM reconciliation_runs ORDER BY job, finished_at DESC"
             )
@@ -80,6 +85,8 @@ class RunStore:
                 oldest_non_final_created_at=backlog["oldest"],
                 non_final=backlog["n"],
                 last_runs=[_run(r) for r in runs],
+                oldest_non_final_refund_created_at=refunds["oldest"],
+                non_final_refunds=refunds["n"],
             )
 
         return await self._db.run(op)

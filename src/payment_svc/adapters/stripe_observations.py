@@ -14,15 +14,20 @@ from typing import Any
 from payment_svc.domain.errors import FieldViolation, UnprocessableEvent
 from payment_svc.domain.provider_events import ProviderObservation, StateRank
 from payment_svc.domain.reconciliation import ProviderFacts, Snapshot
+from payment_svc.domain.refund_events import ProviderRefundFact
+from payment_svc.domain.refunds import RefundStatus
 from payment_svc.domain.reversals import status_for
 from payment_svc.domain.status import PaymentStatus
 from payments_stripe import events as stripe_events
 from payments_stripe.events import (
     MAX_ID_CHARS,
     MAX_MESSAGE_CHARS,
+    EventRefund,
     MalformedEvent,
     StripeEventType,
     amount_field,
+    event_refund,
+    listed_refunds,
     text_field,
 )
 from payments_stripe.status import (
@@ -119,6 +124,21 @@ def observe(event_type: str, obj: dict[str, Any], created: datetime | None) -> P
                 amount=amount_field(obj, "amount"),
                 currency=text_field(obj, "currency"),
             )
+        case (
+            StripeEventType.REFUND_CREATED
+            | StripeEventType.REFUND_UPDATED
+            | StripeEventType.REFUND_FAILED
+        ):
+            one = event_refund(obj)
+            return _refunds_observed(
+                [one], one.payment_intent, one.metadata_payment_id, created, kind
+            )
+        case StripeEventType.CHARGE_REFUNDED if (listed := listed_refunds(obj)) is not None:
+            # The refunds are the truth: the charge's amount_refunded counts
+            # the pending ones too (domain/refund_events.py).
+            return _refunds_observed(
+                listed, text_field(obj, "payment_intent"), metadata_payment_id, created, kind
+            )
         case StripeEventType.CHARGE_REFUNDED | StripeEventType.CHARGE_DISPUTE_CREATED:
             refund = kind is StripeEventType.CHARGE_REFUNDED
             return ProviderObservation(
@@ -143,3 +163,40 @@ def observe(event_type: str, obj: dict[str, Any], created: datetime | None) -> P
                 rank=StateRank.IN_PROGRESS,
                 occurred_at=created,
             )
+
+
+def refund_fact(refund: EventRefund) -> ProviderRefundFact:
+    """A provider refund in the domain's words (the status by the Stripe
+    package's one mapping)."""
+    return ProviderRefundFact(
+        provider_refund_id=refund.id,
+        provider_payment_id=refund.payment_intent,
+        metadata_refund_id=refund.metadata_refund_id,
+        amount=refund.amount,
+        currency=refund.currency,
+        status=RefundStatus[refund.state.name],
+        provider_status=refund.provider_status.value,
+        reason=refund.reason or "",
+        failure_code=refund.failure_code,
+        failure_message=refund.failure_message,
+    )
+
+
+def _refunds_observed(
+    refunds: list[EventRefund],
+    provider_payment_id: str | None,
+    metadata_payment_id: str | None,
+    created: datetime | None,
+    kind: StripeEventType,
+) -> ProviderObservation:
+    return ProviderObservation(
+        provider_payment_id=provider_payment_id,
+        metadata_payment_id=metadata_payment_id,
+        status=None,
+        rank=StateRank.REVERSED,
+        occurred_at=created,
+        provider_status=kind.value,
+        refund_event=True,
+        refunds=tuple(refund_fact(r) for r in refunds),
+        refund_listing=kind is StripeEventType.CHARGE_REFUNDED,
+    )

@@ -46,9 +46,10 @@ class FeedPage:
 
 def is_feed_change(event: PaymentEvent, refund_id: uuid.UUID | None) -> bool:
     """Whether a history entry is a change callers are told of: an applied
-    entry of a refund's change, or one that moved the payment's status or amount_reversed. An applied
-    entry that keeps the status changed amount_reversed when the payment is
-    SUCCEEDED or REVERSED (nothing else moves those without a new status);
+    entry of a refund's change, or one that moved the payment's status or
+    amount_reversed. An applied entry that keeps the status changed
+    amount_reversed when the payment is SUCCEEDED or REVERSED (nothing else
+    moves those without a new status);
     PENDING -> PENDING only records that the provider is still processing.
     The trigger of migration 0011 applies the same rule in SQL."""
     if not event.applied:

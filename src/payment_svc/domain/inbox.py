@@ -83,6 +83,27 @@ class EventWrite:
     touch: bool
     amount_reversed: int | None
     note: str | None
+    # The payment's own history entry for the event; an event about refunds
+    # writes one per refund instead (domain/refund_events.py).
+    history: bool = True
+    # A dispute's amount, added to the payment's amount_disputed.
+    disputed_added: int | None = None
+
+
+def refund_event_write(target: EventTarget) -> EventWrite:
+    """An event about refunds: the inbox row only (the payment moves with
+    its refunds, each with its own history entry)."""
+    payment = target.payment
+    return EventWrite(
+        payment_id=payment.id,
+        from_status=payment.status,
+        to_status=payment.status,
+        applied=False,
+        touch=False,
+        amount_reversed=None,
+        note=None,
+        history=False,
+    )
 
 
 def plan_inbox_write(
@@ -111,6 +132,7 @@ def plan_inbox_write(
         touch=plan.touch,
         amount_reversed=plan.amount_reversed,
         note=plan.note,
+        disputed_added=obs.reversal_added if plan.touch else None,
     )
     return plan, write
 

@@ -20,10 +20,14 @@ from __future__ import annotations
 import enum
 from dataclasses import dataclass
 from datetime import datetime
+from typing import TYPE_CHECKING
 
 from payment_svc.domain import reversals
 from payment_svc.domain.binding import Binding, bind, duplicate_note
 from payment_svc.domain.status import PaymentStatus
+
+if TYPE_CHECKING:
+    from payment_svc.domain.refund_events import ProviderRefundFact
 
 
 class StateRank(enum.IntEnum):
@@ -68,6 +72,14 @@ class ProviderObservation:
     # What the provider says was charged (payment-intent events), to compare.
     amount: int | None = None
     currency: str | None = None
+    # An event about refunds (refund.*, or a charge.refunded listing its
+    # refunds): the refunds it shows move our refunds, and through them the
+    # payment (domain/refund_events.py), instead of the fields above.
+    refund_event: bool = False
+    refunds: tuple[ProviderRefundFact, ...] = ()
+    # The event lists a charge's refunds (charge.refunded): a refund it shows
+    # as we have it already adds no history entry of its own.
+    refund_listing: bool = False
 
 
 def is_stale(

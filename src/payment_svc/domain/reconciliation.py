@@ -32,12 +32,24 @@ class DiscrepancyKind(enum.Enum):
     DUPLICATE_PROVIDER_PAYMENT = "DUPLICATE_PROVIDER_PAYMENT"
 
     UNPROCESSABLE_PROVIDER_EVENT = "UNPROCESSABLE_PROVIDER_EVENT"
+    # Refunds (migration 0012): a provider refund of a payment we do not
+    # know; a provider refund unlike ours (or refunded totals that differ);
+    # one non-final past its deadline; one the provider does not know.
+    UNRECORDED_PROVIDER_REFUND = "UNRECORDED_PROVIDER_REFUND"
+    REFUND_AMOUNT_MISMATCH = "REFUND_AMOUNT_MISMATCH"
+    STUCK_REFUND = "STUCK_REFUND"
+    REFUND_MISSING_AT_PROVIDER = "REFUND_MISSING_AT_PROVIDER"
 
 
 def dedup_key(
-    kind: DiscrepancyKind, payment_id: str | None, provider_payment_id: str | None
+    kind: DiscrepancyKind,
+    payment_id: str | None,
+    provider_payment_id: str | None,
+    refund_id: str | None = None,
 ) -> str:
-    return f"{kind.value}|{payment_id or ''}|{provider_payment_id or ''}"
+    key = f"{kind.value}|{payment_id or ''}|{provider_payment_id or ''}"
+    # a finding about a refund is its own (one payment may have several)
+    return f"{key}|{refund_id}" if refund_id else key
 
 
 @dataclass(frozen=True)

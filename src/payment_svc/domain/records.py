@@ -25,6 +25,8 @@ class Discrepancy:
     resolved_at: datetime | None
     resolved_by: str | None
     note: str | None
+    # set for a finding about one of our refunds
+    refund_id: uuid.UUID | None = None
 
 
 @dataclass(frozen=True)
@@ -61,6 +63,9 @@ class Status:
     oldest_non_final_created_at: datetime | None
     non_final: int
     last_runs: list[Run]
+    # PENDING and UNKNOWN refunds (issue 13)
+    oldest_non_final_refund_created_at: datetime | None = None
+    non_final_refunds: int = 0
 
 
 @dataclass(frozen=True)

@@ -23,6 +23,7 @@ from payment_svc.service_layer.feed import FeedService
 from payment_svc.service_layer.payments import PaymentsService
 from payment_svc.service_layer.provider_sync import ProviderSyncService
 from payment_svc.service_layer.reconciliation import ReconciliationService
+from payment_svc.service_layer.refund_sync import RefundSyncService
 from payment_svc.service_layer.refunds import RefundsService
 from payment_svc.settings import Settings
 from payments.v1 import payment_service_pb2 as svc
@@ -162,6 +163,7 @@ def create_server(
     *,
     refunds: RefundsService,
     feed: FeedService,
+    refund_sync: RefundSyncService,
 ) -> tuple[grpc.aio.Server, int]:
     """Builds the server bound to settings.listen; returns it and its port
     (tests bind port 0)."""
@@ -184,7 +186,7 @@ def create_server(
     )
     svc_grpc.add_PaymentServiceServicer_to_server(PaymentServicer(payments, refunds, feed), server)
     sync_grpc.add_ProviderSyncServiceServicer_to_server(
-        ProviderSyncServicer(sync_service, reconciliation), server
+        ProviderSyncServicer(sync_service, reconciliation, refund_sync), server
     )
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     if not settings.production:

@@ -14,14 +14,18 @@ from payment_svc.domain.inbox import EventOutcome
 from payment_svc.domain.model import format_payment_id
 from payment_svc.domain.reconciliation import DiscrepancyKind, ProviderFacts
 from payment_svc.domain.records import Discrepancy, Quarantined, Run
+from payment_svc.domain.refund_events import ProviderRefundFact
+from payment_svc.domain.refunds import RefundStatus, format_refund_id
 from payment_svc.domain.status import Source
 from payment_svc.entrypoints import convert, metrics
 from payment_svc.entrypoints.interceptors import PRINCIPAL, call_deadline
 from payment_svc.service_layer.provider_sync import ApplyProviderEvent, ProviderSyncService
 from payment_svc.service_layer.reconciliation import ReconciliationService
+from payment_svc.service_layer.refund_sync import RefundSyncService
 from payment_svc.settings import Role
 from payments.v1 import provider_sync_service_pb2 as sync
 from payments.v1 import provider_sync_service_pb2_grpc as sync_grpc
+from payments_stripe.status import RefundState, StripeRefundStatus, to_refund_state
 
 Context = grpc.aio.ServicerContext[Any, Any]
 
@@ -38,6 +42,10 @@ KIND_TO_PB: dict[DiscrepancyKind, sync.DiscrepancyKind.ValueType] = {
     DiscrepancyKind.UNPROCESSABLE_PROVIDER_EVENT: (
         sync.DISCREPANCY_KIND_UNPROCESSABLE_PROVIDER_EVENT
     ),
+    DiscrepancyKind.UNRECORDED_PROVIDER_REFUND: sync.DISCREPANCY_KIND_UNRECORDED_PROVIDER_REFUND,
+    DiscrepancyKind.REFUND_AMOUNT_MISMATCH: sync.DISCREPANCY_KIND_REFUND_AMOUNT_MISMATCH,
+    DiscrepancyKind.STUCK_REFUND: sync.DISCREPANCY_KIND_STUCK_REFUND,
+    DiscrepancyKind.REFUND_MISSING_AT_PROVIDER: sync.DISCREPANCY_KIND_REFUND_MISSING_AT_PROVIDER,
 }
 KIND_FROM_PB = {v: k for k, v in KIND_TO_PB.items()}
 
@@ -103,6 +111,7 @@ def discrepancy_to_pb(d: Discrepancy) -> sync.Discrepancy:
         resolved_at=convert.timestamp(d.resolved_at),
         resolved_by=d.resolved_by or "",
         note=d.note or "",
+        refund_id=format_refund_id(d.refund_id) if d.refund_id else "",
     )
 
 
@@ -143,10 +152,102 @@ def run_from_pb(r: sync.ReconciliationRun, reconciler_id: str) -> Run:
     )
 
 
+def refund_snapshot(pb: sync.ProviderRefundSnapshot) -> ProviderRefundFact | None:
+    """The provider's refund; None when it does not know it. Its status word
+    by the Stripe package's one mapping."""
+    if not pb.found:
+        return None
+    violations = []
+    if not pb.provider_refund_id:
+        violations.append(FieldViolation("snapshot.provider_refund_id", "is required"))
+    if not 0 < pb.amount <= 10**15:
+        violations.append(FieldViolation("snapshot.amount", "must be a positive amount"))
+    if len(pb.currency) != 3:
+        violations.append(FieldViolation("snapshot.currency", "must be an ISO 4217 code"))
+    for name in ("provider_refund_id", "provider_status", "failure_reason", "reason"):
+        if len(getattr(pb, name)) > 255:
+            violations.append(FieldViolation(f"snapshot.{name}", "at most 255 characters"))
+    if violations:
+        raise InvalidArgument(violations)
+    provider_status = StripeRefundStatus.parse(pb.provider_status)
+    state = to_refund_state(provider_status)
+    failed = state is RefundState.FAILED
+    return ProviderRefundFact(
+        provider_refund_id=pb.provider_refund_id,
+        provider_payment_id=None,
+        metadata_refund_id=pb.metadata_refund_id or None,
+        amount=pb.amount,
+        currency=pb.currency.upper(),
+        status=RefundStatus[state.name],
+        provider_status=provider_status.value,
+        reason=pb.reason,
+        failure_code=(pb.failure_reason or "failed") if failed else None,
+        failure_message=(
+            f"refund failed at the provider: {pb.failure_reason or 'failed'}" if failed else None
+        ),
+    )
+
+
 class ProviderSyncServicer(sync_grpc.ProviderSyncServiceServicer):
-    def __init__(self, events: ProviderSyncService, reconciliation: ReconciliationService) -> None:
+    def __init__(
+        self,
+        events: ProviderSyncService,
+        reconciliation: ReconciliationService,
+        refund_sync: RefundSyncService,
+    ) -> None:
         self._events = events
         self._rec = reconciliation
+        self._refunds = refund_sync
+
+    async def ListRefundsToReconcile(
+        self, request: sync.ListRefundsToReconcileRequest, context: Context
+    ) -> sync.ListRefundsToReconcileResponse:
+        work = await self._refunds.work_list(
+            older_than_seconds=request.older_than.ToTimedelta().total_seconds(),
+            page_size=request.page_size,
+            page_token=request.page_token,
+            owner=request.reconciler_id,
+            lease_seconds=request.lease.ToTimedelta().total_seconds()
+            if request.HasField("lease")
+            else None,
+        )
+        return sync.ListRefundsToReconcileResponse(
+            refunds=[
+                sync.RefundToReconcile(
+                    refund=convert.refund_to_pb(r), provider_payment_id=provider_payment_id or ""
+                )
+                for r, provider_payment_id in work.refunds
+            ],
+            next_page_token=work.next_page_token,
+        )
+
+    async def ReconcileRefund(
+        self, request: sync.ReconcileRefundRequest, context: Context
+    ) -> sync.ReconcileRefundResponse:
+        result = await self._refunds.reconcile(
+            request.refund_id, request.provider_payment_id, refund_snapshot(request.snapshot)
+        )
+        return sync.ReconcileRefundResponse(
+            refund=convert.refund_to_pb(result.refund) if result.refund else None,
+            changed=result.changed,
+            recorded=result.recorded,
+            discrepancies=[KIND_TO_PB[k] for k in result.discrepancies],
+            payment=convert.payment_to_pb(result.payment) if result.payment else None,
+        )
+
+    async def RedriveRefund(
+        self, request: sync.RedriveRefundRequest, context: Context
+    ) -> sync.RedriveRefundResponse:
+        refund = await self._refunds.redrive(request.refund_id, deadline=call_deadline(context))
+        return sync.RedriveRefundResponse(refund=convert.refund_to_pb(refund))
+
+    async def LookupRefunds(
+        self, request: sync.LookupRefundsRequest, context: Context
+    ) -> sync.LookupRefundsResponse:
+        found = await self._refunds.lookup(
+            list(request.refund_ids), list(request.provider_refund_ids), list(request.payment_ids)
+        )
+        return sync.LookupRefundsResponse(refunds=[convert.refund_to_pb(r) for r in found])
 
     async def ApplyProviderEvent(
         self, request: sync.ApplyProviderEventRequest, context: Context
@@ -224,6 +325,7 @@ class ProviderSyncServicer(sync_grpc.ProviderSyncServiceServicer):
             request.payment_id,
             request.provider_payment_id,
             dict(request.details),
+            refund_id=request.refund_id,
         )
         return sync.ReportDiscrepancyResponse(
             discrepancy_id=str(reported.id), occurrences=reported.occurrences
@@ -323,5 +425,9 @@ class ProviderSyncServicer(sync_grpc.ProviderSyncServiceServicer):
             ],
             oldest_non_final_created_at=convert.timestamp(status.oldest_non_final_created_at),
             non_final_payments=status.non_final,
+            oldest_non_final_refund_created_at=convert.timestamp(
+                status.oldest_non_final_refund_created_at
+            ),
+            non_final_refunds=status.non_final_refunds,
             last_runs=[run_to_pb(r) for r in status.last_runs],
         )

@@ -12,12 +12,20 @@ from payment_svc.domain.commands import PageCursor
 from payment_svc.domain.errors import FieldViolation, InvalidArgument
 from payment_svc.domain.reconciliation import DiscrepancyKind
 from payment_svc.domain.records import Discrepancy, Reported
+from payment_svc.domain.refunds import parse_refund_id
 from payment_svc.service_layer import pagination
 from payment_svc.service_layer.pagination import PageTokens, bounded_page_size
 from payment_svc.service_layer.payments import payment_uuid
 from payment_svc.service_layer.ports import DiscrepancyRepository
 
 log = structlog.get_logger("payment_svc.reconciliation")
+
+
+def refund_uuid(text: str, field: str = "refund_id") -> uuid.UUID:
+    value = parse_refund_id(text)
+    if value is None:
+        raise InvalidArgument([FieldViolation(field, "must be a refund id (rfd_...)")])
+    return value
 
 
 def _uuid(field: str, text: str) -> uuid.UUID:
@@ -40,8 +48,10 @@ class DiscrepancyService:
         payment_id: str,
         provider_payment_id: str,
         details: Mapping[str, str],
+        *,
+        refund_id: str = "",
     ) -> Reported:
-        if not payment_id and not provider_payment_id:
+        if not payment_id and not provider_payment_id and not refund_id:
             raise InvalidArgument(
                 [FieldViolation("payment_id", "a payment id or a provider payment id is needed")]
             )
@@ -50,12 +60,14 @@ class DiscrepancyService:
             payment_uuid(payment_id) if payment_id else None,
             provider_payment_id or None,
             details,
+            refund_id=refund_uuid(refund_id) if refund_id else None,
         )
         log.error(
             "discrepancy",
             kind=kind.value,
             payment_id=payment_id or None,
             provider_payment_id=provider_payment_id or None,
+            refund_id=refund_id or None,
             occurrences=reported.occurrences,
         )
         return reported

@@ -105,6 +105,28 @@ class RefundRepository(Protocol):
         ...
 
 
+class RefundSyncRepository(Protocol):
+    """The reconciler's reads of refunds (adapters/refund_sync_store.py)."""
+
+    async def to_reconcile(
+        self,
+        *,
+        older_than_seconds: float,
+        limit: int,
+        after: tuple[datetime, uuid.UUID] | None,
+        owner: str,
+        lease_seconds: float | None,
+    ) -> list[tuple[Refund, str | None]]:
+        """Non-final refunds, oldest first, with their payment's provider id."""
+        ...
+
+    async def get_any(self, refund_id: uuid.UUID) -> Refund: ...
+
+    async def lookup(
+        self, ids: list[uuid.UUID], provider_ids: list[str], payment_ids: list[uuid.UUID]
+    ) -> list[Refund]: ...
+
+
 class EventInbox(Protocol):
     """The inbox's upkeep; applying an event is a unit of work's
     (unit_of_work.InboxWriter)."""
@@ -139,6 +161,8 @@ class DiscrepancyRepository(Protocol):
         payment_id: uuid.UUID | None,
         provider_payment_id: str | None,
         details: Mapping[str, str],
+        *,
+        refund_id: uuid.UUID | None = None,
     ) -> Reported: ...
 
     async def discrepancies(

@@ -13,6 +13,7 @@ applies it.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import uuid
 from collections.abc import Callable
@@ -20,17 +21,23 @@ from dataclasses import dataclass
 
 import structlog
 
+from payment_svc.domain.binding import Binding, bind, duplicate_note
 from payment_svc.domain.errors import FieldViolation, InvalidArgument, UnprocessableEvent
 from payment_svc.domain.inbox import (
     EventOutcome,
+    EventTarget,
+    EventWrite,
     InboxEvent,
     StoredEvent,
     event_findings,
     plan_inbox_write,
+    refund_event_write,
 )
 from payment_svc.domain.model import format_payment_id
+from payment_svc.domain.provider_events import EventPlan
 from payment_svc.domain.reconciliation import DiscrepancyKind
 from payment_svc.domain.records import NewQuarantined, Quarantined
+from payment_svc.domain.refund_events import legacy_refunded
 from payment_svc.domain.status import Source
 from payment_svc.service_layer.ports import (
     DiscrepancyRepository,
@@ -38,6 +45,7 @@ from payment_svc.service_layer.ports import (
     EventParser,
     QuarantineRepository,
 )
+from payment_svc.service_layer.refund_sync import apply_refund_event
 from payment_svc.service_layer.unit_of_work import AbstractUnitOfWork
 from payments_kit.cards import redact_card_numbers
 
@@ -205,8 +213,10 @@ class ProviderSyncService:
             if event is not None:
                 target = await uow.inbox.find_payment(event.observation)
                 if target is not None:
-                    plan, write = plan_inbox_write(target, event, authoritative=False)
+                    plan, write = await _plan(uow, target, event, authoritative=False)
                     await uow.inbox.record_match(event, write)
+                    if event.observation.refund_event and not plan.duplicate:
+                        await apply_refund_event(uow, target, event)
                     for kind, details in event_findings(target, event, plan):
                         await uow.discrepancies.report(
                             kind, write.payment_id, event.observation.provider_payment_id, details
@@ -274,11 +284,16 @@ async def apply_to_inbox(
             earlier = await uow.inbox.insert_unmatched(event)
             await uow.commit()
             return earlier or EventOutcome(False, None, False)
-        plan, write = plan_inbox_write(target, event, authoritative=authoritative)
+        plan, write = await _plan(uow, target, event, authoritative=authoritative)
         earlier = await uow.inbox.insert_matched(event, write)
         if earlier is not None:
             await uow.commit()
             return earlier
+        if event.observation.refund_event and not plan.duplicate:
+            # The refunds it shows (the inbox row above makes it once).
+            applied, found = await apply_refund_event(uow, target, event)
+            await uow.commit()
+            return EventOutcome(False, write.payment_id, applied, found)
         found = None
         for kind, details in event_findings(target, event, plan):
             found = kind
@@ -287,6 +302,32 @@ async def apply_to_inbox(
             )
         await uow.commit()
         return EventOutcome(False, write.payment_id, plan.applied, found)
+
+
+async def _plan(
+    uow: AbstractUnitOfWork, target: EventTarget, event: InboxEvent, *, authoritative: bool
+) -> tuple[EventPlan, EventWrite]:
+    """The payment's plan for an event. An event about refunds writes only
+    its inbox row here (apply_refund_event does the rest); a charge.refunded
+    that does not list its refunds counts by domain/refund_events.py's
+    legacy_refunded (never what our refunds in flight hold)."""
+    obs = event.observation
+    payment = target.payment
+    if obs.refund_event:
+        if bind(payment.provider_payment_id, obs.provider_payment_id) is Binding.DUPLICATE:
+            # Refunds of another provider payment carrying our payment id:
+            # DUPLICATE_PROVIDER_PAYMENT, as any event of it (domain/binding.py).
+            note = duplicate_note(payment.provider_payment_id, obs.provider_payment_id)
+            write = EventWrite(payment.id, payment.status, payment.status, False, False, None, note)
+            return EventPlan(applied=False, touch=False, duplicate=True, note=note), write
+        return EventPlan(applied=False, touch=False), refund_event_write(target)
+    if obs.amount_reversed is not None:
+        refunds = await uow.refunds.of_payment(target.payment.id)
+        floor = legacy_refunded(obs.amount_reversed, refunds, target.payment.amount_disputed)
+        event = dataclasses.replace(
+            event, observation=dataclasses.replace(obs, amount_reversed=floor)
+        )
+    return plan_inbox_write(target, event, authoritative=authoritative)
 
 
 def _readable(value: str) -> str | None:

@@ -189,6 +189,27 @@ class RefundsService:
             await uow.commit()
         return moved
 
+    async def attempt_again(
+        self,
+        refund: Refund,
+        ask: ProviderRefundRequest,
+        deadline: float | None,
+        *,
+        source: Source,
+    ) -> Refund:
+        """A re-drive (issue 13, the reconciler's RedriveRefund): the provider
+        asked again with the same key, tracked and shielded like an attempt,
+        its answer recorded with `source`."""
+
+        async def again() -> Refund:
+            loop = asyncio.get_running_loop()
+            outcome = await self._provider.create_refund(
+                ask, timeout=self._budget.provider_seconds(left(loop, deadline))
+            )
+            return await self.record_outcome(refund, outcome, source=source)
+
+        return await self._attempts.run(again())
+
     async def drain(self, timeout: float) -> None:
         """Waits for refund attempts still running (their callers may be gone)."""
         await self._attempts.drain(timeout)

@@ -27,6 +27,7 @@ from payment_svc.domain.model import Payment
 from payment_svc.domain.provider_events import ProviderObservation
 from payment_svc.domain.reconciliation import DiscrepancyKind, Snapshot, SnapshotPlan
 from payment_svc.domain.records import Reported
+from payment_svc.domain.refund_events import RefundState
 from payment_svc.domain.refunds import ExistingRefund, NewRefund, Refund, RefundOutcome, RefundPlan
 from payment_svc.domain.status import Source
 
@@ -84,6 +85,36 @@ class LockedRefunds(Protocol):
         ...
 
 
+class LockedRefundSync(Protocol):
+    """What recording the provider's refunds needs beyond LockedRefunds
+    (issue 13: provider events and fetches), under the payment's lock."""
+
+    async def provider_state(self, refund_id: uuid.UUID) -> RefundState:
+        """The newest provider state applied to the refund."""
+        ...
+
+    async def touch(self, refund_id: uuid.UUID, state: RefundState) -> None:
+        """Moves the refund's newest provider state forward (never back)."""
+        ...
+
+    async def insert_observed(
+        self, payment: Payment, new: NewRefund, plan: RefundPlan, outcome: RefundOutcome
+    ) -> tuple[Refund, Payment] | None:
+        """A refund first seen at the provider, its payment's reversal and
+        one history entry; None when its provider refund id is recorded
+        already (the unique key decides)."""
+        ...
+
+    async def record_entry(
+        self, payment: Payment, outcome: RefundOutcome, note: str, *, source: Source
+    ) -> None:
+        """A history entry of the payment that moved nothing (no refund of
+        ours to attach it to)."""
+        ...
+
+    async def release_lease(self, refund_id: uuid.UUID) -> None: ...
+
+
 class InboxWriter(Protocol):
     """The provider-event inbox inside the unit of work's transaction. An
     event Postgres refuses to store raises UnprocessableEvent."""
@@ -123,12 +154,15 @@ class DiscrepancyWriter(Protocol):
         payment_id: uuid.UUID | None,
         provider_payment_id: str | None,
         details: Mapping[str, str],
+        *,
+        refund_id: uuid.UUID | None = None,
     ) -> Reported: ...
 
 
 class AbstractUnitOfWork(abc.ABC):
     payments: LockedPayments
     refunds: LockedRefunds
+    refund_sync: LockedRefundSync
     inbox: InboxWriter
     discrepancies: DiscrepancyWriter
 

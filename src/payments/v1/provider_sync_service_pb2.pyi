@@ -43,6 +43,18 @@ class _DiscrepancyKindEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_Discr
     """A validly signed provider event that could not be understood or stored:
     quarantined (ListQuarantinedEvents), acknowledged, never applied.
     """
+    DISCREPANCY_KIND_UNRECORDED_PROVIDER_REFUND: _DiscrepancyKind.ValueType  # 9
+    """A refund at the provider whose payment we do not know."""
+    DISCREPANCY_KIND_REFUND_AMOUNT_MISMATCH: _DiscrepancyKind.ValueType  # 10
+    """The provider's refund differs from ours (amount, currency, payment), or
+    the refunded totals of a payment differ.
+    """
+    DISCREPANCY_KIND_STUCK_REFUND: _DiscrepancyKind.ValueType  # 11
+    """A refund still PENDING or UNKNOWN past its deadline."""
+    DISCREPANCY_KIND_REFUND_MISSING_AT_PROVIDER: _DiscrepancyKind.ValueType  # 12
+    """A refund the provider does not know: it gave us its id and now denies
+    it, or it never reached it and the re-drive window has passed.
+    """
 
 class DiscrepancyKind(_DiscrepancyKind, metaclass=_DiscrepancyKindEnumTypeWrapper): ...
 
@@ -60,6 +72,18 @@ is bound to its own: a possible double charge (refund one of them).
 DISCREPANCY_KIND_UNPROCESSABLE_PROVIDER_EVENT: DiscrepancyKind.ValueType  # 8
 """A validly signed provider event that could not be understood or stored:
 quarantined (ListQuarantinedEvents), acknowledged, never applied.
+"""
+DISCREPANCY_KIND_UNRECORDED_PROVIDER_REFUND: DiscrepancyKind.ValueType  # 9
+"""A refund at the provider whose payment we do not know."""
+DISCREPANCY_KIND_REFUND_AMOUNT_MISMATCH: DiscrepancyKind.ValueType  # 10
+"""The provider's refund differs from ours (amount, currency, payment), or
+the refunded totals of a payment differ.
+"""
+DISCREPANCY_KIND_STUCK_REFUND: DiscrepancyKind.ValueType  # 11
+"""A refund still PENDING or UNKNOWN past its deadline."""
+DISCREPANCY_KIND_REFUND_MISSING_AT_PROVIDER: DiscrepancyKind.ValueType  # 12
+"""A refund the provider does not know: it gave us its id and now denies
+it, or it never reached it and the re-drive window has passed.
 """
 Global___DiscrepancyKind: _TypeAlias = DiscrepancyKind  # noqa: Y015
 
@@ -271,9 +295,12 @@ class ReportDiscrepancyRequest(_message.Message):
     PAYMENT_ID_FIELD_NUMBER: _builtins.int
     PROVIDER_PAYMENT_ID_FIELD_NUMBER: _builtins.int
     DETAILS_FIELD_NUMBER: _builtins.int
+    REFUND_ID_FIELD_NUMBER: _builtins.int
     kind: Global___DiscrepancyKind.ValueType
     payment_id: _builtins.str
     provider_payment_id: _builtins.str
+    refund_id: _builtins.str
+    """Set for a finding about one of our refunds."""
     @_builtins.property
     def details(self) -> _containers.ScalarMap[_builtins.str, _builtins.str]: ...
     def __init__(
@@ -283,10 +310,11 @@ class ReportDiscrepancyRequest(_message.Message):
         payment_id: _builtins.str = ...,
         provider_payment_id: _builtins.str = ...,
         details: _abc.Mapping[_builtins.str, _builtins.str] | None = ...,
+        refund_id: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["details", b"details", "kind", b"kind", "payment_id", b"payment_id", "provider_payment_id", b"provider_payment_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["details", b"details", "kind", b"kind", "payment_id", b"payment_id", "provider_payment_id", b"provider_payment_id", "refund_id", b"refund_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -454,6 +482,7 @@ class Discrepancy(_message.Message):
     RESOLVED_AT_FIELD_NUMBER: _builtins.int
     RESOLVED_BY_FIELD_NUMBER: _builtins.int
     NOTE_FIELD_NUMBER: _builtins.int
+    REFUND_ID_FIELD_NUMBER: _builtins.int
     id: _builtins.str
     kind: Global___DiscrepancyKind.ValueType
     payment_id: _builtins.str
@@ -461,6 +490,8 @@ class Discrepancy(_message.Message):
     occurrences: _builtins.int
     resolved_by: _builtins.str
     note: _builtins.str
+    refund_id: _builtins.str
+    """Set for a finding about one of our refunds."""
     @_builtins.property
     def details(self) -> _containers.ScalarMap[_builtins.str, _builtins.str]: ...
     @_builtins.property
@@ -483,10 +514,11 @@ class Discrepancy(_message.Message):
         resolved_at: _timestamp_pb2.Timestamp | None = ...,
         resolved_by: _builtins.str = ...,
         note: _builtins.str = ...,
+        refund_id: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["first_seen_at", b"first_seen_at", "last_seen_at", b"last_seen_at", "resolved_at", b"resolved_at"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["details", b"details", "first_seen_at", b"first_seen_at", "id", b"id", "kind", b"kind", "last_seen_at", b"last_seen_at", "note", b"note", "occurrences", b"occurrences", "payment_id", b"payment_id", "provider_payment_id", b"provider_payment_id", "resolved_at", b"resolved_at", "resolved_by", b"resolved_by"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["details", b"details", "first_seen_at", b"first_seen_at", "id", b"id", "kind", b"kind", "last_seen_at", b"last_seen_at", "note", b"note", "occurrences", b"occurrences", "payment_id", b"payment_id", "provider_payment_id", b"provider_payment_id", "refund_id", b"refund_id", "resolved_at", b"resolved_at", "resolved_by", b"resolved_by"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -920,7 +952,10 @@ class GetReconciliationStatusResponse(_message.Message):
     OLDEST_NON_FINAL_CREATED_AT_FIELD_NUMBER: _builtins.int
     NON_FINAL_PAYMENTS_FIELD_NUMBER: _builtins.int
     LAST_RUNS_FIELD_NUMBER: _builtins.int
+    OLDEST_NON_FINAL_REFUND_CREATED_AT_FIELD_NUMBER: _builtins.int
+    NON_FINAL_REFUNDS_FIELD_NUMBER: _builtins.int
     non_final_payments: _builtins.int
+    non_final_refunds: _builtins.int
     @_builtins.property
     def open_discrepancies(self) -> _containers.RepeatedCompositeFieldContainer[Global___DiscrepancyCount]: ...
     @_builtins.property
@@ -931,6 +966,10 @@ class GetReconciliationStatusResponse(_message.Message):
     def last_runs(self) -> _containers.RepeatedCompositeFieldContainer[Global___ReconciliationRun]:
         """The last run of each job."""
 
+    @_builtins.property
+    def oldest_non_final_refund_created_at(self) -> _timestamp_pb2.Timestamp:
+        """created_at of the oldest PENDING or UNKNOWN refund; unset when none."""
+
     def __init__(
         self,
         *,
@@ -938,10 +977,12 @@ class GetReconciliationStatusResponse(_message.Message):
         oldest_non_final_created_at: _timestamp_pb2.Timestamp | None = ...,
         non_final_payments: _builtins.int = ...,
         last_runs: _abc.Iterable[Global___ReconciliationRun] | None = ...,
+        oldest_non_final_refund_created_at: _timestamp_pb2.Timestamp | None = ...,
+        non_final_refunds: _builtins.int = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["oldest_non_final_created_at", b"oldest_non_final_created_at"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["oldest_non_final_created_at", b"oldest_non_final_created_at", "oldest_non_final_refund_created_at", b"oldest_non_final_refund_created_at"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["last_runs", b"last_runs", "non_final_payments", b"non_final_payments", "oldest_non_final_created_at", b"oldest_non_final_created_at", "open_discrepancies", b"open_discrepancies"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["last_runs", b"last_runs", "non_final_payments", b"non_final_payments", "non_final_refunds", b"non_final_refunds", "oldest_non_final_created_at", b"oldest_non_final_created_at", "oldest_non_final_refund_created_at", b"oldest_non_final_refund_created_at", "open_discrepancies", b"open_discrepancies"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -1093,3 +1134,302 @@ class ReplayQuarantinedEventResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___ReplayQuarantinedEventResponse: _TypeAlias = ReplayQuarantinedEventResponse  # noqa: Y015
+
+@_typing.final
+class ListRefundsToReconcileRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    OLDER_THAN_FIELD_NUMBER: _builtins.int
+    PAGE_SIZE_FIELD_NUMBER: _builtins.int
+    PAGE_TOKEN_FIELD_NUMBER: _builtins.int
+    RECONCILER_ID_FIELD_NUMBER: _builtins.int
+    LEASE_FIELD_NUMBER: _builtins.int
+    page_size: _builtins.int
+    page_token: _builtins.str
+    reconciler_id: _builtins.str
+    """Who asks; with `lease`, the refunds returned are claimed for it."""
+    @_builtins.property
+    def older_than(self) -> _duration_pb2.Duration:
+        """Only refunds not updated for at least this long."""
+
+    @_builtins.property
+    def lease(self) -> _duration_pb2.Duration:
+        """How long the claim holds; unset: nothing is claimed."""
+
+    def __init__(
+        self,
+        *,
+        older_than: _duration_pb2.Duration | None = ...,
+        page_size: _builtins.int = ...,
+        page_token: _builtins.str = ...,
+        reconciler_id: _builtins.str = ...,
+        lease: _duration_pb2.Duration | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["lease", b"lease", "older_than", b"older_than"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["lease", b"lease", "older_than", b"older_than", "page_size", b"page_size", "page_token", b"page_token", "reconciler_id", b"reconciler_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListRefundsToReconcileRequest: _TypeAlias = ListRefundsToReconcileRequest  # noqa: Y015
+
+@_typing.final
+class RefundToReconcile(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    REFUND_FIELD_NUMBER: _builtins.int
+    PROVIDER_PAYMENT_ID_FIELD_NUMBER: _builtins.int
+    provider_payment_id: _builtins.str
+    """The refund's payment at the provider (empty when never learned)."""
+    @_builtins.property
+    def refund(self) -> _payment_pb2.Refund: ...
+    def __init__(
+        self,
+        *,
+        refund: _payment_pb2.Refund | None = ...,
+        provider_payment_id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["refund", b"refund"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["provider_payment_id", b"provider_payment_id", "refund", b"refund"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___RefundToReconcile: _TypeAlias = RefundToReconcile  # noqa: Y015
+
+@_typing.final
+class ListRefundsToReconcileResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    REFUNDS_FIELD_NUMBER: _builtins.int
+    NEXT_PAGE_TOKEN_FIELD_NUMBER: _builtins.int
+    next_page_token: _builtins.str
+    @_builtins.property
+    def refunds(self) -> _containers.RepeatedCompositeFieldContainer[Global___RefundToReconcile]: ...
+    def __init__(
+        self,
+        *,
+        refunds: _abc.Iterable[Global___RefundToReconcile] | None = ...,
+        next_page_token: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["next_page_token", b"next_page_token", "refunds", b"refunds"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListRefundsToReconcileResponse: _TypeAlias = ListRefundsToReconcileResponse  # noqa: Y015
+
+@_typing.final
+class ProviderRefundSnapshot(_message.Message):
+    """What the provider says about one refund."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    FOUND_FIELD_NUMBER: _builtins.int
+    PROVIDER_REFUND_ID_FIELD_NUMBER: _builtins.int
+    PROVIDER_STATUS_FIELD_NUMBER: _builtins.int
+    AMOUNT_FIELD_NUMBER: _builtins.int
+    CURRENCY_FIELD_NUMBER: _builtins.int
+    FAILURE_REASON_FIELD_NUMBER: _builtins.int
+    OBSERVED_AT_FIELD_NUMBER: _builtins.int
+    METADATA_REFUND_ID_FIELD_NUMBER: _builtins.int
+    REASON_FIELD_NUMBER: _builtins.int
+    found: _builtins.bool
+    """False when the provider has never heard of the refund."""
+    provider_refund_id: _builtins.str
+    provider_status: _builtins.str
+    """The provider's own status word (for Stripe: `pending`, `succeeded`,
+    `failed`, `canceled`, `requires_action`).
+    """
+    amount: _builtins.int
+    currency: _builtins.str
+    failure_reason: _builtins.str
+    """Stripe's failure_reason of a failed refund."""
+    metadata_refund_id: _builtins.str
+    """metadata.refund_id: ours when we asked for it, empty when the refund was
+    made at the provider directly.
+    """
+    reason: _builtins.str
+    """The provider's refund reason (`requested_by_customer`, ...)."""
+    @_builtins.property
+    def observed_at(self) -> _timestamp_pb2.Timestamp: ...
+    def __init__(
+        self,
+        *,
+        found: _builtins.bool = ...,
+        provider_refund_id: _builtins.str = ...,
+        provider_status: _builtins.str = ...,
+        amount: _builtins.int = ...,
+        currency: _builtins.str = ...,
+        failure_reason: _builtins.str = ...,
+        observed_at: _timestamp_pb2.Timestamp | None = ...,
+        metadata_refund_id: _builtins.str = ...,
+        reason: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["observed_at", b"observed_at"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["amount", b"amount", "currency", b"currency", "failure_reason", b"failure_reason", "found", b"found", "metadata_refund_id", b"metadata_refund_id", "observed_at", b"observed_at", "provider_refund_id", b"provider_refund_id", "provider_status", b"provider_status", "reason", b"reason"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ProviderRefundSnapshot: _TypeAlias = ProviderRefundSnapshot  # noqa: Y015
+
+@_typing.final
+class ReconcileRefundRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    REFUND_ID_FIELD_NUMBER: _builtins.int
+    SNAPSHOT_FIELD_NUMBER: _builtins.int
+    PROVIDER_PAYMENT_ID_FIELD_NUMBER: _builtins.int
+    refund_id: _builtins.str
+    """Our refund; empty for a refund the provider has that we may not know."""
+    provider_payment_id: _builtins.str
+    """The payment at the provider; needed without refund_id."""
+    @_builtins.property
+    def snapshot(self) -> Global___ProviderRefundSnapshot: ...
+    def __init__(
+        self,
+        *,
+        refund_id: _builtins.str = ...,
+        snapshot: Global___ProviderRefundSnapshot | None = ...,
+        provider_payment_id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["snapshot", b"snapshot"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["provider_payment_id", b"provider_payment_id", "refund_id", b"refund_id", "snapshot", b"snapshot"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ReconcileRefundRequest: _TypeAlias = ReconcileRefundRequest  # noqa: Y015
+
+@_typing.final
+class ReconcileRefundResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    REFUND_FIELD_NUMBER: _builtins.int
+    CHANGED_FIELD_NUMBER: _builtins.int
+    RECORDED_FIELD_NUMBER: _builtins.int
+    DISCREPANCIES_FIELD_NUMBER: _builtins.int
+    PAYMENT_FIELD_NUMBER: _builtins.int
+    changed: _builtins.bool
+    """True when the snapshot moved the refund (or recorded it)."""
+    recorded: _builtins.bool
+    """True when the refund was first recorded by this call."""
+    @_builtins.property
+    def refund(self) -> _payment_pb2.Refund:
+        """Unset when no refund of ours is (or could be) recorded for it."""
+
+    @_builtins.property
+    def discrepancies(self) -> _containers.RepeatedScalarFieldContainer[Global___DiscrepancyKind.ValueType]:
+        """Discrepancies recorded while applying it."""
+
+    @_builtins.property
+    def payment(self) -> _payment_pb2.Payment: ...
+    def __init__(
+        self,
+        *,
+        refund: _payment_pb2.Refund | None = ...,
+        changed: _builtins.bool = ...,
+        recorded: _builtins.bool = ...,
+        discrepancies: _abc.Iterable[Global___DiscrepancyKind.ValueType] | None = ...,
+        payment: _payment_pb2.Payment | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["payment", b"payment", "refund", b"refund"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["changed", b"changed", "discrepancies", b"discrepancies", "payment", b"payment", "recorded", b"recorded", "refund", b"refund"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ReconcileRefundResponse: _TypeAlias = ReconcileRefundResponse  # noqa: Y015
+
+@_typing.final
+class RedriveRefundRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    REFUND_ID_FIELD_NUMBER: _builtins.int
+    refund_id: _builtins.str
+    def __init__(
+        self,
+        *,
+        refund_id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["refund_id", b"refund_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___RedriveRefundRequest: _TypeAlias = RedriveRefundRequest  # noqa: Y015
+
+@_typing.final
+class RedriveRefundResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    REFUND_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def refund(self) -> _payment_pb2.Refund: ...
+    def __init__(
+        self,
+        *,
+        refund: _payment_pb2.Refund | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["refund", b"refund"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["refund", b"refund"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___RedriveRefundResponse: _TypeAlias = RedriveRefundResponse  # noqa: Y015
+
+@_typing.final
+class LookupRefundsRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    REFUND_IDS_FIELD_NUMBER: _builtins.int
+    PROVIDER_REFUND_IDS_FIELD_NUMBER: _builtins.int
+    PAYMENT_IDS_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def refund_ids(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]: ...
+    @_builtins.property
+    def provider_refund_ids(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]: ...
+    @_builtins.property
+    def payment_ids(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Every refund of these payments."""
+
+    def __init__(
+        self,
+        *,
+        refund_ids: _abc.Iterable[_builtins.str] | None = ...,
+        provider_refund_ids: _abc.Iterable[_builtins.str] | None = ...,
+        payment_ids: _abc.Iterable[_builtins.str] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["payment_ids", b"payment_ids", "provider_refund_ids", b"provider_refund_ids", "refund_ids", b"refund_ids"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___LookupRefundsRequest: _TypeAlias = LookupRefundsRequest  # noqa: Y015
+
+@_typing.final
+class LookupRefundsResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    REFUNDS_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def refunds(self) -> _containers.RepeatedCompositeFieldContainer[_payment_pb2.Refund]:
+        """The ones we have; ids we do not know are simply absent."""
+
+    def __init__(
+        self,
+        *,
+        refunds: _abc.Iterable[_payment_pb2.Refund] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["refunds", b"refunds"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___LookupRefundsResponse: _TypeAlias = LookupRefundsResponse  # noqa: Y015

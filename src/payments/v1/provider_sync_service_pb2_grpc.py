@@ -110,6 +110,26 @@ class ProviderSyncServiceStub:
                 request_serializer=payments_dot_v1_dot_provider__sync__service__pb2.ReplayQuarantinedEventRequest.SerializeToString,
                 response_deserializer=payments_dot_v1_dot_provider__sync__service__pb2.ReplayQuarantinedEventResponse.FromString,
                 _registered_method=True)
+        self.ListRefundsToReconcile = channel.unary_unary(
+                '/payments.v1.ProviderSyncService/ListRefundsToReconcile',
+                request_serializer=payments_dot_v1_dot_provider__sync__service__pb2.ListRefundsToReconcileRequest.SerializeToString,
+                response_deserializer=payments_dot_v1_dot_provider__sync__service__pb2.ListRefundsToReconcileResponse.FromString,
+                _registered_method=True)
+        self.ReconcileRefund = channel.unary_unary(
+                '/payments.v1.ProviderSyncService/ReconcileRefund',
+                request_serializer=payments_dot_v1_dot_provider__sync__service__pb2.ReconcileRefundRequest.SerializeToString,
+                response_deserializer=payments_dot_v1_dot_provider__sync__service__pb2.ReconcileRefundResponse.FromString,
+                _registered_method=True)
+        self.RedriveRefund = channel.unary_unary(
+                '/payments.v1.ProviderSyncService/RedriveRefund',
+                request_serializer=payments_dot_v1_dot_provider__sync__service__pb2.RedriveRefundRequest.SerializeToString,
+                response_deserializer=payments_dot_v1_dot_provider__sync__service__pb2.RedriveRefundResponse.FromString,
+                _registered_method=True)
+        self.LookupRefunds = channel.unary_unary(
+                '/payments.v1.ProviderSyncService/LookupRefunds',
+                request_serializer=payments_dot_v1_dot_provider__sync__service__pb2.LookupRefundsRequest.SerializeToString,
+                response_deserializer=payments_dot_v1_dot_provider__sync__service__pb2.LookupRefundsResponse.FromString,
+                _registered_method=True)
 
 
 class ProviderSyncServiceServicer:
@@ -229,6 +249,42 @@ class ProviderSyncServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ListRefundsToReconcile(self, request, context):
+        """Non-final refunds (PENDING, UNKNOWN) older than a grace period, keyset
+        paginated, with a lease as ListPaymentsToReconcile; each with its
+        payment's provider id (the refunds are listed by it at the provider).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ReconcileRefund(self, request, context):
+        """The provider's authoritative snapshot of one refund. Without refund_id,
+        a refund the provider has (by provider_payment_id): found by its provider
+        id or metadata.refund_id, else recorded as a refund of ours (source
+        reconciler), or UNRECORDED_PROVIDER_REFUND when its payment is unknown.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def RedriveRefund(self, request, context):
+        """Attempts a refund the provider never heard of again, with the same
+        provider idempotency key (our refund id), only within the re-drive
+        window; refused (FAILED_PRECONDITION) once it has a provider refund id.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def LookupRefunds(self, request, context):
+        """Our refunds (any client's) by id, provider refund id or payment, for the
+        settlement diff.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_ProviderSyncServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -306,6 +362,26 @@ def add_ProviderSyncServiceServicer_to_server(servicer, server):
                     servicer.ReplayQuarantinedEvent,
                     request_deserializer=payments_dot_v1_dot_provider__sync__service__pb2.ReplayQuarantinedEventRequest.FromString,
                     response_serializer=payments_dot_v1_dot_provider__sync__service__pb2.ReplayQuarantinedEventResponse.SerializeToString,
+            ),
+            'ListRefundsToReconcile': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListRefundsToReconcile,
+                    request_deserializer=payments_dot_v1_dot_provider__sync__service__pb2.ListRefundsToReconcileRequest.FromString,
+                    response_serializer=payments_dot_v1_dot_provider__sync__service__pb2.ListRefundsToReconcileResponse.SerializeToString,
+            ),
+            'ReconcileRefund': grpc.unary_unary_rpc_method_handler(
+                    servicer.ReconcileRefund,
+                    request_deserializer=payments_dot_v1_dot_provider__sync__service__pb2.ReconcileRefundRequest.FromString,
+                    response_serializer=payments_dot_v1_dot_provider__sync__service__pb2.ReconcileRefundResponse.SerializeToString,
+            ),
+            'RedriveRefund': grpc.unary_unary_rpc_method_handler(
+                    servicer.RedriveRefund,
+                    request_deserializer=payments_dot_v1_dot_provider__sync__service__pb2.RedriveRefundRequest.FromString,
+                    response_serializer=payments_dot_v1_dot_provider__sync__service__pb2.RedriveRefundResponse.SerializeToString,
+            ),
+            'LookupRefunds': grpc.unary_unary_rpc_method_handler(
+                    servicer.LookupRefunds,
+                    request_deserializer=payments_dot_v1_dot_provider__sync__service__pb2.LookupRefundsRequest.FromString,
+                    response_serializer=payments_dot_v1_dot_provider__sync__service__pb2.LookupRefundsResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -714,6 +790,114 @@ class ProviderSyncService:
             '/payments.v1.ProviderSyncService/ReplayQuarantinedEvent',
             payments_dot_v1_dot_provider__sync__service__pb2.ReplayQuarantinedEventRequest.SerializeToString,
             payments_dot_v1_dot_provider__sync__service__pb2.ReplayQuarantinedEventResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListRefundsToReconcile(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/payments.v1.ProviderSyncService/ListRefundsToReconcile',
+            payments_dot_v1_dot_provider__sync__service__pb2.ListRefundsToReconcileRequest.SerializeToString,
+            payments_dot_v1_dot_provider__sync__service__pb2.ListRefundsToReconcileResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ReconcileRefund(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/payments.v1.ProviderSyncService/ReconcileRefund',
+            payments_dot_v1_dot_provider__sync__service__pb2.ReconcileRefundRequest.SerializeToString,
+            payments_dot_v1_dot_provider__sync__service__pb2.ReconcileRefundResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RedriveRefund(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/payments.v1.ProviderSyncService/RedriveRefund',
+            payments_dot_v1_dot_provider__sync__service__pb2.RedriveRefundRequest.SerializeToString,
+            payments_dot_v1_dot_provider__sync__service__pb2.RedriveRefundResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def LookupRefunds(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/payments.v1.ProviderSyncService/LookupRefunds',
+            payments_dot_v1_dot_provider__sync__service__pb2.LookupRefundsRequest.SerializeToString,
+            payments_dot_v1_dot_provider__sync__service__pb2.LookupRefundsResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -78,6 +78,26 @@ class ProviderSyncServiceStub:
     """Applies a quarantined event again (once the code that refused it is
     fixed); it stays quarantined, with the new reason, when it still fails.
     """
+    ListRefundsToReconcile: _grpc.UnaryUnaryMultiCallable[_provider_sync_service_pb2.ListRefundsToReconcileRequest, _provider_sync_service_pb2.ListRefundsToReconcileResponse]
+    """Non-final refunds (PENDING, UNKNOWN) older than a grace period, keyset
+    paginated, with a lease as ListPaymentsToReconcile; each with its
+    payment's provider id (the refunds are listed by it at the provider).
+    """
+    ReconcileRefund: _grpc.UnaryUnaryMultiCallable[_provider_sync_service_pb2.ReconcileRefundRequest, _provider_sync_service_pb2.ReconcileRefundResponse]
+    """The provider's authoritative snapshot of one refund. Without refund_id,
+    a refund the provider has (by provider_payment_id): found by its provider
+    id or metadata.refund_id, else recorded as a refund of ours (source
+    reconciler), or UNRECORDED_PROVIDER_REFUND when its payment is unknown.
+    """
+    RedriveRefund: _grpc.UnaryUnaryMultiCallable[_provider_sync_service_pb2.RedriveRefundRequest, _provider_sync_service_pb2.RedriveRefundResponse]
+    """Attempts a refund the provider never heard of again, with the same
+    provider idempotency key (our refund id), only within the re-drive
+    window; refused (FAILED_PRECONDITION) once it has a provider refund id.
+    """
+    LookupRefunds: _grpc.UnaryUnaryMultiCallable[_provider_sync_service_pb2.LookupRefundsRequest, _provider_sync_service_pb2.LookupRefundsResponse]
+    """Our refunds (any client's) by id, provider refund id or payment, for the
+    settlement diff.
+    """
 
 @_typing.type_check_only
 class ProviderSyncServiceAsyncStub(ProviderSyncServiceStub):
@@ -128,6 +148,26 @@ class ProviderSyncServiceAsyncStub(ProviderSyncServiceStub):
     ReplayQuarantinedEvent: _aio.UnaryUnaryMultiCallable[_provider_sync_service_pb2.ReplayQuarantinedEventRequest, _provider_sync_service_pb2.ReplayQuarantinedEventResponse]  # type: ignore[assignment]
     """Applies a quarantined event again (once the code that refused it is
     fixed); it stays quarantined, with the new reason, when it still fails.
+    """
+    ListRefundsToReconcile: _aio.UnaryUnaryMultiCallable[_provider_sync_service_pb2.ListRefundsToReconcileRequest, _provider_sync_service_pb2.ListRefundsToReconcileResponse]  # type: ignore[assignment]
+    """Non-final refunds (PENDING, UNKNOWN) older than a grace period, keyset
+    paginated, with a lease as ListPaymentsToReconcile; each with its
+    payment's provider id (the refunds are listed by it at the provider).
+    """
+    ReconcileRefund: _aio.UnaryUnaryMultiCallable[_provider_sync_service_pb2.ReconcileRefundRequest, _provider_sync_service_pb2.ReconcileRefundResponse]  # type: ignore[assignment]
+    """The provider's authoritative snapshot of one refund. Without refund_id,
+    a refund the provider has (by provider_payment_id): found by its provider
+    id or metadata.refund_id, else recorded as a refund of ours (source
+    reconciler), or UNRECORDED_PROVIDER_REFUND when its payment is unknown.
+    """
+    RedriveRefund: _aio.UnaryUnaryMultiCallable[_provider_sync_service_pb2.RedriveRefundRequest, _provider_sync_service_pb2.RedriveRefundResponse]  # type: ignore[assignment]
+    """Attempts a refund the provider never heard of again, with the same
+    provider idempotency key (our refund id), only within the re-drive
+    window; refused (FAILED_PRECONDITION) once it has a provider refund id.
+    """
+    LookupRefunds: _aio.UnaryUnaryMultiCallable[_provider_sync_service_pb2.LookupRefundsRequest, _provider_sync_service_pb2.LookupRefundsResponse]  # type: ignore[assignment]
+    """Our refunds (any client's) by id, provider refund id or payment, for the
+    settlement diff.
     """
 
 class ProviderSyncServiceServicer(metaclass=_abc_1.ABCMeta):
@@ -266,6 +306,50 @@ class ProviderSyncServiceServicer(metaclass=_abc_1.ABCMeta):
     ) -> _typing.Union[_provider_sync_service_pb2.ReplayQuarantinedEventResponse, _abc.Awaitable[_provider_sync_service_pb2.ReplayQuarantinedEventResponse]]:
         """Applies a quarantined event again (once the code that refused it is
         fixed); it stays quarantined, with the new reason, when it still fails.
+        """
+
+    @_abc_1.abstractmethod
+    def ListRefundsToReconcile(
+        self,
+        request: _provider_sync_service_pb2.ListRefundsToReconcileRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_provider_sync_service_pb2.ListRefundsToReconcileResponse, _abc.Awaitable[_provider_sync_service_pb2.ListRefundsToReconcileResponse]]:
+        """Non-final refunds (PENDING, UNKNOWN) older than a grace period, keyset
+        paginated, with a lease as ListPaymentsToReconcile; each with its
+        payment's provider id (the refunds are listed by it at the provider).
+        """
+
+    @_abc_1.abstractmethod
+    def ReconcileRefund(
+        self,
+        request: _provider_sync_service_pb2.ReconcileRefundRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_provider_sync_service_pb2.ReconcileRefundResponse, _abc.Awaitable[_provider_sync_service_pb2.ReconcileRefundResponse]]:
+        """The provider's authoritative snapshot of one refund. Without refund_id,
+        a refund the provider has (by provider_payment_id): found by its provider
+        id or metadata.refund_id, else recorded as a refund of ours (source
+        reconciler), or UNRECORDED_PROVIDER_REFUND when its payment is unknown.
+        """
+
+    @_abc_1.abstractmethod
+    def RedriveRefund(
+        self,
+        request: _provider_sync_service_pb2.RedriveRefundRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_provider_sync_service_pb2.RedriveRefundResponse, _abc.Awaitable[_provider_sync_service_pb2.RedriveRefundResponse]]:
+        """Attempts a refund the provider never heard of again, with the same
+        provider idempotency key (our refund id), only within the re-drive
+        window; refused (FAILED_PRECONDITION) once it has a provider refund id.
+        """
+
+    @_abc_1.abstractmethod
+    def LookupRefunds(
+        self,
+        request: _provider_sync_service_pb2.LookupRefundsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_provider_sync_service_pb2.LookupRefundsResponse, _abc.Awaitable[_provider_sync_service_pb2.LookupRefundsResponse]]:
+        """Our refunds (any client's) by id, provider refund id or payment, for the
+        settlement diff.
         """
 
 def add_ProviderSyncServiceServicer_to_server(servicer: ProviderSyncServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...
