@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 from payments.v1 import payment_pb2 as pb
-from payments_stripe.objects import EVENT_TYPES, MalformedAnswer, parse_refund
+from payments_stripe.objects import EVENT_TYPES, MalformedAnswer, ProviderIntent, parse_refund
 from payments_stripe.status import RefundState, StripeRefundStatus, to_refund_state
 from reconciler.rules import (
     is_stuck_refund,
@@ -110,3 +110,26 @@ def test_a_non_final_refund_is_stuck_past_the_deadline() -> None:
     assert is_stuck_refund(pb.REFUND_STATUS_UNKNOWN, created, NOW, 3600)
     assert not is_stuck_refund(pb.REFUND_STATUS_PENDING, NOW, NOW, 3600)
     assert not is_stuck_refund(pb.REFUND_STATUS_SUCCEEDED, created, NOW, 3600)
+
+
+def test_the_settlement_diff_lists_an_intents_refunds_unless_our_books_already_match() -> None:
+    from payments_stripe.status import Status
+    from reconciler.refund_settlement import _settled_alike
+
+    intent = ProviderIntent(
+        id="pi_1", status="succeeded", amount=1000, currency="EUR", created=0, payment_id="pay_1",
+        amount_refunded=500, disputed=False, failure_code="", failure_message="",
+        mapped=Status.SUCCEEDED,
+    )  # fmt: skip
+
+    def refund(amount: int, status: pb.RefundStatus.ValueType, provider_id: str = "re_x") -> Any:
+        return pb.Refund(id="rfd_x", amount=amount, status=status, provider_refund_id=provider_id)
+
+    ok, failed = pb.REFUND_STATUS_SUCCEEDED, pb.REFUND_STATUS_FAILED
+    assert _settled_alike(intent, [refund(300, ok), refund(200, ok), refund(50, failed)]) == 500
+    # Listed: nothing of ours, a total that differs, one not final, one the
+    # provider never named.
+    assert _settled_alike(intent, []) is None
+    assert _settled_alike(intent, [refund(300, ok)]) is None
+    assert _settled_alike(intent, [refund(300, ok), refund(200, pb.REFUND_STATUS_UNKNOWN)]) is None
+    assert _settled_alike(intent, [refund(300, ok), refund(200, ok, provider_id="")]) is None
