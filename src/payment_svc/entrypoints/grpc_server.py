@@ -7,6 +7,7 @@ CallInterceptor.
 
 from __future__ import annotations
 
+from collections import OrderedDict
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from typing import Any
@@ -15,6 +16,7 @@ import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
+from payment_svc.domain.feed import PaymentUpdate
 from payment_svc.entrypoints import convert, metrics
 from payment_svc.entrypoints.interceptors import PRINCIPAL, CallPipeline, call_deadline
 from payment_svc.entrypoints.provider_sync_grpc import ProviderSyncServicer
@@ -44,6 +46,10 @@ class PaymentServicer(svc_grpc.PaymentServiceServicer):
         self._payments = payments
         self._refunds = refunds
         self._feed = feed
+        # The streams of one client send the same updates (their pages are
+        # read once: FeedService.watch): each is translated (and its cursor
+        # signed) once, not once a stream.
+        self._replies: OrderedDict[tuple[str, int], svc.WatchPaymentUpdatesResponse] = OrderedDict()
 
     async def CreatePayment(
         self, request: svc.CreatePaymentRequest, context: Context
@@ -128,15 +134,29 @@ class PaymentServicer(svc_grpc.PaymentServiceServicer):
         try:
             async for page in self._feed.watch(client_id, request.after_cursor):
                 for u in page:
-                    reply = svc.WatchPaymentUpdatesResponse(
-                        update=convert.update_to_pb(u, self._feed.cursor(client_id, u))
-                    )
+                    reply = self._reply(client_id, u)
                     metrics.FEED_DELIVERY_LAG.observe(
                         max(0.0, (datetime.now(UTC) - u.recorded_at).total_seconds())
                     )
                     yield reply
         finally:
             metrics.FEED_STREAMS_OPEN.dec()
+
+    def _reply(self, client_id: str, u: PaymentUpdate) -> svc.WatchPaymentUpdatesResponse:
+        key = (client_id, u.position)
+        reply = self._replies.get(key)
+        if reply is None:
+            reply = svc.WatchPaymentUpdatesResponse(
+                update=convert.update_to_pb(u, self._feed.cursor(client_id, u))
+            )
+            self._replies[key] = reply
+            if len(self._replies) > _REPLIES_KEPT:
+                self._replies.popitem(last=False)
+        return reply
+
+
+# Enough for the pages of every client streaming at once (a page is 100).
+_REPLIES_KEPT = 10_000
 
 
 # "" says the process lives (liveness: a database outage must not restart
