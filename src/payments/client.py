@@ -314,8 +314,9 @@ class UpdateWatcher:
             try:
                 async for reply in call:
                     failures = 0
-                    self.cursor = reply.update.cursor
-                    yield reply.update
+                    for update in reply.updates:
+                        self.cursor = update.cursor
+                        yield update
             except grpc.aio.AioRpcError as err:
                 if err.code() not in _RESUMABLE:
                     error = from_rpc_error(err)

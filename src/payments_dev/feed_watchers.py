@@ -48,9 +48,11 @@ async def _watch(
         async for reply in call:
             now = time.perf_counter_ns()
             if window and window[0] <= now < window[1]:
-                counts["delivered"] += 1
-                committed_ns = reply.update.recorded_at.ToNanoseconds()
-                lag.record_value(max(1, (time.time_ns() - committed_ns) // 1000))
+                wall = time.time_ns()
+                for update in reply.updates:
+                    counts["delivered"] += 1
+                    committed_ns = update.recorded_at.ToNanoseconds()
+                    lag.record_value(max(1, (wall - committed_ns) // 1000))
     except grpc.aio.AioRpcError as err:
         counts[f"error_{err.code().name}"] += 1
 

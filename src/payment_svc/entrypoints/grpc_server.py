@@ -46,10 +46,12 @@ class PaymentServicer(svc_grpc.PaymentServiceServicer):
         self._payments = payments
         self._refunds = refunds
         self._feed = feed
-        # The streams of one client send the same updates (their pages are
-        # read once: FeedService.watch): each is translated (and its cursor
-        # signed) once, not once a stream.
-        self._replies: OrderedDict[tuple[str, int], svc.WatchPaymentUpdatesResponse] = OrderedDict()
+        # The streams of one client send the same pages (read once:
+        # FeedService.watch): each is translated (and its cursors signed)
+        # once, not once a stream.
+        self._replies: OrderedDict[tuple[str, int, int], svc.WatchPaymentUpdatesResponse] = (
+            OrderedDict()
+        )
 
     async def CreatePayment(
         self, request: svc.CreatePaymentRequest, context: Context
@@ -124,30 +126,34 @@ class PaymentServicer(svc_grpc.PaymentServiceServicer):
     async def WatchPaymentUpdates(
         self, request: svc.WatchPaymentUpdatesRequest, context: Context
     ) -> AsyncIterator[svc.WatchPaymentUpdatesResponse]:
-        """Each update is yielded when the previous one was written to the
-        stream (grpc.aio awaits HTTP/2 flow control between them), and the
-        next page is read only then: a slow reader holds one page."""
+        """A page of updates a message: each is yielded when the previous one
+        was written to the stream (grpc.aio awaits HTTP/2 flow control between
+        them), and the next page is read only then: a slow reader holds one
+        page. One message a page, not one an update: a message's cost in
+        grpc is most of a delivery's."""
         client_id = PRINCIPAL.get().client_id
         # Headers now: the caller knows the stream is open before any update.
         await context.send_initial_metadata(())
         metrics.FEED_STREAMS_OPEN.inc()
         try:
             async for page in self._feed.watch(client_id, request.after_cursor):
+                reply = self._reply(client_id, page)
+                now = datetime.now(UTC)
                 for u in page:
-                    reply = self._reply(client_id, u)
                     metrics.FEED_DELIVERY_LAG.observe(
-                        max(0.0, (datetime.now(UTC) - u.recorded_at).total_seconds())
+                        max(0.0, (now - u.recorded_at).total_seconds())
                     )
-                    yield reply
+                yield reply
         finally:
             metrics.FEED_STREAMS_OPEN.dec()
 
-    def _reply(self, client_id: str, u: PaymentUpdate) -> svc.WatchPaymentUpdatesResponse:
-        key = (client_id, u.position)
+    def _reply(self, client_id: str, page: list[PaymentUpdate]) -> svc.WatchPaymentUpdatesResponse:
+        key = (client_id, page[0].position, page[-1].position)
         reply = self._replies.get(key)
         if reply is None:
+            cursor = self._feed.cursor
             reply = svc.WatchPaymentUpdatesResponse(
-                update=convert.update_to_pb(u, self._feed.cursor(client_id, u))
+                updates=[convert.update_to_pb(u, cursor(client_id, u)) for u in page]
             )
             self._replies[key] = reply
             if len(self._replies) > _REPLIES_KEPT:
@@ -155,8 +161,8 @@ class PaymentServicer(svc_grpc.PaymentServiceServicer):
         return reply
 
 
-# Enough for the pages of every client streaming at once (a page is 100).
-_REPLIES_KEPT = 10_000
+# Enough for the latest pages of every client streaming at once.
+_REPLIES_KEPT = 2_000
 
 
 # "" says the process lives (liveness: a database outage must not restart

@@ -410,17 +410,22 @@ Global___WatchPaymentUpdatesRequest: _TypeAlias = WatchPaymentUpdatesRequest  # 
 class WatchPaymentUpdatesResponse(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
-    UPDATE_FIELD_NUMBER: _builtins.int
+    UPDATES_FIELD_NUMBER: _builtins.int
     @_builtins.property
-    def update(self) -> _payment_pb2.PaymentUpdate: ...
+    def updates(self) -> _containers.RepeatedCompositeFieldContainer[_payment_pb2.PaymentUpdate]:
+        """The updates committed since the previous message, oldest first (at most
+        a page, 100). Each carries its own cursor: a reader that stops within a
+        message resumes after the last update it processed.
+        """
+
     def __init__(
         self,
         *,
-        update: _payment_pb2.PaymentUpdate | None = ...,
+        updates: _abc.Iterable[_payment_pb2.PaymentUpdate] | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["update", b"update"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["update", b"update"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["updates", b"updates"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

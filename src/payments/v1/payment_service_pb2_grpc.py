@@ -134,7 +134,7 @@ class PaymentServiceServicer:
 
     def WatchPaymentUpdates(self, request, context):
         """The calling client's updates after a cursor, then new ones as they
-        commit. Resume with the last cursor processed; a cursor older than what
+        commit (a message carries what committed together, in order). Resume with the last cursor processed; a cursor older than what
         is kept fails with OUT_OF_RANGE, reason CURSOR_EXPIRED.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)

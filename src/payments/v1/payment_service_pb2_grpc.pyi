@@ -53,7 +53,7 @@ class PaymentServiceStub:
     """The calling client's updates after a cursor, in commit order."""
     WatchPaymentUpdates: _grpc.UnaryStreamMultiCallable[_payment_service_pb2.WatchPaymentUpdatesRequest, _payment_service_pb2.WatchPaymentUpdatesResponse]
     """The calling client's updates after a cursor, then new ones as they
-    commit. Resume with the last cursor processed; a cursor older than what
+    commit (a message carries what committed together, in order). Resume with the last cursor processed; a cursor older than what
     is kept fails with OUT_OF_RANGE, reason CURSOR_EXPIRED.
     """
 
@@ -82,7 +82,7 @@ class PaymentServiceAsyncStub(PaymentServiceStub):
     """The calling client's updates after a cursor, in commit order."""
     WatchPaymentUpdates: _aio.UnaryStreamMultiCallable[_payment_service_pb2.WatchPaymentUpdatesRequest, _payment_service_pb2.WatchPaymentUpdatesResponse]  # type: ignore[assignment]
     """The calling client's updates after a cursor, then new ones as they
-    commit. Resume with the last cursor processed; a cursor older than what
+    commit (a message carries what committed together, in order). Resume with the last cursor processed; a cursor older than what
     is kept fails with OUT_OF_RANGE, reason CURSOR_EXPIRED.
     """
 
@@ -156,7 +156,7 @@ class PaymentServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_abc.Iterator[_payment_service_pb2.WatchPaymentUpdatesResponse], _abc.AsyncIterator[_payment_service_pb2.WatchPaymentUpdatesResponse]]:
         """The calling client's updates after a cursor, then new ones as they
-        commit. Resume with the last cursor processed; a cursor older than what
+        commit (a message carries what committed together, in order). Resume with the last cursor processed; a cursor older than what
         is kept fails with OUT_OF_RANGE, reason CURSOR_EXPIRED.
         """
 
