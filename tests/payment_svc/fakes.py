@@ -519,6 +519,14 @@ class FakeLockedRefunds:
             key=lambda r: (r.created_at, r.id),
         )
 
+    async def of_payment_and_key(
+        self, payment_id: uuid.UUID, client_id: str, idempotency_key: str
+    ) -> tuple[list[Refund], ExistingRefund | None]:
+        return await self.of_payment(payment_id), await self.by_key(client_id, idempotency_key)
+
+    async def of_payment_locked(self, payment_id: uuid.UUID) -> list[Refund]:
+        return await self.of_payment(payment_id)
+
     async def get_for_update(self, refund_id: uuid.UUID) -> Refund:
         r = self.repo.refunds.get(refund_id)
         if r is None:

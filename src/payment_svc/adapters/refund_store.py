@@ -71,12 +71,47 @@ WITH r AS (
 SELECT {REFUND_COLUMNS} FROM r
 """
 
+# After the payment's lock (a statement of its own: this one's snapshot then
+# holds every refund committed before the lock was granted).
+_OF_PAYMENT_AND_KEY = f"""SELECT {REFUND_COLUMNS}, request_fingerprint FROM refunds
+    WHERE payment_id = $1 OR (client_id = $2 AND idempotency_key = $3)
+    ORDER BY created_at, id"""
+
+_OF_PAYMENT_LOCKED = f"""SELECT {REFUND_COLUMNS} FROM refunds WHERE payment_id = $1
+    ORDER BY created_at, id FOR UPDATE"""
+
+_PAYMENT_FIELDS = [c.strip() for c in PAYMENT_COLUMNS.split(",")]
+
+# _MOVE and _REVERSE in one statement: the refund's move, its history entry
+# and the payment's reversal.
+_MOVE_AND_REVERSE = f"""
+WITH r AS (
+    UPDATE refunds
+    SET status = $2,
+        provider_refund_id = COALESCE(provider_refund_id, $3),
+        failure_code = CASE WHEN $2 = 'FAILED' THEN $4 ELSE NULL END,
+        failure_message = CASE WHEN $2 = 'FAILED' THEN $5 ELSE NULL END,
+        version = version + 1,
+        updated_at = now()
+    WHERE id = $1
+    RETURNING {REFUND_COLUMNS}
+), p AS (
+    UPDATE payments SET status = $7, amount_reversed = $13, version = version + 1,
+        updated_at = now()
+    WHERE id = (SELECT payment_id FROM r)
+    RETURNING {PAYMENT_COLUMNS}
+), e AS (
+    INSERT INTO payment_events (payment_id, from_status, to_status, source, applied,
+                                failure_code, note, refund_id, refund_status,
+                                provider_event_id, provider_event_type, provider_created_at)
+    SELECT payment_id, $6, $7, $8, true, $4, $9, id, status, $10, $11, $12 FROM r
+)
+SELECT r.*, {", ".join(f"p.{c} AS p_{c}" for c in _PAYMENT_FIELDS)} FROM r, p
+"""
+
 _RECORD_ONLY = """INSERT INTO payment_events (payment_id, from_status, to_status, source, applied,
     failure_code, note, refund_id, refund_status, provider_event_id, provider_event_type,
     provider_created_at) VALUES ($1, $2, $2, $3, false, $4, $5, $6, $7, $8, $9, $10)"""
-
-_REVERSE = f"""UPDATE payments SET status = $2, amount_reversed = $3, version = version + 1,
-    updated_at = now() WHERE id = $1 RETURNING {PAYMENT_COLUMNS}"""
 
 
 def refund_from_row(row: asyncpg.Record) -> Refund:
@@ -159,6 +194,23 @@ class PgLockedRefunds:
         )
         return [refund_from_row(r) for r in rows]
 
+    async def of_payment_and_key(
+        self, payment_id: uuid.UUID, client_id: str, idempotency_key: str
+    ) -> tuple[list[Refund], ExistingRefund | None]:
+        rows = await self._conn.fetch(_OF_PAYMENT_AND_KEY, payment_id, client_id, idempotency_key)
+        existing = None
+        for r in rows:
+            if (r["client_id"], r["idempotency_key"]) == (client_id, idempotency_key):
+                fingerprint = r["request_fingerprint"]
+                existing = ExistingRefund(
+                    r["id"], RefundStatus(r["status"]), bytes(fingerprint) if fingerprint else None
+                )
+        return [refund_from_row(r) for r in rows if r["payment_id"] == payment_id], existing
+
+    async def of_payment_locked(self, payment_id: uuid.UUID) -> list[Refund]:
+        rows = await self._conn.fetch(_OF_PAYMENT_LOCKED, payment_id)
+        return [refund_from_row(r) for r in rows]
+
     async def get_for_update(self, refund_id: uuid.UUID) -> Refund:
         row = await self._conn.fetchrow(
             f"SELECT {REFUND_COLUMNS} FROM refunds WHERE id = $1 FOR UPDATE", refund_id
@@ -224,6 +276,8 @@ class PgLockedRefunds:
                 outcome.provider_created_at,
             )
             return refund, payment
+        if plan.payment_changes:
+            return await self._move_and_reverse(refund, outcome, plan, source=source)
         row = await self._conn.fetchrow(
             _MOVE,
             refund.id,
@@ -241,11 +295,28 @@ class PgLockedRefunds:
         )
         if row is None:
             raise NotFound(f"refund {refund.public_id} not found")
-        moved = refund_from_row(row)
-        if not plan.payment_changes:
-            return moved, payment
-        prow = await self._conn.fetchrow(
-            _REVERSE, payment.id, plan.payment_to.value, plan.amount_reversed
+        return refund_from_row(row), payment
+
+    async def _move_and_reverse(
+        self, refund: Refund, outcome: RefundOutcome, plan: RefundPlan, *, source: Source
+    ) -> tuple[Refund, Payment]:
+        row = await self._conn.fetchrow(
+            _MOVE_AND_REVERSE,
+            refund.id,
+            plan.refund_status.value,
+            outcome.provider_refund_id,
+            outcome.failure_code,
+            outcome.failure_message,
+            plan.payment_from.value,
+            plan.payment_to.value,
+            source.value,
+            plan.note,
+            outcome.provider_event_id,
+            outcome.provider_event_type,
+            outcome.provider_created_at,
+            plan.amount_reversed,
         )
-        assert prow is not None, "the payment is locked by this transaction"
-        return moved, payment_from_row(prow)
+        if row is None:
+            raise NotFound(f"refund {refund.public_id} not found")
+        payment = payment_from_row({c: row[f"p_{c}"] for c in _PAYMENT_FIELDS})
+        return refund_from_row(row), payment

@@ -9,7 +9,9 @@ duplicate payment.
 from __future__ import annotations
 
 import uuid
+from collections.abc import Mapping
 from datetime import datetime
+from typing import Any
 
 import asyncpg
 
@@ -82,7 +84,7 @@ _RECORD_ONLY = """INSERT INTO payment_events (payment_id, from_status, to_status
     failure_code, note) VALUES ($1, $2, $3, $4, false, $5, $6)"""
 
 
-def payment_from_row(row: asyncpg.Record) -> Payment:
+def payment_from_row(row: asyncpg.Record | Mapping[str, Any]) -> Payment:
     return Payment(
         id=row["id"],
         client_id=row["client_id"],

@@ -96,10 +96,12 @@ class RefundsService:
                 raise NotFound(f"payment {cmd.payment_id} not found")
             # A retry learns its refund's outcome whatever became of the
             # payment since: the key is looked at first.
-            existing = await uow.refunds.by_key(client_id, cmd.idempotency_key)
+            refunds, existing = await uow.refunds.of_payment_and_key(
+                payment.id, client_id, cmd.idempotency_key
+            )
             if existing is not None:
                 raise duplicate_of(existing, fingerprint)
-            amount = admit(payment, await uow.refunds.of_payment(payment.id), cmd.amount)
+            amount = admit(payment, refunds, cmd.amount)
             if payment.provider_payment_id is None:  # never charged through us: nothing to refund
                 raise PaymentNotRefundable(payment.public_id, payment.status)
             refund = await uow.refunds.insert(
@@ -180,8 +182,11 @@ class RefundsService:
         one history entry, in one unit of work."""
         async with self._uow() as uow:
             payment = await uow.payments.get_for_update(refund.payment_id)
-            current = await uow.refunds.get_for_update(refund.id)
-            others = [r for r in await uow.refunds.of_payment(payment.id) if r.id != current.id]
+            refunds = await uow.refunds.of_payment_locked(payment.id)
+            current = next((r for r in refunds if r.id == refund.id), None)
+            if current is None:
+                raise NotFound(f"refund {refund.public_id} not found")
+            others = [r for r in refunds if r.id != current.id]
             plan = plan_outcome(
                 payment, current, succeeded(others), outcome, authoritative=authoritative
             )
