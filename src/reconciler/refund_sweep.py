@@ -82,9 +82,15 @@ async def _fetch(
     try:
         listed = await ctx.provider.refunds_of(provider_payment_id)
     except NotFoundAtProvider:
-        # The intent itself is unknown: not an answer about the refund.
-        raise ProviderError(f"payment intent {provider_payment_id} not found") from None
+        raise PaymentUnknownAtProvider(provider_payment_id) from None
     return [r for r in listed if r.refund_id == refund.id]
+
+
+class PaymentUnknownAtProvider(Exception):
+    """The provider answered that it does not know the refund's payment:
+    it has no refund of it either, and a re-drive could not make one (a
+    refund needs its payment). Reported, never re-driven; not an error of
+    the run, as a payment's own 404 is not (MISSING_AT_PROVIDER)."""
 
 
 async def _reconcile(
@@ -102,6 +108,16 @@ async def _reconcile(
     try:
         async with fetches:
             found = await _fetch(ctx, refund, item.provider_payment_id)
+    except PaymentUnknownAtProvider as exc:
+        health.answered()
+        await _report(
+            ctx,
+            tally,
+            sync.DISCREPANCY_KIND_REFUND_MISSING_AT_PROVIDER,
+            refund,
+            reason=f"its payment {exc} is unknown at the provider",
+        )
+        return
     except ProviderError as exc:
         tally.errors += 1
         log.warning("provider_refund_fetch_failed", refund_id=refund.id, error=str(exc))
@@ -180,7 +196,12 @@ async def _redrive(
 
 
 async def _report(
-    ctx: JobContext, tally: Tally, kind: sync.DiscrepancyKind.ValueType, refund: pb.Refund
+    ctx: JobContext,
+    tally: Tally,
+    kind: sync.DiscrepancyKind.ValueType,
+    refund: pb.Refund,
+    *,
+    reason: str = "",
 ) -> None:
     details = {
         "status": pb.RefundStatus.Name(refund.status).removeprefix("REFUND_STATUS_"),
@@ -189,6 +210,8 @@ async def _report(
         "created_at": refund.created_at.ToDatetime(tzinfo=UTC).isoformat(),
         "provider_refund_id": refund.provider_refund_id,
     }
+    if reason:
+        details["reason"] = reason
     try:
         await ctx.findings.report(
             tally, kind, payment_id=refund.payment_id, refund_id=refund.id, details=details

@@ -166,6 +166,30 @@ async def test_a_refund_the_provider_never_got_is_redriven_once_with_the_same_ke
     assert len(await listed_at_provider(psim, p.id)) == 1
 
 
+async def test_a_refund_whose_payment_the_provider_no_longer_knows_is_reported_not_an_error(
+    stack: Stack, channel: grpc.aio.Channel, psim: SimControl
+) -> None:
+    """The provider lost the payment (its books reset): listing the payment's
+    refunds answers 404. That is an answer (no refund can exist without its
+    payment, and a re-drive could not make one): REFUND_MISSING_AT_PROVIDER,
+    no re-drive, and no error of the run."""
+    p = await paid(channel)
+    await psim.faults(error_rate=1.0)
+    r = await refund(channel, p.id, 150)
+    await psim.clear_faults()
+    assert (r.status, r.provider_refund_id) == (RU, "")
+    await psim.post("/_sim/reset")
+
+    result = await run_once(stack, "--jobs", "sweep")
+    assert_completed(result)
+    assert result.runs["sweep"]["errors"] == 0, result.runs
+    rows = await discrepancies(channel, sync.DISCREPANCY_KIND_REFUND_MISSING_AT_PROVIDER)
+    [d] = [d for d in rows if d.refund_id == r.id]
+    assert d.payment_id == p.id and "unknown at the provider" in d.details["reason"]
+    [after] = await refunds(channel, p.id)
+    assert (after.status, after.provider_refund_id) == (RU, "")  # never re-driven
+
+
 async def test_a_refund_that_fails_later_is_failed_through_the_webhook(
     channel: grpc.aio.Channel, psim: SimControl
 ) -> None:
