@@ -4,8 +4,12 @@ catch-up replays apply once, findings are deduplicated; no payment is fixed twic
 from __future__ import annotations
 
 import asyncio
+from collections.abc import AsyncIterator
+from pathlib import Path
 
+import aiohttp
 import grpc
+import pytest
 from reconciler_testkit import (
     assert_completed,
     create,
@@ -18,14 +22,41 @@ from reconciler_testkit import (
 
 from payments.v1 import payment_pb2 as pb
 from payments_dev.stack import Stack
+from tests.conftest import stack_config
+from tests.reconciler.test_reconciler_after_restart import own_database, started
 from tests.support import SimControl
+
+__all__ = ["own_database"]  # a fixture, used by own_stack
 
 STALE = 500
 
 
+@pytest.fixture
+async def own_stack(own_database: str, tmp_path: Path) -> AsyncIterator[Stack]:
+    """A stack on a database and a simulator of its own: the session's hold
+    other tests' payments and refunds (some in states other tests left on
+    purpose, or with a simulator reset under them), which a whole pass over
+    the session's data would count as this test's errors."""
+    stack = await started(stack_config(own_database, tmp_path))
+    try:
+        yield stack
+    finally:
+        stack.stop()
+
+
+@pytest.fixture
+async def own(own_stack: Stack) -> AsyncIterator[tuple[grpc.aio.Channel, SimControl]]:
+    async with (
+        grpc.aio.insecure_channel(own_stack.grpc_target) as channel,
+        aiohttp.ClientSession(own_stack.sim_url) as http,
+    ):
+        yield channel, SimControl(http)
+
+
 async def test_two_reconcilers_over_500_stale_payments_fix_each_once(
-    stack: Stack, channel: grpc.aio.Channel, sim: SimControl
+    own_stack: Stack, own: tuple[grpc.aio.Channel, SimControl]
 ) -> None:
+    stack, (channel, sim) = own_stack, own
     await sim.faults(webhook_drop_rate=1.0)
     gate = asyncio.Semaphore(32)
 
