@@ -171,6 +171,18 @@ class AlreadyAtProvider(FailedPrecondition):
     reason = "PAYMENT_ALREADY_AT_PROVIDER"
 
 
+class RefundAlreadyAtProvider(FailedPrecondition):
+    """A re-drive of a refund the provider already gave an id for."""
+
+    reason = "REFUND_ALREADY_AT_PROVIDER"
+
+
+class RefundNotRedrivable(FailedPrecondition):
+    """A re-drive of a final refund, or past the re-drive window."""
+
+    reason = "REFUND_NOT_REDRIVABLE"
+
+
 class PaymentNotRefundable(FailedPrecondition):
     """Only a SUCCEEDED payment can be refunded (a REVERSED one has nothing left)."""
 

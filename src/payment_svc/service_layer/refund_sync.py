@@ -24,10 +24,11 @@ import structlog
 
 from payment_svc.domain.commands import PageCursor
 from payment_svc.domain.errors import (
-    FailedPrecondition,
     FieldViolation,
     InvalidArgument,
     NotFound,
+    RefundAlreadyAtProvider,
+    RefundNotRedrivable,
 )
 from payment_svc.domain.inbox import EventTarget, InboxEvent
 from payment_svc.domain.model import Payment
@@ -59,18 +60,6 @@ from payment_svc.service_layer.refunds import RefundsService
 from payment_svc.service_layer.unit_of_work import AbstractUnitOfWork
 
 log = structlog.get_logger("payment_svc.refund_sync")
-
-
-class RefundAlreadyAtProvider(FailedPrecondition):
-    """A re-drive of a refund the provider already gave an id for."""
-
-    reason = "REFUND_ALREADY_AT_PROVIDER"
-
-
-class RefundNotRedrivable(FailedPrecondition):
-    """A re-drive of a final refund, or past the re-drive window."""
-
-    reason = "REFUND_NOT_REDRIVABLE"
 
 
 @dataclass
