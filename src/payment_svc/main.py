@@ -186,7 +186,6 @@ async def serve(settings: Settings) -> None:
         AttemptBudget(
             provider_timeout=settings.provider_timeout, write_reserve=settings.db_timeout
         ),
-        uow=lambda: PostgresUnitOfWork(db),
     )
     refund_sync = RefundSyncService(
         RefundSyncStore(db),

@@ -6,9 +6,9 @@ RefundRequests   serialized RefundPaymentRequests of 1 minor unit each:
                  rarely wait for one payment's row lock), with a key of its own
 refund_sender    RefundPayment over gRPC
 raw_refunds      per refund, what payment-svc does without gRPC or the
-                 provider: RefundsService on the Postgres unit of work (the
-                 payment's lock, the key, what remains, the insert; then the
-                 answer's record), the provider answering at once
+                 provider: RefundsService on Postgres (the read, the key,
+                 what remains, the insert; then the answer's record), the
+                 provider answering at once
 """
 
 from __future__ import annotations
@@ -21,7 +21,6 @@ import asyncpg
 import grpc
 
 from payment_svc.adapters.db import Database
-from payment_svc.adapters.postgres_uow import PostgresUnitOfWork
 from payment_svc.adapters.refund_store import RefundStore
 from payment_svc.adapters.store import PaymentStore
 from payment_svc.domain.commands import RefundPayment
@@ -167,7 +166,6 @@ async def raw_refunds(
         RefundStore(db),
         InstantProvider(),
         AttemptBudget(provider_timeout=db.timeout, write_reserve=db.timeout),
-        uow=lambda: PostgresUnitOfWork(db),
     )
     prefix = f"bench-{secrets.token_hex(4)}-rawrefund-"
 

@@ -43,6 +43,7 @@ from payment_svc.domain.refund_events import RefundState
 from payment_svc.domain.refunds import (
     ExistingRefund,
     NewRefund,
+    PaymentRefunds,
     ProviderRefundRequest,
     Refund,
     RefundOutcome,
@@ -498,6 +499,65 @@ class FakeRefundRepository:
             raise NotFound(f"refund {format_refund_id(refund_id)} not found")
         return r
 
+    # RefundPayment's path: each write only on the payment as read, as the
+    # statements of adapters/refund_store.py. `failures`: the next writes
+    # that fail with StoreUnavailable.
+    failures: int = 0
+
+    async def read(
+        self, payment_id: uuid.UUID, key: tuple[str, str] | None = None
+    ) -> PaymentRefunds:
+        payment = self.payments.payments.get(payment_id)
+        if payment is None:
+            raise NotFound(f"payment {format_payment_id(payment_id)} not found")
+        locked = FakeLockedRefunds(self, self.payments)
+        return PaymentRefunds(
+            payment,
+            await locked.of_payment(payment_id),
+            await locked.by_key(*key) if key is not None else None,
+        )
+
+    def _unmoved(self, seen: Payment) -> bool:
+        if self.failures > 0:
+            self.failures -= 1
+            raise StoreUnavailable("fake outage")
+        now = self.payments.payments[seen.id]
+        return (now.version, now.amount_reversed, now.amount_disputed) == (
+            seen.version,
+            seen.amount_reversed,
+            seen.amount_disputed,
+        )
+
+    async def insert_unless_moved(self, new: NewRefund, seen: Payment) -> Refund | None:
+        if not self._unmoved(seen):
+            return None
+        locked = FakeLockedRefunds(self, self.payments)
+        assert new.idempotency_key is not None
+        if await locked.by_key(new.client_id, new.idempotency_key) is not None:
+            return None
+        return await locked.insert(new)
+
+    async def record_unless_moved(
+        self,
+        seen: Payment,
+        refund: Refund,
+        outcome: RefundOutcome,
+        plan: RefundPlan,
+        *,
+        source: Source,
+    ) -> Refund | None:
+        if not self._unmoved(seen):
+            return None
+        locked = FakeLockedRefunds(self, self.payments)
+        moved, _ = await locked.record(seen, refund, outcome, plan, source=source)
+        return moved
+
+
+def moves_its_payment(payments: FakePaymentRepository, payment_id: uuid.UUID) -> None:
+    """Migration 0013's trigger: a refund's change moves its payment's version."""
+    p = payments.payments[payment_id]
+    payments.payments[payment_id] = replace(p, version=p.version + 1)
+
 
 class FakeLockedRefunds:
     """What PgLockedRefunds' statements do, in memory (the unique key
@@ -518,14 +578,6 @@ class FakeLockedRefunds:
             (r for r in self.repo.refunds.values() if r.payment_id == payment_id),
             key=lambda r: (r.created_at, r.id),
         )
-
-    async def of_payment_and_key(
-        self, payment_id: uuid.UUID, client_id: str, idempotency_key: str
-    ) -> tuple[list[Refund], ExistingRefund | None]:
-        return await self.of_payment(payment_id), await self.by_key(client_id, idempotency_key)
-
-    async def of_payment_locked(self, payment_id: uuid.UUID) -> list[Refund]:
-        return await self.of_payment(payment_id)
 
     async def get_for_update(self, refund_id: uuid.UUID) -> Refund:
         r = self.repo.refunds.get(refund_id)
@@ -563,6 +615,7 @@ class FakeLockedRefunds:
             updated_at=now,
         )
         self.repo.refunds[refund.id] = refund
+        moves_its_payment(self.payments, refund.payment_id)
         self.repo.fingerprints[refund.id] = new.fingerprint
         self.repo.history.append((refund.id, refund.status, new.source, True))
         self.payments.history.append(
@@ -600,15 +653,14 @@ class FakeLockedRefunds:
         )
         self.repo.refunds[moved.id] = moved
         if plan.payment_changes:
-            payment = replace(
-                payment,
+            self.payments.payments[payment.id] = replace(
+                self.payments.payments[payment.id],
                 status=plan.payment_to,
                 amount_reversed=plan.amount_reversed,
-                version=payment.version + 1,
                 updated_at=_now(),
             )
-            self.payments.payments[payment.id] = payment
-        return moved, payment
+        moves_its_payment(self.payments, payment.id)
+        return moved, self.payments.payments[payment.id]
 
 
 class FakeLockedRefundSync:

@@ -179,6 +179,86 @@ async def test_recording_moves_the_refund_and_the_payment_in_its_history(
     assert "amount_reversed 600 -> 1000 of 1000" in rows[3]["note"]
 
 
+async def test_every_refund_change_moves_its_payment_whoever_writes_it(
+    database: Database,
+) -> None:
+    """Migration 0013's trigger: the writes under the lock (webhooks, the
+    reconciler) move the payment's version as RefundPayment's do."""
+    p = await succeeded(database)
+    store = RefundStore(database)
+    before = (await store.read(p.id)).payment.version
+    r = await insert(database, p, 100, f"rk-{uuid.uuid4()}")
+    after_insert = (await store.read(p.id)).payment.version
+    await record(database, r, RefundOutcome(RefundStatus.SUCCEEDED, "re_v"))
+    after_move = (await store.read(p.id)).payment.version
+    assert before < after_insert < after_move
+
+
+async def test_the_read_holds_the_payment_its_refunds_and_the_keys_refund(
+    database: Database,
+) -> None:
+    p = await succeeded(database)
+    key = f"rk-{uuid.uuid4()}"
+    store = RefundStore(database)
+    empty = await store.read(p.id, key=(CLIENT, key))
+    assert (empty.payment.id, empty.refunds, empty.by_key) == (p.id, [], None)
+    a = await insert(database, p, 100, key)
+    b = await insert(database, p, 200, None)
+    seen = await store.read(p.id, key=(CLIENT, key))
+    assert [r.id for r in seen.refunds] == [a.id, b.id]
+    assert seen.by_key is not None and seen.by_key.id == a.id
+    other = await succeeded(database)  # the key's refund, whichever payment it refunds
+    assert (await store.read(other.id, key=(CLIENT, key))).by_key == seen.by_key
+    with pytest.raises(NotFound):
+        await store.read(uuid.uuid4())
+
+
+async def test_a_write_planned_on_a_payment_that_moved_since_writes_nothing(
+    database: Database, db: asyncpg.Pool
+) -> None:
+    p = await succeeded(database)
+    store = RefundStore(database)
+    seen = (await store.read(p.id)).payment
+    # Another refund committed after the read (a webhook's, under the lock).
+    other = await insert(database, p, 900, None)
+    assert (
+        await store.insert_unless_moved(new_refund(seen, 200, f"rk-{uuid.uuid4()}"), seen) is None
+    )
+    assert [r.id for r in await store.for_payment(CLIENT, p.id)] == [other.id]
+
+    now = (await store.read(p.id)).payment
+    mine = await store.insert_unless_moved(new_refund(now, 100, f"rk-{uuid.uuid4()}"), now)
+    assert mine is not None and mine.status is RefundStatus.PENDING
+    # Its answer, planned on the payment as it was before the insert: refused.
+    stale = plan_outcome(now, mine, 0, RefundOutcome(RefundStatus.SUCCEEDED, "re_x"))
+    assert (
+        await store.record_unless_moved(
+            now, mine, RefundOutcome(RefundStatus.SUCCEEDED, "re_x"), stale, source=Source.API
+        )
+        is None
+    )
+    # Planned on the payment as it is: written, with the payment's reversal.
+    fresh = await store.read(p.id)
+    current = fresh.refund(mine.id)
+    assert current is not None
+    outcome = RefundOutcome(RefundStatus.SUCCEEDED, "re_x")
+    plan = plan_outcome(fresh.payment, current, 0, outcome)
+    moved = await store.record_unless_moved(
+        fresh.payment, current, outcome, plan, source=Source.API
+    )
+    assert moved is not None and (moved.status, moved.provider_refund_id) == (
+        RefundStatus.SUCCEEDED,
+        "re_x",
+    )
+    payment = (await store.read(p.id)).payment
+    assert (payment.amount_reversed, payment.version > fresh.payment.version) == (100, True)
+    applied = await db.fetchval(
+        "SELECT count(*) FROM payment_events WHERE refund_id = $1 AND refund_status = 'SUCCEEDED'",
+        mine.id,
+    )
+    assert applied == 1
+
+
 async def test_another_clients_payment_has_no_refunds_to_list(database: Database) -> None:
     p = await succeeded(database)
     with pytest.raises(NotFound):

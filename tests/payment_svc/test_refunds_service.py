@@ -26,11 +26,9 @@ from payment_svc.domain.refunds import ProviderRefundRequest, RefundOutcome, Ref
 from payment_svc.domain.status import PaymentStatus, Source
 from payment_svc.service_layer.refunds import RefundsService
 from tests.payment_svc.fakes import (
-    FakeDiscrepancies,
     FakePaymentRepository,
     FakeRefundProvider,
     FakeRefundRepository,
-    FakeUnitOfWork,
 )
 
 NOW = datetime(2026, 1, 1, tzinfo=UTC)
@@ -43,13 +41,11 @@ class World:
 
     def __post_init__(self) -> None:
         self.refunds = FakeRefundRepository(self.payments)
-        self.uow = FakeUnitOfWork(self.payments, FakeDiscrepancies(), refunds=self.refunds)
         self.provider.repository = self.refunds
         self.service = RefundsService(
             self.refunds,
             self.provider,
             AttemptBudget(provider_timeout=5.0, write_reserve=1.0),
-            uow=lambda: self.uow,
         )
 
     def pay(
@@ -183,12 +179,12 @@ async def test_the_answer_is_written_again_while_the_database_is_away() -> None:
     p = w.pay()
 
     async def outage() -> None:
-        w.uow.failures = 2  # the next two units of work fail
+        w.refunds.failures = 2  # the next two writes fail
 
     w.provider.on_call = outage
     r = await w.service.refund("c1", ask(p, 100))
     assert r.status is RefundStatus.SUCCEEDED
-    assert w.uow.failures == 0
+    assert w.refunds.failures == 0
 
 
 async def test_the_answer_not_recorded_by_the_deadline_is_refund_not_recorded() -> None:
@@ -196,7 +192,7 @@ async def test_the_answer_not_recorded_by_the_deadline_is_refund_not_recorded() 
     p = w.pay()
 
     async def away() -> None:
-        w.uow.failures = 10_000
+        w.refunds.failures = 10_000
 
     w.provider.on_call = away
     loop = asyncio.get_running_loop()

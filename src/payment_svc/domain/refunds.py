@@ -182,6 +182,23 @@ class ExistingRefund:
     fingerprint: bytes | None
 
 
+@dataclass(frozen=True)
+class PaymentRefunds:
+    """A payment and its refunds, oldest first, as one statement read them
+    (the aggregate RefundPayment decides on), and the client's refund that
+    holds the request's idempotency key, when one was asked for."""
+
+    payment: Payment
+    refunds: list[Refund]
+    by_key: ExistingRefund | None = None
+
+    def refund(self, refund_id: uuid.UUID) -> Refund | None:
+        return next((r for r in self.refunds if r.id == refund_id), None)
+
+    def others(self, refund_id: uuid.UUID) -> list[Refund]:
+        return [r for r in self.refunds if r.id != refund_id]
+
+
 def refund_fingerprint(payment_id: str, amount: int, reason: str) -> bytes:
     """Identifies the parameters of a refund request (the amount as asked:
     0, "the rest", is the same request when retried)."""

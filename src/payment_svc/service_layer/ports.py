@@ -9,9 +9,11 @@ transaction at most, never a network call.
     PaymentRepository        payments and their history (the provider's answer
                              is written as planned, only on the version read:
                              service_layer/results.py)
-    RefundRepository         refunds, read outside a unit of work (writes:
+    RefundRepository         refunds; RefundPayment's writes, each only on the
+                             payment as read (service_layer/refunds.py);
+                             the writes of webhooks and the reconciler:
                              unit_of_work.LockedRefunds, under the
-                             payment's lock)
+                             payment's lock
     EventInbox               the provider-event inbox's upkeep (an event is
                              applied in a unit of work)
     SnapshotRepository       the sweep's work list and its leases, look-ups
@@ -57,7 +59,14 @@ from payment_svc.domain.records import (
     Run,
     Status,
 )
-from payment_svc.domain.refunds import ProviderRefundRequest, Refund, RefundOutcome
+from payment_svc.domain.refunds import (
+    NewRefund,
+    PaymentRefunds,
+    ProviderRefundRequest,
+    Refund,
+    RefundOutcome,
+    RefundPlan,
+)
 from payment_svc.domain.results import ResultPlan
 from payment_svc.domain.status import PaymentStatus, Source
 
@@ -102,6 +111,34 @@ class RefundRepository(Protocol):
 
     async def get(self, client_id: str, refund_id: uuid.UUID) -> Refund:
         """NotFound when the refund is not the client's."""
+        ...
+
+    async def read(
+        self, payment_id: uuid.UUID, key: tuple[str, str] | None = None
+    ) -> PaymentRefunds:
+        """One statement: the payment (NotFound), its refunds oldest first,
+        and with `key` (client id, idempotency key) the client's refund that
+        holds it."""
+        ...
+
+    async def insert_unless_moved(self, new: NewRefund, seen: Payment) -> Refund | None:
+        """The refund and its payment's history entry, one statement, only
+        if the payment is as `seen` (any refund's change moves it) and the
+        key is free; None otherwise: read again, decide again."""
+        ...
+
+    async def record_unless_moved(
+        self,
+        seen: Payment,
+        refund: Refund,
+        outcome: RefundOutcome,
+        plan: RefundPlan,
+        *,
+        source: Source,
+    ) -> Refund | None:
+        """What `plan` writes (the refund, its payment's reversal, one
+        history entry), one statement, only if the payment is as `seen`;
+        the refund after, or None: read again, plan again."""
         ...
 
 

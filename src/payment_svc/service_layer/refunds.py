@@ -1,25 +1,35 @@
 """The use cases of refunds asked for by callers (SPEC §3a).
 
-RefundPayment, as CreatePayment: in one unit of work, under the payment's
-row lock, the key, the payment's state and what remains are checked and the
-refund is committed PENDING with its payment's history entry; a duplicate
-key, a payment that cannot be refunded or too large an amount stops there,
-before the provider. Then the provider is asked with no transaction open
-(our refund id as its idempotency key), on the one attempt path: shielded
-from the caller, tracked, drained on SIGTERM, spending the caller's deadline
-as domain/deadlines.py says; its answer is recorded (retried until the
-deadline; RefundNotRecorded if the database stays away: the refund stays
-PENDING and converges through the webhook or the reconciler).
+RefundPayment, as CreatePayment records first and asks second:
 
-record_outcome is the one way a refund's state changes, whoever reports it
-(the API's answer here; provider events and fetches elsewhere).
+    read     one statement: the payment, its refunds and the key's refund
+    decide   the key first (DUPLICATE_REFUND, IDEMPOTENCY_KEY_REUSED), then
+             the payment's state and what remains (domain/refunds.admit)
+    insert   the refund PENDING with its payment's history entry, in one
+             statement, only if the payment is still as read (its version
+             moves with any refund's change: migration 0013); otherwise
+             read and decide again: each retry means another writer
+             committed, and a payment has only so much to refund
+    ask      the provider, with no transaction open (our refund id as its
+             idempotency key), on the one attempt path: shielded from the
+             caller, tracked, drained on SIGTERM, spending the caller's
+             deadline as domain/deadlines.py says
+    record   its answer, the same way (read, domain/refunds.plan_outcome,
+             a write only on the payment as read), retried until the
+             deadline; RefundNotRecorded if the database stays away: the
+             refund stays PENDING and converges through the webhook or the
+             reconciler
+
+Two concurrent refunds can never both take the same remaining amount: the
+second insert finds the payment moved, and decides again on it. The writes
+of webhooks and the reconciler (service_layer/refund_sync.py) hold the
+payment's row lock instead, and move its version the same way.
 """
 
 from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import Callable
 
 import structlog
 
@@ -46,7 +56,6 @@ from payment_svc.domain.refunds import (
 from payment_svc.domain.status import Source
 from payment_svc.service_layer.attempts import Attempts, left, write_until
 from payment_svc.service_layer.ports import RefundProvider, RefundRepository
-from payment_svc.service_layer.unit_of_work import AbstractUnitOfWork
 
 log = structlog.get_logger("payment_svc.refunds")
 
@@ -57,13 +66,10 @@ class RefundsService:
         refunds: RefundRepository,
         provider: RefundProvider,
         budget: AttemptBudget,
-        *,
-        uow: Callable[[], AbstractUnitOfWork],
     ) -> None:
         self._refunds = refunds
         self._provider = provider
         self._budget = budget
-        self._uow = uow
         self._attempts = Attempts()
 
     async def refund(
@@ -90,21 +96,19 @@ class RefundsService:
         payment_id = parse_payment_id(cmd.payment_id)
         assert payment_id is not None  # validated
         fingerprint = refund_fingerprint(cmd.payment_id, cmd.amount, cmd.reason)
-        async with self._uow() as uow:
-            payment = await uow.payments.get_for_update(payment_id)
+        while True:
+            seen = await self._refunds.read(payment_id, key=(client_id, cmd.idempotency_key))
+            payment = seen.payment
             if payment.client_id != client_id:
                 raise NotFound(f"payment {cmd.payment_id} not found")
             # A retry learns its refund's outcome whatever became of the
             # payment since: the key is looked at first.
-            refunds, existing = await uow.refunds.of_payment_and_key(
-                payment.id, client_id, cmd.idempotency_key
-            )
-            if existing is not None:
-                raise duplicate_of(existing, fingerprint)
-            amount = admit(payment, refunds, cmd.amount)
+            if seen.by_key is not None:
+                raise duplicate_of(seen.by_key, fingerprint)
+            amount = admit(payment, seen.refunds, cmd.amount)
             if payment.provider_payment_id is None:  # never charged through us: nothing to refund
                 raise PaymentNotRefundable(payment.public_id, payment.status)
-            refund = await uow.refunds.insert(
+            refund = await self._refunds.insert_unless_moved(
                 NewRefund(
                     id=new_refund_uuid(),
                     payment_id=payment.id,
@@ -116,10 +120,13 @@ class RefundsService:
                     reason=cmd.reason,
                     source=Source.API,
                     payment_status=payment.status,
-                )
+                ),
+                payment,
             )
-            await uow.commit()
-        return refund, payment
+            if refund is not None:
+                return refund, payment
+            # Another refund, or a change of the payment, committed since the
+            # read (or the key was taken meanwhile): decide again on it.
 
     async def _attempt(
         self, refund: Refund, ask: ProviderRefundRequest, deadline: float | None
@@ -177,22 +184,27 @@ class RefundsService:
         source: Source,
         authoritative: bool = False,
     ) -> Refund:
-        """What a source says of a refund, decided by the domain under the
-        payment's lock (then the refund's), with the payment's reversal and
-        one history entry, in one unit of work."""
-        async with self._uow() as uow:
-            payment = await uow.payments.get_for_update(refund.payment_id)
-            refunds = await uow.refunds.of_payment_locked(payment.id)
-            current = next((r for r in refunds if r.id == refund.id), None)
+        """What a source says of a refund, decided by the domain on one read
+        of the payment and its refunds, and written (the refund, the
+        payment's reversal, one history entry) only if the payment is still
+        as read; otherwise read and decided again."""
+        while True:
+            seen = await self._refunds.read(refund.payment_id)
+            current = seen.refund(refund.id)
             if current is None:
                 raise NotFound(f"refund {refund.public_id} not found")
-            others = [r for r in refunds if r.id != current.id]
             plan = plan_outcome(
-                payment, current, succeeded(others), outcome, authoritative=authoritative
+                seen.payment,
+                current,
+                succeeded(seen.others(current.id)),
+                outcome,
+                authoritative=authoritative,
             )
-            moved, _ = await uow.refunds.record(payment, current, outcome, plan, source=source)
-            await uow.commit()
-        return moved
+            moved = await self._refunds.record_unless_moved(
+                seen.payment, current, outcome, plan, source=source
+            )
+            if moved is not None:
+                return moved
 
     async def attempt_again(
         self,

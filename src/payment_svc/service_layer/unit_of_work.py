@@ -56,17 +56,6 @@ class LockedRefunds(Protocol):
         """The payment's refunds, oldest first."""
         ...
 
-    async def of_payment_and_key(
-        self, payment_id: uuid.UUID, client_id: str, idempotency_key: str
-    ) -> tuple[list[Refund], ExistingRefund | None]:
-        """One statement: the payment's refunds, oldest first, and the
-        client's refund with that key, if any (by_key and of_payment)."""
-        ...
-
-    async def of_payment_locked(self, payment_id: uuid.UUID) -> list[Refund]:
-        """One statement: the payment's refunds, oldest first, each locked."""
-        ...
-
     async def get_for_update(self, refund_id: uuid.UUID) -> Refund:
         """The refund, locked (NotFound)."""
         ...
