@@ -166,7 +166,7 @@ async def serve(settings: Settings) -> None:
     bell = FeedBell()
     tag = secrets.token_hex(6)
     upkeep = FeedStore(feed_db, tag=tag)
-    sequencer = Sequencer(upkeep, on_sequenced=_sequenced(bell))
+    sequencer = Sequencer(upkeep, on_sequenced=_sequenced(bell), gap=settings.updates_gap)
     db.on_updates_written(sequencer.kick)
     feed = FeedService(
         FeedStore(db), FeedCursors(settings.page_token_key.encode()), bell, upkeep=upkeep

@@ -22,6 +22,7 @@
 | PAYMENT_SVC_UPDATES_RETENTION_SECONDS | 2592000 | change-feed updates kept (30 days) |
 | PAYMENT_SVC_UPDATES_EXPIRE_EVERY_SECONDS | 60 | how often expired updates are deleted |
 | PAYMENT_SVC_UPDATES_SAFETY_SECONDS | 1 | the feed sequencer's periodic run |
+| PAYMENT_SVC_UPDATES_GAP_SECONDS | 0.02 | the feed sequencer's shortest pause between runs |
 | MIGRATE_LOCK_TIMEOUT_SECONDS | 2 | `migrate`: longest wait for one lock before a retry |
 
 | PAYMENT_SVC_PAGE_TOKEN_KEY | dev key | HMAC key that signs page tokens (16+ characters) |
@@ -133,6 +134,7 @@ class Settings:
     updates_retention: float = 30 * 24 * 3600.0
     updates_expire_every: float = 60.0
     updates_safety_every: float = 1.0
+    updates_gap: float = 0.02
     page_token_key: str = DEV_PAGE_TOKEN_KEY
     log_level: str = "INFO"
 
@@ -194,6 +196,7 @@ class Settings:
             updates_safety_every=_float(
                 env, "PAYMENT_SVC_UPDATES_SAFETY_SECONDS", cls.updates_safety_every
             ),
+            updates_gap=_float(env, "PAYMENT_SVC_UPDATES_GAP_SECONDS", cls.updates_gap),
             page_token_key=page_token_key,
             log_level=env.get("LOG_LEVEL", "INFO"),
         )

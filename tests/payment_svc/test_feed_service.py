@@ -122,6 +122,25 @@ async def test_the_sequencer_coalesces_kicks_and_runs_on_its_safety_net() -> Non
     task.cancel()
 
 
+async def test_the_commits_of_the_sequencers_gap_are_numbered_in_one_run() -> None:
+    fake = FakeFeed()
+    runs: list[Sequenced] = []
+    sequencer = Sequencer(fake, on_sequenced=runs.append, gap=0.2)
+    task = asyncio.create_task(sequencer.run_forever(safety_every=10))
+    fake.write("a", update(PaymentStatus.PENDING))
+    sequencer.kick()
+    await asyncio.sleep(0.05)
+    assert [r.count for r in runs] == [1]
+    for _ in range(3):  # three commits within the gap, each kicking
+        fake.write("a", update(PaymentStatus.PENDING))
+        sequencer.kick()
+        await asyncio.sleep(0.02)
+    assert [r.count for r in runs] == [1]
+    await asyncio.sleep(0.25)
+    assert [r.count for r in runs] == [1, 3]
+    task.cancel()
+
+
 async def test_streams_of_one_client_woken_together_share_one_read() -> None:
     fake = FakeFeed()
     bell = FeedBell()
