@@ -25,7 +25,7 @@ def _check_phase(name: str, phase: dict[str, Any], unit: str) -> None:
 
 
 def test_bench_smoke_json() -> None:
-    args = ("bench", "--duration", "1", "--warmup", "0.5", "--concurrency", "4", "--rate", "50")
+    args = ("bench", "--duration", "0.5", "--warmup", "0.2", "--concurrency", "4", "--rate", "50")
     webhook_args = ("--webhook-rate", "50", "--webhook-payments", "20")
     refund_args = ("--refund-rate", "50", "--refund-payments", "20")
     result = run_cli(*args, *webhook_args, *refund_args, "--json", timeout=230)

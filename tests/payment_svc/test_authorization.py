@@ -4,6 +4,7 @@ channel; and a method the table does not name is refused to everyone."""
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 
 import grpc
@@ -63,6 +64,20 @@ async def _code(
 ) -> grpc.StatusCode:
     request_class = message_factory.GetMessageClass(method.input_type)
     response_class = message_factory.GetMessageClass(method.output_type)
+    if method.server_streaming:
+        # A stream let through stays open (WatchPaymentUpdates waits for
+        # updates): its headers say it was; a refusal ends it at once.
+        stream = channel.unary_stream(
+            path(service, method),
+            request_serializer=lambda m: m.SerializeToString(),
+            response_deserializer=response_class.FromString,
+        )(request_class(), metadata=metadata, timeout=5)
+        await stream.initial_metadata()
+        try:
+            return await asyncio.wait_for(stream.code(), 0.5)
+        except TimeoutError:
+            stream.cancel()
+            return grpc.StatusCode.OK
     call = channel.unary_unary(
         path(service, method),
         request_serializer=lambda m: m.SerializeToString(),

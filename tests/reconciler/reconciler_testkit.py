@@ -31,7 +31,9 @@ FINAL = {pb.PAYMENT_STATUS_SUCCEEDED, pb.PAYMENT_STATUS_FAILED, pb.PAYMENT_STATU
 
 def reconciler_env(stack: Stack, **env: str) -> dict[str, str]:
     """The session stack's addresses, a short grace, no lease left behind for the
-    next run: payments just made are swept at once."""
+    next run: payments just made are swept at once. The settlement diff looks
+    back 2 minutes, not a day: a test's provider objects are seconds old,
+    and the session's older ones only make each diff slower."""
     return {
         **os.environ,
         "PAYMENT_SVC_TARGET": stack.grpc_target,
@@ -40,6 +42,7 @@ def reconciler_env(stack: Stack, **env: str) -> dict[str, str]:
         "RECONCILER_GRACE_SECONDS": "0",
         "RECONCILER_LEASE_SECONDS": "2",
         "RECONCILER_PROVIDER_TIMEOUT_SECONDS": "3",
+        "RECONCILER_SETTLEMENT_WINDOW_SECONDS": "120",
         "LOG_LEVEL": "INFO",
         **env,
     }

@@ -27,6 +27,8 @@ def payments(stack: Stack, *args: str, **env: str) -> subprocess.CompletedProces
             "STRIPE_API_BASE": stack.sim_url,
             "RECONCILER_GRACE_SECONDS": "0",
             "RECONCILER_LEASE_SECONDS": "2",
+            # as reconciler_testkit.reconciler_env: the test's objects only
+            "RECONCILER_SETTLEMENT_WINDOW_SECONDS": "120",
             **env,
         },
         timeout=90,
