@@ -504,9 +504,12 @@ class FakeRefundRepository:
     # that fail with StoreUnavailable.
     failures: int = 0
 
+    reads: int = 0
+
     async def read(
         self, payment_id: uuid.UUID, key: tuple[str, str] | None = None
     ) -> PaymentRefunds:
+        self.reads += 1
         payment = self.payments.payments.get(payment_id)
         if payment is None:
             raise NotFound(f"payment {format_payment_id(payment_id)} not found")

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 
 import pytest
@@ -104,6 +104,25 @@ async def test_the_refund_is_recorded_before_the_provider_is_asked_with_our_id()
     )
     assert (w.payment(p).status, w.payment(p).amount_reversed) == (PaymentStatus.SUCCEEDED, 300)
     assert [h[1] for h in w.refunds.history] == [RefundStatus.PENDING, RefundStatus.SUCCEEDED]
+
+
+async def test_the_answer_is_written_on_the_payment_as_the_insert_left_it_else_read_again() -> None:
+    w = World()
+    p = w.pay()
+    await w.service.refund("c1", ask(p, 100, key="a"))
+    assert w.refunds.reads == 1  # the insert's read; the answer needed none
+
+    # A dispute lands while the provider is asked: the guess is wrong, the
+    # answer is planned again on the payment as it is.
+    async def dispute() -> None:
+        now = w.payment(p)
+        w.payments.payments[p.id] = replace(now, amount_disputed=200, amount_reversed=200)
+
+    w.provider.on_call = dispute
+    r = await w.service.refund("c1", ask(p, 100, key="b"))
+    assert r.status is RefundStatus.SUCCEEDED
+    assert w.refunds.reads == 3
+    assert w.payment(p).amount_reversed == 400  # 2 x 100 refunded + 200 disputed
 
 
 async def test_zero_refunds_the_rest_and_the_whole_makes_the_payment_reversed() -> None:

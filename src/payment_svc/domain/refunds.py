@@ -33,7 +33,7 @@ import hashlib
 import json
 import uuid
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 
 from payment_svc.domain import reversals
@@ -197,6 +197,15 @@ class PaymentRefunds:
 
     def others(self, refund_id: uuid.UUID) -> list[Refund]:
         return [r for r in self.refunds if r.id != refund_id]
+
+    def with_new(self, refund: Refund) -> PaymentRefunds:
+        """This read as it would be just after `refund` was inserted on it,
+        if nobody wrote in between: a refund's change moves its payment's
+        version by one. A guess, worth a read saved: a write planned on it
+        is made only if the payment is exactly so."""
+        return PaymentRefunds(
+            replace(self.payment, version=self.payment.version + 1), [*self.refunds, refund]
+        )
 
 
 def refund_fingerprint(payment_id: str, amount: int, reason: str) -> bytes:

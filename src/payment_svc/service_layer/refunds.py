@@ -40,9 +40,10 @@ from payment_svc.domain.errors import (
     PaymentNotRefundable,
     RefundNotRecorded,
 )
-from payment_svc.domain.model import Payment, parse_payment_id
+from payment_svc.domain.model import parse_payment_id
 from payment_svc.domain.refunds import (
     NewRefund,
+    PaymentRefunds,
     ProviderRefundRequest,
     Refund,
     RefundOutcome,
@@ -77,7 +78,8 @@ class RefundsService:
     ) -> Refund:
         """`deadline`: the caller's, on the running loop's clock (None: none)."""
         cmd.validate()
-        refund, payment = await self._record_new(client_id, cmd)
+        refund, seen = await self._record_new(client_id, cmd)
+        payment = seen.payment
         structlog.contextvars.bind_contextvars(
             payment_id=payment.public_id, refund_id=refund.public_id
         )
@@ -90,9 +92,14 @@ class RefundsService:
             currency=refund.currency,
             reason=refund.reason,
         )
-        return await self._attempt(refund, ask, deadline)
+        return await self._attempts.run(
+            self._ask_and_record(refund, ask, deadline, guess=seen.with_new(refund))
+        )
 
-    async def _record_new(self, client_id: str, cmd: RefundPayment) -> tuple[Refund, Payment]:
+    async def _record_new(
+        self, client_id: str, cmd: RefundPayment
+    ) -> tuple[Refund, PaymentRefunds]:
+        """The refund PENDING, and the read its insert was decided on."""
         payment_id = parse_payment_id(cmd.payment_id)
         assert payment_id is not None  # validated
         fingerprint = refund_fingerprint(cmd.payment_id, cmd.amount, cmd.reason)
@@ -124,24 +131,25 @@ class RefundsService:
                 payment,
             )
             if refund is not None:
-                return refund, payment
+                return refund, seen
             # Another refund, or a change of the payment, committed since the
             # read (or the key was taken meanwhile): decide again on it.
 
-    async def _attempt(
-        self, refund: Refund, ask: ProviderRefundRequest, deadline: float | None
-    ) -> Refund:
-        """The payments' attempt path (service_layer/attempts.py): tracked, shielded."""
-        return await self._attempts.run(self._ask_and_record(refund, ask, deadline))
-
     async def _ask_and_record(
-        self, refund: Refund, ask: ProviderRefundRequest, deadline: float | None
+        self,
+        refund: Refund,
+        ask: ProviderRefundRequest,
+        deadline: float | None,
+        *,
+        guess: PaymentRefunds,
     ) -> Refund:
+        """Run on the payments' attempt path (service_layer/attempts.py):
+        tracked, shielded. `guess`: the payment as the insert left it."""
         loop = asyncio.get_running_loop()
         outcome = await self._provider.create_refund(
             ask, timeout=self._budget.provider_seconds(left(loop, deadline))
         )
-        recorded = await self._record(refund, outcome, deadline)
+        recorded = await self._record(refund, outcome, deadline, guess)
         log.info(
             "refund_attempted",
             refund_id=refund.public_id,
@@ -154,7 +162,11 @@ class RefundsService:
         return recorded
 
     async def _record(
-        self, refund: Refund, outcome: RefundOutcome, deadline: float | None
+        self,
+        refund: Refund,
+        outcome: RefundOutcome,
+        deadline: float | None,
+        guess: PaymentRefunds,
     ) -> Refund:
         """Records the answer, retrying while the database is unavailable,
         until the caller's deadline (always one try, even past it)."""
@@ -171,7 +183,7 @@ class RefundsService:
 
         loop = asyncio.get_running_loop()
         return await write_until(
-            lambda: self.record_outcome(refund, outcome, source=Source.API),
+            lambda: self.record_outcome(refund, outcome, source=Source.API, guess=guess),
             self._budget.write_seconds(left(loop, deadline)),
             give_up,
         )
@@ -183,13 +195,16 @@ class RefundsService:
         *,
         source: Source,
         authoritative: bool = False,
+        guess: PaymentRefunds | None = None,
     ) -> Refund:
         """What a source says of a refund, decided by the domain on one read
         of the payment and its refunds, and written (the refund, the
         payment's reversal, one history entry) only if the payment is still
-        as read; otherwise read and decided again."""
+        as read; otherwise read and decided again. `guess`: the payment and
+        its refunds as the caller expects them, tried before any read."""
         while True:
-            seen = await self._refunds.read(refund.payment_id)
+            seen = guess or await self._refunds.read(refund.payment_id)
+            guess = None
             current = seen.refund(refund.id)
             if current is None:
                 raise NotFound(f"refund {refund.public_id} not found")
