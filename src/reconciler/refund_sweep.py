@@ -8,6 +8,9 @@ against the provider (the payments' sweep's rules, sweep.py):
       found, agrees with ours -> nothing to do
       found, differs          -> ReconcileRefund(snapshot)  (payment-svc decides)
       its provider id unknown to the provider -> REFUND_MISSING_AT_PROVIDER
+      its payment unknown to the provider (the list's 404), or without a
+      provider payment id (nothing to list)   -> REFUND_MISSING_AT_PROVIDER
+                                 with the reason, never re-driven, not an error
       the list answered without it -> RedriveRefund within
                                  RECONCILER_REDRIVE_WINDOW_SECONDS (the same key:
                                  our refund id), else REFUND_MISSING_AT_PROVIDER
@@ -78,19 +81,29 @@ async def _fetch(
         except NotFoundAtProvider:
             return []
     if not provider_payment_id:
-        raise ProviderError("its payment has no provider payment id: nothing to list")
+        # Books the API does not make (RefundPayment refuses a payment never
+        # charged through the provider): a refund is sent with its payment's
+        # provider id, so this one never was. Nothing to ask, nothing to find.
+        raise NoRefundAtProvider("its payment has no provider payment id", asked=False)
     try:
         listed = await ctx.provider.refunds_of(provider_payment_id)
     except NotFoundAtProvider:
-        raise PaymentUnknownAtProvider(provider_payment_id) from None
+        raise NoRefundAtProvider(
+            f"its payment {provider_payment_id} is unknown at the provider", asked=True
+        ) from None
     return [r for r in listed if r.refund_id == refund.id]
 
 
-class PaymentUnknownAtProvider(Exception):
-    """The provider answered that it does not know the refund's payment:
-    it has no refund of it either, and a re-drive could not make one (a
-    refund needs its payment). Reported, never re-driven; not an error of
-    the run, as a payment's own 404 is not (MISSING_AT_PROVIDER)."""
+class NoRefundAtProvider(Exception):
+    """The provider has no refund of ours and a re-drive could not make one
+    (a refund needs its payment at the provider): the provider answered that
+    it does not know the refund's payment, or the payment has no provider
+    payment id at all. Reported with the reason, never re-driven; not an
+    error of the run, as a payment's own 404 is not (MISSING_AT_PROVIDER)."""
+
+    def __init__(self, reason: str, *, asked: bool) -> None:
+        super().__init__(reason)
+        self.asked = asked  # the provider was asked, and answered
 
 
 async def _reconcile(
@@ -108,14 +121,11 @@ async def _reconcile(
     try:
         async with fetches:
             found = await _fetch(ctx, refund, item.provider_payment_id)
-    except PaymentUnknownAtProvider as exc:
-        health.answered()
+    except NoRefundAtProvider as exc:
+        if exc.asked:
+            health.answered()
         await _report(
-            ctx,
-            tally,
-            sync.DISCREPANCY_KIND_REFUND_MISSING_AT_PROVIDER,
-            refund,
-            reason=f"its payment {exc} is unknown at the provider",
+            ctx, tally, sync.DISCREPANCY_KIND_REFUND_MISSING_AT_PROVIDER, refund, reason=str(exc)
         )
         return
     except ProviderError as exc:

@@ -13,6 +13,7 @@ import uuid
 from collections.abc import AsyncIterator
 from typing import Any
 
+import asyncpg
 import grpc
 import pytest
 
@@ -188,6 +189,48 @@ async def test_a_refund_whose_payment_the_provider_no_longer_knows_is_reported_n
     assert d.payment_id == p.id and "unknown at the provider" in d.details["reason"]
     [after] = await refunds(channel, p.id)
     assert (after.status, after.provider_refund_id) == (RU, "")  # never re-driven
+
+
+async def test_a_refund_whose_payment_has_no_provider_payment_id_is_reported_not_an_error(
+    stack: Stack, channel: grpc.aio.Channel, db: asyncpg.Pool
+) -> None:
+    """Books the API cannot make (RefundPayment refuses a payment never
+    charged through the provider), written by hand (a migration, an import,
+    a repair): a pending refund of a SUCCEEDED payment without a provider
+    payment id. There is nothing to ask the provider (no intent to list the
+    refunds of), and nothing it can have (a refund is sent with its payment's
+    provider id): REFUND_MISSING_AT_PROVIDER with the reason, no re-drive,
+    and no error of the run (it was one, and failed a run where it was the
+    only refund as "provider unreachable"; test_feed_store's rows leave such
+    a refund in the session's database)."""
+    pid, rid = uuid.uuid4(), uuid.uuid4()
+    async with db.acquire() as conn, conn.transaction():
+        await conn.execute(
+            """INSERT INTO payments (id, client_id, idempotency_key, request_fingerprint,
+                   amount, currency, status, payment_method)
+               VALUES ($1, 'merchant-1', $2, '\\x00', 500, 'EUR', 'SUCCEEDED', 'pm_card_visa')""",
+            pid,
+            f"k-{pid}",
+        )
+        await conn.execute(
+            """INSERT INTO refunds (id, payment_id, client_id, idempotency_key, amount,
+                   currency, status, source)
+               VALUES ($1, $2, 'merchant-1', $3, 200, 'EUR', 'PENDING', 'api')""",
+            rid,
+            pid,
+            f"r-{rid}",
+        )
+
+    result = await run_once(stack, "--jobs", "sweep")
+    assert_completed(result)
+    assert result.runs["sweep"]["errors"] == 0, (result.runs, result.output[-4000:])
+    rows = await discrepancies(channel, sync.DISCREPANCY_KIND_REFUND_MISSING_AT_PROVIDER)
+    [d] = [d for d in rows if d.refund_id == f"rfd_{rid.hex}"]
+    assert d.payment_id == f"pay_{pid.hex}"
+    assert "no provider payment id" in d.details["reason"]
+    after = await db.fetchrow("SELECT status, provider_refund_id FROM refunds WHERE id = $1", rid)
+    assert after is not None
+    assert (after["status"], after["provider_refund_id"]) == ("PENDING", None)  # never re-driven
 
 
 async def test_a_refund_that_fails_later_is_failed_through_the_webhook(
