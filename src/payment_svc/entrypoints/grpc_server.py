@@ -8,7 +8,7 @@ CallInterceptor.
 from __future__ import annotations
 
 from collections import OrderedDict
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import UTC, datetime
 from typing import Any
 
@@ -47,11 +47,9 @@ class PaymentServicer(svc_grpc.PaymentServiceServicer):
         self._refunds = refunds
         self._feed = feed
         # The streams of one client send the same pages (read once:
-        # FeedService.watch): each is translated (and its cursors signed)
-        # once, not once a stream.
-        self._replies: OrderedDict[tuple[str, int, int], svc.WatchPaymentUpdatesResponse] = (
-            OrderedDict()
-        )
+        # FeedService.watch): each is translated, its cursors signed and the
+        # reply serialized once, not once a stream (Preserialized).
+        self._replies: OrderedDict[tuple[str, int, int], bytes] = OrderedDict()
 
     async def CreatePayment(
         self, request: svc.CreatePaymentRequest, context: Context
@@ -123,9 +121,9 @@ class PaymentServicer(svc_grpc.PaymentServiceServicer):
             next_cursor=page.next_cursor,
         )
 
-    async def WatchPaymentUpdates(
+    async def WatchPaymentUpdates(  # type: ignore[override]  # replies as bytes: Preserialized
         self, request: svc.WatchPaymentUpdatesRequest, context: Context
-    ) -> AsyncIterator[svc.WatchPaymentUpdatesResponse]:
+    ) -> AsyncIterator[bytes]:
         """A page of updates a message: each is yielded when the previous one
         was written to the stream (grpc.aio awaits HTTP/2 flow control between
         them), and the next page is read only then: a slow reader holds one
@@ -138,23 +136,23 @@ class PaymentServicer(svc_grpc.PaymentServiceServicer):
         try:
             async for page in self._feed.watch(client_id, request.after_cursor):
                 reply = self._reply(client_id, page)
-                now = datetime.now(UTC)
-                for u in page:
-                    metrics.FEED_DELIVERY_LAG.observe(
-                        max(0.0, (now - u.recorded_at).total_seconds())
-                    )
+                # The oldest update's: the worst of the message (one
+                # observation a message, not one an update a stream).
+                metrics.FEED_DELIVERY_LAG.observe(
+                    max(0.0, (datetime.now(UTC) - page[0].recorded_at).total_seconds())
+                )
                 yield reply
         finally:
             metrics.FEED_STREAMS_OPEN.dec()
 
-    def _reply(self, client_id: str, page: list[PaymentUpdate]) -> svc.WatchPaymentUpdatesResponse:
+    def _reply(self, client_id: str, page: list[PaymentUpdate]) -> bytes:
         key = (client_id, page[0].position, page[-1].position)
         reply = self._replies.get(key)
         if reply is None:
             cursor = self._feed.cursor
             reply = svc.WatchPaymentUpdatesResponse(
                 updates=[convert.update_to_pb(u, cursor(client_id, u)) for u in page]
-            )
+            ).SerializeToString()
             self._replies[key] = reply
             if len(self._replies) > _REPLIES_KEPT:
                 self._replies.popitem(last=False)
@@ -163,6 +161,41 @@ class PaymentServicer(svc_grpc.PaymentServiceServicer):
 
 # Enough for the latest pages of every client streaming at once.
 _REPLIES_KEPT = 2_000
+
+
+class Preserialized(grpc.aio.ServerInterceptor):
+    """Lets the servicer of these server-streaming methods yield bytes it
+    serialized itself, as well as messages: a page that many streams send is
+    serialized once (PaymentServicer._reply), where the method's own
+    serializer would do it once a stream. Innermost, so the other
+    interceptors wrap the handler it returns."""
+
+    def __init__(self, methods: frozenset[str]) -> None:
+        self._methods = methods
+
+    async def intercept_service(
+        self,
+        continuation: Callable[
+            [grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler[Any, Any] | None]
+        ],
+        details: grpc.HandlerCallDetails,
+    ) -> grpc.RpcMethodHandler[Any, Any] | None:
+        handler = await continuation(details)
+        if handler is None or details.method not in self._methods:
+            return handler
+        assert handler.unary_stream is not None, "a server-streaming method"
+        serialize = handler.response_serializer
+        assert serialize is not None
+
+        def passthrough(message: Any) -> bytes:
+            return message if isinstance(message, bytes) else serialize(message)
+
+        built: grpc.RpcMethodHandler[Any, Any] = grpc.unary_stream_rpc_method_handler(
+            handler.unary_stream,
+            request_deserializer=handler.request_deserializer,
+            response_serializer=passthrough,
+        )
+        return built
 
 
 # "" says the process lives (liveness: a database outage must not restart
@@ -198,6 +231,7 @@ def create_server(
             CallPipeline(settings.principals, settings.max_call_seconds),
             # Inside the pipeline: after authentication, before any servicer.
             RequestFloor(frozenset({PAYMENT_SERVICE, PROVIDER_SYNC_SERVICE})),
+            Preserialized(frozenset({f"/{PAYMENT_SERVICE}/WatchPaymentUpdates"})),
         ],
         options=[
             ("grpc.max_receive_message_length", 4 * 1024 * 1024),

@@ -79,7 +79,8 @@ FEED_UPDATES_SEQUENCED = Counter(
 FEED_STREAMS_OPEN = Gauge("payments_feed_streams_open", "WatchPaymentUpdates streams open.")
 FEED_DELIVERY_LAG = Histogram(
     "payments_feed_delivery_lag_seconds",
-    "From an update's commit (its outbox row's recorded_at) to its send on a stream.",
+    "From the commit of the oldest update of a stream's message (its outbox row's "
+    "recorded_at) to the message's send: one observation a message sent.",
     buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 60),
 )
 FEED_LISTENER_UP = Gauge(
