@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import random
 import shutil
 import signal
 import socket
@@ -36,10 +37,37 @@ def _bin_path() -> Path:
 
 
 def free_port() -> int:
-    with socket.socket() as s:
+    """A free port for a listener of ours, below the kernel's ephemeral
+    range. bind(0) picks from that range, where any outgoing connection
+    (to Postgres, to the provider) may take the port as its source port
+    before our child binds it: a start that failed now and then with
+    "port ... is already in use"."""
+    low = _ephemeral_low()
+    for _ in range(100):
+        port = random.randrange(max(1024, low - 20000), low)
+        if _bindable(port):
+            return port
+    with socket.socket() as s:  # the low range is full: take what the kernel gives
         s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
+        found: int = s.getsockname()[1]
+        return found
+
+
+def _ephemeral_low() -> int:
+    try:
+        text = Path("/proc/sys/net/ipv4/ip_local_port_range").read_text()
+        return max(2048, int(text.split()[0]))
+    except (OSError, ValueError, IndexError):
+        return 32768  # Linux's default; macOS's starts higher
+
+
+def _bindable(port: int) -> bool:
+    with socket.socket() as s:
+        try:
+            s.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
 
 
 class LocalPostgres:
