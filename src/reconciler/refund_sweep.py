@@ -197,6 +197,11 @@ async def _redrive(
     try:
         after = await retrying(lambda: ctx.client.redrive_refund(refund.id))
     except PaymentsClientError as exc:
+        if exc.reason in rules.MOVED_SINCE_LISTED:
+            # A webhook (or another replica) recorded it between our look at
+            # the provider and this call: nothing to re-drive, no error.
+            log.info("redrive_refund_not_needed", refund_id=refund.id, reason=exc.reason)
+            return None
         tally.errors += 1
         log.warning("redrive_refund_failed", refund_id=refund.id, error=str(exc))
         return None

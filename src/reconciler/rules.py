@@ -8,6 +8,10 @@
                                                   else MISSING_AT_PROVIDER
     sweep, the search found several intents    -> the one that moved money is ours,
                                                   the others DUPLICATE_PROVIDER_PAYMENT
+    a re-drive payment-svc refuses because the
+      item moved since the sweep looked (a
+      webhook recorded it meanwhile)           -> nothing to do, no error
+                                                  (MOVED_SINCE_LISTED)
     still non-final long after creation        -> STUCK_PAYMENT
     settlement diff, one provider intent       -> AGREES | RECONCILE | DUPLICATE |
                                                   UNRECORDED | IGNORE
@@ -27,6 +31,12 @@ from datetime import datetime, timedelta
 from payments.v1 import payment_pb2 as pb
 from payments_stripe.objects import ProviderIntent, ProviderRefund, our_view
 from payments_stripe.status import RefundState, Status
+
+# payment-svc's refusals of a re-drive that say the payment or refund moved
+# after the sweep listed it: it has the provider's id now (a webhook, or
+# another replica, recorded it). REFUND_NOT_REDRIVABLE is not one: it also
+# means "past the re-drive window", which must stay visible.
+MOVED_SINCE_LISTED = frozenset({"PAYMENT_ALREADY_AT_PROVIDER", "REFUND_ALREADY_AT_PROVIDER"})
 
 
 class Missing(enum.Enum):

@@ -196,6 +196,11 @@ async def _redrive(ctx: JobContext, tally: Tally, payment: pb.Payment) -> Status
     try:
         reply = await retrying(lambda: ctx.client.redrive_payment(payment.id))
     except PaymentsClientError as exc:
+        if exc.reason in rules.MOVED_SINCE_LISTED:
+            # A webhook (or another replica) recorded it between our look at
+            # the provider and this call: nothing to re-drive, no error.
+            log.info("redrive_not_needed", payment_id=payment.id, reason=exc.reason)
+            return None
         tally.errors += 1
         log.warning("redrive_failed", payment_id=payment.id, error=str(exc))
         return None
