@@ -194,6 +194,27 @@ async def test_every_refund_change_moves_its_payment_whoever_writes_it(
     assert before < after_insert < after_move
 
 
+async def test_a_conditional_write_moves_the_payment_by_one_as_the_guess_expects(
+    database: Database,
+) -> None:
+    """RefundPayment writes its answer first on the read it decided on plus
+    its refund, the version one higher (PaymentRefunds.with_new): right when
+    nobody wrote in between, so the read is saved (the trigger leaves a row
+    the statement already moved alone)."""
+    store = RefundStore(database)
+    p = await succeeded(database)
+    seen = await store.read(p.id)
+    mine = await store.insert_unless_moved(new_refund(p, 100, f"rk-{uuid.uuid4()}"), seen.payment)
+    assert mine is not None
+    guess = seen.with_new(mine)
+    assert (await store.read(p.id)).payment.version == guess.payment.version
+    outcome = RefundOutcome(RefundStatus.SUCCEEDED, "re_g")
+    plan = plan_outcome(guess.payment, mine, 0, outcome)
+    moved = await store.record_unless_moved(guess.payment, mine, outcome, plan, source=Source.API)
+    assert moved is not None and moved.status is RefundStatus.SUCCEEDED
+    assert (await store.read(p.id)).payment.version == guess.payment.version + 1
+
+
 async def test_the_read_holds_the_payment_its_refunds_and_the_keys_refund(
     database: Database,
 ) -> None:

@@ -102,6 +102,13 @@ def _unmoved_lock(*params: int) -> str:
     return f"p AS (SELECT id FROM payments WHERE {_UNMOVED.format(*params)} FOR UPDATE)"
 
 
+def _unmoved_move(*params: int) -> str:
+    """The guard that also moves the payment's version (the refund's change
+    will: the trigger then leaves the row alone, one new version not two)."""
+    return f"""p AS (UPDATE payments SET version = version + 1
+    WHERE {_UNMOVED.format(*params)} RETURNING id)"""
+
+
 # -- the statements -----------------------------------------------------------
 
 _VALUES = "VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)"
@@ -134,12 +141,12 @@ WHERE p.id = $1
 ORDER BY r.created_at, r.id"""
 
 # $14..$16: the payment's version, amount_reversed, amount_disputed as read.
-_INSERT_UNLESS_MOVED = f"""WITH {_unmoved_lock(2, 14, 15, 16)},
+_INSERT_UNLESS_MOVED = f"""WITH {_unmoved_move(2, 14, 15, 16)},
 {_NEW_REFUND.format(source="SELECT $1, p.id, $3, $4, $5, $6, $7, $8, $9, $10, $11 FROM p")}
 SELECT {REFUND_COLUMNS} FROM r"""
 
 # $13 the payment; $14..$16 as read.
-_MOVE_UNLESS_MOVED = f"""WITH {_unmoved_lock(13, 14, 15, 16)},
+_MOVE_UNLESS_MOVED = f"""WITH {_unmoved_move(13, 14, 15, 16)},
 {_REFUND_MOVE.format(only="AND payment_id = (SELECT id FROM p)")}
 SELECT {REFUND_COLUMNS} FROM r"""
 

@@ -6,10 +6,14 @@
 -- alone (adapters/refund_store.py: RefundStore's *_unless_moved statements):
 -- two concurrent refunds can never both be admitted against the same
 -- remaining amount.
+-- A transaction that already updated the payment row (its version moved
+-- with it: the conditional statements' guard, a reversal) does not move it
+-- twice: one new row version a statement, not two.
 CREATE FUNCTION refunds_move_their_payment() RETURNS trigger
 LANGUAGE plpgsql AS $$
 BEGIN
-    UPDATE payments SET version = version + 1 WHERE id = NEW.payment_id;
+    UPDATE payments SET version = version + 1
+    WHERE id = NEW.payment_id AND xmin <> pg_current_xact_id()::xid;
     RETURN NULL;
 END $$;
 
