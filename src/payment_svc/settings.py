@@ -37,7 +37,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from payments_kit.environment import ConfigError as ConfigError
-from payments_kit.environment import number
+from payments_kit.environment import is_production, number
 
 
 class Role(enum.Enum):
@@ -141,7 +141,7 @@ class Settings:
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
         env = os.environ if env is None else env
-        production = env.get("PAYMENTS_ENV", "development") == "production"
+        production = is_production(env)
         dsn = _database_url(env)
         merchants = env.get("PAYMENT_SVC_MERCHANT_TOKENS", DEV_MERCHANT_TOKENS)
         gateway = env.get("PAYMENT_SVC_GATEWAY_TOKEN", DEV_GATEWAY_TOKEN)

@@ -5,11 +5,23 @@ refuse to start with a clear message."""
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from typing import TypeVar
 
 
 class ConfigError(ValueError):
     """Bad configuration: the process refuses to start."""
+
+
+def is_production(env: Mapping[str, str]) -> bool:
+    """PAYMENTS_ENV, read the same way by every process: `production`
+    refuses the development defaults (tokens, keys, secrets); `development`
+    (the default) allows them. Anything else refuses to start: a typo such
+    as `prod` must not quietly run production on development secrets."""
+    value = env.get("PAYMENTS_ENV", "development").strip() or "development"
+    if value not in ("development", "production"):
+        raise ConfigError(f"PAYMENTS_ENV must be development or production, got {value!r}")
+    return value == "production"
 
 
 def split_address(name: str, address: str) -> tuple[str, int]:

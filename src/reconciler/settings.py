@@ -36,7 +36,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, fields
 
 from payments_kit.environment import ConfigError as ConfigError
-from payments_kit.environment import check_payment_svc_client
+from payments_kit.environment import check_payment_svc_client, is_production
 from payments_kit.environment import number as _number
 from payments_kit.environment import split_address as split_address
 
@@ -197,5 +197,5 @@ class Settings:
             payment_svc_db_timeout=seconds("DB_TIMEOUT_SECONDS", "payment_svc_db_timeout"),
             drain_seconds=seconds("RECONCILER_DRAIN_SECONDS", "drain_seconds"),
             log_level=get("LOG_LEVEL", "INFO"),
-            production=env.get("PAYMENTS_ENV", "development").strip() == "production",
+            production=is_production(env),
         )

@@ -22,7 +22,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 from payments_kit.environment import ConfigError as ConfigError
-from payments_kit.environment import check_payment_svc_client
+from payments_kit.environment import check_payment_svc_client, is_production
 from payments_kit.environment import number as _number
 from payments_kit.environment import split_address as split_address
 
@@ -101,7 +101,7 @@ class Settings:
                 float, "WEBHOOK_GATEWAY_DRAIN_SECONDS", get("WEBHOOK_GATEWAY_DRAIN_SECONDS", 10.0)
             ),
             log_level=get("LOG_LEVEL", "INFO"),
-            production=env.get("PAYMENTS_ENV", "development").strip() == "production",
+            production=is_production(env),
         )
 
 
