@@ -265,6 +265,7 @@ class FakeProvider:
 @dataclass
 class FakeDiscrepancies:
     open: dict[str, Discrepancy] = field(default_factory=dict)
+    resolved: list[Discrepancy] = field(default_factory=list)
 
     async def report(
         self,
@@ -274,8 +275,9 @@ class FakeDiscrepancies:
         details: Mapping[str, str],
         *,
         refund_id: uuid.UUID | None = None,
+        dedup: str | None = None,
     ) -> Reported:
-        key = dedup_key(
+        key = dedup or dedup_key(
             kind,
             format_payment_id(payment_id) if payment_id else None,
             provider_payment_id,
@@ -299,6 +301,11 @@ class FakeDiscrepancies:
         )
         self.open[key] = new
         return Reported(new.id, new.occurrences)
+
+    async def resolve_open(self, dedup: str, by: str, note: str) -> None:
+        found = self.open.pop(dedup, None)
+        if found is not None:
+            self.resolved.append(replace(found, resolved_at=_now(), resolved_by=by, note=note))
 
 
 @dataclass
@@ -438,7 +445,7 @@ class FakeQuarantine:
                 return q
         raise NotFound(f"quarantined event {quarantine_id} not found")
 
-    async def replayed(self, quarantine_id: uuid.UUID, by: str) -> Quarantined:
+    async def replayed(self, quarantine_id: uuid.UUID) -> Quarantined:
         q = await self.get(quarantine_id)
         done = replace(q, replayed_at=_now())
         self.entries[next(k for k, v in self.entries.items() if v.id == quarantine_id)] = done
@@ -775,7 +782,9 @@ class FakeUnitOfWork(AbstractUnitOfWork):
         discrepancies: FakeDiscrepancies,
         inbox: FakeInbox | None = None,
         refunds: FakeRefundRepository | None = None,
+        quarantine: FakeQuarantine | None = None,
     ) -> None:
+        self.committed_quarantine = quarantine if quarantine is not None else FakeQuarantine()
         self.committed_repo = repo
         self.committed_discrepancies = discrepancies
         self.committed_inbox = inbox if inbox is not None else FakeInbox()
@@ -803,6 +812,7 @@ class FakeUnitOfWork(AbstractUnitOfWork):
         self.refund_sync = FakeLockedRefundSync(self._refunds, self._repo)
         self.inbox = FakeInboxWriter(self._inbox, self._repo)
         self.discrepancies = self._disc
+        self.quarantine = copy.deepcopy(self.committed_quarantine)
         return self
 
     async def _commit(self) -> None:
@@ -813,6 +823,8 @@ class FakeUnitOfWork(AbstractUnitOfWork):
         self.committed_refunds.history = self._refunds.history
         self.committed_refunds.provider_state = self._refunds.provider_state
         self.committed_discrepancies.open = self._disc.open
+        self.committed_discrepancies.resolved = self._disc.resolved
+        self.committed_quarantine.entries = self.quarantine.entries
         for name in ("rows", "stored", "provider_state", "applied", "attempted"):
             setattr(self.committed_inbox, name, getattr(self._inbox, name))
         self.commits += 1

@@ -203,13 +203,15 @@ def _sync(
         unmatched_deadline_seconds=60,
         quarantine=quarantine,
         parse=parse,
-        uow=lambda: FakeUnitOfWork(repo or FakePaymentRepository(), discrepancies, inbox),
+        uow=lambda: FakeUnitOfWork(
+            repo or FakePaymentRepository(), discrepancies, inbox, quarantine=quarantine
+        ),
     )
 
 
 async def test_an_unprocessable_event_is_quarantined_once_per_payload() -> None:
-    inbox, quarantine = FakeInbox(), FakeQuarantine()
-    sync = _sync(inbox, quarantine, FakeDiscrepancies(), _Unparseable())
+    inbox, quarantine, discrepancies = FakeInbox(), FakeQuarantine(), FakeDiscrepancies()
+    sync = _sync(inbox, quarantine, discrepancies, _Unparseable())
     cmd = ApplyProviderEvent("evt_1", "payment_intent.succeeded", b"{nope", Source.WEBHOOK)
     ids = []
     for _ in range(2):
@@ -220,6 +222,10 @@ async def test_an_unprocessable_event_is_quarantined_once_per_payload() -> None:
     (entry,) = quarantine.entries.values()
     assert entry.deliveries == 2 and entry.provider_event_id == "evt_1"
     assert inbox.applied == []
+    # Reported by the service layer, in the entry's unit of work, once while open.
+    (found,) = discrepancies.open.values()
+    assert found.kind is DiscrepancyKind.UNPROCESSABLE_PROVIDER_EVENT
+    assert (found.details["quarantine_id"], found.occurrences) == (ids[0], 2)
 
 
 async def test_overdue_unmatched_events_become_deduplicated_discrepancies() -> None:

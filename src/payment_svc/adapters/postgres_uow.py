@@ -15,6 +15,7 @@ from asyncpg.transaction import Transaction
 from payment_svc.adapters.db import Conn, Database
 from payment_svc.adapters.discrepancy_sql import report
 from payment_svc.adapters.event_store import PgInbox
+from payment_svc.adapters.quarantine_store import PgQuarantine
 from payment_svc.adapters.reconciliation_store import apply_snapshot
 from payment_svc.adapters.refund_store import PgLockedRefunds
 from payment_svc.adapters.refund_sync_store import PgLockedRefundSync
@@ -61,9 +62,25 @@ class PgDiscrepancyWriter:
         details: Mapping[str, str],
         *,
         refund_id: uuid.UUID | None = None,
+        dedup: str | None = None,
     ) -> Reported:
         return await report(
-            self._conn, kind, payment_id, provider_payment_id, details, refund_id=refund_id
+            self._conn,
+            kind,
+            payment_id,
+            provider_payment_id,
+            details,
+            refund_id=refund_id,
+            dedup=dedup,
+        )
+
+    async def resolve_open(self, dedup: str, by: str, note: str) -> None:
+        await self._conn.execute(
+            """UPDATE discrepancies SET resolved_at = now(), resolved_by = $2, note = $3
+               WHERE dedup_key = $1 AND resolved_at IS NULL""",
+            dedup,
+            by,
+            note,
         )
 
 
@@ -88,6 +105,7 @@ class PostgresUnitOfWork(AbstractUnitOfWork):
         self.refund_sync = PgLockedRefundSync(conn)
         self.inbox = PgInbox(conn)
         self.discrepancies = PgDiscrepancyWriter(conn)
+        self.quarantine = PgQuarantine(conn)
         return self
 
     async def __aexit__(

@@ -53,7 +53,6 @@ from payment_svc.domain.provider_events import ProviderObservation
 from payment_svc.domain.reconciliation import DiscrepancyKind, ProviderFacts, Snapshot
 from payment_svc.domain.records import (
     Discrepancy,
-    NewQuarantined,
     Quarantined,
     Reported,
     Run,
@@ -233,13 +232,12 @@ class ReconciliationRepositories(
 
 
 class QuarantineRepository(Protocol):
-    async def keep(self, entry: NewQuarantined) -> tuple[uuid.UUID, int]: ...
+    """The quarantine's reads (its writes: unit_of_work.LockedQuarantine,
+    with the discrepancy that reports an entry, in one transaction)."""
 
     async def list(self, *, include_replayed: bool, limit: int) -> list[Quarantined]: ...
 
     async def get(self, quarantine_id: uuid.UUID) -> Quarantined: ...
-
-    async def replayed(self, quarantine_id: uuid.UUID, by: str) -> Quarantined: ...
 
 
 @dataclass(frozen=True)

@@ -36,7 +36,7 @@ from payment_svc.domain.inbox import (
 from payment_svc.domain.model import format_payment_id
 from payment_svc.domain.provider_events import EventPlan
 from payment_svc.domain.reconciliation import DiscrepancyKind
-from payment_svc.domain.records import NewQuarantined, Quarantined
+from payment_svc.domain.records import NewQuarantined, Quarantined, quarantine_dedup_key
 from payment_svc.domain.refund_events import legacy_refunded
 from payment_svc.domain.status import Source
 from payment_svc.service_layer.ports import (
@@ -143,16 +143,30 @@ class ProviderSyncService:
         raw = cmd.payload.decode("utf-8", "surrogateescape")
         payload = redact_card_numbers(raw).encode("utf-8", "surrogateescape")
         reason = redact_card_numbers(str(exc))
-        quarantine_id, deliveries = await self._quarantine.keep(
-            NewQuarantined(
-                payload_sha256=hashlib.sha256(payload).hexdigest(),
-                payload=payload,
-                provider_event_id=_readable(cmd.provider_event_id),
-                event_type=_readable(cmd.event_type),
-                reason=reason,
-                source=cmd.source.value,
-            )
+        entry = NewQuarantined(
+            payload_sha256=hashlib.sha256(payload).hexdigest(),
+            payload=payload,
+            provider_event_id=_readable(cmd.provider_event_id),
+            event_type=_readable(cmd.event_type),
+            reason=reason,
+            source=cmd.source.value,
         )
+        # The entry and the discrepancy that reports it, in one transaction.
+        async with self._uow() as uow:
+            quarantine_id, deliveries = await uow.quarantine.keep(entry)
+            await uow.discrepancies.report(
+                DiscrepancyKind.UNPROCESSABLE_PROVIDER_EVENT,
+                None,
+                None,
+                {
+                    "quarantine_id": str(quarantine_id),
+                    "provider_event_id": entry.provider_event_id or "",
+                    "event_type": entry.event_type or "",
+                    "reason": entry.reason,
+                },
+                dedup=quarantine_dedup_key(quarantine_id),
+            )
+            await uow.commit()
         log.error(
             "provider_event_quarantined",
             kind=DiscrepancyKind.UNPROCESSABLE_PROVIDER_EVENT.value,
@@ -179,7 +193,12 @@ class ProviderSyncService:
             )
         except UnprocessableEvent as exc:
             return None, await self._quarantine.get(uuid.UUID(exc.quarantine_id))
-        entry = await self._quarantine.replayed(quarantine_id, by)
+        async with self._uow() as uow:
+            entry = await uow.quarantine.replayed(quarantine_id)
+            await uow.discrepancies.resolve_open(
+                quarantine_dedup_key(quarantine_id), by, "replayed from the quarantine"
+            )
+            await uow.commit()
         log.info("quarantined_event_replayed", quarantine_id=str(quarantine_id), by=by)
         return outcome, entry
 

@@ -26,7 +26,7 @@ from payment_svc.domain.inbox import EventOutcome, EventTarget, EventWrite, Inbo
 from payment_svc.domain.model import Payment
 from payment_svc.domain.provider_events import ProviderObservation
 from payment_svc.domain.reconciliation import DiscrepancyKind, Snapshot, SnapshotPlan
-from payment_svc.domain.records import Reported
+from payment_svc.domain.records import NewQuarantined, Quarantined, Reported
 from payment_svc.domain.refund_events import RefundState
 from payment_svc.domain.refunds import ExistingRefund, NewRefund, Refund, RefundOutcome, RefundPlan
 from payment_svc.domain.status import Source
@@ -156,7 +156,28 @@ class DiscrepancyWriter(Protocol):
         details: Mapping[str, str],
         *,
         refund_id: uuid.UUID | None = None,
-    ) -> Reported: ...
+        dedup: str | None = None,
+    ) -> Reported:
+        """One discrepancy, counted again while open (by `dedup`, or the
+        kind and ids: domain/reconciliation.dedup_key)."""
+        ...
+
+    async def resolve_open(self, dedup: str, by: str, note: str) -> None:
+        """Resolves the open discrepancy of that dedup key, if any."""
+        ...
+
+
+class LockedQuarantine(Protocol):
+    """The quarantine's writes, in the unit of work's transaction."""
+
+    async def keep(self, entry: NewQuarantined) -> tuple[uuid.UUID, int]:
+        """Inserts the entry, or counts a redelivery of the same bytes; its id
+        and how many deliveries it has had."""
+        ...
+
+    async def replayed(self, quarantine_id: uuid.UUID) -> Quarantined:
+        """Marks the entry applied (NotFound)."""
+        ...
 
 
 class AbstractUnitOfWork(abc.ABC):
@@ -165,6 +186,7 @@ class AbstractUnitOfWork(abc.ABC):
     refund_sync: LockedRefundSync
     inbox: InboxWriter
     discrepancies: DiscrepancyWriter
+    quarantine: LockedQuarantine
 
     async def __aenter__(self) -> Self:
         self._committed = False
