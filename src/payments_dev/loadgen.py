@@ -42,8 +42,9 @@ from payment_svc.adapters.store import NewPayment, PaymentStore
 from payment_svc.adapters.stripe_observations import parse_event
 from payment_svc.domain.errors import PaymentsError as ServiceError
 from payment_svc.domain.inbox import EventOutcome, InboxEvent
-from payment_svc.domain.model import ProviderResult, new_payment_uuid, request_fingerprint
+from payment_svc.domain.model import ProviderResult, request_fingerprint
 from payment_svc.domain.status import PaymentStatus, Source
+from payment_svc.service_layer.ids import new_payment_uuid
 from payment_svc.service_layer.provider_sync import apply_to_inbox
 from payment_svc.service_layer.results import record_result
 from payment_svc.service_layer.unit_of_work import AbstractUnitOfWork

@@ -29,11 +29,11 @@ from payment_svc.domain.errors import PaymentsError as ServiceError
 from payment_svc.domain.model import (
     NewPayment,
     ProviderResult,
-    new_payment_uuid,
     request_fingerprint,
 )
 from payment_svc.domain.refunds import ProviderRefundRequest, RefundOutcome, RefundStatus
 from payment_svc.domain.status import PaymentStatus, Source
+from payment_svc.service_layer.ids import new_payment_uuid
 from payment_svc.service_layer.refunds import RefundsService
 from payment_svc.service_layer.results import record_result
 from payments.v1 import payment_pb2 as pb

@@ -12,11 +12,11 @@ from payment_svc.domain.commands import CreatePayment, ListPayments
 from payment_svc.domain.errors import InvalidArgument
 from payment_svc.domain.model import (
     format_payment_id,
-    new_payment_uuid,
     parse_payment_id,
     request_fingerprint,
 )
 from payment_svc.domain.status import Move, PaymentStatus, decide
+from payment_svc.service_layer.ids import new_payment_uuid
 from payments_kit.cards import contains_card_number, luhn_valid, redact_card_numbers
 
 P, U, S, F, R = (

@@ -17,6 +17,7 @@ from payment_svc.domain.reconciliation import DiscrepancyKind
 from payment_svc.domain.refund_events import (
     ProviderRefundFact,
     RefundAction,
+    RefundDecision,
     RefundState,
     decide_refund,
     legacy_refunded,
@@ -100,23 +101,32 @@ def fact(
 # -- the domain ---------------------------------------------------------------
 
 
+NEW_ID = uuid.UUID(int=7)
+
+
+def decide(*args: Any, **kwargs: Any) -> RefundDecision:
+    """decide_refund with the id a new refund gets (the caller's to give)."""
+    return decide_refund(*args, new_id=NEW_ID, **kwargs)
+
+
 def test_a_refund_made_at_the_provider_is_new_and_reverses_what_it_took() -> None:
     p = payment()
-    d = decide_refund(p, [], None, fact(300, RS), source=Source.WEBHOOK, event_id="evt_1")
+    d = decide(p, [], None, fact(300, RS), source=Source.WEBHOOK, event_id="evt_1")
     assert d.action is RefundAction.INSERT and d.new is not None
+    assert d.new.id == NEW_ID  # the caller's id: the domain makes none
     assert (d.new.idempotency_key, d.new.source, d.new.provider_refund_id) == (
         None,
         Source.WEBHOOK,
         "re_1",
     )
     assert (d.plan.payment_to, d.plan.amount_reversed) == (S, 300)
-    whole = decide_refund(p, [], None, fact(1000, RS), source=Source.RECONCILER)
+    whole = decide(p, [], None, fact(1000, RS), source=Source.RECONCILER)
     assert (whole.plan.payment_to, whole.plan.amount_reversed) == (R, 1000)
 
 
 def test_a_pending_refund_made_at_the_provider_reverses_nothing_yet() -> None:
     p = payment()
-    d = decide_refund(p, [], None, fact(300, RP), source=Source.WEBHOOK)
+    d = decide(p, [], None, fact(300, RP), source=Source.WEBHOOK)
     assert d.action is RefundAction.INSERT
     assert (d.plan.refund_status, d.plan.amount_reversed) == (RP, 0)
 
@@ -124,10 +134,10 @@ def test_a_pending_refund_made_at_the_provider_reverses_nothing_yet() -> None:
 def test_a_refund_already_counted_is_not_counted_again() -> None:
     p = payment(reversed_=300)
     mine = ours(p, 300, RS, "re_1")
-    again = decide_refund(p, [mine], mine, fact(300, RS), source=Source.WEBHOOK, event_id="evt_2")
+    again = decide(p, [mine], mine, fact(300, RS), source=Source.WEBHOOK, event_id="evt_2")
     # a new event: in the history, moving nothing
     assert (again.plan.write, again.plan.amount_reversed) == (RefundWrite.RECORD, 300)
-    snapshot = decide_refund(p, [mine], mine, fact(300, RS), source=Source.RECONCILER)
+    snapshot = decide(p, [mine], mine, fact(300, RS), source=Source.RECONCILER)
     assert snapshot.plan.write is RefundWrite.NOTHING
 
 
@@ -135,7 +145,7 @@ def test_a_second_refund_adds_to_the_first_and_reverses_the_whole() -> None:
     p = payment(reversed_=600)
     first = ours(p, 600, RS, "re_1")
     second = ours(p, 400, RP, "re_2")
-    d = decide_refund(p, [first, second], second, fact(400, RS, "re_2"), source=Source.WEBHOOK)
+    d = decide(p, [first, second], second, fact(400, RS, "re_2"), source=Source.WEBHOOK)
     assert (d.plan.write, d.plan.payment_to, d.plan.amount_reversed) == (RefundWrite.MOVE, R, 1000)
 
 
@@ -143,7 +153,7 @@ def test_an_older_event_is_recorded_not_applied() -> None:
     p = payment()
     mine = ours(p, 300, RP, "re_1")
     state = RefundState(NOW + timedelta(seconds=5), 1)
-    d = decide_refund(
+    d = decide(
         p,
         [mine],
         mine,
@@ -155,12 +165,12 @@ def test_an_older_event_is_recorded_not_applied() -> None:
     )
     assert d.plan.write is RefundWrite.RECORD and "older" in (d.plan.note or "")
     # a higher rank is never stale for its time alone (as payments' events)
-    later = decide_refund(
+    later = decide(
         p, [mine], mine, fact(300, RS), source=Source.WEBHOOK, state=state, occurred_at=NOW
     )
     assert later.plan.write is RefundWrite.MOVE
     # the same second, a higher rank (settled after pending): applied
-    same = decide_refund(
+    same = decide(
         p,
         [mine],
         mine,
@@ -176,7 +186,7 @@ def test_an_older_event_is_recorded_not_applied() -> None:
 def test_an_unknown_refund_is_moved_by_the_provider_never_failed_on_a_guess() -> None:
     p = payment()
     mine = ours(p, 300, RU)
-    d = decide_refund(
+    d = decide(
         p, [mine], mine, fact(300, RS, refund_id=format_refund_id(mine.id)), source=Source.WEBHOOK
     )
     assert (d.plan.write, d.plan.refund_status, d.outcome.provider_refund_id) == (
@@ -189,24 +199,22 @@ def test_an_unknown_refund_is_moved_by_the_provider_never_failed_on_a_guess() ->
 def test_a_final_refund_contradicted_by_an_event_is_recorded_by_a_fetch_followed() -> None:
     p = payment(reversed_=300)
     mine = ours(p, 300, RS, "re_1")
-    event = decide_refund(p, [mine], mine, fact(300, RF), source=Source.WEBHOOK, event_id="e")
+    event = decide(p, [mine], mine, fact(300, RF), source=Source.WEBHOOK, event_id="e")
     assert event.plan.write is RefundWrite.RECORD
-    fetch = decide_refund(
-        p, [mine], mine, fact(300, RF), source=Source.RECONCILER, authoritative=True
-    )
+    fetch = decide(p, [mine], mine, fact(300, RF), source=Source.RECONCILER, authoritative=True)
     assert (fetch.plan.write, fetch.plan.refund_status) == (RefundWrite.MOVE, RF)
 
 
 def test_an_amount_that_differs_is_a_mismatch_never_applied() -> None:
     p = payment()
     mine = ours(p, 300, RU)
-    d = decide_refund(p, [mine], mine, fact(350, RS), source=Source.WEBHOOK)
+    d = decide(p, [mine], mine, fact(350, RS), source=Source.WEBHOOK)
     assert d.action is RefundAction.MISMATCH and d.finding is not None
     assert d.finding[0] is DiscrepancyKind.REFUND_AMOUNT_MISMATCH
     assert d.plan.write is RefundWrite.RECORD
     # a second provider refund carrying our refund id
     bound = ours(p, 300, RS, "re_1")
-    dup = decide_refund(p, [bound], bound, fact(300, RS, "re_2"), source=Source.WEBHOOK)
+    dup = decide(p, [bound], bound, fact(300, RS, "re_2"), source=Source.WEBHOOK)
     assert dup.action is RefundAction.MISMATCH
 
 

@@ -15,17 +15,17 @@ from payment_svc.adapters.postgres_uow import PostgresUnitOfWork
 from payment_svc.adapters.refund_store import RefundStore
 from payment_svc.adapters.store import PaymentStore
 from payment_svc.domain.errors import DuplicateRefund, NotFound
-from payment_svc.domain.model import NewPayment, Payment, ProviderResult, new_payment_uuid
+from payment_svc.domain.model import NewPayment, Payment, ProviderResult
 from payment_svc.domain.refunds import (
     NewRefund,
     Refund,
     RefundOutcome,
     RefundStatus,
-    new_refund_uuid,
     plan_outcome,
     refund_fingerprint,
 )
 from payment_svc.domain.status import PaymentStatus, Source
+from payment_svc.service_layer.ids import new_payment_uuid, new_refund_uuid
 from payment_svc.service_layer.results import record_result
 
 CLIENT = "refund-store-test"

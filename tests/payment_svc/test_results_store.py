@@ -13,9 +13,10 @@ import pytest
 
 from payment_svc.adapters.db import Database
 from payment_svc.adapters.store import NewPayment, PaymentStore
-from payment_svc.domain.model import ProviderResult, new_payment_uuid
+from payment_svc.domain.model import ProviderResult
 from payment_svc.domain.results import plan_result
 from payment_svc.domain.status import PaymentStatus, Source
+from payment_svc.service_layer.ids import new_payment_uuid
 from payment_svc.service_layer.results import record_result
 
 

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
-import time
 import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -18,16 +16,6 @@ if TYPE_CHECKING:  # refunds.py builds on this module
     from payment_svc.domain.refunds import RefundStatus
 
 PAYMENT_ID_PREFIX = "pay_"
-
-
-def new_payment_uuid() -> uuid.UUID:
-    """A UUIDv7: time-ordered, so new rows land at the end of the index."""
-    ms = time.time_ns() // 1_000_000
-    rand = int.from_bytes(os.urandom(10), "big")
-    value = (ms & ((1 << 48) - 1)) << 80 | rand & ((1 << 80) - 1)
-    value = (value & ~(0xF << 76)) | (0x7 << 76)  # version 7
-    value = (value & ~(0x3 << 62)) | (0x2 << 62)  # RFC 4122 variant
-    return uuid.UUID(int=value)
 
 
 def format_payment_id(value: uuid.UUID) -> str:

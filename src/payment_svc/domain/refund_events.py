@@ -43,7 +43,6 @@ from payment_svc.domain.refunds import (
     RefundPlan,
     RefundStatus,
     RefundWrite,
-    new_refund_uuid,
     plan_outcome,
     reversal_of,
 )
@@ -159,13 +158,16 @@ def decide_refund(
     event_id: str | None = None,
     event_type: str | None = None,
     authoritative: bool = False,
+    new_id: uuid.UUID,
 ) -> RefundDecision:
     """What one provider fact does. `refunds`: the payment's refunds, read
     under its lock; `refund`: ours that the fact is about (found by provider
-    id or metadata), None when there is none."""
+    id or metadata), None when there is none; `new_id`: the id the refund
+    gets if it is new to us (the caller's: the domain reads no clock and no
+    randomness)."""
     outcome = _outcome(fact, event_id=event_id, event_type=event_type, occurred_at=occurred_at)
     if refund is None:
-        return _decide_new(payment, refunds, fact, outcome, source=source)
+        return _decide_new(payment, refunds, fact, outcome, source=source, new_id=new_id)
     differs = _differs(payment, refund, fact)
     if differs:
         return RefundDecision(
@@ -243,6 +245,7 @@ def _decide_new(
     outcome: RefundOutcome,
     *,
     source: Source,
+    new_id: uuid.UUID,
 ) -> RefundDecision:
     if fact.currency.upper() != payment.currency or fact.amount <= 0:
         return RefundDecision(
@@ -262,7 +265,7 @@ def _decide_new(
             ),
         )
     new = NewRefund(
-        id=new_refund_uuid(),
+        id=new_id,
         payment_id=payment.id,
         client_id=payment.client_id,
         idempotency_key=None,

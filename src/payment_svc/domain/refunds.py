@@ -42,7 +42,7 @@ from payment_svc.domain.errors import (
     PaymentNotRefundable,
     RefundExceedsRemaining,
 )
-from payment_svc.domain.model import Payment, format_payment_id, new_payment_uuid
+from payment_svc.domain.model import Payment, format_payment_id
 from payment_svc.domain.status import Move, PaymentStatus, Source
 
 REFUND_ID_PREFIX = "rfd_"
@@ -117,10 +117,6 @@ def parse_refund_id(text: str) -> uuid.UUID | None:
         return uuid.UUID(hex=text[len(REFUND_ID_PREFIX) :])
     except ValueError:
         return None
-
-
-# Time-ordered like payment ids (UUIDv7): new rows land at the end of the index.
-new_refund_uuid = new_payment_uuid
 
 
 @dataclass(frozen=True)

@@ -52,6 +52,7 @@ from payment_svc.domain.refunds import (
 from payment_svc.domain.status import Source
 from payment_svc.service_layer import pagination
 from payment_svc.service_layer.discrepancies import refund_uuid
+from payment_svc.service_layer.ids import new_refund_uuid
 from payment_svc.service_layer.pagination import PageTokens, bounded_page_size
 from payment_svc.service_layer.payments import payment_uuid
 from payment_svc.service_layer.ports import RefundSyncRepository
@@ -109,6 +110,7 @@ async def observe_refund(
         refunds,
         refund,
         fact,
+        new_id=new_refund_uuid(),
         source=source,
         state=state,
         occurred_at=occurred_at,

@@ -49,13 +49,13 @@ from payment_svc.domain.refunds import (
     RefundOutcome,
     admit,
     duplicate_of,
-    new_refund_uuid,
     plan_outcome,
     refund_fingerprint,
     succeeded,
 )
 from payment_svc.domain.status import Source
 from payment_svc.service_layer.attempts import Attempts, left, write_until
+from payment_svc.service_layer.ids import new_refund_uuid
 from payment_svc.service_layer.ports import RefundProvider, RefundRepository
 
 log = structlog.get_logger("payment_svc.refunds")
