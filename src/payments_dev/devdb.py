@@ -45,7 +45,7 @@ def free_port() -> int:
     low = _ephemeral_low()
     for _ in range(100):
         port = random.randrange(max(1024, low - 20000), low)
-        if _bindable(port):
+        if port_is_free(port):
             return port
     with socket.socket() as s:  # the low range is full: take what the kernel gives
         s.bind(("127.0.0.1", 0))
@@ -61,8 +61,11 @@ def _ephemeral_low() -> int:
         return 32768  # Linux's default; macOS's starts higher
 
 
-def _bindable(port: int) -> bool:
+def port_is_free(port: int) -> bool:
+    """Whether a listener of ours could bind the port now (as the servers
+    do, with SO_REUSEADDR: a port in TIME_WAIT is free)."""
     with socket.socket() as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             s.bind(("127.0.0.1", port))
         except OSError:

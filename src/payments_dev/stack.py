@@ -30,7 +30,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
 
-from payments_dev.devdb import LocalPostgres, free_port
+from payments_dev.devdb import LocalPostgres, free_port, port_is_free
 
 # `payments up` keeps provider-sim's books in its data directory under this name.
 SIM_STATE_FILE = "provider-sim.sqlite3"
@@ -41,16 +41,6 @@ DEV_TOKENS = {
     "gateway": "dev-gateway-token",
     "reconciler": "dev-reconciler-token",
 }
-
-
-def port_is_free(port: int) -> bool:
-    with socket.socket() as s:
-        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            s.bind(("127.0.0.1", port))
-        except OSError:
-            return False
-    return True
 
 
 def wait_for_port(

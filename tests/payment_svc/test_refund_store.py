@@ -1,6 +1,6 @@
-"""The refunds' SQL (adapters/refund_store.py) on real Postgres, inside the
-unit of work: the insert with its history entry, the key's uniqueness, what
-recording an outcome writes to the refund, the payment and its history."""
+"""The refunds' SQL (adapters/refund_store.py) on real Postgres: the insert
+with its history entry, the key's uniqueness, what recording an outcome
+writes to the refund, the payment and its history."""
 
 from __future__ import annotations
 
@@ -21,6 +21,7 @@ from payment_svc.domain.refunds import (
     Refund,
     RefundOutcome,
     RefundStatus,
+    duplicate_of,
     plan_outcome,
     refund_fingerprint,
 )
@@ -73,10 +74,15 @@ def new_refund(p: Payment, amount: int, key: str | None) -> NewRefund:
 
 
 async def insert(db: Database, p: Payment, amount: int, key: str | None) -> Refund:
-    async with PostgresUnitOfWork(db) as uow:
-        await uow.payments.get_for_update(p.id)
-        refund = await uow.refunds.insert(new_refund(p, amount, key))
-        await uow.commit()
+    """As RefundPayment writes one: the read (with the key's refund), then
+    the insert on the payment as read."""
+    store = RefundStore(db)
+    new = new_refund(p, amount, key)
+    seen = await store.read(p.id, key=(CLIENT, key) if key is not None else None)
+    if seen.by_key is not None:
+        raise duplicate_of(seen.by_key, new.fingerprint)
+    refund = await store.insert_unless_moved(new, seen.payment)
+    assert refund is not None, "nobody else writes this payment"
     return refund
 
 

@@ -24,7 +24,6 @@ from payment_svc.domain.refunds import (
     RefundPlan,
     RefundStatus,
     RefundWrite,
-    duplicate_of,
     format_refund_id,
 )
 from payment_svc.domain.status import Source
@@ -36,22 +35,6 @@ _PAYMENT_FIELDS = [c.strip() for c in PAYMENT_COLUMNS.split(",")]
 _REFUND_FIELDS = [c.strip() for c in REFUND_COLUMNS.split(",")]
 
 # -- the fragments ------------------------------------------------------------
-
-# A new refund ($1..$11) and its payment's history entry ($12 the payment's
-# status, unchanged; $13 the note), from the rows of `source`. ON CONFLICT DO
-# NOTHING waits for a concurrent insert of the same key to commit, so
-# concurrent duplicates see the winner after.
-_NEW_REFUND = f"""r AS (
-    INSERT INTO refunds (id, payment_id, client_id, idempotency_key, request_fingerprint, amount,
-                         currency, status, reason, source, provider_refund_id)
-    {{source}}
-    ON CONFLICT (client_id, idempotency_key) DO NOTHING
-    RETURNING {REFUND_COLUMNS}
-), e AS (
-    INSERT INTO payment_events (payment_id, from_status, to_status, source, applied, note,
-                                refund_id, refund_status, recorded_at)
-    SELECT payment_id, $12, $12, source, true, $13, id, status, created_at FROM r
-)"""
 
 # A refund's move ($1 the refund, $2..$5 its new state, $3 the provider's id)
 # where `only` holds, and its payment's history entry ($6 -> $7, $8 source,
@@ -111,13 +94,6 @@ def _unmoved_move(*params: int) -> str:
 
 # -- the statements -----------------------------------------------------------
 
-_VALUES = "VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)"
-_INSERT = f"""WITH {_NEW_REFUND.format(source=_VALUES)}
-SELECT {REFUND_COLUMNS} FROM r"""
-
-_BY_KEY = """SELECT id, status, request_fingerprint FROM refunds
-    WHERE client_id = $1 AND idempotency_key = $2"""
-
 # Under the payment's lock (the unit of work's): the refund's move and its
 # history entry; with the payment's reversal.
 _MOVE = f"""WITH {_REFUND_MOVE.format(only="")}
@@ -141,8 +117,22 @@ WHERE p.id = $1
 ORDER BY r.created_at, r.id"""
 
 # $14..$16: the payment's version, amount_reversed, amount_disputed as read.
+# The refund ($1..$11) and its payment's history entry ($12 the payment's
+# status, unchanged; $13 the note). ON CONFLICT DO NOTHING waits for a
+# concurrent insert of the same key to commit: the loser writes nothing, and
+# its caller's read finds the winner.
 _INSERT_UNLESS_MOVED = f"""WITH {_unmoved_move(2, 14, 15, 16)},
-{_NEW_REFUND.format(source="SELECT $1, p.id, $3, $4, $5, $6, $7, $8, $9, $10, $11 FROM p")}
+r AS (
+    INSERT INTO refunds (id, payment_id, client_id, idempotency_key, request_fingerprint, amount,
+                         currency, status, reason, source, provider_refund_id)
+    SELECT $1, p.id, $3, $4, $5, $6, $7, $8, $9, $10, $11 FROM p
+    ON CONFLICT (client_id, idempotency_key) DO NOTHING
+    RETURNING {REFUND_COLUMNS}
+), e AS (
+    INSERT INTO payment_events (payment_id, from_status, to_status, source, applied, note,
+                                refund_id, refund_status, recorded_at)
+    SELECT payment_id, $12, $12, source, true, $13, id, status, created_at FROM r
+)
 SELECT {REFUND_COLUMNS} FROM r"""
 
 # $13 the payment; $14..$16 as read.
@@ -266,9 +256,9 @@ class RefundStore:
         *,
         source: Source,
     ) -> Refund | None:
-        unmoved = (seen.version, seen.amount_reversed, seen.amount_disputed)
         if plan.write is RefundWrite.NOTHING:
             return refund
+        unmoved = (seen.version, seen.amount_reversed, seen.amount_disputed)
         if plan.write is RefundWrite.RECORD:
             recorded = await self._db.run(
                 lambda c: c.fetchval(
@@ -358,15 +348,6 @@ class PgLockedRefunds:
     def __init__(self, conn: Conn) -> None:
         self._conn = conn
 
-    async def by_key(self, client_id: str, idempotency_key: str) -> ExistingRefund | None:
-        row = await self._conn.fetchrow(_BY_KEY, client_id, idempotency_key)
-        if row is None:
-            return None
-        fingerprint = row["request_fingerprint"]
-        return ExistingRefund(
-            row["id"], RefundStatus(row["status"]), bytes(fingerprint) if fingerprint else None
-        )
-
     async def of_payment(self, payment_id: uuid.UUID) -> list[Refund]:
         rows = await self._conn.fetch(
             f"SELECT {REFUND_COLUMNS} FROM refunds WHERE payment_id = $1 ORDER BY created_at, id",
@@ -388,15 +369,6 @@ class PgLockedRefunds:
             provider_refund_id,
         )
         return refund_from_row(row) if row is not None else None
-
-    async def insert(self, new: NewRefund) -> Refund:
-        row = await self._conn.fetchrow(_INSERT, *_new_refund_args(new))
-        if row is not None:
-            return refund_from_row(row)
-        assert new.idempotency_key is not None, "only a keyed insert can conflict"
-        existing = await self.by_key(new.client_id, new.idempotency_key)
-        assert existing is not None, "a conflicting row is committed before DO NOTHING returns"
-        raise duplicate_of(existing, new.fingerprint)
 
     async def record(
         self,

@@ -28,7 +28,7 @@ from payment_svc.domain.provider_events import ProviderObservation
 from payment_svc.domain.reconciliation import DiscrepancyKind, Snapshot, SnapshotPlan
 from payment_svc.domain.records import NewQuarantined, Quarantined, Reported
 from payment_svc.domain.refund_events import RefundState
-from payment_svc.domain.refunds import ExistingRefund, NewRefund, Refund, RefundOutcome, RefundPlan
+from payment_svc.domain.refunds import NewRefund, Refund, RefundOutcome, RefundPlan
 from payment_svc.domain.status import Source
 
 
@@ -50,8 +50,6 @@ class LockedRefunds(Protocol):
     """Refunds inside the unit of work's transaction, their payment locked
     first (LockedPayments.get_for_update)."""
 
-    async def by_key(self, client_id: str, idempotency_key: str) -> ExistingRefund | None: ...
-
     async def of_payment(self, payment_id: uuid.UUID) -> list[Refund]:
         """The payment's refunds, oldest first."""
         ...
@@ -62,12 +60,6 @@ class LockedRefunds(Protocol):
 
     async def by_provider_id(self, provider_refund_id: str) -> Refund | None:
         """The refund the provider knows by this id, locked, or None."""
-        ...
-
-    async def insert(self, new: NewRefund) -> Refund:
-        """The refund and its payment's history entry, one statement, or
-        DuplicateRefund when the client used its key before (the unique
-        constraint decides between concurrent inserts)."""
         ...
 
     async def record(
