@@ -4,6 +4,7 @@ sequencer's commit-order handling, retention and its horizon."""
 from __future__ import annotations
 
 import asyncio
+import json
 import random
 import uuid
 from collections.abc import AsyncIterator
@@ -292,6 +293,53 @@ async def test_a_refund_change_carries_the_refund_as_the_transaction_left_it(
     assert pb_update.event.refund_id == pb_update.refund.id
     assert pb_update.event.refund_status == pb.REFUND_STATUS_SUCCEEDED
     assert pb_update.payment.amount_reversed == 200
+
+
+# Columns of ours that no reader of the feed sees (migration 0014 drops them
+# from the payload in one operation each for the payment and the refund).
+_INTERNAL = {
+    "request_fingerprint",
+    "reconcile_lease_owner",
+    "reconcile_lease_until",
+    "provider_state_at",
+    "provider_state_rank",
+}
+
+
+async def test_the_payload_has_every_column_but_the_internal_ones(db: asyncpg.Pool) -> None:
+    c = client()
+    rid = uuid.uuid4()
+    async with db.acquire() as conn:
+        pid = await new_payment(conn, c)
+        await conn.execute(
+            """INSERT INTO refunds (id, payment_id, client_id, idempotency_key, amount,
+                   currency, status, source, request_fingerprint) VALUES ($1, $2, $3, 'r1',
+                   200, 'EUR', 'PENDING', 'api', '\\x01')""",
+            rid,
+            pid,
+            c,
+        )
+        await conn.execute(
+            """INSERT INTO payment_events (payment_id, from_status, to_status, source,
+                   applied, refund_id, refund_status)
+               VALUES ($1, 'SUCCEEDED', 'SUCCEEDED', 'api', true, $2, 'PENDING')""",
+            pid,
+            rid,
+        )
+        payload = await conn.fetchval(
+            "SELECT payload FROM payment_updates WHERE refund_id = $1", rid
+        )
+        payments = {r["attname"] for r in await conn.fetch(_COLUMNS, "payments")}
+        refunds = {r["attname"] for r in await conn.fetch(_COLUMNS, "refunds")}
+    payload = json.loads(payload) if isinstance(payload, str) else payload
+    assert payments >= _INTERNAL and refunds >= _INTERNAL
+    assert set(payload["payment"]) == payments - _INTERNAL
+    assert set(payload["refund"]) == refunds - _INTERNAL
+    assert payload["refund"]["id"] == str(rid) and payload["payment"]["id"] == str(pid)
+
+
+_COLUMNS = """SELECT attname FROM pg_attribute
+    WHERE attrelid = $1::regclass AND attnum > 0 AND NOT attisdropped"""
 
 
 async def test_the_trigger_and_the_domain_agree_on_what_is_a_change(

@@ -191,7 +191,10 @@ class Database:
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self.timeout
         try:
-            conn = await pool.acquire(timeout=self.timeout)
+            # A timeout of our own around it: asyncpg's would wrap the
+            # acquire in a task of its own (asyncio.wait_for), on every call.
+            async with asyncio.timeout_at(deadline):
+                conn = await pool.acquire()
         except TIMEOUT_ERRORS as exc:
             # Every connection busy (load) or connecting hangs (outage): the
             # probe tells which; the caller may retry either way.
