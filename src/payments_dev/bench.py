@@ -262,6 +262,7 @@ class BenchReport:
                 else None
             ),
             "full_flow_to_raw": _ratio(r.to_raw),
+            "to_payments": refunds_to_payments(self),
         }
 
     def _webhooks_json(self) -> dict[str, Any] | None:
@@ -991,7 +992,8 @@ def _rows(report: BenchReport) -> list[tuple[str, str, PhaseResult | None]]:
             ("refunds: open loop, full flow", f"{o.refund_rate:g}/s offered", r.open_loop),
         ]
         if o.runs("raw"):
-            rows.append(("refunds: raw SQL (units of work)", f"{o.concurrency} callers", r.raw))
+            raw = "refunds: raw SQL (service on Postgres)"
+            rows.append((raw, f"{o.concurrency} callers", r.raw))
     if report.feed is not None:
         f = report.feed
         rows += [
@@ -1098,7 +1100,38 @@ def _cpu_lines(report: BenchReport) -> list[str]:
         total = f"{machine:.2f} of {report.cpu_count} cores busy: " if machine is not None else ""
         parts = ", ".join(f"{name} {cores:.2f}" for name, cores in cpu.items())
         lines.append(f"CPU, {phase}: {total}{parts}")
+        per_op = result.cpu_ms_per_op()
+        if per_op:
+            spent = ", ".join(f"{name} {ms:.2f}" for name, ms in per_op.items())
+            lines.append(f"CPU ms per operation, {phase}: {spent} (all {sum(per_op.values()):.2f})")
     return lines
+
+
+def refunds_to_payments(report: BenchReport) -> dict[str, float | None] | None:
+    """Refunds per second over payments per second, closed loop and raw SQL,
+    in one run (issue 13's target: the closed loop's at least 1)."""
+    p, r = report.payments, report.refunds
+    if p is None or r is None:
+        return None
+
+    def over(a: PhaseResult | None, b: PhaseResult | None) -> float | None:
+        if a is None or b is None or b.per_second <= 0:
+            return None
+        return round(a.per_second / b.per_second, 3)
+
+    return {"closed_loop": over(r.closed_loop, p.closed_loop), "raw_sql": over(r.raw, p.raw)}
+
+
+def _refunds_to_payments_line(report: BenchReport) -> list[str]:
+    ratios = refunds_to_payments(report)
+    if ratios is None:
+        return []
+    shown = ", ".join(
+        f"{phase.replace('_', ' ')} {value:.2f}"
+        for phase, value in ratios.items()
+        if value is not None
+    )
+    return [f"refunds / payments: {shown} (refunds/s over payments/s, this run)"]
 
 
 def _payment_webhooks_line(report: BenchReport) -> str:
@@ -1141,6 +1174,7 @@ def summary_lines(report: BenchReport) -> list[str]:
         lines.append(_payment_webhooks_line(report))
     lines += _webhook_lines(report)
     lines += _refund_lines(report)
+    lines += _refunds_to_payments_line(report)
     if report.feed is not None:
         lines += bench_feed.lines(report.feed)
     lines += _cpu_lines(report)

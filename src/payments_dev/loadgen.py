@@ -132,6 +132,20 @@ class PhaseResult:
             "error_samples": self.error_samples,
             "statuses": dict(self.statuses),
             "cpu_cores": self.cpu,
+            "cpu_ms_per_op": self.cpu_ms_per_op(),
+        }
+
+    def cpu_ms_per_op(self) -> dict[str, float]:
+        """Each process's CPU per operation completed (cores over rate):
+        with the machine saturated, what one more operation costs where.
+        The machine's total and unattributed CPU are left out."""
+        rate = self.per_second
+        if rate <= 0 or not self.cpu:
+            return {}
+        return {
+            name: round(cores * 1000 / rate, 3)
+            for name, cores in self.cpu.items()
+            if name not in ("machine", "other") and cores > 0
         }
 
 

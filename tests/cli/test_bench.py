@@ -73,6 +73,20 @@ def test_bench_smoke_json() -> None:
         assert refunds[phase]["statuses"].get("REFUND_STATUS_SUCCEEDED", 0) > 0, phase
     assert refunds["open_loop"]["target_rate"] == 50
     assert refunds["full_flow_to_raw"] is not None
+    # The ratio the refunds target is stated in, from this run's own rates.
+    to_payments = refunds["to_payments"]
+    assert to_payments["closed_loop"] == pytest.approx(
+        refunds["closed_loop"]["refunds_per_s"] / report["closed_loop"]["payments_per_s"], rel=0.01
+    )
+    assert to_payments["raw_sql"] == pytest.approx(
+        refunds["raw_sql"]["refunds_per_s"] / report["raw_sql"]["payments_per_s"], rel=0.01
+    )
+    # CPU per operation is each process's cores over the phase's rate.
+    closed = refunds["closed_loop"]
+    for name, ms in closed["cpu_ms_per_op"].items():
+        assert ms == pytest.approx(
+            closed["cpu_cores"][name] * 1000 / closed["refunds_per_s"], rel=0.05, abs=0.01
+        ), name
 
 
 def test_bench_one_flow_without_raw() -> None:
