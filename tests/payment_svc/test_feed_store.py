@@ -57,6 +57,43 @@ async def new_payment(conn: asyncpg.Connection, client_id: str) -> uuid.UUID:
     return pid
 
 
+async def new_refund(
+    conn: asyncpg.Connection, rid: uuid.UUID, pid: uuid.UUID, client_id: str
+) -> None:
+    """A PENDING refund of 200 asked for through the API (with a key and a
+    request fingerprint, as RefundPayment writes it)."""
+    await conn.execute(
+        """INSERT INTO refunds (id, payment_id, client_id, idempotency_key, amount,
+               currency, status, source, request_fingerprint) VALUES ($1, $2, $3, 'r1',
+               200, 'EUR', 'PENDING', 'api', '\\x01')""",
+        rid,
+        pid,
+        client_id,
+    )
+
+
+async def refund_entry(
+    conn: asyncpg.Connection,
+    pid: uuid.UUID,
+    rid: uuid.UUID,
+    source: str,
+    status: str,
+    *,
+    applied: bool = True,
+) -> None:
+    """The payment's history entry of a refund's change to `status`."""
+    await conn.execute(
+        """INSERT INTO payment_events (payment_id, from_status, to_status, source,
+               applied, refund_id, refund_status)
+           VALUES ($1, 'SUCCEEDED', 'SUCCEEDED', $3, $5, $2, $4)""",
+        pid,
+        rid,
+        source,
+        status,
+        applied,
+    )
+
+
 async def move(conn: asyncpg.Connection, pid: uuid.UUID, *, applied: bool = True) -> None:
     """A change of amount_reversed (the status stays SUCCEEDED), with its
     history entry: the payment row first, then the entry."""
@@ -254,22 +291,9 @@ async def test_a_refund_change_carries_the_refund_as_the_transaction_left_it(
         async with conn.transaction():
             pid = await new_payment(conn, c)
         async with conn.transaction():
-            await conn.execute(
-                """INSERT INTO refunds (id, payment_id, client_id, idempotency_key, amount,
-                       currency, status, source) VALUES ($1, $2, $3, 'r1', 200, 'EUR',
-                       'PENDING', 'api')""",
-                rid,
-                pid,
-                c,
-            )
+            await new_refund(conn, rid, pid, c)
             # The entry first, the rows after it: the update still sees them.
-            await conn.execute(
-                """INSERT INTO payment_events (payment_id, from_status, to_status, source,
-                       applied, refund_id, refund_status)
-                   VALUES ($1, 'SUCCEEDED', 'SUCCEEDED', 'webhook', true, $2, 'SUCCEEDED')""",
-                pid,
-                rid,
-            )
+            await refund_entry(conn, pid, rid, "webhook", "SUCCEEDED")
             await conn.execute(
                 "UPDATE refunds SET status = 'SUCCEEDED', provider_refund_id = $2 WHERE id = $1",
                 rid,
@@ -311,21 +335,8 @@ async def test_the_payload_has_every_column_but_the_internal_ones(db: asyncpg.Po
     rid = uuid.uuid4()
     async with db.acquire() as conn:
         pid = await new_payment(conn, c)
-        await conn.execute(
-            """INSERT INTO refunds (id, payment_id, client_id, idempotency_key, amount,
-                   currency, status, source, request_fingerprint) VALUES ($1, $2, $3, 'r1',
-                   200, 'EUR', 'PENDING', 'api', '\\x01')""",
-            rid,
-            pid,
-            c,
-        )
-        await conn.execute(
-            """INSERT INTO payment_events (payment_id, from_status, to_status, source,
-                   applied, refund_id, refund_status)
-               VALUES ($1, 'SUCCEEDED', 'SUCCEEDED', 'api', true, $2, 'PENDING')""",
-            pid,
-            rid,
-        )
+        await new_refund(conn, rid, pid, c)
+        await refund_entry(conn, pid, rid, "api", "PENDING")
         payload = await conn.fetchval(
             "SELECT payload FROM payment_updates WHERE refund_id = $1", rid
         )
@@ -389,26 +400,12 @@ async def test_a_refund_entry_is_an_update_only_when_applied(
     async with db.acquire() as conn:
         async with conn.transaction():
             pid = await new_payment(conn, c)
-            await conn.execute(
-                """INSERT INTO refunds (id, payment_id, client_id, idempotency_key, amount,
-                       currency, status, source) VALUES ($1, $2, $3, 'r1', 200, 'EUR',
-                       'PENDING', 'api')""",
-                rid,
-                pid,
-                c,
-            )
+            await new_refund(conn, rid, pid, c)
         await store.sequence(1000)
         after = (await store.page(c, 0, 10)).updates[-1].position
         for applied in (False, True):
             async with conn.transaction():
-                await conn.execute(
-                    """INSERT INTO payment_events (payment_id, from_status, to_status, source,
-                           applied, refund_id, refund_status)
-                       VALUES ($1, 'SUCCEEDED', 'SUCCEEDED', 'webhook', $2, $3, 'PENDING')""",
-                    pid,
-                    applied,
-                    rid,
-                )
+                await refund_entry(conn, pid, rid, "webhook", "PENDING", applied=applied)
             await store.sequence(1000)
             event = PaymentEvent(
                 0, pid, PaymentStatus.SUCCEEDED, PaymentStatus.SUCCEEDED, Source.WEBHOOK, applied,
