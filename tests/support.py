@@ -90,6 +90,7 @@ class SimControl:
             webhook_reorder=False,
             webhook_delay_ms=0,
             refund_pending_rate=0,
+            unavailable_routes=[],
         )
 
     async def post(self, path: str, body: dict[str, Any] | None = None) -> dict[str, Any]:

@@ -45,6 +45,7 @@ from payment_svc.adapters.stripe_observations import snapshot as stripe_snapshot
 from payment_svc.adapters.stripe_provider import StripeProvider
 from payment_svc.domain.deadlines import AttemptBudget
 from payment_svc.domain.errors import StoreUnavailable
+from payment_svc.domain.status import Source
 from payment_svc.entrypoints import metrics
 from payment_svc.entrypoints.grpc_server import create_server, set_serving
 from payment_svc.service_layer.discrepancies import DiscrepancyService
@@ -108,6 +109,11 @@ async def _expire_updates(feed: FeedService, retention: float, every: float) -> 
         await asyncio.sleep(every)
 
 
+def _count_undone(source: Source) -> None:
+    """A refund counted as given back failed: the alert's counter."""
+    metrics.REVERSALS_UNDONE.labels(source.value).inc()
+
+
 def _sequenced(bell: FeedBell) -> Callable[[Sequenced], None]:
     def done(result: Sequenced) -> None:
         metrics.FEED_UPDATES_SEQUENCED.inc(result.count)
@@ -146,6 +152,7 @@ async def serve(settings: Settings) -> None:
         quarantine=QuarantineStore(db),
         parse=parse_event,
         uow=lambda: PostgresUnitOfWork(db),
+        on_undone=_count_undone,
     )
     reconciliation = ReconciliationService(
         SnapshotStore(db),
@@ -193,6 +200,7 @@ async def serve(settings: Settings) -> None:
         uow=lambda: PostgresUnitOfWork(db),
         redrive_window=settings.redrive_window,
         page_tokens=page_tokens,
+        on_undone=_count_undone,
     )
     server, port = create_server(
         settings,

@@ -113,11 +113,12 @@ def snapshot_reversed(amount: int, *, amount_refunded: int, disputed: bool) -> i
 def reversed_status(status: Status, amount: int, amount_reversed: int) -> Status:
     """What an intent of `status` stands for once `amount_reversed` of it is
     taken back: REVERSED by the one rule (payments_kit/reversal.py, which
-    payment-svc's domain applies too); any other status is what it is."""
-    succeeded = status is Status.SUCCEEDED
-    if reverses_whole(succeeded=succeeded, amount=amount, amount_reversed=amount_reversed):
-        return Status.REVERSED
-    return status
+    payment-svc's domain applies too), SUCCEEDED when it no longer covers
+    the whole; any other status is what it is."""
+    if status not in (Status.SUCCEEDED, Status.REVERSED):
+        return status
+    whole = reverses_whole(succeeded=True, amount=amount, amount_reversed=amount_reversed)
+    return Status.REVERSED if whole else Status.SUCCEEDED
 
 
 class RefundState(enum.Enum):

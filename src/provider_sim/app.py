@@ -6,7 +6,8 @@
                             running loop, stopped after the server stops taking requests
 
 One middleware turns every error into the JSON shape of the API it belongs to,
-so no request ever gets a traceback or an HTML page. With a state location a
+so no request ever gets a traceback or an HTML page; another answers 503 on
+the routes the fault `unavailable_routes` names. With a state location a
 second one holds each response until what it reports is on disk (state.py), so
 an acknowledged charge survives a SIGKILL; without one it is not installed.
 """
@@ -31,7 +32,7 @@ log = structlog.get_logger("provider_sim")
 
 def init_app(settings: SimSettings) -> web.Application:
     durable = [] if settings.state_path is None else [_durable]
-    app = web.Application(middlewares=[_json_errors, *durable])
+    app = web.Application(middlewares=[_json_errors, _unavailable_routes, *durable])
     app[SETTINGS] = settings
     app[SIMULATOR] = Simulator(settings)
     app.cleanup_ctx.append(_webhook_delivery)
@@ -64,6 +65,19 @@ async def _durable(request: web.Request, handler: Handler) -> web.StreamResponse
         raise
     await simulator.durable()
     return response
+
+
+@web.middleware
+async def _unavailable_routes(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """The fault `unavailable_routes`: those Stripe routes answer 503, the rest as usual."""
+    if request.app[SIMULATOR].faults.unavailable(request.method, request.path):
+        raise StripeApiError(
+            503,
+            "api_error",
+            f"{request.method} {request.path} is unavailable (injected by provider-sim).",
+            should_retry=True,
+        )
+    return await handler(request)
 
 
 @web.middleware

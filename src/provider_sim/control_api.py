@@ -36,6 +36,7 @@ def add_routes(app: web.Application) -> None:
     app.router.add_post("/_sim/payment_intents/{intent}/refund", refund)
     app.router.add_post("/_sim/payment_intents/{intent}/dispute", dispute)
     app.router.add_post("/_sim/refunds/{refund}/settle", settle_refund)
+    app.router.add_post("/_sim/refunds/{refund}/fail", fail_refund)
     app.router.add_post("/_sim/unrecorded_charges", unrecorded_charge)
     app.router.add_get("/_sim/webhooks", get_webhooks)
     app.router.add_post("/_sim/webhooks", set_webhooks)
@@ -89,6 +90,14 @@ async def settle_refund(request: web.Request) -> web.Response:
         request.match_info["refund"], body.get("outcome"), body.get("failure_reason")
     )
     return web.json_response(refund)
+
+
+async def fail_refund(request: web.Request) -> web.Response:
+    body = _object(await _json_body(request))
+    simulator = request.app[SIMULATOR]
+    return web.json_response(
+        simulator.fail_refund(request.match_info["refund"], body.get("failure_reason"))
+    )
 
 
 async def dispute(request: web.Request) -> web.Response:

@@ -30,6 +30,7 @@ from provider_sim.refusals import (
     NotSucceeded,
     RefundNotFound,
     RefundNotPending,
+    RefundNotSucceeded,
 )
 
 # Refusals of POST /v1/refunds: (HTTP status, code, param). `None` as param: the
@@ -56,6 +57,7 @@ _CONTROL_REFUSALS: Final[dict[type[LedgerError], tuple[int, str]]] = {
     AmountTooLarge: (400, "amount_too_large"),
     RefundNotFound: (404, "not_found"),
     RefundNotPending: (409, "not_pending"),
+    RefundNotSucceeded: (409, "not_succeeded"),
 }
 
 

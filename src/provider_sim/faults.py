@@ -37,9 +37,19 @@ class Faults:
     # Pending refunds of pm_card_refundFail fail on their own this long after they
     # were made; 0: only when settled (POST /_sim/refunds/{id}/settle).
     refund_fail_after_ms: int = 0
+    # Stripe API routes that answer 503 (the provider unreachable for them
+    # alone), each "METHOD /v1/path" matched exactly, query aside: e.g.
+    # ["GET /v1/refunds"] fails the listing of an intent's refunds while the
+    # rest answers (a provider incident that hits one path).
+    unavailable_routes: tuple[str, ...] = ()
+
+    def unavailable(self, method: str, path: str) -> bool:
+        return bool(self.unavailable_routes) and f"{method} {path}" in self.unavailable_routes
 
     def to_json(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
+        found = dataclasses.asdict(self)
+        found["unavailable_routes"] = list(self.unavailable_routes)
+        return found
 
     def merged(self, update: object) -> Faults:
         """A copy with `update` (a JSON object, possibly partial) applied, or FaultsError."""
@@ -78,6 +88,24 @@ def _flag(name: str, value: object) -> bool:
     return value
 
 
+_METHODS: Final = ("GET", "POST")
+
+
+def _routes(name: str, value: object) -> tuple[str, ...]:
+    problem = f'{name} must be a list of at most 20 "GET /v1/..." or "POST /v1/..." strings'
+    if not isinstance(value, list) or len(value) > 20:
+        raise FaultsError("invalid_value", problem)
+    routes = []
+    for route in value:
+        if not isinstance(route, str) or len(route) > 200:
+            raise FaultsError("invalid_value", problem)
+        method, _, path = route.partition(" ")
+        if method not in _METHODS or not path.startswith("/v1/") or " " in path:
+            raise FaultsError("invalid_value", problem)
+        routes.append(route)
+    return tuple(routes)
+
+
 _CHECKS: Final[dict[str, Callable[[str, object], object]]] = {
     "latency_ms": _milliseconds,
     "error_rate": _rate,
@@ -89,4 +117,5 @@ _CHECKS: Final[dict[str, Callable[[str, object], object]]] = {
     "webhook_delay_ms": _milliseconds,
     "refund_pending_rate": _rate,
     "refund_fail_after_ms": _milliseconds,
+    "unavailable_routes": _routes,
 }

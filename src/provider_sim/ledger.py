@@ -41,6 +41,7 @@ from provider_sim.refusals import (
     NotSucceeded,
     RefundNotFound,
     RefundNotPending,
+    RefundNotSucceeded,
 )
 
 # What the rest of the simulator imports from here.
@@ -129,6 +130,26 @@ class Ledger(LedgerCore):
             self._emit(EventType.CHARGE_REFUNDED, self._charge_json(intent), None)
         else:
             self._emit(EventType.REFUND_FAILED, refund.to_json(), None)
+        return refund
+
+    def fail_refund(self, refund_id: str, failure_reason: str | None = None) -> Refund:
+        """A refund that had succeeded fails later (Stripe does this, e.g. for
+        a closed card): refund.updated and refund.failed; its amount leaves
+        amount_refunded and can be refunded again."""
+        refund = self.refund_by_id(refund_id)
+        if refund.status is not RefundStatus.SUCCEEDED:
+            raise RefundNotSucceeded(refund)
+        intent = self.get(refund.payment_intent)
+        refund.status = RefundStatus.FAILED
+        refund.failure_reason = failure_reason or (
+            CARD_REFUND_FAILURE if _refunds_fail(intent) else DEFAULT_REFUND_FAILURE
+        )
+        intent.amount_refunded -= refund.amount
+        if self._journal is not None:
+            self._journal.refund(refund)
+            self._journal.intent(intent)
+        self._emit(EventType.REFUND_UPDATED, refund.to_json(), None)
+        self._emit(EventType.REFUND_FAILED, refund.to_json(), None)
         return refund
 
     def dispute(self, intent_id: str, reason: str = DEFAULT_DISPUTE_REASON) -> Dispute:

@@ -92,6 +92,16 @@ class InvalidTransition(LedgerError):
         self.target = target
 
 
+class RefundNotSucceeded(LedgerError):
+    """Only a succeeded refund can fail later."""
+
+    def __init__(self, refund: Refund) -> None:
+        super().__init__(
+            f"Refund {refund.id} cannot fail later: its status is {refund.status.value}."
+        )
+        self.status = refund.status
+
+
 class RefundNotPending(LedgerError):
     """Only a pending refund can be settled."""
 

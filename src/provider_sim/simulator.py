@@ -397,6 +397,18 @@ class Simulator:
             raise ControlError.refused(exc) from None
         return refund.to_json()
 
+    def fail_refund(self, refund_id: str, failure_reason: object) -> JsonObject:
+        """A succeeded refund fails later at the provider (a closed card)."""
+        if failure_reason is not None and (
+            not isinstance(failure_reason, str) or failure_reason not in REFUND_FAILURE_REASONS
+        ):
+            known = ", ".join(sorted(REFUND_FAILURE_REASONS))
+            raise ControlError(400, "invalid_failure_reason", f"failure_reason: one of {known}")
+        try:
+            return self.ledger.fail_refund(refund_id, failure_reason).to_json()
+        except LedgerError as exc:
+            raise ControlError.refused(exc) from None
+
     def dispute(self, intent_id: str, reason: object) -> JsonObject:
         """The cardholder disputes the charge with their bank (a chargeback)."""
         if reason is None:

@@ -35,7 +35,10 @@ async def check_refunds(
     """Reconciles the refunds of the page's intents that are ours and have
     some refunded (at the provider or by our books); returns the intents
     with amount_refunded as their succeeded refunds took (what payment-svc
-    counts), for the payments' verdicts."""
+    counts), for the payments' verdicts. An intent whose refunds could not
+    be listed is an error of the run and is left out of the verdicts: its
+    amount_refunded counts pending refunds too, and is no evidence of what
+    was given back (issue 25); the next run lists them again."""
     todo = [
         i
         for i in intents
@@ -63,6 +66,7 @@ async def check_refunds(
     except PaymentsClientError as exc:
         raise JobFailed(f"LookupRefunds: {exc}") from None
     refunded: dict[str, int] = {}
+    unlisted: set[str] = set()
 
     async def one(intent: ProviderIntent) -> None:
         payment = by_provider_id[intent.id]
@@ -76,6 +80,7 @@ async def check_refunds(
                 theirs = await ctx.provider.refunds_of(intent.id)
         except ProviderError as exc:
             tally.errors += 1
+            unlisted.add(intent.id)
             log.warning("provider_refunds_failed", payment_id=payment.id, error=str(exc))
             return
         tally.scanned += len(theirs)
@@ -88,6 +93,7 @@ async def check_refunds(
     return [
         dataclasses.replace(i, amount_refunded=refunded[i.id]) if i.id in refunded else i
         for i in intents
+        if i.id not in unlisted
     ]
 
 

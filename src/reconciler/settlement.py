@@ -26,7 +26,13 @@ against ours, one page at a time:
            ours succeeded, not theirs        -> REFUND_MISSING_AT_PROVIDER
            refunded totals still differ      -> REFUND_AMOUNT_MISMATCH (the payment)
          the intent's refunded amount is then what its succeeded refunds took
-         (Stripe's amount_refunded counts pending ones too)
+         (Stripe's amount_refunded counts pending ones too); an intent whose
+         refunds could not be listed is an error of the run and gets no
+         verdict (its total is no evidence: the next run lists them again)
+      └─ a settled payment whose amount_reversed differs from the provider's
+         succeeded refunds plus disputes -> ReconcilePayment: payment-svc
+         records REFUND_AMOUNT_MISMATCH and moves nothing (a total is
+         evidence, never a floor)
     ListPaymentsCreated(same window, SUCCEEDED or REVERSED)      the other way round
       └─ ours whose provider id was not in the provider's list
            retrieve it: unknown to the provider -> MISSING_AT_PROVIDER

@@ -401,7 +401,15 @@ class FakeInboxWriter:
                 payment,
                 status=write.to_status if write.applied else payment.status,
                 provider_payment_id=payment.provider_payment_id or obs.provider_payment_id,
-                amount_reversed=max(payment.amount_reversed, write.amount_reversed or 0),
+                # as event_store.py: the planned figure, or unchanged
+                amount_reversed=(
+                    payment.amount_reversed
+                    if write.amount_reversed is None
+                    else write.amount_reversed
+                ),
+                amount_disputed=min(
+                    payment.amount, payment.amount_disputed + (write.disputed_added or 0)
+                ),
                 version=payment.version + (1 if write.applied else 0),
             )
             state_at, rank = self.inbox.provider_state.get(payment.id, (None, 0))
@@ -468,7 +476,7 @@ class FakeLockedPayments:
             payment,
             status=plan.status,
             provider_payment_id=payment.provider_payment_id or snap.provider_payment_id,
-            amount_reversed=max(payment.amount_reversed, plan.amount_reversed),
+            amount_reversed=plan.amount_reversed,
             version=payment.version + 1,
         )
         self.repo.payments[moved.id] = moved

@@ -52,7 +52,7 @@ async def test_creation_and_the_providers_answer(channel: grpc.aio.Channel) -> N
     assert answered.event.to_status == pb.PAYMENT_STATUS_SUCCEEDED
 
 
-async def test_unknown_then_a_snapshot_and_reversals_by_snapshot(
+async def test_unknown_then_a_snapshot_and_reversals_by_refund_snapshots(
     channel: grpc.aio.Channel, sim: SimControl
 ) -> None:
     await sim.faults(error_rate=1.0)
@@ -61,12 +61,14 @@ async def test_unknown_then_a_snapshot_and_reversals_by_snapshot(
     assert p.status == pb.PAYMENT_STATUS_UNKNOWN
     await sim.clear_faults()
     settled = await reconcile(channel, p, snap(p, "succeeded", provider_payment_id="pi_feed_1"))
-    partly = await reconcile(
+    # A snapshot's refunded total is evidence, never a floor (issue 25): it
+    # writes nothing; the refunds, fetched one by one, move the payment.
+    total = await reconcile(
         channel, settled.payment, snap(settled.payment, "succeeded", amount_refunded=500)
     )
-    whole = await reconcile(
-        channel, partly.payment, snap(partly.payment, "succeeded", amount_refunded=p.amount)
-    )
+    assert not total.changed and total.payment == settled.payment
+    partly = await refund_snapshot(channel, "re_feed_1", 500)
+    whole = await refund_snapshot(channel, "re_feed_2", p.amount - 500)
     ups = await updates_of(channel, cursor, p.id, 5)
     assert [u.payment.status for u in ups] == [
         pb.PAYMENT_STATUS_PENDING,
@@ -77,11 +79,33 @@ async def test_unknown_then_a_snapshot_and_reversals_by_snapshot(
     ]
     assert ups[1].payment == p
     assert ups[2].payment == settled.payment
-    assert ups[3].payment == partly.payment
     assert as_of(ups[3]) == (pb.PAYMENT_STATUS_SUCCEEDED, 500, "pi_feed_1")
-    assert ups[4].payment == whole.payment
+    assert ups[3].refund.id == partly.refund.id
     assert as_of(ups[4]) == (pb.PAYMENT_STATUS_REVERSED, p.amount, "pi_feed_1")
+    assert ups[4].refund.id == whole.refund.id
     assert {u.event.source for u in ups[2:]} == {pb.PAYMENT_EVENT_SOURCE_RECONCILER}
+
+
+async def refund_snapshot(
+    channel: grpc.aio.Channel, re_id: str, amount: int
+) -> sync.ReconcileRefundResponse:
+    """The reconciler's fetch of a refund made at the provider directly."""
+    reply: sync.ReconcileRefundResponse = await rec(channel).ReconcileRefund(
+        sync.ReconcileRefundRequest(
+            provider_payment_id="pi_feed_1",
+            snapshot=sync.ProviderRefundSnapshot(
+                found=True,
+                provider_refund_id=re_id,
+                provider_status="succeeded",
+                amount=amount,
+                currency="usd",
+            ),
+        ),
+        metadata=REC,
+        timeout=10,
+    )
+    assert reply.changed
+    return reply
 
 
 async def test_a_redrive(channel: grpc.aio.Channel, sim: SimControl) -> None:

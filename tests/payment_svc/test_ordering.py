@@ -102,14 +102,17 @@ async def test_a_refund_in_the_second_of_a_snapshot_is_applied(
     assert state_at is None, "a snapshot carries no provider time and must record none"
     # The provider's `created` is whole seconds: this second (or a clock a
     # little behind ours) is before the moment the snapshot was written.
-    charge = {
-        "id": f"ch_{uuid.uuid4().hex[:12]}",
-        "object": "charge",
+    # The refund itself (a charge's refunded total is evidence only: issue 25).
+    refund = {
+        "id": f"re_{uuid.uuid4().hex[:12]}",
+        "object": "refund",
         "payment_intent": p.provider_payment_id,
         "amount": p.amount,
-        "amount_refunded": p.amount,
+        "currency": "usd",
+        "status": "succeeded",
+        "metadata": {},
     }
-    reply = await _apply(channel, _event("charge.refunded", charge, int(time.time()) - skew))
+    reply = await _apply(channel, _event("refund.created", refund, int(time.time()) - skew))
     assert reply.applied
     got = await stub(channel).GetPayment(
         svc.GetPaymentRequest(payment_id=p.id), metadata=auth(), timeout=5

@@ -356,10 +356,24 @@ async def test_a_partial_refund_then_a_dispute_reverse_the_whole_amount(
     p = (await stub(channel).CreatePayment(create_request(), metadata=auth(), timeout=5)).payment
     assert p.status == pb.PAYMENT_STATUS_SUCCEEDED
     charge = {"id": "ch_x", "object": "charge", "payment_intent": p.provider_payment_id}
+    # A charge's refunded total is evidence, never a floor (issue 25): it
+    # counts pending refunds too, and moves nothing.
     await apply(
         channel,
         charge_event("charge.refunded", {**charge, "amount": p.amount, "amount_refunded": 500}),
     )
+    assert (await get(channel, p.id)).amount_reversed == 0
+    # The refund itself, succeeded at the provider (made from its dashboard).
+    refund = {
+        "id": f"re_{uuid.uuid4().hex[:12]}",
+        "object": "refund",
+        "amount": 500,
+        "currency": "usd",
+        "payment_intent": p.provider_payment_id,
+        "status": "succeeded",
+        "metadata": {},
+    }
+    await apply(channel, charge_event("refund.created", refund))
     refunded = await get(channel, p.id)
     # SPEC §3a: partly refunded, it stays SUCCEEDED (this asserted REVERSED, the defect).
     assert (refunded.status, refunded.amount_reversed) == (pb.PAYMENT_STATUS_SUCCEEDED, 500)

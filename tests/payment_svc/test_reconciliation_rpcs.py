@@ -105,28 +105,33 @@ async def test_an_amount_mismatch_is_recorded_and_the_payment_left_alone(
     assert (reply.payment.status, reply.payment.amount) == (pb.PAYMENT_STATUS_UNKNOWN, p.amount)
 
 
-async def test_a_refund_or_dispute_reverses_a_success(channel: grpc.aio.Channel) -> None:
-    refunded = await create(channel)
-    reply = await reconcile(channel, refunded, snap(refunded, "succeeded", amount_refunded=500))
-    # SPEC §3a: partly refunded, it stays SUCCEEDED (this asserted REVERSED, the defect)...
-    assert (reply.payment.status, reply.payment.amount_reversed) == (
-        pb.PAYMENT_STATUS_SUCCEEDED,
-        500,
-    )
-    assert reply.changed
-    # ...and the rest refunded reverses it.
-    whole = snap(refunded, "succeeded", amount_refunded=refunded.amount)
-    reply = await reconcile(channel, refunded, whole)
-    assert (reply.payment.status, reply.payment.amount_reversed) == (
-        pb.PAYMENT_STATUS_REVERSED,
-        refunded.amount,
-    )
-    disputed = await create(channel)
-    reply = await reconcile(channel, disputed, snap(disputed, "succeeded", disputed=True))
-    assert (reply.payment.status, reply.payment.amount_reversed) == (
-        pb.PAYMENT_STATUS_REVERSED,
-        disputed.amount,
-    )
+async def test_a_snapshots_refunded_or_disputed_total_is_reported_never_applied(
+    channel: grpc.aio.Channel,
+) -> None:
+    """Issue 25: amount_reversed is what the refunds and disputes we know one
+    by one took back. A snapshot's total (Stripe's amount_refunded counts
+    pending refunds too) is evidence: differing from ours on a settled
+    payment, it is a REFUND_AMOUNT_MISMATCH, and nothing moves."""
+    for fields in ({"amount_refunded": 500}, {"disputed": True}):
+        p = await create(channel)
+        reply = await reconcile(channel, p, snap(p, "succeeded", **fields))
+        assert not reply.changed
+        assert (reply.payment.status, reply.payment.amount_reversed) == (
+            pb.PAYMENT_STATUS_SUCCEEDED,
+            0,
+        )
+        assert list(reply.discrepancies) == [sync.DISCREPANCY_KIND_REFUND_AMOUNT_MISMATCH]
+        listed = await rec(channel).ListDiscrepancies(
+            sync.ListDiscrepanciesRequest(kinds=[sync.DISCREPANCY_KIND_REFUND_AMOUNT_MISMATCH]),
+            metadata=REC,
+            timeout=5,
+        )
+        [found] = [d for d in listed.discrepancies if d.payment_id == p.id]
+        assert found.details["our_amount_reversed"] == "0"
+        assert found.details["provider_refunded"] == str(fields.get("amount_refunded", 0))
+        # The same snapshot of a payment whose books agree: nothing to report.
+        same = await reconcile(channel, p, snap(p, "succeeded"))
+        assert (same.changed, list(same.discrepancies)) == (False, [])
 
 
 async def test_discrepancies_are_deduplicated_while_open_and_resolved_with_a_note(

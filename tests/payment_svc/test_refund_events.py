@@ -20,7 +20,7 @@ from payment_svc.domain.refund_events import (
     RefundDecision,
     RefundState,
     decide_refund,
-    legacy_refunded,
+    refunded_total_note,
 )
 from payment_svc.domain.refunds import Refund, RefundStatus, RefundWrite, format_refund_id
 from payment_svc.domain.status import PaymentStatus, Source
@@ -201,8 +201,36 @@ def test_a_final_refund_contradicted_by_an_event_is_recorded_by_a_fetch_followed
     mine = ours(p, 300, RS, "re_1")
     event = decide(p, [mine], mine, fact(300, RF), source=Source.WEBHOOK, event_id="e")
     assert event.plan.write is RefundWrite.RECORD
+    assert (event.plan.amount_reversed, event.plan.undone) == (300, False)  # nothing moved
     fetch = decide(p, [mine], mine, fact(300, RF), source=Source.RECONCILER, authoritative=True)
     assert (fetch.plan.write, fetch.plan.refund_status) == (RefundWrite.MOVE, RF)
+    # Its amount leaves amount_reversed (never a floor), and that is alerted.
+    assert (fetch.plan.payment_to, fetch.plan.amount_reversed, fetch.plan.undone) == (S, 0, True)
+
+
+def test_a_refund_that_made_a_payment_whole_fails_and_it_is_succeeded_again() -> None:
+    p = payment(status=R, reversed_=1000)
+    first = ours(p, 600, RS, "re_1")
+    second = ours(p, 400, RS, "re_2")
+    d = decide(
+        p,
+        [first, second],
+        second,
+        fact(400, RF, "re_2"),
+        source=Source.RECONCILER,
+        authoritative=True,
+    )
+    assert (d.plan.payment_from, d.plan.payment_to) == (R, S)
+    assert (d.plan.amount_reversed, d.plan.undone, d.plan.payment_changes) == (600, True, True)
+    assert d.plan.note is not None and "1000 -> 600" in d.plan.note
+
+
+def test_a_pending_refund_that_fails_never_moved_money_and_undoes_nothing() -> None:
+    p = payment()
+    mine = ours(p, 1000, RP, "re_1")
+    d = decide(p, [mine], mine, fact(1000, RF), source=Source.WEBHOOK, event_id="e")
+    assert (d.plan.write, d.plan.payment_to, d.plan.amount_reversed) == (RefundWrite.MOVE, S, 0)
+    assert not d.plan.undone
 
 
 def test_an_amount_that_differs_is_a_mismatch_never_applied() -> None:
@@ -218,13 +246,15 @@ def test_an_amount_that_differs_is_a_mismatch_never_applied() -> None:
     assert dup.action is RefundAction.MISMATCH
 
 
-def test_a_charge_refunded_without_its_refunds_never_counts_ours_in_flight() -> None:
+def test_a_charge_refunded_without_its_refunds_is_evidence_said_against_ours() -> None:
     p = payment()
     pending = ours(p, 300, RP, "re_1")
     unknown = ours(p, 200, RU)
-    # Stripe's amount_refunded counts the pending 300: not a reversal yet.
-    assert legacy_refunded(700, [pending, unknown], 0) == 200
-    assert legacy_refunded(300, [], 400) == 700  # a dispute's part is added
+    # Stripe's amount_refunded counts the pending 300: compared, never added.
+    agrees = refunded_total_note(500, [pending, unknown], p)
+    assert "agrees with our refunds (500" in agrees and "amount_reversed 0 of 1000" in agrees
+    differs = refunded_total_note(700, [pending], p)
+    assert "differs from our refunds (300" in differs
 
 
 # -- the service layer, on fakes ----------------------------------------------

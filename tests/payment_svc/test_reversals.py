@@ -1,8 +1,10 @@
-"""Refunds and disputes in the domain, without I/O (SPEC §3a, §4): only
-reversals covering the whole amount make a payment REVERSED; partly reversed
-it stays SUCCEEDED with amount_reversed recorded. Events go through the
-adapter's parser (the provider's JSON in) and the domain's plan; `Held` folds
-the plans as the event store writes them."""
+"""Refunds and disputes in the domain, without I/O (SPEC §3a, §4; issue 25):
+amount_reversed is what the refunds and disputes we know one by one took
+back, never a floor; only reversals covering the whole amount make a payment
+REVERSED; partly reversed it stays SUCCEEDED. A provider's total (a charge's
+amount_refunded, a snapshot's refunded or disputed) is evidence, never moves
+it. Events go through the adapter's parser (the provider's JSON in) and the
+domain's plan; `Held` folds the plans as the event store writes them."""
 
 from __future__ import annotations
 
@@ -14,9 +16,9 @@ import pytest
 
 from payment_svc.adapters.stripe_observations import ours, parse_event
 from payment_svc.adapters.stripe_observations import snapshot as stripe_snapshot
+from payment_svc.domain import reversals
 from payment_svc.domain.provider_events import EventPlan, plan_event, rank_of
 from payment_svc.domain.reconciliation import ProviderFacts, Snapshot, plan_snapshot
-from payment_svc.domain.reversals import reverse
 from payment_svc.domain.status import PaymentStatus
 from payments_stripe.objects import our_view, parse_intent
 
@@ -49,11 +51,15 @@ def _event(event_type: str, obj: dict[str, object], created: int, event_id: str)
 
 @dataclass(frozen=True)
 class Held:
-    """A payment as the event store keeps it: status, amount_reversed, and the
-    newest provider state applied (time and rank)."""
+    """A payment as the event store keeps it: status, amount_reversed,
+    amount_disputed, the newest provider state applied (time and rank), and
+    what its refunds that succeeded add up to (another table's, read under
+    the payment's lock)."""
 
     status: PaymentStatus = S
     amount_reversed: int = 0
+    amount_disputed: int = 0
+    succeeded_refunds: int = 0
     state_at: datetime | None = AT_T0
     state_rank: int | None = 2
     history: tuple[tuple[PaymentStatus, PaymentStatus, bool, str | None], ...] = ()
@@ -69,15 +75,21 @@ class Held:
             currency="USD",
             bound_provider_id="pi_1",
             amount_reversed=self.amount_reversed,
+            succeeded_refunds=self.succeeded_refunds,
+            amount_disputed=self.amount_disputed,
         )
         moved = self
         if plan.touch:
             assert obs.occurred_at is not None and self.state_at is not None
             newer = obs.occurred_at > self.state_at
+            # As event_store.py's statement: the planned figure, or unchanged.
             moved = replace(
                 self,
                 status=(plan.status or obs.status or self.status) if plan.applied else self.status,
-                amount_reversed=max(self.amount_reversed, plan.amount_reversed or 0),
+                amount_reversed=(
+                    self.amount_reversed if plan.amount_reversed is None else plan.amount_reversed
+                ),
+                amount_disputed=min(AMOUNT, self.amount_disputed + (obs.reversal_added or 0)),
                 state_at=max(self.state_at, obs.occurred_at),
                 state_rank=int(obs.rank) if newer else max(self.state_rank or 0, int(obs.rank)),
             )
@@ -91,69 +103,50 @@ class Held:
         return held
 
 
-def test_a_partial_refund_leaves_the_payment_succeeded_with_what_it_reversed() -> None:
-    held, plan = Held().apply(refunded(300))
-    assert (held.status, held.amount_reversed) == (S, 300)
-    # A change all the same: applied, and in the history with what it changed.
-    assert plan.applied
-    assert held.history == ((S, S, True, "amount_reversed 0 -> 300 of 1000"),)
+@pytest.mark.parametrize("cumulative", [300, 1000])
+def test_a_charges_refunded_total_is_evidence_and_moves_nothing(cumulative: int) -> None:
+    # Stripe's amount_refunded counts pending refunds too: the refunds
+    # themselves (refund.*, the reconciler's listing) move the payment.
+    held, plan = Held().apply(refunded(cumulative))
+    assert (held.status, held.amount_reversed) == (S, 0)
+    assert not plan.applied and plan.amount_reversed is None
+    assert plan.note is not None and "evidence" in plan.note
 
 
-def test_two_partial_refunds_reaching_the_whole_amount_reverse_it() -> None:
-    first = Held().then(refunded(300))
-    assert (first.status, first.amount_reversed) == (S, 300)
-    held, plan = first.apply(refunded(1000, created=T0 + 30))
-    assert (held.status, held.amount_reversed) == (R, 1000)
-    assert plan.applied
-    assert held.history[-1] == (S, R, True, "amount_reversed 300 -> 1000 of 1000")
-
-
-def test_the_second_refund_in_the_second_of_the_first_is_not_dropped() -> None:
-    # Whole seconds at the provider: both refunds may share one.
-    held = Held().then(refunded(300, created=T0 + 10), refunded(1000, created=T0 + 10))
-    assert (held.status, held.amount_reversed) == (R, 1000)
+def test_a_refunded_total_never_lowers_what_the_refunds_took_either() -> None:
+    held, plan = Held(amount_reversed=600, succeeded_refunds=600, state_rank=3).apply(refunded(300))
+    assert (held.status, held.amount_reversed) == (S, 600)
+    assert not plan.applied
 
 
 def test_a_dispute_of_part_leaves_it_succeeded() -> None:
     held = Held().then(disputed(400))
-    assert (held.status, held.amount_reversed) == (S, 400)
+    assert (held.status, held.amount_reversed, held.amount_disputed) == (S, 400, 400)
 
 
-def test_a_refund_and_a_dispute_covering_all_reverse_it() -> None:
-    held = Held().then(refunded(300), disputed(700))
+def test_refunds_that_succeeded_and_a_dispute_covering_all_reverse_it() -> None:
+    held = Held(amount_reversed=300, succeeded_refunds=300, state_rank=3).then(disputed(700))
     assert (held.status, held.amount_reversed) == (R, 1000)
-    assert [(a, b, applied) for a, b, applied, _ in held.history] == [
-        (S, S, True),
-        (S, R, True),
-    ]
-
-
-@pytest.mark.parametrize("late", [T0 + 5, T0 + 10, T0 + 40])
-def test_a_stale_or_repeated_cumulative_refund_never_lowers_amount_reversed(late: int) -> None:
-    held = Held().then(refunded(300, created=T0 + 10), refunded(600, created=T0 + 30))
-    assert (held.status, held.amount_reversed) == (S, 600)
-    # An older event, the same second's, or one whose cumulative figure is
-    # lower (a delivery of an earlier state, reordered): 600 stays.
-    again, plan = held.apply(refunded(300, created=late, event_id=f"evt_again_{late}"))
-    assert (again.status, again.amount_reversed) == (S, 600)
-    assert not plan.applied
-    assert plan.amount_reversed is None
+    assert [(a, b, applied) for a, b, applied, _ in held.history] == [(S, R, True)]
 
 
 def test_a_dispute_never_reverses_more_than_the_amount() -> None:
-    held = Held().then(refunded(800), disputed(AMOUNT))
+    held = Held(amount_reversed=800, succeeded_refunds=800, state_rank=3).then(disputed(AMOUNT))
     assert (held.status, held.amount_reversed) == (R, AMOUNT)
 
 
 def test_a_reversal_of_a_payment_not_known_to_have_succeeded_moves_nothing() -> None:
-    held, plan = Held(status=PaymentStatus.PENDING, state_rank=1).apply(refunded(300))
-    assert (held.status, held.amount_reversed) == (PaymentStatus.PENDING, 0)
-    assert not plan.applied and not plan.touch
+    pending = Held(status=PaymentStatus.PENDING, state_rank=1)
+    for event in (refunded(300), disputed(300)):
+        held, plan = pending.apply(event)
+        assert (held.status, held.amount_reversed) == (PaymentStatus.PENDING, 0)
+        assert not plan.applied and not plan.touch
 
 
-def test_more_reversed_of_a_reversed_payment_is_recorded_and_it_stays_reversed() -> None:
-    held = Held(status=R, amount_reversed=300, state_rank=3).then(disputed(700))
-    assert (held.status, held.amount_reversed) == (R, 1000)
+def test_more_disputed_of_a_reversed_payment_is_recorded_and_it_stays_reversed() -> None:
+    held = Held(status=R, amount_reversed=1000, succeeded_refunds=1000, state_rank=3)
+    again = held.then(disputed(700))
+    assert (again.status, again.amount_reversed) == (R, 1000)
 
 
 def test_a_partly_refunded_payment_ranks_as_a_reversal() -> None:
@@ -162,11 +155,22 @@ def test_a_partly_refunded_payment_ranks_as_a_reversal() -> None:
 
 
 def test_the_rule_itself() -> None:
-    assert reverse(AMOUNT, 0, refunded=300).status is S
-    assert reverse(AMOUNT, 300, refunded=1000).status is R
-    assert reverse(AMOUNT, 600, refunded=300).amount_reversed == 600
-    assert reverse(AMOUNT, 300, disputed=700).status is R
-    assert reverse(AMOUNT, 900, disputed=700).amount_reversed == AMOUNT
+    by = reversals.reversed_by
+    assert by(AMOUNT, succeeded_refunds=300, disputed=0) == 300
+    assert by(AMOUNT, succeeded_refunds=300, disputed=900) == AMOUNT  # capped
+    assert reversals.status_for(S, AMOUNT, 1000) is R
+    assert reversals.status_for(S, AMOUNT, 999) is S
+    # REVERSED that no longer covers the whole amount (a refund failed after
+    # it succeeded) is SUCCEEDED again: the rule's move, no source's word.
+    assert reversals.status_for(R, AMOUNT, 0) is S
+    assert reversals.status_for(PaymentStatus.FAILED, AMOUNT, AMOUNT) is PaymentStatus.FAILED
+    whole = reversals.reversal(S, AMOUNT, succeeded_refunds=1000, disputed=0)
+    assert whole.whole
+    undone = reversals.reversal(R, AMOUNT, succeeded_refunds=0, disputed=0)
+    assert (undone.status, undone.amount_reversed) == (S, 0)
+    assert reversals.undone(R, undone, 1000)
+    assert reversals.undone(S, reversals.reversal(S, AMOUNT, succeeded_refunds=0, disputed=0), 300)
+    assert not reversals.undone(S, whole, 300)
 
 
 def _snapshot(amount_refunded: int = 0, disputed: bool = False) -> Snapshot:
@@ -186,37 +190,47 @@ def _snapshot(amount_refunded: int = 0, disputed: bool = False) -> Snapshot:
     )
 
 
-def test_a_snapshot_follows_the_same_rule() -> None:
+def test_a_snapshots_reversed_amount_is_evidence_a_disagreement_a_finding() -> None:
+    # The provider says 300 of a payment we know nothing refunded of: the
+    # refunds are listed one by one (the reconciler), the total moves nothing.
     partly = plan_snapshot(S, AMOUNT, "USD", _snapshot(300), bound_provider_id="pi_1")
-    assert (partly.apply, partly.status, partly.amount_reversed) == (True, S, 300)
-    assert partly.note is not None and "amount_reversed 0 -> 300 of 1000" in partly.note
+    assert (partly.apply, partly.reversal_differs) == (False, True)
     whole = plan_snapshot(
         S, AMOUNT, "USD", _snapshot(1000), bound_provider_id="pi_1", amount_reversed=300
     )
-    assert (whole.apply, whole.status, whole.amount_reversed) == (True, R, 1000)
+    assert (whole.apply, whole.reversal_differs) == (False, True)
+    # Ours counted a refund the provider then failed: 0 at the provider.
+    undone = plan_snapshot(
+        R, AMOUNT, "USD", _snapshot(0), bound_provider_id="pi_1", amount_reversed=AMOUNT
+    )
+    assert (undone.apply, undone.reversal_differs) == (False, True)
     disputed = plan_snapshot(S, AMOUNT, "USD", _snapshot(disputed=True), bound_provider_id="pi_1")
-    assert (disputed.apply, disputed.status, disputed.amount_reversed) == (True, R, AMOUNT)
-    # The same figure again, or a lower one: nothing to do.
+    assert (disputed.apply, disputed.reversal_differs) == (False, True)
+    # The same figure: nothing to do, nothing to report.
     same = plan_snapshot(
         S, AMOUNT, "USD", _snapshot(300), bound_provider_id="pi_1", amount_reversed=300
     )
-    assert not same.apply
-    lower = plan_snapshot(
-        S, AMOUNT, "USD", _snapshot(300), bound_provider_id="pi_1", amount_reversed=600
+    assert (same.apply, same.reversal_differs) == (False, False)
+    reversed_ = plan_snapshot(
+        R, AMOUNT, "USD", _snapshot(1000), bound_provider_id="pi_1", amount_reversed=AMOUNT
     )
-    assert not lower.apply
+    assert (reversed_.apply, reversed_.reversal_differs) == (False, False)
 
 
-def test_a_pending_payment_the_snapshot_shows_partly_refunded_succeeds_with_it() -> None:
+def test_a_pending_payment_the_snapshot_shows_partly_refunded_succeeds_with_nothing_reversed() -> (
+    None
+):
+    # Its refunds become ours one by one (the settlement diff lists them).
     plan = plan_snapshot(PaymentStatus.PENDING, AMOUNT, "USD", _snapshot(300))
-    assert (plan.apply, plan.status, plan.amount_reversed) == (True, S, 300)
+    assert (plan.apply, plan.status, plan.amount_reversed) == (True, S, 0)
+    assert not plan.reversal_differs  # not settled before: nothing to compare yet
 
 
 @pytest.mark.parametrize(
     ("amount_refunded", "disputed"),
     [(0, False), (300, False), (999, False), (1000, False), (300, True)],
 )
-def test_the_reconciler_sees_what_payment_svc_makes_of_a_snapshot(
+def test_the_reconciler_sees_what_payment_svc_makes_of_the_same_reversed_amount(
     amount_refunded: int, disputed: bool
 ) -> None:
     intent = parse_intent(
@@ -230,7 +244,10 @@ def test_the_reconciler_sees_what_payment_svc_makes_of_a_snapshot(
             "latest_charge": {"amount_refunded": amount_refunded, "disputed": disputed},
         }
     )
-    # The reconciler's view is in the Stripe package's words; payment-svc reads them by name.
-    assert ours(our_view(intent)) is _snapshot(amount_refunded, disputed).status
+    snap = _snapshot(amount_refunded, disputed)
+    assert snap.status is S  # the intent's own status; REVERSED is ours to derive
+    # The reconciler's view is in the Stripe package's words; payment-svc
+    # reads them by name, and derives REVERSED by the same rule.
+    assert ours(our_view(intent)) is reversals.status_for(S, AMOUNT, snap.amount_reversed)
     expected = R if disputed or amount_refunded == AMOUNT else S
     assert ours(our_view(intent)) is expected

@@ -486,8 +486,10 @@ async def test_an_event_of_another_provider_payment_is_a_duplicate_never_applied
     assert found.details["bound_provider_payment_id"] == "pi_fake"
 
 
-async def test_a_partial_refund_keeps_the_payment_succeeded() -> None:
+async def test_a_refunded_total_moves_nothing_a_dispute_of_part_keeps_it_succeeded() -> None:
     uow, repo, _, _, pid = await _inbox_with_payment(bound="pi_fake")
+    # charge.refunded's total counts pending refunds too: evidence only
+    # (issue 25); the refunds themselves move the payment.
     refund = _event(
         "evt_r",
         PaymentStatus.SUCCEEDED,
@@ -496,9 +498,24 @@ async def test_a_partial_refund_keeps_the_payment_succeeded() -> None:
         refunded=300,
     )
     out = await apply_to_inbox(lambda: uow, refund)
+    assert not out.applied
+    assert (repo.payments[pid].status, repo.payments[pid].amount_reversed) == (
+        PaymentStatus.SUCCEEDED,
+        0,
+    )
+    dispute = replace(
+        refund,
+        provider_event_id="evt_d",
+        observation=replace(refund.observation, amount_reversed=None, reversal_added=400),
+    )
+    out = await apply_to_inbox(lambda: uow, dispute)
     assert out.applied
-    assert repo.payments[pid].status is PaymentStatus.SUCCEEDED
-    assert repo.payments[pid].amount_reversed == 300
+    now = repo.payments[pid]
+    assert (now.status, now.amount_reversed, now.amount_disputed) == (
+        PaymentStatus.SUCCEEDED,
+        400,
+        400,
+    )
 
 
 @dataclass(frozen=True)

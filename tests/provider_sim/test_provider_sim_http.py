@@ -395,6 +395,24 @@ async def test_error_rate_fails_before_charging(client: stripe.StripeClient, sim
     assert [row["charges"] for row in await sim.ledger()] == [1]
 
 
+async def test_unavailable_routes_fail_those_routes_alone(
+    client: stripe.StripeClient, sim: Sim
+) -> None:
+    intent = await create(client, params(), key="k-routes")
+    await client.refunds.create_async({"payment_intent": intent.id, "amount": 100})
+    await sim.set_faults(unavailable_routes=["GET /v1/refunds"])
+    _, faults = await sim.control("GET", "/_sim/faults")
+    assert faults["unavailable_routes"] == ["GET /v1/refunds"]
+    with pytest.raises(stripe.APIError) as caught:
+        await client.refunds.list_async({"payment_intent": intent.id})
+    assert caught.value.http_status == 503
+    # The intent itself, and a refund by its id, still answer.
+    assert (await client.payment_intents.retrieve_async(intent.id)).amount_received > 0
+    await sim.set_faults(unavailable_routes=[])
+    listed = await client.refunds.list_async({"payment_intent": intent.id})
+    assert [r.amount for r in listed.data] == [100]
+
+
 async def test_timeout_after_charge_then_replay(client: stripe.StripeClient, sim: Sim) -> None:
     await sim.set_faults(timeout_after_charge_rate=1, timeout_after_charge_hold_ms=1500)
     impatient_http = stripe.AIOHTTPClient(timeout=aiohttp.ClientTimeout(total=0.3))
@@ -431,6 +449,7 @@ async def test_faults_merge_and_validate(sim: Sim) -> None:
         "webhook_delay_ms",
         "refund_pending_rate",
         "refund_fail_after_ms",
+        "unavailable_routes",
     }
     await sim.set_faults(webhook_drop_rate=0.25, webhook_reorder=True)
     await sim.set_faults(webhook_delay_ms=40)
@@ -445,6 +464,10 @@ async def test_faults_merge_and_validate(sim: Sim) -> None:
         ({"latency_ms": -1}, "invalid_value"),
         ({"latency_ms": "5"}, "invalid_value"),
         ({"webhook_reorder": 1}, "invalid_value"),
+        ({"unavailable_routes": "GET /v1/refunds"}, "invalid_value"),
+        ({"unavailable_routes": ["DELETE /v1/refunds"]}, "invalid_value"),
+        ({"unavailable_routes": ["GET /_sim/ledger"]}, "invalid_value"),
+        ({"unavailable_routes": ["GET /v1/x"] * 21}, "invalid_value"),
         ([1, 2], "invalid_body"),
     ]:
         status, body = await sim.control("POST", "/_sim/faults", bad)

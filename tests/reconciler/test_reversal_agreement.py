@@ -15,6 +15,7 @@ import pytest
 
 from payment_svc.adapters.stripe_observations import snapshot as read_snapshot
 from payment_svc.domain.reconciliation import plan_snapshot
+from payment_svc.domain.reversals import status_for
 from payment_svc.domain.status import PaymentStatus
 from payment_svc.entrypoints.provider_sync_grpc import snapshot as facts_of
 from payments_stripe.objects import our_view, parse_intent
@@ -56,9 +57,11 @@ def _held_by_payment_svc(status: Status, amount_reversed: int) -> bool:
     return amount_reversed == 0
 
 
-def _payment_svc_leaves_it(ours: Ours, intent: Any) -> bool:
+def _payment_svc_leaves_it(ours: Ours, intent: Any, amount_disputed: int = 0) -> bool:
     """What RecordProviderSnapshot would make of the intent: nothing to
-    write and nothing to report."""
+    write and nothing to report (a reversed amount that differs from the
+    provider's is reported: issue 25). `amount_disputed`: the dispute ours
+    recorded (its own amount, which the charge does not carry)."""
     snap = read_snapshot(facts_of(wire_snapshot(intent, datetime.now(UTC))))
     plan = plan_snapshot(
         PaymentStatus[ours.status.name],
@@ -67,8 +70,11 @@ def _payment_svc_leaves_it(ours: Ours, intent: Any) -> bool:
         snap,
         bound_provider_id=ours.provider_payment_id,
         amount_reversed=ours.amount_reversed,
+        amount_disputed=amount_disputed,
     )
-    return not (plan.apply or plan.mismatch or plan.contradiction or plan.duplicate)
+    return not (
+        plan.apply or plan.mismatch or plan.contradiction or plan.duplicate or plan.reversal_differs
+    )
 
 
 # Only a succeeded charge can be refunded or disputed at Stripe.
@@ -87,7 +93,10 @@ def test_an_intent_the_reconciler_skips_is_one_payment_svc_leaves_alone(
 ) -> None:
     intent = _intent(state, refunded, disputed)
     snap = read_snapshot(facts_of(wire_snapshot(intent, datetime.now(UTC))))
-    assert snap.status is not None and our_view(intent).name == snap.status.name
+    assert snap.status is not None
+    # The snapshot's status is the intent's own; REVERSED is derived by the one rule.
+    derived = status_for(snap.status, AMOUNT, snap.amount_reversed)
+    assert our_view(intent).name == derived.name
     skipped = 0
     for status, amount_reversed in itertools.product(Status, REVERSED_AMOUNTS):
         if not _held_by_payment_svc(status, amount_reversed):
@@ -95,7 +104,13 @@ def test_an_intent_the_reconciler_skips_is_one_payment_svc_leaves_alone(
         ours = Ours("pay_1", status, AMOUNT, "USD", "pi_1", amount_reversed)
         if agrees(ours, intent):
             skipped += 1
-            assert _payment_svc_leaves_it(ours, intent), (status, amount_reversed)
+            # A dispute takes what the refunds left (provider-sim's and Stripe's);
+            # of a charge refunded whole, some amount all the same.
+            disputed_amount = max(AMOUNT - refunded, 1) if disputed else 0
+            assert _payment_svc_leaves_it(ours, intent, disputed_amount), (
+                status,
+                amount_reversed,
+            )
     # Exactly one state of ours agrees with each intent: the one payment-svc
     # would make of it (so the check above is never vacuous).
     assert skipped == 1

@@ -71,9 +71,9 @@ u AS (
         provider_payment_id = COALESCE(provider_payment_id, $4),
         failure_code = CASE WHEN $2 AND $3 = 'FAILED' THEN $5 ELSE failure_code END,
         failure_message = CASE WHEN $2 AND $3 = 'FAILED' THEN $6 ELSE failure_message END,
-        -- the domain's figure (domain/reversals.py), worked out under this
-        -- row's lock; it never lowers what is there
-        amount_reversed = GREATEST(amount_reversed, COALESCE($7, 0)),
+        -- the domain's figure (domain/reversals.py), planned under this
+        -- row's lock (NULL: unchanged)
+        amount_reversed = COALESCE($7, amount_reversed),
         -- a dispute's own amount, apart from refunds (capped at the payment's)
         amount_disputed = LEAST(amount, amount_disputed + COALESCE($17, 0)),
         provider_state_at = GREATEST(provider_state_at, $8),

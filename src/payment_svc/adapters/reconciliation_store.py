@@ -111,7 +111,7 @@ async def apply_snapshot(
                 provider_payment_id = COALESCE(provider_payment_id, $3),
                 failure_code = CASE WHEN $2 = 'FAILED' THEN $4 ELSE failure_code END,
                 failure_message = CASE WHEN $2 = 'FAILED' THEN $5 ELSE failure_message END,
-                amount_reversed = GREATEST(amount_reversed, $6),
+                amount_reversed = $6,
                 -- A snapshot has no provider time: provider_state_at keeps the
                 -- newest event's (our clock is never provider time); the rank
                 -- only grows, so older events of a lower rank stay stale.

@@ -16,7 +16,6 @@ from payment_svc.domain.provider_events import ProviderObservation, StateRank
 from payment_svc.domain.reconciliation import ProviderFacts, Snapshot
 from payment_svc.domain.refund_events import ProviderRefundFact
 from payment_svc.domain.refunds import RefundStatus
-from payment_svc.domain.reversals import status_for
 from payment_svc.domain.status import PaymentStatus
 from payments_stripe import events as stripe_events
 from payments_stripe.events import (
@@ -58,10 +57,11 @@ def ours(status: Status) -> PaymentStatus:
 
 def snapshot(facts: ProviderFacts) -> Snapshot:
     """The reconciler's snapshot of an intent (Stripe's words) in the domain's:
-    the intent's own status by the Stripe package's one mapping, the amount
-    refunds and disputes took back as the package counts it, and whether that
-    makes the payment REVERSED by the domain's rule (domain/reversals.py).
-    payment-svc's SnapshotReader (service_layer/ports.py), wired in main."""
+    the intent's own status by the Stripe package's one mapping, and the
+    amount refunds and disputes took back as the package counts it (evidence
+    to compare with ours: domain/reversals.py; REVERSED is the domain's to
+    derive from the refunds and disputes it knows). payment-svc's
+    SnapshotReader (service_layer/ports.py), wired in main."""
     amount = facts.amount
     reversed_amount = snapshot_reversed(
         amount, amount_refunded=facts.amount_refunded, disputed=facts.disputed
@@ -72,7 +72,7 @@ def snapshot(facts: ProviderFacts) -> Snapshot:
             StripeIntentStatus.parse(facts.provider_status),
             has_payment_error=bool(facts.failure_code),
         )
-        status = status_for(ours(own), amount, reversed_amount)
+        status = ours(own)
     return Snapshot(
         found=facts.found,
         status=status,
@@ -83,6 +83,8 @@ def snapshot(facts: ProviderFacts) -> Snapshot:
         failure_code=facts.failure_code,
         failure_message=facts.failure_message,
         provider_status=facts.provider_status,
+        refunded=facts.amount_refunded,
+        disputed=facts.disputed,
     )
 
 

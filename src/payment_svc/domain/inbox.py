@@ -30,6 +30,8 @@ class EventOutcome:
     applied: bool
     # A discrepancy this event revealed (recorded in the same transaction).
     discrepancy: DiscrepancyKind | None = None
+    # A refund counted as given back failed (domain/reversals.undone): alerted.
+    undone: bool = False
 
 
 @dataclass(frozen=True)
@@ -107,10 +109,12 @@ def refund_event_write(target: EventTarget) -> EventWrite:
 
 
 def plan_inbox_write(
-    target: EventTarget, event: InboxEvent, *, authoritative: bool
+    target: EventTarget, event: InboxEvent, *, authoritative: bool, succeeded_refunds: int = 0
 ) -> tuple[EventPlan, EventWrite]:
     """The domain's plan for `event` against the locked payment, and the
-    values the one inbox statement writes for it."""
+    values the one inbox statement writes for it. `succeeded_refunds`: what
+    the payment's refunds that succeeded add up to (read under its lock; a
+    dispute derives amount_reversed from it)."""
     obs = event.observation
     payment = target.payment
     plan = plan_event(
@@ -123,6 +127,8 @@ def plan_inbox_write(
         authoritative=authoritative,
         bound_provider_id=payment.provider_payment_id,
         amount_reversed=payment.amount_reversed,
+        succeeded_refunds=succeeded_refunds,
+        amount_disputed=payment.amount_disputed,
     )
     write = EventWrite(
         payment_id=payment.id,

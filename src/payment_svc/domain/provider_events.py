@@ -63,9 +63,10 @@ class ProviderObservation:
     provider_status: str | None = None
     failure_code: str | None = None
     failure_message: str | None = None
-    # Refunds report the charge's cumulative refunded amount (taken as a
-    # floor); a dispute reports its own amount, added once (the inbox applies
-    # each event once), capped at the payment's amount.
+    # A charge.refunded that does not list its refunds reports the charge's
+    # cumulative refunded amount (evidence only: domain/reversals.py); a
+    # dispute reports its own amount, added once (the inbox applies each
+    # event once), capped at the payment's amount.
     amount_reversed: int | None = None
     reversal_added: int | None = None
     reversal: bool = False
@@ -128,7 +129,12 @@ def plan_event(
     authoritative: bool = False,
     bound_provider_id: str | None = None,
     amount_reversed: int = 0,
+    succeeded_refunds: int = 0,
+    amount_disputed: int = 0,
 ) -> EventPlan:
+    """`amount_reversed`, `succeeded_refunds`, `amount_disputed`: the
+    payment's, read under its lock (a dispute's plan derives amount_reversed
+    from them: domain/reversals.py)."""
     from payment_svc.domain.status import Move, decide
 
     if obs.status is None:
@@ -154,7 +160,14 @@ def plan_event(
             applied=False, touch=False, note="older than the provider state already applied"
         )
     if obs.reversal:
-        return _plan_reversal(current, amount, amount_reversed, obs)
+        return _plan_reversal(
+            current,
+            amount,
+            amount_reversed,
+            obs,
+            succeeded_refunds=succeeded_refunds,
+            amount_disputed=amount_disputed,
+        )
     move = decide(current, obs.status, authoritative=authoritative)
     if move is Move.APPLY:
         return EventPlan(applied=True, touch=True)
@@ -168,21 +181,39 @@ def plan_event(
 
 
 def _plan_reversal(
-    current: PaymentStatus, amount: int, amount_reversed: int, obs: ProviderObservation
+    current: PaymentStatus,
+    amount: int,
+    amount_reversed: int,
+    obs: ProviderObservation,
+    *,
+    succeeded_refunds: int,
+    amount_disputed: int,
 ) -> EventPlan:
-    """A refund or a dispute: only of a succeeded payment (one not known to
-    have succeeded yet is left to the success's event or the reconciler). It
-    moves the payment when it reverses more than we had recorded: to
-    REVERSED when the whole amount is, else it stays SUCCEEDED with the new
-    amount_reversed (a history entry all the same)."""
+    """A dispute or a charge's refunded total: only of a succeeded payment
+    (one not known to have succeeded yet is left to the success's event or
+    the reconciler). A dispute's amount joins amount_disputed, and
+    amount_reversed is derived again (domain/reversals.py): REVERSED when
+    whole, else SUCCEEDED with the new amount_reversed (a history entry all
+    the same). A refunded total moves nothing: it is evidence (the refunds
+    it counts move the payment one by one)."""
     if current not in (PaymentStatus.SUCCEEDED, PaymentStatus.REVERSED):
         return EventPlan(
             applied=False,
             touch=False,
             note=f"{current.value}: a refund or a dispute reverses only a SUCCEEDED payment",
         )
-    after = reversals.reverse(
-        amount, amount_reversed, refunded=obs.amount_reversed, disputed=obs.reversal_added
+    if not obs.reversal_added:
+        return EventPlan(
+            applied=False,
+            touch=True,
+            note=f"provider counts {obs.amount_reversed or 0} refunded: evidence only",
+            status=current,
+        )
+    after = reversals.reversal(
+        current,
+        amount,
+        succeeded_refunds=succeeded_refunds,
+        disputed=min(amount, amount_disputed + obs.reversal_added),
     )
     if after.amount_reversed == amount_reversed:
         return EventPlan(

@@ -4,10 +4,13 @@ A snapshot is the provider's answer to "what is this payment now?": the
 truth. It may contradict a final state (SUCCEEDED against FAILED): the payment
 follows the provider and the contradiction is recorded. Amount or currency
 differing is never fixed by overwriting: it is recorded and left alone.
-Refunds and disputes count as in domain/reversals.py: a snapshot's reversed
-amount is a floor, and only the whole amount reversed makes a payment
-REVERSED; more reversed of a payment whose status stays is a change all the
-same (recorded, with a history entry).
+Refunds and disputes count as in domain/reversals.py: amount_reversed is
+what the refunds and disputes we know one by one took back, so a snapshot's
+reversed amount (the provider's succeeded refunds and disputes, as the
+reconciler counted them) is evidence, never a floor: when it differs from
+ours on a settled payment it is a REFUND_AMOUNT_MISMATCH and nothing moves
+(the reconciler's listing of the refunds moves them one by one). The
+snapshot's own status is the intent's; REVERSED is ours to derive.
 """
 
 from __future__ import annotations
@@ -72,7 +75,9 @@ class ProviderFacts:
 
 @dataclass(frozen=True)
 class Snapshot:
-    """The provider's view of one payment, in our terms."""
+    """The provider's view of one payment, in our terms: `status` is the
+    intent's own (never REVERSED), `amount_reversed` what its succeeded
+    refunds and disputes took back, to compare with ours."""
 
     found: bool
     status: PaymentStatus | None
@@ -83,6 +88,20 @@ class Snapshot:
     failure_code: str | None
     failure_message: str | None
     provider_status: str
+    # The parts of amount_reversed: what the provider's succeeded refunds
+    # took, and whether the charge is disputed (it does not say how much).
+    refunded: int = 0
+    disputed: bool = False
+
+    def reversal_differs(self, amount: int, amount_reversed: int, amount_disputed: int) -> bool:
+        """Whether ours disagrees with what the provider took back: its
+        succeeded refunds, and a dispute (ours counts the dispute's own
+        amount, which the charge does not carry: a disputed charge agrees
+        with any dispute of ours, never with none)."""
+        if self.disputed != (amount_disputed > 0):
+            return True
+        theirs = min(amount, self.refunded + amount_disputed)
+        return theirs != amount_reversed
 
 
 @dataclass(frozen=True)
@@ -97,6 +116,9 @@ class SnapshotPlan:
     # When `apply`: what the payment becomes, and its amount_reversed.
     status: PaymentStatus | None = None
     amount_reversed: int = 0
+    # A settled payment whose amount_reversed differs from what the provider's
+    # refunds and disputes took back: REFUND_AMOUNT_MISMATCH, nothing moves.
+    reversal_differs: bool = False
 
 
 def plan_snapshot(
@@ -107,6 +129,7 @@ def plan_snapshot(
     *,
     bound_provider_id: str | None = None,
     amount_reversed: int = 0,
+    amount_disputed: int = 0,
 ) -> SnapshotPlan:
     if not snap.found or snap.status is None:
         return SnapshotPlan(apply=False, note="nothing the provider says moves it")
@@ -122,22 +145,22 @@ def plan_snapshot(
             mismatch=True,
             note=f"provider has {snap.amount} {snap.currency.upper()}, we have {amount} {currency}",
         )
-    after = reversals.reversed_after(amount, amount_reversed, refunded=snap.amount_reversed)
-    target = reversals.status_for(snap.status, amount, after)
-    more = f", {reversals.note(amount_reversed, after, amount)}" if after != amount_reversed else ""
+    settled = (PaymentStatus.SUCCEEDED, PaymentStatus.REVERSED)
+    target = reversals.status_for(snap.status, amount, amount_reversed)
+    differs = (
+        current in settled
+        and target in settled
+        and snap.reversal_differs(amount, amount_reversed, amount_disputed)
+    )
     if target is current:
-        if not more:
-            return SnapshotPlan(apply=False)
-        return SnapshotPlan(
-            apply=True,
-            note=f"provider status {snap.provider_status}{more}",
-            status=target,
-            amount_reversed=after,
-        )
+        return SnapshotPlan(apply=False, reversal_differs=differs, amount_reversed=amount_reversed)
     move = decide(current, target, authoritative=True)
     if move is not Move.APPLY:
         return SnapshotPlan(
-            apply=False, note=f"{current.value} -> {target.value} is not a transition"
+            apply=False,
+            note=f"{current.value} -> {target.value} is not a transition",
+            reversal_differs=differs,
+            amount_reversed=amount_reversed,
         )
     contradiction = contradicts_final(current, target)
     return SnapshotPlan(
@@ -146,10 +169,11 @@ def plan_snapshot(
         note=(
             f"provider contradicts {current.value}: followed"
             if contradiction
-            else f"provider status {snap.provider_status}{more}"
+            else f"provider status {snap.provider_status}"
         ),
         status=target,
-        amount_reversed=after,
+        amount_reversed=amount_reversed,
+        reversal_differs=differs,
     )
 
 
@@ -177,6 +201,21 @@ def snapshot_findings(
         found.append((DiscrepancyKind.DUPLICATE_PROVIDER_PAYMENT, details))
     if plan.mismatch:
         found.append((DiscrepancyKind.AMOUNT_MISMATCH, ours))
+    if plan.reversal_differs:
+        found.append(
+            (
+                DiscrepancyKind.REFUND_AMOUNT_MISMATCH,
+                {
+                    "reason": "amount_reversed differs from the provider's succeeded "
+                    "refunds and disputes",
+                    "our_amount_reversed": str(payment.amount_reversed),
+                    "our_amount_disputed": str(payment.amount_disputed),
+                    "provider_refunded": str(snap.refunded),
+                    "provider_disputed": "true" if snap.disputed else "false",
+                    "currency": payment.currency,
+                },
+            )
+        )
     if plan.contradiction:
         found.append(
             (

@@ -17,12 +17,13 @@ applied. An amount or currency that differs from ours is recorded and
 reported (REFUND_AMOUNT_MISMATCH), never applied. Every new event leaves one
 history entry of its payment per refund it is about.
 
-What refunds reverse is domain/refunds.reversal_of's rule: the payment's
-amount_reversed is the succeeded refunds plus the disputes, a floor (never
-lowered), REVERSED when whole. A refund therefore counts once, however many
-events (refund.*, charge.refunded, duplicates) or fetches report it:
+What refunds reverse is domain/reversals.py's one rule: the payment's
+amount_reversed is derived from the succeeded refunds plus the disputes
+(never a floor: a refund that fails after it succeeded takes its amount
+back out), REVERSED when whole. A refund therefore counts once, however
+many events (refund.*, charge.refunded, duplicates) or fetches report it:
 charge.refunded's cumulative amount_refunded, which counts pending refunds
-at Stripe, is not added to anything (see `legacy_refunded`).
+at Stripe, is evidence, never added to anything (`refunded_total_note`).
 """
 
 from __future__ import annotations
@@ -33,6 +34,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime
 
+from payment_svc.domain import reversals
 from payment_svc.domain.model import Payment
 from payment_svc.domain.provider_events import StateRank, is_stale
 from payment_svc.domain.reconciliation import DiscrepancyKind
@@ -46,7 +48,6 @@ from payment_svc.domain.refunds import (
     plan_outcome,
     reversal_of,
 )
-from payment_svc.domain.reversals import note as reversal_note
 from payment_svc.domain.status import PaymentStatus, Source
 
 
@@ -294,28 +295,33 @@ def _decide_new(
     )
     after = reversal_of(payment, total)
     changed = after.amount_reversed != payment.amount_reversed
+    undone = reversals.undone(payment.status, after, payment.amount_reversed)
     if changed:
-        change = reversal_note(payment.amount_reversed, after.amount_reversed, payment.amount)
+        change = reversals.note(payment.amount_reversed, after.amount_reversed, payment.amount)
         note = f"{note}; {change}"
     plan = RefundPlan(
         RefundWrite.MOVE,
         fact.status,
         payment.status,
-        after.status if payment.status is PaymentStatus.SUCCEEDED else payment.status,
+        after.status,
         after.amount_reversed,
         note,
         amount_reversed_changed=changed,
+        undone=undone,
     )
     return RefundDecision(RefundAction.INSERT, plan, outcome, new=new, touch=True)
 
 
-def legacy_refunded(amount_refunded: int, refunds: Iterable[Refund], amount_disputed: int) -> int:
+def refunded_total_note(amount_refunded: int, refunds: Iterable[Refund], payment: Payment) -> str:
     """charge.refunded without its refunds listed (Stripe's API since
     2022-11-15): its amount_refunded counts the refunds that succeeded and
-    the pending ones. Less what our refunds still in flight hold, plus what
-    disputes took, it is a floor for amount_reversed (domain/reversals.py:
-    a floor never adds to what refunds already counted)."""
-    in_flight = sum(
-        r.amount for r in refunds if r.status in (RefundStatus.PENDING, RefundStatus.UNKNOWN)
+    the pending ones. Evidence only (domain/reversals.py): the history says
+    what it claimed against what our refunds hold; the refunds' own events,
+    and the reconciler's listing of them, move the payment."""
+    held = sum(r.amount for r in refunds if r.status.holds_amount)
+    agrees = "agrees with" if held == amount_refunded else "differs from"
+    return (
+        f"provider counts {amount_refunded} refunded (pending included): {agrees} "
+        f"our refunds ({held} succeeded or in flight); amount_reversed "
+        f"{payment.amount_reversed} of {payment.amount} follows the refunds one by one"
     )
-    return max(0, amount_refunded - in_flight) + amount_disputed

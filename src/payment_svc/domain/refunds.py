@@ -17,10 +17,12 @@ What remains of a payment to refund, and what its refunds reverse:
                             - amount_disputed
                      (and never more than amount - amount_reversed: a
                      reversal recorded before refunds were rows still counts)
-    amount_reversed  succeeded refunds + amount_disputed, by the rule of
-                     domain/reversals.py (a floor, capped at the amount);
-                     REVERSED when it covers the whole amount, SUCCEEDED
-                     while partial (reversals.status_for)
+    amount_reversed  succeeded refunds + amount_disputed, capped at the
+                     amount, derived again at every change (domain/
+                     reversals.py: never a floor, so a refund that fails
+                     after it succeeded leaves it); REVERSED when it covers
+                     the whole amount, SUCCEEDED while partial
+                     (reversals.status_for)
 
 A PENDING or UNKNOWN refund holds its amount: two refunds in flight can
 never together exceed the payment, whatever the provider says later.
@@ -258,14 +260,13 @@ def admit(payment: Payment, refunds: Iterable[Refund], asked: int) -> int:
 
 def reversal_of(payment: Payment, succeeded_refunds: int) -> reversals.Reversal:
     """The payment's amount_reversed and status for the refunds that
-    succeeded (domain/reversals.py's rule: a floor, capped, REVERSED only
-    when whole and only from SUCCEEDED)."""
-    total = reversals.reversed_after(
+    succeeded and its disputes (domain/reversals.py's one rule)."""
+    return reversals.reversal(
+        payment.status,
         payment.amount,
-        payment.amount_reversed,
-        refunded=succeeded_refunds + payment.amount_disputed,
+        succeeded_refunds=succeeded_refunds,
+        disputed=payment.amount_disputed,
     )
-    return reversals.Reversal(total, reversals.status_for(payment.status, payment.amount, total))
 
 
 # -- recording what the provider says about a refund --------------------------
@@ -308,6 +309,9 @@ class RefundPlan:
     amount_reversed: int
     note: str | None
     amount_reversed_changed: bool = False
+    # Money counted as given back is not (a refund failed after it
+    # succeeded): alerted (domain/reversals.undone).
+    undone: bool = False
 
     @property
     def payment_changes(self) -> bool:
@@ -345,8 +349,11 @@ def plan_outcome(
     total = others_succeeded + (refund.amount if outcome.status is RefundStatus.SUCCEEDED else 0)
     after = reversal_of(payment, total)
     note = outcome.note
+    undone = reversals.undone(payment.status, after, payment.amount_reversed)
     if after.amount_reversed != payment.amount_reversed:
         change = reversals.note(payment.amount_reversed, after.amount_reversed, payment.amount)
+        if undone:
+            change = f"{change}: a refund counted as given back failed"
         note = f"{note}; {change}" if note else change
     return RefundPlan(
         RefundWrite.MOVE,
@@ -356,6 +363,7 @@ def plan_outcome(
         after.amount_reversed,
         note,
         amount_reversed_changed=after.amount_reversed != payment.amount_reversed,
+        undone=undone,
     )
 
 

@@ -1,20 +1,30 @@
 """How much of a payment is reversed, and whether that makes it REVERSED (SPEC §3a, §4).
 
-`amount_reversed` counts succeeded refunds and disputes. A payment is
-REVERSED when they cover its whole amount; partly refunded or disputed it
-stays SUCCEEDED, with the new amount_reversed recorded (the rule's one text:
-payments_kit/reversal.py, shared with the reconciler).
+`amount_reversed` is derived, never accumulated: it is what the refunds and
+disputes we know one by one took back, with their statuses, and nothing
+else (issue 25):
 
-    what the provider says                how it counts
-    a refund (charge.refunded, or the     the charge's cumulative refunded amount:
-      reconciler's snapshot)              a floor (a stale or repeated one never
-                                          lowers what we have)
-    a dispute (charge.dispute.created)    its own amount, added once (the inbox
-                                          applies each event once)
-    a disputed charge (snapshot)          the whole amount: a dispute takes what
-                                          the refunds left, and the charge does
-                                          not say how much
-    the total                             capped at the payment's amount
+    amount_reversed = min(amount, succeeded refunds + amount_disputed)
+
+    what the provider says                  what it does here
+    a refund moves (refund.*, a listing,    its status moves; amount_reversed
+      the reconciler's fetch of it)         is derived again from all of them
+    a refund that succeeded fails later     its amount leaves amount_reversed;
+                                            a REVERSED payment that no longer
+                                            is whole goes back to SUCCEEDED
+                                            (recorded and alerted: `undone`)
+    a dispute (charge.dispute.created)      its own amount joins amount_disputed
+                                            (added once: the inbox applies each
+                                            event once)
+    a total (a charge's amount_refunded,    evidence to compare, never a floor:
+      a snapshot's refunded or disputed)    Stripe's amount_refunded counts
+                                            pending refunds too; a disagreement
+                                            is a REFUND_AMOUNT_MISMATCH
+
+A payment is REVERSED when they cover its whole amount; partly refunded or
+disputed it stays SUCCEEDED (the rule's one text: payments_kit/reversal.py,
+shared with the reconciler). REVERSED -> SUCCEEDED is this rule's move alone,
+never a source's word (domain/status.py's table does not allow it).
 """
 
 from __future__ import annotations
@@ -27,7 +37,8 @@ from payments_kit.reversal import reverses_whole
 
 @dataclass(frozen=True)
 class Reversal:
-    """A payment's reversed amount after an observation, and its status for it."""
+    """A payment's amount_reversed as its refunds and disputes make it, and
+    its status for it."""
 
     amount_reversed: int
     status: PaymentStatus
@@ -37,31 +48,37 @@ class Reversal:
         return self.status is PaymentStatus.REVERSED
 
 
-def reversed_after(
-    amount: int, amount_reversed: int, *, refunded: int | None = None, disputed: int | None = None
-) -> int:
-    """The new amount_reversed: `refunded` (cumulative) as a floor, `disputed`
-    added, never less than before, never more than the payment's amount."""
-    total = max(amount_reversed, refunded or 0) + max(disputed or 0, 0)
-    return max(amount_reversed, min(amount, total))
+def reversed_by(amount: int, *, succeeded_refunds: int, disputed: int) -> int:
+    """The one figure: succeeded refunds plus disputes, capped at the amount."""
+    return min(amount, max(succeeded_refunds, 0) + max(disputed, 0))
 
 
 def status_for(status: PaymentStatus, amount: int, amount_reversed: int) -> PaymentStatus:
     """REVERSED by the one rule (payments_kit/reversal.py, which the
-    reconciler's view of an intent applies too); any other status is what
-    it is."""
-    succeeded = status is PaymentStatus.SUCCEEDED
-    if reverses_whole(succeeded=succeeded, amount=amount, amount_reversed=amount_reversed):
-        return PaymentStatus.REVERSED
-    return status
+    reconciler's view of an intent applies too): a succeeded payment whose
+    reversals cover it is REVERSED; a REVERSED one they no longer cover (a
+    refund failed after it succeeded) is SUCCEEDED again; any other status
+    is what it is."""
+    if status not in (PaymentStatus.SUCCEEDED, PaymentStatus.REVERSED):
+        return status
+    whole = reverses_whole(succeeded=True, amount=amount, amount_reversed=amount_reversed)
+    return PaymentStatus.REVERSED if whole else PaymentStatus.SUCCEEDED
 
 
-def reverse(
-    amount: int, amount_reversed: int, *, refunded: int | None = None, disputed: int | None = None
+def reversal(
+    status: PaymentStatus, amount: int, *, succeeded_refunds: int, disputed: int
 ) -> Reversal:
-    """A refund or dispute of a succeeded payment: what it becomes."""
-    total = reversed_after(amount, amount_reversed, refunded=refunded, disputed=disputed)
-    return Reversal(total, status_for(PaymentStatus.SUCCEEDED, amount, total))
+    """What a payment's refunds and disputes make of it."""
+    total = reversed_by(amount, succeeded_refunds=succeeded_refunds, disputed=disputed)
+    return Reversal(total, status_for(status, amount, total))
+
+
+def undone(before: PaymentStatus, after: Reversal, amount_reversed_before: int) -> bool:
+    """Money we had counted as given back is not: a refund failed after it
+    succeeded (SPEC §3a). Alerted on, whatever the status does."""
+    return after.amount_reversed < amount_reversed_before or (
+        before is PaymentStatus.REVERSED and after.status is PaymentStatus.SUCCEEDED
+    )
 
 
 def note(before: int, after: int, amount: int) -> str:

@@ -47,6 +47,15 @@ REFUNDS = Counter(
 )
 for _outcome in ("succeeded", "pending", "unknown", "failed"):
     REFUNDS.labels(_outcome)  # exported at 0 from the start, for rate()
+REVERSALS_UNDONE = Counter(
+    "payments_reversals_undone_total",
+    "Refunds counted as money given back that the provider then failed: their amount left "
+    "amount_reversed (and a payment REVERSED by them went back to SUCCEEDED). Each one is "
+    "money the customer did not get back: alerted.",
+    ("source",),
+)
+for _source in ("webhook", "reconciler"):
+    REVERSALS_UNDONE.labels(_source)  # exported at 0 from the start, for increase()
 DATABASE_UP = Gauge("payments_database_up", "1 when the last database call or probe succeeded.")
 UNMATCHED_EVENTS = Gauge(
     "payments_unmatched_provider_events",

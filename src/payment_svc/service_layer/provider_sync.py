@@ -37,7 +37,8 @@ from payment_svc.domain.model import format_payment_id
 from payment_svc.domain.provider_events import EventPlan
 from payment_svc.domain.reconciliation import DiscrepancyKind
 from payment_svc.domain.records import NewQuarantined, Quarantined, quarantine_dedup_key
-from payment_svc.domain.refund_events import legacy_refunded
+from payment_svc.domain.refund_events import refunded_total_note
+from payment_svc.domain.refunds import RefundStatus
 from payment_svc.domain.status import Source
 from payment_svc.service_layer.ports import (
     DiscrepancyRepository,
@@ -73,7 +74,11 @@ class ProviderSyncService:
         quarantine: QuarantineRepository,
         parse: EventParser,
         uow: Callable[[], AbstractUnitOfWork],
+        on_undone: Callable[[Source], None] = lambda source: None,
     ) -> None:
+        """`on_undone`: told each time a refund counted as given back
+        fails (main wires it to the metric the alert reads)."""
+        self._on_undone = on_undone
         self._uow = uow
         self._parse = parse
         self._quarantine = quarantine
@@ -117,6 +122,8 @@ class ProviderSyncService:
                 source=cmd.source,
             ),
         )
+        if outcome.undone:
+            self._undone(cmd.source)
         if outcome.discrepancy is not None:
             log.error(
                 "discrepancy",
@@ -202,6 +209,9 @@ class ProviderSyncService:
         log.info("quarantined_event_replayed", quarantine_id=str(quarantine_id), by=by)
         return outcome, entry
 
+    def _undone(self, source: Source) -> None:
+        self._on_undone(source)
+
     async def rematch(self, limit: int = 100) -> int:
         """Tries again to match inbox events that matched no payment yet, the
         longest untried first, each in a unit of work of its own: one slow or
@@ -235,7 +245,9 @@ class ProviderSyncService:
                     plan, write = await _plan(uow, target, event, authoritative=False)
                     await uow.inbox.record_match(event, write)
                     if event.observation.refund_event and not plan.duplicate:
-                        await apply_refund_event(uow, target, event)
+                        _, _, undone = await apply_refund_event(uow, target, event)
+                        if undone:
+                            self._undone(event.source)
                     for kind, details in event_findings(target, event, plan):
                         await uow.discrepancies.report(
                             kind, write.payment_id, event.observation.provider_payment_id, details
@@ -310,9 +322,9 @@ async def apply_to_inbox(
             return earlier
         if event.observation.refund_event and not plan.duplicate:
             # The refunds it shows (the inbox row above makes it once).
-            applied, found = await apply_refund_event(uow, target, event)
+            applied, found, undone = await apply_refund_event(uow, target, event)
             await uow.commit()
-            return EventOutcome(False, write.payment_id, applied, found)
+            return EventOutcome(False, write.payment_id, applied, found, undone)
         found = None
         for kind, details in event_findings(target, event, plan):
             found = kind
@@ -328,8 +340,9 @@ async def _plan(
 ) -> tuple[EventPlan, EventWrite]:
     """The payment's plan for an event. An event about refunds writes only
     its inbox row here (apply_refund_event does the rest); a charge.refunded
-    that does not list its refunds counts by domain/refund_events.py's
-    legacy_refunded (never what our refunds in flight hold)."""
+    that does not list its refunds moves nothing (its total is evidence:
+    domain/reversals.py); a dispute derives amount_reversed from the
+    payment's succeeded refunds and disputes."""
     obs = event.observation
     payment = target.payment
     if obs.refund_event:
@@ -340,13 +353,19 @@ async def _plan(
             write = EventWrite(payment.id, payment.status, payment.status, False, False, None, note)
             return EventPlan(applied=False, touch=False, duplicate=True, note=note), write
         return EventPlan(applied=False, touch=False), refund_event_write(target)
-    if obs.amount_reversed is not None:
-        refunds = await uow.refunds.of_payment(target.payment.id)
-        floor = legacy_refunded(obs.amount_reversed, refunds, target.payment.amount_disputed)
-        event = dataclasses.replace(
-            event, observation=dataclasses.replace(obs, amount_reversed=floor)
+    if not obs.reversal:
+        return plan_inbox_write(target, event, authoritative=authoritative)
+    refunds = await uow.refunds.of_payment(payment.id)
+    succeeded = sum(r.amount for r in refunds if r.status is RefundStatus.SUCCEEDED)
+    plan, write = plan_inbox_write(
+        target, event, authoritative=authoritative, succeeded_refunds=succeeded
+    )
+    if obs.amount_reversed is not None and not obs.reversal_added and plan.touch:
+        # A refunded total: evidence, said in the history against our refunds.
+        write = dataclasses.replace(
+            write, note=refunded_total_note(obs.amount_reversed, refunds, payment)
         )
-    return plan_inbox_write(target, event, authoritative=authoritative)
+    return plan, write
 
 
 def _readable(value: str) -> str | None:

@@ -101,6 +101,7 @@ class ReconciliationService:
                 snap,
                 bound_provider_id=payment.provider_payment_id,
                 amount_reversed=payment.amount_reversed,
+                amount_disputed=payment.amount_disputed,
             )
             found = snapshot_findings(payment, snap, plan)
             for kind, details in found:

@@ -72,6 +72,8 @@ class Observed:
     recorded: bool = False
     wrote: bool = False
     findings: list[DiscrepancyKind] = field(default_factory=list)
+    # a refund counted as given back failed (domain/reversals.undone): alerted
+    undone: bool = False
 
 
 async def _find(uow: AbstractUnitOfWork, fact: ProviderRefundFact) -> Refund | None:
@@ -170,6 +172,19 @@ async def observe_refund(
             payment, decision.outcome, decision.plan.note or "", source=source
         )
         seen.wrote = True
+    if seen.moved and decision.plan.undone:
+        seen.undone = True
+        log.error(
+            "reversal_undone",
+            payment_id=payment.public_id,
+            refund_id=seen.refund.public_id if seen.refund else None,
+            provider_refund_id=fact.provider_refund_id,
+            refund_status=fact.status.value,
+            amount_reversed_before=payment.amount_reversed,
+            amount_reversed=decision.plan.amount_reversed,
+            status=decision.plan.payment_to.value,
+            source=source.value,
+        )
     if decision.finding is not None:
         kind, details = decision.finding
         await uow.discrepancies.report(
@@ -185,12 +200,13 @@ async def observe_refund(
 
 async def apply_refund_event(
     uow: AbstractUnitOfWork, target: EventTarget, event: InboxEvent
-) -> tuple[bool, DiscrepancyKind | None]:
+) -> tuple[bool, DiscrepancyKind | None, bool]:
     """Every refund the event shows, after its inbox row (a redelivery never
-    gets here). Whether anything moved, and a discrepancy it revealed."""
+    gets here). Whether anything moved, a discrepancy it revealed, and
+    whether money counted as given back no longer is (alerted)."""
     payment = target.payment
     listing = event.observation.refund_listing
-    moved, wrote, found = False, False, None
+    moved, wrote, found, undone = False, False, None, False
     for fact in event.observation.refunds:
         seen = await observe_refund(
             uow,
@@ -204,6 +220,7 @@ async def apply_refund_event(
         )
         payment = seen.payment
         moved, wrote = moved or seen.moved, wrote or seen.wrote
+        undone = undone or seen.undone
         found = found or (seen.findings[0] if seen.findings else None)
     if not wrote:
         # A charge.refunded whose refunds we have as they are: in the
@@ -220,7 +237,7 @@ async def apply_refund_event(
             f"of {payment.amount}",
             source=event.source,
         )
-    return moved, found
+    return moved, found, undone
 
 
 @dataclass(frozen=True)
@@ -236,6 +253,8 @@ class RefundReconciled:
     changed: bool
     recorded: bool
     discrepancies: list[DiscrepancyKind]
+    # a refund counted as given back failed (alerted)
+    undone: bool = False
 
 
 class RefundSyncService:
@@ -247,7 +266,9 @@ class RefundSyncService:
         uow: Callable[[], AbstractUnitOfWork],
         redrive_window: float,
         page_tokens: PageTokens,
+        on_undone: Callable[[Source], None] = lambda source: None,
     ) -> None:
+        self._on_undone = on_undone
         self._store = store
         self._refunds = refunds
         self._uow = uow
@@ -319,13 +340,17 @@ class RefundSyncService:
             )
             await uow.refund_sync.release_lease(refund_id)
             await uow.commit()
+        if seen.undone:
+            self._on_undone(Source.RECONCILER)
         if seen.moved:
             log.info(
                 "refund_reconciled",
                 refund_id=refund.public_id,
                 status=seen.refund.status.value if seen.refund else None,
             )
-        return RefundReconciled(seen.refund, seen.payment, seen.moved, False, seen.findings)
+        return RefundReconciled(
+            seen.refund, seen.payment, seen.moved, False, seen.findings, seen.undone
+        )
 
     async def _reconcile_theirs(
         self, provider_payment_id: str, fact: ProviderRefundFact
@@ -363,7 +388,11 @@ class RefundSyncService:
             if seen.refund is not None:
                 await uow.refund_sync.release_lease(seen.refund.id)
             await uow.commit()
-        return RefundReconciled(seen.refund, seen.payment, seen.moved, seen.recorded, seen.findings)
+        if seen.undone:
+            self._on_undone(Source.RECONCILER)
+        return RefundReconciled(
+            seen.refund, seen.payment, seen.moved, seen.recorded, seen.findings, seen.undone
+        )
 
     async def redrive(self, refund_id: str, *, deadline: float | None = None) -> Refund:
         """Asks the provider again with the same idempotency key (our refund

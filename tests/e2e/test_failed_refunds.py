@@ -1,0 +1,168 @@
+"""A refund that fails must never stay counted as money given back (issue 25),
+with every process running (payment-svc, webhook-gateway, provider-sim, and
+`reconciler --once` against the session stack).
+
+The story it closes: a refund pending at the provider; the settlement diff
+lists the intent but cannot list its refunds (the provider restarting); it
+used to send the intent's amount_refunded, which counts pending refunds, and
+payment-svc took that total as a floor: REVERSED, for good, though the
+provider then failed the refund. Now a failed listing is an error of that
+run for that intent (no verdict, nothing moves), a total is evidence, never
+a floor, and amount_reversed is the refunds we know one by one (succeeded)
+plus disputes. The provider's books (provider-sim's ledger) must agree."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import aiohttp
+import grpc
+import pytest
+
+from payments.v1 import payment_pb2 as pb
+from payments.v1 import provider_sync_service_pb2 as sync
+from payments_dev.stack import Stack
+from tests.e2e.refund_testkit import RF, RP, intent, paid, refund, refunds
+from tests.e2e.test_webhook_flow import get, history, until
+from tests.reconciler.reconciler_testkit import assert_completed, discrepancies, run_once
+from tests.support import SimControl
+
+S, R = pb.PAYMENT_STATUS_SUCCEEDED, pb.PAYMENT_STATUS_REVERSED
+REFUND_LISTING = "GET /v1/refunds"
+
+
+@pytest.fixture
+async def psim(sim: SimControl) -> SimControl:
+    """The simulator with refunds left pending (the `sim` fixture clears the faults after)."""
+    await sim.faults(refund_pending_rate=1.0)
+    return sim
+
+
+async def diff_without_the_refund_listing(stack: Stack, sim: SimControl) -> dict[str, Any]:
+    """One settlement diff while the provider answers everything but the
+    listing of refunds: an error of the run, which goes on."""
+    await sim.faults(unavailable_routes=[REFUND_LISTING])
+    try:
+        result = await run_once(stack, "--jobs", "settlement_diff")
+    finally:
+        await sim.faults(unavailable_routes=[])
+    failed = result.events("provider_refunds_failed")
+    assert failed, result.output[-4000:]
+    run: dict[str, Any] = result.runs["settlement_diff"]
+    assert run["errors"] >= 1
+    return run
+
+
+async def failed_at_provider(channel: grpc.aio.Channel, sim: SimControl, r: pb.Refund) -> None:
+    await sim.post(f"/_sim/refunds/{r.provider_refund_id}/settle", {"outcome": "failed"})
+
+    async def failed() -> bool:
+        return any(x.id == r.id and x.status == RF for x in await refunds(channel, r.payment_id))
+
+    await until(failed, timeout=15)
+
+
+async def mismatches_of(channel: grpc.aio.Channel, payment_id: str) -> list[sync.Discrepancy]:
+    found = await discrepancies(channel, sync.DISCREPANCY_KIND_REFUND_AMOUNT_MISMATCH)
+    return [d for d in found if d.payment_id == payment_id]
+
+
+async def test_a_whole_refund_pending_then_failed_is_never_counted(
+    stack: Stack, channel: grpc.aio.Channel, psim: SimControl
+) -> None:
+    p = await paid(channel, amount=11_439)
+    r = await refund(channel, p.id)  # all of it
+    assert (r.status, r.amount) == (RP, 11_439)
+
+    await diff_without_the_refund_listing(stack, psim)
+    now = await get(channel, p.id)
+    assert (now.status, now.amount_reversed) == (S, 0)  # the total was no evidence
+
+    await failed_at_provider(channel, psim, r)
+    now = await get(channel, p.id)
+    assert (now.status, now.amount_reversed) == (S, 0)
+    row = await intent(psim, p.id)
+    assert row["amount_refunded"] == 0
+    assert [x["status"] for x in row["refunds"]] == ["failed"]
+
+    # The next diff lists the refunds, finds the books agreeing: nothing to report.
+    assert_completed(await run_once(stack, "--jobs", "settlement_diff"))
+    assert await get(channel, p.id) == now
+    assert await mismatches_of(channel, p.id) == []
+    # Refundable again: the failed refund holds nothing.
+    await psim.faults(refund_pending_rate=0)
+    again = await refund(channel, p.id)
+    assert again.amount == 11_439
+
+
+async def test_a_partial_refund_pending_then_failed_beside_a_dispute(
+    stack: Stack, channel: grpc.aio.Channel, psim: SimControl
+) -> None:
+    p = await paid(channel, amount=1000)
+    r = await refund(channel, p.id, 300)
+    assert r.status == RP
+    # The cardholder disputes what the refunds left (provider-sim: 700).
+    await psim.post(f"/_sim/payment_intents/{p.provider_payment_id}/dispute")
+
+    async def disputed() -> bool:
+        return (await get(channel, p.id)).amount_reversed == 700
+
+    await until(disputed, timeout=15)
+
+    await diff_without_the_refund_listing(stack, psim)
+    now = await get(channel, p.id)
+    assert (now.status, now.amount_reversed) == (S, 700)
+
+    await failed_at_provider(channel, psim, r)
+    now = await get(channel, p.id)
+    assert (now.status, now.amount_reversed) == (S, 700)  # the dispute alone
+    row = await intent(psim, p.id)
+    assert row["amount_refunded"] == 0
+    assert [x["status"] for x in row["refunds"]] == ["failed"]
+
+    assert_completed(await run_once(stack, "--jobs", "settlement_diff"))
+    assert (await get(channel, p.id)).amount_reversed == 700
+    assert await mismatches_of(channel, p.id) == []
+
+
+async def test_a_refund_that_made_it_whole_then_failed_makes_it_succeeded_again(
+    stack: Stack, channel: grpc.aio.Channel, psim: SimControl
+) -> None:
+    """SPEC §3a and §4: REVERSED -> SUCCEEDED when a refund that made it whole
+    fails later at the provider, recorded in the history and alerted."""
+    p = await paid(channel, amount=1000)
+    await psim.faults(refund_pending_rate=0)
+    first = await refund(channel, p.id, 600)
+    second = await refund(channel, p.id, 400)
+    now = await get(channel, p.id)
+    assert (now.status, now.amount_reversed) == (R, 1000)
+    assert second.provider_refund_id
+
+    # Failed at the provider after it succeeded (Stripe does this for a
+    # closed card): the reconciler's authoritative fetch brings it.
+    await psim.post(f"/_sim/refunds/{second.provider_refund_id}/fail")
+    before = await metric(stack, "payments_reversals_undone_total")
+    assert_completed(await run_once(stack, "--jobs", "settlement_diff"))
+    now = await get(channel, p.id)
+    assert (now.status, now.amount_reversed) == (S, 600)
+    by_id = {x.id: x.status for x in await refunds(channel, p.id)}
+    assert by_id == {first.id: pb.REFUND_STATUS_SUCCEEDED, second.id: RF}
+    [back] = [e for e in await history(channel, p.id) if e.from_status == R and e.applied]
+    assert back.to_status == S and back.refund_id == second.id
+    assert "1000 -> 600" in back.note
+    assert await metric(stack, "payments_reversals_undone_total") == before + 1
+    row = await intent(psim, p.id)
+    assert row["amount_refunded"] == 600
+    # Refundable again: 400.
+    assert (await refund(channel, p.id)).amount == 400
+
+
+async def metric(stack: Stack, name: str) -> float:
+    """The sum of a counter's series on payment-svc's /metrics."""
+    async with aiohttp.ClientSession() as http, http.get(stack.metrics_url) as r:
+        text = await r.text()
+    return sum(
+        float(line.rsplit(" ", 1)[1])
+        for line in text.splitlines()
+        if line.startswith(name + "{") or line.startswith(name + " ")
+    )
