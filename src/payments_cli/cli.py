@@ -576,6 +576,13 @@ def soak(
         bool,
         typer.Option(help="refund some succeeded payments in part at the provider"),
     ] = True,
+    refunds: Annotated[
+        bool,
+        typer.Option(
+            help="refund other succeeded payments through our API, provider-sim restarted "
+            "meanwhile, some refunds failing at the provider"
+        ),
+    ] = True,
     keep: Annotated[
         Path | None,
         typer.Option(help="keep the stack's logs and data here (a failed run keeps them anyway)"),
@@ -602,6 +609,7 @@ def soak(
         concurrency=concurrency,
         keep_dir=keep,
         partial_refunds=partial_refunds,
+        refunds=refunds,
     )
 
     def progress(line: str) -> None:

@@ -17,8 +17,15 @@
                  and started, payment-svc SIGKILLed and restarted
     settle       API faults off; processing intents settled at the provider
                  (succeeded or failed), some succeeded ones refunded (whole,
-                 in part) or disputed, their webhooks still faulty; then each
-                 caller asks GetPayment once (more answers for I5)
+                 in part) or disputed, their webhooks still faulty
+    refunds      RefundPayment through our API on other succeeded payments,
+                 some left pending by the provider: whole, two partial, one
+                 key sent by two callers at once, two keys racing for the
+                 whole; provider-sim SIGKILLed and restarted (its books on
+                 disk) while they are in flight; then its pending refunds
+                 settle (some fail), and some refunds that succeeded fail
+                 later (as on Stripe); then each caller asks GetPayment once
+                 (more answers for I5)
     reconcile    one `reconciler --once` pass, grace 0
     check        the invariants (payments_dev.soak_invariants) against the
                  provider's ledger (GET /_sim/ledger) and our database
@@ -55,7 +62,15 @@ from payments.errors import AlreadyExists, from_rpc_error
 from payments.v1 import payment_pb2 as pb
 from payments.v1 import payment_service_pb2 as svc
 from payments.v1 import payment_service_pb2_grpc as svc_grpc
-from payments_dev.soak_invariants import CrashRecord, Intent, Ours, Told, Verdict, check_all
+from payments_dev.soak_invariants import (
+    CrashRecord,
+    Intent,
+    OurRefund,
+    Ours,
+    Told,
+    Verdict,
+    check_all,
+)
 from payments_dev.stack import DEV_TOKENS, Stack, StackConfig, _bin, wait_serving
 from payments_dev.supervisor import describe_failure
 
@@ -132,6 +147,9 @@ class SoakOptions:
     # Some succeeded payments refunded in part at the provider (they must stay
     # SUCCEEDED with amount_reversed, SPEC §4); off: those planned are skipped.
     partial_refunds: bool = True
+    # Refunds through our API in flight while provider-sim restarts (issue 25);
+    # off: no refunds phase.
+    refunds: bool = True
 
 
 @dataclass(frozen=True)
@@ -224,6 +242,10 @@ class Figures:
     reconciler_exit: int | None = None
     reconciler_runs: list[dict[str, Any]] = field(default_factory=list)
     discrepancies: dict[str, int] = field(default_factory=dict)
+    # The refunds phase: what RefundPayment answered (status or reason), and
+    # what the provider then did to refunds (settled, failed later).
+    refund_answers: Counter[str] = field(default_factory=Counter)
+    refund_moves: Counter[str] = field(default_factory=Counter)
 
 
 @dataclass
@@ -268,6 +290,10 @@ class SoakReport:
             f"kills: {'; '.join(f.kills) or 'none'}",
             "settled and reversed at the provider: "
             + (", ".join(f"{k} {n}" for k, n in sorted(f.settled.items())) or "none"),
+            "refunds through our API: "
+            + (", ".join(f"{k} {n}" for k, n in sorted(f.refund_answers.items())) or "none")
+            + "; then at the provider: "
+            + (", ".join(f"{k} {n}" for k, n in sorted(f.refund_moves.items())) or "none"),
             f"reconciler pass: exit {f.reconciler_exit}; {runs or 'no runs reported'}; "
             f"open discrepancies: {open_kinds}",
         ]
@@ -276,6 +302,7 @@ class SoakReport:
                 f"reproduce: payments soak --payments {o.payments} --seed {o.seed} "
                 f"--rate {o.rate:g} --concurrency {o.concurrency}"
                 + ("" if o.partial_refunds else " --no-partial-refunds")
+                + ("" if o.refunds else " --no-refunds")
             )
         if self.kept is not None:
             lines.append(f"logs and data kept in {self.kept}")
@@ -417,6 +444,8 @@ class Harness:
                 database_url=None,  # always our own: it is crash-restarted
                 data_dir=root,
                 log_dir=self.logs,
+                # provider-sim's books on disk: it is SIGKILLed and restarted
+                sim_state=root / "provider-sim.sqlite3",
                 extra_env={
                     "PROVIDER_TIMEOUT_SECONDS": str(PROVIDER_TIMEOUT_S),
                     "PROVIDER_SIM_SEED": str(options.seed),
@@ -438,6 +467,14 @@ class Harness:
         proc.stop()  # reaps it, closes its log
         time.sleep(downtime)
         self.stack.start_payment_svc()
+
+    def kill_provider_sim(self, downtime: float) -> None:
+        """SIGKILL and restart: its books are on disk (the stack's sim_state)."""
+        proc = self.stack.processes["provider-sim"]
+        proc.signal(signal.SIGKILL)
+        proc.stop()
+        time.sleep(downtime)
+        self.stack.start_provider_sim()
 
     def crash_postgres(self, downtime: float) -> None:
         assert self.stack.postgres is not None
@@ -520,6 +557,109 @@ class Sim:
             await asyncio.sleep(0.2)
 
 
+# The refunds phase: each chosen payment gets one kind, in turn.
+REFUND_KINDS = ("whole", "two_partial", "one_key_two_callers", "two_keys_racing", "whole")
+REFUND_KINDS_N = len(REFUND_KINDS)
+# RefundPayment's refusals a correct service gives in the refunds phase: a
+# repeated key (the twin callers), and no more to refund (the racing keys).
+REFUND_REFUSALS = frozenset(
+    {"DUPLICATE_REFUND", "REFUND_EXCEEDS_REMAINING", "PAYMENT_NOT_REFUNDABLE"}
+)
+
+
+class Refunder:
+    """RefundPayment callers: each retries its key until it is answered."""
+
+    def __init__(
+        self, channel: grpc.aio.Channel, options: SoakOptions, figures: Figures, callers: Callers
+    ) -> None:
+        self._stub = svc_grpc.PaymentServiceStub(channel)
+        self._metadata = (("authorization", f"Bearer {DEV_TOKENS['merchant']}"),)
+        self._options = options
+        self._figures = figures
+        self._callers = callers
+
+    async def refund(self, kind: str, p: Ours, seed: str) -> None:
+        rng = random.Random(seed)
+        key = f"soak-refund-{seed}"
+        if kind == "whole":
+            await self.call(p, key, 0, rng)
+        elif kind == "two_partial":
+            await self.call(p, key + "-a", max(1, p.amount // 3), rng)
+            await self.call(p, key + "-b", max(1, p.amount // 3), rng)
+        elif kind == "one_key_two_callers":
+            amount = max(1, p.amount // 2)
+            await asyncio.gather(self.call(p, key, amount, rng), self.call(p, key, amount, rng))
+        else:  # two keys racing for the whole amount: one gets it
+            await asyncio.gather(self.call(p, key + "-a", 0, rng), self.call(p, key + "-b", 0, rng))
+
+    async def call(self, p: Ours, key: str, amount: int, rng: random.Random) -> None:
+        request = svc.RefundPaymentRequest(
+            payment_id=p.payment_id, idempotency_key=key, amount=amount
+        )
+        answers = self._figures.refund_answers
+        began = time.monotonic()
+        attempt = 0
+        while True:
+            attempt += 1
+            try:
+                reply = await self._stub.RefundPayment(
+                    request, metadata=self._metadata, timeout=self._options.call_timeout
+                )
+            except grpc.aio.AioRpcError as err:
+                error = from_rpc_error(err)
+                reason = getattr(error, "reason", "") or err.code().name
+                if err.code() in RETRIED and err.code() != grpc.StatusCode.INTERNAL:
+                    if time.monotonic() - began > self._options.give_up_after:
+                        answers[f"gave up ({reason})"] += 1
+                        self._callers.unanswered.append(f"refund {key}: still {reason}")
+                        return
+                    await asyncio.sleep(min(2.0, 0.05 * 2**attempt) * (0.5 + rng.random()))
+                    continue
+                if reason in REFUND_REFUSALS:
+                    answers[reason] += 1
+                else:
+                    answers[f"UNEXPECTED {reason}"] += 1
+                    self._callers.unexpected.append(f"refund {key}: {reason} {err.details()}")
+                return
+            answers[pb.RefundStatus.Name(reply.refund.status).removeprefix("REFUND_STATUS_")] += 1
+            return
+
+
+async def _until_answering(sim: Sim, timeout: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            await sim.get("/_sim/faults")
+            return
+        except (aiohttp.ClientError, OSError):
+            if time.monotonic() > deadline:
+                raise SoakError("provider-sim did not answer after its restart") from None
+            await asyncio.sleep(0.1)
+
+
+_OUR_REFUNDS_SQL = """
+SELECT 'rfd_' || replace(r.id::text, '-', '') AS refund_id,
+       'pay_' || replace(r.payment_id::text, '-', '') AS payment_id,
+       r.provider_refund_id, r.status, r.amount
+FROM refunds r
+"""
+
+
+async def _our_refunds(dsn: str) -> list[OurRefund]:
+    conn = await asyncpg.connect(dsn, timeout=10)
+    try:
+        rows = await conn.fetch(_OUR_REFUNDS_SQL)
+    finally:
+        await conn.close()
+    return [
+        OurRefund(
+            r["refund_id"], r["payment_id"], r["provider_refund_id"], r["status"], r["amount"]
+        )
+        for r in rows
+    ]
+
+
 _OURS_SQL = """
 SELECT 'pay_' || replace(id::text, '-', '') AS payment_id, idempotency_key, status,
        amount, currency, provider_payment_id, amount_reversed
@@ -592,6 +732,9 @@ class Soak:
         self._started = asyncio.Event()  # set whenever another payment starts
         self._count = 0
         self.in_flight_at_faults: list[int] = []
+        # Provider payments a refund of which the provider failed after it
+        # had succeeded: REVERSED may go back to SUCCEEDED (I5).
+        self.failed_later: set[str] = set()
 
     async def _until_started(self, n: int, callers: Callers) -> None:
         """Until payment n has started, then (for up to STRIKE_WAIT_S) until
@@ -701,6 +844,76 @@ class Soak:
                 await sim.post(f"{path}/refund", {"amount": max(1, row["amount"] // 3)})
             self.figures.settled[payment.reversal] += 1
 
+    async def _refunds(self, sim: Sim, channel: grpc.aio.Channel, callers: Callers) -> None:
+        """Refunds through our API on succeeded payments planned without a
+        provider-side reversal, some left pending by the provider, with
+        provider-sim SIGKILLed and restarted while they are in flight; then
+        the provider settles the pending ones (some fail) and fails some
+        that had succeeded (as Stripe does for a closed card)."""
+        ours = [
+            p
+            for p in await _ours(self.harness.stack.database_url)
+            if p.status == "SUCCEEDED" and p.amount_reversed == 0
+        ]
+        planned = {p.key for p in self.payments if p.reversal is None}
+        chosen = sorted(
+            (p for p in ours if p.idempotency_key in planned), key=lambda p: p.idempotency_key
+        )[: max(REFUND_KINDS_N, self.options.payments // 8)]
+        if not chosen:
+            return
+        self.progress(
+            f"{len(chosen)} payments refunded through our API; provider-sim restarted meanwhile"
+        )
+        await sim.post("/_sim/faults", {"refund_pending_rate": 0.4, "latency_ms": 30})
+        refunder = Refunder(channel, self.options, self.figures, callers)
+        gate = asyncio.Semaphore(8)
+        started = asyncio.Event()
+        count = 0
+
+        async def one(n: int, p: Ours) -> None:
+            nonlocal count
+            async with gate:
+                count += 1
+                if count >= len(chosen) // 2:
+                    started.set()
+                await refunder.refund(
+                    REFUND_KINDS[n % REFUND_KINDS_N], p, f"{self.options.seed}/{n}"
+                )
+
+        async def restart() -> None:
+            await started.wait()
+            await asyncio.sleep(0.05)
+            began = time.monotonic()
+            await asyncio.to_thread(self.harness.kill_provider_sim, 0.5)
+            await _until_answering(sim)
+            self.figures.kills.append(
+                f"provider-sim SIGKILL with refunds in flight (answering again after "
+                f"{time.monotonic() - began:.1f} s)"
+            )
+
+        restarter = asyncio.create_task(restart())
+        await asyncio.gather(*(one(n, p) for n, p in enumerate(chosen)))
+        if not started.is_set():
+            started.set()
+        await restarter
+        await sim.post("/_sim/faults", {"refund_pending_rate": 0.0, "latency_ms": 0})
+        rng = random.Random(f"{self.options.seed}/refunds")
+        fail_later = {p.provider_payment_id for n, p in enumerate(chosen) if n % 5 == 4}
+        for row in await sim.ledger():
+            for r in row.get("refunds") or []:
+                if r["status"] == "pending":
+                    outcome = "succeeded" if rng.random() < 0.7 else "failed"
+                    await sim.post(f"/_sim/refunds/{r['id']}/settle", {"outcome": outcome})
+                    self.figures.refund_moves[f"pending settled {outcome}"] += 1
+        for row in await sim.ledger():
+            if row["id"] not in fail_later:
+                continue
+            for r in row.get("refunds") or []:
+                if r["status"] == "succeeded":
+                    await sim.post(f"/_sim/refunds/{r['id']}/fail", {})
+                    self.failed_later.add(row["id"])
+                    self.figures.refund_moves["succeeded then failed"] += 1
+
     async def run(self) -> tuple[list[Verdict], Verdict]:
         stack = self.harness.stack
         timeout = aiohttp.ClientTimeout(total=30)
@@ -735,6 +948,9 @@ class Soak:
             await sim.quiesce(self.progress)
             await self._settle(sim)
             await sim.quiesce(self.progress)
+            if self.options.refunds:
+                await self._refunds(sim, channel, callers)
+                await sim.quiesce(self.progress)
             # Callers ask for their payments before the pass: the states the
             # webhooks brought are told too, and the pass must not undo them.
             await callers.look_all(self.options.concurrency, self.options.seed)
@@ -745,8 +961,17 @@ class Soak:
             intents = [Intent.from_ledger(row) for row in await sim.ledger()]
             self.figures.webhooks = dict((await sim.get("/_sim/webhooks"))["stats"])
         ours = await _ours(stack.database_url)
+        our_refunds = await _our_refunds(stack.database_url)
         await _extra_figures(stack.database_url, self.figures)
-        verdicts = check_all(intents, ours, callers.told, self.crash, self.figures.reconciler_exit)
+        verdicts = check_all(
+            intents,
+            ours,
+            callers.told,
+            self.crash,
+            self.figures.reconciler_exit,
+            refunds=our_refunds,
+            undone=[p.payment_id for p in ours if p.provider_payment_id in self.failed_later],
+        )
         return verdicts, callers.verdict(len(self.payments))
 
 

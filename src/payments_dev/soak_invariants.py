@@ -13,6 +13,10 @@ one verdict per invariant out (no I/O, so each rule is testable on its own).
     I4 every payment matches the provider after one reconciliation pass
     I5 no final state a caller was told has regressed
     I6 everything acknowledged survived the Postgres crash
+    I7 money given back is the provider's: each settled payment's
+       amount_reversed is its intent's succeeded refunds plus disputes,
+       REVERSED exactly when they cover the amount, and each of our refunds
+       has the provider's status (issue 25)
 """
 
 from __future__ import annotations
@@ -43,8 +47,11 @@ class Intent:
     currency: str  # upper case
     charges: int
     payment_id: str | None  # metadata.payment_id: ours when set
-    amount_refunded: int = 0
+    amount_refunded: int = 0  # Stripe's: pending refunds count too
     disputed: bool = False
+    # The intent's refunds: provider refund id -> status (succeeded, pending, failed)
+    refunds: Mapping[str, str] = field(default_factory=dict)
+    refund_amounts: Mapping[str, int] = field(default_factory=dict)
 
     @classmethod
     def from_ledger(cls, row: Mapping[str, Any]) -> Intent:
@@ -58,6 +65,8 @@ class Intent:
             payment_id=metadata.get("payment_id"),
             amount_refunded=int(row.get("amount_refunded") or 0),
             disputed=bool(row.get("disputed")),
+            refunds={str(r["id"]): str(r["status"]) for r in row.get("refunds") or []},
+            refund_amounts={str(r["id"]): int(r["amount"]) for r in row.get("refunds") or []},
         )
 
     def expected_status(self) -> str:
@@ -65,16 +74,22 @@ class Intent:
         soak intent is confirmed with a payment method, so requires_payment_method
         means the attempt failed."""
         if self.status == "succeeded":
-            reversed_whole = self.disputed or self.amount_refunded >= self.amount
-            return "REVERSED" if reversed_whole else "SUCCEEDED"
+            return "REVERSED" if self.reversed >= self.amount else "SUCCEEDED"
         if self.status in ("requires_payment_method", "canceled"):
             return "FAILED"
         return "PENDING"
 
     @property
+    def refunded(self) -> int:
+        """What the succeeded refunds took back (amount_refunded counts the
+        pending ones too: no evidence of money given back)."""
+        return sum(self.refund_amounts[i] for i, s in self.refunds.items() if s == "succeeded")
+
+    @property
     def reversed(self) -> int:
-        """What refunds and disputes took back (a dispute takes what is left)."""
-        return self.amount if self.disputed else self.amount_refunded
+        """What refunds and disputes took back (the soak disputes only
+        unrefunded charges: a dispute takes the whole amount)."""
+        return self.amount if self.disputed else min(self.amount, self.refunded)
 
 
 @dataclass(frozen=True)
@@ -88,6 +103,17 @@ class Ours:
     currency: str
     provider_payment_id: str | None
     amount_reversed: int = 0
+
+
+@dataclass(frozen=True)
+class OurRefund:
+    """One row of our refunds table."""
+
+    refund_id: str
+    payment_id: str  # pay_...
+    provider_refund_id: str | None
+    status: str  # PENDING, UNKNOWN, SUCCEEDED, FAILED
+    amount: int
 
 
 @dataclass(frozen=True)
@@ -230,8 +256,20 @@ def matches_provider(
     return _verdict("I4", "every payment matches the provider after one pass", detail, failures)
 
 
-def no_final_regressed(told: Sequence[Told], ours: Sequence[Ours]) -> Verdict:
+def no_final_regressed(
+    told: Sequence[Told], ours: Sequence[Ours], undone: Iterable[str] = ()
+) -> Verdict:
+    """`undone`: payments a refund of which the provider failed after it had
+    succeeded: REVERSED may go back to SUCCEEDED (SPEC §4), nothing else."""
+    undone = frozenset(undone)
     by_id = {p.payment_id: p for p in ours}
+
+    def may_follow(payment_id: str, status: str) -> set[str]:
+        allowed = _MAY_FOLLOW[status]
+        if payment_id in undone and status == "REVERSED":
+            return {*allowed, "SUCCEEDED"}
+        return allowed
+
     by_key: dict[str, list[Told]] = defaultdict(list)
     for t in sorted(told, key=lambda t: t.order):
         by_key[t.key].append(t)
@@ -249,12 +287,16 @@ def no_final_regressed(told: Sequence[Told], ours: Sequence[Ours]) -> Verdict:
         first = finals[0]
         for t in answers:
             # Only an answer to a call sent after the final one was received.
-            if t.sent > first.order and t.status and t.status not in _MAY_FOLLOW[first.status]:
+            if (
+                t.sent > first.order
+                and t.status
+                and t.status not in may_follow(t.payment_id, first.status)
+            ):
                 failures.append(f"{t.payment_id} told {first.status}, later told {t.status}")
                 break
         now = by_id.get(first.payment_id)
         for t in finals:
-            if now is not None and now.status not in _MAY_FOLLOW[t.status]:
+            if now is not None and now.status not in may_follow(t.payment_id, t.status):
                 failures.append(f"{t.payment_id} told {t.status}, now {now.status}")
                 break
     detail = f"{final_told} payments told a final state, {len(told)} answers"
@@ -283,18 +325,65 @@ def survived_crash(crash: CrashRecord) -> Verdict:
     return _verdict("I6", title, detail, failures)
 
 
+_PROVIDER_REFUND_STATUS = {"succeeded": "SUCCEEDED", "pending": "PENDING", "failed": "FAILED"}
+
+
+def reversals_match(
+    intents: Sequence[Intent], ours: Sequence[Ours], refunds: Sequence[OurRefund]
+) -> Verdict:
+    """I7: amount_reversed and REVERSED follow the provider's refunds that
+    succeeded, and disputes; each of our refunds has the provider's status
+    (one it never got has none: it must not have counted)."""
+    intents_by_id = {i.id: i for i in intents}
+    failures = []
+    settled = 0
+    for p in ours:
+        intent = intents_by_id.get(p.provider_payment_id or "")
+        if intent is None or p.status not in ("SUCCEEDED", "REVERSED"):
+            continue
+        settled += 1
+        whole = intent.reversed >= p.amount
+        if p.amount_reversed != intent.reversed or (p.status == "REVERSED") != whole:
+            failures.append(
+                f"{p.payment_id} is {p.status} reversed {p.amount_reversed} of {p.amount}; the "
+                f"provider's succeeded refunds and disputes took {intent.reversed} "
+                f"({intent.id}: refunds {dict(intent.refunds)}, disputed {intent.disputed})"
+            )
+    by_provider_refund = {rid: status for i in intents for rid, status in i.refunds.items()}
+    checked = 0
+    for r in refunds:
+        if r.provider_refund_id is None:
+            if r.status == "SUCCEEDED":
+                failures.append(f"{r.refund_id} SUCCEEDED with no provider refund")
+            continue
+        theirs = by_provider_refund.get(r.provider_refund_id)
+        checked += 1
+        if theirs is None:
+            failures.append(f"{r.refund_id}: provider refund {r.provider_refund_id} unknown")
+        elif _PROVIDER_REFUND_STATUS.get(theirs, theirs) != r.status:
+            failures.append(
+                f"{r.refund_id} ({r.payment_id}) is {r.status}, the provider's "
+                f"{r.provider_refund_id} is {theirs}"
+            )
+    detail = f"{settled} settled payments, {checked} refunds checked against the provider"
+    return _verdict("I7", "money given back is the provider's", detail, failures)
+
+
 def check_all(
     intents: Sequence[Intent],
     ours: Sequence[Ours],
     told: Sequence[Told],
     crash: CrashRecord,
     pass_exit: int | None,
+    refunds: Sequence[OurRefund] = (),
+    undone: Iterable[str] = (),
 ) -> list[Verdict]:
     return [
         at_most_one_charge(intents),
         nothing_lost(intents, ours, told),
         money_matches(intents, ours),
         matches_provider(intents, ours, pass_exit),
-        no_final_regressed(told, ours),
+        no_final_regressed(told, ours, undone),
         survived_crash(crash),
+        reversals_match(intents, ours, refunds),
     ]

@@ -13,9 +13,11 @@ plus disputes. The provider's books (provider-sim's ledger) must agree."""
 
 from __future__ import annotations
 
+import uuid
 from typing import Any
 
 import aiohttp
+import asyncpg
 import grpc
 import pytest
 
@@ -165,4 +167,27 @@ async def metric(stack: Stack, name: str) -> float:
         float(line.rsplit(" ", 1)[1])
         for line in text.splitlines()
         if line.startswith(name + "{") or line.startswith(name + " ")
+    )
+
+
+async def test_books_written_wrong_before_are_reported_by_the_diff_and_left_alone(
+    stack: Stack, channel: grpc.aio.Channel, psim: SimControl, db: asyncpg.Pool
+) -> None:
+    """Point 4 of issue 25: payments already wrong in a database (the floor
+    left them REVERSED on a refund that failed) are found by the settlement
+    diff and reported for an operator; nothing moves on a total."""
+    p = await paid(channel, amount=1000)
+    r = await refund(channel, p.id)
+    await failed_at_provider(channel, psim, r)
+    await db.execute(
+        "UPDATE payments SET status = 'REVERSED', amount_reversed = amount WHERE id = $1",
+        uuid.UUID(hex=p.id.removeprefix("pay_")),
+    )
+    assert_completed(await run_once(stack, "--jobs", "settlement_diff"))
+    now = await get(channel, p.id)
+    assert (now.status, now.amount_reversed) == (R, 1000)  # reported, not moved
+    [found] = await mismatches_of(channel, p.id)
+    assert (found.details["our_amount_reversed"], found.details["provider_refunded"]) == (
+        "1000",
+        "0",
     )

@@ -399,17 +399,17 @@ async def test_unavailable_routes_fail_those_routes_alone(
     client: stripe.StripeClient, sim: Sim
 ) -> None:
     intent = await create(client, params(), key="k-routes")
-    await client.refunds.create_async({"payment_intent": intent.id, "amount": 100})
+    await client.v1.refunds.create_async({"payment_intent": intent.id, "amount": 100})
     await sim.set_faults(unavailable_routes=["GET /v1/refunds"])
     _, faults = await sim.control("GET", "/_sim/faults")
     assert faults["unavailable_routes"] == ["GET /v1/refunds"]
     with pytest.raises(stripe.APIError) as caught:
-        await client.refunds.list_async({"payment_intent": intent.id})
+        await client.v1.refunds.list_async({"payment_intent": intent.id})
     assert caught.value.http_status == 503
     # The intent itself, and a refund by its id, still answer.
-    assert (await client.payment_intents.retrieve_async(intent.id)).amount_received > 0
+    assert (await client.v1.payment_intents.retrieve_async(intent.id)).amount_received > 0
     await sim.set_faults(unavailable_routes=[])
-    listed = await client.refunds.list_async({"payment_intent": intent.id})
+    listed = await client.v1.refunds.list_async({"payment_intent": intent.id})
     assert [r.amount for r in listed.data] == [100]
 
 

@@ -1,7 +1,8 @@
 """The fault-injection soak, CI-sized, run as its users run it: `payments soak`
 as a real process, with its own stack (embedded Postgres, every process real).
-Payment-svc is SIGKILLed twice and Postgres crash-restarted under load; the six
-invariants must hold."""
+Payment-svc is SIGKILLed twice and Postgres crash-restarted under load, then
+refunds go through our API while provider-sim is SIGKILLed and restarted; the
+seven invariants must hold."""
 
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ import pytest
 
 from tests.cli.conftest import run_cli
 
-INVARIANTS = ("I1", "I2", "I3", "I4", "I5", "I6")
+INVARIANTS = ("I1", "I2", "I3", "I4", "I5", "I6", "I7")
 SEED = "11"
 
 
@@ -32,6 +33,11 @@ def test_soak_keeps_the_money_right_through_crashes() -> None:
     kills = next(line for line in lines if line.startswith("kills: "))
     assert kills.count("payment-svc SIGKILL") == 2, kills
     assert kills.count("Postgres immediate stop") == 1, kills
+    assert kills.count("provider-sim SIGKILL with refunds in flight") == 1, kills
+    # Refunds through our API, some left pending, some failing later (issue 25).
+    refunds = next(line for line in lines if line.startswith("refunds through our API: "))
+    assert "DUPLICATE_REFUND" in refunds and "UNEXPECTED" not in refunds, refunds
+    assert "pending settled failed" in refunds and "succeeded then failed" in refunds, refunds
     moved = next(line for line in lines if line.startswith("settled and reversed"))
     # Partial refunds included: a partly refunded payment stays SUCCEEDED (I4).
     assert " refund " in moved and "dispute" in moved and "partial_refund" in moved, moved

@@ -9,6 +9,7 @@ from payments_dev.soak import SoakOptions, plan
 from payments_dev.soak_invariants import (
     CrashRecord,
     Intent,
+    OurRefund,
     Ours,
     Told,
     at_most_one_charge,
@@ -17,6 +18,7 @@ from payments_dev.soak_invariants import (
     money_matches,
     no_final_regressed,
     nothing_lost,
+    reversals_match,
     survived_crash,
 )
 
@@ -50,9 +52,19 @@ def crash(**changes: object) -> CrashRecord:
     return record
 
 
-def test_consistent_books_pass_all_six() -> None:
+def refunded_at_provider(intent: Intent, amount: int, status: str, re_id: str = "re_1") -> Intent:
+    counted = amount if status in ("succeeded", "pending") else 0
+    return replace(
+        intent,
+        amount_refunded=intent.amount_refunded + counted,
+        refunds={**intent.refunds, re_id: status},
+        refund_amounts={**intent.refund_amounts, re_id: amount},
+    )
+
+
+def test_consistent_books_pass_all_seven() -> None:
     verdicts = check_all(INTENTS, OURS, TOLD, crash(), pass_exit=0)
-    assert [v.code for v in verdicts] == ["I1", "I2", "I3", "I4", "I5", "I6"]
+    assert [v.code for v in verdicts] == ["I1", "I2", "I3", "I4", "I5", "I6", "I7"]
     assert all(v.passed for v in verdicts), [v.line() for v in verdicts]
     assert verdicts[0].line().startswith("I1 PASS at most one charge per payment: ")
 
@@ -85,11 +97,15 @@ def test_i3_money_per_currency() -> None:
         "USD kept ours 2099 != provider 1999",
     )
     # A refund at the provider that we never heard of.
-    refunded = [replace(PAID, amount_refunded=500), DECLINED, PROCESSING]
+    refunded = [refunded_at_provider(PAID, 500, "succeeded"), DECLINED, PROCESSING]
     verdict = money_matches(refunded, OURS)
     assert verdict.failures == ("USD kept ours 1999 != provider 1499",)
     reversed_ours = [replace(OURS[0], amount_reversed=500), *OURS[1:]]
     assert money_matches(refunded, reversed_ours).passed
+    # A pending one counts in amount_refunded, not in what was given back.
+    pending = [refunded_at_provider(PAID, 500, "pending"), DECLINED, PROCESSING]
+    assert money_matches(pending, OURS).passed
+    assert not money_matches(pending, reversed_ours).passed
 
 
 def test_i4_each_payment_against_its_intent() -> None:
@@ -123,8 +139,44 @@ def test_i5_told_final_states_stay() -> None:
     assert no_final_regressed(both, OURS).failures == ("pay_1 told FAILED, now SUCCEEDED",)
     two_payments = [*TOLD, Told("k1", "pay_7", "SUCCEEDED", 6)]
     assert not no_final_regressed(two_payments, OURS).passed
+    # REVERSED, then a refund that made it whole failed at the provider:
+    # SUCCEEDED again is allowed for that payment (SPEC §4), no other.
+    reversed_told = [*TOLD, Told("k1", "pay_1", "REVERSED", 6)]
+    assert not no_final_regressed(reversed_told, OURS).passed
+    assert no_final_regressed(reversed_told, OURS, undone=["pay_1"]).passed
+    assert not no_final_regressed(reversed_told, OURS, undone=["pay_2"]).passed
     # Told PENDING, now anything: not a regression.
     assert no_final_regressed(TOLD, [*OURS[:2], replace(OURS[2], status="FAILED")]).passed
+
+
+def test_i7_money_given_back_is_the_providers() -> None:
+    # The issue-25 story: ours REVERSED on a refund the provider failed.
+    failed = [refunded_at_provider(PAID, 1999, "failed"), DECLINED, PROCESSING]
+    counted = [replace(OURS[0], status="REVERSED", amount_reversed=1999), *OURS[1:]]
+    ours_failed = [OurRefund("rfd_1", "pay_1", "re_1", "FAILED", 1999)]
+    verdict = reversals_match(failed, counted, ours_failed)
+    assert not verdict.passed and "pay_1 is REVERSED reversed 1999 of 1999" in verdict.failures[0]
+    assert reversals_match(failed, OURS, ours_failed).passed
+    # Our refund SUCCEEDED where the provider's failed.
+    ours_succeeded = [OurRefund("rfd_1", "pay_1", "re_1", "SUCCEEDED", 1999)]
+    verdict = reversals_match(failed, OURS, ours_succeeded)
+    assert verdict.failures == ("rfd_1 (pay_1) is SUCCEEDED, the provider's re_1 is failed",)
+    # Partly refunded: SUCCEEDED with what succeeded, pending aside.
+    partly = refunded_at_provider(
+        refunded_at_provider(PAID, 500, "succeeded"), 300, "pending", "re_2"
+    )
+    ours_partly = [replace(OURS[0], amount_reversed=500), *OURS[1:]]
+    refunds = [
+        OurRefund("rfd_1", "pay_1", "re_1", "SUCCEEDED", 500),
+        OurRefund("rfd_2", "pay_1", "re_2", "PENDING", 300),
+    ]
+    assert reversals_match([partly, DECLINED, PROCESSING], ours_partly, refunds).passed
+    wrongly_whole = [replace(OURS[0], status="REVERSED", amount_reversed=500), *OURS[1:]]
+    assert not reversals_match([partly, DECLINED, PROCESSING], wrongly_whole, refunds).passed
+    # One that never reached the provider must not count as succeeded.
+    lost = [OurRefund("rfd_3", "pay_1", None, "SUCCEEDED", 100)]
+    assert not reversals_match(INTENTS, OURS, lost).passed
+    assert reversals_match(INTENTS, OURS, [replace(lost[0], status="FAILED")]).passed
 
 
 def test_i6_acknowledged_before_the_crash() -> None:
