@@ -26,7 +26,7 @@ OVERLAYS = ("dev", "prod")
 ALERTS = DEPLOY / "base" / "monitoring" / "alerts.yaml"
 ALERT_TESTS = DEPLOY / "base" / "monitoring" / "alerts.test.yaml"
 DASHBOARD = DEPLOY / "base" / "monitoring" / "dashboards" / "payments-overview.json"
-RUNBOOKS = DEPLOY / "runbooks.md"
+RUNBOOKS = ROOT / "docs" / "operations" / "runbooks.md"
 
 _TOOL_PATHS = {
     "kubectl": ROOT / ".venv" / "bin" / "kubectl",

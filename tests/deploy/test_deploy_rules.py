@@ -54,7 +54,7 @@ def test_deploy_every_alert_has_a_severity_a_summary_and_a_runbook_that_exists()
         assert rule["labels"]["severity"] in {"critical", "warning"}, rule["alert"]
         assert rule["annotations"]["summary"], rule["alert"]
         page, _, anchor = rule["annotations"]["runbook_url"].partition("#")
-        assert page == "deploy/runbooks.md", rule["alert"]
+        assert page == "docs/operations/runbooks.md", rule["alert"]
         assert anchor == rule["alert"].lower() and anchor in anchors, rule["alert"]
 
 
