@@ -430,7 +430,7 @@ def check_configuration(page_path: Path) -> list[str]:
             if value is None:
                 continue
             readers = [b for b in spec.builds if name in _reads(b, module)]
-            if spec.builds and not readers:
+            if spec.builds and not readers and name in read:
                 problems.append(f"{process}: no settings object reads {name}")
             for build_name in readers:
                 build: Build = getattr(module, build_name).from_env
