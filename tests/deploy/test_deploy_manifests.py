@@ -20,7 +20,7 @@ from deploy_testkit import (
 
 NAMESPACES = {"dev": "payments-dev", "prod": "payments"}
 APP_IMAGE = {"dev": "payments-platform:dev", "prod": "/payments-platform:"}
-# The Secrets production needs, with their keys (README: Deploy).
+# The Secrets production needs, with their keys (docs/deployment.md).
 PROD_SECRETS = {
     "payments-tokens": {
         "merchant-tokens",

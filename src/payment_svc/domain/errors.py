@@ -158,6 +158,9 @@ class DuplicateRefund(PermanentError):
 
 
 class NotFound(PermanentError):
+    """Nothing with that id for this caller: another client's payment is
+    not found either."""
+
     reason = "NOT_FOUND"
 
 
@@ -209,8 +212,13 @@ class RefundExceedsRemaining(FailedPrecondition):
 
 
 class Unauthenticated(PermanentError):
+    """A missing or unknown bearer token."""
+
     reason = "UNAUTHENTICATED"
 
 
 class PermissionDenied(PermanentError):
+    """A known token whose role may not call this method (METHOD_ROLES,
+    default deny)."""
+
     reason = "PERMISSION_DENIED"
