@@ -396,11 +396,13 @@ class FakeInboxWriter:
             and obs.provider_payment_id is not None
             and payment.provider_payment_id != obs.provider_payment_id
         )
-        if write.touch and not rebinds:
+        if (write.touch or write.disputed_added is not None) and not rebinds:
             self.repo.payments[payment.id] = replace(
                 payment,
                 status=write.to_status if write.applied else payment.status,
-                provider_payment_id=payment.provider_payment_id or obs.provider_payment_id,
+                provider_payment_id=(payment.provider_payment_id or obs.provider_payment_id)
+                if write.touch
+                else payment.provider_payment_id,
                 # as event_store.py: the planned figure, or unchanged
                 amount_reversed=(
                     payment.amount_reversed
@@ -413,7 +415,9 @@ class FakeInboxWriter:
                 version=payment.version + (1 if write.applied else 0),
             )
             state_at, rank = self.inbox.provider_state.get(payment.id, (None, 0))
-            if state_at is None or (obs.occurred_at is not None and obs.occurred_at > state_at):
+            if not write.touch:
+                pass  # the amounts only: the provider state stays
+            elif state_at is None or (obs.occurred_at is not None and obs.occurred_at > state_at):
                 self.inbox.provider_state[payment.id] = (obs.occurred_at, int(obs.rank))
             else:
                 self.inbox.provider_state[payment.id] = (state_at, max(rank, int(obs.rank)))

@@ -1,9 +1,10 @@
 """The reversal rule over every order of refund and dispute facts (issue 25),
 in the domain alone: whatever the provider says of a payment's refunds and
-disputes, in any order, by webhook or by an authoritative fetch, once folded
-as the stores write the plans, amount_reversed is the refunds we hold as
-SUCCEEDED plus the disputes, capped at the amount, and the payment is
-REVERSED exactly when that covers the whole amount."""
+disputes, in any order, by webhook or by an authoritative fetch, before or
+after the payment is known to have succeeded, once folded as the stores
+write the plans, amount_reversed is the refunds we hold as SUCCEEDED plus
+the disputes, capped at the amount, and the payment is REVERSED exactly when
+it succeeded and that covers the whole amount."""
 
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from payment_svc.domain.provider_events import ProviderObservation, StateRank, plan_event
+from payment_svc.domain.reconciliation import Snapshot, plan_snapshot
 from payment_svc.domain.refund_events import ProviderRefundFact, RefundAction, decide_refund
 from payment_svc.domain.refunds import Refund, RefundStatus, RefundWrite
 from payment_svc.domain.status import PaymentStatus, Source
@@ -45,11 +47,21 @@ refund_facts = st.builds(
 dispute_facts = st.builds(DisputeFact, amount=st.integers(1, 1500))
 
 
+@dataclass(frozen=True)
+class SuccessFact:
+    """The payment's success: its event, or the reconciler's snapshot."""
+
+    snapshot: bool
+
+
+success_facts = st.builds(SuccessFact, snapshot=st.booleans())
+
+
 class Books:
     """One payment and its refunds, as the stores keep them after each plan."""
 
-    def __init__(self, amount: int, refund_amounts: list[int]) -> None:
-        self.payment = payment(amount)
+    def __init__(self, amount: int, refund_amounts: list[int], status: PaymentStatus) -> None:
+        self.payment = replace(payment(amount), status=status)
         self.refund_amounts = refund_amounts
         self.refunds: dict[str, Refund] = {}  # by provider refund id
         self.n = 0
@@ -127,7 +139,7 @@ class Books:
             succeeded_refunds=self.succeeded(),
             amount_disputed=self.payment.amount_disputed,
         )
-        if not plan.touch:
+        if not plan.touch and plan.disputed_added is None:
             return
         # As event_store.py's statement writes it.
         p = self.payment
@@ -140,6 +152,53 @@ class Books:
             amount_disputed=min(p.amount, p.amount_disputed + f.amount),
         )
 
+    def success(self, f: SuccessFact) -> None:
+        p = self.payment
+        if f.snapshot:
+            snap = Snapshot(
+                found=True,
+                status=S,
+                provider_payment_id=p.provider_payment_id,
+                amount=p.amount,
+                currency=p.currency,
+                amount_reversed=0,
+                failure_code=None,
+                failure_message=None,
+                provider_status="succeeded",
+            )
+            plan = plan_snapshot(
+                p.status,
+                p.amount,
+                p.currency,
+                snap,
+                bound_provider_id=p.provider_payment_id,
+                amount_reversed=p.amount_reversed,
+                amount_disputed=p.amount_disputed,
+            )
+            if plan.apply:
+                assert plan.status is not None
+                self.payment = replace(p, status=plan.status, amount_reversed=plan.amount_reversed)
+            return
+        obs = ProviderObservation(
+            provider_payment_id=p.provider_payment_id,
+            metadata_payment_id=None,
+            status=S,
+            rank=StateRank.SETTLED,
+            occurred_at=None,
+        )
+        ev = plan_event(
+            p.status,
+            None,
+            None,
+            obs,
+            amount=p.amount,
+            currency=p.currency,
+            bound_provider_id=p.provider_payment_id,
+            amount_reversed=p.amount_reversed,
+        )
+        if ev.applied:
+            self.payment = replace(p, status=ev.status or S)
+
     def succeeded(self) -> int:
         return sum(r.amount for r in self.refunds.values() if r.status is RefundStatus.SUCCEEDED)
 
@@ -148,19 +207,27 @@ class Books:
 @given(
     amount=st.integers(1, 1000),
     refund_amounts=st.lists(st.integers(1, 600), min_size=4, max_size=4),
-    facts=st.lists(st.one_of(refund_facts, dispute_facts), max_size=25),
+    start=st.sampled_from([S, PaymentStatus.PENDING, PaymentStatus.UNKNOWN]),
+    facts=st.lists(st.one_of(refund_facts, dispute_facts, success_facts), max_size=25),
 )
 def test_amount_reversed_is_always_the_succeeded_refunds_plus_disputes_capped(
-    amount: int, refund_amounts: list[int], facts: list[RefundFact | DisputeFact]
+    amount: int,
+    refund_amounts: list[int],
+    start: PaymentStatus,
+    facts: list[RefundFact | DisputeFact | SuccessFact],
 ) -> None:
-    books = Books(amount, refund_amounts)
+    books = Books(amount, refund_amounts, start)
     for f in facts:
         if isinstance(f, RefundFact):
             books.refund(f)
-        else:
+        elif isinstance(f, DisputeFact):
             books.dispute(f)
+        else:
+            books.success(f)
         p = books.payment
         expected = min(amount, books.succeeded() + p.amount_disputed)
         assert p.amount_reversed == expected, (f, p)
-        assert (p.status is R) == (expected >= amount), (f, p)
-        assert p.status in (S, R)
+        if p.status in (S, R):
+            assert (p.status is R) == (expected >= amount), (f, p)
+        else:
+            assert p.status is start, (f, p)  # nothing but its success moves it

@@ -79,6 +79,13 @@ class Held:
             amount_disputed=self.amount_disputed,
         )
         moved = self
+        if not plan.touch and plan.disputed_added is not None:
+            # As event_store.py: the amounts of a dispute recorded untouched.
+            moved = replace(
+                self,
+                amount_reversed=plan.amount_reversed or self.amount_reversed,
+                amount_disputed=min(AMOUNT, self.amount_disputed + plan.disputed_added),
+            )
         if plan.touch:
             assert obs.occurred_at is not None and self.state_at is not None
             newer = obs.occurred_at > self.state_at
@@ -135,12 +142,42 @@ def test_a_dispute_never_reverses_more_than_the_amount() -> None:
     assert (held.status, held.amount_reversed) == (R, AMOUNT)
 
 
-def test_a_reversal_of_a_payment_not_known_to_have_succeeded_moves_nothing() -> None:
+def test_a_reversal_of_a_payment_not_known_to_have_succeeded_moves_no_status() -> None:
     pending = Held(status=PaymentStatus.PENDING, state_rank=1)
-    for event in (refunded(300), disputed(300)):
-        held, plan = pending.apply(event)
-        assert (held.status, held.amount_reversed) == (PaymentStatus.PENDING, 0)
-        assert not plan.applied and not plan.touch
+    held, plan = pending.apply(refunded(300))
+    assert (held.status, held.amount_reversed) == (PaymentStatus.PENDING, 0)
+    assert not plan.applied and not plan.touch
+    # A dispute is money taken back all the same: counted, the status and
+    # the provider state untouched, until the payment is known to succeed.
+    held, plan = pending.apply(disputed(300))
+    assert (held.status, held.amount_reversed, held.amount_disputed) == (
+        PaymentStatus.PENDING,
+        300,
+        300,
+    )
+    assert not plan.applied and not plan.touch
+    assert held.state_rank == 1
+
+
+def test_a_success_whose_disputes_already_cover_it_is_reversed() -> None:
+    held = Held(status=PaymentStatus.UNKNOWN, state_rank=1).then(disputed(AMOUNT))
+    assert (held.status, held.amount_reversed) == (PaymentStatus.UNKNOWN, AMOUNT)
+    after, plan = held.apply(succeeded_event(T0 + 30))
+    assert plan.applied and (after.status, after.amount_reversed) == (R, AMOUNT)
+    part = Held(status=PaymentStatus.UNKNOWN, state_rank=1).then(disputed(400))
+    assert part.apply(succeeded_event(T0 + 30))[0].status is S
+
+
+def succeeded_event(created: int) -> bytes:
+    intent = {
+        "id": "pi_1",
+        "object": "payment_intent",
+        "status": "succeeded",
+        "amount": AMOUNT,
+        "currency": "usd",
+        "metadata": {},
+    }
+    return _event("payment_intent.succeeded", intent, created, f"evt_s_{created}")
 
 
 def test_more_disputed_of_a_reversed_payment_is_recorded_and_it_stays_reversed() -> None:
@@ -224,6 +261,19 @@ def test_a_pending_payment_the_snapshot_shows_partly_refunded_succeeds_with_noth
     plan = plan_snapshot(PaymentStatus.PENDING, AMOUNT, "USD", _snapshot(300))
     assert (plan.apply, plan.status, plan.amount_reversed) == (True, S, 0)
     assert not plan.reversal_differs  # not settled before: nothing to compare yet
+
+
+def test_an_unknown_payment_whose_refunds_already_cover_it_succeeds_reversed() -> None:
+    # Refunds made at the provider while ours was UNKNOWN were recorded and
+    # counted; the snapshot's success makes it REVERSED by the rule.
+    plan = plan_snapshot(
+        PaymentStatus.UNKNOWN, AMOUNT, "USD", _snapshot(AMOUNT), amount_reversed=AMOUNT
+    )
+    assert (plan.apply, plan.status, plan.contradiction) == (True, R, False)
+    failed = plan_snapshot(
+        PaymentStatus.FAILED, AMOUNT, "USD", _snapshot(AMOUNT), amount_reversed=AMOUNT
+    )
+    assert (failed.apply, failed.status, failed.contradiction) == (True, R, True)
 
 
 @pytest.mark.parametrize(

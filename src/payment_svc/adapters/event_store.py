@@ -62,13 +62,16 @@ _INBOX_ROW = "SELECT payment_id, applied FROM provider_events WHERE provider_eve
 
 def _payment_writes(only_if: str) -> str:
     """The CTEs `u` and `h` of what one matched event writes: the payment
-    (status when applied, the newest provider state when touched) and its
-    history entry, both only when `only_if` holds."""
+    (status when applied, the newest provider state when touched, the
+    amounts when the plan says: a dispute of a payment not known to have
+    succeeded yet is recorded untouched) and its history entry, both only
+    when `only_if` holds."""
     return f"""
 u AS (
     UPDATE payments
     SET status = CASE WHEN $2 THEN $3 ELSE status END,
-        provider_payment_id = COALESCE(provider_payment_id, $4),
+        provider_payment_id = CASE WHEN $10 THEN COALESCE(provider_payment_id, $4)
+            ELSE provider_payment_id END,
         failure_code = CASE WHEN $2 AND $3 = 'FAILED' THEN $5 ELSE failure_code END,
         failure_message = CASE WHEN $2 AND $3 = 'FAILED' THEN $6 ELSE failure_message END,
         -- the domain's figure (domain/reversals.py), planned under this
@@ -76,14 +79,16 @@ u AS (
         amount_reversed = COALESCE($7, amount_reversed),
         -- a dispute's own amount, apart from refunds (capped at the payment's)
         amount_disputed = LEAST(amount, amount_disputed + COALESCE($17, 0)),
-        provider_state_at = GREATEST(provider_state_at, $8),
+        provider_state_at = CASE WHEN $10 THEN GREATEST(provider_state_at, $8)
+            ELSE provider_state_at END,
         provider_state_rank = CASE
+            WHEN NOT $10 THEN provider_state_rank
             WHEN provider_state_at IS NULL OR $8 > provider_state_at THEN $9
             ELSE GREATEST(provider_state_rank, $9) END,
         -- a confirmation of the state we have is not a change of the payment
         version = version + CASE WHEN $2 THEN 1 ELSE 0 END,
         updated_at = CASE WHEN $2 THEN now() ELSE updated_at END
-    WHERE id = $1 AND $10 AND {only_if}
+    WHERE id = $1 AND ($10 OR $17::bigint IS NOT NULL) AND {only_if}
       -- never rebinds a payment to another provider payment (domain/binding.py)
       AND (provider_payment_id IS NULL OR $4::text IS NULL OR provider_payment_id = $4)
 ), h AS (

@@ -138,7 +138,7 @@ def plan_inbox_write(
         touch=plan.touch,
         amount_reversed=plan.amount_reversed,
         note=plan.note,
-        disputed_added=obs.reversal_added if plan.touch else None,
+        disputed_added=plan.disputed_added,
     )
     return plan, write
 

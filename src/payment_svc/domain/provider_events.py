@@ -116,6 +116,10 @@ class EventPlan:
     # its new amount_reversed when a reversal changed it (None: unchanged).
     status: PaymentStatus | None = None
     amount_reversed: int | None = None
+    # A dispute's own amount, added to amount_disputed (whatever the status:
+    # a dispute of a payment not known to have succeeded yet counts once it
+    # does).
+    disputed_added: int | None = None
 
 
 def plan_event(
@@ -170,7 +174,13 @@ def plan_event(
         )
     move = decide(current, obs.status, authoritative=authoritative)
     if move is Move.APPLY:
-        return EventPlan(applied=True, touch=True)
+        # A success of a payment whose refunds or disputes already cover it
+        # (recorded before it was known to have succeeded) is REVERSED.
+        return EventPlan(
+            applied=True,
+            touch=True,
+            status=reversals.status_for(obs.status, amount, amount_reversed),
+        )
     if move is Move.NOOP:
         return EventPlan(applied=False, touch=True, note=f"already {current.value}")
     return EventPlan(
@@ -196,11 +206,29 @@ def _plan_reversal(
     whole, else SUCCEEDED with the new amount_reversed (a history entry all
     the same). A refunded total moves nothing: it is evidence (the refunds
     it counts move the payment one by one)."""
-    if current not in (PaymentStatus.SUCCEEDED, PaymentStatus.REVERSED):
+    settled = current in (PaymentStatus.SUCCEEDED, PaymentStatus.REVERSED)
+    if not settled and not obs.reversal_added:
         return EventPlan(
             applied=False,
             touch=False,
             note=f"{current.value}: a refund or a dispute reverses only a SUCCEEDED payment",
+        )
+    if not settled:
+        # Money the provider took back all the same: counted now, it makes
+        # the payment REVERSED when it succeeds (status_for on that path).
+        disputed = min(amount, amount_disputed + (obs.reversal_added or 0))
+        counted = reversals.reversed_by(
+            amount, succeeded_refunds=succeeded_refunds, disputed=disputed
+        )
+        return EventPlan(
+            applied=False,
+            touch=False,
+            note=(
+                f"{current.value}: dispute recorded, "
+                + reversals.note(amount_reversed, counted, amount)
+            ),
+            amount_reversed=counted,
+            disputed_added=obs.reversal_added,
         )
     if not obs.reversal_added:
         return EventPlan(
@@ -221,6 +249,7 @@ def _plan_reversal(
             touch=True,
             note=f"already {current.value}, amount_reversed {amount_reversed} of {amount}",
             status=current,
+            disputed_added=obs.reversal_added,
         )
     return EventPlan(
         applied=True,
@@ -229,4 +258,5 @@ def _plan_reversal(
         # REVERSED is final: more reversed of it (a dispute after refunds) is recorded
         status=current if current is PaymentStatus.REVERSED else after.status,
         amount_reversed=after.amount_reversed,
+        disputed_added=obs.reversal_added,
     )

@@ -154,7 +154,11 @@ def plan_snapshot(
     )
     if target is current:
         return SnapshotPlan(apply=False, reversal_differs=differs, amount_reversed=amount_reversed)
+    # A success whose refunds or disputes (recorded before it was known)
+    # cover it is REVERSED: the move is the provider's status, then the rule.
     move = decide(current, target, authoritative=True)
+    if move is not Move.APPLY:
+        move = decide(current, snap.status, authoritative=True)
     if move is not Move.APPLY:
         return SnapshotPlan(
             apply=False,
@@ -162,7 +166,7 @@ def plan_snapshot(
             reversal_differs=differs,
             amount_reversed=amount_reversed,
         )
-    contradiction = contradicts_final(current, target)
+    contradiction = contradicts_final(current, snap.status)
     return SnapshotPlan(
         apply=True,
         contradiction=contradiction,

@@ -48,7 +48,7 @@ from payment_svc.domain.refunds import (
     plan_outcome,
     reversal_of,
 )
-from payment_svc.domain.status import PaymentStatus, Source
+from payment_svc.domain.status import Source
 
 
 class RefundRank(enum.IntEnum):
@@ -140,13 +140,6 @@ def _record_only(payment: Payment, fact: ProviderRefundFact, note: str) -> Refun
     )
 
 
-def moves_money(payment: Payment) -> bool:
-    """Refunds reverse a succeeded payment (REVERSED stays REVERSED); one
-    not known to have succeeded yet keeps its amount_reversed, as for the
-    payment-level reversal events (domain/provider_events.py)."""
-    return payment.status in (PaymentStatus.SUCCEEDED, PaymentStatus.REVERSED)
-
-
 def decide_refund(
     payment: Payment,
     refunds: list[Refund],
@@ -197,33 +190,21 @@ def decide_refund(
             _record_only(payment, fact, "older than the refund's provider state already applied"),
             outcome,
         )
-    if moves_money(payment):
-        plan = plan_outcome(
-            payment,
-            refund,
-            succeeded_besides(refunds, refund.id),
-            outcome,
-            authoritative=authoritative,
-        )
-    else:
-        plan = _without_reversal(
-            plan_outcome(payment, refund, 0, outcome, authoritative=authoritative), payment
-        )
+    # Whatever the payment's status: a refund the provider made is money
+    # moved, and amount_reversed counts it; only a succeeded payment becomes
+    # REVERSED by it (one not known to have succeeded yet does when it does:
+    # domain/reversals.status_for on every path to SUCCEEDED).
+    plan = plan_outcome(
+        payment,
+        refund,
+        succeeded_besides(refunds, refund.id),
+        outcome,
+        authoritative=authoritative,
+    )
     if plan.write is RefundWrite.NOTHING and event_id is not None:
         # A new event leaves its entry in the history all the same.
         plan = _record_only(payment, fact, f"already {refund.status.value}")
     return RefundDecision(RefundAction.APPLY, plan, outcome, touch=plan.write is RefundWrite.MOVE)
-
-
-def _without_reversal(plan: RefundPlan, payment: Payment) -> RefundPlan:
-    return RefundPlan(
-        plan.write,
-        plan.refund_status,
-        payment.status,
-        payment.status,
-        payment.amount_reversed,
-        plan.note,
-    )
 
 
 def _differs(payment: Payment, refund: Refund, fact: ProviderRefundFact) -> str | None:
@@ -280,16 +261,6 @@ def _decide_new(
         payment_status=payment.status,
     )
     note = f"refund made at the provider ({fact.provider_refund_id}) recorded as ours"
-    if not moves_money(payment):
-        plan = RefundPlan(
-            RefundWrite.MOVE,
-            fact.status,
-            payment.status,
-            payment.status,
-            payment.amount_reversed,
-            note,
-        )
-        return RefundDecision(RefundAction.INSERT, plan, outcome, new=new, touch=True)
     total = succeeded_besides(refunds, None) + (
         fact.amount if fact.status is RefundStatus.SUCCEEDED else 0
     )
