@@ -388,39 +388,26 @@ class FakeInboxWriter:
         self.inbox.attempted.append(provider_event_id)
 
     def _write(self, event: InboxEvent, write: EventWrite) -> None:
-        obs = event.observation
+        """As event_store.py's statement: the planned row assigned (the
+        domain's values, no rule here), and the history entry."""
         self.inbox.rows[event.provider_event_id] = (write.payment_id, write.applied)
         payment = self.repo.payments[write.payment_id]
-        rebinds = (
-            payment.provider_payment_id is not None
-            and obs.provider_payment_id is not None
-            and payment.provider_payment_id != obs.provider_payment_id
-        )
-        if (write.touch or write.disputed_added is not None) and not rebinds:
+        row = write.row
+        if row is not None:
             self.repo.payments[payment.id] = replace(
                 payment,
-                status=write.to_status if write.applied else payment.status,
-                provider_payment_id=(payment.provider_payment_id or obs.provider_payment_id)
-                if write.touch
-                else payment.provider_payment_id,
-                # as event_store.py: the planned figure, or unchanged
-                amount_reversed=(
-                    payment.amount_reversed
-                    if write.amount_reversed is None
-                    else write.amount_reversed
-                ),
-                amount_disputed=min(
-                    payment.amount, payment.amount_disputed + (write.disputed_added or 0)
-                ),
+                status=row.status,
+                provider_payment_id=row.provider_payment_id,
+                failure_code=row.failure_code,
+                failure_message=row.failure_message,
+                amount_reversed=row.amount_reversed,
+                amount_disputed=row.amount_disputed,
                 version=payment.version + (1 if write.applied else 0),
             )
-            state_at, rank = self.inbox.provider_state.get(payment.id, (None, 0))
-            if not write.touch:
-                pass  # the amounts only: the provider state stays
-            elif state_at is None or (obs.occurred_at is not None and obs.occurred_at > state_at):
-                self.inbox.provider_state[payment.id] = (obs.occurred_at, int(obs.rank))
-            else:
-                self.inbox.provider_state[payment.id] = (state_at, max(rank, int(obs.rank)))
+            self.inbox.provider_state[payment.id] = (
+                row.provider_state_at,
+                row.provider_state_rank or 0,
+            )
             self.repo.history.append(
                 (payment.id, write.from_status, write.to_status, event.source, write.applied)
             )

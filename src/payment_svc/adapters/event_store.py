@@ -61,40 +61,24 @@ _INBOX_ROW = "SELECT payment_id, applied FROM provider_events WHERE provider_eve
 
 
 def _payment_writes(only_if: str) -> str:
-    """The CTEs `u` and `h` of what one matched event writes: the payment
-    (status when applied, the newest provider state when touched, the
-    amounts when the plan says: a dispute of a payment not known to have
-    succeeded yet is recorded untouched) and its history entry, both only
-    when `only_if` holds."""
+    """The CTEs `u` and `h` of what one matched event writes: the payment's
+    row as the domain planned it under the row's lock (domain/inbox.py
+    row_after: every value final, assigned; $10 false: not written) and its
+    history entry, both only when `only_if` holds."""
     return f"""
 u AS (
     UPDATE payments
-    SET status = CASE WHEN $2 THEN $3 ELSE status END,
-        provider_payment_id = CASE WHEN $10 THEN COALESCE(provider_payment_id, $4)
-            ELSE provider_payment_id END,
-        failure_code = CASE WHEN $2 AND $3 = 'FAILED' THEN $5 ELSE failure_code END,
-        failure_message = CASE WHEN $2 AND $3 = 'FAILED' THEN $6 ELSE failure_message END,
-        -- the domain's figure (domain/reversals.py), planned under this
-        -- row's lock (NULL: unchanged)
-        amount_reversed = COALESCE($7, amount_reversed),
-        -- a dispute's own amount, apart from refunds (capped at the payment's)
-        amount_disputed = LEAST(amount, amount_disputed + COALESCE($17, 0)),
-        provider_state_at = CASE WHEN $10 THEN GREATEST(provider_state_at, $8)
-            ELSE provider_state_at END,
-        provider_state_rank = CASE
-            WHEN NOT $10 THEN provider_state_rank
-            WHEN provider_state_at IS NULL OR $8 > provider_state_at THEN $9
-            ELSE GREATEST(provider_state_rank, $9) END,
+    SET status = $3, provider_payment_id = $4, failure_code = $5, failure_message = $6,
+        amount_reversed = $7, amount_disputed = $17,
+        provider_state_at = $8, provider_state_rank = $9,
         -- a confirmation of the state we have is not a change of the payment
         version = version + CASE WHEN $2 THEN 1 ELSE 0 END,
         updated_at = CASE WHEN $2 THEN now() ELSE updated_at END
-    WHERE id = $1 AND ($10 OR $17::bigint IS NOT NULL) AND {only_if}
-      -- never rebinds a payment to another provider payment (domain/binding.py)
-      AND (provider_payment_id IS NULL OR $4::text IS NULL OR provider_payment_id = $4)
+    WHERE id = $1 AND $10 AND {only_if}
 ), h AS (
     INSERT INTO payment_events (payment_id, from_status, to_status, source, applied,
         provider_event_id, provider_event_type, failure_code, note, provider_created_at)
-    SELECT $1, $11, $3, $12, $2, $13, $14, $5, $15, $8 WHERE {only_if} AND $16
+    SELECT $1, $11, $18, $12, $2, $13, $14, $19, $15, $20 WHERE {only_if} AND $16
 )"""
 
 
@@ -108,7 +92,7 @@ WITH ins AS (
     INSERT INTO provider_events (provider_event_id, event_type, provider_object_id,
         metadata_payment_id, provider_created_at, payload, source,
         payment_id, matched_at, applied)
-    VALUES ($13, $14, $4, $18, $19, $20::text::jsonb, $12, $1, now(), $2)
+    VALUES ($13, $14, $21, $22, $20, $23::text::jsonb, $12, $1, now(), $2)
     ON CONFLICT (provider_event_id) DO NOTHING
     RETURNING provider_event_id
 ), {_payment_writes("EXISTS (SELECT FROM ins)")}
@@ -159,8 +143,8 @@ class PgInbox:
             written = await self._conn.fetchrow(
                 _INSERT_MATCHED,
                 *_write_args(event, write),
+                event.observation.provider_payment_id,
                 event.observation.metadata_payment_id,
-                event.created,
                 event.stored_json,
             )
         assert written is not None
@@ -265,25 +249,31 @@ def _metadata_uuid(obs: ProviderObservation) -> uuid.UUID | None:
 
 
 def _write_args(event: InboxEvent, write: EventWrite) -> tuple[object, ...]:
+    """$1..$20 of _payment_writes: the planned row (or placeholders when it
+    is not written: $10 false), then the history entry."""
     obs = event.observation
+    row = write.row
     return (
         write.payment_id,
         write.applied,
-        write.to_status.value,
-        obs.provider_payment_id,
-        obs.failure_code,
-        obs.failure_message,
-        write.amount_reversed,
-        obs.occurred_at,
-        int(obs.rank),
-        write.touch,
+        row.status.value if row else write.from_status.value,
+        row.provider_payment_id if row else None,
+        row.failure_code if row else None,
+        row.failure_message if row else None,
+        row.amount_reversed if row else 0,
+        row.provider_state_at if row else None,
+        row.provider_state_rank if row else None,
+        row is not None,
         write.from_status.value,
         event.source.value,
         event.provider_event_id,
         event.event_type,
         write.note,
         write.history,
-        write.disputed_added,
+        row.amount_disputed if row else 0,
+        write.to_status.value,
+        obs.failure_code,
+        obs.occurred_at,
     )
 
 

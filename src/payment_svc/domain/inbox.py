@@ -8,7 +8,12 @@ from dataclasses import dataclass, field
 from datetime import datetime
 
 from payment_svc.domain.model import Payment
-from payment_svc.domain.provider_events import EventPlan, ProviderObservation, plan_event
+from payment_svc.domain.provider_events import (
+    EventPlan,
+    ProviderObservation,
+    advance,
+    plan_event,
+)
 from payment_svc.domain.reconciliation import DiscrepancyKind
 from payment_svc.domain.status import PaymentStatus, Source
 
@@ -72,27 +77,40 @@ class EventTarget:
 
 
 @dataclass(frozen=True)
+class PaymentRow:
+    """The payment's row as one event leaves it: every value final, worked
+    out here under the row's lock (the adapter assigns them; no rule of
+    ordering, reversal, dispute or binding is restated in SQL)."""
+
+    status: PaymentStatus
+    provider_payment_id: str | None
+    failure_code: str | None
+    failure_message: str | None
+    amount_reversed: int
+    amount_disputed: int
+    provider_state_at: datetime | None
+    provider_state_rank: int | None
+
+
+@dataclass(frozen=True)
 class EventWrite:
     """What one matched event writes, decided here; the inbox adapter writes
     it in one statement (the inbox row, the payment, its history entry)."""
 
     payment_id: uuid.UUID
+    # the history entry: from, to, whether the payment moved, why
     from_status: PaymentStatus
     to_status: PaymentStatus
-    # the payment's status moves to `to_status`
     applied: bool
-    # the payment's newest provider state moves forward
-    touch: bool
-    amount_reversed: int | None
     note: str | None
     # The payment's own history entry for the event; an event about refunds
     # writes one per refund instead (domain/refund_events.py).
     history: bool = True
-    # A dispute's amount, added to the payment's amount_disputed.
-    disputed_added: int | None = None
+    # The payment's row after the event; None: the row is not written.
+    row: PaymentRow | None = None
 
 
-def refund_event_write(target: EventTarget) -> EventWrite:
+def refund_event_write(target: EventTarget, note: str | None = None) -> EventWrite:
     """An event about refunds: the inbox row only (the payment moves with
     its refunds, each with its own history entry)."""
     payment = target.payment
@@ -101,10 +119,36 @@ def refund_event_write(target: EventTarget) -> EventWrite:
         from_status=payment.status,
         to_status=payment.status,
         applied=False,
-        touch=False,
-        amount_reversed=None,
-        note=None,
-        history=False,
+        note=note,
+        history=note is not None,
+    )
+
+
+def row_after(target: EventTarget, obs: ProviderObservation, plan: EventPlan) -> PaymentRow | None:
+    """The payment's row once `plan` is applied: the status when applied,
+    the binding and the newest provider state when touched
+    (provider_events.advance), the amounts when a reversal counted."""
+    if not plan.touch and plan.disputed_added is None:
+        return None
+    p = target.payment
+    status = (plan.status or obs.status or p.status) if plan.applied else p.status
+    failed = plan.applied and status is PaymentStatus.FAILED
+    at, rank = target.provider_state_at, target.provider_state_rank
+    if plan.touch:
+        at, rank = advance(at, rank, obs.occurred_at, obs.rank)
+    return PaymentRow(
+        status=status,
+        provider_payment_id=(
+            (p.provider_payment_id or obs.provider_payment_id)
+            if plan.touch
+            else p.provider_payment_id
+        ),
+        failure_code=obs.failure_code if failed else p.failure_code,
+        failure_message=obs.failure_message if failed else p.failure_message,
+        amount_reversed=p.amount_reversed if plan.amount_reversed is None else plan.amount_reversed,
+        amount_disputed=min(p.amount, p.amount_disputed + (plan.disputed_added or 0)),
+        provider_state_at=at,
+        provider_state_rank=rank,
     )
 
 
@@ -135,10 +179,8 @@ def plan_inbox_write(
         from_status=payment.status,
         to_status=plan.status or obs.status or payment.status,
         applied=plan.applied,
-        touch=plan.touch,
-        amount_reversed=plan.amount_reversed,
         note=plan.note,
-        disputed_added=plan.disputed_added,
+        row=row_after(target, obs, plan),
     )
     return plan, write
 

@@ -98,6 +98,24 @@ def is_stale(
     return occurred_at == state_at and state_rank is not None and rank < state_rank
 
 
+def advance(
+    state_at: datetime | None,
+    state_rank: int | None,
+    occurred_at: datetime | None,
+    rank: StateRank,
+) -> tuple[datetime | None, int | None]:
+    """The newest provider state applied, once an event touched it: its time
+    never goes back; its rank is the event's when the event is newer (or
+    nothing was applied before), else the higher of the two."""
+    if state_at is None or (occurred_at is not None and occurred_at > state_at):
+        new_rank = int(rank)
+    else:
+        new_rank = max(state_rank or 0, int(rank))
+    if occurred_at is None:
+        return state_at, new_rank
+    return (occurred_at if state_at is None else max(state_at, occurred_at)), new_rank
+
+
 @dataclass(frozen=True)
 class EventPlan:
     """What one event does to one payment. `touch` moves the recorded

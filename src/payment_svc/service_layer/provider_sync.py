@@ -350,7 +350,7 @@ async def _plan(
             # Refunds of another provider payment carrying our payment id:
             # DUPLICATE_PROVIDER_PAYMENT, as any event of it (domain/binding.py).
             note = duplicate_note(payment.provider_payment_id, obs.provider_payment_id)
-            write = EventWrite(payment.id, payment.status, payment.status, False, False, None, note)
+            write = refund_event_write(target, note)
             return EventPlan(applied=False, touch=False, duplicate=True, note=note), write
         return EventPlan(applied=False, touch=False), refund_event_write(target)
     if not obs.reversal:
