@@ -183,6 +183,29 @@ def test_an_older_event_is_recorded_not_applied() -> None:
     assert same.plan.write is RefundWrite.MOVE
 
 
+def test_a_pending_refund_observed_pending_again_is_no_entry_and_no_fix() -> None:
+    """Two reconcilers observing one pending refund wrote two identical
+    history entries and counted two fixes (issue 22): a snapshot that
+    changes nothing writes nothing; a new event is still recorded; the
+    provider's id learnt is a change."""
+    p = payment()
+    mine = ours(p, 300, RP, "re_1")
+    fetch = decide(p, [mine], mine, fact(300, RP), source=Source.RECONCILER, authoritative=True)
+    assert (fetch.plan.write, fetch.touch) == (RefundWrite.NOTHING, False)
+    event = decide(p, [mine], mine, fact(300, RP), source=Source.WEBHOOK, event_id="evt_p")
+    assert event.plan.write is RefundWrite.RECORD
+    unbound = ours(p, 300, RP)
+    learns = decide(
+        p,
+        [unbound],
+        unbound,
+        fact(300, RP, refund_id=format_refund_id(unbound.id)),
+        source=Source.RECONCILER,
+        authoritative=True,
+    )
+    assert (learns.plan.write, learns.outcome.provider_refund_id) == (RefundWrite.MOVE, "re_1")
+
+
 def test_an_unknown_refund_is_moved_by_the_provider_never_failed_on_a_guess() -> None:
     p = payment()
     mine = ours(p, 300, RU)

@@ -84,7 +84,8 @@ def refund(amount: int, status: RefundStatus = P, p: Payment | None = None) -> R
         (P, U, False, Move.APPLY),
         (P, S, False, Move.APPLY),
         (P, F, False, Move.APPLY),
-        (P, P, False, Move.APPLY),  # still processing: recorded, id learned
+        (P, P, False, Move.NOOP),  # still processing: no move (issue 22)
+        (P, P, True, Move.NOOP),
         (U, P, False, Move.APPLY),
         (U, S, False, Move.APPLY),
         (U, F, False, Move.APPLY),

@@ -3,13 +3,16 @@
     from \\ to   PENDING  UNKNOWN  SUCCEEDED  FAILED
     (new)       recorded before the provider call (source api), or first
                 seen at the provider (webhook, reconciler)
-    PENDING     yes (1)  yes      yes        yes
+    PENDING     (1)      yes      yes        yes
     UNKNOWN     yes               yes        yes
     SUCCEEDED                                authoritative fetch only
     FAILED                        authoritative fetch only
 
-    (1) the provider says it is still processing: recorded, status unchanged
-        (as payments: the provider's refund id may arrive with it)
+    (1) the provider says it is still processing: no move. A new event
+        saying so is recorded in the history (every new event is); a
+        snapshot that says so changes nothing and writes nothing (two
+        reconcilers observing one pending refund leave no entry, and count
+        no fix), unless it brings the provider's refund id
 
 What remains of a payment to refund, and what its refunds reverse:
 
@@ -74,7 +77,7 @@ _P, _U, _S, _F = (
 )
 
 TRANSITIONS: dict[RefundStatus, frozenset[RefundStatus]] = {
-    _P: frozenset({_P, _U, _S, _F}),
+    _P: frozenset({_U, _S, _F}),
     _U: frozenset({_P, _S, _F}),
     _S: frozenset(),
     _F: frozenset(),
