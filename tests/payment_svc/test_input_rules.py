@@ -8,6 +8,7 @@ import asyncpg
 import grpc
 import pytest
 
+from payments.v1 import payment_service_pb2 as svc
 from payments_dev.stack import Stack
 from tests.support import auth, create_request, rich_error, stub
 
@@ -45,6 +46,29 @@ async def test_all_violations_are_reported_at_once(channel: grpc.aio.Channel) ->
             create_request(amount=0, currency="??", payment_method=""), metadata=auth(), timeout=5
         )
     assert {"amount", "currency", "payment_method"} <= rich_error(exc.value).violations.keys()
+
+
+async def test_the_floors_violations_and_the_rules_come_in_one_answer(
+    channel: grpc.aio.Channel,
+) -> None:
+    """A NUL in `description` (the floor, before any use case) and a negative
+    amount beside it (the command's rule): both named at once (issue 22)."""
+    with pytest.raises(grpc.aio.AioRpcError) as exc:
+        await stub(channel).CreatePayment(
+            create_request(description="a\x00b", amount=-5), metadata=auth(), timeout=5
+        )
+    err = rich_error(exc.value)
+    assert err.code == grpc.StatusCode.INVALID_ARGUMENT
+    assert {"description", "amount"} <= err.violations.keys()
+    with pytest.raises(grpc.aio.AioRpcError) as exc:
+        await stub(channel).RefundPayment(
+            svc.RefundPaymentRequest(
+                payment_id="pay_\x00", idempotency_key="", amount=-1, reason="nope"
+            ),
+            metadata=auth(),
+            timeout=5,
+        )
+    assert {"payment_id", "idempotency_key", "amount"} <= rich_error(exc.value).violations.keys()
 
 
 PAN = "4242424242424242"

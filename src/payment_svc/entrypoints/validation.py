@@ -27,6 +27,8 @@ from google.protobuf.descriptor import FieldDescriptor
 from google.protobuf.message import Message
 
 from payment_svc.domain.errors import FieldViolation, InvalidArgument
+from payment_svc.entrypoints import convert
+from payments.v1 import payment_service_pb2 as svc
 
 MAX_ID_CHARS = 255
 MAX_TEXT_CHARS = 10_000
@@ -113,11 +115,35 @@ def _lenient(deserializer: Any) -> Any:
     return parse
 
 
+# The requests whose command has rules of its own (domain/commands.py): when
+# the floor refuses one, the command's violations join the answer, so that a
+# caller learns every invalid field at once (a NUL in `description` and a
+# negative `amount` beside it), not one per round trip.
+_COMMANDS: dict[type[Message], Any] = {
+    svc.CreatePaymentRequest: convert.create_command,
+    svc.RefundPaymentRequest: convert.refund_command,
+}
+
+
+def _command_violations(message: Message) -> list[FieldViolation]:
+    build = _COMMANDS.get(type(message))
+    if build is None:
+        return []
+    try:
+        build(message).validate()
+    except InvalidArgument as exc:
+        return list(exc.violations)
+    except Exception:  # a value the command cannot even hold: the floor said why
+        return []
+    return []
+
+
 def check(message: Message) -> None:
-    """Raises InvalidArgument naming each field below the floor (once each)."""
+    """Raises InvalidArgument naming each field below the floor (once each),
+    with the command's own violations beside them."""
     found = list(dict.fromkeys(violations(message)))
     if found:
-        raise InvalidArgument(found)
+        raise InvalidArgument(list(dict.fromkeys([*found, *_command_violations(message)])))
 
 
 def _checked_stream(handler: grpc.RpcMethodHandler[Any, Any]) -> grpc.RpcMethodHandler[Any, Any]:
