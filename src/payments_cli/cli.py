@@ -379,9 +379,20 @@ def up(
         float,
         typer.Option(min=1.0, envvar="PAYMENTS_UP_CRASH_WINDOW", help="seconds"),
     ] = 60.0,
+    log_format: Annotated[
+        str,
+        typer.Option(
+            help="the children's logs: console (aligned, coloured, for a person), json (as "
+            "they write them), or auto (console on a terminal, else json)",
+        ),
+    ] = "auto",
 ) -> None:
     """Run every process of the stack in the foreground, restarting a child that
     dies (with backoff); Ctrl-C stops them all, callers first."""
+    if log_format not in ("auto", "console", "json"):
+        raise typer.BadParameter("choose auto, console or json", param_hint="--log-format")
+    if log_format == "auto":
+        log_format = "console" if sys.stdout.isatty() else "json"
     _quiet_imports()
     require_dev_tools("up")
     from payments_dev import supervisor
@@ -398,6 +409,7 @@ def up(
         reconciler_port=reconciler_port,
         log_dir=None,
         sim_state=data_dir / SIM_STATE_FILE,
+        log_format=log_format,
     )
     policy = supervisor.RestartPolicy(max_crashes=crash_limit, window_seconds=crash_window)
     code = supervisor.run(config, render.stdout, dict(os.environ), policy=policy)

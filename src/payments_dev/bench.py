@@ -55,8 +55,8 @@ from payment_svc.domain.model import parse_payment_id
 from payment_svc.settings import Settings
 from payments_dev import bench_feed, loadgen, refund_load
 from payments_dev.loadgen import PhaseResult, Pool, StripeEvents, Window
-from payments_dev.stack import DEV_TOKENS, Stack, StackConfig, wait_serving
-from payments_dev.supervisor import describe_failure, redact_dsn
+from payments_dev.stack import DEV_TOKENS, Stack, StackConfig, redact_dsn, wait_serving
+from payments_dev.supervisor import describe_failure
 from payments_kit import runtime
 from webhook_gateway.app import WEBHOOK_PATH
 from webhook_gateway.settings import DEV_SECRET

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import os
 import signal
 import socket
@@ -29,6 +30,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
+from urllib.parse import urlsplit, urlunsplit
 
 from payments_dev.devdb import LocalPostgres, free_port, port_is_free
 
@@ -60,6 +62,52 @@ def wait_for_port(
     raise TimeoutError(f"nothing listens on {host}:{port} after {timeout}s")
 
 
+def redact_dsn(dsn: str) -> str:
+    """A database URL as it may be shown: its password masked."""
+    parts = urlsplit(dsn)
+    if parts.password is None:
+        return dsn
+    netloc = parts.netloc.replace(f":{parts.password}@", ":***@", 1)
+    return urlunsplit(parts._replace(netloc=netloc))
+
+
+# One colour a process, so that interleaved lines are told apart at a glance.
+_COLOURS = {
+    "payment-svc": "36",  # cyan
+    "webhook-gateway": "35",  # magenta
+    "provider-sim": "33",  # yellow
+    "reconciler": "34",  # blue
+}
+_WIDTH = 16
+
+
+def console_lines(name: str) -> Callable[[bytes], bytes]:
+    """A child's JSON log lines as a person reads them (structlog's console
+    renderer: time, level, event, then the fields), aligned behind the
+    process's name in its colour; a line that is not a JSON object is shown
+    as it is. The children always log JSON (payments_kit/logs.py): this
+    only changes what `payments up --log-format console` shows."""
+    import structlog
+
+    renderer = structlog.dev.ConsoleRenderer(colors=True)
+    colour = _COLOURS.get(name, "37")
+    prefix = f"\x1b[{colour}m{name:>{_WIDTH}}\x1b[0m | ".encode()
+
+    def render(line: bytes) -> bytes:
+        try:
+            event = json.loads(line)
+        except ValueError:
+            return prefix + line
+        if not isinstance(event, dict) or "event" not in event:
+            return prefix + line
+        event.pop("process", None)  # the prefix says it
+        level = str(event.get("level", "info"))
+        text = renderer(None, level, event)
+        return prefix + str(text).encode() + b"\n"
+
+    return render
+
+
 @dataclass
 class Process:
     """One child process, its output prefixed or captured to a file."""
@@ -69,6 +117,9 @@ class Process:
     env: Mapping[str, str]
     log_path: Path | None = None
     prefix_output: bool = True
+    # How a line of the child's output is shown (console_lines); None: as it
+    # is, after the `name | ` prefix.
+    render: Callable[[bytes], bytes] | None = None
     popen: subprocess.Popen[bytes] | None = None
     _pump: threading.Thread | None = None
     _log_file: IO[bytes] | None = None
@@ -110,7 +161,7 @@ class Process:
         assert self.popen.stdout is not None
         prefix = f"{self.name:>16} | ".encode()
         for line in self.popen.stdout:
-            sys.stdout.buffer.write(prefix + line)
+            sys.stdout.buffer.write(self.render(line) if self.render else prefix + line)
             sys.stdout.buffer.flush()
 
     @property
@@ -156,6 +207,8 @@ class StackConfig:
     gateway_port: int = 8080
     reconciler_port: int = 9102
     log_dir: Path | None = None  # None: prefixed lines on our stdout
+    # "json": the children's lines as they are; "console": rendered for a person
+    log_format: str = "json"
     # provider-sim keeps its books in this file across restarts; None: in memory.
     sim_state: Path | None = None
     extra_env: dict[str, str] = field(default_factory=dict)
@@ -220,7 +273,8 @@ class Stack:
 
     def _process(self, name: str, argv: list[str]) -> Process:
         log_path = self.config.log_dir / f"{name}.log" if self.config.log_dir else None
-        proc = Process(name, argv, self.env(), log_path=log_path)
+        render = console_lines(name) if self.config.log_format == "console" else None
+        proc = Process(name, argv, self.env(), log_path=log_path, render=render)
         self.processes[name] = proc
         return proc
 
@@ -256,14 +310,26 @@ class Stack:
     def start_reconciler(self) -> Process:
         return self._start("reconciler", [_bin("reconciler")], self.config.reconciler_port)
 
-    def start(self) -> None:
-        # Callees before callers: the provider's first webhook finds a gateway,
-        # and the gateway a payment service; the reconciler asks both.
+    def start(self, progress: Callable[[str], None] | None = None) -> None:
+        """Every process, callees before callers: the provider's first webhook
+        finds a gateway, and the gateway a payment service; the reconciler
+        asks both. `progress` is told each step as it is done."""
+        tell = progress or (lambda line: None)
+        tell(
+            "database: starting the embedded Postgres, then migrations"
+            if not self.database_url
+            else "database: DATABASE_URL given; migrations"
+        )
         self.start_database()
-        self.start_payment_svc()
-        self.start_webhook_gateway()
-        self.start_provider_sim()
-        self.start_reconciler()
+        tell(f"database: ready, migrations applied ({redact_dsn(self.database_url)})")
+        for name, start, where in (
+            ("payment-svc", self.start_payment_svc, self.grpc_target),
+            ("webhook-gateway", self.start_webhook_gateway, self.gateway_url),
+            ("provider-sim", self.start_provider_sim, self.sim_url),
+            ("reconciler", self.start_reconciler, f"metrics :{self.config.reconciler_port}"),
+        ):
+            start()
+            tell(f"{name}: listening ({where})")
 
     def stop(self, on_stop: Callable[[str], None] | None = None) -> None:
         """Callers first (STOP_ORDER), then what they call, then the database;

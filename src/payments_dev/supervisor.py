@@ -27,13 +27,19 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from types import FrameType
 from typing import NoReturn
-from urllib.parse import urlsplit, urlunsplit
 
 from rich.console import Console
 from rich.text import Text
 
 from payments.client import DEFAULT_TARGET
-from payments_dev.stack import DEV_TOKENS, Process, Stack, StackConfig, wait_serving
+from payments_dev.stack import (
+    DEV_TOKENS,
+    Process,
+    Stack,
+    StackConfig,
+    redact_dsn,
+    wait_serving,
+)
 
 _TOKEN_VARIABLES = (
     "PAYMENT_SVC_MERCHANT_TOKENS",
@@ -53,14 +59,6 @@ class StopRequested(BaseException):
 
 def _raise_stop(signum: int, _: FrameType | None) -> None:
     raise StopRequested(signum)
-
-
-def redact_dsn(dsn: str) -> str:
-    parts = urlsplit(dsn)
-    if parts.password is None:
-        return dsn
-    netloc = parts.netloc.replace(f":{parts.password}@", ":***@", 1)
-    return urlunsplit(parts._replace(netloc=netloc))
 
 
 def banner(stack: Stack, env: dict[str, str]) -> list[Text]:
@@ -220,8 +218,9 @@ def run(
         sig: signal.signal(sig, _raise_stop) for sig in (signal.SIGINT, signal.SIGTERM)
     }
     try:
-        stack.start()
+        stack.start(lambda line: console.print(Text(f"payments up: {line}", "dim")))
         asyncio.run(wait_serving(stack.grpc_target, serving_timeout))
+        console.print(Text("payments up: payment-svc: SERVING (its database reachable)", "dim"))
         for part in banner(stack, env):
             console.print(part, soft_wrap=True)
         _supervise(stack, policy or RestartPolicy(), console)

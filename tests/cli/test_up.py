@@ -25,7 +25,7 @@ import psutil
 import pytest
 
 from payments_dev.devdb import free_port
-from payments_dev.stack import DEV_TOKENS
+from payments_dev.stack import DEV_TOKENS, console_lines
 from tests.cli.conftest import run_cli
 
 
@@ -114,6 +114,21 @@ def test_up_prints_how_to_use_it_and_stops_on_sigterm(up: Up) -> None:
         assert token in text
     assert "payments pay" in text
     assert "payment-svc | " in text  # children's lines, prefixed with their names
+    # Not a terminal: the children's JSON lines as they wrote them.
+    assert any(line.startswith("     payment-svc | {") for line in text.splitlines()), text
+    # Its progress while it starts, in order, before the banner.
+    steps = [
+        "payments up: database: starting the embedded Postgres",
+        "payments up: database: ready, migrations applied",
+        "payments up: payment-svc: listening",
+        "payments up: webhook-gateway: listening",
+        "payments up: provider-sim: listening",
+        "payments up: reconciler: listening",
+        "payments up: payment-svc: SERVING",
+        "payments stack is up",
+    ]
+    at = [text.index(step) for step in steps]
+    assert at == sorted(at), text
     children = psutil.Process(up.proc.pid).children()
 
     result = run_cli(
@@ -126,6 +141,33 @@ def test_up_prints_how_to_use_it_and_stops_on_sigterm(up: Up) -> None:
     assert up.proc.wait(60) == 0, up.text
     assert "stopped" in up.text
     assert not any(c.is_running() and c.status() != psutil.STATUS_ZOMBIE for c in children)
+
+
+def test_up_on_a_terminal_shows_the_childrens_logs_for_a_person() -> None:
+    """--log-format console (auto's choice on a terminal): each child's JSON
+    lines rendered by structlog's console renderer, aligned behind the
+    process's name in its colour."""
+    up = Up("--log-format", "console")
+    try:
+        up.wait_up()
+        lines = [line for line in up.text.splitlines() if "payment-svc\x1b[0m | " in line]
+        assert lines, up.text
+        assert all("\x1b[36m     payment-svc\x1b[0m | " in line for line in lines)
+        assert not any(line.split(" | ", 1)[1].startswith("{") for line in lines), lines
+        assert any("payment_svc_started" in line and "grpc_port" in line for line in lines)
+    finally:
+        up.stop()
+
+
+def test_console_lines_render_json_and_pass_anything_else() -> None:
+    render = console_lines("reconciler")
+    line = b'{"event": "run_finished", "level": "info", "job": "sweep", "process": "reconciler"}\n'
+    shown = render(line).decode()
+    assert shown.startswith("\x1b[34m      reconciler\x1b[0m | ")
+    assert "run_finished" in shown and "job" in shown and "sweep" in shown
+    assert '"event"' not in shown and shown.endswith("\n")
+    assert render(b"plain text\n") == b"\x1b[34m      reconciler\x1b[0m | plain text\n"
+    assert render(b"[1, 2]\n").endswith(b"| [1, 2]\n")
 
 
 def pay(up: Up) -> subprocess.CompletedProcess[str]:
