@@ -27,6 +27,7 @@ from payment_svc.domain.model import (
     NewPayment,
     Payment,
     PaymentEvent,
+    PaymentRow,
     ProviderCharge,
     ProviderResult,
     format_payment_id,
@@ -452,8 +453,10 @@ class FakeQuarantine:
 
 
 class FakeLockedPayments:
-    def __init__(self, repo: FakePaymentRepository) -> None:
+    def __init__(self, repo: FakePaymentRepository, inbox: FakeInbox | None = None) -> None:
         self.repo = repo
+        # each payment's newest provider state applied (shared with the inbox's writer)
+        self.inbox = inbox if inbox is not None else FakeInbox()
         self.leases_released: list[uuid.UUID] = []
 
     async def get_for_update(self, payment_id: uuid.UUID) -> Payment:
@@ -462,13 +465,25 @@ class FakeLockedPayments:
             raise NotFound(f"payment {format_payment_id(payment_id)} not found")
         return p
 
-    async def apply_snapshot(self, payment: Payment, snap: Any, plan: Any) -> Payment:
+    async def get_target_for_update(self, payment_id: uuid.UUID) -> EventTarget:
+        state_at, rank = self.inbox.provider_state.get(payment_id, (None, 0))
+        return EventTarget(await self.get_for_update(payment_id), state_at, rank or None)
+
+    async def apply_snapshot(self, payment: Payment, row: PaymentRow, plan: Any) -> Payment:
+        """As reconciliation_store.py: the planned row assigned (no rule here)."""
         moved = replace(
             payment,
-            status=plan.status,
-            provider_payment_id=payment.provider_payment_id or snap.provider_payment_id,
-            amount_reversed=plan.amount_reversed,
+            status=row.status,
+            provider_payment_id=row.provider_payment_id,
+            failure_code=row.failure_code,
+            failure_message=row.failure_message,
+            amount_reversed=row.amount_reversed,
+            amount_disputed=row.amount_disputed,
             version=payment.version + 1,
+        )
+        self.inbox.provider_state[payment.id] = (
+            row.provider_state_at,
+            row.provider_state_rank or 0,
         )
         self.repo.payments[moved.id] = moved
         self.repo.history.append((moved.id, payment.status, plan.status, Source.RECONCILER, True))
@@ -806,7 +821,7 @@ class FakeUnitOfWork(AbstractUnitOfWork):
         self._refunds.fingerprints = dict(self.committed_refunds.fingerprints)
         self._refunds.history = list(self.committed_refunds.history)
         self._refunds.provider_state = dict(self.committed_refunds.provider_state)
-        self.payments = FakeLockedPayments(self._repo)
+        self.payments = FakeLockedPayments(self._repo, self._inbox)
         self.refunds = FakeLockedRefunds(self._refunds, self._repo)
         self.refund_sync = FakeLockedRefundSync(self._refunds, self._repo)
         self.inbox = FakeInboxWriter(self._inbox, self._repo)

@@ -15,6 +15,7 @@ from payment_svc.domain.provider_events import (
     StateRank,
     advance,
 )
+from payment_svc.domain.reconciliation import Snapshot, plan_snapshot, snapshot_row
 from payment_svc.domain.status import PaymentStatus
 from tests.payment_svc.test_refund_events import payment
 
@@ -84,3 +85,31 @@ def test_a_dispute_of_a_payment_not_known_to_succeed_writes_its_amounts_only() -
     huge = replace(plan, disputed_added=5000)
     capped = row_after(t, obs(status=S), huge)
     assert capped is not None and capped.amount_disputed == t.payment.amount
+
+
+def test_a_snapshots_row_keeps_the_providers_time_grows_the_rank_and_binds_once() -> None:
+    p = replace(payment(status=PaymentStatus.UNKNOWN), provider_payment_id=None)
+    snap = Snapshot(
+        found=True,
+        status=F,
+        provider_payment_id="pi_snap",
+        amount=p.amount,
+        currency=p.currency,
+        amount_reversed=0,
+        failure_code="card_declined",
+        failure_message="declined",
+        provider_status="requires_payment_method",
+    )
+    plan = plan_snapshot(p.status, p.amount, p.currency, snap)
+    row = snapshot_row(p, T, 1, snap, plan)
+    assert (row.status, row.provider_payment_id, row.failure_code) == (
+        F,
+        "pi_snap",
+        "card_declined",
+    )
+    # a snapshot carries no provider time: the newest event's stays
+    assert (row.provider_state_at, row.provider_state_rank) == (T, 2)
+    # the rank never goes down (an event of a higher rank was applied before)
+    assert snapshot_row(p, T, 3, snap, plan).provider_state_rank == 3
+    bound = replace(p, provider_payment_id="pi_first")
+    assert snapshot_row(bound, None, None, snap, plan).provider_payment_id == "pi_first"

@@ -21,8 +21,9 @@ from payment_svc.adapters.refund_store import PgLockedRefunds
 from payment_svc.adapters.refund_sync_store import PgLockedRefundSync
 from payment_svc.adapters.store import PAYMENT_COLUMNS, payment_from_row
 from payment_svc.domain.errors import NotFound
-from payment_svc.domain.model import Payment, format_payment_id
-from payment_svc.domain.reconciliation import DiscrepancyKind, Snapshot, SnapshotPlan
+from payment_svc.domain.inbox import EventTarget
+from payment_svc.domain.model import Payment, PaymentRow, format_payment_id
+from payment_svc.domain.reconciliation import DiscrepancyKind, SnapshotPlan
 from payment_svc.domain.records import Reported
 from payment_svc.service_layer.unit_of_work import AbstractUnitOfWork
 
@@ -39,8 +40,22 @@ class PgLockedPayments:
             raise NotFound(f"payment {format_payment_id(payment_id)} not found")
         return payment_from_row(row)
 
-    async def apply_snapshot(self, payment: Payment, snap: Snapshot, plan: SnapshotPlan) -> Payment:
-        return await apply_snapshot(self._conn, payment, snap, plan)
+    async def get_target_for_update(self, payment_id: uuid.UUID) -> EventTarget:
+        row = await self._conn.fetchrow(
+            f"SELECT {PAYMENT_COLUMNS}, provider_state_at, provider_state_rank FROM payments "
+            "WHERE id = $1 FOR UPDATE",
+            payment_id,
+        )
+        if row is None:
+            raise NotFound(f"payment {format_payment_id(payment_id)} not found")
+        return EventTarget(
+            payment_from_row(row), row["provider_state_at"], row["provider_state_rank"]
+        )
+
+    async def apply_snapshot(
+        self, payment: Payment, row: PaymentRow, plan: SnapshotPlan
+    ) -> Payment:
+        return await apply_snapshot(self._conn, payment, row, plan)
 
     async def release_lease(self, payment_id: uuid.UUID) -> None:
         await self._conn.execute(

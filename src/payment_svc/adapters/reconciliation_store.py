@@ -12,12 +12,8 @@ from payment_svc.adapters.db import Conn, Database
 from payment_svc.adapters.discrepancy_sql import report as report
 from payment_svc.adapters.store import PAYMENT_COLUMNS, payment_from_row
 from payment_svc.domain.errors import NotFound
-from payment_svc.domain.model import Payment, format_payment_id
-from payment_svc.domain.provider_events import rank_of
-from payment_svc.domain.reconciliation import (
-    Snapshot,
-    SnapshotPlan,
-)
+from payment_svc.domain.model import Payment, PaymentRow, format_payment_id
+from payment_svc.domain.reconciliation import SnapshotPlan
 
 
 class SnapshotStore:
@@ -99,23 +95,18 @@ class SnapshotStore:
 
 
 async def apply_snapshot(
-    conn: Conn, payment: Payment, snap: Snapshot, plan: SnapshotPlan
+    conn: Conn, payment: Payment, row: PaymentRow, plan: SnapshotPlan
 ) -> Payment:
-    """The planned snapshot's writes (payment and history), in one statement,
-    in the caller's transaction (adapters/postgres_uow.py)."""
+    """The planned row (domain/reconciliation.snapshot_row: every value
+    final, assigned) and its history entry, in one statement, in the
+    caller's transaction (adapters/postgres_uow.py)."""
     assert plan.status is not None
-    row = await conn.fetchrow(
+    written = await conn.fetchrow(
         f"""WITH u AS (
             UPDATE payments SET
-                status = $2,
-                provider_payment_id = COALESCE(provider_payment_id, $3),
-                failure_code = CASE WHEN $2 = 'FAILED' THEN $4 ELSE failure_code END,
-                failure_message = CASE WHEN $2 = 'FAILED' THEN $5 ELSE failure_message END,
-                amount_reversed = $6,
-                -- A snapshot has no provider time: provider_state_at keeps the
-                -- newest event's (our clock is never provider time); the rank
-                -- only grows, so older events of a lower rank stay stale.
-                provider_state_rank = GREATEST(provider_state_rank, $9),
+                status = $2, provider_payment_id = $3, failure_code = $4,
+                failure_message = $5, amount_reversed = $6, amount_disputed = $7,
+                provider_state_at = $8, provider_state_rank = $9,
                 version = version + 1,
                 updated_at = now()
             WHERE id = $1
@@ -123,18 +114,21 @@ async def apply_snapshot(
         ), e AS (
             INSERT INTO payment_events (payment_id, from_status, to_status, source, applied,
                                         failure_code, note)
-            SELECT id, $7, $2, 'reconciler', true, $4, $8 FROM u
+            SELECT id, $10, $2, 'reconciler', true, $11, $12 FROM u
         )
         SELECT {PAYMENT_COLUMNS} FROM u""",
         payment.id,
-        plan.status.value,
-        snap.provider_payment_id,
-        snap.failure_code,
-        snap.failure_message,
-        plan.amount_reversed,
+        row.status.value,
+        row.provider_payment_id,
+        row.failure_code,
+        row.failure_message,
+        row.amount_reversed,
+        row.amount_disputed,
+        row.provider_state_at,
+        row.provider_state_rank,
         payment.status.value,
+        row.failure_code if row.status.value == "FAILED" else None,
         plan.note,
-        int(rank_of(plan.status, amount_reversed=plan.amount_reversed)),
     )
-    assert row is not None
-    return payment_from_row(row)
+    assert written is not None
+    return payment_from_row(written)

@@ -7,7 +7,7 @@ import uuid
 from dataclasses import dataclass, field
 from datetime import datetime
 
-from payment_svc.domain.model import Payment
+from payment_svc.domain.model import Payment, PaymentRow
 from payment_svc.domain.provider_events import (
     EventPlan,
     ProviderObservation,
@@ -72,22 +72,6 @@ class EventTarget:
     applied to it (provider_events.is_stale compares with it)."""
 
     payment: Payment
-    provider_state_at: datetime | None
-    provider_state_rank: int | None
-
-
-@dataclass(frozen=True)
-class PaymentRow:
-    """The payment's row as one event leaves it: every value final, worked
-    out here under the row's lock (the adapter assigns them; no rule of
-    ordering, reversal, dispute or binding is restated in SQL)."""
-
-    status: PaymentStatus
-    provider_payment_id: str | None
-    failure_code: str | None
-    failure_message: str | None
-    amount_reversed: int
-    amount_disputed: int
     provider_state_at: datetime | None
     provider_state_rank: int | None
 

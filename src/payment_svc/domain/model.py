@@ -130,3 +130,20 @@ class NewPayment:
     payment_method: str
     description: str
     metadata: Mapping[str, str]
+
+
+@dataclass(frozen=True)
+class PaymentRow:
+    """The payment's row as one provider event or snapshot leaves it: every
+    value final, worked out in the domain under the row's lock (inbox.row_after,
+    reconciliation.snapshot_row); the adapters assign them, and no rule of
+    ordering, reversal, dispute or binding is restated in SQL."""
+
+    status: PaymentStatus
+    provider_payment_id: str | None
+    failure_code: str | None
+    failure_message: str | None
+    amount_reversed: int
+    amount_disputed: int
+    provider_state_at: datetime | None
+    provider_state_rank: int | None

@@ -17,10 +17,12 @@ from __future__ import annotations
 
 import enum
 from dataclasses import dataclass
+from datetime import datetime
 
 from payment_svc.domain import reversals
 from payment_svc.domain.binding import Binding, bind, duplicate_note
-from payment_svc.domain.model import Payment
+from payment_svc.domain.model import Payment, PaymentRow
+from payment_svc.domain.provider_events import rank_of
 from payment_svc.domain.status import Move, PaymentStatus, contradicts_final, decide
 
 
@@ -178,6 +180,34 @@ def plan_snapshot(
         status=target,
         amount_reversed=amount_reversed,
         reversal_differs=differs,
+    )
+
+
+def snapshot_row(
+    payment: Payment,
+    state_at: datetime | None,
+    state_rank: int | None,
+    snap: Snapshot,
+    plan: SnapshotPlan,
+) -> PaymentRow:
+    """The payment's row once an applied snapshot is written (payment locked,
+    with the newest provider state applied). A snapshot carries no provider
+    time: the time stays the newest event's (our clock is never provider
+    time), and the rank only grows, so that older events of a lower rank
+    stay stale (provider_events.is_stale)."""
+    assert plan.apply
+    assert plan.status is not None
+    failed = plan.status is PaymentStatus.FAILED
+    rank = int(rank_of(plan.status, amount_reversed=plan.amount_reversed))
+    return PaymentRow(
+        status=plan.status,
+        provider_payment_id=payment.provider_payment_id or snap.provider_payment_id,
+        failure_code=snap.failure_code if failed else payment.failure_code,
+        failure_message=snap.failure_message if failed else payment.failure_message,
+        amount_reversed=plan.amount_reversed,
+        amount_disputed=payment.amount_disputed,
+        provider_state_at=state_at,
+        provider_state_rank=max(state_rank or 0, rank),
     )
 
 

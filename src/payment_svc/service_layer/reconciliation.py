@@ -25,6 +25,7 @@ from payment_svc.domain.reconciliation import (
     Snapshot,
     plan_snapshot,
     snapshot_findings,
+    snapshot_row,
 )
 from payment_svc.domain.records import Reconciled
 from payment_svc.service_layer import pagination
@@ -93,7 +94,8 @@ class ReconciliationService:
         snapshot that changes nothing writes nothing (two reconcilers racing
         over one payment leave one history entry)."""
         async with self._uow() as uow:
-            payment = await uow.payments.get_for_update(payment_id)
+            target = await uow.payments.get_target_for_update(payment_id)
+            payment = target.payment
             plan = plan_snapshot(
                 payment.status,
                 payment.amount,
@@ -106,9 +108,12 @@ class ReconciliationService:
             found = snapshot_findings(payment, snap, plan)
             for kind, details in found:
                 await uow.discrepancies.report(kind, payment.id, snap.provider_payment_id, details)
-            moved = (
-                await uow.payments.apply_snapshot(payment, snap, plan) if plan.apply else payment
-            )
+            moved = payment
+            if plan.apply:
+                row = snapshot_row(
+                    payment, target.provider_state_at, target.provider_state_rank, snap, plan
+                )
+                moved = await uow.payments.apply_snapshot(payment, row, plan)
             await uow.payments.release_lease(payment.id)
             await uow.commit()
         return Reconciled(moved, plan.apply, [kind for kind, _ in found])

@@ -23,9 +23,9 @@ from types import TracebackType
 from typing import Protocol, Self
 
 from payment_svc.domain.inbox import EventOutcome, EventTarget, EventWrite, InboxEvent, StoredEvent
-from payment_svc.domain.model import Payment
+from payment_svc.domain.model import Payment, PaymentRow
 from payment_svc.domain.provider_events import ProviderObservation
-from payment_svc.domain.reconciliation import DiscrepancyKind, Snapshot, SnapshotPlan
+from payment_svc.domain.reconciliation import DiscrepancyKind, SnapshotPlan
 from payment_svc.domain.records import NewQuarantined, Quarantined, Reported
 from payment_svc.domain.refund_events import RefundState
 from payment_svc.domain.refunds import NewRefund, Refund, RefundOutcome, RefundPlan
@@ -39,8 +39,15 @@ class LockedPayments(Protocol):
         """The payment, locked until the end of the transaction (NotFound)."""
         ...
 
-    async def apply_snapshot(self, payment: Payment, snap: Snapshot, plan: SnapshotPlan) -> Payment:
-        """The payment and its history entry as the plan says, one statement."""
+    async def get_target_for_update(self, payment_id: uuid.UUID) -> EventTarget:
+        """The payment, locked, with the newest provider state applied to it."""
+        ...
+
+    async def apply_snapshot(
+        self, payment: Payment, row: PaymentRow, plan: SnapshotPlan
+    ) -> Payment:
+        """The payment's row as planned (domain/reconciliation.snapshot_row)
+        and its history entry, one statement."""
         ...
 
     async def release_lease(self, payment_id: uuid.UUID) -> None: ...
