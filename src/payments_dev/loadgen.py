@@ -45,6 +45,7 @@ from payment_svc.domain.inbox import EventOutcome, InboxEvent
 from payment_svc.domain.model import ProviderResult, request_fingerprint
 from payment_svc.domain.status import PaymentStatus, Source
 from payment_svc.service_layer.ids import new_payment_uuid
+from payment_svc.service_layer.payments import record_new
 from payment_svc.service_layer.provider_sync import apply_to_inbox
 from payment_svc.service_layer.results import record_result
 from payment_svc.service_layer.unit_of_work import AbstractUnitOfWork
@@ -388,7 +389,7 @@ async def raw_sql(
         )
         try:
             payment = await record_result(
-                store, await store.insert_new(new), answer, source=Source.API
+                store, await record_new(store, new), answer, source=Source.API
             )
         except ServiceError as exc:
             result.failed(started_ns, time.perf_counter_ns(), exc.reason, str(exc))
@@ -494,7 +495,7 @@ async def store_pool(
         try:
             new = _new_payment(prefix, n, amount, currency, POOL_PAYMENT_METHOD)
             payment = await record_result(
-                store, await store.insert_new(new), answer, source=Source.API
+                store, await record_new(store, new), answer, source=Source.API
             )
         except (ServiceError, asyncpg.PostgresError) as exc:
             pool.errors[getattr(exc, "reason", type(exc).__name__)] += 1

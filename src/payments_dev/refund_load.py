@@ -34,6 +34,7 @@ from payment_svc.domain.model import (
 from payment_svc.domain.refunds import ProviderRefundRequest, RefundOutcome, RefundStatus
 from payment_svc.domain.status import PaymentStatus, Source
 from payment_svc.service_layer.ids import new_payment_uuid
+from payment_svc.service_layer.payments import record_new
 from payment_svc.service_layer.refunds import RefundsService
 from payment_svc.service_layer.results import record_result
 from payments.v1 import payment_pb2 as pb
@@ -147,7 +148,7 @@ async def raw_pool(
         answer = ProviderResult(PaymentStatus.SUCCEEDED, provider_id, "succeeded")
         try:
             payment = await record_result(
-                store, await store.insert_new(new), answer, source=Source.API
+                store, await record_new(store, new), answer, source=Source.API
             )
         except (ServiceError, asyncpg.PostgresError) as exc:
             pool.errors[getattr(exc, "reason", type(exc).__name__)] += 1

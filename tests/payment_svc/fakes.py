@@ -60,7 +60,6 @@ from payment_svc.domain.results import (
     ExistingPayment,
     ResultPlan,
     ResultWrite,
-    duplicate_of,
 )
 from payment_svc.domain.status import PaymentStatus, Source
 from payment_svc.service_layer.unit_of_work import AbstractUnitOfWork
@@ -88,10 +87,10 @@ class FakePaymentRepository:
     # DUPLICATE_PROVIDER_PAYMENT details write_result reported
     duplicates: list[dict[str, str]] = field(default_factory=list)
 
-    async def insert_new(self, new: NewPayment) -> Payment:
+    async def insert_new(self, new: NewPayment) -> Payment | ExistingPayment:
         for p in self.payments.values():
             if (p.client_id, p.idempotency_key) == (new.client_id, new.idempotency_key):
-                raise duplicate_of(ExistingPayment(p.id, p.status, self.fingerprints[p.id]), new)
+                return ExistingPayment(p.id, p.status, self.fingerprints[p.id])
         now = _now()
         payment = Payment(
             id=new.id,

@@ -17,6 +17,7 @@ from payment_svc.adapters.store import NewPayment, PaymentStore
 from payment_svc.domain.model import ProviderResult
 from payment_svc.domain.status import PaymentStatus, Source
 from payment_svc.service_layer.ids import new_payment_uuid
+from payment_svc.service_layer.payments import record_new
 from payment_svc.service_layer.results import record_result
 
 
@@ -33,7 +34,8 @@ async def store(database_url: str) -> AsyncIterator[PaymentStore]:
 async def test_a_result_naming_another_provider_payment_is_recorded_not_applied(
     store: PaymentStore, db: asyncpg.Pool
 ) -> None:
-    payment = await store.insert_new(
+    payment = await record_new(
+        store,
         NewPayment(
             id=new_payment_uuid(),
             client_id="merchant-1",
@@ -44,7 +46,7 @@ async def test_a_result_naming_another_provider_payment_is_recorded_not_applied(
             payment_method="pm_card_processing",
             description="",
             metadata={},
-        )
+        ),
     )
     bound = await record_result(
         store,

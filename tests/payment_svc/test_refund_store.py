@@ -27,6 +27,7 @@ from payment_svc.domain.refunds import (
 )
 from payment_svc.domain.status import PaymentStatus, Source
 from payment_svc.service_layer.ids import new_payment_uuid, new_refund_uuid
+from payment_svc.service_layer.payments import record_new
 from payment_svc.service_layer.results import record_result
 
 CLIENT = "refund-store-test"
@@ -56,7 +57,7 @@ async def succeeded(db: Database, amount: int = 1000) -> Payment:
         metadata={},
     )
     answer = ProviderResult(PaymentStatus.SUCCEEDED, f"pi_{uuid.uuid4().hex[:12]}", "succeeded")
-    return await record_result(store, await store.insert_new(new), answer, source=Source.API)
+    return await record_result(store, await record_new(store, new), answer, source=Source.API)
 
 
 def new_refund(p: Payment, amount: int, key: str | None) -> NewRefund:

@@ -29,7 +29,6 @@ from payment_svc.domain.results import (
     ExistingPayment,
     ResultPlan,
     ResultWrite,
-    duplicate_of,
 )
 from payment_svc.domain.status import PaymentStatus, Source
 
@@ -156,8 +155,9 @@ class PaymentStore:
     def __init__(self, db: Database) -> None:
         self._db = db
 
-    async def insert_new(self, new: NewPayment) -> Payment:
-        """Commits the payment as PENDING, or raises DuplicatePayment."""
+    async def insert_new(self, new: NewPayment) -> Payment | ExistingPayment:
+        """Commits the payment as PENDING; or, when the key is taken, the
+        payment that holds it (the service layer decides what that means)."""
 
         async def op(conn: Conn) -> Payment | asyncpg.Record:
             row = await conn.fetchrow(
@@ -181,13 +181,10 @@ class PaymentStore:
         result = await self._db.run(op)
         if isinstance(result, Payment):
             return result
-        raise duplicate_of(
-            ExistingPayment(
-                result["id"],
-                PaymentStatus(result["status"]),
-                bytes(result["request_fingerprint"]),
-            ),
-            new,
+        return ExistingPayment(
+            result["id"],
+            PaymentStatus(result["status"]),
+            bytes(result["request_fingerprint"]),
         )
 
     async def write_result(

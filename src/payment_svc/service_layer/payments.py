@@ -37,6 +37,7 @@ from payment_svc.domain.model import (
     parse_payment_id,
     request_fingerprint,
 )
+from payment_svc.domain.results import ExistingPayment, duplicate_of
 from payment_svc.domain.status import Source
 from payment_svc.service_layer import pagination
 from payment_svc.service_layer.attempts import Attempts, left, write_until
@@ -61,6 +62,17 @@ def payment_uuid(text: str) -> uuid.UUID:
     return value
 
 
+async def record_new(store: PaymentRepository, new: NewPayment) -> Payment:
+    """The payment recorded PENDING before any provider call; a key its
+    client used before is DuplicatePayment (the same request) or a reuse of
+    the key (another one): domain/results.duplicate_of decides, here, never
+    in the store."""
+    found = await store.insert_new(new)
+    if isinstance(found, ExistingPayment):
+        raise duplicate_of(found, new)
+    return found
+
+
 class PaymentsService:
     def __init__(
         self,
@@ -81,7 +93,8 @@ class PaymentsService:
     ) -> Payment:
         """`deadline`: the caller's, on the running loop's clock (None: none)."""
         cmd.validate()
-        payment = await self._store.insert_new(
+        payment = await record_new(
+            self._store,
             NewPayment(
                 id=new_payment_uuid(),
                 client_id=client_id,
@@ -94,7 +107,7 @@ class PaymentsService:
                 payment_method=cmd.payment_method,
                 description=cmd.description,
                 metadata=cmd.metadata,
-            )
+            ),
         )
         structlog.contextvars.bind_contextvars(payment_id=payment.public_id)
         return await self._attempt(payment, Source.API, deadline)

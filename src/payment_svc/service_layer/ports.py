@@ -66,14 +66,15 @@ from payment_svc.domain.refunds import (
     RefundOutcome,
     RefundPlan,
 )
-from payment_svc.domain.results import ResultPlan
+from payment_svc.domain.results import ExistingPayment, ResultPlan
 from payment_svc.domain.status import PaymentStatus, Source
 
 
 class PaymentRepository(Protocol):
-    async def insert_new(self, new: NewPayment) -> Payment:
-        """Commits the payment as PENDING with its first history entry, or
-        raises DuplicatePayment."""
+    async def insert_new(self, new: NewPayment) -> Payment | ExistingPayment:
+        """Commits the payment as PENDING with its first history entry; or,
+        when its client's key is taken, returns the payment holding it
+        (service_layer/payments.record_new decides what that means)."""
         ...
 
     async def write_result(
