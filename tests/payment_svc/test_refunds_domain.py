@@ -5,10 +5,11 @@ from __future__ import annotations
 
 import uuid
 from dataclasses import replace
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 import pytest
 
+from payment_svc.domain.binding import within_redrive_window
 from payment_svc.domain.commands import RefundPayment
 from payment_svc.domain.errors import (
     InvalidArgument,
@@ -137,6 +138,21 @@ def test_only_a_succeeded_payment_is_refundable(status: PaymentStatus) -> None:
     with pytest.raises(PaymentNotRefundable) as exc:
         admit(payment(status=status), [], 100)
     assert exc.value.reason == "PAYMENT_NOT_REFUNDABLE"
+
+
+def test_a_payment_never_charged_through_us_is_not_refundable() -> None:
+    # SUCCEEDED without a provider payment id: nothing at the provider to
+    # refund (the admission rule's, not the service layer's: issue 22).
+    with pytest.raises(PaymentNotRefundable):
+        admit(payment(provider_payment_id=None), [], 100)
+    assert admit(payment(), [], 100) == 100
+
+
+def test_the_redrive_window_is_a_function_of_now() -> None:
+    window = 3600.0
+    assert within_redrive_window(NOW, NOW + timedelta(seconds=3599), window)
+    assert not within_redrive_window(NOW, NOW + timedelta(seconds=3600), window)
+    assert not within_redrive_window(NOW, NOW + timedelta(days=2), window)
 
 
 def test_a_partial_success_moves_amount_reversed_and_keeps_the_payment_succeeded() -> None:

@@ -20,6 +20,7 @@ provider has heard of it, whatever a later lookup says.
 from __future__ import annotations
 
 import enum
+from datetime import datetime, timedelta
 
 
 class Binding(enum.Enum):
@@ -47,6 +48,14 @@ def may_redrive(bound: str | None) -> bool:
     is never the answer to not finding it (another account's key, a wrong
     STRIPE_API_BASE, a provider that lost it), a person decides."""
     return not bound
+
+
+def within_redrive_window(created_at: datetime, now: datetime, window_seconds: float) -> bool:
+    """Whether a re-drive may still send the same provider idempotency key:
+    the provider remembers a key only so long (Stripe: 24 hours), and one it
+    forgot would charge, or refund, anew. `now` is the caller's (the domain
+    reads no clock)."""
+    return now - created_at < timedelta(seconds=window_seconds)
 
 
 def duplicate_note(bound: str | None, seen: str | None) -> str:

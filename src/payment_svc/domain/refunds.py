@@ -242,15 +242,17 @@ def remaining(payment: Payment, refunds: Iterable[Refund]) -> int:
     return max(0, payment.amount - taken)
 
 
-def is_refundable(status: PaymentStatus) -> bool:
-    """Only a succeeded payment: a REVERSED one has nothing left."""
-    return status is PaymentStatus.SUCCEEDED
+def is_refundable(payment: Payment) -> bool:
+    """Only a succeeded payment (a REVERSED one has nothing left) that was
+    charged through us: one the provider never gave an id for has nothing
+    at the provider to refund."""
+    return payment.status is PaymentStatus.SUCCEEDED and payment.provider_payment_id is not None
 
 
 def admit(payment: Payment, refunds: Iterable[Refund], asked: int) -> int:
     """The amount of a new refund of `payment` (`asked` 0: all that
     remains), or PaymentNotRefundable / RefundExceedsRemaining."""
-    if not is_refundable(payment.status):
+    if not is_refundable(payment):
         raise PaymentNotRefundable(payment.public_id, payment.status)
     left = remaining(payment, refunds)
     amount = left if asked == 0 else asked

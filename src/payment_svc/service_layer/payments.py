@@ -20,6 +20,7 @@ from datetime import UTC, datetime
 
 import structlog
 
+from payment_svc.domain.binding import within_redrive_window
 from payment_svc.domain.commands import CreatePayment, ListPayments, PageCursor
 from payment_svc.domain.deadlines import AttemptBudget
 from payment_svc.domain.errors import (
@@ -173,8 +174,7 @@ class PaymentsService:
         provider's key retention a new key would charge anew: refused."""
         if payment.status.is_final:
             raise FailedPrecondition(f"payment is {payment.status.value}: nothing to re-drive")
-        age = (datetime.now(UTC) - payment.created_at).total_seconds()
-        if age > window_seconds:
+        if not within_redrive_window(payment.created_at, datetime.now(UTC), window_seconds):
             raise FailedPrecondition(
                 "payment is older than the provider's idempotency window: re-driving could "
                 "charge twice"

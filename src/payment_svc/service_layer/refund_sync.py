@@ -18,10 +18,11 @@ from __future__ import annotations
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 
 import structlog
 
+from payment_svc.domain.binding import within_redrive_window
 from payment_svc.domain.commands import PageCursor
 from payment_svc.domain.errors import (
     FieldViolation,
@@ -406,7 +407,7 @@ class RefundSyncService:
             )
         if refund.status.is_final:
             raise RefundNotRedrivable(f"refund is {refund.status.value}: nothing to re-drive")
-        if datetime.now(UTC) - refund.created_at >= timedelta(seconds=self._redrive_window):
+        if not within_redrive_window(refund.created_at, datetime.now(UTC), self._redrive_window):
             raise RefundNotRedrivable(
                 "past the re-drive window: the provider may have forgotten the key"
             )

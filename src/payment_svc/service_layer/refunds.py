@@ -37,7 +37,6 @@ from payment_svc.domain.commands import ListRefunds, RefundPayment
 from payment_svc.domain.deadlines import AttemptBudget
 from payment_svc.domain.errors import (
     NotFound,
-    PaymentNotRefundable,
     RefundNotRecorded,
 )
 from payment_svc.domain.model import parse_payment_id
@@ -113,8 +112,6 @@ class RefundsService:
             if seen.by_key is not None:
                 raise duplicate_of(seen.by_key, fingerprint)
             amount = admit(payment, seen.refunds, cmd.amount)
-            if payment.provider_payment_id is None:  # never charged through us: nothing to refund
-                raise PaymentNotRefundable(payment.public_id, payment.status)
             refund = await self._refunds.insert_unless_moved(
                 NewRefund(
                     id=new_refund_uuid(),
