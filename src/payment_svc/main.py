@@ -38,11 +38,13 @@ from payment_svc.adapters.quarantine_store import QuarantineStore
 from payment_svc.adapters.reconciliation_store import SnapshotStore
 from payment_svc.adapters.refund_store import RefundStore
 from payment_svc.adapters.refund_sync_store import RefundSyncStore
+from payment_svc.adapters.resolver import SystemResolver
 from payment_svc.adapters.run_store import RunStore
 from payment_svc.adapters.store import PaymentStore
 from payment_svc.adapters.stripe_observations import parse_event
 from payment_svc.adapters.stripe_observations import snapshot as stripe_snapshot
 from payment_svc.adapters.stripe_provider import StripeProvider
+from payment_svc.adapters.webhook_store import WebhookEndpointStore
 from payment_svc.domain.deadlines import AttemptBudget
 from payment_svc.domain.errors import StoreUnavailable
 from payment_svc.entrypoints import metrics
@@ -58,6 +60,7 @@ from payment_svc.service_layer.reconciliation import ReconciliationService
 from payment_svc.service_layer.refund_sync import RefundSyncService
 from payment_svc.service_layer.refunds import RefundsService
 from payment_svc.service_layer.runs import RunService
+from payment_svc.service_layer.webhooks import WebhookEndpointsService
 from payment_svc.settings import ConfigError, MigrationSettings, Settings
 from payments_kit import logs, runtime
 from payments_kit.environment import split_address
@@ -194,6 +197,13 @@ async def serve(settings: Settings) -> None:
         redrive_window=settings.redrive_window,
         page_tokens=page_tokens,
     )
+    webhooks = WebhookEndpointsService(
+        WebhookEndpointStore(db),
+        SystemResolver(),
+        FeedCursors(settings.page_token_key.encode()),
+        page_tokens,
+        production=settings.production,
+    )
     server, port = create_server(
         settings,
         payments,
@@ -203,6 +213,7 @@ async def serve(settings: Settings) -> None:
         refunds=refunds,
         feed=feed,
         refund_sync=refund_sync,
+        webhooks=webhooks,
     )
 
     pending: set[asyncio.Task[None]] = set()

@@ -21,12 +21,14 @@ from payment_svc.entrypoints import convert, metrics
 from payment_svc.entrypoints.interceptors import PRINCIPAL, CallPipeline, call_deadline
 from payment_svc.entrypoints.provider_sync_grpc import ProviderSyncServicer
 from payment_svc.entrypoints.validation import RequestFloor
+from payment_svc.entrypoints.webhooks_grpc import WebhookEndpointMethods
 from payment_svc.service_layer.feed import FeedService
 from payment_svc.service_layer.payments import PaymentsService
 from payment_svc.service_layer.provider_sync import ProviderSyncService
 from payment_svc.service_layer.reconciliation import ReconciliationService
 from payment_svc.service_layer.refund_sync import RefundSyncService
 from payment_svc.service_layer.refunds import RefundsService
+from payment_svc.service_layer.webhooks import WebhookEndpointsService
 from payment_svc.settings import Settings
 from payments.v1 import payment_service_pb2 as svc
 from payments.v1 import payment_service_pb2_grpc as svc_grpc
@@ -39,11 +41,16 @@ PAYMENT_SERVICE = svc.DESCRIPTOR.services_by_name["PaymentService"].full_name
 PROVIDER_SYNC_SERVICE = sync.DESCRIPTOR.services_by_name["ProviderSyncService"].full_name
 
 
-class PaymentServicer(svc_grpc.PaymentServiceServicer):
+class PaymentServicer(WebhookEndpointMethods, svc_grpc.PaymentServiceServicer):
     def __init__(
-        self, payments: PaymentsService, refunds: RefundsService, feed: FeedService
+        self,
+        payments: PaymentsService,
+        refunds: RefundsService,
+        feed: FeedService,
+        webhooks: WebhookEndpointsService,
     ) -> None:
         self._payments = payments
+        self._webhooks = webhooks
         self._refunds = refunds
         self._feed = feed
         # The streams of one client send the same pages (read once:
@@ -223,6 +230,7 @@ def create_server(
     refunds: RefundsService,
     feed: FeedService,
     refund_sync: RefundSyncService,
+    webhooks: WebhookEndpointsService,
 ) -> tuple[grpc.aio.Server, int]:
     """Builds the server bound to settings.listen; returns it and its port
     (tests bind port 0)."""
@@ -244,7 +252,9 @@ def create_server(
             ("grpc.max_connection_age_grace_ms", 30 * 1000),
         ],
     )
-    svc_grpc.add_PaymentServiceServicer_to_server(PaymentServicer(payments, refunds, feed), server)
+    svc_grpc.add_PaymentServiceServicer_to_server(
+        PaymentServicer(payments, refunds, feed, webhooks), server
+    )
     sync_grpc.add_ProviderSyncServiceServicer_to_server(
         ProviderSyncServicer(sync_service, reconciliation, refund_sync), server
     )

@@ -66,6 +66,14 @@ METHOD_ROLES: Mapping[str, frozenset[Role]] = {
     _PAYMENTS + "ListRefunds": _MERCHANT,
     _PAYMENTS + "ListPaymentUpdates": _MERCHANT,
     _PAYMENTS + "WatchPaymentUpdates": _MERCHANT,
+    # Signed webhooks (SPEC §3d): a client manages its own endpoints.
+    _PAYMENTS + "CreateWebhookEndpoint": _MERCHANT,
+    _PAYMENTS + "ListWebhookEndpoints": _MERCHANT,
+    _PAYMENTS + "UpdateWebhookEndpoint": _MERCHANT,
+    _PAYMENTS + "DeleteWebhookEndpoint": _MERCHANT,
+    _PAYMENTS + "RotateWebhookSecret": _MERCHANT,
+    _PAYMENTS + "ListWebhookDeliveries": _MERCHANT,
+    _PAYMENTS + "RedeliverWebhooks": _MERCHANT,
     # The gateway forwards webhooks; the reconciler's catch-up replays events.
     _SYNC + "ApplyProviderEvent": frozenset({Role.GATEWAY, Role.RECONCILER}),
     _SYNC + "ReconcilePayment": _RECONCILER,
