@@ -45,11 +45,19 @@ from payments_dev.devdb import LocalPostgres, free_port
 from payments_dev.stack import DEV_TOKENS, wait_for_port, wait_serving
 
 ROOT = Path(__file__).resolve().parent.parent
-SCRIPTS = ("payment-svc", "provider-sim", "webhook-gateway", "reconciler", "payments")
+SCRIPTS = (
+    "payment-svc",
+    "provider-sim",
+    "webhook-gateway",
+    "reconciler",
+    "webhook-dispatcher",
+    "payments",
+)
 # Distributions (lock) and modules (imports) that only development may have.
 DEV_ONLY = {
     "psutil": "psutil",
     "pgserver": "pgserver",
+    "standardwebhooks": "standardwebhooks",
     "hdrhistogram": "hdrh",
     "hypothesis": "hypothesis",
     "pytest": "pytest",

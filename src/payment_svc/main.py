@@ -44,6 +44,7 @@ from payment_svc.adapters.store import PaymentStore
 from payment_svc.adapters.stripe_observations import parse_event
 from payment_svc.adapters.stripe_observations import snapshot as stripe_snapshot
 from payment_svc.adapters.stripe_provider import StripeProvider
+from payment_svc.adapters.webhook_dispatch_store import WebhookDispatchStore
 from payment_svc.adapters.webhook_store import WebhookEndpointStore
 from payment_svc.domain.deadlines import AttemptBudget
 from payment_svc.domain.errors import StoreUnavailable
@@ -60,6 +61,7 @@ from payment_svc.service_layer.reconciliation import ReconciliationService
 from payment_svc.service_layer.refund_sync import RefundSyncService
 from payment_svc.service_layer.refunds import RefundsService
 from payment_svc.service_layer.runs import RunService
+from payment_svc.service_layer.webhook_dispatch import WebhookDispatch
 from payment_svc.service_layer.webhooks import WebhookEndpointsService
 from payment_svc.settings import ConfigError, MigrationSettings, Settings
 from payments_kit import logs, runtime
@@ -214,6 +216,7 @@ async def serve(settings: Settings) -> None:
         feed=feed,
         refund_sync=refund_sync,
         webhooks=webhooks,
+        webhook_dispatch=WebhookDispatch(WebhookDispatchStore(db)),
     )
 
     pending: set[asyncio.Task[None]] = set()

@@ -10,6 +10,9 @@
     async with ProviderSyncClient("127.0.0.1:50051", "dev-reconciler-token") as sync:
         discrepancies, _ = await sync.list_discrepancies()
 
+    verify_webhook(request.headers, await request.read(), ["whsec_..."])  # SPEC §3d;
+    # raises WebhookVerificationError (answer 400): see payments.webhooks
+
 Every call carries `authorization: Bearer <token>`, a fresh `x-request-id`
 and a deadline; a failed call raises from the error tree drawn in
 payments.errors (re-exported here), so callers can tell `RetryableError`
@@ -55,6 +58,12 @@ from payments.v1 import payment_service_pb2 as svc
 from payments.v1 import payment_service_pb2_grpc as svc_grpc
 from payments.v1 import provider_sync_service_pb2 as sync
 from payments.v1 import provider_sync_service_pb2_grpc as sync_grpc
+from payments.webhooks import (
+    WebhookSignatureError,
+    WebhookTimestampError,
+    WebhookVerificationError,
+    verify_webhook,
+)
 
 __all__ = [
     "DEFAULT_TARGET",
@@ -78,6 +87,10 @@ __all__ = [
     "Unauthenticated",
     "Unavailable",
     "UpdateWatcher",
+    "WebhookSignatureError",
+    "WebhookTimestampError",
+    "WebhookVerificationError",
+    "verify_webhook",
 ]
 
 DEFAULT_TARGET = "127.0.0.1:50051"

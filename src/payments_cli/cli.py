@@ -364,6 +364,7 @@ def up(
     metrics_port: Annotated[int, typer.Option(help="payment-svc /metrics")] = 9101,
     gateway_port: Annotated[int, typer.Option(help="webhook-gateway HTTP")] = 8080,
     reconciler_port: Annotated[int, typer.Option(help="reconciler /metrics")] = 9102,
+    dispatcher_port: Annotated[int, typer.Option(help="webhook-dispatcher /metrics")] = 9104,
     pg_port: Annotated[
         int | None, typer.Option(help="embedded Postgres port (default: a free one)")
     ] = None,
@@ -396,6 +397,7 @@ def up(
         metrics_port=metrics_port,
         gateway_port=gateway_port,
         reconciler_port=reconciler_port,
+        dispatcher_port=dispatcher_port,
         log_dir=None,
         sim_state=data_dir / SIM_STATE_FILE,
     )

@@ -40,6 +40,7 @@ DEV_TOKENS = {
     "merchant-2": "dev-merchant-2-token",
     "gateway": "dev-gateway-token",
     "reconciler": "dev-reconciler-token",
+    "dispatcher": "dev-dispatcher-token",
 }
 
 
@@ -155,6 +156,10 @@ class StackConfig:
     metrics_port: int = 9101
     gateway_port: int = 8080
     reconciler_port: int = 9102
+    dispatcher_port: int = 9104
+    # webhook-dispatcher runs too (tests of the session's stack run their
+    # own dispatchers instead, with short retry schedules, to kill them).
+    with_dispatcher: bool = True
     log_dir: Path | None = None  # None: prefixed lines on our stdout
     # provider-sim keeps its books in this file across restarts; None: in memory.
     sim_state: Path | None = None
@@ -163,13 +168,26 @@ class StackConfig:
     @classmethod
     def on_free_ports(cls, **fields: Any) -> StackConfig:
         """A stack that can run beside others: every port picked free."""
-        ports = ("sim_port", "grpc_port", "metrics_port", "gateway_port", "reconciler_port")
+        ports = (
+            "sim_port",
+            "grpc_port",
+            "metrics_port",
+            "gateway_port",
+            "reconciler_port",
+            "dispatcher_port",
+        )
         return cls(**{name: free_port() for name in ports} | fields)
 
 
 # Who calls whom: the reconciler and the gateway call payment-svc, which calls
 # the provider; they stop in this order, so that no caller outlives its callee.
-STOP_ORDER = ("reconciler", "webhook-gateway", "payment-svc", "provider-sim")
+STOP_ORDER = (
+    "webhook-dispatcher",
+    "reconciler",
+    "webhook-gateway",
+    "payment-svc",
+    "provider-sim",
+)
 
 
 class Stack:
@@ -206,6 +224,7 @@ class Stack:
             "WEBHOOK_GATEWAY_LISTEN": f"127.0.0.1:{self.config.gateway_port}",
             "PAYMENT_SVC_TARGET": self.grpc_target,
             "RECONCILER_METRICS_LISTEN": f"127.0.0.1:{self.config.reconciler_port}",
+            "WEBHOOK_DISPATCHER_METRICS_LISTEN": f"127.0.0.1:{self.config.dispatcher_port}",
             **self.config.extra_env,
         }
 
@@ -256,6 +275,11 @@ class Stack:
     def start_reconciler(self) -> Process:
         return self._start("reconciler", [_bin("reconciler")], self.config.reconciler_port)
 
+    def start_webhook_dispatcher(self) -> Process:
+        return self._start(
+            "webhook-dispatcher", [_bin("webhook-dispatcher")], self.config.dispatcher_port
+        )
+
     def start(self) -> None:
         # Callees before callers: the provider's first webhook finds a gateway,
         # and the gateway a payment service; the reconciler asks both.
@@ -264,6 +288,8 @@ class Stack:
         self.start_webhook_gateway()
         self.start_provider_sim()
         self.start_reconciler()
+        if self.config.with_dispatcher:
+            self.start_webhook_dispatcher()
 
     def stop(self, on_stop: Callable[[str], None] | None = None) -> None:
         """Callers first (STOP_ORDER), then what they call, then the database;

@@ -1,13 +1,9 @@
 """Signed webhooks' rules (SPEC §3d): what an endpoint is, its secret, which
 URLs and addresses the platform may post to, and the input limits.
 
-The address rule is plain Python (ipaddress) so that registration (the
-service layer, with the names resolved) and the dispatcher's connect-time
-check apply the same one. Development allows loopback (http or https);
-production refuses it. Everything else in FORBIDDEN_NETWORKS is refused
-everywhere: private, link-local (the metadata address among them), CGNAT,
-multicast, the translation prefixes that smuggle an IPv4 address (NAT64,
-6to4), and "this network".
+The address rule is payments_kit.webhook_addresses, so that registration
+(the service layer, with the names resolved) and the dispatcher's
+connect-time check apply the same one.
 """
 
 from __future__ import annotations
@@ -22,6 +18,14 @@ from urllib.parse import SplitResult, urlsplit
 
 from payment_svc.domain.errors import FieldViolation, InvalidArgument, PermanentError
 from payments_kit.cards import contains_card_number
+from payments_kit.webhook_addresses import (
+    LOOPBACK_NETWORKS,
+    IPAddress,
+    is_loopback_name,
+)
+from payments_kit.webhook_addresses import (
+    address_allowed as address_allowed,
+)
 
 MAX_URL_CHARS = 2048
 MAX_DESCRIPTION_CHARS = 500
@@ -30,31 +34,6 @@ SECRET_BYTES = 32
 SECRET_PREFIX = "whsec_"
 ROTATION_OVERLAP = timedelta(hours=24)
 ENDPOINT_ID_PREFIX = "we_"
-
-IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
-
-FORBIDDEN_NETWORKS = tuple(
-    ipaddress.ip_network(n)
-    for n in (
-        "0.0.0.0/8",
-        "10.0.0.0/8",
-        "100.64.0.0/10",
-        "169.254.0.0/16",
-        "172.16.0.0/12",
-        "192.168.0.0/16",
-        "224.0.0.0/4",
-        "240.0.0.0/4",
-        "255.255.255.255/32",
-        "::/96",
-        "64:ff9b::/96",
-        "64:ff9b:1::/48",
-        "2002::/16",
-        "fc00::/7",
-        "fe80::/10",
-        "ff00::/8",
-    )
-)
-LOOPBACK_NETWORKS = tuple(ipaddress.ip_network(n) for n in ("127.0.0.0/8", "::1/128"))
 
 
 class EndpointStatus(enum.Enum):
@@ -137,24 +116,11 @@ def format_secret(key: bytes) -> str:
     return SECRET_PREFIX + base64.b64encode(key).decode()
 
 
-def address_allowed(address: IPAddress, *, production: bool) -> bool:
-    """Whether the platform may connect to this address."""
-    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
-        address = address.ipv4_mapped
-    if any(address in n for n in LOOPBACK_NETWORKS):
-        return not production
-    return not any(address in n for n in FORBIDDEN_NETWORKS)
-
-
 def _literal(host: str) -> IPAddress | None:
     try:
         return ipaddress.ip_address(host)
     except ValueError:
         return None
-
-
-def is_loopback_name(host: str) -> bool:
-    return host == "localhost" or host.endswith(".localhost")
 
 
 def check_url(url: str, *, production: bool) -> SplitResult:

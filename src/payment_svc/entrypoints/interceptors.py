@@ -51,6 +51,7 @@ PUBLIC_SERVICES = frozenset(
 )
 _PAYMENTS = "/payments.v1.PaymentService/"
 _SYNC = "/payments.v1.ProviderSyncService/"
+_DISPATCH = "/payments.v1.WebhookDispatchService/"
 _MERCHANT = frozenset({Role.MERCHANT})
 _RECONCILER = frozenset({Role.RECONCILER})
 
@@ -95,6 +96,10 @@ METHOD_ROLES: Mapping[str, frozenset[Role]] = {
     # Operators (with the reconciler's token) list and replay poison events.
     _SYNC + "ListQuarantinedEvents": _RECONCILER,
     _SYNC + "ReplayQuarantinedEvent": _RECONCILER,
+    # webhook-dispatcher: leases, the queue, the attempts' outcomes.
+    _DISPATCH + "LeaseWebhookEndpoints": frozenset({Role.DISPATCHER}),
+    _DISPATCH + "FetchWebhookMessages": frozenset({Role.DISPATCHER}),
+    _DISPATCH + "RecordWebhookAttempt": frozenset({Role.DISPATCHER}),
 }
 
 

@@ -28,6 +28,7 @@ transaction at most, never a network call.
     WebhookEndpointRepository  a client's webhook endpoints, their attempts
                              and their cursor (RedeliverWebhooks)
     Resolver                 a webhook URL's host name -> its addresses
+    WebhookDispatchRepository  the dispatcher's leases, queue and attempts
     PaymentProvider          the provider's create call
     RefundProvider           the provider's refund call
     EventParser              provider bytes -> a ParsedEvent
@@ -71,6 +72,12 @@ from payment_svc.domain.refunds import (
 )
 from payment_svc.domain.results import ResultPlan
 from payment_svc.domain.status import PaymentStatus, Source
+from payment_svc.domain.webhook_dispatch import (
+    AttemptRecord,
+    DueMessages,
+    EndpointState,
+    LeasedEndpoint,
+)
 from payment_svc.domain.webhooks import DeliveryAttempt, EndpointChanges, WebhookEndpoint
 
 
@@ -349,3 +356,19 @@ class Resolver(Protocol):
     async def resolve(self, host: str, port: int) -> list[str]:
         """The addresses a name resolves to; raises OSError when it does not."""
         ...
+
+
+class WebhookDispatchRepository(Protocol):
+    """The dispatcher's side of the webhook tables (adapters/webhook_dispatch_store.py)."""
+
+    async def lease(
+        self, dispatcher_id: str, lease_seconds: float, max_endpoints: int
+    ) -> list[LeasedEndpoint]: ...
+
+    async def fetch(
+        self, dispatcher_id: str, endpoint_id: uuid.UUID, limit: int, busy: list[uuid.UUID]
+    ) -> DueMessages:
+        """Raises LeaseLost when the dispatcher does not hold the endpoint."""
+        ...
+
+    async def record(self, record: AttemptRecord) -> EndpointState: ...
