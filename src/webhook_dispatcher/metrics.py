@@ -60,5 +60,13 @@ class Metrics:
             registry=self.registry,
         )
 
+        # Every series exists from the start (at 0), so that rates and
+        # alerts see the first increase.
+        for outcome in ("delivered", "retry", "given_up", "gone"):
+            for status_class in ("2xx", "3xx", "4xx", "5xx", "none"):
+                self.attempts.labels(outcome, status_class)
+        for reason in ("DISABLED_GONE", "DISABLED_FAILING"):
+            self.endpoints_disabled.labels(reason)
+
     def render(self) -> bytes:
         return generate_latest(self.registry)

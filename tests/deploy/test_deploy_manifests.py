@@ -26,6 +26,7 @@ PROD_SECRETS = {
         "merchant-tokens",
         "gateway-token",
         "reconciler-token",
+        "dispatcher-token",
         "page-token-key",
     },
     "payments-provider": {"stripe-api-key", "webhook-secrets"},
@@ -213,7 +214,7 @@ def test_deploy_services_pdbs_hpas_and_monitors_find_their_pods(overlay: str) ->
         assert hpa["spec"]["scaleTargetRef"]["name"] == name
         assert hpa["spec"]["minReplicas"] == deployments[name]["spec"]["replicas"]
     monitors = of_kind(objects, "ServiceMonitor")
-    assert set(monitors) == {"payment-svc", "webhook-gateway", "reconciler"}
+    assert set(monitors) == {"payment-svc", "webhook-gateway", "reconciler", "webhook-dispatcher"}
     for name, monitor in monitors.items():
         matching = [
             s
