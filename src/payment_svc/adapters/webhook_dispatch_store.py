@@ -50,6 +50,16 @@ RETURNING e.id, e.client_id, e.url, e.secret,
 _RELEASE = """UPDATE webhook_endpoints SET lease_owner = NULL, lease_until = NULL
 WHERE lease_owner = $1"""
 
+# Read only, without a lock: whether the locked path has anything to do. An
+# idle endpoint is polled often; this keeps its polls from writing (a row
+# lock is a write).
+_PEEK = """SELECT e.lease_owner = $2 AND e.lease_until > now() AND e.status = 'ENABLED' AS held,
+    EXISTS (SELECT 1 FROM payment_updates AS u
+            WHERE u.client_id = e.client_id AND u.position > e.feed_position) AS news,
+    EXISTS (SELECT 1 FROM webhook_queue AS q
+            WHERE q.endpoint_id = e.id AND q.next_attempt_at <= now()) AS due
+FROM webhook_endpoints AS e WHERE e.id = $1"""
+
 _HOLD = """SELECT client_id, feed_position FROM webhook_endpoints
 WHERE id = $1 AND lease_owner = $2 AND lease_until > now() AND status = 'ENABLED'
 FOR UPDATE"""
@@ -146,6 +156,13 @@ class WebhookDispatchStore:
         busy: list[uuid.UUID],
     ) -> DueMessages:
         async def op(conn: Conn) -> tuple[str, list[asyncpg.Record], asyncpg.Record]:
+            peek = await conn.fetchrow(_PEEK, endpoint_id, dispatcher_id)
+            if peek is None or not peek["held"]:
+                raise LeaseLost("this dispatcher no longer holds the endpoint")
+            if not (peek["news"] or peek["due"]):
+                waiting = await conn.fetchrow(_WAITING, endpoint_id)
+                assert waiting is not None
+                return "", [], waiting
             async with conn.transaction():
                 held = await conn.fetchrow(_HOLD, endpoint_id, dispatcher_id)
                 if held is None:
