@@ -233,3 +233,60 @@ async def test_per_payment_order_under_8_concurrent_writers(
         proc.stop()
         await delete_endpoint(channel, endpoint.id)
         await r.stop()
+
+
+async def test_replicas_share_the_endpoints(
+    channel: grpc.aio.Channel, stack: Stack, tmp_path: Path, db: asyncpg.Pool
+) -> None:
+    """Each replica takes about its share of the enabled endpoints (the
+    enabled ones over the replicas alive): a second replica gets half from
+    the first, which gives them back; every endpoint is held by one."""
+    receivers = [Receiver() for _ in range(4)]
+    endpoints = []
+    for r in receivers:
+        await r.start()
+        endpoints.append(await create_endpoint(channel, r.url))
+    a = start_dispatcher(stack, tmp_path, "share-a")
+    b: Process | None = None
+
+    async def owners() -> dict[str, int]:
+        rows = await db.fetch(
+            "SELECT lease_owner, count(*) FROM webhook_endpoints"
+            " WHERE status = 'ENABLED' AND lease_until > now() GROUP BY lease_owner"
+        )
+        return {r["lease_owner"]: r["count"] for r in rows}
+
+    try:
+        enabled = await db.fetchval(
+            "SELECT count(*) FROM webhook_endpoints WHERE status = 'ENABLED'"
+        )
+        async with asyncio.timeout(10):
+            while True:
+                if sum((await owners()).values()) == enabled:
+                    break
+                await asyncio.sleep(0.2)
+        assert len(await owners()) == 1
+        b = start_dispatcher(stack, tmp_path, "share-b")
+        async with asyncio.timeout(15):
+            while True:
+                held = await owners()
+                even = max(held.values(), default=0) - min(held.values(), default=0) <= 1
+                if len(held) == 2 and sum(held.values()) == enabled and even:
+                    break
+                await asyncio.sleep(0.2)
+        # Both serve: every endpoint gets its client's updates.
+        made = {
+            (
+                await stub(channel).CreatePayment(create_request(), metadata=auth(), timeout=10)
+            ).payment.id
+        }
+        for r in receivers:
+            await _all_delivered(channel, r, made)
+    finally:
+        a.stop()
+        if b is not None:
+            b.stop()
+        for e in endpoints:
+            await delete_endpoint(channel, e.id)
+        for r in receivers:
+            await r.stop()

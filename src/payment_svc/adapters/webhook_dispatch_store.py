@@ -7,6 +7,10 @@ when an attempt's outcome says delivered or given up. A dispatcher killed
 at any moment leaves its rows queued; the lease expires and whoever takes
 the endpoint sends them again, with the same webhook-id (the update id).
 
+Sharing: each lease call says the replica is alive (webhook_dispatchers);
+a replica takes at most its share, the enabled endpoints over the replicas
+alive, rounded up, its own first, and gives back what it holds beyond.
+
 Why order holds: only the lowest queued position of a payment is ever
 handed out (the head), and the next one only after the head left the
 queue; positions follow commit order per payment (adapters/feed_store.py).
@@ -31,21 +35,51 @@ from payment_svc.domain.webhook_dispatch import (
     LeaseLost,
 )
 
-# Claims free endpoints and renews the caller's own, up to $3 in all (its
-# own first); 0 releases every lease it holds (a clean stop).
-_LEASE = """WITH chosen AS (
+# The caller is alive until its lease ends; replicas not seen for an hour
+# are forgotten.
+_HEARTBEAT = """INSERT INTO webhook_dispatchers (dispatcher_id, seen_until)
+VALUES ($1, now() + make_interval(secs => $2))
+ON CONFLICT (dispatcher_id) DO UPDATE SET seen_until = EXCLUDED.seen_until"""
+
+_FORGET = "DELETE FROM webhook_dispatchers WHERE seen_until < now() - interval '1 hour'"
+
+# A replica's share: the enabled endpoints over the replicas alive, rounded up.
+_SHARE = """SELECT ceil(
+    (SELECT count(*) FROM webhook_endpoints WHERE status = 'ENABLED')::numeric
+    / GREATEST(1, (SELECT count(*) FROM webhook_dispatchers WHERE seen_until > now()))
+)::int"""
+
+_RETURNING = """RETURNING e.id, e.client_id, e.url, e.secret,
+    CASE WHEN e.previous_secret_expires_at > now() THEN e.previous_secret END AS previous_secret"""
+
+# The caller's own, up to its share (waiting for a fetch that holds one
+# of them: a renewal is never skipped).
+_RENEW = f"""WITH keep AS (
     SELECT id FROM webhook_endpoints
-    WHERE status = 'ENABLED'
-      AND (lease_owner = $1 OR lease_until IS NULL OR lease_until < now())
-    ORDER BY COALESCE(lease_owner = $1, false) DESC, id
-    LIMIT $3
+    WHERE lease_owner = $1 AND status = 'ENABLED' ORDER BY id LIMIT $3
+)
+UPDATE webhook_endpoints AS e SET lease_until = now() + make_interval(secs => $2)
+FROM keep WHERE e.id = keep.id
+{_RETURNING}"""
+
+# Free ones (never leased, or their lease ran out), up to what the share
+# leaves; rows another transaction holds are skipped.
+_CLAIM = f"""WITH chosen AS (
+    SELECT id FROM webhook_endpoints
+    WHERE status = 'ENABLED' AND lease_owner IS DISTINCT FROM $1
+      AND (lease_until IS NULL OR lease_until < now())
+    ORDER BY id LIMIT $3
     FOR UPDATE SKIP LOCKED
 )
 UPDATE webhook_endpoints AS e
 SET lease_owner = $1, lease_until = now() + make_interval(secs => $2)
 FROM chosen WHERE e.id = chosen.id
-RETURNING e.id, e.client_id, e.url, e.secret,
-    CASE WHEN e.previous_secret_expires_at > now() THEN e.previous_secret END AS previous_secret"""
+{_RETURNING}"""
+
+# What the caller holds beyond what it renewed or claimed now goes back
+# (above its share, or disabled): another replica takes it at once.
+_GIVE_BACK = """UPDATE webhook_endpoints SET lease_owner = NULL, lease_until = NULL
+WHERE lease_owner = $1 AND NOT (id = ANY($2::uuid[]))"""
 
 _RELEASE = """UPDATE webhook_endpoints SET lease_owner = NULL, lease_until = NULL
 WHERE lease_owner = $1"""
@@ -140,13 +174,27 @@ class WebhookDispatchStore:
     async def lease(
         self, dispatcher_id: str, lease_seconds: float, max_endpoints: int
     ) -> list[LeasedEndpoint]:
-        if max_endpoints == 0:
-            await self._db.run(lambda c: c.execute(_RELEASE, dispatcher_id))
-            return []
-        rows = await self._db.run(
-            lambda c: c.fetch(_LEASE, dispatcher_id, lease_seconds, max_endpoints)
-        )
-        return [_leased(r) for r in rows]
+        async def op(conn: Conn) -> list[asyncpg.Record]:
+            async with conn.transaction():
+                if max_endpoints == 0:  # a clean stop
+                    await conn.execute(_RELEASE, dispatcher_id)
+                    await conn.execute(
+                        "DELETE FROM webhook_dispatchers WHERE dispatcher_id = $1", dispatcher_id
+                    )
+                    return []
+                await conn.execute(_HEARTBEAT, dispatcher_id, lease_seconds)
+                await conn.execute(_FORGET)
+                share: int = await conn.fetchval(_SHARE)
+                limit = min(max_endpoints, share)
+                rows = list(await conn.fetch(_RENEW, dispatcher_id, lease_seconds, limit))
+                if len(rows) < limit:
+                    rows += await conn.fetch(
+                        _CLAIM, dispatcher_id, lease_seconds, limit - len(rows)
+                    )
+                await conn.execute(_GIVE_BACK, dispatcher_id, [r["id"] for r in rows])
+                return rows
+
+        return [_leased(r) for r in await self._db.run(op)]
 
     async def fetch(
         self,
