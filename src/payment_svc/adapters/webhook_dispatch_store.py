@@ -22,6 +22,7 @@ import uuid
 from datetime import datetime, timedelta
 
 import asyncpg
+import structlog
 
 from payment_svc.adapters.db import Conn, Database
 from payment_svc.adapters.feed_store import update_from_row
@@ -34,6 +35,8 @@ from payment_svc.domain.webhook_dispatch import (
     LeasedEndpoint,
     LeaseLost,
 )
+
+log = structlog.get_logger("payment_svc.webhooks")
 
 # The caller is alive until its lease ends; replicas not seen for an hour
 # are forgotten.
@@ -94,7 +97,9 @@ _PEEK = """SELECT e.lease_owner = $2 AND e.lease_until > now() AND e.status = 'E
             WHERE q.endpoint_id = e.id AND q.next_attempt_at <= now()) AS due
 FROM webhook_endpoints AS e WHERE e.id = $1"""
 
-_HOLD = """SELECT client_id, feed_position FROM webhook_endpoints
+_HOLD = """SELECT client_id, feed_position,
+    (SELECT horizon FROM payment_updates_state) AS horizon
+FROM webhook_endpoints
 WHERE id = $1 AND lease_owner = $2 AND lease_until > now() AND status = 'ENABLED'
 FOR UPDATE"""
 
@@ -216,12 +221,26 @@ class WebhookDispatchStore:
                 if held is None:
                     raise LeaseLost("this dispatcher no longer holds the endpoint")
                 client_id = held["client_id"]
+                if held["feed_position"] < held["horizon"]:
+                    # Disabled longer than the feed's retention: what was
+                    # deleted meanwhile can no longer be sent.
+                    log.warning(
+                        "webhook_updates_expired_before_queued",
+                        endpoint_id=str(endpoint_id),
+                        cursor=held["feed_position"],
+                        horizon=held["horizon"],
+                    )
                 await conn.execute(
                     _INGEST, endpoint_id, client_id, held["feed_position"], self._ingest_batch
                 )
                 heads = list(await conn.fetch(_HEADS, endpoint_id, busy, limit))
                 gone = [h["position"] for h in heads if h["id"] is None]
                 if gone:  # deleted by retention before it could be delivered
+                    log.warning(
+                        "webhook_updates_expired_in_queue",
+                        endpoint_id=str(endpoint_id),
+                        positions=gone,
+                    )
                     await conn.execute(
                         "DELETE FROM webhook_queue WHERE endpoint_id = $1"
                         " AND position = ANY($2::bigint[])",
