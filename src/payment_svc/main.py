@@ -100,12 +100,17 @@ async def _inbox_upkeep(sync_service: ProviderSyncService, every: float) -> None
         await asyncio.sleep(every)
 
 
-async def _expire_updates(feed: FeedService, retention: float, every: float) -> None:
+async def _expire_updates(
+    feed: FeedService, webhook_dispatch: WebhookDispatch, retention: float, every: float
+) -> None:
     while True:
         try:
             deleted = await feed.expire(retention)
             if deleted:
                 log.info("feed_updates_expired", deleted=deleted)
+            attempts = await webhook_dispatch.expire_attempts(retention)
+            if attempts:
+                log.info("webhook_attempts_expired", deleted=attempts)
         except StoreUnavailable:
             pass
         except Exception:
@@ -206,6 +211,9 @@ async def serve(settings: Settings) -> None:
         page_tokens,
         production=settings.production,
     )
+    # Its retention shares the feed's connections (background work).
+    webhook_dispatch = WebhookDispatch(WebhookDispatchStore(db))
+    webhook_upkeep = WebhookDispatch(WebhookDispatchStore(feed_db))
     server, port = create_server(
         settings,
         payments,
@@ -216,7 +224,7 @@ async def serve(settings: Settings) -> None:
         feed=feed,
         refund_sync=refund_sync,
         webhooks=webhooks,
-        webhook_dispatch=WebhookDispatch(WebhookDispatchStore(db)),
+        webhook_dispatch=webhook_dispatch,
     )
 
     pending: set[asyncio.Task[None]] = set()
@@ -240,7 +248,9 @@ async def serve(settings: Settings) -> None:
         loop.create_task(listener.run_forever()),
         loop.create_task(sequencer.run_forever(settings.updates_safety_every)),
         loop.create_task(
-            _expire_updates(feed, settings.updates_retention, settings.updates_expire_every)
+            _expire_updates(
+                feed, webhook_upkeep, settings.updates_retention, settings.updates_expire_every
+            )
         ),
     ]
     log.info("payment_svc_started", grpc_port=port, metrics=settings.metrics_listen)

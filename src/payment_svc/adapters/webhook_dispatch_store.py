@@ -261,6 +261,22 @@ class WebhookDispatchStore:
         oldest: datetime | None = waiting[1]
         return DueMessages(client_id, messages, next_due, oldest)
 
+    async def expire_attempts(self, before: datetime, limit: int) -> int:
+        """Deletes up to `limit` attempts made before `before` (the
+        deliveries' listing keeps what the feed keeps)."""
+        deleted: int = await self._db.run(
+            lambda c: c.fetchval(
+                """WITH gone AS (
+                       DELETE FROM webhook_attempts WHERE id IN (
+                           SELECT id FROM webhook_attempts WHERE attempted_at < $1 LIMIT $2)
+                       RETURNING 1)
+                   SELECT count(*) FROM gone""",
+                before,
+                limit,
+            )
+        )
+        return deleted
+
     async def record(self, r: AttemptRecord) -> EndpointState:
         delivered = r.outcome is AttemptOutcome.DELIVERED
 

@@ -5,7 +5,9 @@ is the dispatcher's configuration; this side keeps the state it decides on
 
 from __future__ import annotations
 
+import asyncio
 import uuid
+from datetime import UTC, datetime, timedelta
 
 from payment_svc.domain.errors import FieldViolation, InvalidArgument, NotFound
 from payment_svc.domain.model import parse_payment_id
@@ -63,3 +65,15 @@ class WebhookDispatch:
     async def record(self, record: AttemptRecord) -> EndpointState:
         _dispatcher_id(record.dispatcher_id)
         return await self._repo.record(record)
+
+    async def expire_attempts(self, retention_seconds: float, batch: int = 1000) -> int:
+        """Deletes attempts older than the retention (the feed's), a batch
+        per statement."""
+        before = datetime.now(UTC) - timedelta(seconds=retention_seconds)
+        total = 0
+        while True:
+            deleted = await self._repo.expire_attempts(before, batch)
+            total += deleted
+            if deleted < batch:
+                return total
+            await asyncio.sleep(0)
