@@ -54,7 +54,10 @@ class LeaseWebhookEndpointsRequest(_message.Message):
     dispatcher_id: _builtins.str
     """Names the replica (unique per process run)."""
     max_endpoints: _builtins.int
-    """1..1000."""
+    """1..1000: at most this many (and at most the replica's share: the
+    enabled endpoints over the replicas alive, rounded up). 0 releases
+    every lease the caller holds (a clean stop).
+    """
     @_builtins.property
     def lease(self) -> _duration_pb2.Duration: ...
     def __init__(

@@ -61,10 +61,11 @@ class WebhookDispatchServiceServicer:
     """
 
     def LeaseWebhookEndpoints(self, request, context):
-        """Claims enabled endpoints no live lease holds (and renews the caller's
-        own), up to `max_endpoints` in all. Returns every endpoint the caller
-        holds now, with its signing secrets; an endpoint it held and that is
-        not returned (disabled, deleted, taken over) must no longer be served.
+        """Says the caller is alive for `lease`; renews its own endpoints and
+        claims free ones, up to its share, and gives back what it holds
+        beyond. Returns every endpoint the caller holds now, with its signing
+        secrets; an endpoint it held and that is not returned (disabled,
+        deleted, given back, taken over) must no longer be served.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

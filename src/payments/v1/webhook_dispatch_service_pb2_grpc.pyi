@@ -37,10 +37,11 @@ class WebhookDispatchServiceStub:
     @_typing.overload
     def __new__(cls, channel: _aio.Channel) -> WebhookDispatchServiceAsyncStub: ...
     LeaseWebhookEndpoints: _grpc.UnaryUnaryMultiCallable[_webhook_dispatch_service_pb2.LeaseWebhookEndpointsRequest, _webhook_dispatch_service_pb2.LeaseWebhookEndpointsResponse]
-    """Claims enabled endpoints no live lease holds (and renews the caller's
-    own), up to `max_endpoints` in all. Returns every endpoint the caller
-    holds now, with its signing secrets; an endpoint it held and that is
-    not returned (disabled, deleted, taken over) must no longer be served.
+    """Says the caller is alive for `lease`; renews its own endpoints and
+    claims free ones, up to its share, and gives back what it holds
+    beyond. Returns every endpoint the caller holds now, with its signing
+    secrets; an endpoint it held and that is not returned (disabled,
+    deleted, given back, taken over) must no longer be served.
     """
     FetchWebhookMessages: _grpc.UnaryUnaryMultiCallable[_webhook_dispatch_service_pb2.FetchWebhookMessagesRequest, _webhook_dispatch_service_pb2.FetchWebhookMessagesResponse]
     """Queues the endpoint's new feed updates (its cursor moves past them),
@@ -65,10 +66,11 @@ class WebhookDispatchServiceAsyncStub(WebhookDispatchServiceStub):
 
     def __init__(self, channel: _aio.Channel) -> None: ...
     LeaseWebhookEndpoints: _aio.UnaryUnaryMultiCallable[_webhook_dispatch_service_pb2.LeaseWebhookEndpointsRequest, _webhook_dispatch_service_pb2.LeaseWebhookEndpointsResponse]  # type: ignore[assignment]
-    """Claims enabled endpoints no live lease holds (and renews the caller's
-    own), up to `max_endpoints` in all. Returns every endpoint the caller
-    holds now, with its signing secrets; an endpoint it held and that is
-    not returned (disabled, deleted, taken over) must no longer be served.
+    """Says the caller is alive for `lease`; renews its own endpoints and
+    claims free ones, up to its share, and gives back what it holds
+    beyond. Returns every endpoint the caller holds now, with its signing
+    secrets; an endpoint it held and that is not returned (disabled,
+    deleted, given back, taken over) must no longer be served.
     """
     FetchWebhookMessages: _aio.UnaryUnaryMultiCallable[_webhook_dispatch_service_pb2.FetchWebhookMessagesRequest, _webhook_dispatch_service_pb2.FetchWebhookMessagesResponse]  # type: ignore[assignment]
     """Queues the endpoint's new feed updates (its cursor moves past them),
@@ -96,10 +98,11 @@ class WebhookDispatchServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _webhook_dispatch_service_pb2.LeaseWebhookEndpointsRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_webhook_dispatch_service_pb2.LeaseWebhookEndpointsResponse, _abc.Awaitable[_webhook_dispatch_service_pb2.LeaseWebhookEndpointsResponse]]:
-        """Claims enabled endpoints no live lease holds (and renews the caller's
-        own), up to `max_endpoints` in all. Returns every endpoint the caller
-        holds now, with its signing secrets; an endpoint it held and that is
-        not returned (disabled, deleted, taken over) must no longer be served.
+        """Says the caller is alive for `lease`; renews its own endpoints and
+        claims free ones, up to its share, and gives back what it holds
+        beyond. Returns every endpoint the caller holds now, with its signing
+        secrets; an endpoint it held and that is not returned (disabled,
+        deleted, given back, taken over) must no longer be served.
         """
 
     @_abc_1.abstractmethod
