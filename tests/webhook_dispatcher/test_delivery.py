@@ -237,7 +237,7 @@ async def test_a_receiver_slower_than_the_timeout_fails_and_is_retried(
 
 
 async def test_during_a_rotation_either_secret_verifies(
-    channel: grpc.aio.Channel, dispatcher: Process
+    channel: grpc.aio.Channel, dispatcher: Process, stack: Stack
 ) -> None:
     r = Receiver()
     await r.start()
@@ -256,6 +256,12 @@ async def test_during_a_rotation_either_secret_verifies(
         _verified(endpoint.secret, mine)
         _verified(rotated.endpoint.secret, mine)
         assert all(len(d.headers["webhook-signature"].split(" ")) == 2 for d in mine)
+        # Secrets are never logged, in either process (text or key base64).
+        logs = [dispatcher.log_path, stack.config.log_dir / "payment-svc.log"]  # type: ignore[operator]
+        text = "".join(Path(p).read_text() for p in logs if p is not None)
+        assert "webhook_attempt" in text and "payment_svc_started" in text
+        for secret in (endpoint.secret, rotated.endpoint.secret):
+            assert secret.removeprefix("whsec_") not in text
     finally:
         await delete_endpoint(channel, endpoint.id)
         await r.stop()
