@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import http.server
 import json
 import os
 import secrets
@@ -32,6 +33,7 @@ import signal
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -45,11 +47,19 @@ from payments_dev.devdb import LocalPostgres, free_port
 from payments_dev.stack import DEV_TOKENS, wait_for_port, wait_serving
 
 ROOT = Path(__file__).resolve().parent.parent
-SCRIPTS = ("payment-svc", "provider-sim", "webhook-gateway", "reconciler", "payments")
+SCRIPTS = (
+    "payment-svc",
+    "provider-sim",
+    "webhook-gateway",
+    "reconciler",
+    "webhook-dispatcher",
+    "payments",
+)
 # Distributions (lock) and modules (imports) that only development may have.
 DEV_ONLY = {
     "psutil": "psutil",
     "pgserver": "pgserver",
+    "standardwebhooks": "standardwebhooks",
     "hdrhistogram": "hdrh",
     "hypothesis": "hypothesis",
     "pytest": "pytest",
@@ -174,8 +184,13 @@ class Services:
         self.venv = venv
         self.logs = logs
         self.procs: dict[str, tuple[subprocess.Popen[bytes], IO[bytes]]] = {}
-        grpc, sim, gateway = free_port(), free_port(), free_port()
-        self.ports = {"payment-svc": grpc, "provider-sim": sim, "webhook-gateway": gateway}
+        grpc, sim, gateway, dispatcher = free_port(), free_port(), free_port(), free_port()
+        self.ports = {
+            "payment-svc": grpc,
+            "provider-sim": sim,
+            "webhook-gateway": gateway,
+            "webhook-dispatcher": dispatcher,
+        }
         self.grpc_target = f"127.0.0.1:{grpc}"
         self.sim_url = f"http://127.0.0.1:{sim}"
         self.env = {
@@ -189,6 +204,8 @@ class Services:
             "WEBHOOK_GATEWAY_LISTEN": f"127.0.0.1:{gateway}",
             "PAYMENT_SVC_TARGET": self.grpc_target,
             "RECONCILER_METRICS_LISTEN": f"127.0.0.1:{free_port()}",
+            "WEBHOOK_DISPATCHER_METRICS_LISTEN": f"127.0.0.1:{dispatcher}",
+            "WEBHOOK_POLL_SECONDS": "0.1",
             "PAYMENTS_TARGET": self.grpc_target,
             "PAYMENTS_TOKEN": DEV_TOKENS["merchant"],
         }
@@ -255,6 +272,47 @@ def sim_post(services: Services, path: str, body: dict[str, Any]) -> dict[str, A
         return reply
 
 
+def signed_webhook(services: Services) -> None:
+    """An endpoint registered with the production CLI, on a stdlib receiver
+    on loopback; webhook-dispatcher from the fresh venv posts the client's
+    updates to it, signed; verified with payments.webhooks."""
+    from payments.webhooks import verify_webhook
+
+    got: list[tuple[dict[str, str], bytes]] = []
+
+    class Receiver(http.server.BaseHTTPRequestHandler):
+        def do_POST(self) -> None:
+            body = self.rfile.read(int(self.headers.get("Content-Length", "0")))
+            got.append(({k.lower(): v for k, v in self.headers.items()}, body))
+            self.send_response(204)
+            self.end_headers()
+
+        def log_message(self, *args: Any) -> None:
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Receiver)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        url = f"http://127.0.0.1:{server.server_address[1]}/hooks"
+        endpoint = json.loads(services.run("payments", "endpoints", "add", url, "--json").stdout)
+        services.start("webhook-dispatcher")
+        services.run(
+            "payments", "pay", "--amount", "1999", "--currency", "USD",
+            "--payment-method", "pm_card_visa", "--json",
+        )  # fmt: skip
+        deadline = time.monotonic() + 20
+        while not got:
+            if time.monotonic() > deadline:
+                raise CheckFailed("no webhook reached the endpoint within 20 s")
+            time.sleep(0.1)
+        headers, body = got[0]
+        verify_webhook(headers, body, [endpoint["secret"]])
+        print(f"   {headers['webhook-id']}: delivered and verified", flush=True)
+        services.run("payments", "endpoints", "delete", endpoint["id"])
+    finally:
+        server.shutdown()
+
+
 def real_run(services: Services) -> None:
     step("payment-svc migrate")
     services.run("payment-svc", "migrate")
@@ -294,6 +352,9 @@ def real_run(services: Services) -> None:
 
     step("reconciler --once")
     services.run("reconciler", "--once")
+
+    step("webhook-dispatcher: a signed update reaches an endpoint")
+    signed_webhook(services)
 
     step("the operator CLI from the production install")
     for argv in (

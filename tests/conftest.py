@@ -68,6 +68,8 @@ def stack_config(database_url: str, log_dir: Path, **env: str) -> StackConfig:
     return StackConfig.on_free_ports(
         database_url=database_url,
         log_dir=log_dir,
+        # The webhook tests run their own dispatchers (short schedules, killed).
+        with_dispatcher=False,
         extra_env={
             "PROVIDER_TIMEOUT_SECONDS": "1.5",
             "LOG_LEVEL": "INFO",

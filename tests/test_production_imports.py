@@ -14,13 +14,23 @@ import textwrap
 
 import pytest
 
-DEV_ONLY = ("psutil", "pgserver", "hdrh", "hypothesis", "pytest", "mypy", "ruff")
+DEV_ONLY = (
+    "psutil",
+    "pgserver",
+    "hdrh",
+    "hypothesis",
+    "pytest",
+    "mypy",
+    "ruff",
+    "standardwebhooks",
+)
 # console script -> its entry module (pyproject.toml [project.scripts])
 ENTRY_POINTS = {
     "payment-svc": "payment_svc.main",
     "provider-sim": "provider_sim.main",
     "webhook-gateway": "webhook_gateway.main",
     "reconciler": "reconciler.main",
+    "webhook-dispatcher": "webhook_dispatcher.main",
     "payments": "payments_cli.cli",
 }
 DEV_HINT = "pip install 'payments-platform[dev]'"

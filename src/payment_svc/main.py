@@ -38,11 +38,14 @@ from payment_svc.adapters.quarantine_store import QuarantineStore
 from payment_svc.adapters.reconciliation_store import SnapshotStore
 from payment_svc.adapters.refund_store import RefundStore
 from payment_svc.adapters.refund_sync_store import RefundSyncStore
+from payment_svc.adapters.resolver import SystemResolver
 from payment_svc.adapters.run_store import RunStore
 from payment_svc.adapters.store import PaymentStore
 from payment_svc.adapters.stripe_observations import parse_event
 from payment_svc.adapters.stripe_observations import snapshot as stripe_snapshot
 from payment_svc.adapters.stripe_provider import StripeProvider
+from payment_svc.adapters.webhook_dispatch_store import WebhookDispatchStore
+from payment_svc.adapters.webhook_store import WebhookEndpointStore
 from payment_svc.domain.deadlines import AttemptBudget
 from payment_svc.domain.errors import StoreUnavailable
 from payment_svc.domain.status import Source
@@ -59,6 +62,8 @@ from payment_svc.service_layer.reconciliation import ReconciliationService
 from payment_svc.service_layer.refund_sync import RefundSyncService
 from payment_svc.service_layer.refunds import RefundsService
 from payment_svc.service_layer.runs import RunService
+from payment_svc.service_layer.webhook_dispatch import WebhookDispatch
+from payment_svc.service_layer.webhooks import WebhookEndpointsService
 from payment_svc.settings import ConfigError, MigrationSettings, Settings
 from payments_kit import logs, runtime
 from payments_kit.environment import split_address
@@ -96,12 +101,17 @@ async def _inbox_upkeep(sync_service: ProviderSyncService, every: float) -> None
         await asyncio.sleep(every)
 
 
-async def _expire_updates(feed: FeedService, retention: float, every: float) -> None:
+async def _expire_updates(
+    feed: FeedService, webhook_dispatch: WebhookDispatch, retention: float, every: float
+) -> None:
     while True:
         try:
             deleted = await feed.expire(retention)
             if deleted:
                 log.info("feed_updates_expired", deleted=deleted)
+            attempts = await webhook_dispatch.expire_attempts(retention)
+            if attempts:
+                log.info("webhook_attempts_expired", deleted=attempts)
         except StoreUnavailable:
             pass
         except Exception:
@@ -202,6 +212,16 @@ async def serve(settings: Settings) -> None:
         page_tokens=page_tokens,
         on_undone=_count_undone,
     )
+    webhooks = WebhookEndpointsService(
+        WebhookEndpointStore(db),
+        SystemResolver(),
+        FeedCursors(settings.page_token_key.encode()),
+        page_tokens,
+        production=settings.production,
+    )
+    # Its retention shares the feed's connections (background work).
+    webhook_dispatch = WebhookDispatch(WebhookDispatchStore(db))
+    webhook_upkeep = WebhookDispatch(WebhookDispatchStore(feed_db))
     server, port = create_server(
         settings,
         payments,
@@ -211,6 +231,8 @@ async def serve(settings: Settings) -> None:
         refunds=refunds,
         feed=feed,
         refund_sync=refund_sync,
+        webhooks=webhooks,
+        webhook_dispatch=webhook_dispatch,
     )
 
     pending: set[asyncio.Task[None]] = set()
@@ -234,7 +256,9 @@ async def serve(settings: Settings) -> None:
         loop.create_task(listener.run_forever()),
         loop.create_task(sequencer.run_forever(settings.updates_safety_every)),
         loop.create_task(
-            _expire_updates(feed, settings.updates_retention, settings.updates_expire_every)
+            _expire_updates(
+                feed, webhook_upkeep, settings.updates_retention, settings.updates_expire_every
+            )
         ),
     ]
     log.info("payment_svc_started", grpc_port=port, metrics=settings.metrics_listen)

@@ -11,6 +11,7 @@ by scripts/gen-docs.)
 | PAYMENT_SVC_MERCHANT_TOKENS | dev tokens | `token=client_id` pairs, comma separated |
 | PAYMENT_SVC_GATEWAY_TOKEN | dev-gateway-token | the webhook gateway's token |
 | PAYMENT_SVC_RECONCILER_TOKEN | dev-reconciler-token | the reconciler's token |
+| PAYMENT_SVC_DISPATCHER_TOKEN | dev-dispatcher-token | webhook-dispatcher's token (optional) |
 | STRIPE_API_BASE | http://127.0.0.1:12111 | provider base URL (provider-sim or Stripe) |
 | STRIPE_API_KEY | sk_test_dev | provider secret key |
 | PROVIDER_TIMEOUT_SECONDS | 10 | bound of one provider call; past it the payment is UNKNOWN |
@@ -45,6 +46,7 @@ class Role(enum.Enum):
     MERCHANT = "merchant"
     GATEWAY = "gateway"
     RECONCILER = "reconciler"
+    DISPATCHER = "dispatcher"
 
 
 @dataclass(frozen=True)
@@ -56,6 +58,7 @@ class Principal:
 DEV_MERCHANT_TOKENS = "dev-merchant-token=merchant-1,dev-merchant-2-token=merchant-2"
 DEV_GATEWAY_TOKEN = "dev-gateway-token"
 DEV_RECONCILER_TOKEN = "dev-reconciler-token"
+DEV_DISPATCHER_TOKEN = "dev-dispatcher-token"
 DEV_STRIPE_KEY = "sk_test_dev"
 DEV_PAGE_TOKEN_KEY = "dev-page-token-key-not-secret"
 
@@ -147,6 +150,10 @@ class Settings:
         merchants = env.get("PAYMENT_SVC_MERCHANT_TOKENS", DEV_MERCHANT_TOKENS)
         gateway = env.get("PAYMENT_SVC_GATEWAY_TOKEN", DEV_GATEWAY_TOKEN)
         reconciler = env.get("PAYMENT_SVC_RECONCILER_TOKEN", DEV_RECONCILER_TOKEN)
+        # Optional in production: unset, nobody may call WebhookDispatchService.
+        dispatcher = env.get("PAYMENT_SVC_DISPATCHER_TOKEN") or (
+            "" if production else DEV_DISPATCHER_TOKEN
+        )
         stripe_key = env.get("STRIPE_API_KEY", DEV_STRIPE_KEY)
         page_token_key = env.get("PAYMENT_SVC_PAGE_TOKEN_KEY") or DEV_PAGE_TOKEN_KEY
         if len(page_token_key) < 16:
@@ -154,8 +161,14 @@ class Settings:
         principals = {t: Principal(c, Role.MERCHANT) for t, c in parse_tokens(merchants).items()}
         principals[gateway] = Principal("webhook-gateway", Role.GATEWAY)
         principals[reconciler] = Principal("reconciler", Role.RECONCILER)
+        if dispatcher:
+            principals[dispatcher] = Principal("webhook-dispatcher", Role.DISPATCHER)
         if production:
-            dev = set(parse_tokens(DEV_MERCHANT_TOKENS)) | {DEV_GATEWAY_TOKEN, DEV_RECONCILER_TOKEN}
+            dev = set(parse_tokens(DEV_MERCHANT_TOKENS)) | {
+                DEV_GATEWAY_TOKEN,
+                DEV_RECONCILER_TOKEN,
+                DEV_DISPATCHER_TOKEN,
+            }
             if (
                 dev & set(principals)
                 or stripe_key == DEV_STRIPE_KEY
@@ -164,9 +177,10 @@ class Settings:
                 raise ConfigError(
                     "PAYMENTS_ENV=production refuses the development tokens and keys: set "
                     "PAYMENT_SVC_MERCHANT_TOKENS, PAYMENT_SVC_GATEWAY_TOKEN, "
-                    "PAYMENT_SVC_RECONCILER_TOKEN, STRIPE_API_KEY and PAYMENT_SVC_PAGE_TOKEN_KEY"
+                    "PAYMENT_SVC_RECONCILER_TOKEN, PAYMENT_SVC_DISPATCHER_TOKEN (if set), "
+                    "STRIPE_API_KEY and PAYMENT_SVC_PAGE_TOKEN_KEY"
                 )
-        if len(principals) != len(parse_tokens(merchants)) + 2:
+        if len(principals) != len(parse_tokens(merchants)) + 2 + bool(dispatcher):
             raise ConfigError("every token must be distinct")
         return cls(
             database_url=dsn,

@@ -10,6 +10,9 @@
     async with ProviderSyncClient("127.0.0.1:50051", "dev-reconciler-token") as sync:
         discrepancies, _ = await sync.list_discrepancies()
 
+    verify_webhook(request.headers, await request.read(), ["whsec_..."])  # SPEC §3d;
+    # raises WebhookVerificationError (answer 400): see payments.webhooks
+
 Every call carries `authorization: Bearer <token>`, a fresh `x-request-id`
 and a deadline; a failed call raises from the error tree drawn in
 payments.errors (re-exported here), so callers can tell `RetryableError`
@@ -46,6 +49,7 @@ from payments.errors import (
     ResourceExhausted,
     RetryableError,
     ServerError,
+    TooManyWebhookEndpoints,
     Unauthenticated,
     Unavailable,
     from_rpc_error,
@@ -55,6 +59,13 @@ from payments.v1 import payment_service_pb2 as svc
 from payments.v1 import payment_service_pb2_grpc as svc_grpc
 from payments.v1 import provider_sync_service_pb2 as sync
 from payments.v1 import provider_sync_service_pb2_grpc as sync_grpc
+from payments.v1 import webhooks_pb2 as wh
+from payments.webhooks import (
+    WebhookSignatureError,
+    WebhookTimestampError,
+    WebhookVerificationError,
+    verify_webhook,
+)
 
 __all__ = [
     "DEFAULT_TARGET",
@@ -75,9 +86,14 @@ __all__ = [
     "ResourceExhausted",
     "RetryableError",
     "ServerError",
+    "TooManyWebhookEndpoints",
     "Unauthenticated",
     "Unavailable",
     "UpdateWatcher",
+    "WebhookSignatureError",
+    "WebhookTimestampError",
+    "WebhookVerificationError",
+    "verify_webhook",
 ]
 
 DEFAULT_TARGET = "127.0.0.1:50051"
@@ -247,6 +263,72 @@ class PaymentsClient(_Client):
             self.stub.ListPaymentUpdates, request
         )
         return list(reply.updates), reply.next_cursor
+
+    # Signed webhooks (SPEC 3d): the calling client's endpoints.
+
+    async def create_webhook_endpoint(self, url: str, description: str = "") -> wh.WebhookEndpoint:
+        """The endpoint with its `secret`, shown only here: keep it."""
+        request = wh.CreateWebhookEndpointRequest(url=url, description=description)
+        reply: wh.CreateWebhookEndpointResponse = await self._call(
+            self.stub.CreateWebhookEndpoint, request
+        )
+        return reply.endpoint
+
+    async def list_webhook_endpoints(self) -> list[wh.WebhookEndpoint]:
+        reply: wh.ListWebhookEndpointsResponse = await self._call(
+            self.stub.ListWebhookEndpoints, wh.ListWebhookEndpointsRequest()
+        )
+        return list(reply.endpoints)
+
+    async def update_webhook_endpoint(
+        self,
+        endpoint_id: str,
+        *,
+        url: str | None = None,
+        description: str | None = None,
+        enabled: bool | None = None,
+    ) -> wh.WebhookEndpoint:
+        """Changes what is given; keeps the rest."""
+        request = wh.UpdateWebhookEndpointRequest(endpoint_id=endpoint_id)
+        if url is not None:
+            request.url = url
+        if description is not None:
+            request.description = description
+        if enabled is not None:
+            request.enabled = enabled
+        reply: wh.UpdateWebhookEndpointResponse = await self._call(
+            self.stub.UpdateWebhookEndpoint, request
+        )
+        return reply.endpoint
+
+    async def delete_webhook_endpoint(self, endpoint_id: str) -> None:
+        request = wh.DeleteWebhookEndpointRequest(endpoint_id=endpoint_id)
+        await self._call(self.stub.DeleteWebhookEndpoint, request)
+
+    async def rotate_webhook_secret(self, endpoint_id: str) -> wh.WebhookEndpoint:
+        """The new `secret`; the previous one still signs for 24 hours."""
+        request = wh.RotateWebhookSecretRequest(endpoint_id=endpoint_id)
+        reply: wh.RotateWebhookSecretResponse = await self._call(
+            self.stub.RotateWebhookSecret, request
+        )
+        return reply.endpoint
+
+    async def list_webhook_deliveries(
+        self, endpoint_id: str, page_size: int = 0, page_token: str = ""
+    ) -> tuple[list[wh.WebhookDelivery], str]:
+        """One page of the endpoint's attempts, newest first, and the next token."""
+        request = wh.ListWebhookDeliveriesRequest(
+            endpoint_id=endpoint_id, page_size=page_size, page_token=page_token
+        )
+        reply: wh.ListWebhookDeliveriesResponse = await self._call(
+            self.stub.ListWebhookDeliveries, request
+        )
+        return list(reply.deliveries), reply.next_page_token
+
+    async def redeliver_webhooks(self, endpoint_id: str, after_cursor: str = "") -> None:
+        """Sends again every update after a feed cursor ("" : the oldest kept)."""
+        request = wh.RedeliverWebhooksRequest(endpoint_id=endpoint_id, after_cursor=after_cursor)
+        await self._call(self.stub.RedeliverWebhooks, request)
 
     def watch_updates(
         self,

@@ -5,7 +5,7 @@
      ├── RetryableError            a retry (with the same idempotency key) may help
      │    ├── Unavailable          UNAVAILABLE: service or its database down
      │    ├── DeadlineExceeded     DEADLINE_EXCEEDED: no answer in time, outcome unknown
-     │    ├── ResourceExhausted    RESOURCE_EXHAUSTED
+     │    ├── ResourceExhausted    RESOURCE_EXHAUSTED (but see TooManyWebhookEndpoints)
      │    └── Aborted              ABORTED
      └── PermanentError            the same request will never succeed
           ├── InvalidArgument      INVALID_ARGUMENT, with field_violations
@@ -20,6 +20,8 @@
           ├── PermissionDenied     PERMISSION_DENIED: wrong service for this caller
           ├── CursorExpired        OUT_OF_RANGE, reason CURSOR_EXPIRED: the change
           │                        feed no longer keeps what follows the cursor
+          ├── TooManyWebhookEndpoints  RESOURCE_EXHAUSTED, reason
+          │                        TOO_MANY_WEBHOOK_ENDPOINTS: 16 a client; delete one
           └── ServerError          any other code (INTERNAL, UNKNOWN, UNIMPLEMENTED, ...)
 
 The server puts `google.rpc.Status` in the `grpc-status-details-bin`
@@ -135,6 +137,11 @@ class CursorExpired(PermanentError):
     start again without a cursor and catch up with GetPayment/ListPayments."""
 
 
+class TooManyWebhookEndpoints(PermanentError):
+    """The client has the most webhook endpoints allowed (16): a retry never
+    helps; delete one first."""
+
+
 class ServerError(PermanentError):
     pass
 
@@ -158,6 +165,7 @@ _BY_CODE: dict[grpc.StatusCode, type[PaymentsClientError]] = {
 _BY_REASON: dict[tuple[grpc.StatusCode, str], type[PaymentsClientError]] = {
     (grpc.StatusCode.FAILED_PRECONDITION, "PAYMENT_NOT_REFUNDABLE"): PaymentNotRefundable,
     (grpc.StatusCode.FAILED_PRECONDITION, "REFUND_EXCEEDS_REMAINING"): RefundExceedsRemaining,
+    (grpc.StatusCode.RESOURCE_EXHAUSTED, "TOO_MANY_WEBHOOK_ENDPOINTS"): TooManyWebhookEndpoints,
 }
 
 

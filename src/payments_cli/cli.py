@@ -35,6 +35,7 @@ from payments.client import DEFAULT_TARGET, PaymentsClient, ProviderSyncClient
 from payments.errors import PaymentsClientError
 from payments.v1 import payment_pb2 as pb
 from payments.v1 import provider_sync_service_pb2 as sync
+from payments.v1 import webhooks_pb2 as wh
 from payments_cli import render
 
 T = TypeVar("T")
@@ -364,6 +365,7 @@ def up(
     metrics_port: Annotated[int, typer.Option(help="payment-svc /metrics")] = 9101,
     gateway_port: Annotated[int, typer.Option(help="webhook-gateway HTTP")] = 8080,
     reconciler_port: Annotated[int, typer.Option(help="reconciler /metrics")] = 9102,
+    dispatcher_port: Annotated[int, typer.Option(help="webhook-dispatcher /metrics")] = 9104,
     pg_port: Annotated[
         int | None, typer.Option(help="embedded Postgres port (default: a free one)")
     ] = None,
@@ -407,6 +409,7 @@ def up(
         metrics_port=metrics_port,
         gateway_port=gateway_port,
         reconciler_port=reconciler_port,
+        dispatcher_port=dispatcher_port,
         log_dir=None,
         sim_state=data_dir / SIM_STATE_FILE,
         log_format=log_format,
@@ -881,6 +884,149 @@ def replay_quarantined(
         render.replayed(reply)
     if reply.still_quarantined:
         raise typer.Exit(1)
+
+
+endpoints_app = typer.Typer(
+    help="Your webhook endpoints (signed pushes of your payment updates): list (default),"
+    " add, enable, disable, rotate, delete.",
+    invoke_without_command=True,
+)
+app.add_typer(endpoints_app, name="endpoints")
+EndpointId = Annotated[str, typer.Argument(help="we_...")]
+
+
+def _show_endpoint(e: wh.WebhookEndpoint, as_json: bool) -> None:
+    if as_json:
+        render.print_json(render.to_dict(e))
+    else:
+        render.endpoint(e)
+
+
+@endpoints_app.callback()
+def endpoints(
+    ctx: typer.Context,
+    target: Target = DEFAULT_TARGET,
+    token: Token = DEFAULT_TOKEN,
+    as_json: Json = False,
+) -> None:
+    """List your webhook endpoints, oldest first (secrets are never shown again)."""
+    if ctx.invoked_subcommand is not None:
+        return
+    items = _call(target, token, as_json, lambda c: c.list_webhook_endpoints())
+    if as_json:
+        render.print_json({"endpoints": [render.to_dict(e) for e in items]})
+    else:
+        render.endpoints(items)
+
+
+@endpoints_app.command("add")
+def endpoints_add(
+    url: Annotated[str, typer.Argument(help="https://... (development: http to loopback too)")],
+    description: Annotated[str, typer.Option(help="at most 500 characters")] = "",
+    target: Target = DEFAULT_TARGET,
+    token: Token = DEFAULT_TOKEN,
+    as_json: Json = False,
+) -> None:
+    """Register an endpoint; prints its secret, once."""
+    created = _call(target, token, as_json, lambda c: c.create_webhook_endpoint(url, description))
+    _show_endpoint(created, as_json)
+
+
+@endpoints_app.command("enable")
+def endpoints_enable(
+    endpoint_id: EndpointId,
+    target: Target = DEFAULT_TARGET,
+    token: Token = DEFAULT_TOKEN,
+    as_json: Json = False,
+) -> None:
+    """Enable an endpoint (also one the platform disabled); delivery resumes where it stopped."""
+    e = _call(
+        target, token, as_json, lambda c: c.update_webhook_endpoint(endpoint_id, enabled=True)
+    )
+    _show_endpoint(e, as_json)
+
+
+@endpoints_app.command("disable")
+def endpoints_disable(
+    endpoint_id: EndpointId,
+    target: Target = DEFAULT_TARGET,
+    token: Token = DEFAULT_TOKEN,
+    as_json: Json = False,
+) -> None:
+    """Stop posting to an endpoint (its updates wait for it to be enabled)."""
+    e = _call(
+        target, token, as_json, lambda c: c.update_webhook_endpoint(endpoint_id, enabled=False)
+    )
+    _show_endpoint(e, as_json)
+
+
+@endpoints_app.command("rotate")
+def endpoints_rotate(
+    endpoint_id: EndpointId,
+    target: Target = DEFAULT_TARGET,
+    token: Token = DEFAULT_TOKEN,
+    as_json: Json = False,
+) -> None:
+    """A new secret, printed once; the previous one still signs for 24 hours."""
+    e = _call(target, token, as_json, lambda c: c.rotate_webhook_secret(endpoint_id))
+    _show_endpoint(e, as_json)
+
+
+@endpoints_app.command("delete")
+def endpoints_delete(
+    endpoint_id: EndpointId,
+    target: Target = DEFAULT_TARGET,
+    token: Token = DEFAULT_TOKEN,
+    as_json: Json = False,
+) -> None:
+    """Delete an endpoint, its pending deliveries and its attempts."""
+    _call(target, token, as_json, lambda c: c.delete_webhook_endpoint(endpoint_id))
+    if as_json:
+        render.print_json({"deleted": endpoint_id})
+    else:
+        render.stdout.print(f"deleted {endpoint_id}")
+
+
+@app.command()
+def deliveries(
+    endpoint_id: EndpointId,
+    page_size: Annotated[int, typer.Option(min=0, max=100, help="0: the server's default")] = 0,
+    page_token: Annotated[str, typer.Option(help="from the previous page")] = "",
+    target: Target = DEFAULT_TARGET,
+    token: Token = DEFAULT_TOKEN,
+    as_json: Json = False,
+) -> None:
+    """An endpoint's delivery attempts, newest first."""
+    items, next_token = _call(
+        target,
+        token,
+        as_json,
+        lambda c: c.list_webhook_deliveries(endpoint_id, page_size, page_token),
+    )
+    if as_json:
+        render.print_json(
+            {"deliveries": [render.to_dict(d) for d in items], "next_page_token": next_token}
+        )
+    else:
+        render.deliveries(items, next_token)
+
+
+@app.command()
+def redeliver(
+    endpoint_id: EndpointId,
+    after: Annotated[
+        str, typer.Option("--after", help="a feed cursor (a delivery's or `watch`'s)")
+    ],
+    target: Target = DEFAULT_TARGET,
+    token: Token = DEFAULT_TOKEN,
+    as_json: Json = False,
+) -> None:
+    """Send again every update after a feed cursor to an endpoint."""
+    _call(target, token, as_json, lambda c: c.redeliver_webhooks(endpoint_id, after))
+    if as_json:
+        render.print_json({"redelivering": endpoint_id, "after": after})
+    else:
+        render.stdout.print(f"{endpoint_id}: every update after the cursor is sent again")
 
 
 def main() -> None:

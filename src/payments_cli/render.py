@@ -20,6 +20,7 @@ from rich.text import Text
 from payments.errors import PaymentsClientError
 from payments.v1 import payment_pb2 as pb
 from payments.v1 import provider_sync_service_pb2 as sync
+from payments.v1 import webhooks_pb2 as wh
 
 _STATUS_STYLE = {
     pb.PAYMENT_STATUS_SUCCEEDED: "green",
@@ -353,3 +354,67 @@ def replayed(reply: sync.ReplayQuarantinedEventResponse) -> None:
         return
     what = "applied" if outcome.applied else "duplicate" if outcome.duplicate else "recorded"
     stdout.print(Text(f"replayed: {what} {outcome.payment_id or '(no payment matched yet)'}"))
+
+
+def endpoint_status_text(status: wh.WebhookEndpointStatus.ValueType) -> Text:
+    name = wh.WebhookEndpointStatus.Name(status).removeprefix("WEBHOOK_ENDPOINT_STATUS_")
+    return Text(name, style="green" if status == wh.WEBHOOK_ENDPOINT_STATUS_ENABLED else "red")
+
+
+def endpoint(e: wh.WebhookEndpoint) -> None:
+    table = Table(show_header=False, box=None, pad_edge=False)
+    table.add_column(style="bold", no_wrap=True)
+    table.add_column(overflow="fold")
+    rows: list[tuple[str, str | Text]] = [
+        ("id", e.id),
+        ("url", e.url),
+        ("description", e.description),
+        ("status", endpoint_status_text(e.status)),
+        ("secret", e.secret),
+        ("previous secret until (UTC)", _time(e, "previous_secret_expires_at")),
+        ("created (UTC)", _time(e, "created_at")),
+    ]
+    for label, value in rows:
+        if value:
+            table.add_row(label, value if isinstance(value, Text) else Text(value))
+    stdout.print(table)
+    if e.secret:
+        stderr.print("The secret is shown only now: keep it (payments.client.verify_webhook).")
+
+
+def endpoints(items: Sequence[wh.WebhookEndpoint]) -> None:
+    table = Table()
+    for name in ("id", "status", "url", "description", "created (UTC)"):
+        table.add_column(name, no_wrap=name in ("id", "status"), overflow="fold")
+    for e in items:
+        table.add_row(
+            e.id,
+            endpoint_status_text(e.status),
+            Text(e.url),
+            Text(e.description),
+            _time(e, "created_at"),
+        )
+    stdout.print(table)
+
+
+def deliveries(items: Sequence[wh.WebhookDelivery], next_page_token: str) -> None:
+    table = Table()
+    for name in ("attempted (UTC)", "update", "payment", "attempt", "result", "ms", "cursor"):
+        table.add_column(name, no_wrap=True)
+    for d in items:
+        result = Text(
+            f"{d.http_status or ''} {d.error}".strip() or "-",
+            style="green" if d.delivered else "red",
+        )
+        table.add_row(
+            _time(d, "attempted_at"),
+            d.update_id,
+            d.payment_id,
+            str(d.attempt),
+            result,
+            str(d.duration.ToMilliseconds()),
+            Text(d.cursor),
+        )
+    stdout.print(table)
+    if next_page_token:
+        stdout.print(f"next page: --page-token {next_page_token}")

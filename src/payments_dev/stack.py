@@ -42,6 +42,7 @@ DEV_TOKENS = {
     "merchant-2": "dev-merchant-2-token",
     "gateway": "dev-gateway-token",
     "reconciler": "dev-reconciler-token",
+    "dispatcher": "dev-dispatcher-token",
 }
 
 
@@ -77,8 +78,9 @@ _COLOURS = {
     "webhook-gateway": "35",  # magenta
     "provider-sim": "33",  # yellow
     "reconciler": "34",  # blue
+    "webhook-dispatcher": "32",  # green
 }
-_WIDTH = 16
+_WIDTH = 18
 
 
 def console_lines(name: str) -> Callable[[bytes], bytes]:
@@ -206,6 +208,10 @@ class StackConfig:
     metrics_port: int = 9101
     gateway_port: int = 8080
     reconciler_port: int = 9102
+    dispatcher_port: int = 9104
+    # webhook-dispatcher runs too (tests of the session's stack run their
+    # own dispatchers instead, with short retry schedules, to kill them).
+    with_dispatcher: bool = True
     log_dir: Path | None = None  # None: prefixed lines on our stdout
     # "json": the children's lines as they are; "console": rendered for a person
     log_format: str = "json"
@@ -216,13 +222,26 @@ class StackConfig:
     @classmethod
     def on_free_ports(cls, **fields: Any) -> StackConfig:
         """A stack that can run beside others: every port picked free."""
-        ports = ("sim_port", "grpc_port", "metrics_port", "gateway_port", "reconciler_port")
+        ports = (
+            "sim_port",
+            "grpc_port",
+            "metrics_port",
+            "gateway_port",
+            "reconciler_port",
+            "dispatcher_port",
+        )
         return cls(**{name: free_port() for name in ports} | fields)
 
 
 # Who calls whom: the reconciler and the gateway call payment-svc, which calls
 # the provider; they stop in this order, so that no caller outlives its callee.
-STOP_ORDER = ("reconciler", "webhook-gateway", "payment-svc", "provider-sim")
+STOP_ORDER = (
+    "webhook-dispatcher",
+    "reconciler",
+    "webhook-gateway",
+    "payment-svc",
+    "provider-sim",
+)
 
 
 class Stack:
@@ -259,6 +278,7 @@ class Stack:
             "WEBHOOK_GATEWAY_LISTEN": f"127.0.0.1:{self.config.gateway_port}",
             "PAYMENT_SVC_TARGET": self.grpc_target,
             "RECONCILER_METRICS_LISTEN": f"127.0.0.1:{self.config.reconciler_port}",
+            "WEBHOOK_DISPATCHER_METRICS_LISTEN": f"127.0.0.1:{self.config.dispatcher_port}",
             **self.config.extra_env,
         }
 
@@ -310,10 +330,16 @@ class Stack:
     def start_reconciler(self) -> Process:
         return self._start("reconciler", [_bin("reconciler")], self.config.reconciler_port)
 
+    def start_webhook_dispatcher(self) -> Process:
+        return self._start(
+            "webhook-dispatcher", [_bin("webhook-dispatcher")], self.config.dispatcher_port
+        )
+
     def start(self, progress: Callable[[str], None] | None = None) -> None:
         """Every process, callees before callers: the provider's first webhook
         finds a gateway, and the gateway a payment service; the reconciler
-        asks both. `progress` is told each step as it is done."""
+        and the webhook dispatcher ask payment-svc. `progress` is told each
+        step as it is done."""
         tell = progress or (lambda line: None)
         tell(
             "database: starting the embedded Postgres, then migrations"
@@ -322,12 +348,21 @@ class Stack:
         )
         self.start_database()
         tell(f"database: ready, migrations applied ({redact_dsn(self.database_url)})")
-        for name, start, where in (
+        steps: list[tuple[str, Callable[[], Process], str]] = [
             ("payment-svc", self.start_payment_svc, self.grpc_target),
             ("webhook-gateway", self.start_webhook_gateway, self.gateway_url),
             ("provider-sim", self.start_provider_sim, self.sim_url),
             ("reconciler", self.start_reconciler, f"metrics :{self.config.reconciler_port}"),
-        ):
+        ]
+        if self.config.with_dispatcher:
+            steps.append(
+                (
+                    "webhook-dispatcher",
+                    self.start_webhook_dispatcher,
+                    f"metrics :{self.config.dispatcher_port}",
+                )
+            )
+        for name, start, where in steps:
             start()
             tell(f"{name}: listening ({where})")
 

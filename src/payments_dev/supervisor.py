@@ -70,6 +70,7 @@ def banner(stack: Stack, env: dict[str, str]) -> list[Text]:
         ("provider-sim", stack.sim_url),
         ("metrics", stack.metrics_url),
         ("reconciler", f"http://127.0.0.1:{stack.config.reconciler_port}/metrics"),
+        ("webhook-dispatcher", f"http://127.0.0.1:{stack.config.dispatcher_port}/metrics"),
         ("database", f"{redact_dsn(stack.database_url)} ({where})"),
     ]
     if any(env.get(name) for name in _TOKEN_VARIABLES):
@@ -206,6 +207,7 @@ def run(
             "provider-sim": config.sim_port,
             "webhook-gateway": config.gateway_port,
             "reconciler": config.reconciler_port,
+            "webhook-dispatcher": config.dispatcher_port if config.with_dispatcher else None,
             "metrics": config.metrics_port,
             "Postgres": None if config.database_url else config.embedded_pg_port,
         }

@@ -49,7 +49,8 @@ class Up:
         ]
         argv += ["--grpc-port", str(self.grpc_port), "--sim-port", str(free_port())]
         argv += ["--metrics-port", str(free_port()), "--gateway-port", str(free_port())]
-        argv += ["--reconciler-port", str(self.reconciler_port), *args]
+        argv += ["--reconciler-port", str(self.reconciler_port)]
+        argv += ["--dispatcher-port", str(free_port()), *args]
         with self.output.open("wb") as out:
             self.proc = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT, env=env)
 
@@ -78,7 +79,13 @@ class Up:
 
     def children(self) -> dict[str, int]:
         """The stack's processes by name, their pids."""
-        names = ("payment-svc", "webhook-gateway", "provider-sim", "reconciler")
+        names = (
+            "payment-svc",
+            "webhook-gateway",
+            "provider-sim",
+            "reconciler",
+            "webhook-dispatcher",
+        )
         found = {}
         for child in psutil.Process(self.proc.pid).children():
             with contextlib.suppress(psutil.Error):
@@ -180,7 +187,7 @@ def pay(up: Up) -> subprocess.CompletedProcess[str]:
 def test_up_restarts_a_killed_child_and_the_others_keep_running(up: Up) -> None:
     up.wait_up()
     before = up.children()
-    assert len(before) == 4, before
+    assert len(before) == 5, before
 
     os.kill(before["payment-svc"], signal.SIGKILL)
     up.wait_for("payment-svc was killed by SIGKILL; restarting it")
@@ -193,14 +200,20 @@ def test_up_restarts_a_killed_child_and_the_others_keep_running(up: Up) -> None:
 
     after = up.children()
     assert after["payment-svc"] != before["payment-svc"]
-    others = ("webhook-gateway", "provider-sim", "reconciler")
+    others = ("webhook-gateway", "provider-sim", "reconciler", "webhook-dispatcher")
     assert {n: after[n] for n in others} == {n: before[n] for n in others}
     assert up.proc.poll() is None
 
     up.proc.send_signal(signal.SIGINT)  # Ctrl-C: everything, callers first
     assert up.proc.wait(60) == 0, up.text
     stopping = [line.split()[-1] for line in up.text.splitlines() if "up: stopping " in line]
-    assert stopping == ["reconciler", "webhook-gateway", "payment-svc", "provider-sim"]
+    assert stopping == [
+        "webhook-dispatcher",
+        "reconciler",
+        "webhook-gateway",
+        "payment-svc",
+        "provider-sim",
+    ]
     assert not any(psutil.pid_exists(pid) for pid in after.values())
 
 

@@ -26,6 +26,7 @@ PROD_SECRETS = {
         "merchant-tokens",
         "gateway-token",
         "reconciler-token",
+        "dispatcher-token",
         "page-token-key",
     },
     "payments-provider": {"stripe-api-key", "webhook-secrets"},
@@ -109,6 +110,33 @@ def test_deploy_reconciler_runs_replicated_with_its_own_identity(overlay: str) -
     assert c["livenessProbe"]["httpGet"] == {"path": "/healthz", "port": "metrics"}
     grace = deployment["spec"]["template"]["spec"]["terminationGracePeriodSeconds"]
     assert grace > float(env["RECONCILER_DRAIN_SECONDS"])
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_deploy_webhook_dispatcher_runs_replicated_with_its_own_identity(overlay: str) -> None:
+    objects = rendered(overlay)
+    deployment = one(objects, "Deployment", "webhook-dispatcher")
+    c = container(objects, "Deployment", "webhook-dispatcher")
+    env = config(objects, c)
+    # Safe with several replicas: payment-svc leases each endpoint to one.
+    assert deployment["spec"]["replicas"] >= 2
+    assert c["args"] == ["webhook-dispatcher"]
+    ident = env_of(c)["WEBHOOK_DISPATCHER_ID"]["valueFrom"]["fieldRef"]["fieldPath"]
+    assert ident == "metadata.name"
+    token = env_of(c)["WEBHOOK_DISPATCHER_TOKEN"]["valueFrom"]["secretKeyRef"]
+    # dev: a generated Secret, its name with a content hash
+    assert token["name"].startswith("payments-tokens") and token["key"] == "dispatcher-token"
+    svc_env = env_of(container(objects, "Deployment", "payment-svc"))
+    assert svc_env["PAYMENT_SVC_DISPATCHER_TOKEN"]["valueFrom"]["secretKeyRef"] == token
+    assert env["WEBHOOK_DISPATCHER_METRICS_LISTEN"] == "0.0.0.0:9104"
+    assert c["livenessProbe"]["httpGet"] == {"path": "/healthz", "port": "metrics"}
+    assert c["readinessProbe"]["httpGet"] == {"path": "/readyz", "port": "metrics"}
+    grace = deployment["spec"]["template"]["spec"]["terminationGracePeriodSeconds"]
+    # The drain, then the leases' release: within the grace.
+    assert grace > float(env["WEBHOOK_DRAIN_SECONDS"]) + 5
+    # The lease outlasts an attempt: a live replica's attempt ends before
+    # another may take its endpoint.
+    assert float(env["WEBHOOK_LEASE_SECONDS"]) > float(env["WEBHOOK_ATTEMPT_TIMEOUT_SECONDS"])
 
 
 @pytest.mark.parametrize("overlay", OVERLAYS)
@@ -213,7 +241,7 @@ def test_deploy_services_pdbs_hpas_and_monitors_find_their_pods(overlay: str) ->
         assert hpa["spec"]["scaleTargetRef"]["name"] == name
         assert hpa["spec"]["minReplicas"] == deployments[name]["spec"]["replicas"]
     monitors = of_kind(objects, "ServiceMonitor")
-    assert set(monitors) == {"payment-svc", "webhook-gateway", "reconciler"}
+    assert set(monitors) == {"payment-svc", "webhook-gateway", "reconciler", "webhook-dispatcher"}
     for name, monitor in monitors.items():
         matching = [
             s

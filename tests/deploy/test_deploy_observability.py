@@ -4,9 +4,13 @@ contract, and every metric the dashboard or an alert names is really exported.""
 
 from __future__ import annotations
 
+import asyncio
 import json
+from collections.abc import AsyncIterator
+from pathlib import Path
 
 import aiohttp
+import grpc
 import pytest
 from deploy_testkit import (
     DASHBOARD,
@@ -19,6 +23,11 @@ from deploy_testkit import (
 )
 
 from payments_dev.stack import Stack
+from tests.webhook_dispatcher.dispatch_testkit import (
+    create_endpoint,
+    delete_endpoint,
+    start_dispatcher,
+)
 
 # The names each process promises (deploy/ alerts and dashboards use them).
 CONTRACT = {
@@ -43,9 +52,40 @@ CONTRACT = {
         "reconciler_fixes_total", "reconciler_errors_total",
         "reconciler_job_duration_seconds_bucket",
     },
+    "webhook-dispatcher": {
+        "webhook_attempts_total", "webhook_attempt_duration_seconds_bucket",
+        "webhook_oldest_undelivered_age_seconds", "webhook_endpoints_served",
+        "webhook_endpoints_disabled_total",
+    },
 }  # fmt: skip
 # Made by Prometheus itself, not by a process.
 SYNTHETIC = {"up"}
+
+
+# The session's stack runs no dispatcher (tests start their own): this
+# module does, with an endpoint to serve (a closed port on loopback), so that
+# its per-endpoint series exist.
+DISPATCHER: dict[str, str] = {}
+
+
+@pytest.fixture(scope="module", autouse=True)
+async def dispatcher(
+    stack: Stack, channel: grpc.aio.Channel, tmp_path_factory: pytest.TempPathFactory
+) -> AsyncIterator[None]:
+    endpoint = await create_endpoint(channel, "http://127.0.0.1:9/metrics-test")
+    proc = start_dispatcher(stack, Path(tmp_path_factory.mktemp("dispatcher")), "metrics")
+    DISPATCHER["url"] = f"http://127.0.0.1:{proc.metrics_port}/metrics"  # type: ignore[attr-defined]
+    try:
+        async with aiohttp.ClientSession() as http:
+            for _ in range(100):  # until it serves the endpoint
+                async with http.get(DISPATCHER["url"]) as response:
+                    if endpoint.id in await response.text():
+                        break
+                await asyncio.sleep(0.1)
+        yield
+    finally:
+        proc.stop()
+        await delete_endpoint(channel, endpoint.id)
 
 
 def metrics_urls(stack: Stack) -> dict[str, str]:
@@ -53,6 +93,7 @@ def metrics_urls(stack: Stack) -> dict[str, str]:
         "payment-svc": stack.metrics_url,
         "webhook-gateway": f"{stack.gateway_url}/metrics",
         "reconciler": f"http://127.0.0.1:{stack.config.reconciler_port}/metrics",
+        "webhook-dispatcher": DISPATCHER["url"],
     }
 
 

@@ -24,6 +24,10 @@ REQUIRED = {
     "gRPC error ratio": "PaymentSvcGrpcErrorRatio",
     "webhook 5xx ratio": "WebhookGateway5xxRatio",
     "database unavailable": "PaymentsDatabaseUnavailable",
+    "a webhook endpoint's oldest undelivered update over 15 minutes (issue 21)": (
+        "WebhookDeliveryLagging"
+    ),
+    "webhook endpoints disabled by the platform (issue 21)": "WebhookEndpointDisabled",
 }
 
 

@@ -26,6 +26,7 @@ import uuid
 from collections.abc import AsyncIterator
 from typing import Any
 
+import asyncpg
 import grpc
 import pytest
 from aiohttp import web
@@ -42,6 +43,8 @@ from hypothesis import strategies as st
 
 from payments.v1 import payment_service_pb2 as svc
 from payments.v1 import provider_sync_service_pb2 as sync
+from payments.v1 import webhook_dispatch_service_pb2 as dispatch
+from payments.v1 import webhooks_pb2 as wh
 from payments_dev.stack import DEV_TOKENS, Stack
 from payments_stripe.signature import sign
 from tests.support import auth, create_request, stub
@@ -209,6 +212,7 @@ TOKENS = {
     "merchant": auth("merchant"),
     "gateway": auth("gateway"),
     "reconciler": auth("reconciler"),
+    "dispatcher": auth("dispatcher"),
     "none": (),
     "wrong": (("authorization", "Bearer not-a-token"),),
     "not bearer": (("authorization", DEV_TOKENS["reconciler"]),),
@@ -310,6 +314,7 @@ def _methods(service: Any) -> list[MethodDescriptor]:
 
 PAYMENT_SERVICE = svc.DESCRIPTOR.services_by_name["PaymentService"]
 PROVIDER_SYNC_SERVICE = sync.DESCRIPTOR.services_by_name["ProviderSyncService"]
+WEBHOOK_DISPATCH_SERVICE = dispatch.DESCRIPTOR.services_by_name["WebhookDispatchService"]
 
 
 # The fuzz's own payment: valid requests about it reach the database, and the
@@ -486,7 +491,11 @@ async def test_every_rpc_is_reached_by_the_fuzzing_and_payment_svc_lives(
 ) -> None:
     # Each method at least once with its own caller's token and an empty
     # request (the fuzzing above samples; this guarantees coverage).
-    owners = {PAYMENT_SERVICE: "merchant", PROVIDER_SYNC_SERVICE: "reconciler"}
+    owners = {
+        PAYMENT_SERVICE: "merchant",
+        PROVIDER_SYNC_SERVICE: "reconciler",
+        WEBHOOK_DISPATCH_SERVICE: "dispatcher",
+    }
     for service, token in owners.items():
         for method in _methods(service):
             empty = message_factory.GetMessageClass(method.input_type)()
@@ -496,3 +505,110 @@ async def test_every_rpc_is_reached_by_the_fuzzing_and_payment_svc_lives(
     ).payment
     assert payment.id
     await assert_alive(stack, channel)
+
+
+@pytest.fixture(scope="module")
+async def forget_fuzzed_dispatchers(db: asyncpg.Pool) -> AsyncIterator[None]:
+    """The fuzz's lease calls, with made-up dispatcher ids and leases of up
+    to an hour, leave phantom replicas behind (each would count in every
+    real replica's share) and leases on the endpoints of the moment: gone
+    after the module, as they would be an hour later."""
+    yield
+    await db.execute("DELETE FROM webhook_dispatchers")
+    await db.execute(
+        "UPDATE webhook_endpoints SET lease_owner = NULL, lease_until = NULL"
+        " WHERE lease_owner IS NOT NULL"
+    )
+
+
+@hypothesis_settings(FUZZ, max_examples=300)
+@given(drawn=calls(WEBHOOK_DISPATCH_SERVICE, "dispatcher"))
+async def test_every_webhook_dispatch_rpc_with_every_token_never_fails_unknown_or_internal(
+    stack: Stack,
+    channel: grpc.aio.Channel,
+    forget_fuzzed_dispatchers: None,
+    drawn: tuple[MethodDescriptor, str, Message | bytes],
+) -> None:
+    method, token, request = drawn
+    await call(channel, WEBHOOK_DISPATCH_SERVICE, method, token, request)
+    assert stack.processes["payment-svc"].running
+
+
+# Hostile webhook endpoint registrations (SPEC §3d): addresses the platform
+# must never post to, in every spelling, and URLs of every wrong shape. Only
+# IP literals and names that never reach DNS: nothing is resolved remotely.
+_FORBIDDEN_HOSTS = [
+    "10.0.0.1",
+    "10.255.255.255",
+    "172.16.5.4",
+    "192.168.0.1",
+    "169.254.169.254",
+    "100.64.0.1",
+    "0.0.0.0",
+    "224.0.0.251",
+    "255.255.255.255",
+    "[fe80::1]",
+    "[fc00::1]",
+    "[fd12::1]",
+    "[ff02::1]",
+    "[64:ff9b::a9fe:a9fe]",
+    "[2002:a9fe:a9fe::]",
+    "[::ffff:169.254.169.254]",
+    "[::ffff:a00:1]",
+    "[::]",
+]
+
+
+@st.composite
+def hostile_urls(draw: st.DrawFn) -> str:
+    kind = draw(st.integers(0, 4))
+    path = draw(st.text(alphabet="abc/%?=&#.", max_size=20))
+    port = draw(st.sampled_from(["", ":443", ":8443", ":0", ":99999", ":-1"]))
+    if kind == 0:  # a forbidden address, https
+        return f"https://{draw(st.sampled_from(_FORBIDDEN_HOSTS))}{port}/{path}"
+    if kind == 1:  # http off loopback
+        return f"http://93.184.216.34{port}/{path}"
+    if kind == 2:  # another scheme, or none
+        scheme = draw(st.sampled_from(["ftp", "file", "gopher", "javascript", "data", ""]))
+        return f"{scheme}://127.0.0.1/{path}"
+    if kind == 3:  # credentials, spaces, control characters, non-ASCII, too long
+        return draw(
+            st.sampled_from(
+                [
+                    "https://user:pw@127.0.0.1/x",
+                    "https://127.0.0.1 /x",
+                    "https://127.0.0.1/\r\nX: y",
+                    "https://bücher.example/",
+                    "https://127.0.0.1/" + "a" * 2100,
+                    "https://",
+                    "",
+                ]
+            )
+        )
+    return draw(st.text(max_size=60))
+
+
+@hypothesis_settings(FUZZ, max_examples=200)
+@given(url=hostile_urls(), description=st.text(max_size=40))
+async def test_hostile_endpoint_registrations_are_refused_with_a_reason(
+    stack: Stack, channel: grpc.aio.Channel, url: str, description: str
+) -> None:
+    try:
+        created = await stub(channel).CreateWebhookEndpoint(
+            wh.CreateWebhookEndpointRequest(url=url, description=description),
+            metadata=auth("merchant-2"),
+            timeout=10,
+        )
+    except grpc.aio.AioRpcError as error:
+        code, details = error.code(), error.details() or ""
+        assert code == grpc.StatusCode.INVALID_ARGUMENT, (url, details)
+        assert "Traceback" not in details
+        return
+    # Random text can, rarely, be a loopback URL development allows: never
+    # anything else.
+    await stub(channel).DeleteWebhookEndpoint(
+        wh.DeleteWebhookEndpointRequest(endpoint_id=created.endpoint.id),
+        metadata=auth("merchant-2"),
+        timeout=10,
+    )
+    assert created.endpoint.url.startswith(("http://127.", "https://127.", "http://localhost"))

@@ -62,6 +62,13 @@ from payment_svc.domain.results import (
     ResultWrite,
 )
 from payment_svc.domain.status import PaymentStatus, Source
+from payment_svc.domain.webhooks import (
+    DeliveryAttempt,
+    EndpointChanges,
+    EndpointStatus,
+    TooManyEndpoints,
+    WebhookEndpoint,
+)
 from payment_svc.service_layer.unit_of_work import AbstractUnitOfWork
 
 
@@ -892,3 +899,96 @@ class FakeFeed:
             self.rows.remove(r)
             self.horizon = max(self.horizon, r[0] or 0)
         return len(gone)
+
+
+class FakeWebhookEndpoints:
+    """WebhookEndpointRepository in a dict (the per-client limit, scoping)."""
+
+    def __init__(self) -> None:
+        self.endpoints: dict[uuid.UUID, WebhookEndpoint] = {}
+        self.secrets: dict[uuid.UUID, bytes] = {}
+        self.positions: dict[uuid.UUID, int] = {}
+        self.horizon = 0
+
+    def _mine(self, client_id: str, endpoint_id: uuid.UUID) -> WebhookEndpoint | None:
+        found = self.endpoints.get(endpoint_id)
+        return found if found is not None and found.client_id == client_id else None
+
+    async def insert(self, endpoint: WebhookEndpoint, secret: bytes, *, limit: int) -> None:
+        if sum(e.client_id == endpoint.client_id for e in self.endpoints.values()) >= limit:
+            raise TooManyEndpoints()
+        self.endpoints[endpoint.id] = endpoint
+        self.secrets[endpoint.id] = secret
+        self.positions[endpoint.id] = 0
+
+    async def of_client(self, client_id: str) -> list[WebhookEndpoint]:
+        return [e for e in self.endpoints.values() if e.client_id == client_id]
+
+    async def get(self, client_id: str, endpoint_id: uuid.UUID) -> WebhookEndpoint | None:
+        return self._mine(client_id, endpoint_id)
+
+    async def update(
+        self, client_id: str, endpoint_id: uuid.UUID, changes: EndpointChanges
+    ) -> WebhookEndpoint | None:
+        found = self._mine(client_id, endpoint_id)
+        if found is None:
+            return None
+        status = found.status
+        if changes.enabled is not None:
+            status = EndpointStatus.ENABLED if changes.enabled else EndpointStatus.DISABLED
+        updated = replace(
+            found,
+            url=found.url if changes.url is None else changes.url,
+            description=found.description if changes.description is None else changes.description,
+            status=status,
+        )
+        self.endpoints[endpoint_id] = updated
+        return updated
+
+    async def delete(self, client_id: str, endpoint_id: uuid.UUID) -> bool:
+        if self._mine(client_id, endpoint_id) is None:
+            return False
+        del self.endpoints[endpoint_id]
+        return True
+
+    async def rotate(
+        self, client_id: str, endpoint_id: uuid.UUID, secret: bytes, overlap: timedelta
+    ) -> WebhookEndpoint | None:
+        found = self._mine(client_id, endpoint_id)
+        if found is None:
+            return None
+        self.secrets[endpoint_id] = secret
+        updated = replace(found, previous_secret_expires_at=datetime.now(UTC) + overlap)
+        self.endpoints[endpoint_id] = updated
+        return updated
+
+    async def attempts(
+        self, client_id: str, endpoint_id: uuid.UUID, after: PageCursor | None, limit: int
+    ) -> list[DeliveryAttempt] | None:
+        return None if self._mine(client_id, endpoint_id) is None else []
+
+    async def rewind(
+        self, client_id: str, endpoint_id: uuid.UUID, after_position: int
+    ) -> int | None:
+        if self._mine(client_id, endpoint_id) is None:
+            return None
+        if after_position == 0 or after_position >= self.horizon:
+            self.positions[endpoint_id] = min(
+                self.positions[endpoint_id], max(after_position, self.horizon)
+            )
+        return self.horizon
+
+
+class StubResolver:
+    """Answers every name with the given addresses (no DNS, no traffic)."""
+
+    def __init__(self, *addresses: str, fails: bool = False) -> None:
+        self.addresses = list(addresses)
+        self.fails = fails
+        self.asked: list[tuple[str, int]] = []
+
+    async def resolve(self, host: str, port: int) -> list[str]:
+        self.asked.append((host, port))
+        if self.fails:
+            raise OSError("name does not resolve")
+        return list(self.addresses)

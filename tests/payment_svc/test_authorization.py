@@ -13,12 +13,16 @@ from google.protobuf import descriptor, message_factory
 
 from payment_svc.entrypoints.interceptors import METHOD_ROLES, CallPipeline
 from payment_svc.settings import Role, Settings
-from payments.v1 import payment_service_pb2, provider_sync_service_pb2
+from payments.v1 import (
+    payment_service_pb2,
+    provider_sync_service_pb2,
+    webhook_dispatch_service_pb2,
+)
 from payments_dev.stack import DEV_TOKENS
 
 SERVICES = [
     service
-    for module in (payment_service_pb2, provider_sync_service_pb2)
+    for module in (payment_service_pb2, provider_sync_service_pb2, webhook_dispatch_service_pb2)
     for service in module.DESCRIPTOR.services_by_name.values()
 ]
 METHODS = [(service, method) for service in SERVICES for method in service.methods]
@@ -34,6 +38,7 @@ ROLE_OF = {
     "merchant-2": Role.MERCHANT,
     "gateway": Role.GATEWAY,
     "reconciler": Role.RECONCILER,
+    "dispatcher": Role.DISPATCHER,
 }
 
 
@@ -41,6 +46,8 @@ def expected_roles(service: descriptor.ServiceDescriptor, method: str) -> frozen
     """The rule, written out independently of the table it checks."""
     if service.full_name == "payments.v1.PaymentService":
         return frozenset({Role.MERCHANT})
+    if service.full_name == "payments.v1.WebhookDispatchService":
+        return frozenset({Role.DISPATCHER})
     if method == "ApplyProviderEvent":
         return frozenset({Role.GATEWAY, Role.RECONCILER})
     return frozenset({Role.RECONCILER})

@@ -21,7 +21,9 @@
           │    ├── PaymentNotRefundable   refund of a payment not SUCCEEDED
           │    └── RefundExceedsRemaining more than remains (`remaining`)
           ├── Unauthenticated
-          └── PermissionDenied
+          ├── PermissionDenied
+          └── (domain/webhooks.py) TooManyEndpoints, and UrlNotAllowed
+               under InvalidArgument
 
 Each boundary maps this tree in one table: entrypoints/errors.py to gRPC
 statuses, adapters/stripe_provider.py from the provider's errors.

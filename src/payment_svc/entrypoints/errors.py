@@ -13,6 +13,7 @@ from google.rpc import code_pb2, error_details_pb2, status_pb2
 from grpc_status import rpc_status
 
 from payment_svc.domain import errors as e
+from payment_svc.domain.webhooks import TooManyEndpoints
 from payment_svc.entrypoints import metrics
 from payment_svc.entrypoints.convert import refund_status_name, status_name
 from payments_kit.cards import redact_card_numbers
@@ -32,6 +33,7 @@ _CODES: list[tuple[type[e.PaymentsError], int]] = [
     (e.StoreUnavailable, code_pb2.UNAVAILABLE),
     (e.ProviderUnavailable, code_pb2.UNAVAILABLE),
     (e.CursorExpired, code_pb2.OUT_OF_RANGE),
+    (TooManyEndpoints, code_pb2.RESOURCE_EXHAUSTED),
 ]
 
 

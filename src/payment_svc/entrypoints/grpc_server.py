@@ -21,29 +21,44 @@ from payment_svc.entrypoints import convert, metrics
 from payment_svc.entrypoints.interceptors import PRINCIPAL, CallPipeline, call_deadline
 from payment_svc.entrypoints.provider_sync_grpc import ProviderSyncServicer
 from payment_svc.entrypoints.validation import RequestFloor
+from payment_svc.entrypoints.webhook_dispatch_grpc import WebhookDispatchServicer
+from payment_svc.entrypoints.webhooks_grpc import WebhookEndpointMethods
 from payment_svc.service_layer.feed import FeedService
+from payment_svc.service_layer.feed_cursor import FeedCursors
 from payment_svc.service_layer.payments import PaymentsService
 from payment_svc.service_layer.provider_sync import ProviderSyncService
 from payment_svc.service_layer.reconciliation import ReconciliationService
 from payment_svc.service_layer.refund_sync import RefundSyncService
 from payment_svc.service_layer.refunds import RefundsService
+from payment_svc.service_layer.webhook_dispatch import WebhookDispatch
+from payment_svc.service_layer.webhooks import WebhookEndpointsService
 from payment_svc.settings import Settings
 from payments.v1 import payment_service_pb2 as svc
 from payments.v1 import payment_service_pb2_grpc as svc_grpc
 from payments.v1 import provider_sync_service_pb2 as sync
 from payments.v1 import provider_sync_service_pb2_grpc as sync_grpc
+from payments.v1 import webhook_dispatch_service_pb2 as dispatch_pb
+from payments.v1 import webhook_dispatch_service_pb2_grpc as dispatch_grpc
 
 Context = grpc.aio.ServicerContext[Any, Any]
 
 PAYMENT_SERVICE = svc.DESCRIPTOR.services_by_name["PaymentService"].full_name
 PROVIDER_SYNC_SERVICE = sync.DESCRIPTOR.services_by_name["ProviderSyncService"].full_name
+WEBHOOK_DISPATCH_SERVICE = dispatch_pb.DESCRIPTOR.services_by_name[
+    "WebhookDispatchService"
+].full_name
 
 
-class PaymentServicer(svc_grpc.PaymentServiceServicer):
+class PaymentServicer(WebhookEndpointMethods, svc_grpc.PaymentServiceServicer):
     def __init__(
-        self, payments: PaymentsService, refunds: RefundsService, feed: FeedService
+        self,
+        payments: PaymentsService,
+        refunds: RefundsService,
+        feed: FeedService,
+        webhooks: WebhookEndpointsService,
     ) -> None:
         self._payments = payments
+        self._webhooks = webhooks
         self._refunds = refunds
         self._feed = feed
         # The streams of one client send the same pages (read once:
@@ -200,7 +215,7 @@ class Preserialized(grpc.aio.ServerInterceptor):
 
 # "" says the process lives (liveness: a database outage must not restart
 # pods); the service names say whether calls can be served (readiness).
-SERVICE_NAMES = [PAYMENT_SERVICE, PROVIDER_SYNC_SERVICE]
+SERVICE_NAMES = [PAYMENT_SERVICE, PROVIDER_SYNC_SERVICE, WEBHOOK_DISPATCH_SERVICE]
 
 
 async def set_serving(servicer: health.aio.HealthServicer, serving: bool) -> None:
@@ -223,6 +238,8 @@ def create_server(
     refunds: RefundsService,
     feed: FeedService,
     refund_sync: RefundSyncService,
+    webhooks: WebhookEndpointsService,
+    webhook_dispatch: WebhookDispatch,
 ) -> tuple[grpc.aio.Server, int]:
     """Builds the server bound to settings.listen; returns it and its port
     (tests bind port 0)."""
@@ -230,7 +247,9 @@ def create_server(
         interceptors=[
             CallPipeline(settings.principals, settings.max_call_seconds),
             # Inside the pipeline: after authentication, before any servicer.
-            RequestFloor(frozenset({PAYMENT_SERVICE, PROVIDER_SYNC_SERVICE})),
+            RequestFloor(
+                frozenset({PAYMENT_SERVICE, PROVIDER_SYNC_SERVICE, WEBHOOK_DISPATCH_SERVICE})
+            ),
             Preserialized(frozenset({f"/{PAYMENT_SERVICE}/WatchPaymentUpdates"})),
         ],
         options=[
@@ -244,14 +263,26 @@ def create_server(
             ("grpc.max_connection_age_grace_ms", 30 * 1000),
         ],
     )
-    svc_grpc.add_PaymentServiceServicer_to_server(PaymentServicer(payments, refunds, feed), server)
+    svc_grpc.add_PaymentServiceServicer_to_server(
+        PaymentServicer(payments, refunds, feed, webhooks), server
+    )
     sync_grpc.add_ProviderSyncServiceServicer_to_server(
         ProviderSyncServicer(sync_service, reconciliation, refund_sync), server
+    )
+    dispatch_grpc.add_WebhookDispatchServiceServicer_to_server(
+        WebhookDispatchServicer(webhook_dispatch, FeedCursors(settings.page_token_key.encode())),
+        server,
     )
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     if not settings.production:
         reflection.enable_server_reflection(
-            [PAYMENT_SERVICE, PROVIDER_SYNC_SERVICE, health.SERVICE_NAME, reflection.SERVICE_NAME],
+            [
+                PAYMENT_SERVICE,
+                PROVIDER_SYNC_SERVICE,
+                WEBHOOK_DISPATCH_SERVICE,
+                health.SERVICE_NAME,
+                reflection.SERVICE_NAME,
+            ],
             server,
         )
     port = server.add_insecure_port(settings.listen)

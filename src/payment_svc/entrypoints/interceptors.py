@@ -51,6 +51,7 @@ PUBLIC_SERVICES = frozenset(
 )
 _PAYMENTS = "/payments.v1.PaymentService/"
 _SYNC = "/payments.v1.ProviderSyncService/"
+_DISPATCH = "/payments.v1.WebhookDispatchService/"
 _MERCHANT = frozenset({Role.MERCHANT})
 _RECONCILER = frozenset({Role.RECONCILER})
 
@@ -66,6 +67,14 @@ METHOD_ROLES: Mapping[str, frozenset[Role]] = {
     _PAYMENTS + "ListRefunds": _MERCHANT,
     _PAYMENTS + "ListPaymentUpdates": _MERCHANT,
     _PAYMENTS + "WatchPaymentUpdates": _MERCHANT,
+    # Signed webhooks (SPEC §3d): a client manages its own endpoints.
+    _PAYMENTS + "CreateWebhookEndpoint": _MERCHANT,
+    _PAYMENTS + "ListWebhookEndpoints": _MERCHANT,
+    _PAYMENTS + "UpdateWebhookEndpoint": _MERCHANT,
+    _PAYMENTS + "DeleteWebhookEndpoint": _MERCHANT,
+    _PAYMENTS + "RotateWebhookSecret": _MERCHANT,
+    _PAYMENTS + "ListWebhookDeliveries": _MERCHANT,
+    _PAYMENTS + "RedeliverWebhooks": _MERCHANT,
     # The gateway forwards webhooks; the reconciler's catch-up replays events.
     _SYNC + "ApplyProviderEvent": frozenset({Role.GATEWAY, Role.RECONCILER}),
     _SYNC + "ReconcilePayment": _RECONCILER,
@@ -87,6 +96,10 @@ METHOD_ROLES: Mapping[str, frozenset[Role]] = {
     # Operators (with the reconciler's token) list and replay poison events.
     _SYNC + "ListQuarantinedEvents": _RECONCILER,
     _SYNC + "ReplayQuarantinedEvent": _RECONCILER,
+    # webhook-dispatcher: leases, the queue, the attempts' outcomes.
+    _DISPATCH + "LeaseWebhookEndpoints": frozenset({Role.DISPATCHER}),
+    _DISPATCH + "FetchWebhookMessages": frozenset({Role.DISPATCHER}),
+    _DISPATCH + "RecordWebhookAttempt": frozenset({Role.DISPATCHER}),
 }
 
 

@@ -25,6 +25,10 @@ transaction at most, never a network call.
     QuarantineRepository     provider events that cannot be understood
     FeedRepository           the change feed's outbox: pages, the sequencer,
                              retention
+    WebhookEndpointRepository  a client's webhook endpoints, their attempts
+                             and their cursor (RedeliverWebhooks)
+    Resolver                 a webhook URL's host name -> its addresses
+    WebhookDispatchRepository  the dispatcher's leases, queue and attempts
     PaymentProvider          the provider's create call
     RefundProvider           the provider's refund call
     EventParser              provider bytes -> a ParsedEvent
@@ -36,7 +40,7 @@ from __future__ import annotations
 import uuid
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Protocol
 
 from payment_svc.domain.commands import PageCursor
@@ -68,6 +72,13 @@ from payment_svc.domain.refunds import (
 )
 from payment_svc.domain.results import ExistingPayment, ResultPlan
 from payment_svc.domain.status import PaymentStatus, Source
+from payment_svc.domain.webhook_dispatch import (
+    AttemptRecord,
+    DueMessages,
+    EndpointState,
+    LeasedEndpoint,
+)
+from payment_svc.domain.webhooks import DeliveryAttempt, EndpointChanges, WebhookEndpoint
 
 
 class PaymentRepository(Protocol):
@@ -297,3 +308,72 @@ class ParsedEvent(Protocol):
 
 EventParser = Callable[[bytes], ParsedEvent]
 SnapshotReader = Callable[[ProviderFacts], Snapshot]
+
+
+class WebhookEndpointRepository(Protocol):
+    """A client's webhook endpoints (SPEC §3d). Every method is scoped to
+    the client: another client's endpoint is None/False, as a missing one."""
+
+    async def insert(self, endpoint: WebhookEndpoint, secret: bytes, *, limit: int) -> None:
+        """Stores the endpoint, starting at the feed's end, unless the client
+        has `limit` already (TooManyEndpoints; checked under a per-client
+        lock, so concurrent creates never pass it)."""
+        ...
+
+    async def of_client(self, client_id: str) -> list[WebhookEndpoint]: ...
+
+    async def get(self, client_id: str, endpoint_id: uuid.UUID) -> WebhookEndpoint | None: ...
+
+    async def update(
+        self, client_id: str, endpoint_id: uuid.UUID, changes: EndpointChanges
+    ) -> WebhookEndpoint | None: ...
+
+    async def delete(self, client_id: str, endpoint_id: uuid.UUID) -> bool: ...
+
+    async def rotate(
+        self, client_id: str, endpoint_id: uuid.UUID, secret: bytes, overlap: timedelta
+    ) -> WebhookEndpoint | None:
+        """The new secret; the current one becomes the previous one, kept
+        for `overlap`."""
+        ...
+
+    async def attempts(
+        self, client_id: str, endpoint_id: uuid.UUID, after: PageCursor | None, limit: int
+    ) -> list[DeliveryAttempt] | None:
+        """Newest first, after the cursor; None when there is no such endpoint."""
+        ...
+
+    async def rewind(
+        self, client_id: str, endpoint_id: uuid.UUID, after_position: int
+    ) -> int | None:
+        """Queues again every update of the client after the position (0:
+        the oldest kept): the endpoint's cursor goes back to it. Returns the
+        feed's horizon (a position below it has expired: nothing is done),
+        None when there is no such endpoint."""
+        ...
+
+
+class Resolver(Protocol):
+    async def resolve(self, host: str, port: int) -> list[str]:
+        """The addresses a name resolves to; raises OSError when it does not."""
+        ...
+
+
+class WebhookDispatchRepository(Protocol):
+    """The dispatcher's side of the webhook tables (adapters/webhook_dispatch_store.py)."""
+
+    async def lease(
+        self, dispatcher_id: str, lease_seconds: float, max_endpoints: int
+    ) -> list[LeasedEndpoint]: ...
+
+    async def fetch(
+        self, dispatcher_id: str, endpoint_id: uuid.UUID, limit: int, busy: list[uuid.UUID]
+    ) -> DueMessages:
+        """Raises LeaseLost when the dispatcher does not hold the endpoint."""
+        ...
+
+    async def record(self, record: AttemptRecord) -> EndpointState: ...
+
+    async def expire_attempts(self, before: datetime, limit: int) -> int:
+        """Deletes up to `limit` attempts made before `before`; returns how many."""
+        ...

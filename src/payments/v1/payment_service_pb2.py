@@ -24,9 +24,10 @@ _sym_db = _symbol_database.Default()
 
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 from payments.v1 import payment_pb2 as payments_dot_v1_dot_payment__pb2
+from payments.v1 import webhooks_pb2 as payments_dot_v1_dot_webhooks__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n!payments/v1/payment_service.proto\x12\x0bpayments.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x19payments/v1/payment.proto\"\xf2\x01\n\x14\x43reatePaymentRequest\x12\x17\n\x0fidempotency_key\x18\x01 \x01(\t\x12\x0e\n\x06\x61mount\x18\x02 \x01(\x03\x12\x10\n\x08\x63urrency\x18\x03 \x01(\t\x12\x16\n\x0epayment_method\x18\x04 \x01(\t\x12\x13\n\x0b\x64\x65scription\x18\x05 \x01(\t\x12\x41\n\x08metadata\x18\x06 \x03(\x0b\x32/.payments.v1.CreatePaymentRequest.MetadataEntry\x1a/\n\rMetadataEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\">\n\x15\x43reatePaymentResponse\x12%\n\x07payment\x18\x01 \x01(\x0b\x32\x14.payments.v1.Payment\"\'\n\x11GetPaymentRequest\x12\x12\n\npayment_id\x18\x01 \x01(\t\";\n\x12GetPaymentResponse\x12%\n\x07payment\x18\x01 \x01(\x0b\x32\x14.payments.v1.Payment\"\xd1\x01\n\x13ListPaymentsRequest\x12\x11\n\tpage_size\x18\x01 \x01(\x05\x12\x12\n\npage_token\x18\x02 \x01(\t\x12,\n\x08statuses\x18\x03 \x03(\x0e\x32\x1a.payments.v1.PaymentStatus\x12\x31\n\rcreated_after\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x32\n\x0e\x63reated_before\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"W\n\x14ListPaymentsResponse\x12&\n\x08payments\x18\x01 \x03(\x0b\x32\x14.payments.v1.Payment\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\".\n\x18ListPaymentEventsRequest\x12\x12\n\npayment_id\x18\x01 \x01(\t\"F\n\x19ListPaymentEventsResponse\x12)\n\x06\x65vents\x18\x01 \x03(\x0b\x32\x19.payments.v1.PaymentEvent\"c\n\x14RefundPaymentRequest\x12\x12\n\npayment_id\x18\x01 \x01(\t\x12\x17\n\x0fidempotency_key\x18\x02 \x01(\t\x12\x0e\n\x06\x61mount\x18\x03 \x01(\x03\x12\x0e\n\x06reason\x18\x04 \x01(\t\"<\n\x15RefundPaymentResponse\x12#\n\x06refund\x18\x01 \x01(\x0b\x32\x13.payments.v1.Refund\"(\n\x12ListRefundsRequest\x12\x12\n\npayment_id\x18\x01 \x01(\t\";\n\x13ListRefundsResponse\x12$\n\x07refunds\x18\x01 \x03(\x0b\x32\x13.payments.v1.Refund\"D\n\x19ListPaymentUpdatesRequest\x12\x14\n\x0c\x61\x66ter_cursor\x18\x01 \x01(\t\x12\x11\n\tpage_size\x18\x02 \x01(\x05\"^\n\x1aListPaymentUpdatesResponse\x12+\n\x07updates\x18\x01 \x03(\x0b\x32\x1a.payments.v1.PaymentUpdate\x12\x13\n\x0bnext_cursor\x18\x02 \x01(\t\"2\n\x1aWatchPaymentUpdatesRequest\x12\x14\n\x0c\x61\x66ter_cursor\x18\x01 \x01(\t\"J\n\x1bWatchPaymentUpdatesResponse\x12+\n\x07updates\x18\x01 \x03(\x0b\x32\x1a.payments.v1.PaymentUpdate2\xed\x05\n\x0ePaymentService\x12V\n\rCreatePayment\x12!.payments.v1.CreatePaymentRequest\x1a\".payments.v1.CreatePaymentResponse\x12M\n\nGetPayment\x12\x1e.payments.v1.GetPaymentRequest\x1a\x1f.payments.v1.GetPaymentResponse\x12S\n\x0cListPayments\x12 .payments.v1.ListPaymentsRequest\x1a!.payments.v1.ListPaymentsResponse\x12\x62\n\x11ListPaymentEvents\x12%.payments.v1.ListPaymentEventsRequest\x1a&.payments.v1.ListPaymentEventsResponse\x12V\n\rRefundPayment\x12!.payments.v1.RefundPaymentRequest\x1a\".payments.v1.RefundPaymentResponse\x12P\n\x0bListRefunds\x12\x1f.payments.v1.ListRefundsRequest\x1a .payments.v1.ListRefundsResponse\x12\x65\n\x12ListPaymentUpdates\x12&.payments.v1.ListPaymentUpdatesRequest\x1a\'.payments.v1.ListPaymentUpdatesResponse\x12j\n\x13WatchPaymentUpdates\x12\'.payments.v1.WatchPaymentUpdatesRequest\x1a(.payments.v1.WatchPaymentUpdatesResponse0\x01\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n!payments/v1/payment_service.proto\x12\x0bpayments.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x19payments/v1/payment.proto\x1a\x1apayments/v1/webhooks.proto\"\xf2\x01\n\x14\x43reatePaymentRequest\x12\x17\n\x0fidempotency_key\x18\x01 \x01(\t\x12\x0e\n\x06\x61mount\x18\x02 \x01(\x03\x12\x10\n\x08\x63urrency\x18\x03 \x01(\t\x12\x16\n\x0epayment_method\x18\x04 \x01(\t\x12\x13\n\x0b\x64\x65scription\x18\x05 \x01(\t\x12\x41\n\x08metadata\x18\x06 \x03(\x0b\x32/.payments.v1.CreatePaymentRequest.MetadataEntry\x1a/\n\rMetadataEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\">\n\x15\x43reatePaymentResponse\x12%\n\x07payment\x18\x01 \x01(\x0b\x32\x14.payments.v1.Payment\"\'\n\x11GetPaymentRequest\x12\x12\n\npayment_id\x18\x01 \x01(\t\";\n\x12GetPaymentResponse\x12%\n\x07payment\x18\x01 \x01(\x0b\x32\x14.payments.v1.Payment\"\xd1\x01\n\x13ListPaymentsRequest\x12\x11\n\tpage_size\x18\x01 \x01(\x05\x12\x12\n\npage_token\x18\x02 \x01(\t\x12,\n\x08statuses\x18\x03 \x03(\x0e\x32\x1a.payments.v1.PaymentStatus\x12\x31\n\rcreated_after\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x32\n\x0e\x63reated_before\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"W\n\x14ListPaymentsResponse\x12&\n\x08payments\x18\x01 \x03(\x0b\x32\x14.payments.v1.Payment\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\".\n\x18ListPaymentEventsRequest\x12\x12\n\npayment_id\x18\x01 \x01(\t\"F\n\x19ListPaymentEventsResponse\x12)\n\x06\x65vents\x18\x01 \x03(\x0b\x32\x19.payments.v1.PaymentEvent\"c\n\x14RefundPaymentRequest\x12\x12\n\npayment_id\x18\x01 \x01(\t\x12\x17\n\x0fidempotency_key\x18\x02 \x01(\t\x12\x0e\n\x06\x61mount\x18\x03 \x01(\x03\x12\x0e\n\x06reason\x18\x04 \x01(\t\"<\n\x15RefundPaymentResponse\x12#\n\x06refund\x18\x01 \x01(\x0b\x32\x13.payments.v1.Refund\"(\n\x12ListRefundsRequest\x12\x12\n\npayment_id\x18\x01 \x01(\t\";\n\x13ListRefundsResponse\x12$\n\x07refunds\x18\x01 \x03(\x0b\x32\x13.payments.v1.Refund\"D\n\x19ListPaymentUpdatesRequest\x12\x14\n\x0c\x61\x66ter_cursor\x18\x01 \x01(\t\x12\x11\n\tpage_size\x18\x02 \x01(\x05\"^\n\x1aListPaymentUpdatesResponse\x12+\n\x07updates\x18\x01 \x03(\x0b\x32\x1a.payments.v1.PaymentUpdate\x12\x13\n\x0bnext_cursor\x18\x02 \x01(\t\"2\n\x1aWatchPaymentUpdatesRequest\x12\x14\n\x0c\x61\x66ter_cursor\x18\x01 \x01(\t\"J\n\x1bWatchPaymentUpdatesResponse\x12+\n\x07updates\x18\x01 \x03(\x0b\x32\x1a.payments.v1.PaymentUpdate2\xe8\x0b\n\x0ePaymentService\x12V\n\rCreatePayment\x12!.payments.v1.CreatePaymentRequest\x1a\".payments.v1.CreatePaymentResponse\x12M\n\nGetPayment\x12\x1e.payments.v1.GetPaymentRequest\x1a\x1f.payments.v1.GetPaymentResponse\x12S\n\x0cListPayments\x12 .payments.v1.ListPaymentsRequest\x1a!.payments.v1.ListPaymentsResponse\x12\x62\n\x11ListPaymentEvents\x12%.payments.v1.ListPaymentEventsRequest\x1a&.payments.v1.ListPaymentEventsResponse\x12V\n\rRefundPayment\x12!.payments.v1.RefundPaymentRequest\x1a\".payments.v1.RefundPaymentResponse\x12P\n\x0bListRefunds\x12\x1f.payments.v1.ListRefundsRequest\x1a .payments.v1.ListRefundsResponse\x12\x65\n\x12ListPaymentUpdates\x12&.payments.v1.ListPaymentUpdatesRequest\x1a\'.payments.v1.ListPaymentUpdatesResponse\x12j\n\x13WatchPaymentUpdates\x12\'.payments.v1.WatchPaymentUpdatesRequest\x1a(.payments.v1.WatchPaymentUpdatesResponse0\x01\x12n\n\x15\x43reateWebhookEndpoint\x12).payments.v1.CreateWebhookEndpointRequest\x1a*.payments.v1.CreateWebhookEndpointResponse\x12k\n\x14ListWebhookEndpoints\x12(.payments.v1.ListWebhookEndpointsRequest\x1a).payments.v1.ListWebhookEndpointsResponse\x12n\n\x15UpdateWebhookEndpoint\x12).payments.v1.UpdateWebhookEndpointRequest\x1a*.payments.v1.UpdateWebhookEndpointResponse\x12n\n\x15\x44\x65leteWebhookEndpoint\x12).payments.v1.DeleteWebhookEndpointRequest\x1a*.payments.v1.DeleteWebhookEndpointResponse\x12h\n\x13RotateWebhookSecret\x12\'.payments.v1.RotateWebhookSecretRequest\x1a(.payments.v1.RotateWebhookSecretResponse\x12n\n\x15ListWebhookDeliveries\x12).payments.v1.ListWebhookDeliveriesRequest\x1a*.payments.v1.ListWebhookDeliveriesResponse\x12\x62\n\x11RedeliverWebhooks\x12%.payments.v1.RedeliverWebhooksRequest\x1a&.payments.v1.RedeliverWebhooksResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -35,40 +36,40 @@ if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
   _globals['_CREATEPAYMENTREQUEST_METADATAENTRY']._loaded_options = None
   _globals['_CREATEPAYMENTREQUEST_METADATAENTRY']._serialized_options = b'8\001'
-  _globals['_CREATEPAYMENTREQUEST']._serialized_start=111
-  _globals['_CREATEPAYMENTREQUEST']._serialized_end=353
-  _globals['_CREATEPAYMENTREQUEST_METADATAENTRY']._serialized_start=306
-  _globals['_CREATEPAYMENTREQUEST_METADATAENTRY']._serialized_end=353
-  _globals['_CREATEPAYMENTRESPONSE']._serialized_start=355
-  _globals['_CREATEPAYMENTRESPONSE']._serialized_end=417
-  _globals['_GETPAYMENTREQUEST']._serialized_start=419
-  _globals['_GETPAYMENTREQUEST']._serialized_end=458
-  _globals['_GETPAYMENTRESPONSE']._serialized_start=460
-  _globals['_GETPAYMENTRESPONSE']._serialized_end=519
-  _globals['_LISTPAYMENTSREQUEST']._serialized_start=522
-  _globals['_LISTPAYMENTSREQUEST']._serialized_end=731
-  _globals['_LISTPAYMENTSRESPONSE']._serialized_start=733
-  _globals['_LISTPAYMENTSRESPONSE']._serialized_end=820
-  _globals['_LISTPAYMENTEVENTSREQUEST']._serialized_start=822
-  _globals['_LISTPAYMENTEVENTSREQUEST']._serialized_end=868
-  _globals['_LISTPAYMENTEVENTSRESPONSE']._serialized_start=870
-  _globals['_LISTPAYMENTEVENTSRESPONSE']._serialized_end=940
-  _globals['_REFUNDPAYMENTREQUEST']._serialized_start=942
-  _globals['_REFUNDPAYMENTREQUEST']._serialized_end=1041
-  _globals['_REFUNDPAYMENTRESPONSE']._serialized_start=1043
-  _globals['_REFUNDPAYMENTRESPONSE']._serialized_end=1103
-  _globals['_LISTREFUNDSREQUEST']._serialized_start=1105
-  _globals['_LISTREFUNDSREQUEST']._serialized_end=1145
-  _globals['_LISTREFUNDSRESPONSE']._serialized_start=1147
-  _globals['_LISTREFUNDSRESPONSE']._serialized_end=1206
-  _globals['_LISTPAYMENTUPDATESREQUEST']._serialized_start=1208
-  _globals['_LISTPAYMENTUPDATESREQUEST']._serialized_end=1276
-  _globals['_LISTPAYMENTUPDATESRESPONSE']._serialized_start=1278
-  _globals['_LISTPAYMENTUPDATESRESPONSE']._serialized_end=1372
-  _globals['_WATCHPAYMENTUPDATESREQUEST']._serialized_start=1374
-  _globals['_WATCHPAYMENTUPDATESREQUEST']._serialized_end=1424
-  _globals['_WATCHPAYMENTUPDATESRESPONSE']._serialized_start=1426
-  _globals['_WATCHPAYMENTUPDATESRESPONSE']._serialized_end=1500
-  _globals['_PAYMENTSERVICE']._serialized_start=1503
-  _globals['_PAYMENTSERVICE']._serialized_end=2252
+  _globals['_CREATEPAYMENTREQUEST']._serialized_start=139
+  _globals['_CREATEPAYMENTREQUEST']._serialized_end=381
+  _globals['_CREATEPAYMENTREQUEST_METADATAENTRY']._serialized_start=334
+  _globals['_CREATEPAYMENTREQUEST_METADATAENTRY']._serialized_end=381
+  _globals['_CREATEPAYMENTRESPONSE']._serialized_start=383
+  _globals['_CREATEPAYMENTRESPONSE']._serialized_end=445
+  _globals['_GETPAYMENTREQUEST']._serialized_start=447
+  _globals['_GETPAYMENTREQUEST']._serialized_end=486
+  _globals['_GETPAYMENTRESPONSE']._serialized_start=488
+  _globals['_GETPAYMENTRESPONSE']._serialized_end=547
+  _globals['_LISTPAYMENTSREQUEST']._serialized_start=550
+  _globals['_LISTPAYMENTSREQUEST']._serialized_end=759
+  _globals['_LISTPAYMENTSRESPONSE']._serialized_start=761
+  _globals['_LISTPAYMENTSRESPONSE']._serialized_end=848
+  _globals['_LISTPAYMENTEVENTSREQUEST']._serialized_start=850
+  _globals['_LISTPAYMENTEVENTSREQUEST']._serialized_end=896
+  _globals['_LISTPAYMENTEVENTSRESPONSE']._serialized_start=898
+  _globals['_LISTPAYMENTEVENTSRESPONSE']._serialized_end=968
+  _globals['_REFUNDPAYMENTREQUEST']._serialized_start=970
+  _globals['_REFUNDPAYMENTREQUEST']._serialized_end=1069
+  _globals['_REFUNDPAYMENTRESPONSE']._serialized_start=1071
+  _globals['_REFUNDPAYMENTRESPONSE']._serialized_end=1131
+  _globals['_LISTREFUNDSREQUEST']._serialized_start=1133
+  _globals['_LISTREFUNDSREQUEST']._serialized_end=1173
+  _globals['_LISTREFUNDSRESPONSE']._serialized_start=1175
+  _globals['_LISTREFUNDSRESPONSE']._serialized_end=1234
+  _globals['_LISTPAYMENTUPDATESREQUEST']._serialized_start=1236
+  _globals['_LISTPAYMENTUPDATESREQUEST']._serialized_end=1304
+  _globals['_LISTPAYMENTUPDATESRESPONSE']._serialized_start=1306
+  _globals['_LISTPAYMENTUPDATESRESPONSE']._serialized_end=1400
+  _globals['_WATCHPAYMENTUPDATESREQUEST']._serialized_start=1402
+  _globals['_WATCHPAYMENTUPDATESREQUEST']._serialized_end=1452
+  _globals['_WATCHPAYMENTUPDATESRESPONSE']._serialized_start=1454
+  _globals['_WATCHPAYMENTUPDATESRESPONSE']._serialized_end=1528
+  _globals['_PAYMENTSERVICE']._serialized_start=1531
+  _globals['_PAYMENTSERVICE']._serialized_end=3043
 # @@protoc_insertion_point(module_scope)

@@ -4,6 +4,7 @@ import grpc
 import warnings
 
 from payments.v1 import payment_service_pb2 as payments_dot_v1_dot_payment__service__pb2
+from payments.v1 import webhooks_pb2 as payments_dot_v1_dot_webhooks__pb2
 
 GRPC_GENERATED_VERSION = '1.85.1'
 GRPC_VERSION = grpc.__version__
@@ -75,6 +76,41 @@ class PaymentServiceStub:
                 request_serializer=payments_dot_v1_dot_payment__service__pb2.WatchPaymentUpdatesRequest.SerializeToString,
                 response_deserializer=payments_dot_v1_dot_payment__service__pb2.WatchPaymentUpdatesResponse.FromString,
                 _registered_method=True)
+        self.CreateWebhookEndpoint = channel.unary_unary(
+                '/payments.v1.PaymentService/CreateWebhookEndpoint',
+                request_serializer=payments_dot_v1_dot_webhooks__pb2.CreateWebhookEndpointRequest.SerializeToString,
+                response_deserializer=payments_dot_v1_dot_webhooks__pb2.CreateWebhookEndpointResponse.FromString,
+                _registered_method=True)
+        self.ListWebhookEndpoints = channel.unary_unary(
+                '/payments.v1.PaymentService/ListWebhookEndpoints',
+                request_serializer=payments_dot_v1_dot_webhooks__pb2.ListWebhookEndpointsRequest.SerializeToString,
+                response_deserializer=payments_dot_v1_dot_webhooks__pb2.ListWebhookEndpointsResponse.FromString,
+                _registered_method=True)
+        self.UpdateWebhookEndpoint = channel.unary_unary(
+                '/payments.v1.PaymentService/UpdateWebhookEndpoint',
+                request_serializer=payments_dot_v1_dot_webhooks__pb2.UpdateWebhookEndpointRequest.SerializeToString,
+                response_deserializer=payments_dot_v1_dot_webhooks__pb2.UpdateWebhookEndpointResponse.FromString,
+                _registered_method=True)
+        self.DeleteWebhookEndpoint = channel.unary_unary(
+                '/payments.v1.PaymentService/DeleteWebhookEndpoint',
+                request_serializer=payments_dot_v1_dot_webhooks__pb2.DeleteWebhookEndpointRequest.SerializeToString,
+                response_deserializer=payments_dot_v1_dot_webhooks__pb2.DeleteWebhookEndpointResponse.FromString,
+                _registered_method=True)
+        self.RotateWebhookSecret = channel.unary_unary(
+                '/payments.v1.PaymentService/RotateWebhookSecret',
+                request_serializer=payments_dot_v1_dot_webhooks__pb2.RotateWebhookSecretRequest.SerializeToString,
+                response_deserializer=payments_dot_v1_dot_webhooks__pb2.RotateWebhookSecretResponse.FromString,
+                _registered_method=True)
+        self.ListWebhookDeliveries = channel.unary_unary(
+                '/payments.v1.PaymentService/ListWebhookDeliveries',
+                request_serializer=payments_dot_v1_dot_webhooks__pb2.ListWebhookDeliveriesRequest.SerializeToString,
+                response_deserializer=payments_dot_v1_dot_webhooks__pb2.ListWebhookDeliveriesResponse.FromString,
+                _registered_method=True)
+        self.RedeliverWebhooks = channel.unary_unary(
+                '/payments.v1.PaymentService/RedeliverWebhooks',
+                request_serializer=payments_dot_v1_dot_webhooks__pb2.RedeliverWebhooksRequest.SerializeToString,
+                response_deserializer=payments_dot_v1_dot_webhooks__pb2.RedeliverWebhooksResponse.FromString,
+                _registered_method=True)
 
 
 class PaymentServiceServicer:
@@ -141,6 +177,56 @@ class PaymentServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def CreateWebhookEndpoint(self, request, context):
+        """Signed webhooks (SPEC §3d): the calling client's endpoints, each of which
+        receives every update of the client's feed. At most 16 a client (past
+        that: RESOURCE_EXHAUSTED, reason TOO_MANY_WEBHOOK_ENDPOINTS); a URL the
+        platform may not post to: INVALID_ARGUMENT, reason WEBHOOK_URL_NOT_ALLOWED.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListWebhookEndpoints(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def UpdateWebhookEndpoint(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def DeleteWebhookEndpoint(self, request, context):
+        """Deletes the endpoint, its pending deliveries and its attempts.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def RotateWebhookSecret(self, request, context):
+        """A new secret; the previous one keeps signing beside it for 24 hours.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListWebhookDeliveries(self, request, context):
+        """The endpoint's attempts, newest first.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def RedeliverWebhooks(self, request, context):
+        """Sends again every update after a feed cursor (those still kept).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_PaymentServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -183,6 +269,41 @@ def add_PaymentServiceServicer_to_server(servicer, server):
                     servicer.WatchPaymentUpdates,
                     request_deserializer=payments_dot_v1_dot_payment__service__pb2.WatchPaymentUpdatesRequest.FromString,
                     response_serializer=payments_dot_v1_dot_payment__service__pb2.WatchPaymentUpdatesResponse.SerializeToString,
+            ),
+            'CreateWebhookEndpoint': grpc.unary_unary_rpc_method_handler(
+                    servicer.CreateWebhookEndpoint,
+                    request_deserializer=payments_dot_v1_dot_webhooks__pb2.CreateWebhookEndpointRequest.FromString,
+                    response_serializer=payments_dot_v1_dot_webhooks__pb2.CreateWebhookEndpointResponse.SerializeToString,
+            ),
+            'ListWebhookEndpoints': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListWebhookEndpoints,
+                    request_deserializer=payments_dot_v1_dot_webhooks__pb2.ListWebhookEndpointsRequest.FromString,
+                    response_serializer=payments_dot_v1_dot_webhooks__pb2.ListWebhookEndpointsResponse.SerializeToString,
+            ),
+            'UpdateWebhookEndpoint': grpc.unary_unary_rpc_method_handler(
+                    servicer.UpdateWebhookEndpoint,
+                    request_deserializer=payments_dot_v1_dot_webhooks__pb2.UpdateWebhookEndpointRequest.FromString,
+                    response_serializer=payments_dot_v1_dot_webhooks__pb2.UpdateWebhookEndpointResponse.SerializeToString,
+            ),
+            'DeleteWebhookEndpoint': grpc.unary_unary_rpc_method_handler(
+                    servicer.DeleteWebhookEndpoint,
+                    request_deserializer=payments_dot_v1_dot_webhooks__pb2.DeleteWebhookEndpointRequest.FromString,
+                    response_serializer=payments_dot_v1_dot_webhooks__pb2.DeleteWebhookEndpointResponse.SerializeToString,
+            ),
+            'RotateWebhookSecret': grpc.unary_unary_rpc_method_handler(
+                    servicer.RotateWebhookSecret,
+                    request_deserializer=payments_dot_v1_dot_webhooks__pb2.RotateWebhookSecretRequest.FromString,
+                    response_serializer=payments_dot_v1_dot_webhooks__pb2.RotateWebhookSecretResponse.SerializeToString,
+            ),
+            'ListWebhookDeliveries': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListWebhookDeliveries,
+                    request_deserializer=payments_dot_v1_dot_webhooks__pb2.ListWebhookDeliveriesRequest.FromString,
+                    response_serializer=payments_dot_v1_dot_webhooks__pb2.ListWebhookDeliveriesResponse.SerializeToString,
+            ),
+            'RedeliverWebhooks': grpc.unary_unary_rpc_method_handler(
+                    servicer.RedeliverWebhooks,
+                    request_deserializer=payments_dot_v1_dot_webhooks__pb2.RedeliverWebhooksRequest.FromString,
+                    response_serializer=payments_dot_v1_dot_webhooks__pb2.RedeliverWebhooksResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -402,6 +523,195 @@ class PaymentService:
             '/payments.v1.PaymentService/WatchPaymentUpdates',
             payments_dot_v1_dot_payment__service__pb2.WatchPaymentUpdatesRequest.SerializeToString,
             payments_dot_v1_dot_payment__service__pb2.WatchPaymentUpdatesResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def CreateWebhookEndpoint(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/payments.v1.PaymentService/CreateWebhookEndpoint',
+            payments_dot_v1_dot_webhooks__pb2.CreateWebhookEndpointRequest.SerializeToString,
+            payments_dot_v1_dot_webhooks__pb2.CreateWebhookEndpointResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListWebhookEndpoints(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/payments.v1.PaymentService/ListWebhookEndpoints',
+            payments_dot_v1_dot_webhooks__pb2.ListWebhookEndpointsRequest.SerializeToString,
+            payments_dot_v1_dot_webhooks__pb2.ListWebhookEndpointsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def UpdateWebhookEndpoint(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/payments.v1.PaymentService/UpdateWebhookEndpoint',
+            payments_dot_v1_dot_webhooks__pb2.UpdateWebhookEndpointRequest.SerializeToString,
+            payments_dot_v1_dot_webhooks__pb2.UpdateWebhookEndpointResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def DeleteWebhookEndpoint(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/payments.v1.PaymentService/DeleteWebhookEndpoint',
+            payments_dot_v1_dot_webhooks__pb2.DeleteWebhookEndpointRequest.SerializeToString,
+            payments_dot_v1_dot_webhooks__pb2.DeleteWebhookEndpointResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RotateWebhookSecret(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/payments.v1.PaymentService/RotateWebhookSecret',
+            payments_dot_v1_dot_webhooks__pb2.RotateWebhookSecretRequest.SerializeToString,
+            payments_dot_v1_dot_webhooks__pb2.RotateWebhookSecretResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListWebhookDeliveries(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/payments.v1.PaymentService/ListWebhookDeliveries',
+            payments_dot_v1_dot_webhooks__pb2.ListWebhookDeliveriesRequest.SerializeToString,
+            payments_dot_v1_dot_webhooks__pb2.ListWebhookDeliveriesResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RedeliverWebhooks(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/payments.v1.PaymentService/RedeliverWebhooks',
+            payments_dot_v1_dot_webhooks__pb2.RedeliverWebhooksRequest.SerializeToString,
+            payments_dot_v1_dot_webhooks__pb2.RedeliverWebhooksResponse.FromString,
             options,
             channel_credentials,
             insecure,

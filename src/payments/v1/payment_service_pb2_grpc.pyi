@@ -6,6 +6,7 @@ isort:skip_file
 from collections import abc as _abc
 from grpc import aio as _aio
 from payments.v1 import payment_service_pb2 as _payment_service_pb2
+from payments.v1 import webhooks_pb2 as _webhooks_pb2
 import abc as _abc_1
 import grpc as _grpc
 import sys
@@ -56,6 +57,22 @@ class PaymentServiceStub:
     commit (a message carries what committed together, in order). Resume with the last cursor processed; a cursor older than what
     is kept fails with OUT_OF_RANGE, reason CURSOR_EXPIRED.
     """
+    CreateWebhookEndpoint: _grpc.UnaryUnaryMultiCallable[_webhooks_pb2.CreateWebhookEndpointRequest, _webhooks_pb2.CreateWebhookEndpointResponse]
+    """Signed webhooks (SPEC §3d): the calling client's endpoints, each of which
+    receives every update of the client's feed. At most 16 a client (past
+    that: RESOURCE_EXHAUSTED, reason TOO_MANY_WEBHOOK_ENDPOINTS); a URL the
+    platform may not post to: INVALID_ARGUMENT, reason WEBHOOK_URL_NOT_ALLOWED.
+    """
+    ListWebhookEndpoints: _grpc.UnaryUnaryMultiCallable[_webhooks_pb2.ListWebhookEndpointsRequest, _webhooks_pb2.ListWebhookEndpointsResponse]
+    UpdateWebhookEndpoint: _grpc.UnaryUnaryMultiCallable[_webhooks_pb2.UpdateWebhookEndpointRequest, _webhooks_pb2.UpdateWebhookEndpointResponse]
+    DeleteWebhookEndpoint: _grpc.UnaryUnaryMultiCallable[_webhooks_pb2.DeleteWebhookEndpointRequest, _webhooks_pb2.DeleteWebhookEndpointResponse]
+    """Deletes the endpoint, its pending deliveries and its attempts."""
+    RotateWebhookSecret: _grpc.UnaryUnaryMultiCallable[_webhooks_pb2.RotateWebhookSecretRequest, _webhooks_pb2.RotateWebhookSecretResponse]
+    """A new secret; the previous one keeps signing beside it for 24 hours."""
+    ListWebhookDeliveries: _grpc.UnaryUnaryMultiCallable[_webhooks_pb2.ListWebhookDeliveriesRequest, _webhooks_pb2.ListWebhookDeliveriesResponse]
+    """The endpoint's attempts, newest first."""
+    RedeliverWebhooks: _grpc.UnaryUnaryMultiCallable[_webhooks_pb2.RedeliverWebhooksRequest, _webhooks_pb2.RedeliverWebhooksResponse]
+    """Sends again every update after a feed cursor (those still kept)."""
 
 @_typing.type_check_only
 class PaymentServiceAsyncStub(PaymentServiceStub):
@@ -85,6 +102,22 @@ class PaymentServiceAsyncStub(PaymentServiceStub):
     commit (a message carries what committed together, in order). Resume with the last cursor processed; a cursor older than what
     is kept fails with OUT_OF_RANGE, reason CURSOR_EXPIRED.
     """
+    CreateWebhookEndpoint: _aio.UnaryUnaryMultiCallable[_webhooks_pb2.CreateWebhookEndpointRequest, _webhooks_pb2.CreateWebhookEndpointResponse]  # type: ignore[assignment]
+    """Signed webhooks (SPEC §3d): the calling client's endpoints, each of which
+    receives every update of the client's feed. At most 16 a client (past
+    that: RESOURCE_EXHAUSTED, reason TOO_MANY_WEBHOOK_ENDPOINTS); a URL the
+    platform may not post to: INVALID_ARGUMENT, reason WEBHOOK_URL_NOT_ALLOWED.
+    """
+    ListWebhookEndpoints: _aio.UnaryUnaryMultiCallable[_webhooks_pb2.ListWebhookEndpointsRequest, _webhooks_pb2.ListWebhookEndpointsResponse]  # type: ignore[assignment]
+    UpdateWebhookEndpoint: _aio.UnaryUnaryMultiCallable[_webhooks_pb2.UpdateWebhookEndpointRequest, _webhooks_pb2.UpdateWebhookEndpointResponse]  # type: ignore[assignment]
+    DeleteWebhookEndpoint: _aio.UnaryUnaryMultiCallable[_webhooks_pb2.DeleteWebhookEndpointRequest, _webhooks_pb2.DeleteWebhookEndpointResponse]  # type: ignore[assignment]
+    """Deletes the endpoint, its pending deliveries and its attempts."""
+    RotateWebhookSecret: _aio.UnaryUnaryMultiCallable[_webhooks_pb2.RotateWebhookSecretRequest, _webhooks_pb2.RotateWebhookSecretResponse]  # type: ignore[assignment]
+    """A new secret; the previous one keeps signing beside it for 24 hours."""
+    ListWebhookDeliveries: _aio.UnaryUnaryMultiCallable[_webhooks_pb2.ListWebhookDeliveriesRequest, _webhooks_pb2.ListWebhookDeliveriesResponse]  # type: ignore[assignment]
+    """The endpoint's attempts, newest first."""
+    RedeliverWebhooks: _aio.UnaryUnaryMultiCallable[_webhooks_pb2.RedeliverWebhooksRequest, _webhooks_pb2.RedeliverWebhooksResponse]  # type: ignore[assignment]
+    """Sends again every update after a feed cursor (those still kept)."""
 
 class PaymentServiceServicer(metaclass=_abc_1.ABCMeta):
     """The service merchants' internal services call."""
@@ -159,5 +192,63 @@ class PaymentServiceServicer(metaclass=_abc_1.ABCMeta):
         commit (a message carries what committed together, in order). Resume with the last cursor processed; a cursor older than what
         is kept fails with OUT_OF_RANGE, reason CURSOR_EXPIRED.
         """
+
+    @_abc_1.abstractmethod
+    def CreateWebhookEndpoint(
+        self,
+        request: _webhooks_pb2.CreateWebhookEndpointRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_webhooks_pb2.CreateWebhookEndpointResponse, _abc.Awaitable[_webhooks_pb2.CreateWebhookEndpointResponse]]:
+        """Signed webhooks (SPEC §3d): the calling client's endpoints, each of which
+        receives every update of the client's feed. At most 16 a client (past
+        that: RESOURCE_EXHAUSTED, reason TOO_MANY_WEBHOOK_ENDPOINTS); a URL the
+        platform may not post to: INVALID_ARGUMENT, reason WEBHOOK_URL_NOT_ALLOWED.
+        """
+
+    @_abc_1.abstractmethod
+    def ListWebhookEndpoints(
+        self,
+        request: _webhooks_pb2.ListWebhookEndpointsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_webhooks_pb2.ListWebhookEndpointsResponse, _abc.Awaitable[_webhooks_pb2.ListWebhookEndpointsResponse]]: ...
+
+    @_abc_1.abstractmethod
+    def UpdateWebhookEndpoint(
+        self,
+        request: _webhooks_pb2.UpdateWebhookEndpointRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_webhooks_pb2.UpdateWebhookEndpointResponse, _abc.Awaitable[_webhooks_pb2.UpdateWebhookEndpointResponse]]: ...
+
+    @_abc_1.abstractmethod
+    def DeleteWebhookEndpoint(
+        self,
+        request: _webhooks_pb2.DeleteWebhookEndpointRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_webhooks_pb2.DeleteWebhookEndpointResponse, _abc.Awaitable[_webhooks_pb2.DeleteWebhookEndpointResponse]]:
+        """Deletes the endpoint, its pending deliveries and its attempts."""
+
+    @_abc_1.abstractmethod
+    def RotateWebhookSecret(
+        self,
+        request: _webhooks_pb2.RotateWebhookSecretRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_webhooks_pb2.RotateWebhookSecretResponse, _abc.Awaitable[_webhooks_pb2.RotateWebhookSecretResponse]]:
+        """A new secret; the previous one keeps signing beside it for 24 hours."""
+
+    @_abc_1.abstractmethod
+    def ListWebhookDeliveries(
+        self,
+        request: _webhooks_pb2.ListWebhookDeliveriesRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_webhooks_pb2.ListWebhookDeliveriesResponse, _abc.Awaitable[_webhooks_pb2.ListWebhookDeliveriesResponse]]:
+        """The endpoint's attempts, newest first."""
+
+    @_abc_1.abstractmethod
+    def RedeliverWebhooks(
+        self,
+        request: _webhooks_pb2.RedeliverWebhooksRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_webhooks_pb2.RedeliverWebhooksResponse, _abc.Awaitable[_webhooks_pb2.RedeliverWebhooksResponse]]:
+        """Sends again every update after a feed cursor (those still kept)."""
 
 def add_PaymentServiceServicer_to_server(servicer: PaymentServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...
