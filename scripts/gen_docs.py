@@ -368,6 +368,10 @@ PROCESSES = {
     "provider-sim": _Process("provider_sim.settings", ("SimSettings",), {}),
     "webhook-gateway": _Process("webhook_gateway.settings", ("Settings",), {}),
     "reconciler": _Process("reconciler.settings", ("Settings",), {}),
+    # its replica id defaults to a fresh one a process: fixed, so builds compare
+    "webhook-dispatcher": _Process(
+        "webhook_dispatcher.settings", ("Settings",), {"WEBHOOK_DISPATCHER_ID": "docs"}
+    ),
     "payments CLI": _Process("payments_cli.cli", (), {}),
 }
 
