@@ -161,7 +161,7 @@ class Process:
     def _copy_output(self) -> None:
         assert self.popen is not None
         assert self.popen.stdout is not None
-        prefix = f"{self.name:>16} | ".encode()
+        prefix = f"{self.name:>{_WIDTH}} | ".encode()
         for line in self.popen.stdout:
             sys.stdout.buffer.write(self.render(line) if self.render else prefix + line)
             sys.stdout.buffer.flush()

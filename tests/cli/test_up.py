@@ -122,7 +122,7 @@ def test_up_prints_how_to_use_it_and_stops_on_sigterm(up: Up) -> None:
     assert "payments pay" in text
     assert "payment-svc | " in text  # children's lines, prefixed with their names
     # Not a terminal: the children's JSON lines as they wrote them.
-    assert any(line.startswith("     payment-svc | {") for line in text.splitlines()), text
+    assert any(line.startswith(f"{'payment-svc':>18} | {{") for line in text.splitlines()), text
     # Its progress while it starts, in order, before the banner.
     steps = [
         "payments up: database: starting the embedded Postgres",
@@ -131,6 +131,7 @@ def test_up_prints_how_to_use_it_and_stops_on_sigterm(up: Up) -> None:
         "payments up: webhook-gateway: listening",
         "payments up: provider-sim: listening",
         "payments up: reconciler: listening",
+        "payments up: webhook-dispatcher: listening",
         "payments up: payment-svc: SERVING",
         "payments stack is up",
     ]
@@ -159,7 +160,7 @@ def test_up_on_a_terminal_shows_the_childrens_logs_for_a_person() -> None:
         up.wait_up()
         lines = [line for line in up.text.splitlines() if "payment-svc\x1b[0m | " in line]
         assert lines, up.text
-        assert all("\x1b[36m     payment-svc\x1b[0m | " in line for line in lines)
+        assert all(f"\x1b[36m{'payment-svc':>18}\x1b[0m | " in line for line in lines)
         assert not any(line.split(" | ", 1)[1].startswith("{") for line in lines), lines
         assert any("payment_svc_started" in line and "grpc_port" in line for line in lines)
     finally:
@@ -170,10 +171,11 @@ def test_console_lines_render_json_and_pass_anything_else() -> None:
     render = console_lines("reconciler")
     line = b'{"event": "run_finished", "level": "info", "job": "sweep", "process": "reconciler"}\n'
     shown = render(line).decode()
-    assert shown.startswith("\x1b[34m      reconciler\x1b[0m | ")
+    assert shown.startswith(f"\x1b[34m{'reconciler':>18}\x1b[0m | ")
     assert "run_finished" in shown and "job" in shown and "sweep" in shown
     assert '"event"' not in shown and shown.endswith("\n")
-    assert render(b"plain text\n") == b"\x1b[34m      reconciler\x1b[0m | plain text\n"
+    plain = f"\x1b[34m{'reconciler':>18}\x1b[0m | plain text\n".encode()
+    assert render(b"plain text\n") == plain
     assert render(b"[1, 2]\n").endswith(b"| [1, 2]\n")
 
 

@@ -24,6 +24,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 import aiohttp
 import asyncpg
+import grpc
 import pytest
 import yaml
 from deploy_testkit import (
@@ -43,11 +44,12 @@ from payments.v1 import payment_pb2 as pb
 from payments_dev.devdb import free_port
 from payments_dev.stack import DEV_TOKENS, Stack, StackConfig, wait_serving
 from tests.support import SimControl
+from tests.webhook_dispatcher import dispatch_testkit
 
 # Grafana's variables, as Grafana would substitute them for a 1 s scrape.
 GRAFANA_VARIABLES = {"$__rate_interval": "1m", "$__interval": "15s", "$__range": "5m"}
 # The jobs Prometheus names after the ServiceMonitors (deploy/base/monitoring).
-JOBS = ("payment-svc", "webhook-gateway", "reconciler")
+JOBS = ("payment-svc", "webhook-gateway", "reconciler", "webhook-dispatcher")
 
 
 def _with_database(dsn: str, name: str) -> str:
@@ -76,6 +78,10 @@ async def live_stack(pg_server: str, tmp_path: Path) -> AsyncIterator[Stack]:
             "RECONCILER_CATCH_UP_SECONDS": "2",
             "RECONCILER_SETTLEMENT_SECONDS": "2",
             "RECONCILER_GRACE_SECONDS": "0",
+            # the webhook dispatcher polls its endpoints often, retries fast
+            "WEBHOOK_POLL_SECONDS": "0.1",
+            "WEBHOOK_RETRY_SCHEDULE": "0.2,0.2",
+            "WEBHOOK_RETRY_JITTER": "0",
         },
     )
     (tmp_path / "logs").mkdir()
@@ -107,6 +113,7 @@ def prometheus(stack: Stack, directory: Path) -> Iterator[str]:
         "payment-svc": stack.config.metrics_port,
         "webhook-gateway": stack.config.gateway_port,
         "reconciler": stack.config.reconciler_port,
+        "webhook-dispatcher": stack.config.dispatcher_port,
     }
     config = {
         "global": {"scrape_interval": "1s", "evaluation_interval": "1s"},
@@ -163,14 +170,21 @@ async def drive_traffic(stack: Stack) -> None:
     """Payments (succeeded, declined, a duplicate), refunds (and a refusal),
     webhooks (settlements through the gateway, a forged one refused), a
     payment whose webhook is lost until the reconciler finds it, and a
-    charge we never made, while a change-feed stream is open."""
+    charge we never made, while a change-feed stream is open and the feed
+    is pushed to a receiver on 127.0.0.1 (the webhook dispatcher)."""
     async with (
         PaymentsClient(stack.grpc_target, DEV_TOKENS["merchant"]) as client,
         aiohttp.ClientSession(base_url=stack.sim_url) as sim_http,
         aiohttp.ClientSession() as http,
+        contextlib.AsyncExitStack() as hooks,
     ):
         sim = SimControl(sim_http)
         updates: list[pb.PaymentUpdate] = []
+        receiver = await hooks.enter_async_context(
+            contextlib.asynccontextmanager(dispatch_testkit.receiver)()
+        )
+        async with grpc.aio.insecure_channel(stack.grpc_target) as channel:
+            await dispatch_testkit.create_endpoint(channel, receiver.url)
 
         async def watch() -> None:
             async for update in client.watch_updates():
@@ -225,6 +239,7 @@ async def drive_traffic(stack: Stack) -> None:
             ) as response:
                 assert response.status == 400
             await wait_until("the feed's updates reach the watcher", _async(lambda: updates))
+            await wait_until("the feed pushed to the receiver", _async(lambda: receiver.got))
         finally:
             watcher.cancel()
             with contextlib.suppress(asyncio.CancelledError):
