@@ -41,6 +41,7 @@ from payment_svc.adapters.refund_sync_store import RefundSyncStore
 from payment_svc.adapters.resolver import SystemResolver
 from payment_svc.adapters.run_store import RunStore
 from payment_svc.adapters.store import PaymentStore
+from payment_svc.adapters.stripe_books import StripeBooks
 from payment_svc.adapters.stripe_observations import parse_event
 from payment_svc.adapters.stripe_observations import snapshot as stripe_snapshot
 from payment_svc.adapters.stripe_provider import StripeProvider
@@ -51,6 +52,7 @@ from payment_svc.domain.errors import StoreUnavailable
 from payment_svc.domain.status import Source
 from payment_svc.entrypoints import metrics
 from payment_svc.entrypoints.grpc_server import create_server, set_serving
+from payment_svc.service_layer.corrections import CorrectionService
 from payment_svc.service_layer.discrepancies import DiscrepancyService
 from payment_svc.service_layer.feed import FeedBell, FeedService, Sequencer
 from payment_svc.service_layer.feed_cursor import FeedCursors
@@ -67,6 +69,7 @@ from payment_svc.service_layer.webhooks import WebhookEndpointsService
 from payment_svc.settings import ConfigError, MigrationSettings, Settings
 from payments_kit import logs, runtime
 from payments_kit.environment import split_address
+from payments_stripe.reader import StripeReader
 
 log = structlog.get_logger("payment_svc")
 
@@ -222,6 +225,15 @@ async def serve(settings: Settings) -> None:
     # Its retention shares the feed's connections (background work).
     webhook_dispatch = WebhookDispatch(WebhookDispatchStore(db))
     webhook_upkeep = WebhookDispatch(WebhookDispatchStore(feed_db))
+    # An operator's correction reads the provider's books (read-only).
+    books = StripeBooks(
+        StripeReader(
+            api_key=settings.stripe_api_key,
+            base_url=settings.stripe_api_base,
+            timeout=settings.provider_timeout,
+        )
+    )
+    corrections = CorrectionService(SnapshotStore(db), books, uow=lambda: PostgresUnitOfWork(db))
     server, port = create_server(
         settings,
         payments,
@@ -233,6 +245,7 @@ async def serve(settings: Settings) -> None:
         refund_sync=refund_sync,
         webhooks=webhooks,
         webhook_dispatch=webhook_dispatch,
+        corrections=corrections,
     )
 
     pending: set[asyncio.Task[None]] = set()
@@ -288,6 +301,7 @@ async def serve(settings: Settings) -> None:
         await sequencer.run_once()
     await feed_db.close()
     await provider.close()
+    await books.close()
     await db.close()
     log.info("payment_svc_stopped")
 

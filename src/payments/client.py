@@ -45,6 +45,7 @@ from payments.errors import (
     PaymentsClientError,
     PermanentError,
     PermissionDenied,
+    ProviderBooksDisagree,
     RefundExceedsRemaining,
     ResourceExhausted,
     RetryableError,
@@ -81,6 +82,7 @@ __all__ = [
     "PaymentsClientError",
     "PermanentError",
     "PermissionDenied",
+    "ProviderBooksDisagree",
     "ProviderSyncClient",
     "RefundExceedsRemaining",
     "ResourceExhausted",
@@ -625,6 +627,13 @@ class ProviderSyncClient(_Client):
             self.stub.ResolveDiscrepancy, request
         )
         return reply.discrepancy
+
+    async def correct_payment(self, payment_id: str, reason: str) -> tuple[pb.Payment, bool]:
+        """An operator's correction (CorrectPayment): the payment as it left
+        it, and whether it changed; ProviderBooksDisagree when refused."""
+        request = sync.CorrectPaymentRequest(payment_id=payment_id, reason=reason)
+        reply: sync.CorrectPaymentResponse = await self._call(self.stub.CorrectPayment, request)
+        return reply.payment, reply.changed
 
     async def record_run(self, run: sync.ReconciliationRun) -> sync.ReconciliationRun:
         request = sync.RecordReconciliationRunRequest(run=run)

@@ -14,7 +14,10 @@
           │                        the first payment (or refund)
           ├── FailedPrecondition   FAILED_PRECONDITION: not in a state for this
           │    ├── PaymentNotRefundable    reason PAYMENT_NOT_REFUNDABLE: not SUCCEEDED
-          │    └── RefundExceedsRemaining  reason REFUND_EXCEEDS_REMAINING; .remaining
+          │    ├── RefundExceedsRemaining  reason REFUND_EXCEEDS_REMAINING; .remaining
+          │    └── ProviderBooksDisagree   reason PROVIDER_BOOKS_DISAGREE: a correction
+          │                                refused; metadata our_amount_reversed,
+          │                                provider_refunded, provider_disputed
           ├── NotFound             NOT_FOUND (also another client's payment)
           ├── Unauthenticated      UNAUTHENTICATED: missing or unknown token
           ├── PermissionDenied     PERMISSION_DENIED: wrong service for this caller
@@ -120,6 +123,11 @@ class RefundExceedsRemaining(FailedPrecondition):
         return int(self.metadata.get("remaining", "0") or 0)
 
 
+class ProviderBooksDisagree(FailedPrecondition):
+    """CorrectPayment refused: the provider's books do not say what the
+    payment's refunds and disputes say (list its refunds first)."""
+
+
 class NotFound(PermanentError):
     pass
 
@@ -165,6 +173,7 @@ _BY_CODE: dict[grpc.StatusCode, type[PaymentsClientError]] = {
 _BY_REASON: dict[tuple[grpc.StatusCode, str], type[PaymentsClientError]] = {
     (grpc.StatusCode.FAILED_PRECONDITION, "PAYMENT_NOT_REFUNDABLE"): PaymentNotRefundable,
     (grpc.StatusCode.FAILED_PRECONDITION, "REFUND_EXCEEDS_REMAINING"): RefundExceedsRemaining,
+    (grpc.StatusCode.FAILED_PRECONDITION, "PROVIDER_BOOKS_DISAGREE"): ProviderBooksDisagree,
     (grpc.StatusCode.RESOURCE_EXHAUSTED, "TOO_MANY_WEBHOOK_ENDPOINTS"): TooManyWebhookEndpoints,
 }
 

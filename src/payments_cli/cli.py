@@ -7,6 +7,7 @@
     payments reconcile                   one reconciliation pass now (as `reconciler --once`)
     payments discrepancies [resolve]     what reconciliation could not fix; resolve with a note
     payments quarantine [replay ID]      provider events that could not be processed; replay one
+    payments correct ID --reason TEXT    recompute a payment from its refunds and disputes
     payments bench                       measure a stack (payments, webhooks) against raw SQL
     payments soak                        payments under injected faults, then the money checked
 
@@ -833,6 +834,31 @@ def resolve_discrepancy(
         render.print_json(render.to_dict(resolved))
     else:
         render.discrepancy(resolved)
+
+
+@app.command()
+def correct(
+    payment_id: Annotated[str, typer.Argument(help="the payment to recompute")],
+    reason: Annotated[str, typer.Option(help="why (required; kept in its history)")],
+    target: Target = DEFAULT_TARGET,
+    token: ReconcilerToken = DEFAULT_RECONCILER_TOKEN,
+    as_json: Json = False,
+) -> None:
+    """Recompute a payment's status and amount_reversed from its refunds and
+    disputes (books older code left wrong), if the provider's books agree;
+    recorded in its history with source operator and the reason. Exit 1 when
+    refused (PROVIDER_BOOKS_DISAGREE: list its refunds first, `payments
+    reconcile`)."""
+    if not reason.strip():
+        raise typer.BadParameter("say why", param_hint="--reason")
+    payment, changed = _sync_call(
+        target, token, as_json, lambda c: c.correct_payment(payment_id, reason)
+    )
+    if as_json:
+        render.print_json({"payment": render.to_dict(payment), "changed": changed})
+        return
+    render.payment(payment)
+    render.stdout.print("corrected" if changed else "already right: nothing changed")
 
 
 quarantine_app = typer.Typer(

@@ -13,6 +13,7 @@ plus disputes. The provider's books (provider-sim's ledger) must agree."""
 
 from __future__ import annotations
 
+import json
 import uuid
 from typing import Any
 
@@ -24,12 +25,14 @@ import pytest
 from payments.v1 import payment_pb2 as pb
 from payments.v1 import provider_sync_service_pb2 as sync
 from payments_dev.stack import Stack
+from tests.cli.conftest import run_cli
 from tests.e2e.refund_testkit import RF, RP, intent, paid, refund, refunds
 from tests.e2e.test_webhook_flow import get, history, until
 from tests.reconciler.reconciler_testkit import assert_completed, discrepancies, run_once
 from tests.support import SimControl
 
 S, R = pb.PAYMENT_STATUS_SUCCEEDED, pb.PAYMENT_STATUS_REVERSED
+OPERATOR = pb.PAYMENT_EVENT_SOURCE_OPERATOR
 REFUND_LISTING = "GET /v1/refunds"
 
 
@@ -191,3 +194,44 @@ async def test_books_written_wrong_before_are_reported_by_the_diff_and_left_alon
         "1000",
         "0",
     )
+
+
+async def test_an_operator_corrects_books_left_wrong_and_is_refused_when_the_provider_disagrees(
+    stack: Stack, channel: grpc.aio.Channel, psim: SimControl, db: asyncpg.Pool
+) -> None:
+    """The repair of point 4 (issue 22's correction command): `payments
+    correct` recomputes a payment from its refunds and disputes when the
+    provider's books agree, in its history with source OPERATOR and the
+    reason; refused (PROVIDER_BOOKS_DISAGREE), nothing moves, when they do
+    not."""
+    p = await paid(channel, amount=1000)
+    r = await refund(channel, p.id)
+    await failed_at_provider(channel, psim, r)
+    await db.execute(
+        "UPDATE payments SET status = 'REVERSED', amount_reversed = amount WHERE id = $1",
+        uuid.UUID(hex=p.id.removeprefix("pay_")),
+    )
+    env = {"PAYMENTS_TARGET": stack.grpc_target}
+    done = run_cli("correct", p.id, "--reason", "ticket 4711: refund failed", "--json", env=env)
+    assert done.returncode == 0, done.stderr
+    reply = json.loads(done.stdout)
+    assert reply["changed"] is True
+    assert (reply["payment"]["status"], reply["payment"]["amount_reversed"]) == (
+        "PAYMENT_STATUS_SUCCEEDED",
+        0,
+    )
+    [entry] = [e for e in await history(channel, p.id) if e.source == OPERATOR]
+    assert (entry.from_status, entry.to_status, entry.applied) == (R, S, True)
+    assert "ticket 4711: refund failed" in entry.note
+    again = run_cli("correct", p.id, "--reason", "again", "--json", env=env)
+    assert again.returncode == 0 and json.loads(again.stdout)["changed"] is False
+
+    # A refund made at the provider whose events were all lost: its books
+    # say 300 refunded, ours nothing: no correction can make ours right.
+    await psim.faults(refund_pending_rate=0, webhook_drop_rate=1.0)
+    q = await paid(channel, amount=1000)
+    await psim.post(f"/_sim/payment_intents/{q.provider_payment_id}/refund", {"amount": 300})
+    refused = run_cli("correct", q.id, "--reason", "try", "--json", env=env)
+    assert refused.returncode == 1
+    assert "PROVIDER_BOOKS_DISAGREE" in refused.stdout + refused.stderr
+    assert (await get(channel, q.id)).amount_reversed == 0

@@ -498,6 +498,17 @@ class FakeLockedPayments:
     async def release_lease(self, payment_id: uuid.UUID) -> None:
         self.leases_released.append(payment_id)
 
+    async def correct(self, payment: Payment, plan: Any) -> Payment:
+        moved = replace(
+            payment,
+            status=plan.status,
+            amount_reversed=plan.amount_reversed,
+            version=payment.version + 1,
+        )
+        self.repo.payments[moved.id] = moved
+        self.repo.history.append((moved.id, payment.status, plan.status, Source.OPERATOR, True))
+        return moved
+
 
 @dataclass
 class FakeRefundRepository:

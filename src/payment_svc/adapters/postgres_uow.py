@@ -20,6 +20,7 @@ from payment_svc.adapters.reconciliation_store import apply_snapshot
 from payment_svc.adapters.refund_store import PgLockedRefunds
 from payment_svc.adapters.refund_sync_store import PgLockedRefundSync
 from payment_svc.adapters.store import PAYMENT_COLUMNS, payment_from_row
+from payment_svc.domain.corrections import Correction
 from payment_svc.domain.errors import NotFound
 from payment_svc.domain.inbox import EventTarget
 from payment_svc.domain.model import Payment, PaymentRow, format_payment_id
@@ -56,6 +57,28 @@ class PgLockedPayments:
         self, payment: Payment, row: PaymentRow, plan: SnapshotPlan
     ) -> Payment:
         return await apply_snapshot(self._conn, payment, row, plan)
+
+    async def correct(self, payment: Payment, plan: Correction) -> Payment:
+        row = await self._conn.fetchrow(
+            f"""WITH u AS (
+                UPDATE payments SET status = $2, amount_reversed = $3,
+                    version = version + 1, updated_at = now()
+                WHERE id = $1
+                RETURNING {PAYMENT_COLUMNS}
+            ), e AS (
+                INSERT INTO payment_events (payment_id, from_status, to_status, source,
+                                            applied, note)
+                SELECT id, $4, $2, 'operator', true, $5 FROM u
+            )
+            SELECT {PAYMENT_COLUMNS} FROM u""",
+            payment.id,
+            plan.status.value,
+            plan.amount_reversed,
+            payment.status.value,
+            plan.note,
+        )
+        assert row is not None
+        return payment_from_row(row)
 
     async def release_lease(self, payment_id: uuid.UUID) -> None:
         await self._conn.execute(

@@ -188,6 +188,25 @@ class RefundNotRedrivable(FailedPrecondition):
     reason = "REFUND_NOT_REDRIVABLE"
 
 
+class ProviderBooksDisagree(FailedPrecondition):
+    """A correction refused: what the provider took back is not what the
+    payment's refunds and disputes say; recomputing would not make our books
+    the provider's (list its refunds first: the settlement diff)."""
+
+    reason = "PROVIDER_BOOKS_DISAGREE"
+
+    def __init__(self, payment_id: str, ours: int, provider_refunded: int, disputed: bool) -> None:
+        super().__init__(
+            f"payment {payment_id}: its refunds and disputes take back {ours}; the provider's "
+            f"succeeded refunds {provider_refunded}"
+            + (", and the charge is disputed" if disputed else "")
+        )
+        self.payment_id = payment_id
+        self.ours = ours
+        self.provider_refunded = provider_refunded
+        self.disputed = disputed
+
+
 class PaymentNotRefundable(FailedPrecondition):
     """Only a SUCCEEDED payment can be refunded (a REVERSED one has nothing left)."""
 

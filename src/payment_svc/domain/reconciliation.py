@@ -100,10 +100,13 @@ class Snapshot:
         succeeded refunds, and a dispute (ours counts the dispute's own
         amount, which the charge does not carry: a disputed charge agrees
         with any dispute of ours, never with none)."""
-        if self.disputed != (amount_disputed > 0):
-            return True
-        theirs = min(amount, self.refunded + amount_disputed)
-        return theirs != amount_reversed
+        return reversals.provider_disagrees(
+            amount,
+            amount_reversed=amount_reversed,
+            amount_disputed=amount_disputed,
+            provider_refunded=self.refunded,
+            provider_disputed=self.disputed,
+        )
 
 
 @dataclass(frozen=True)

@@ -81,6 +81,23 @@ def undone(before: PaymentStatus, after: Reversal, amount_reversed_before: int) 
     )
 
 
+def provider_disagrees(
+    amount: int,
+    *,
+    amount_reversed: int,
+    amount_disputed: int,
+    provider_refunded: int,
+    provider_disputed: bool,
+) -> bool:
+    """Whether what the provider took back (its succeeded refunds; whether
+    the charge is disputed) disagrees with ours. The charge does not carry
+    the dispute's amount: a disputed charge agrees with any dispute of ours,
+    never with none, and ours counts its own amount."""
+    if provider_disputed != (amount_disputed > 0):
+        return True
+    return min(amount, provider_refunded + amount_disputed) != amount_reversed
+
+
 def note(before: int, after: int, amount: int) -> str:
     """The history's word for a change of amount_reversed."""
     return f"amount_reversed {before} -> {after} of {amount}"

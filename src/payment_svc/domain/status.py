@@ -23,6 +23,8 @@ class Source(enum.Enum):
     API = "api"
     WEBHOOK = "webhook"
     RECONCILER = "reconciler"
+    # a person, through `payments correct` (domain/corrections.py)
+    OPERATOR = "operator"
 
 
 FINAL_STATES = frozenset({PaymentStatus.SUCCEEDED, PaymentStatus.FAILED, PaymentStatus.REVERSED})

@@ -57,6 +57,13 @@ def to_grpc_status(exc: e.PaymentsError) -> grpc.Status:
         metadata = {"payment_id": exc.payment_id, "status": status_name(exc.status)}
     if isinstance(exc, e.RefundExceedsRemaining):
         metadata = {"payment_id": exc.payment_id, "remaining": str(exc.remaining)}
+    if isinstance(exc, e.ProviderBooksDisagree):
+        metadata = {
+            "payment_id": exc.payment_id,
+            "our_amount_reversed": str(exc.ours),
+            "provider_refunded": str(exc.provider_refunded),
+            "provider_disputed": "true" if exc.disputed else "false",
+        }
     if isinstance(exc, e.RefundNotRecorded):
         metadata = {"refund_id": exc.refund_id, "payment_id": exc.payment_id}
 

@@ -23,6 +23,7 @@ from payment_svc.entrypoints.provider_sync_grpc import ProviderSyncServicer
 from payment_svc.entrypoints.validation import RequestFloor
 from payment_svc.entrypoints.webhook_dispatch_grpc import WebhookDispatchServicer
 from payment_svc.entrypoints.webhooks_grpc import WebhookEndpointMethods
+from payment_svc.service_layer.corrections import CorrectionService
 from payment_svc.service_layer.feed import FeedService
 from payment_svc.service_layer.feed_cursor import FeedCursors
 from payment_svc.service_layer.payments import PaymentsService
@@ -240,6 +241,7 @@ def create_server(
     refund_sync: RefundSyncService,
     webhooks: WebhookEndpointsService,
     webhook_dispatch: WebhookDispatch,
+    corrections: CorrectionService,
 ) -> tuple[grpc.aio.Server, int]:
     """Builds the server bound to settings.listen; returns it and its port
     (tests bind port 0)."""
@@ -267,7 +269,7 @@ def create_server(
         PaymentServicer(payments, refunds, feed, webhooks), server
     )
     sync_grpc.add_ProviderSyncServiceServicer_to_server(
-        ProviderSyncServicer(sync_service, reconciliation, refund_sync), server
+        ProviderSyncServicer(sync_service, reconciliation, refund_sync, corrections), server
     )
     dispatch_grpc.add_WebhookDispatchServiceServicer_to_server(
         WebhookDispatchServicer(webhook_dispatch, FeedCursors(settings.page_token_key.encode())),

@@ -87,6 +87,8 @@ METHOD_ROLES: Mapping[str, frozenset[Role]] = {
     _SYNC + "LookupRefunds": _RECONCILER,
     _SYNC + "ListDiscrepancies": _RECONCILER,
     _SYNC + "ResolveDiscrepancy": _RECONCILER,
+    # an operator's, with the reconciler's token (as `payments discrepancies`)
+    _SYNC + "CorrectPayment": _RECONCILER,
     _SYNC + "RecordReconciliationRun": _RECONCILER,
     _SYNC + "GetCheckpoint": _RECONCILER,
     _SYNC + "SaveCheckpoint": _RECONCILER,

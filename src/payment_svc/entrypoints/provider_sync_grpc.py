@@ -19,6 +19,7 @@ from payment_svc.domain.refunds import RefundStatus, format_refund_id
 from payment_svc.domain.status import Source
 from payment_svc.entrypoints import convert, metrics
 from payment_svc.entrypoints.interceptors import PRINCIPAL, call_deadline
+from payment_svc.service_layer.corrections import CorrectionService
 from payment_svc.service_layer.provider_sync import ApplyProviderEvent, ProviderSyncService
 from payment_svc.service_layer.reconciliation import ReconciliationService
 from payment_svc.service_layer.refund_sync import RefundSyncService
@@ -194,10 +195,12 @@ class ProviderSyncServicer(sync_grpc.ProviderSyncServiceServicer):
         events: ProviderSyncService,
         reconciliation: ReconciliationService,
         refund_sync: RefundSyncService,
+        corrections: CorrectionService,
     ) -> None:
         self._events = events
         self._rec = reconciliation
         self._refunds = refund_sync
+        self._corrections = corrections
 
     async def ListRefundsToReconcile(
         self, request: sync.ListRefundsToReconcileRequest, context: Context
@@ -382,6 +385,14 @@ class ProviderSyncServicer(sync_grpc.ProviderSyncServiceServicer):
             request.discrepancy_id, PRINCIPAL.get().client_id, request.note
         )
         return sync.ResolveDiscrepancyResponse(discrepancy=discrepancy_to_pb(resolved))
+
+    async def CorrectPayment(
+        self, request: sync.CorrectPaymentRequest, context: Context
+    ) -> sync.CorrectPaymentResponse:
+        done = await self._corrections.correct(request.payment_id, request.reason)
+        return sync.CorrectPaymentResponse(
+            payment=convert.payment_to_pb(done.payment), changed=done.changed
+        )
 
     async def RecordReconciliationRun(
         self, request: sync.RecordReconciliationRunRequest, context: Context

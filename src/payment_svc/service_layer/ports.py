@@ -44,6 +44,7 @@ from datetime import datetime, timedelta
 from typing import Protocol
 
 from payment_svc.domain.commands import PageCursor
+from payment_svc.domain.corrections import ProviderReversal
 from payment_svc.domain.feed import FeedPage
 from payment_svc.domain.inbox import UnmatchedEvent
 from payment_svc.domain.model import (
@@ -276,6 +277,13 @@ class FeedRepository(Protocol):
         """Deletes up to `limit` of the oldest updates recorded before
         `before`, raising the horizon; returns how many."""
         ...
+
+
+class ProviderBooks(Protocol):
+    """What the provider took back of one payment (an operator's correction
+    compares it with what the payment's refunds and disputes say)."""
+
+    async def reversal_of(self, provider_payment_id: str) -> ProviderReversal: ...
 
 
 class PaymentProvider(Protocol):

@@ -22,6 +22,7 @@ from collections.abc import Mapping
 from types import TracebackType
 from typing import Protocol, Self
 
+from payment_svc.domain.corrections import Correction
 from payment_svc.domain.inbox import EventOutcome, EventTarget, EventWrite, InboxEvent, StoredEvent
 from payment_svc.domain.model import Payment, PaymentRow
 from payment_svc.domain.provider_events import ProviderObservation
@@ -51,6 +52,11 @@ class LockedPayments(Protocol):
         ...
 
     async def release_lease(self, payment_id: uuid.UUID) -> None: ...
+
+    async def correct(self, payment: Payment, plan: Correction) -> Payment:
+        """An operator's correction as planned (domain/corrections.py): the
+        status and amount_reversed, and a history entry (source operator)."""
+        ...
 
 
 class LockedRefunds(Protocol):

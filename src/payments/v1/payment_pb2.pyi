@@ -92,6 +92,8 @@ class _PaymentEventSourceEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_Pa
     PAYMENT_EVENT_SOURCE_API: _PaymentEventSource.ValueType  # 1
     PAYMENT_EVENT_SOURCE_WEBHOOK: _PaymentEventSource.ValueType  # 2
     PAYMENT_EVENT_SOURCE_RECONCILER: _PaymentEventSource.ValueType  # 3
+    PAYMENT_EVENT_SOURCE_OPERATOR: _PaymentEventSource.ValueType  # 4
+    """A person's correction (`payments correct`: CorrectPayment), with their reason."""
 
 class PaymentEventSource(_PaymentEventSource, metaclass=_PaymentEventSourceEnumTypeWrapper):
     """Who caused an entry in a payment's history."""
@@ -100,6 +102,8 @@ PAYMENT_EVENT_SOURCE_UNSPECIFIED: PaymentEventSource.ValueType  # 0
 PAYMENT_EVENT_SOURCE_API: PaymentEventSource.ValueType  # 1
 PAYMENT_EVENT_SOURCE_WEBHOOK: PaymentEventSource.ValueType  # 2
 PAYMENT_EVENT_SOURCE_RECONCILER: PaymentEventSource.ValueType  # 3
+PAYMENT_EVENT_SOURCE_OPERATOR: PaymentEventSource.ValueType  # 4
+"""A person's correction (`payments correct`: CorrectPayment), with their reason."""
 Global___PaymentEventSource: _TypeAlias = PaymentEventSource  # noqa: Y015
 
 @_typing.final

@@ -624,6 +624,55 @@ class ResolveDiscrepancyResponse(_message.Message):
 Global___ResolveDiscrepancyResponse: _TypeAlias = ResolveDiscrepancyResponse  # noqa: Y015
 
 @_typing.final
+class CorrectPaymentRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    PAYMENT_ID_FIELD_NUMBER: _builtins.int
+    REASON_FIELD_NUMBER: _builtins.int
+    payment_id: _builtins.str
+    reason: _builtins.str
+    """Why (required, at most 500 characters): kept in the payment's history."""
+    def __init__(
+        self,
+        *,
+        payment_id: _builtins.str = ...,
+        reason: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["payment_id", b"payment_id", "reason", b"reason"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___CorrectPaymentRequest: _TypeAlias = CorrectPaymentRequest  # noqa: Y015
+
+@_typing.final
+class CorrectPaymentResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    PAYMENT_FIELD_NUMBER: _builtins.int
+    CHANGED_FIELD_NUMBER: _builtins.int
+    changed: _builtins.bool
+    """False when it already was what its refunds and disputes make it."""
+    @_builtins.property
+    def payment(self) -> _payment_pb2.Payment:
+        """The payment as the correction left it."""
+
+    def __init__(
+        self,
+        *,
+        payment: _payment_pb2.Payment | None = ...,
+        changed: _builtins.bool = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["payment", b"payment"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["changed", b"changed", "payment", b"payment"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___CorrectPaymentResponse: _TypeAlias = CorrectPaymentResponse  # noqa: Y015
+
+@_typing.final
 class ReconciliationRun(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 

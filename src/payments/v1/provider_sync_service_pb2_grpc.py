@@ -70,6 +70,11 @@ class ProviderSyncServiceStub:
                 request_serializer=payments_dot_v1_dot_provider__sync__service__pb2.ResolveDiscrepancyRequest.SerializeToString,
                 response_deserializer=payments_dot_v1_dot_provider__sync__service__pb2.ResolveDiscrepancyResponse.FromString,
                 _registered_method=True)
+        self.CorrectPayment = channel.unary_unary(
+                '/payments.v1.ProviderSyncService/CorrectPayment',
+                request_serializer=payments_dot_v1_dot_provider__sync__service__pb2.CorrectPaymentRequest.SerializeToString,
+                response_deserializer=payments_dot_v1_dot_provider__sync__service__pb2.CorrectPaymentResponse.FromString,
+                _registered_method=True)
         self.RecordReconciliationRun = channel.unary_unary(
                 '/payments.v1.ProviderSyncService/RecordReconciliationRun',
                 request_serializer=payments_dot_v1_dot_provider__sync__service__pb2.RecordReconciliationRunRequest.SerializeToString,
@@ -186,6 +191,17 @@ class ProviderSyncServiceServicer:
 
     def ResolveDiscrepancy(self, request, context):
         """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def CorrectPayment(self, request, context):
+        """An operator's correction (`payments correct`): the payment's status and
+        amount_reversed recomputed from its refunds and disputes, when the
+        provider's books agree with the result (FAILED_PRECONDITION
+        PROVIDER_BOOKS_DISAGREE when they do not; nothing moves); a history
+        entry with source OPERATOR and the reason. Nothing to change: changed false.
+        """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
@@ -322,6 +338,11 @@ def add_ProviderSyncServiceServicer_to_server(servicer, server):
                     servicer.ResolveDiscrepancy,
                     request_deserializer=payments_dot_v1_dot_provider__sync__service__pb2.ResolveDiscrepancyRequest.FromString,
                     response_serializer=payments_dot_v1_dot_provider__sync__service__pb2.ResolveDiscrepancyResponse.SerializeToString,
+            ),
+            'CorrectPayment': grpc.unary_unary_rpc_method_handler(
+                    servicer.CorrectPayment,
+                    request_deserializer=payments_dot_v1_dot_provider__sync__service__pb2.CorrectPaymentRequest.FromString,
+                    response_serializer=payments_dot_v1_dot_provider__sync__service__pb2.CorrectPaymentResponse.SerializeToString,
             ),
             'RecordReconciliationRun': grpc.unary_unary_rpc_method_handler(
                     servicer.RecordReconciliationRun,
@@ -574,6 +595,33 @@ class ProviderSyncService:
             '/payments.v1.ProviderSyncService/ResolveDiscrepancy',
             payments_dot_v1_dot_provider__sync__service__pb2.ResolveDiscrepancyRequest.SerializeToString,
             payments_dot_v1_dot_provider__sync__service__pb2.ResolveDiscrepancyResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def CorrectPayment(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/payments.v1.ProviderSyncService/CorrectPayment',
+            payments_dot_v1_dot_provider__sync__service__pb2.CorrectPaymentRequest.SerializeToString,
+            payments_dot_v1_dot_provider__sync__service__pb2.CorrectPaymentResponse.FromString,
             options,
             channel_credentials,
             insecure,

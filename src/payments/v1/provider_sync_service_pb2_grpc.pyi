@@ -55,6 +55,13 @@ class ProviderSyncServiceStub:
     """
     ListDiscrepancies: _grpc.UnaryUnaryMultiCallable[_provider_sync_service_pb2.ListDiscrepanciesRequest, _provider_sync_service_pb2.ListDiscrepanciesResponse]
     ResolveDiscrepancy: _grpc.UnaryUnaryMultiCallable[_provider_sync_service_pb2.ResolveDiscrepancyRequest, _provider_sync_service_pb2.ResolveDiscrepancyResponse]
+    CorrectPayment: _grpc.UnaryUnaryMultiCallable[_provider_sync_service_pb2.CorrectPaymentRequest, _provider_sync_service_pb2.CorrectPaymentResponse]
+    """An operator's correction (`payments correct`): the payment's status and
+    amount_reversed recomputed from its refunds and disputes, when the
+    provider's books agree with the result (FAILED_PRECONDITION
+    PROVIDER_BOOKS_DISAGREE when they do not; nothing moves); a history
+    entry with source OPERATOR and the reason. Nothing to change: changed false.
+    """
     RecordReconciliationRun: _grpc.UnaryUnaryMultiCallable[_provider_sync_service_pb2.RecordReconciliationRunRequest, _provider_sync_service_pb2.RecordReconciliationRunResponse]
     """What one reconciler job run scanned, fixed and could not fix."""
     GetCheckpoint: _grpc.UnaryUnaryMultiCallable[_provider_sync_service_pb2.GetCheckpointRequest, _provider_sync_service_pb2.GetCheckpointResponse]
@@ -126,6 +133,13 @@ class ProviderSyncServiceAsyncStub(ProviderSyncServiceStub):
     """
     ListDiscrepancies: _aio.UnaryUnaryMultiCallable[_provider_sync_service_pb2.ListDiscrepanciesRequest, _provider_sync_service_pb2.ListDiscrepanciesResponse]  # type: ignore[assignment]
     ResolveDiscrepancy: _aio.UnaryUnaryMultiCallable[_provider_sync_service_pb2.ResolveDiscrepancyRequest, _provider_sync_service_pb2.ResolveDiscrepancyResponse]  # type: ignore[assignment]
+    CorrectPayment: _aio.UnaryUnaryMultiCallable[_provider_sync_service_pb2.CorrectPaymentRequest, _provider_sync_service_pb2.CorrectPaymentResponse]  # type: ignore[assignment]
+    """An operator's correction (`payments correct`): the payment's status and
+    amount_reversed recomputed from its refunds and disputes, when the
+    provider's books agree with the result (FAILED_PRECONDITION
+    PROVIDER_BOOKS_DISAGREE when they do not; nothing moves); a history
+    entry with source OPERATOR and the reason. Nothing to change: changed false.
+    """
     RecordReconciliationRun: _aio.UnaryUnaryMultiCallable[_provider_sync_service_pb2.RecordReconciliationRunRequest, _provider_sync_service_pb2.RecordReconciliationRunResponse]  # type: ignore[assignment]
     """What one reconciler job run scanned, fixed and could not fix."""
     GetCheckpoint: _aio.UnaryUnaryMultiCallable[_provider_sync_service_pb2.GetCheckpointRequest, _provider_sync_service_pb2.GetCheckpointResponse]  # type: ignore[assignment]
@@ -236,6 +250,19 @@ class ProviderSyncServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _provider_sync_service_pb2.ResolveDiscrepancyRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_provider_sync_service_pb2.ResolveDiscrepancyResponse, _abc.Awaitable[_provider_sync_service_pb2.ResolveDiscrepancyResponse]]: ...
+
+    @_abc_1.abstractmethod
+    def CorrectPayment(
+        self,
+        request: _provider_sync_service_pb2.CorrectPaymentRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_provider_sync_service_pb2.CorrectPaymentResponse, _abc.Awaitable[_provider_sync_service_pb2.CorrectPaymentResponse]]:
+        """An operator's correction (`payments correct`): the payment's status and
+        amount_reversed recomputed from its refunds and disputes, when the
+        provider's books agree with the result (FAILED_PRECONDITION
+        PROVIDER_BOOKS_DISAGREE when they do not; nothing moves); a history
+        entry with source OPERATOR and the reason. Nothing to change: changed false.
+        """
 
     @_abc_1.abstractmethod
     def RecordReconciliationRun(
