@@ -128,20 +128,20 @@ async def _replay(ctx: JobContext, tally: Tally, event: ProviderEvent) -> None:
             )
         )
     except InvalidArgument as exc:
-        if exc.reason == "UNPROCESSABLE_PROVIDER_EVENT":
-            # Kept in payment-svc's quarantine and reported there: handled.
-            log.warning(
-                "provider_event_quarantined",
-                provider_event_id=event.id,
-                quarantine_id=exc.metadata.get("quarantine_id", ""),
-            )
-            return
         # payment-svc refuses this event outright: replaying it again will not
         # help, so it is counted and skipped.
         tally.errors += 1
         log.error("provider_event_refused", provider_event_id=event.id, error=str(exc))
         return
     # Any other error ends the run (JobFailed); the checkpoint is before this page.
+    if reply.quarantined:
+        # Kept in payment-svc's quarantine and reported there: handled.
+        log.warning(
+            "provider_event_quarantined",
+            provider_event_id=event.id,
+            quarantine_id=reply.quarantine_id,
+        )
+        return
     # A replay of an event already recorded (a webhook brought it) reports how
     # it went the first time: not a change this run made.
     tally.fixed += reply.applied and not reply.duplicate

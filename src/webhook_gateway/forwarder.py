@@ -5,10 +5,10 @@ cleanup context) and closed after in-flight requests finished. A call's outcome
 maps to the HTTP answer through `FAILURES`, one table over every gRPC code:
 
     OK                                        200 (payment-svc recorded the event)
-    INVALID_ARGUMENT, reason                  200 {"quarantined": true}: payment-svc kept
-      UNPROCESSABLE_PROVIDER_EVENT                an event it can never process in its
+    OK, quarantined                           200 {"quarantined": true}: payment-svc kept
+                                                  an event it can never process in its
                                                   quarantine; a redelivery cannot help
-    INVALID_ARGUMENT (any other reason)       400 event_rejected
+    INVALID_ARGUMENT                          400 event_rejected
     UNAVAILABLE, CANCELLED (and no connection)  503 payment_service_unavailable
     DEADLINE_EXCEEDED                         503 payment_service_timeout
     RESOURCE_EXHAUSTED, ABORTED               503 payment_service_busy
@@ -30,9 +30,7 @@ from dataclasses import dataclass
 import grpc
 import structlog
 from google.protobuf.timestamp_pb2 import Timestamp
-from google.rpc import error_details_pb2
 from grpc_health.v1 import health_pb2, health_pb2_grpc
-from grpc_status import rpc_status
 
 from payments.v1 import provider_sync_service_pb2 as sync
 from payments.v1 import provider_sync_service_pb2_grpc as sync_grpc
@@ -44,8 +42,6 @@ from webhook_gateway.metrics import Metrics
 log = structlog.get_logger("webhook_gateway")
 
 SERVICE = sync.DESCRIPTOR.services_by_name["ProviderSyncService"].full_name
-# payment-svc's ErrorInfo reason for an event it quarantined (SPEC: discrepancy kinds).
-UNPROCESSABLE = "UNPROCESSABLE_PROVIDER_EVENT"
 
 Code = grpc.StatusCode
 FAILURES: Mapping[grpc.StatusCode, tuple[type[WebhookError], Reason]] = {
@@ -87,18 +83,6 @@ def failure(error: grpc.aio.AioRpcError) -> WebhookError:
         detail = redact_card_numbers(error.details() or "")
         return kind(reason, f"payment-svc refused the event: {detail}".rstrip(": "))
     return kind(reason, f"payment-svc answered {error.code().name}; the event was not recorded")
-
-
-def quarantined(error: grpc.aio.AioRpcError) -> bool:
-    """payment-svc refused the event as one it can never process, and kept it."""
-    if error.code() != Code.INVALID_ARGUMENT:
-        return False
-    status = rpc_status.from_call(error)
-    for detail in status.details if status is not None else ():
-        info = error_details_pb2.ErrorInfo()
-        if detail.Is(info.DESCRIPTOR) and detail.Unpack(info):
-            return info.reason == UNPROCESSABLE and bool(info.metadata.get("quarantine_id"))
-    return False
 
 
 @dataclass(frozen=True, slots=True)
@@ -175,11 +159,9 @@ class Forwarder:
         except grpc.aio.AioRpcError as error:
             elapsed = time.perf_counter() - started
             self._metrics.forward_seconds.labels(error.code().name.lower()).observe(elapsed)
-            if quarantined(error):
-                return Forwarded(False, False, "", quarantined=True)
             raise failure(error) from None
         self._ok_seconds.observe(time.perf_counter() - started)
-        return Forwarded(reply.duplicate, reply.applied, reply.payment_id)
+        return Forwarded(reply.duplicate, reply.applied, reply.payment_id, reply.quarantined)
 
     async def ready(self) -> bool:
         """payment-svc's health for ProviderSyncService, cached for ready_ttl; concurrent

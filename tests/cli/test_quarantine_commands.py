@@ -7,23 +7,22 @@ import json
 import uuid
 
 import grpc
-import pytest
 
 from payments.v1 import provider_sync_service_pb2 as sync
 from payments.v1 import provider_sync_service_pb2_grpc as sync_grpc
 from payments_dev.stack import DEV_TOKENS
 from tests.cli.conftest import Cli
-from tests.support import auth, rich_error
+from tests.support import auth
 
 
 async def _quarantine(channel: grpc.aio.Channel, payload: bytes, unreadable: str = "") -> str:
-    with pytest.raises(grpc.aio.AioRpcError) as exc:
-        await sync_grpc.ProviderSyncServiceStub(channel).ApplyProviderEvent(
-            sync.ApplyProviderEventRequest(payload=payload, unreadable_reason=unreadable),
-            metadata=auth("gateway"),
-            timeout=5,
-        )
-    return rich_error(exc.value).metadata["quarantine_id"]
+    reply = await sync_grpc.ProviderSyncServiceStub(channel).ApplyProviderEvent(
+        sync.ApplyProviderEventRequest(payload=payload, unreadable_reason=unreadable),
+        metadata=auth("gateway"),
+        timeout=5,
+    )
+    assert reply.quarantined
+    return reply.quarantine_id
 
 
 async def test_an_operator_lists_and_replays_quarantined_events(

@@ -86,29 +86,24 @@ async def apply_raw(
 
 @pytest.mark.parametrize("name", list(POISON))
 @pytest.mark.parametrize("who", ["gateway", "reconciler"])
-async def test_a_poison_event_is_quarantined_reported_and_refused_once_for_all(
+async def test_a_poison_event_is_quarantined_reported_and_answered_once_for_all(
     channel: grpc.aio.Channel, db: asyncpg.Pool, name: str, who: str
 ) -> None:
     payload = POISON[name].encode()
-    with pytest.raises(grpc.aio.AioRpcError) as exc:
-        await apply_raw(channel, payload, who)
-    err = rich_error(exc.value)
-    assert (err.code, err.reason) == (
-        grpc.StatusCode.INVALID_ARGUMENT,
-        "UNPROCESSABLE_PROVIDER_EVENT",
-    )
-    assert "payload" in err.violations
-    quarantine_id = uuid.UUID(err.metadata["quarantine_id"])
+    # A result, not an error (issue 22): the caller acknowledges it.
+    reply = await apply_raw(channel, payload, who)
+    assert reply.quarantined and not (reply.applied or reply.duplicate or reply.payment_id)
+    quarantine_id = uuid.UUID(reply.quarantine_id)
     row = await db.fetchrow(
         "SELECT payload, reason, deliveries FROM quarantined_provider_events WHERE id = $1",
         quarantine_id,
     )
     assert row is not None and row["reason"]
+    assert "payload" in row["reason"]
     assert PAN not in bytes(row["payload"]).decode("utf-8", "replace")
     # A redelivery of the same bytes counts; it is not a second entry.
-    with pytest.raises(grpc.aio.AioRpcError) as again:
-        await apply_raw(channel, payload, who)
-    assert rich_error(again.value).metadata["quarantine_id"] == str(quarantine_id)
+    again = await apply_raw(channel, payload, who)
+    assert (again.quarantined, again.quarantine_id) == (True, str(quarantine_id))
     assert (
         await db.fetchval(
             "SELECT deliveries FROM quarantined_provider_events WHERE id = $1", quarantine_id
@@ -145,13 +140,13 @@ async def test_a_quarantined_event_is_listed_and_replayed_once_it_can_be_process
         await stub(channel).CreatePayment(create_request(), metadata=auth(), timeout=5)
     ).payment
     body = event_text({"metadata": {"payment_id": payment.id}}, id=f"x{uuid.uuid4().hex}")
-    with pytest.raises(grpc.aio.AioRpcError) as exc:
-        await sync_stub(channel).ApplyProviderEvent(
-            sync.ApplyProviderEventRequest(payload=body.encode(), unreadable_reason="no evt_ id"),
-            metadata=auth("gateway"),
-            timeout=5,
-        )
-    quarantine_id = rich_error(exc.value).metadata["quarantine_id"]
+    kept = await sync_stub(channel).ApplyProviderEvent(
+        sync.ApplyProviderEventRequest(payload=body.encode(), unreadable_reason="no evt_ id"),
+        metadata=auth("gateway"),
+        timeout=5,
+    )
+    assert kept.quarantined
+    quarantine_id = kept.quarantine_id
     listed = await sync_stub(channel).ListQuarantinedEvents(
         sync.ListQuarantinedEventsRequest(page_size=500), metadata=auth("reconciler"), timeout=5
     )
@@ -179,9 +174,9 @@ async def test_a_quarantined_event_is_listed_and_replayed_once_it_can_be_process
 
 
 async def test_a_replay_that_still_fails_stays_quarantined(channel: grpc.aio.Channel) -> None:
-    with pytest.raises(grpc.aio.AioRpcError) as exc:
-        await apply_raw(channel, event_text(created=-(10**30)).encode())
-    quarantine_id = rich_error(exc.value).metadata["quarantine_id"]
+    kept = await apply_raw(channel, event_text(created=-(10**30)).encode())
+    assert kept.quarantined
+    quarantine_id = kept.quarantine_id
     reply = await sync_stub(channel).ReplayQuarantinedEvent(
         sync.ReplayQuarantinedEventRequest(quarantine_id=quarantine_id),
         metadata=auth("reconciler"),

@@ -108,8 +108,6 @@ class UnprocessableEvent(InvalidArgument):
     the quarantine and acknowledged, never retried."""
 
     reason = "UNPROCESSABLE_PROVIDER_EVENT"
-    # Set once the event is in the quarantine (the caller is told where).
-    quarantine_id: str = ""
 
 
 class InvalidCursor(InvalidArgument):

@@ -37,6 +37,9 @@ class EventOutcome:
     discrepancy: DiscrepancyKind | None = None
     # A refund counted as given back failed (domain/reversals.undone): alerted.
     undone: bool = False
+    # The event could never be understood or stored: kept in the quarantine
+    # under this id (a result, not an error: its callers acknowledge it).
+    quarantine_id: str | None = None
 
 
 @dataclass(frozen=True)

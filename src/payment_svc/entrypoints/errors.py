@@ -67,8 +67,6 @@ def to_grpc_status(exc: e.PaymentsError) -> grpc.Status:
     if isinstance(exc, e.RefundNotRecorded):
         metadata = {"refund_id": exc.refund_id, "payment_id": exc.payment_id}
 
-    if isinstance(exc, e.UnprocessableEvent) and exc.quarantine_id:
-        metadata = {"quarantine_id": exc.quarantine_id}
     if isinstance(exc, e.InvalidArgument):
         details.append(
             _pack(

@@ -9,7 +9,7 @@ from typing import Any
 
 import grpc
 
-from payment_svc.domain.errors import FieldViolation, InvalidArgument, UnprocessableEvent
+from payment_svc.domain.errors import FieldViolation, InvalidArgument
 from payment_svc.domain.inbox import EventOutcome
 from payment_svc.domain.model import format_payment_id
 from payment_svc.domain.reconciliation import DiscrepancyKind, ProviderFacts
@@ -81,6 +81,8 @@ def apply_response(outcome: EventOutcome) -> sync.ApplyProviderEventResponse:
         payment_id=format_payment_id(outcome.payment_id) if outcome.payment_id else "",
         applied=outcome.applied,
         discrepancies=[KIND_TO_PB[outcome.discrepancy]] if outcome.discrepancy else [],
+        quarantined=outcome.quarantine_id is not None,
+        quarantine_id=outcome.quarantine_id or "",
     )
 
 
@@ -269,11 +271,13 @@ class ProviderSyncServicer(sync_grpc.ProviderSyncServiceServicer):
         except Exception as exc:
             label = getattr(exc, "reason", "error").lower()
             metrics.PROVIDER_EVENTS.labels(source.value, label).inc()
-            if isinstance(exc, UnprocessableEvent) and exc.quarantine_id:
-                metrics.QUARANTINED_EVENTS.labels(source.value).inc()
             raise
+        if outcome.quarantine_id is not None:
+            metrics.QUARANTINED_EVENTS.labels(source.value).inc()
         outcome_label = (
-            "duplicate"
+            "quarantined"
+            if outcome.quarantine_id is not None
+            else "duplicate"
             if outcome.duplicate
             else "applied"
             if outcome.applied

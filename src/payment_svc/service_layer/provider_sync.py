@@ -87,11 +87,14 @@ class ProviderSyncService:
         self._unmatched_deadline = unmatched_deadline_seconds
 
     async def apply_event(self, cmd: ApplyProviderEvent) -> EventOutcome:
+        """What became of the event: applied, recorded, kept unmatched, a
+        duplicate, or quarantined (an event that can never be understood or
+        stored is a result too: its callers acknowledge it)."""
         try:
             return await self._apply(cmd)
         except UnprocessableEvent as exc:
-            exc.quarantine_id = str(await self._quarantine_event(cmd, exc))
-            raise
+            quarantine_id = str(await self._quarantine_event(cmd, exc))
+            return EventOutcome(False, None, False, quarantine_id=quarantine_id)
 
     async def _apply(self, cmd: ApplyProviderEvent) -> EventOutcome:
         if cmd.unreadable_reason:
@@ -194,12 +197,11 @@ class ProviderSyncService:
         entry is marked replayed and its discrepancy resolved; when it still
         cannot, the outcome is None and the entry carries the new reason."""
         entry = await self._quarantine.get(quarantine_id)
-        try:
-            outcome = await self.apply_event(
-                ApplyProviderEvent("", "", entry.payload, Source(entry.source))
-            )
-        except UnprocessableEvent as exc:
-            return None, await self._quarantine.get(uuid.UUID(exc.quarantine_id))
+        outcome = await self.apply_event(
+            ApplyProviderEvent("", "", entry.payload, Source(entry.source))
+        )
+        if outcome.quarantine_id is not None:
+            return None, await self._quarantine.get(uuid.UUID(outcome.quarantine_id))
         async with self._uow() as uow:
             entry = await uow.quarantine.replayed(quarantine_id)
             await uow.discrepancies.resolve_open(

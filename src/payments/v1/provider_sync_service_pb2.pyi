@@ -132,12 +132,22 @@ class ApplyProviderEventResponse(_message.Message):
     PAYMENT_ID_FIELD_NUMBER: _builtins.int
     APPLIED_FIELD_NUMBER: _builtins.int
     DISCREPANCIES_FIELD_NUMBER: _builtins.int
+    QUARANTINED_FIELD_NUMBER: _builtins.int
+    QUARANTINE_ID_FIELD_NUMBER: _builtins.int
     duplicate: _builtins.bool
     """True when the event was already recorded; nothing was applied again."""
     payment_id: _builtins.str
     """Empty when no payment matches yet (kept, matched again later)."""
     applied: _builtins.bool
     """True when the event moved the payment."""
+    quarantined: _builtins.bool
+    """The event can never be understood or stored: it was kept in the
+    quarantine (ListQuarantinedEvents, ReplayQuarantinedEvent) and reported
+    (UNPROCESSABLE_PROVIDER_EVENT). A result, not an error: acknowledge it
+    (a redelivery could never help).
+    """
+    quarantine_id: _builtins.str
+    """The quarantine entry, when quarantined."""
     @_builtins.property
     def discrepancies(self) -> _containers.RepeatedScalarFieldContainer[Global___DiscrepancyKind.ValueType]:
         """Discrepancies recorded while applying it (DUPLICATE_PROVIDER_PAYMENT,
@@ -151,10 +161,12 @@ class ApplyProviderEventResponse(_message.Message):
         payment_id: _builtins.str = ...,
         applied: _builtins.bool = ...,
         discrepancies: _abc.Iterable[Global___DiscrepancyKind.ValueType] | None = ...,
+        quarantined: _builtins.bool = ...,
+        quarantine_id: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["applied", b"applied", "discrepancies", b"discrepancies", "duplicate", b"duplicate", "payment_id", b"payment_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["applied", b"applied", "discrepancies", b"discrepancies", "duplicate", b"duplicate", "payment_id", b"payment_id", "quarantine_id", b"quarantine_id", "quarantined", b"quarantined"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
