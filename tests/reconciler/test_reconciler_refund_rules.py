@@ -1,6 +1,6 @@
 """The reconciler's decisions about refunds and the provider's refund
-shapes, without I/O (issue 13); what catch-up asks the provider for, from a
-loopback server that records the request."""
+shapes, without I/O (issue 13); what catch-up asks the provider for, as a
+loopback server receives it."""
 
 from __future__ import annotations
 
@@ -8,11 +8,10 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
-from aiohttp import web
+from reconciler_testkit import catch_up_asks_for_types
 
 from payments.v1 import payment_pb2 as pb
 from payments_stripe.objects import MalformedAnswer, ProviderIntent, parse_refund
-from payments_stripe.reader import StripeReader
 from payments_stripe.status import RefundState, StripeRefundStatus, to_refund_state
 from reconciler.rules import (
     is_stuck_refund,
@@ -36,32 +35,6 @@ def refund_json(**overrides: Any) -> dict[str, Any]:
         "created": 1_700_000_000,
     }
     return {**body, **overrides}
-
-
-async def catch_up_asks_for_types() -> list[str]:
-    """The types[] of the events page catch-up asks for, as the provider
-    receives them (the SDK's encoding of the request included)."""
-    asked: list[str] = []
-
-    async def events(request: web.Request) -> web.Response:
-        asked.extend(v for k, v in request.query.items() if k.startswith("types["))
-        return web.json_response({"object": "list", "data": [], "has_more": False})
-
-    app = web.Application()
-    app.router.add_get("/v1/events", events)
-    runner = web.AppRunner(app, access_log=None)
-    await runner.setup()
-    await web.TCPSite(runner, "127.0.0.1", 0).start()
-    reader = StripeReader(
-        api_key="sk_test_x", base_url=f"http://127.0.0.1:{runner.addresses[0][1]}", timeout=5
-    )
-    try:
-        page = await reader.events_page(created_gte=1_700_000_000)
-    finally:
-        await reader.close()
-        await runner.cleanup()
-    assert page.items == []
-    return asked
 
 
 async def test_catch_up_asks_for_the_refund_events() -> None:
