@@ -7,10 +7,12 @@ import asyncio
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 
+import aiohttp
 import asyncpg
 import grpc
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
+from prometheus_client.parser import text_string_to_metric_families
 
 from payments.v1 import payment_pb2 as pb
 from payments.v1 import payment_service_pb2 as svc
@@ -48,6 +50,20 @@ async def health(target: str, service: str = "payments.v1.PaymentService") -> in
             health_pb2.HealthCheckRequest(service=service), timeout=2
         )
         return reply.status
+
+
+async def creates_started(stack: Stack) -> float:
+    """CreatePayment calls the process has started (its metrics answer
+    while the database is frozen)."""
+    async with aiohttp.ClientSession() as http, http.get(stack.metrics_url) as response:
+        text = await response.text()
+    return sum(
+        sample.value
+        for family in text_string_to_metric_families(text)
+        for sample in family.samples
+        if sample.name == "grpc_server_started_total"
+        and sample.labels.get("grpc_method") == "CreatePayment"
+    )
 
 
 async def test_postgres_stopped_then_started_mid_run(
@@ -197,10 +213,18 @@ async def test_postgres_frozen_answers_unavailable_within_the_bound_and_recovers
         try:
             paused_at = time.monotonic()
 
+            async def insert_started() -> None:
+                async def started() -> bool:
+                    return await creates_started(svc_stack) >= 2  # the warm one, and it
+
+                await eventually(started, "the insert in flight started", timeout=bound)
+
             async def timed(
-                call: Callable[[], Awaitable[object]], delay: float = 0.0
+                call: Callable[[], Awaitable[object]],
+                after: Callable[[], Awaitable[None]] | None = None,
             ) -> tuple[float, grpc.StatusCode | None]:
-                await asyncio.sleep(delay)
+                if after is not None:
+                    await after()
                 t0 = time.monotonic()
                 try:
                     await call()  # an RPC starts when it is made
@@ -224,11 +248,11 @@ async def test_postgres_frozen_answers_unavailable_within_the_bound_and_recovers
                     lambda: payments.GetPayment(
                         svc.GetPaymentRequest(payment_id=warm.payment.id), metadata=auth()
                     ),
-                    delay=0.2,
+                    after=insert_started,
                 ),
                 timed(
                     lambda: payments.ListPayments(svc.ListPaymentsRequest(), metadata=auth()),
-                    delay=0.2,
+                    after=insert_started,
                 ),
                 not_serving(),
             )
