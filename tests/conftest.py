@@ -18,10 +18,25 @@ import aiohttp
 import asyncpg
 import grpc
 import pytest
+from hypothesis import settings as hypothesis_settings
 
 from payment_svc.adapters.migrate import migrate
 from payments_dev.stack import Stack, StackConfig, wait_serving
 from tests.support import SimControl, embedded_postgres
+
+# Hypothesis: in CI (CI=true) derandomized, so that the examples follow from
+# the test alone and a CI failure replays on any machine (no example
+# database to depend on); elsewhere random, with the reproduction blob
+# printed on failure. HYPOTHESIS_PROFILE=ci|dev chooses either by hand.
+# (Hypothesis loads a "ci" profile of its own when it sees CI in the
+# environment: both are built on its "default" so neither inherits that one.)
+_BASE = hypothesis_settings.get_profile("default")
+hypothesis_settings.register_profile("ci", _BASE, derandomize=True, database=None, print_blob=True)
+hypothesis_settings.register_profile("dev", _BASE, print_blob=True)
+hypothesis_settings.load_profile(
+    os.environ.get("HYPOTHESIS_PROFILE")
+    or ("ci" if os.environ.get("CI", "").lower() in ("true", "1") else "dev")
+)
 
 
 def _with_database(dsn: str, name: str) -> str:

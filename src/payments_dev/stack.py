@@ -193,9 +193,15 @@ class Process:
 
 
 def _bin(name: str) -> str:
-    """The console script beside the running interpreter (same venv)."""
+    """The console script beside the running interpreter (same venv), never
+    one found on PATH: another install's payment-svc would run other code."""
     candidate = Path(sys.executable).parent / name
-    return str(candidate) if candidate.exists() else name
+    if not candidate.is_file():
+        raise FileNotFoundError(
+            f"{name} is not installed beside {sys.executable}: install the project "
+            "into this environment (scripts/bootstrap)"
+        )
+    return str(candidate)
 
 
 @dataclass

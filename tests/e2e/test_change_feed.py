@@ -11,10 +11,12 @@ import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from urllib.parse import urlsplit, urlunsplit
 
+import aiohttp
 import asyncpg
 import grpc
 import pytest
 
+from payment_svc.adapters.feed_store import CHANNEL
 from payments.v1 import payment_pb2 as pb
 from payments.v1 import payment_service_pb2 as svc
 from payments_dev.stack import Stack
@@ -57,6 +59,22 @@ async def watch_until(
     finally:
         call.cancel()
     raise AssertionError("the stream ended")
+
+
+async def streams_open(stack: Stack, at_least: int, timeout: float = 20) -> None:
+    """Polls the process's payments_feed_streams_open gauge."""
+    async with aiohttp.ClientSession() as http, asyncio.timeout(timeout):
+        while True:
+            async with http.get(stack.metrics_url) as response:
+                text = await response.text()
+            gauge = [
+                float(line.split()[1])
+                for line in text.splitlines()
+                if line.startswith("payments_feed_streams_open ")
+            ]
+            if gauge and gauge[0] >= at_least:
+                return
+            await asyncio.sleep(0.05)
 
 
 def of(updates: list[pb.PaymentUpdate], payment_id: str) -> list[pb.PaymentUpdate]:
@@ -203,10 +221,11 @@ async def test_a_change_through_one_process_arrives_on_a_stream_of_another(
         watching = asyncio.create_task(
             watch_until(there, cursor, lambda us: len(us) >= 2, timeout=15)
         )
-        await asyncio.sleep(0.3)  # the stream is open and caught up
+        await streams_open(other, 1)  # the payment is news to an open stream
         p = await create(channel)
         got = await watching
-    # The stream was woken by the other process's NOTIFY, not by its periodic check.
+    # (That it is woken by the other process's NOTIFY, not by its own
+    # recheck: test_streams_wake_on_commit_not_on_a_timer.)
     assert [u.payment.id for u in got] == [p.id, p.id]
     assert [u.payment.status for u in got] == [
         pb.PAYMENT_STATUS_PENDING,
@@ -363,26 +382,64 @@ async def test_a_stream_request_that_does_not_parse_is_invalid_argument(
     assert rich_error(err.value).violations == {"request": "is not a valid message of this method"}
 
 
+# A stream rechecks on its own this long after it went idle (FeedService's
+# idle_check): what reaches an idle stream sooner came by a NOTIFY.
+STREAM_RECHECK_SECONDS = 5.0
+
+
 async def test_streams_wake_on_commit_not_on_a_timer(
     own_database: str, spawn_payment_svc: Callable[..., Awaitable[Stack]]
 ) -> None:
-    """Both processes' periodic sequencer runs are an hour apart, and a
-    stream's own recheck is 5 s: an update that arrives within 2 s came by
-    the writer's commit NOTICE (its sequencer's kick) and the sequencer's
-    NOTIFY to the other process's listener. A database of their own: the
+    """Both processes' periodic sequencer runs are an hour apart, so only the
+    writer's commit (its sequencer's kick) numbers an update, and only its
+    NOTIFY can wake the other process's stream before that stream's own
+    recheck, 5 s after its last message. Each update must arrive sooner than
+    that after the message before it (0.5 s kept for the way back to us), and
+    after the NOTIFY a listener of our own heard. A database of their own: the
     session's payment-svc would number the update on its own timer."""
     quiet = {"database_url": own_database, "PAYMENT_SVC_UPDATES_SAFETY_SECONDS": "3600"}
     writer, reader = await spawn_payment_svc(**quiet), await spawn_payment_svc(**quiet)
-    async with (
-        grpc.aio.insecure_channel(writer.grpc_target) as w,
-        grpc.aio.insecure_channel(reader.grpc_target) as r,
-    ):
-        cursor = await latest_cursor(r)
-        watching = asyncio.create_task(watch_until(r, cursor, lambda us: len(us) >= 2))
-        await asyncio.sleep(0.5)  # open, caught up, waiting
-        started = time.monotonic()
-        p = await create(w)
-        got = await watching
-        elapsed = time.monotonic() - started
-    assert [u.payment.id for u in got] == [p.id, p.id]
-    assert elapsed < 2.0, elapsed
+    heard: list[float] = []
+    listener = await asyncpg.connect(own_database)
+    await listener.add_listener(CHANNEL, lambda *_: heard.append(time.monotonic()))
+    arrivals: list[tuple[float, pb.PaymentUpdate]] = []
+    try:
+        async with (
+            grpc.aio.insecure_channel(writer.grpc_target) as w,
+            grpc.aio.insecure_channel(reader.grpc_target) as r,
+        ):
+            cursor = await latest_cursor(r)
+            # A first payment, so that the stream has said something: from
+            # its last message on, it is idle and its recheck is 5 s away.
+            first = await create(w)
+            call = stub(r).WatchPaymentUpdates(
+                svc.WatchPaymentUpdatesRequest(after_cursor=cursor), metadata=auth()
+            )
+            replies = aiter(call)
+
+            async def receive_until(payment_id: str) -> None:
+                while len(of([u for _, u in arrivals], payment_id)) < 2:
+                    reply = await anext(replies)
+                    arrivals.extend((time.monotonic(), u) for u in reply.updates)
+
+            try:
+                async with asyncio.timeout(30):
+                    await receive_until(first.id)
+                    idle_since = arrivals[-1][0]
+                    heard.clear()
+                    p = await create(w)
+                    await receive_until(p.id)
+            finally:
+                call.cancel()
+    finally:
+        await listener.close()
+    mine = [(at, u) for at, u in arrivals if u.payment.id == p.id]
+    assert [u.payment.status for _, u in mine] == [
+        pb.PAYMENT_STATUS_PENDING,
+        pb.PAYMENT_STATUS_SUCCEEDED,
+    ]
+    before = idle_since
+    for at, update in mine:
+        assert at - before < STREAM_RECHECK_SECONDS - 0.5, (update.payment.status, at - before)
+        before = at
+    assert heard and heard[0] <= mine[0][0], "no NOTIFY before the stream's first update"

@@ -23,8 +23,8 @@ import asyncio
 import json
 import time
 import uuid
-from collections.abc import AsyncIterator
-from typing import Any
+from collections.abc import AsyncIterator, Callable
+from typing import Any, TypeVar
 
 import asyncpg
 import grpc
@@ -51,6 +51,7 @@ from tests.support import auth, create_request, stub
 from webhook_gateway.app import init_app
 from webhook_gateway.settings import Settings as GatewaySettings
 
+T = TypeVar("T")
 SECRET = "whsec_fuzz"
 PAN = "4242424242424242"
 FUZZ = hypothesis_settings(
@@ -61,6 +62,21 @@ FUZZ = hypothesis_settings(
         HealthCheck.function_scoped_fixture,
     ],
 )
+# Each example is a round trip to real processes: the test's budget grows with
+# its examples (pytest-timeout's default 120 s is for one scenario), an upper
+# bound that catches a hang, never a speed the test asserts.
+SECONDS_PER_EXAMPLE = 0.2  # about 30 times what one takes on a quiet 2-core machine
+
+
+def fuzz(examples: int) -> Callable[[T], T]:
+    """FUZZ with this many examples, and a timeout that fits them."""
+
+    def apply(test: T) -> T:
+        budget = pytest.mark.timeout(60 + examples * SECONDS_PER_EXAMPLE)
+        return budget(hypothesis_settings(FUZZ, max_examples=examples)(test))
+
+    return apply
+
 
 HOSTILE_TEXT = [
     "",
@@ -186,7 +202,7 @@ async def assert_alive(stack: Stack, channel: grpc.aio.Channel) -> None:
     assert reply.status == health_pb2.HealthCheckResponse.SERVING
 
 
-@hypothesis_settings(FUZZ, max_examples=300)
+@fuzz(300)
 @given(body=bodies, signed=st.booleans())
 async def test_the_gateway_acknowledges_every_signed_event_and_never_answers_5xx(
     stack: Stack, gateway: TestClient[web.Request, web.Application], body: bytes, signed: bool
@@ -460,7 +476,7 @@ async def call(
     return code
 
 
-@hypothesis_settings(FUZZ, max_examples=400)
+@fuzz(400)
 @given(drawn=calls(PAYMENT_SERVICE, "merchant"))
 async def test_every_payment_service_rpc_with_every_token_never_fails_unknown_or_internal(
     stack: Stack,
@@ -473,7 +489,7 @@ async def test_every_payment_service_rpc_with_every_token_never_fails_unknown_or
     assert stack.processes["payment-svc"].running
 
 
-@hypothesis_settings(FUZZ, max_examples=700)
+@fuzz(700)
 @given(drawn=calls(PROVIDER_SYNC_SERVICE, "reconciler"))
 async def test_every_provider_sync_rpc_with_every_token_never_fails_unknown_or_internal(
     stack: Stack,

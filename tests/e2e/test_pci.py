@@ -182,7 +182,6 @@ def hostile_events(payment_id: str, intent_id: str, value: str, n: int) -> list[
 async def test_no_card_number_is_stored_logged_or_echoed(
     pg_server: str, tmp_path_factory: pytest.TempPathFactory
 ) -> None:
-    started = time.monotonic()
     name = f"payments_pci_{secrets.token_hex(4)}"
     admin = await asyncpg.connect(pg_server)
     await admin.execute(f'CREATE DATABASE "{name}"')
@@ -237,8 +236,6 @@ async def test_no_card_number_is_stored_logged_or_echoed(
     assert stored["redacted_event_ids"] >= 1, stored
     assert stored["redacted_details"] >= 1, stored
     assert dump.count(REDACTED) > 50
-
-    assert time.monotonic() - started < 60
 
 
 async def _what_was_stored(db: asyncpg.Connection) -> dict[str, Any]:
@@ -295,8 +292,17 @@ async def _feed(stack: Stack, echoes: Echoes) -> None:
             metadata=_meta("merchant"),
         )
         await _provider_sync(provider_sync, done.payment, refunded.payment, echoes)
-        # The inbox upkeep reports the unmatched hostile events (deadline 1 s).
-        await asyncio.sleep(2.5)
+    # The inbox upkeep reports the unmatched hostile events (deadline 1 s,
+    # every 0.5 s): until it has, redacted, what is stored is not complete.
+    db = await asyncpg.connect(stack.database_url)
+    try:
+        async with asyncio.timeout(30):
+            while True:
+                if (await _what_was_stored(db))["redacted_details"]:
+                    break
+                await asyncio.sleep(0.1)
+    finally:
+        await db.close()
 
 
 async def _merchant_api(payments: svc_grpc.PaymentServiceStub, echoes: Echoes) -> None:

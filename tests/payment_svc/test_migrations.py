@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import asyncio
 import secrets
-import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from importlib import resources
 from pathlib import Path
@@ -15,11 +14,12 @@ from urllib.parse import urlsplit, urlunsplit
 import asyncpg
 import grpc
 import pytest
+import structlog
 
 from payment_svc.adapters import migrate
 from payments.v1 import payment_pb2 as pb
 from payments_dev.stack import Stack
-from tests.support import auth, create_request, stub
+from tests.support import auth, create_request, eventually, stub
 
 Spawn = Callable[..., Awaitable[Stack]]
 
@@ -95,31 +95,46 @@ async def test_a_migration_applied_while_payments_flow_fails_no_payment(
             except grpc.aio.AioRpcError as err:
                 failures.append(err.code())
 
+    def tries() -> int:
+        return sum(e["event"] == "migration_lock_timeout" for e in logged)
+
+    async def flowing(more_than: int) -> None:
+        async def enough() -> bool:
+            return len(created) > more_than
+
+        await eventually(enough, f"more than {more_than} payments")
+
     report = await asyncpg.connect(fresh_database)
     async with grpc.aio.insecure_channel(svc_stack.grpc_target) as channel:
         callers = [asyncio.create_task(caller(channel)) for _ in range(4)]
         try:
-            await asyncio.sleep(0.3)
-            async with report.transaction(isolation="repeatable_read"):
-                await report.fetchval("SELECT count(*) FROM payments")
-                t0 = time.monotonic()
-                migrating = asyncio.create_task(
-                    migrate.migrate(fresh_database, folder=migrations, lock_timeout=0.2)
-                )
-                await asyncio.sleep(2.0)  # the report runs on, and so do payments
-                assert not migrating.done()
-                during_report = len(created)
-            applied = await asyncio.wait_for(migrating, 20)
-            await asyncio.sleep(0.3)
+            await flowing(4)
+            with structlog.testing.capture_logs() as logged:
+                async with report.transaction(isolation="repeatable_read"):
+                    await report.fetchval("SELECT count(*) FROM payments")
+                    migrating = asyncio.create_task(
+                        migrate.migrate(fresh_database, folder=migrations, lock_timeout=0.2)
+                    )
+                    # The report runs on, and so do payments, while the
+                    # migration gives up its lock wait and tries again.
+                    before_report = len(created)
+
+                    async def tried_twice() -> bool:
+                        return tries() >= 2
+
+                    await eventually(tried_twice, "two lock timeouts of the migration")
+                    await flowing(before_report + 10)
+                    assert not migrating.done()
+                    tries_during_report = tries()
+                applied = await asyncio.wait_for(migrating, 20)
+            await flowing(len(created) + 4)  # and after it
         finally:
             stop.set()
             await asyncio.gather(*callers)
-    took = time.monotonic() - t0
 
     assert applied == ["9901_test_live_column", "9902_test_live_index"]
-    assert took >= 2.0  # it waited for the report, in tries
+    assert tries_during_report >= 2  # it waited for the report, in tries
     assert failures == [], failures
-    assert during_report > 10, during_report
     assert set(created) == {pb.PAYMENT_STATUS_SUCCEEDED}
     try:
         assert await _index_valid(report, "payments_test_amount") is True
@@ -146,18 +161,26 @@ async def test_an_invalid_index_left_by_a_failed_build_is_built_again(
     try:
         # A concurrent build waits for older snapshots; this one outlasts
         # its lock timeout, and the failed build leaves an INVALID index.
-        async with report.transaction(isolation="repeatable_read"):
-            await report.fetchval("SELECT count(*) FROM payments")
-            migrating = asyncio.create_task(
-                migrate.migrate(fresh_database, folder=migrations, lock_timeout=0.2)
-            )
-            deadline = time.monotonic() + 2.0
-            while await _index_valid(conn, "payments_test_method") is not False:
-                assert time.monotonic() < deadline, "the build never failed"
-                await asyncio.sleep(0.02)
-            await asyncio.sleep(0.5)
-        assert await asyncio.wait_for(migrating, 20) == ["9903_test_method_index"]
+        with structlog.testing.capture_logs() as logged:
+            async with report.transaction(isolation="repeatable_read"):
+                await report.fetchval("SELECT count(*) FROM payments")
+                migrating = asyncio.create_task(
+                    migrate.migrate(fresh_database, folder=migrations, lock_timeout=0.2)
+                )
+
+                # (An index being built is INVALID too: the build has failed
+                # once its lock wait timed out, and left the index so.)
+                async def build_failed() -> bool:
+                    timed_out = any(e["event"] == "migration_lock_timeout" for e in logged)
+                    return timed_out and await _index_valid(conn, "payments_test_method") is False
+
+                await eventually(build_failed, "the build failed, leaving an INVALID index")
+            applied = await asyncio.wait_for(migrating, 20)
+        assert applied == ["9903_test_method_index"]
         assert await _index_valid(conn, "payments_test_method") is True
+        assert [e["index"] for e in logged if e["event"] == "migration_invalid_index_rebuilt"] == [
+            "payments_test_method"
+        ]
         # Again: nothing to do.
         assert await migrate.migrate(fresh_database, folder=migrations) == []
     finally:

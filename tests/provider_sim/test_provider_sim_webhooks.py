@@ -22,6 +22,7 @@ from sim_testkit import running_sim, sdk_client
 
 from payments_dev.devdb import free_port
 from provider_sim import SimSettings, init_app
+from tests.support import promised
 
 API_KEY = "sk_test_webhooks"
 SECRET = "whsec_test_webhooks"
@@ -310,7 +311,12 @@ async def test_delivered_once_the_receiver_comes_up(sim: Sim) -> None:
 async def test_a_new_url_takes_the_pending_retries(sim: Sim, receiver: Receiver) -> None:
     await sim.ok("POST", "/_sim/webhooks", {"url": f"http://127.0.0.1:{free_port()}/x"})
     await sim.charge()
-    await asyncio.sleep(0.05)
+
+    async def failed_once() -> bool:
+        [row] = await sim.events()
+        return bool(row["attempts"] >= 1)
+
+    await eventually(failed_once)  # at the old URL
     assert receiver.attempts == []
     await sim.ok("POST", "/_sim/webhooks", {"url": receiver.url})
     await until_delivered(receiver, 1)
@@ -336,7 +342,11 @@ async def test_drop_rate_one_delivers_nothing(sim: Sim, receiver: Receiver) -> N
     await sim.ok("POST", "/_sim/webhooks", {"retry_initial_ms": 1000, "retry_max_ms": 1000})
     await sim.ok("POST", "/_sim/faults", {"webhook_drop_rate": 1.0})
     dropped = [await sim.charge() for _ in range(5)]
-    await asyncio.sleep(0.1)
+
+    async def all_dropped() -> bool:
+        return (await sim.stats())["dropped"] == 5
+
+    await eventually(all_dropped)
     assert receiver.attempts == []
     rows = await sim.events()
     assert [r["object_id"] for r in rows] == dropped
@@ -351,7 +361,11 @@ async def test_dropped_attempts_are_retried_until_they_get_through(
 ) -> None:
     await sim.ok("POST", "/_sim/faults", {"webhook_drop_rate": 1.0})
     lost_first = [await sim.charge() for _ in range(5)]
-    await asyncio.sleep(0.05)
+
+    async def all_dropped() -> bool:
+        return (await sim.stats())["dropped"] == 5
+
+    await eventually(all_dropped)
     await sim.ok("POST", "/_sim/faults", {"webhook_drop_rate": 0})
     await until_delivered(receiver, 5)
 
@@ -508,8 +522,17 @@ async def test_reset_clears_deliveries_and_keeps_the_endpoint(sim: Sim) -> None:
     assert (config["url"], config["retry_initial_ms"]) == (dead, 50)
     assert config["stats"]["pending"] == 0
     assert await sim.events() == []
-    await asyncio.sleep(0.1)
-    assert (await sim.stats())["attempts"] == 0  # the old retry is gone
+    # The old retry is gone: by the time an event made after the reset has
+    # been tried twice at the same URL (50 ms apart), it would have been tried.
+    await sim.charge()
+
+    async def tried_twice() -> bool:
+        [row] = await sim.events()
+        return bool(row["attempts"] >= 2)
+
+    await eventually(tried_twice)
+    [row] = await sim.events()
+    assert (await sim.stats())["attempts"] == row["attempts"]
     await sim.ok("POST", "/_sim/reset", {"webhook_config": True})
     assert (await sim.ok("GET", "/_sim/webhooks"))["url"] is None
     status, body = await sim.control("POST", "/_sim/reset", {"webhook_config": "yes"})
@@ -518,7 +541,8 @@ async def test_reset_clears_deliveries_and_keeps_the_endpoint(sim: Sim) -> None:
 
 async def test_shutdown_with_pending_retries_is_quick() -> None:
     settings = SimSettings(port=0, webhook_url=f"http://127.0.0.1:{free_port()}/hooks")
-    runner = web.AppRunner(init_app(settings), access_log=None, shutdown_timeout=1)
+    # Retries that held the shutdown would hold it for shutdown_timeout.
+    runner = web.AppRunner(init_app(settings), access_log=None, shutdown_timeout=5)
     await runner.setup()
     await web.TCPSite(runner, "127.0.0.1", 0).start()
     url = f"http://127.0.0.1:{runner.addresses[0][1]}"
@@ -527,12 +551,16 @@ async def test_shutdown_with_pending_retries_is_quick() -> None:
             url + "/_sim/unrecorded_charges", json={"amount": 5, "currency": "usd"}
         ) as response:
             assert response.status == 200
-        await asyncio.sleep(0.05)
-        async with http.get(url + "/_sim/webhooks") as response:
-            assert (await response.json())["stats"]["pending"] == 1
+
+        async def retrying() -> bool:
+            async with http.get(url + "/_sim/webhooks") as response:
+                stats = (await response.json())["stats"]
+            return bool(stats["pending"] == 1 and stats["failed_attempts"] >= 1)
+
+        await eventually(retrying)
     started = time.monotonic()
     await runner.cleanup()
-    assert time.monotonic() - started < 1
+    assert time.monotonic() - started < promised(0.0, 0.5)
 
 
 async def test_v1_events_list_and_retrieve(sim: Sim, client: stripe.StripeClient) -> None:

@@ -17,12 +17,14 @@ from typing import Any
 
 import aiohttp
 import grpc
+from aiohttp import web
 
 from payments.v1 import payment_pb2 as pb
 from payments.v1 import payment_service_pb2 as svc
 from payments.v1 import provider_sync_service_pb2 as sync
 from payments.v1 import provider_sync_service_pb2_grpc as sync_grpc
 from payments_dev.stack import DEV_TOKENS, Stack
+from payments_stripe.reader import StripeReader
 from tests.support import SimControl, auth, create_request, stub
 
 RECONCILER = str(Path(sys.executable).parent / "reconciler")
@@ -206,3 +208,29 @@ def new_reconciler_id(name: str) -> str:
 
 
 __all__ = ["DEV_TOKENS", "FINAL"]
+
+
+async def catch_up_asks_for_types() -> list[str]:
+    """The types[] of the events page catch-up asks for, as the provider
+    receives them (the SDK's encoding of the request included)."""
+    asked: list[str] = []
+
+    async def events(request: web.Request) -> web.Response:
+        asked.extend(v for k, v in request.query.items() if k.startswith("types["))
+        return web.json_response({"object": "list", "data": [], "has_more": False})
+
+    app = web.Application()
+    app.router.add_get("/v1/events", events)
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    await web.TCPSite(runner, "127.0.0.1", 0).start()
+    reader = StripeReader(
+        api_key="sk_test_x", base_url=f"http://127.0.0.1:{runner.addresses[0][1]}", timeout=5
+    )
+    try:
+        page = await reader.events_page(created_gte=1_700_000_000)
+    finally:
+        await reader.close()
+        await runner.cleanup()
+    assert page.items == []
+    return asked

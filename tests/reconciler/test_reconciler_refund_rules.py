@@ -1,5 +1,6 @@
 """The reconciler's decisions about refunds and the provider's refund
-shapes, without I/O (issue 13)."""
+shapes, without I/O (issue 13); what catch-up asks the provider for, as a
+loopback server receives it."""
 
 from __future__ import annotations
 
@@ -7,9 +8,10 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
+from reconciler_testkit import catch_up_asks_for_types
 
 from payments.v1 import payment_pb2 as pb
-from payments_stripe.objects import EVENT_TYPES, MalformedAnswer, ProviderIntent, parse_refund
+from payments_stripe.objects import MalformedAnswer, ProviderIntent, parse_refund
 from payments_stripe.status import RefundState, StripeRefundStatus, to_refund_state
 from reconciler.rules import (
     is_stuck_refund,
@@ -35,11 +37,11 @@ def refund_json(**overrides: Any) -> dict[str, Any]:
     return {**body, **overrides}
 
 
-def test_catch_up_asks_for_the_refund_events() -> None:
-    assert {"refund.created", "refund.updated", "refund.failed", "charge.refunded"} <= set(
-        EVENT_TYPES
-    )
-    assert len(EVENT_TYPES) <= 20  # Stripe's limit for types[]
+async def test_catch_up_asks_for_the_refund_events() -> None:
+    asked = await catch_up_asks_for_types()
+    assert {"refund.created", "refund.updated", "refund.failed", "charge.refunded"} <= set(asked)
+    assert "unknown" not in asked
+    assert len(asked) <= 20  # Stripe's limit for types[]
 
 
 @pytest.mark.parametrize(
