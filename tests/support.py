@@ -120,6 +120,7 @@ class SimControl:
             webhook_reorder=False,
             webhook_delay_ms=0,
             refund_pending_rate=0,
+            refund_fail_after_ms=3000,  # provider-sim's default
             unavailable_routes=[],
         )
 

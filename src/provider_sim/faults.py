@@ -34,9 +34,11 @@ class Faults:
     # Refunds created through the API (or the control API) left `pending` until
     # `POST /_sim/refunds/{id}/settle`; rolled once per refund made.
     refund_pending_rate: float = 0.0
-    # Pending refunds of pm_card_refundFail fail on their own this long after they
-    # were made; 0: only when settled (POST /_sim/refunds/{id}/settle).
-    refund_fail_after_ms: int = 0
+    # Refunds of pm_card_refundFail (succeeded at first, as on Stripe, or left
+    # pending by refund_pending_rate) fail on their own this long after they
+    # were made; 0: only when failed or settled by hand (POST
+    # /_sim/refunds/{id}/fail, .../settle).
+    refund_fail_after_ms: int = 3000
     # Stripe API routes that answer 503 (the provider unreachable for them
     # alone), each "METHOD /v1/path" matched exactly, query aside: e.g.
     # ["GET /v1/refunds"] fails the listing of an intent's refunds while the

@@ -60,8 +60,9 @@ class Ledger(LedgerCore):
     def refund(self, command: CreateRefund, *, pending: bool = False) -> Refund:
         """Refund some or all of what is left of a succeeded intent's charge.
 
-        It succeeds at once, unless `pending` (the simulator's refund_pending_rate) or
-        the card's refunds fail (pm_card_refundFail): then it waits for settle_refund.
+        It succeeds at once, unless `pending` (the simulator's refund_pending_rate):
+        then it waits for settle_refund. A refund of pm_card_refundFail succeeds at
+        first too, as on Stripe, and fails later (fail_refund; the simulator times it).
         """
         intent = self._intent_of(command)
         charge_id = self._charge_to_reverse(intent, "refund")
@@ -71,10 +72,7 @@ class Ledger(LedgerCore):
         amount = remaining if command.amount is None else command.amount
         if amount > remaining:
             raise AmountTooLarge(amount, remaining)
-        if pending or _refunds_fail(intent):
-            status = RefundStatus.PENDING
-        else:
-            status = RefundStatus.SUCCEEDED
+        status = RefundStatus.PENDING if pending else RefundStatus.SUCCEEDED
         refund = Refund(
             id=self._new_id("re"),
             amount=amount,
@@ -185,6 +183,9 @@ class Ledger(LedgerCore):
     def fails_refunds(self, intent_id: str) -> bool:
         """Whether the intent was paid with a card whose refunds fail (pm_card_refundFail)."""
         return _refunds_fail(self.get(intent_id))
+
+    def all_refunds(self) -> list[Refund]:
+        return self._refunds.all()
 
     def refunds_of(self, intent_id: str) -> list[Refund]:
         """An intent's refunds, oldest first."""

@@ -132,6 +132,10 @@ class RefundBook:
     def get(self, refund_id: str) -> Refund | None:
         return self._by_id.get(refund_id)
 
+    def all(self) -> list[Refund]:
+        """Every refund, in creation order."""
+        return list(self._ordered)
+
     def of_intent(self, intent_id: str) -> list[Refund]:
         """An intent's refunds, oldest first."""
         return list(self._by_intent.get(intent_id, ()))

@@ -27,6 +27,7 @@ import asyncio
 import contextlib
 import json
 import random
+import time
 from collections.abc import Callable
 
 import structlog
@@ -57,6 +58,7 @@ from provider_sim.refusals import (
     LedgerError,
     RefundNotFound,
     RefundNotPending,
+    RefundNotSucceeded,
     UnknownPaymentMethod,
 )
 from provider_sim.settings import SimSettings
@@ -113,6 +115,7 @@ class Simulator:
             self.idempotency.restore(snapshot.keys)
         await self.webhooks.start()
         if snapshot is not None:
+            self._rearm_refund_timers()
             resumed = self.webhooks.resume(snapshot.events, snapshot.deliveries)
             log.info(
                 "provider_sim.state_loaded",
@@ -345,26 +348,42 @@ class Simulator:
 
     def _make_refund(self, command: CreateRefund) -> Refund:
         """A refund, left pending by refund_pending_rate; one of pm_card_refundFail
-        fails on its own after refund_fail_after_ms, when that is set."""
+        (succeeded at first, as on Stripe, or pending) fails on its own after
+        refund_fail_after_ms, when that is set."""
         refund = self.ledger.refund(
             command, pending=self.gate.roll(self.faults.refund_pending_rate)
         )
-        delay_ms = self.faults.refund_fail_after_ms
-        if (
-            delay_ms
-            and refund.status is RefundStatus.PENDING
-            and self.ledger.fails_refunds(refund.payment_intent)
-        ):
-            self._refund_timers[refund.id] = asyncio.get_running_loop().call_later(
-                delay_ms / 1000, self._fail_on_its_own, refund.id
-            )
+        if self.ledger.fails_refunds(refund.payment_intent):
+            self._fail_later(refund.id, self.faults.refund_fail_after_ms / 1000)
         return refund
 
+    def _fail_later(self, refund_id: str, delay_s: float) -> None:
+        if self.faults.refund_fail_after_ms:
+            self._refund_timers[refund_id] = asyncio.get_running_loop().call_later(
+                max(delay_s, 0.0), self._fail_on_its_own, refund_id
+            )
+
     def _fail_on_its_own(self, refund_id: str) -> None:
+        """Pending: it settles failed; succeeded: it fails after all (refund.failed).
+        Failed or settled meanwhile, or forgotten by a reset: nothing to do."""
         self._refund_timers.pop(refund_id, None)
-        # Settled meanwhile (or forgotten by a reset): nothing left to do.
-        with contextlib.suppress(RefundNotFound, RefundNotPending):
-            self.ledger.settle_refund(refund_id, SettleOutcome.FAILED)
+        with contextlib.suppress(RefundNotFound, RefundNotPending, RefundNotSucceeded):
+            refund = self.ledger.refund_by_id(refund_id)
+            if refund.status is RefundStatus.PENDING:
+                self.ledger.settle_refund(refund_id, SettleOutcome.FAILED)
+            else:
+                self.ledger.fail_refund(refund_id)
+
+    def _rearm_refund_timers(self) -> None:
+        """After a restart: the refunds of pm_card_refundFail not failed yet
+        fail when they were due (made + refund_fail_after_ms), or now."""
+        delay_s = self.faults.refund_fail_after_ms / 1000
+        now = time.time()
+        for refund in self.ledger.all_refunds():
+            if refund.status in (RefundStatus.PENDING, RefundStatus.SUCCEEDED) and (
+                self.ledger.fails_refunds(refund.payment_intent)
+            ):
+                self._fail_later(refund.id, refund.created + delay_s - now)
 
     def _cancel_refund_timers(self) -> None:
         timers, self._refund_timers = self._refund_timers, {}

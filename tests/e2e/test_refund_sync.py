@@ -233,25 +233,35 @@ async def test_a_refund_whose_payment_has_no_provider_payment_id_is_reported_not
     assert (after["status"], after["provider_refund_id"]) == ("PENDING", None)  # never re-driven
 
 
-async def test_a_refund_that_fails_later_is_failed_through_the_webhook(
-    channel: grpc.aio.Channel, psim: SimControl
+async def test_a_refund_of_a_closed_card_succeeds_then_fails_and_the_reconciler_applies_it(
+    stack: Stack, channel: grpc.aio.Channel, psim: SimControl
 ) -> None:
+    """SPEC §3a and §5: pm_card_refundFail's refunds succeed at first, as on
+    Stripe, then fail on their own. The webhook saying so is a hint: a
+    succeeded refund moves to FAILED only on the provider's authoritative
+    answer (the reconciler's settlement diff), which gives its amount back."""
+    await psim.faults(refund_fail_after_ms=300)
     p = await paid(channel, payment_method="pm_card_refundFail")
     r = await refund(channel, p.id, 300)
-    assert r.status == RP  # pending at the provider until it fails
-    await settle_refund(psim, r.provider_refund_id, "failed")
+    assert r.status == RS  # succeeded at first
+    assert (await get(channel, p.id)).amount_reversed == 300
 
-    async def failed() -> bool:
-        return (await refunds(channel, p.id))[0].status == RF
+    async def told() -> bool:
+        return any(
+            e.provider_event_type == "refund.failed" and not e.applied
+            for e in await history(channel, p.id)
+        )
 
-    await until(failed, timeout=10)
+    await until(told, timeout=10)
+    [still] = await refunds(channel, p.id)
+    assert still.status == RS  # recorded, not applied
+    assert_completed(await run_once(stack, "--jobs", "settlement_diff"))
     [after] = await refunds(channel, p.id)
-    assert after.failure_code == "expired_or_canceled_card"
+    assert (after.status, after.failure_code) == (RF, "expired_or_canceled_card")
     now = await get(channel, p.id)
     assert (now.status, now.amount_reversed) == (S, 0)
     moved = [e for e in await history(channel, p.id) if e.refund_status == RF and e.applied]
-    assert len(moved) == 1 and moved[0].source == WEBHOOK
-    assert moved[0].provider_event_type in ("refund.updated", "refund.failed")
+    assert len(moved) == 1 and moved[0].source == RECONCILER
 
 
 async def test_a_refund_that_fails_later_with_the_webhooks_lost_is_failed_by_the_reconciler(

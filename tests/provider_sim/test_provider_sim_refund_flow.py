@@ -341,6 +341,8 @@ async def test_a_failed_refund_gives_its_amount_back(
 
 
 async def test_refund_fail_card_fails_when_settled(client: stripe.StripeClient, sim: Sim) -> None:
+    # Left pending (refund_pending_rate), its refunds settle as the card does.
+    await sim.ok("/_sim/faults", {"refund_pending_rate": 1, "refund_fail_after_ms": 0})
     intent = await pay(client, "pm_card_refundFail")
     assert intent.status == "succeeded"
     made = await refund(client, payment_intent=intent.id, amount=700)
@@ -362,6 +364,36 @@ async def test_refund_fail_card_fails_when_settled(client: stripe.StripeClient, 
     assert (await sim.ok(f"/_sim/refunds/{last.id}/settle", {"outcome": "succeeded"}))[
         "status"
     ] == "succeeded"
+
+
+async def test_refund_fail_card_succeeds_at_first_then_fails_by_hand(
+    client: stripe.StripeClient, sim: Sim
+) -> None:
+    """SPEC §5: as on Stripe, succeeded at first (charge.refunded), then
+    failed (refund.updated, refund.failed), its amount refundable again."""
+    await sim.ok("/_sim/faults", {"refund_fail_after_ms": 0})  # by hand only
+    intent = await pay(client, "pm_card_refundFail")
+    made = await refund(client, payment_intent=intent.id, amount=400)
+    assert made.status == "succeeded"
+    assert (await refunds_row(sim, intent))[0] == 400
+    assert await event_types(client, "charge.refunded") == ["charge.refunded"]
+    failed = await sim.ok(f"/_sim/refunds/{made.id}/fail", {})
+    assert (failed["status"], failed["failure_reason"]) == ("failed", "expired_or_canceled_card")
+    assert (await refunds_row(sim, intent))[0] == 0
+    assert await event_types(client, "refund.failed") == ["refund.failed"]
+    # Once only; any succeeded refund can fail so, with a reason given.
+    status, again = await sim.control("POST", f"/_sim/refunds/{made.id}/fail", {})
+    assert (status, again["error"]["reason"]) == (409, "not_succeeded")
+    visa = await pay(client)
+    fine = await refund(client, payment_intent=visa.id, amount=100)
+    closed = await sim.ok(
+        f"/_sim/refunds/{fine.id}/fail", {"failure_reason": "lost_or_stolen_card"}
+    )
+    assert closed["failure_reason"] == "lost_or_stolen_card"
+    status, bad = await sim.control(
+        "POST", f"/_sim/refunds/{fine.id}/fail", {"failure_reason": "bored"}
+    )
+    assert (status, bad["error"]["reason"]) == (400, "invalid_failure_reason")
 
 
 async def test_settle_refund_validates_its_body(client: stripe.StripeClient, sim: Sim) -> None:
@@ -437,29 +469,27 @@ async def test_refund_fail_card_fails_on_its_own_when_asked(
     intent = await pay(client, "pm_card_refundFail")
     visa = await pay(client)
     made = await refund(client, payment_intent=intent.id, amount=400)
-    settled_first = await refund(client, payment_intent=intent.id, amount=100)
-    await sim.ok(f"/_sim/refunds/{settled_first.id}/settle", {"outcome": "succeeded"})
     fine = await refund(client, payment_intent=visa.id, amount=100)
-    assert (made.status, fine.status) == ("pending", "succeeded")
+    assert (made.status, fine.status) == ("succeeded", "succeeded")  # at first, as on Stripe
 
     deadline = time.monotonic() + 5
-    while (await client.v1.refunds.retrieve_async(made.id)).status == "pending":
+    while (await client.v1.refunds.retrieve_async(made.id)).status == "succeeded":
         assert time.monotonic() < deadline, "the refund did not fail on its own"
         await asyncio.sleep(0.05)
     fetched = await client.v1.refunds.retrieve_async(made.id)
     assert (fetched.status, fetched.failure_reason) == ("failed", "expired_or_canceled_card")
     [failed] = await events_of(client, "refund.failed")
     assert (await receiver.event(failed.id)).data.object["id"] == made.id
-    await asyncio.sleep(0.3)  # the one settled by hand is left as it was
-    assert (await client.v1.refunds.retrieve_async(settled_first.id)).status == "succeeded"
+    await asyncio.sleep(0.3)  # the other card's refund is left as it was
+    assert (await client.v1.refunds.retrieve_async(fine.id)).status == "succeeded"
     assert len(await events_of(client, "refund.failed")) == 1
-    assert (await refunds_row(sim, intent))[0] == 100
+    assert (await refunds_row(sim, intent))[0] == 0
 
 
 async def test_a_reset_forgets_refunds_due_to_fail(client: stripe.StripeClient, sim: Sim) -> None:
     await sim.ok("/_sim/faults", {"refund_fail_after_ms": 100})
     made = await refund(client, payment_intent=(await pay(client, "pm_card_refundFail")).id)
-    assert made.status == "pending"
+    assert made.status == "succeeded"
     await sim.ok("/_sim/reset")
     await asyncio.sleep(0.25)
     assert (await client.v1.events.list_async()).data == []

@@ -16,7 +16,12 @@ from provider_sim.intents import JsonObject, PaymentIntent
 from provider_sim.ledger import CreateIntent, CreateRefund, Ledger, SettleOutcome
 from provider_sim.listing import CreatedRange
 from provider_sim.refunds import Refund, RefundStatus
-from provider_sim.refusals import AmountTooLarge, RefundNotFound, RefundNotPending
+from provider_sim.refusals import (
+    AmountTooLarge,
+    RefundNotFound,
+    RefundNotPending,
+    RefundNotSucceeded,
+)
 
 
 class Journal:
@@ -93,7 +98,7 @@ def test_succeeded_pending_failed_and_what_is_left() -> None:
 def test_refund_fail_card_and_settle_without_outcome() -> None:
     ledger = ledger_with()
     failing, visa = paid(ledger, "pm_card_refundFail"), paid(ledger)
-    bad = ledger.refund(CreateRefund(payment_intent=failing.id))
+    bad = ledger.refund(CreateRefund(payment_intent=failing.id), pending=True)
     good = ledger.refund(CreateRefund(payment_intent=visa.id, amount=10), pending=True)
 
     assert bad.status is RefundStatus.PENDING and ledger.fails_refunds(failing.id)
@@ -105,6 +110,20 @@ def test_refund_fail_card_and_settle_without_outcome() -> None:
     assert (failing.amount_refunded, visa.amount_refunded) == (0, 10)
     assert bad.to_json()["failure_reason"] == "expired_or_canceled_card"
     assert "failure_reason" not in good.to_json()
+
+
+def test_refund_fail_card_succeeds_at_first_and_fails_later() -> None:
+    """SPEC §5: as on Stripe, a refund of pm_card_refundFail succeeds, then
+    fails (refund.updated, refund.failed); its amount can be refunded again."""
+    ledger = ledger_with()
+    failing = paid(ledger, "pm_card_refundFail")
+    first = ledger.refund(CreateRefund(payment_intent=failing.id, amount=400))
+    assert (first.status, failing.amount_refunded) == (RefundStatus.SUCCEEDED, 400)
+    ledger.fail_refund(first.id)
+    assert (first.status, first.failure_reason) == (RefundStatus.FAILED, "expired_or_canceled_card")
+    assert failing.amount_refunded == 0
+    with pytest.raises(RefundNotSucceeded):
+        ledger.fail_refund(first.id)  # once only
 
 
 def test_pages_newest_first_per_intent_and_overall() -> None:

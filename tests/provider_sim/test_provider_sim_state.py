@@ -253,8 +253,8 @@ async def test_refunds_keep_their_status_across_a_sigkill(
     await control(http, f"{url}/_sim/refunds/{settled['id']}/settle", {"outcome": "succeeded"})
     await control(http, f"{url}/_sim/faults", {"refund_pending_rate": 0})
     succeeded = await refund(paid, 300, "ref-b")
-    failed = await refund(failing, 500, "ref-c")
-    await control(http, f"{url}/_sim/refunds/{failed['id']}/settle", {})
+    failed = await refund(failing, 500, "ref-c")  # succeeded at first, as on Stripe
+    await control(http, f"{url}/_sim/refunds/{failed['id']}/fail", {})
     before = await books(http, sim_process)
     before_refunds = await get_json(http, f"{url}/v1/refunds?limit=100")
     sim_process.kill()
