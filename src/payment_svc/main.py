@@ -43,6 +43,7 @@ from payment_svc.adapters.run_store import RunStore
 from payment_svc.adapters.store import PaymentStore
 from payment_svc.adapters.stripe_books import StripeBooks
 from payment_svc.adapters.stripe_observations import parse_event
+from payment_svc.adapters.stripe_observations import refund_snapshot as stripe_refund_snapshot
 from payment_svc.adapters.stripe_observations import snapshot as stripe_snapshot
 from payment_svc.adapters.stripe_provider import StripeProvider
 from payment_svc.adapters.webhook_dispatch_store import WebhookDispatchStore
@@ -213,6 +214,7 @@ async def serve(settings: Settings) -> None:
         uow=lambda: PostgresUnitOfWork(db),
         redrive_window=settings.redrive_window,
         page_tokens=page_tokens,
+        read_refund=stripe_refund_snapshot,
         on_undone=_count_undone,
     )
     webhooks = WebhookEndpointsService(

@@ -14,7 +14,7 @@ from typing import Any
 from payment_svc.domain.errors import FieldViolation, UnprocessableEvent
 from payment_svc.domain.provider_events import ProviderObservation, StateRank
 from payment_svc.domain.reconciliation import ProviderFacts, Snapshot
-from payment_svc.domain.refund_events import ProviderRefundFact
+from payment_svc.domain.refund_events import ProviderRefundFact, ProviderRefundWords
 from payment_svc.domain.refunds import RefundStatus
 from payment_svc.domain.status import PaymentStatus
 from payments_stripe import events as stripe_events
@@ -30,12 +30,15 @@ from payments_stripe.events import (
     text_field,
 )
 from payments_stripe.status import (
+    RefundState,
     Status,
     StripeIntentStatus,
+    StripeRefundStatus,
     intent_failure,
     intent_status,
     snapshot_reversed,
     to_payment_status,
+    to_refund_state,
 )
 
 
@@ -165,6 +168,29 @@ def observe(event_type: str, obj: dict[str, Any], created: datetime | None) -> P
                 rank=StateRank.IN_PROGRESS,
                 occurred_at=created,
             )
+
+
+def refund_snapshot(words: ProviderRefundWords) -> ProviderRefundFact:
+    """The reconciler's fetch of one refund (Stripe's words) in the domain's:
+    its status by the Stripe package's one mapping, a failure's reason as
+    its code. payment-svc's RefundReader (service_layer/ports.py), wired in
+    main."""
+    provider_status = StripeRefundStatus.parse(words.provider_status)
+    state = to_refund_state(provider_status)
+    failed = state is RefundState.FAILED
+    reason = words.failure_reason or "failed"
+    return ProviderRefundFact(
+        provider_refund_id=words.provider_refund_id,
+        provider_payment_id=None,
+        metadata_refund_id=words.metadata_refund_id or None,
+        amount=words.amount,
+        currency=words.currency.upper(),
+        status=RefundStatus[state.name],
+        provider_status=provider_status.value,
+        reason=words.reason,
+        failure_code=reason if failed else None,
+        failure_message=f"refund failed at the provider: {reason}" if failed else None,
+    )
 
 
 def refund_fact(refund: EventRefund) -> ProviderRefundFact:

@@ -61,6 +61,22 @@ def refund_rank(status: RefundStatus) -> RefundRank:
 
 
 @dataclass(frozen=True)
+class ProviderRefundWords:
+    """One refund as the reconciler read it at the provider, in the
+    provider's words (its status string, its failure reason): what it means
+    is the provider adapter's to say (a RefundReader, service_layer/ports.py),
+    as ProviderFacts are for a payment."""
+
+    provider_refund_id: str
+    provider_status: str
+    amount: int
+    currency: str
+    failure_reason: str = ""
+    metadata_refund_id: str = ""
+    reason: str = ""
+
+
+@dataclass(frozen=True)
 class ProviderRefundFact:
     """One refund as the provider shows it, in our terms (the adapter maps
     the provider's shapes and statuses)."""

@@ -14,8 +14,8 @@ from payment_svc.domain.inbox import EventOutcome
 from payment_svc.domain.model import format_payment_id
 from payment_svc.domain.reconciliation import DiscrepancyKind, ProviderFacts
 from payment_svc.domain.records import Discrepancy, Quarantined, Run
-from payment_svc.domain.refund_events import ProviderRefundFact
-from payment_svc.domain.refunds import RefundStatus, format_refund_id
+from payment_svc.domain.refund_events import ProviderRefundWords
+from payment_svc.domain.refunds import format_refund_id
 from payment_svc.domain.status import Source
 from payment_svc.entrypoints import convert, metrics
 from payment_svc.entrypoints.interceptors import PRINCIPAL, call_deadline
@@ -26,7 +26,6 @@ from payment_svc.service_layer.refund_sync import RefundSyncService
 from payment_svc.settings import Role
 from payments.v1 import provider_sync_service_pb2 as sync
 from payments.v1 import provider_sync_service_pb2_grpc as sync_grpc
-from payments_stripe.status import RefundState, StripeRefundStatus, to_refund_state
 
 Context = grpc.aio.ServicerContext[Any, Any]
 
@@ -155,9 +154,9 @@ def run_from_pb(r: sync.ReconciliationRun, reconciler_id: str) -> Run:
     )
 
 
-def refund_snapshot(pb: sync.ProviderRefundSnapshot) -> ProviderRefundFact | None:
-    """The provider's refund; None when it does not know it. Its status word
-    by the Stripe package's one mapping."""
+def refund_snapshot(pb: sync.ProviderRefundSnapshot) -> ProviderRefundWords | None:
+    """The provider's refund in its own words; None when it does not know
+    it (what the words mean is the provider adapter's: a RefundReader)."""
     if not pb.found:
         return None
     violations = []
@@ -172,22 +171,14 @@ def refund_snapshot(pb: sync.ProviderRefundSnapshot) -> ProviderRefundFact | Non
             violations.append(FieldViolation(f"snapshot.{name}", "at most 255 characters"))
     if violations:
         raise InvalidArgument(violations)
-    provider_status = StripeRefundStatus.parse(pb.provider_status)
-    state = to_refund_state(provider_status)
-    failed = state is RefundState.FAILED
-    return ProviderRefundFact(
+    return ProviderRefundWords(
         provider_refund_id=pb.provider_refund_id,
-        provider_payment_id=None,
-        metadata_refund_id=pb.metadata_refund_id or None,
+        provider_status=pb.provider_status,
         amount=pb.amount,
-        currency=pb.currency.upper(),
-        status=RefundStatus[state.name],
-        provider_status=provider_status.value,
+        currency=pb.currency,
+        failure_reason=pb.failure_reason,
+        metadata_refund_id=pb.metadata_refund_id,
         reason=pb.reason,
-        failure_code=(pb.failure_reason or "failed") if failed else None,
-        failure_message=(
-            f"refund failed at the provider: {pb.failure_reason or 'failed'}" if failed else None
-        ),
     )
 
 

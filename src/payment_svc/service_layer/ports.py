@@ -33,6 +33,7 @@ transaction at most, never a network call.
     RefundProvider           the provider's refund call
     EventParser              provider bytes -> a ParsedEvent
     SnapshotReader           the provider's facts about a payment -> a Snapshot
+    RefundReader             the provider's words about a refund -> a ProviderRefundFact
 """
 
 from __future__ import annotations
@@ -63,6 +64,7 @@ from payment_svc.domain.records import (
     Run,
     Status,
 )
+from payment_svc.domain.refund_events import ProviderRefundFact, ProviderRefundWords
 from payment_svc.domain.refunds import (
     NewRefund,
     PaymentRefunds,
@@ -316,6 +318,7 @@ class ParsedEvent(Protocol):
 
 EventParser = Callable[[bytes], ParsedEvent]
 SnapshotReader = Callable[[ProviderFacts], Snapshot]
+RefundReader = Callable[[ProviderRefundWords], ProviderRefundFact]
 
 
 class WebhookEndpointRepository(Protocol):

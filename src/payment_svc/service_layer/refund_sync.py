@@ -37,6 +37,7 @@ from payment_svc.domain.provider_events import ProviderObservation, StateRank
 from payment_svc.domain.reconciliation import DiscrepancyKind
 from payment_svc.domain.refund_events import (
     ProviderRefundFact,
+    ProviderRefundWords,
     RefundAction,
     RefundState,
     decide_refund,
@@ -56,7 +57,7 @@ from payment_svc.service_layer.discrepancies import refund_uuid
 from payment_svc.service_layer.ids import new_refund_uuid
 from payment_svc.service_layer.pagination import PageTokens, bounded_page_size
 from payment_svc.service_layer.payments import payment_uuid
-from payment_svc.service_layer.ports import RefundSyncRepository
+from payment_svc.service_layer.ports import RefundReader, RefundSyncRepository
 from payment_svc.service_layer.reconciliation import MAX_LEASE_SECONDS, MAX_OLDER_THAN_SECONDS
 from payment_svc.service_layer.refunds import RefundsService
 from payment_svc.service_layer.unit_of_work import AbstractUnitOfWork
@@ -267,8 +268,10 @@ class RefundSyncService:
         uow: Callable[[], AbstractUnitOfWork],
         redrive_window: float,
         page_tokens: PageTokens,
+        read_refund: RefundReader,
         on_undone: Callable[[Source], None] = lambda source: None,
     ) -> None:
+        self._read_refund = read_refund
         self._on_undone = on_undone
         self._store = store
         self._refunds = refunds
@@ -308,11 +311,13 @@ class RefundSyncService:
         return RefundWork(found, token)
 
     async def reconcile(
-        self, refund_id: str, provider_payment_id: str, fact: ProviderRefundFact | None
+        self, refund_id: str, provider_payment_id: str, words: ProviderRefundWords | None
     ) -> RefundReconciled:
-        """The provider's authoritative answer about one refund. `fact` None:
-        the provider does not know it (nothing moves: the reconciler decides
-        between a re-drive and a discrepancy)."""
+        """The provider's authoritative answer about one refund, in its words
+        (read by the provider adapter). `words` None: the provider does not
+        know it (nothing moves: the reconciler decides between a re-drive and
+        a discrepancy)."""
+        fact = None if words is None else self._read_refund(words)
         if refund_id:
             return await self._reconcile_ours(refund_uuid(refund_id), fact)
         if fact is None:
