@@ -8,6 +8,7 @@ from collections.abc import Iterable, Mapping
 import structlog
 
 from payments.client import ProviderSyncClient
+from payments.errors import PaymentsClientError
 from payments.v1 import provider_sync_service_pb2 as sync
 from reconciler.convert import kind_name
 from reconciler.metrics import Metrics
@@ -32,15 +33,30 @@ class Findings:
         details: Mapping[str, str] | None = None,
         refund_id: str = "",
     ) -> None:
-        reply = await retrying(
-            lambda: self._client.report_discrepancy(
-                kind,
+        """Reports one finding (retried); one payment-svc refused or could
+        not take is an error of the run, counted and logged, and the run goes
+        on (the next one finds it again): every job reports this one way."""
+        try:
+            reply = await retrying(
+                lambda: self._client.report_discrepancy(
+                    kind,
+                    payment_id=payment_id,
+                    provider_payment_id=provider_payment_id,
+                    details=details,
+                    refund_id=refund_id,
+                )
+            )
+        except PaymentsClientError as exc:
+            tally.errors += 1
+            log.warning(
+                "report_discrepancy_failed",
+                kind=kind_name(kind),
                 payment_id=payment_id,
                 provider_payment_id=provider_payment_id,
-                details=details,
                 refund_id=refund_id,
+                error=str(exc),
             )
-        )
+            return
         self._found(
             tally,
             kind,

@@ -203,15 +203,11 @@ async def _report(
     refund_id: str,
     details: dict[str, str],
 ) -> None:
-    try:
-        await ctx.findings.report(
-            tally,
-            kind,
-            payment_id=payment.id,
-            provider_payment_id=payment.provider_payment_id,
-            refund_id=refund_id,
-            details=details,
-        )
-    except PaymentsClientError as exc:
-        tally.errors += 1
-        log.warning("report_discrepancy_failed", payment_id=payment.id, error=str(exc))
+    await ctx.findings.report(
+        tally,
+        kind,
+        payment_id=payment.id,
+        provider_payment_id=payment.provider_payment_id,
+        refund_id=refund_id,
+        details=details,
+    )

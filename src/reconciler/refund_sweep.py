@@ -35,7 +35,7 @@ from payments_stripe.objects import ProviderRefund
 from payments_stripe.reader import NotFoundAtProvider, ProviderError
 from reconciler import convert, rules
 from reconciler.context import JobContext
-from reconciler.retry import retrying
+from reconciler.retry import redrive, retrying
 from reconciler.runs import JobFailed, Tally
 
 if TYPE_CHECKING:
@@ -194,16 +194,8 @@ async def apply_refund(
 async def _redrive(
     ctx: JobContext, tally: Tally, refund: pb.Refund
 ) -> pb.RefundStatus.ValueType | None:
-    try:
-        after = await retrying(lambda: ctx.client.redrive_refund(refund.id))
-    except PaymentsClientError as exc:
-        if exc.reason in rules.MOVED_SINCE_LISTED:
-            # A webhook (or another replica) recorded it between our look at
-            # the provider and this call: nothing to re-drive, no error.
-            log.info("redrive_refund_not_needed", refund_id=refund.id, reason=exc.reason)
-            return None
-        tally.errors += 1
-        log.warning("redrive_refund_failed", refund_id=refund.id, error=str(exc))
+    after = await redrive(lambda: ctx.client.redrive_refund(refund.id), tally, refund_id=refund.id)
+    if after is None:
         return None
     tally.fixed += after.status != refund.status
     log.info("refund_redriven", refund_id=refund.id, status=pb.RefundStatus.Name(after.status))
@@ -227,10 +219,6 @@ async def _report(
     }
     if reason:
         details["reason"] = reason
-    try:
-        await ctx.findings.report(
-            tally, kind, payment_id=refund.payment_id, refund_id=refund.id, details=details
-        )
-    except PaymentsClientError as exc:
-        tally.errors += 1
-        log.warning("report_discrepancy_failed", refund_id=refund.id, error=str(exc))
+    await ctx.findings.report(
+        tally, kind, payment_id=refund.payment_id, refund_id=refund.id, details=details
+    )

@@ -132,21 +132,17 @@ async def _ours_missing_at_provider(
 
 
 async def _missing(ctx: JobContext, tally: Tally, payment: pb.Payment) -> None:
-    try:
-        await ctx.findings.report(
-            tally,
-            sync.DISCREPANCY_KIND_MISSING_AT_PROVIDER,
-            payment_id=payment.id,
-            provider_payment_id=payment.provider_payment_id,
-            details={
-                "our_status": pb.PaymentStatus.Name(payment.status),
-                "amount": str(payment.amount),
-                "currency": payment.currency,
-            },
-        )
-    except PaymentsClientError as exc:
-        tally.errors += 1
-        log.warning("report_discrepancy_failed", payment_id=payment.id, error=str(exc))
+    await ctx.findings.report(
+        tally,
+        sync.DISCREPANCY_KIND_MISSING_AT_PROVIDER,
+        payment_id=payment.id,
+        provider_payment_id=payment.provider_payment_id,
+        details={
+            "our_status": pb.PaymentStatus.Name(payment.status),
+            "amount": str(payment.amount),
+            "currency": payment.currency,
+        },
+    )
 
 
 async def _check_page(ctx: JobContext, tally: Tally, intents: list[ProviderIntent]) -> None:
@@ -203,13 +199,9 @@ async def _unrecorded(ctx: JobContext, tally: Tally, intent: ProviderIntent) -> 
     }
     if intent.payment_id:
         details["metadata_payment_id"] = intent.payment_id
-    try:
-        await ctx.findings.report(
-            tally,
-            sync.DISCREPANCY_KIND_UNRECORDED_PROVIDER_PAYMENT,
-            provider_payment_id=intent.id,
-            details=details,
-        )
-    except PaymentsClientError as exc:
-        tally.errors += 1
-        log.warning("report_discrepancy_failed", provider_payment_id=intent.id, error=str(exc))
+    await ctx.findings.report(
+        tally,
+        sync.DISCREPANCY_KIND_UNRECORDED_PROVIDER_PAYMENT,
+        provider_payment_id=intent.id,
+        details=details,
+    )

@@ -38,7 +38,7 @@ from payments_stripe.status import Status
 from reconciler import convert, rules
 from reconciler.context import JobContext
 from reconciler.refund_sweep import sweep_refunds
-from reconciler.retry import retrying
+from reconciler.retry import redrive, retrying
 from reconciler.runs import JobFailed, Tally
 
 log = structlog.get_logger("reconciler")
@@ -193,16 +193,10 @@ class _Item:
 
 async def _redrive(ctx: JobContext, tally: Tally, payment: pb.Payment) -> Status | None:
     """Our status after the re-drive, None when it could not be done."""
-    try:
-        reply = await retrying(lambda: ctx.client.redrive_payment(payment.id))
-    except PaymentsClientError as exc:
-        if exc.reason in rules.MOVED_SINCE_LISTED:
-            # A webhook (or another replica) recorded it between our look at
-            # the provider and this call: nothing to re-drive, no error.
-            log.info("redrive_not_needed", payment_id=payment.id, reason=exc.reason)
-            return None
-        tally.errors += 1
-        log.warning("redrive_failed", payment_id=payment.id, error=str(exc))
+    reply = await redrive(
+        lambda: ctx.client.redrive_payment(payment.id), tally, payment_id=payment.id
+    )
+    if reply is None:
         return None
     after = convert.status_of(reply.payment)
     tally.fixed += after is not convert.status_of(payment)
@@ -256,14 +250,6 @@ async def _send(
     provider_payment_id: str,
     details: dict[str, str],
 ) -> None:
-    try:
-        await ctx.findings.report(
-            tally,
-            kind,
-            payment_id=payment.id,
-            provider_payment_id=provider_payment_id,
-            details=details,
-        )
-    except PaymentsClientError as exc:
-        tally.errors += 1
-        log.warning("report_discrepancy_failed", payment_id=payment.id, error=str(exc))
+    await ctx.findings.report(
+        tally, kind, payment_id=payment.id, provider_payment_id=provider_payment_id, details=details
+    )

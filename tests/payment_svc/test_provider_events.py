@@ -19,7 +19,7 @@ from payments.v1 import payment_service_pb2 as svc
 from payments.v1 import provider_sync_service_pb2 as sync
 from payments.v1 import provider_sync_service_pb2_grpc as sync_grpc
 from payments_dev.stack import Stack
-from tests.support import SimControl, auth, create_request, rich_error, stub
+from tests.support import SimControl, auth, create_request, stub
 
 Spawn = Callable[..., Awaitable[Stack]]
 
@@ -275,16 +275,20 @@ async def test_only_the_gateway_and_the_reconciler_may_apply_events(
         b'{"id": "", "type": "x", "data": {"object": {}}}',
     ],
 )
-async def test_a_malformed_event_is_invalid_argument(
+async def test_a_malformed_event_is_quarantined_with_why(
     channel: grpc.aio.Channel, payload: bytes
 ) -> None:
-    with pytest.raises(grpc.aio.AioRpcError) as exc:
-        await sync_grpc.ProviderSyncServiceStub(channel).ApplyProviderEvent(
-            sync.ApplyProviderEventRequest(payload=payload), metadata=auth("gateway"), timeout=5
-        )
-    err = rich_error(exc.value)
-    assert err.code == grpc.StatusCode.INVALID_ARGUMENT
-    assert "payload" in err.violations
+    # A result, not an error (issue 22): quarantined, the payload named why.
+    reply = await sync_grpc.ProviderSyncServiceStub(channel).ApplyProviderEvent(
+        sync.ApplyProviderEventRequest(payload=payload), metadata=auth("gateway"), timeout=5
+    )
+    assert reply.quarantined and reply.quarantine_id
+    assert not (reply.applied or reply.duplicate or reply.payment_id)
+    listed = await sync_grpc.ProviderSyncServiceStub(channel).ListQuarantinedEvents(
+        sync.ListQuarantinedEventsRequest(page_size=500), metadata=auth("reconciler"), timeout=5
+    )
+    [entry] = [e for e in listed.events if e.id == reply.quarantine_id]
+    assert "payload" in entry.reason
 
 
 async def test_an_event_that_never_matches_is_reported(spawn_payment_svc: Spawn) -> None:

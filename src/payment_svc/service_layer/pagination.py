@@ -17,10 +17,15 @@ import hashlib
 import hmac
 import json
 import uuid
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import TypeVar
 
 from payment_svc.domain.commands import PageCursor
 from payment_svc.domain.errors import FieldViolation, InvalidArgument
+
+T = TypeVar("T")
 
 # Far longer than any token we issue (about 150 characters).
 MAX_TOKEN_CHARS = 512
@@ -92,3 +97,44 @@ class PageTokens:
         if fields.get("f") != filters:
             raise bad
         return cursor
+
+
+# The reconciler's leased work lists (payments and refunds to reconcile).
+MAX_OLDER_THAN_SECONDS = 100 * 366 * 86400.0
+MAX_LEASE_SECONDS = 86400.0
+
+
+@dataclass(frozen=True)
+class LeasedPageQuery:
+    """One page of a leased work list, as the reconciler asks for it."""
+
+    older_than_seconds: float
+    page_size: int
+    page_token: str
+    owner: str
+    lease_seconds: float | None
+
+
+async def leased_page(
+    tokens: PageTokens,
+    name: str,
+    query: LeasedPageQuery,
+    fetch: Callable[[int, tuple[datetime, uuid.UUID] | None], Awaitable[list[T]]],
+    key_of: Callable[[T], PageCursor],
+) -> tuple[list[T], str]:
+    """The payments' and the refunds' work lists alike: the query checked,
+    the token decoded for this list and its filters, one page fetched (and
+    leased by the store when asked), the next token ("" on the last page)."""
+    if not 0 <= query.older_than_seconds <= MAX_OLDER_THAN_SECONDS:
+        raise InvalidArgument([FieldViolation("older_than", "must be 0 to 100 years")])
+    lease = query.lease_seconds
+    if lease is not None and not 0 <= lease <= MAX_LEASE_SECONDS:
+        raise InvalidArgument([FieldViolation("lease", "must be 0 to 86400 seconds")])
+    if lease is not None and not query.owner:
+        raise InvalidArgument([FieldViolation("reconciler_id", "is needed with a lease")])
+    limit = bounded_page_size(query.page_size)
+    filters = filter_fingerprint(name, query.older_than_seconds)
+    after = tokens.decode(query.page_token, filters)
+    found = await fetch(limit, (after.sort_key, after.id) if after else None)
+    token = tokens.encode(key_of(found[-1]), filters) if len(found) == limit else ""
+    return found, token

@@ -28,9 +28,12 @@ from payment_svc.domain.reconciliation import (
     snapshot_row,
 )
 from payment_svc.domain.records import Reconciled
-from payment_svc.service_layer import pagination
 from payment_svc.service_layer.discrepancies import DiscrepancyService
-from payment_svc.service_layer.pagination import PageTokens, bounded_page_size
+from payment_svc.service_layer.pagination import (
+    LeasedPageQuery,
+    PageTokens,
+    leased_page,
+)
 from payment_svc.service_layer.payments import Page, PaymentsService, payment_uuid
 from payment_svc.service_layer.ports import SnapshotReader, SnapshotRepository
 from payment_svc.service_layer.runs import RunService
@@ -39,8 +42,6 @@ from payment_svc.service_layer.unit_of_work import AbstractUnitOfWork
 log = structlog.get_logger("payment_svc.reconciliation")
 
 # Past these, `now() - older_than` and `now() + lease` leave Postgres's range.
-MAX_OLDER_THAN_SECONDS = 100 * 366 * 86400.0
-MAX_LEASE_SECONDS = 86400.0
 
 
 @dataclass(frozen=True)
@@ -127,26 +128,20 @@ class ReconciliationService:
         owner: str,
         lease_seconds: float | None,
     ) -> WorkList:
-        if not 0 <= older_than_seconds <= MAX_OLDER_THAN_SECONDS:
-            raise InvalidArgument([FieldViolation("older_than", "must be 0 to 100 years")])
-        if lease_seconds is not None and not 0 <= lease_seconds <= MAX_LEASE_SECONDS:
-            raise InvalidArgument([FieldViolation("lease", "must be 0 to 86400 seconds")])
-        if lease_seconds is not None and not owner:
-            raise InvalidArgument([FieldViolation("reconciler_id", "is needed with a lease")])
-        limit = bounded_page_size(page_size)
-        filters = pagination.filter_fingerprint("to_reconcile", older_than_seconds)
-        after = self._tokens.decode(page_token, filters)
-        payments = await self._store.to_reconcile(
-            older_than_seconds=older_than_seconds,
-            limit=limit,
-            after=(after.sort_key, after.id) if after else None,
-            owner=owner,
-            lease_seconds=lease_seconds,
+        query = LeasedPageQuery(older_than_seconds, page_size, page_token, owner, lease_seconds)
+        payments, token = await leased_page(
+            self._tokens,
+            "to_reconcile",
+            query,
+            lambda limit, after: self._store.to_reconcile(
+                older_than_seconds=older_than_seconds,
+                limit=limit,
+                after=after,
+                owner=owner,
+                lease_seconds=lease_seconds,
+            ),
+            lambda p: PageCursor(sort_key=p.updated_at, id=p.id),
         )
-        token = ""
-        if len(payments) == limit:
-            last = payments[-1]
-            token = self._tokens.encode(PageCursor(sort_key=last.updated_at, id=last.id), filters)
         return WorkList(payments, token)
 
     async def created(self, query: ListPayments) -> Page:

@@ -52,13 +52,15 @@ from payment_svc.domain.refunds import (
     parse_refund_id,
 )
 from payment_svc.domain.status import Source
-from payment_svc.service_layer import pagination
 from payment_svc.service_layer.discrepancies import refund_uuid
 from payment_svc.service_layer.ids import new_refund_uuid
-from payment_svc.service_layer.pagination import PageTokens, bounded_page_size
+from payment_svc.service_layer.pagination import (
+    LeasedPageQuery,
+    PageTokens,
+    leased_page,
+)
 from payment_svc.service_layer.payments import payment_uuid
 from payment_svc.service_layer.ports import RefundReader, RefundSyncRepository
-from payment_svc.service_layer.reconciliation import MAX_LEASE_SECONDS, MAX_OLDER_THAN_SECONDS
 from payment_svc.service_layer.refunds import RefundsService
 from payment_svc.service_layer.unit_of_work import AbstractUnitOfWork
 
@@ -288,26 +290,20 @@ class RefundSyncService:
         owner: str,
         lease_seconds: float | None,
     ) -> RefundWork:
-        if not 0 <= older_than_seconds <= MAX_OLDER_THAN_SECONDS:
-            raise InvalidArgument([FieldViolation("older_than", "must be 0 to 100 years")])
-        if lease_seconds is not None and not 0 <= lease_seconds <= MAX_LEASE_SECONDS:
-            raise InvalidArgument([FieldViolation("lease", "must be 0 to 86400 seconds")])
-        if lease_seconds is not None and not owner:
-            raise InvalidArgument([FieldViolation("reconciler_id", "is needed with a lease")])
-        limit = bounded_page_size(page_size)
-        filters = pagination.filter_fingerprint("refunds_to_reconcile", older_than_seconds)
-        after = self._tokens.decode(page_token, filters)
-        found = await self._store.to_reconcile(
-            older_than_seconds=older_than_seconds,
-            limit=limit,
-            after=(after.sort_key, after.id) if after else None,
-            owner=owner,
-            lease_seconds=lease_seconds,
+        query = LeasedPageQuery(older_than_seconds, page_size, page_token, owner, lease_seconds)
+        found, token = await leased_page(
+            self._tokens,
+            "refunds_to_reconcile",
+            query,
+            lambda limit, after: self._store.to_reconcile(
+                older_than_seconds=older_than_seconds,
+                limit=limit,
+                after=after,
+                owner=owner,
+                lease_seconds=lease_seconds,
+            ),
+            lambda item: PageCursor(sort_key=item[0].updated_at, id=item[0].id),
         )
-        token = ""
-        if len(found) == limit:
-            last = found[-1][0]
-            token = self._tokens.encode(PageCursor(sort_key=last.updated_at, id=last.id), filters)
         return RefundWork(found, token)
 
     async def reconcile(
