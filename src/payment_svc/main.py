@@ -33,6 +33,7 @@ from payment_svc.adapters.discrepancy_store import DiscrepancyStore
 from payment_svc.adapters.event_store import EventStore
 from payment_svc.adapters.feed_listener import FeedListener
 from payment_svc.adapters.feed_store import FeedStore
+from payment_svc.adapters.payment_store import PaymentStore
 from payment_svc.adapters.postgres_uow import PostgresUnitOfWork
 from payment_svc.adapters.quarantine_store import QuarantineStore
 from payment_svc.adapters.reconciliation_store import SnapshotStore
@@ -40,7 +41,6 @@ from payment_svc.adapters.refund_store import RefundStore
 from payment_svc.adapters.refund_sync_store import RefundSyncStore
 from payment_svc.adapters.resolver import SystemResolver
 from payment_svc.adapters.run_store import RunStore
-from payment_svc.adapters.store import PaymentStore
 from payment_svc.adapters.stripe_books import StripeBooks
 from payment_svc.adapters.stripe_observations import parse_event
 from payment_svc.adapters.stripe_observations import refund_snapshot as stripe_refund_snapshot

@@ -49,8 +49,8 @@ from rich.table import Table
 
 from payment_svc.adapters import migrate
 from payment_svc.adapters.db import Database
+from payment_svc.adapters.payment_store import PaymentStore
 from payment_svc.adapters.postgres_uow import PostgresUnitOfWork
-from payment_svc.adapters.store import PaymentStore
 from payment_svc.domain.model import parse_payment_id
 from payment_svc.settings import Settings
 from payments_dev import bench_feed, loadgen, refund_load
@@ -1109,7 +1109,7 @@ def _cpu_lines(report: BenchReport) -> list[str]:
 
 def refunds_to_payments(report: BenchReport) -> dict[str, float | None] | None:
     """Refunds per second over payments per second, closed loop and raw SQL,
-    in one run (issue 13's target: the closed loop's at least 1)."""
+    in one run (a target: the closed loop's at least 1)."""
     p, r = report.payments, report.refunds
     if p is None or r is None:
         return None

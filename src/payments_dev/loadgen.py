@@ -38,16 +38,16 @@ import asyncpg
 import grpc
 from hdrh.histogram import HdrHistogram
 
-from payment_svc.adapters.store import NewPayment, PaymentStore
+from payment_svc.adapters.payment_store import PaymentStore
 from payment_svc.adapters.stripe_observations import parse_event
 from payment_svc.domain.errors import PaymentsError as ServiceError
 from payment_svc.domain.inbox import EventOutcome, InboxEvent
-from payment_svc.domain.model import ProviderResult, request_fingerprint
+from payment_svc.domain.model import NewPayment, ProviderResult, request_fingerprint
 from payment_svc.domain.status import PaymentStatus, Source
 from payment_svc.service_layer.ids import new_payment_uuid
+from payment_svc.service_layer.payment_results import record_result
 from payment_svc.service_layer.payments import record_new
 from payment_svc.service_layer.provider_sync import apply_to_inbox
-from payment_svc.service_layer.results import record_result
 from payment_svc.service_layer.unit_of_work import AbstractUnitOfWork
 from payments.v1 import payment_pb2 as pb
 from payments.v1 import payment_service_pb2 as svc
@@ -374,7 +374,7 @@ async def raw_sql(
     currency: str,
     payment_method: str,
 ) -> PhaseResult:
-    """insert_new, then record_result (service_layer/results.py) with a
+    """insert_new, then record_result (service_layer/payment_results.py) with a
     SUCCEEDED answer: per payment, the statements payment-svc issues when
     the provider says yes."""
     prefix = f"bench-{secrets.token_hex(4)}-raw-"

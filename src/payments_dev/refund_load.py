@@ -21,8 +21,8 @@ import asyncpg
 import grpc
 
 from payment_svc.adapters.db import Database
+from payment_svc.adapters.payment_store import PaymentStore
 from payment_svc.adapters.refund_store import RefundStore
-from payment_svc.adapters.store import PaymentStore
 from payment_svc.domain.commands import RefundPayment
 from payment_svc.domain.deadlines import AttemptBudget
 from payment_svc.domain.errors import PaymentsError as ServiceError
@@ -34,9 +34,9 @@ from payment_svc.domain.model import (
 from payment_svc.domain.refunds import ProviderRefundRequest, RefundOutcome, RefundStatus
 from payment_svc.domain.status import PaymentStatus, Source
 from payment_svc.service_layer.ids import new_payment_uuid
+from payment_svc.service_layer.payment_results import record_result
 from payment_svc.service_layer.payments import record_new
 from payment_svc.service_layer.refunds import RefundsService
-from payment_svc.service_layer.results import record_result
 from payments.v1 import payment_pb2 as pb
 from payments.v1 import payment_service_pb2 as svc
 from payments_dev.loadgen import (

@@ -147,7 +147,7 @@ class SoakOptions:
     # Some succeeded payments refunded in part at the provider (they must stay
     # SUCCEEDED with amount_reversed, SPEC §4); off: those planned are skipped.
     partial_refunds: bool = True
-    # Refunds through our API in flight while provider-sim restarts (issue 25);
+    # Refunds through our API in flight while provider-sim restarts;
     # off: no refunds phase.
     refunds: bool = True
 

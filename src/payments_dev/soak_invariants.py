@@ -16,7 +16,7 @@ one verdict per invariant out (no I/O, so each rule is testable on its own).
     I7 money given back is the provider's: each settled payment's
        amount_reversed is its intent's succeeded refunds plus disputes,
        REVERSED exactly when they cover the amount, and each of our refunds
-       has the provider's status (issue 25)
+       has the provider's status
 """
 
 from __future__ import annotations

@@ -38,7 +38,7 @@ async def check_refunds(
     counts), for the payments' verdicts. An intent whose refunds could not
     be listed is an error of the run and is left out of the verdicts: its
     amount_refunded counts pending refunds too, and is no evidence of what
-    was given back (issue 25); the next run lists them again."""
+    was given back; the next run lists them again."""
     todo = [
         i
         for i in intents

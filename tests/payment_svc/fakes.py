@@ -32,6 +32,11 @@ from payment_svc.domain.model import (
     ProviderResult,
     format_payment_id,
 )
+from payment_svc.domain.payment_results import (
+    ExistingPayment,
+    ResultPlan,
+    ResultWrite,
+)
 from payment_svc.domain.provider_events import ProviderObservation
 from payment_svc.domain.reconciliation import DiscrepancyKind, dedup_key
 from payment_svc.domain.records import (
@@ -55,11 +60,6 @@ from payment_svc.domain.refunds import (
 )
 from payment_svc.domain.refunds import (
     duplicate_of as duplicate_refund,
-)
-from payment_svc.domain.results import (
-    ExistingPayment,
-    ResultPlan,
-    ResultWrite,
 )
 from payment_svc.domain.status import PaymentStatus, Source
 from payment_svc.domain.webhooks import (

@@ -13,12 +13,12 @@ import asyncpg
 import pytest
 
 from payment_svc.adapters.db import Database
-from payment_svc.adapters.store import NewPayment, PaymentStore
-from payment_svc.domain.model import ProviderResult
+from payment_svc.adapters.payment_store import PaymentStore
+from payment_svc.domain.model import NewPayment, ProviderResult
 from payment_svc.domain.status import PaymentStatus, Source
 from payment_svc.service_layer.ids import new_payment_uuid
+from payment_svc.service_layer.payment_results import record_result
 from payment_svc.service_layer.payments import record_new
-from payment_svc.service_layer.results import record_result
 
 
 @pytest.fixture

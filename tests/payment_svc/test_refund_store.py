@@ -11,9 +11,9 @@ import asyncpg
 import pytest
 
 from payment_svc.adapters.db import Database
+from payment_svc.adapters.payment_store import PaymentStore
 from payment_svc.adapters.postgres_uow import PostgresUnitOfWork
 from payment_svc.adapters.refund_store import RefundStore
-from payment_svc.adapters.store import PaymentStore
 from payment_svc.domain.errors import DuplicateRefund, NotFound
 from payment_svc.domain.model import NewPayment, Payment, ProviderResult
 from payment_svc.domain.refunds import (
@@ -27,8 +27,8 @@ from payment_svc.domain.refunds import (
 )
 from payment_svc.domain.status import PaymentStatus, Source
 from payment_svc.service_layer.ids import new_payment_uuid, new_refund_uuid
+from payment_svc.service_layer.payment_results import record_result
 from payment_svc.service_layer.payments import record_new
-from payment_svc.service_layer.results import record_result
 
 CLIENT = "refund-store-test"
 

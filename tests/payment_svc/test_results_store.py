@@ -1,4 +1,4 @@
-"""Recording the provider's answer on real Postgres (service_layer/results.py
+"""Recording the provider's answer on real Postgres (service_layer/payment_results.py
 over PaymentStore): the answer's move is written only on the version it was
 planned on; when the payment moved meanwhile, it is read again and planned
 again on what it is now, and written once."""
@@ -12,12 +12,12 @@ import asyncpg
 import pytest
 
 from payment_svc.adapters.db import Database
-from payment_svc.adapters.store import NewPayment, PaymentStore
-from payment_svc.domain.model import ProviderResult
-from payment_svc.domain.results import plan_result
+from payment_svc.adapters.payment_store import PaymentStore
+from payment_svc.domain.model import NewPayment, ProviderResult
+from payment_svc.domain.payment_results import plan_result
 from payment_svc.domain.status import PaymentStatus, Source
 from payment_svc.service_layer.ids import new_payment_uuid
-from payment_svc.service_layer.results import record_result
+from payment_svc.service_layer.payment_results import record_result
 
 
 @pytest.fixture

@@ -25,12 +25,13 @@ from payment_svc.domain.errors import (
 )
 from payment_svc.domain.inbox import EventOutcome, InboxEvent, StoredEvent, UnmatchedEvent
 from payment_svc.domain.model import NewPayment, ProviderResult
+from payment_svc.domain.payment_results import plan_result
 from payment_svc.domain.provider_events import ProviderObservation, StateRank
 from payment_svc.domain.reconciliation import DiscrepancyKind, Snapshot
-from payment_svc.domain.results import plan_result
 from payment_svc.domain.status import PaymentStatus, Source
 from payment_svc.service_layer.discrepancies import DiscrepancyService
 from payment_svc.service_layer.pagination import PageTokens
+from payment_svc.service_layer.payment_results import record_result
 from payment_svc.service_layer.payments import PaymentsService
 from payment_svc.service_layer.provider_sync import (
     ApplyProviderEvent,
@@ -38,7 +39,6 @@ from payment_svc.service_layer.provider_sync import (
     apply_to_inbox,
 )
 from payment_svc.service_layer.reconciliation import ReconciliationService
-from payment_svc.service_layer.results import record_result
 from payment_svc.service_layer.runs import RunService
 from tests.payment_svc.fakes import (
     FakeDiscrepancies,

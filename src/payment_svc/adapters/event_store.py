@@ -24,18 +24,16 @@ from collections.abc import Iterator
 import asyncpg
 
 from payment_svc.adapters.db import Conn, Database
-from payment_svc.adapters.store import PAYMENT_COLUMNS, payment_from_row
+from payment_svc.adapters.payment_store import PAYMENT_COLUMNS, payment_from_row
 from payment_svc.domain.errors import FieldViolation, UnprocessableEvent
-
-# EventOutcome and InboxEvent are re-exported for src/payments_dev/loadgen.py (dev tooling).
-from payment_svc.domain.inbox import EventOutcome as EventOutcome
 from payment_svc.domain.inbox import (
+    EventOutcome,
     EventTarget,
     EventWrite,
+    InboxEvent,
     StoredEvent,
     UnmatchedEvent,
 )
-from payment_svc.domain.inbox import InboxEvent as InboxEvent
 from payment_svc.domain.model import parse_payment_id
 from payment_svc.domain.provider_events import ProviderObservation
 

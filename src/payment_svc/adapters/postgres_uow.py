@@ -15,11 +15,11 @@ from asyncpg.transaction import Transaction
 from payment_svc.adapters.db import Conn, Database
 from payment_svc.adapters.discrepancy_sql import report
 from payment_svc.adapters.event_store import PgInbox
+from payment_svc.adapters.payment_store import PAYMENT_COLUMNS, payment_from_row
 from payment_svc.adapters.quarantine_store import PgQuarantine
 from payment_svc.adapters.reconciliation_store import apply_snapshot
 from payment_svc.adapters.refund_store import PgLockedRefunds
 from payment_svc.adapters.refund_sync_store import PgLockedRefundSync
-from payment_svc.adapters.store import PAYMENT_COLUMNS, payment_from_row
 from payment_svc.domain.corrections import Correction
 from payment_svc.domain.errors import NotFound
 from payment_svc.domain.inbox import EventTarget

@@ -10,7 +10,7 @@ from datetime import datetime
 
 from payment_svc.adapters.db import Conn, Database
 from payment_svc.adapters.discrepancy_sql import report as report
-from payment_svc.adapters.store import PAYMENT_COLUMNS, payment_from_row
+from payment_svc.adapters.payment_store import PAYMENT_COLUMNS, payment_from_row
 from payment_svc.domain.errors import NotFound
 from payment_svc.domain.model import Payment, PaymentRow, format_payment_id
 from payment_svc.domain.reconciliation import SnapshotPlan

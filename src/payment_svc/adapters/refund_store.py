@@ -12,7 +12,7 @@ from typing import Any
 import asyncpg
 
 from payment_svc.adapters.db import Conn, Database
-from payment_svc.adapters.store import PAYMENT_COLUMNS, payment_from_row
+from payment_svc.adapters.payment_store import PAYMENT_COLUMNS, payment_from_row
 from payment_svc.domain.errors import NotFound
 from payment_svc.domain.model import Payment, format_payment_id
 from payment_svc.domain.refunds import (

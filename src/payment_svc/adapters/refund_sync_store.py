@@ -1,4 +1,4 @@
-"""SQL of refunds as the provider reports them (issue 13): inside a unit of
+"""SQL of refunds as the provider reports them: inside a unit of
 work (PgLockedRefundSync: a refund first seen at the provider, the newest
 provider state applied, entries that attach to no refund), and the
 reconciler's reads outside one (RefundSyncStore: the sweep's work list with
@@ -10,8 +10,8 @@ import uuid
 from datetime import datetime
 
 from payment_svc.adapters.db import Conn, Database
+from payment_svc.adapters.payment_store import PAYMENT_COLUMNS, payment_from_row
 from payment_svc.adapters.refund_store import REFUND_COLUMNS, refund_from_row
-from payment_svc.adapters.store import PAYMENT_COLUMNS, payment_from_row
 from payment_svc.domain.errors import NotFound
 from payment_svc.domain.model import Payment
 from payment_svc.domain.refund_events import RefundState

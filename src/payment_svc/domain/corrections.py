@@ -1,7 +1,7 @@
-"""An operator's correction of one payment (`payments correct`, issue 22):
+"""An operator's correction of one payment (`payments correct`):
 its books recomputed from its refunds and disputes, by the one rule of
 domain/reversals.py, when older code left them wrong (REVERSED on a refund
-that failed, say: issue 25).
+that failed, say).
 
     the provider's books          what happens
     agree with the recomputed     the payment takes the recomputed status and

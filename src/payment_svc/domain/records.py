@@ -63,7 +63,7 @@ class Status:
     oldest_non_final_created_at: datetime | None
     non_final: int
     last_runs: list[Run]
-    # PENDING and UNKNOWN refunds (issue 13)
+    # PENDING and UNKNOWN refunds
     oldest_non_final_refund_created_at: datetime | None = None
     non_final_refunds: int = 0
 

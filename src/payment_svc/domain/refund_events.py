@@ -1,5 +1,5 @@
 """What the provider says about a refund (an event, or the reconciler's
-fetch), and what it does to our refunds (SPEC §3a, §4; issue 13).
+fetch), and what it does to our refunds (SPEC §3a, §4).
 
     the provider's refund            ours
     known by its provider id         that refund

@@ -2,7 +2,7 @@
 
 `amount_reversed` is derived, never accumulated: it is what the refunds and
 disputes we know one by one took back, with their statuses, and nothing
-else (issue 25):
+else:
 
     amount_reversed = min(amount, succeeded refunds + amount_disputed)
 

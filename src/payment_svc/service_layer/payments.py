@@ -38,14 +38,14 @@ from payment_svc.domain.model import (
     parse_payment_id,
     request_fingerprint,
 )
-from payment_svc.domain.results import ExistingPayment, duplicate_of
+from payment_svc.domain.payment_results import ExistingPayment, duplicate_of
 from payment_svc.domain.status import Source
 from payment_svc.service_layer import pagination
 from payment_svc.service_layer.attempts import Attempts, left, write_until
 from payment_svc.service_layer.ids import new_payment_uuid
 from payment_svc.service_layer.pagination import PageTokens
+from payment_svc.service_layer.payment_results import record_result
 from payment_svc.service_layer.ports import PaymentProvider, PaymentRepository
-from payment_svc.service_layer.results import record_result
 
 log = structlog.get_logger("payment_svc.payments")
 

@@ -1,5 +1,5 @@
 """The ports of the service layer: what the use cases need from the outside,
-as Protocols. The adapters implement them (adapters/store.py, event_store.py,
+as Protocols. The adapters implement them (adapters/payment_store.py, event_store.py,
 reconciliation_store.py, discrepancy_store.py, run_store.py,
 quarantine_store.py, stripe_provider.py, stripe_observations.py); main.py
 wires them in; tests/payment_svc/fakes.py keeps
@@ -8,7 +8,7 @@ transaction at most, never a network call.
 
     PaymentRepository        payments and their history (the provider's answer
                              is written as planned, only on the version read:
-                             service_layer/results.py)
+                             service_layer/payment_results.py)
     RefundRepository         refunds; RefundPayment's writes, each only on the
                              payment as read (service_layer/refunds.py);
                              the writes of webhooks and the reconciler:
@@ -55,6 +55,7 @@ from payment_svc.domain.model import (
     ProviderCharge,
     ProviderResult,
 )
+from payment_svc.domain.payment_results import ExistingPayment, ResultPlan
 from payment_svc.domain.provider_events import ProviderObservation
 from payment_svc.domain.reconciliation import DiscrepancyKind, ProviderFacts, Snapshot
 from payment_svc.domain.records import (
@@ -73,7 +74,6 @@ from payment_svc.domain.refunds import (
     RefundOutcome,
     RefundPlan,
 )
-from payment_svc.domain.results import ExistingPayment, ResultPlan
 from payment_svc.domain.status import PaymentStatus, Source
 from payment_svc.domain.webhook_dispatch import (
     AttemptRecord,
@@ -94,9 +94,9 @@ class PaymentRepository(Protocol):
     async def write_result(
         self, payment: Payment, result: ProviderResult, *, source: Source, plan: ResultPlan
     ) -> Payment | None:
-        """Writes what `plan` (domain/results.py) decided on `payment`: the
+        """Writes what `plan` (domain/payment_results.py) decided on `payment`: the
         move, one statement, only if the payment is still at `payment`'s
-        version (None when it moved since: service_layer/results.py reads
+        version (None when it moved since: service_layer/payment_results.py reads
         and plans again), or the history entry only (and
         DUPLICATE_PROVIDER_PAYMENT)."""
         ...

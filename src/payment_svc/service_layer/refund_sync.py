@@ -1,4 +1,4 @@
-"""Refunds as the provider reports them (issue 13), in the service layer:
+"""Refunds as the provider reports them, in the service layer:
 
 observe_refund      one provider refund (an event's, or the reconciler's
                     fetch) against ours, in the caller's unit of work,

@@ -226,7 +226,7 @@ class RefundsService:
         *,
         source: Source,
     ) -> Refund:
-        """A re-drive (issue 13, the reconciler's RedriveRefund): the provider
+        """A re-drive (the reconciler's RedriveRefund): the provider
         asked again with the same key, tracked and shielded like an attempt,
         its answer recorded with `source`."""
 

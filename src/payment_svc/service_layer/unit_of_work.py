@@ -92,7 +92,7 @@ class LockedRefunds(Protocol):
 
 class LockedRefundSync(Protocol):
     """What recording the provider's refunds needs beyond LockedRefunds
-    (issue 13: provider events and fetches), under the payment's lock."""
+    (provider events and fetches), under the payment's lock."""
 
     async def provider_state(self, refund_id: uuid.UUID) -> RefundState:
         """The newest provider state applied to the refund."""

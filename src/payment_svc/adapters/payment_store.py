@@ -19,17 +19,20 @@ from payment_svc.adapters.db import Conn, Database
 from payment_svc.adapters.discrepancy_sql import report as report_discrepancy
 from payment_svc.domain.commands import PageCursor
 from payment_svc.domain.errors import NotFound
-
-# NewPayment is re-exported for payments_dev/loadgen.py (dev tooling) and tests.
-from payment_svc.domain.model import NewPayment as NewPayment
-from payment_svc.domain.model import Payment, PaymentEvent, ProviderResult, format_payment_id
-from payment_svc.domain.reconciliation import DiscrepancyKind
-from payment_svc.domain.refunds import RefundStatus
-from payment_svc.domain.results import (
+from payment_svc.domain.model import (
+    NewPayment,
+    Payment,
+    PaymentEvent,
+    ProviderResult,
+    format_payment_id,
+)
+from payment_svc.domain.payment_results import (
     ExistingPayment,
     ResultPlan,
     ResultWrite,
 )
+from payment_svc.domain.reconciliation import DiscrepancyKind
+from payment_svc.domain.refunds import RefundStatus
 from payment_svc.domain.status import PaymentStatus, Source
 
 PAYMENT_COLUMNS = """id, client_id, idempotency_key, amount, currency, status, payment_method,
@@ -190,7 +193,7 @@ class PaymentStore:
     async def write_result(
         self, payment: Payment, result: ProviderResult, *, source: Source, plan: ResultPlan
     ) -> Payment | None:
-        """Writes what `plan` (domain/results.py) says of the provider's
+        """Writes what `plan` (domain/payment_results.py) says of the provider's
         answer, as decided on `payment`: the move in one statement, only if
         nobody changed the payment since it was read (None when somebody did:
         the service layer reads it again and decides again), or the history

@@ -1,5 +1,5 @@
 """The decisions of recording a payment and the provider's answer to it; the
-adapter (adapters/store.py) writes what they say, one statement each.
+adapter (adapters/payment_store.py) writes what they say, one statement each.
 
     plan_result(payment, answer)   NOTHING (already there), RECORD (history
                                    only: the transition table refuses it, or

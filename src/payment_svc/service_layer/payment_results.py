@@ -1,7 +1,7 @@
 """Recording the provider's answer to an attempt (create or re-drive).
 
     read      the payment as the caller has it (first), or again (after a conflict)
-    plan      domain/results.py plan_result: NOTHING, RECORD or MOVE
+    plan      domain/payment_results.py plan_result: NOTHING, RECORD or MOVE
     write     PaymentRepository.write_result: the move only if the payment's
               version is still the one planned on, in one statement
     conflict  somebody moved the payment in between (a webhook, a snapshot):
@@ -14,7 +14,7 @@ another writer committed, and a payment only moves so far, so the loop ends.
 from __future__ import annotations
 
 from payment_svc.domain.model import Payment, ProviderResult
-from payment_svc.domain.results import ResultPlanner, ResultWrite, plan_result
+from payment_svc.domain.payment_results import ResultPlanner, ResultWrite, plan_result
 from payment_svc.domain.status import Source
 from payment_svc.service_layer.ports import PaymentRepository
 
