@@ -108,7 +108,7 @@ class Books:
                 created_at=NOW,
                 updated_at=NOW,
             )
-        elif d.action is RefundAction.APPLY and d.plan.write is RefundWrite.MOVE:
+        elif d.action is RefundAction.EXISTING and d.plan.write is RefundWrite.MOVE:
             assert ours is not None
             self.refunds[re_id] = replace(ours, status=d.plan.refund_status)
         else:

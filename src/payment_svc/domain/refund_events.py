@@ -104,7 +104,9 @@ class RefundState:
 
 class RefundAction(enum.Enum):
     INSERT = "insert"  # made at the provider directly: recorded as ours
-    APPLY = "apply"  # an existing refund: `plan` says what is written
+    # an existing refund: `plan` says what is written (a move, a history entry
+    # only, or nothing)
+    EXISTING = "existing"
     MISMATCH = "mismatch"  # recorded (when ours exists) and reported, never applied
 
 
@@ -202,7 +204,7 @@ def decide_refund(
     rank = refund_rank(fact.status)
     if not authoritative and is_stale(occurred_at, StateRank(int(rank)), state.at, state.rank):
         return RefundDecision(
-            RefundAction.APPLY,
+            RefundAction.EXISTING,
             _record_only(payment, fact, "older than the refund's provider state already applied"),
             outcome,
         )
@@ -220,7 +222,9 @@ def decide_refund(
     if plan.write is RefundWrite.NOTHING and event_id is not None:
         # A new event leaves its entry in the history all the same.
         plan = _record_only(payment, fact, f"already {refund.status.value}")
-    return RefundDecision(RefundAction.APPLY, plan, outcome, touch=plan.write is RefundWrite.MOVE)
+    return RefundDecision(
+        RefundAction.EXISTING, plan, outcome, touch=plan.write is RefundWrite.MOVE
+    )
 
 
 def _differs(payment: Payment, refund: Refund, fact: ProviderRefundFact) -> str | None:

@@ -126,7 +126,7 @@ async def observe_refund(
     )
     seen = Observed(payment, refund)
     unchanged = (
-        decision.action is RefundAction.APPLY
+        decision.action is RefundAction.EXISTING
         and refund is not None
         and refund.status is fact.status
         and decision.plan.write is RefundWrite.RECORD
