@@ -16,7 +16,7 @@ from standardwebhooks import Webhook
 
 from payments.v1 import webhooks_pb2 as wh
 from payments_dev.stack import Process, Stack
-from tests.support import auth, create_request, stub
+from tests.support import auth, create_request, eventually, stub
 from tests.webhook_dispatcher.dispatch_testkit import (
     Delivery,
     Receiver,
@@ -279,6 +279,19 @@ async def test_redeliver_sends_again_every_update_after_a_cursor(
         expected = await feed_of(channel, payments)
         want = [u.id for u in expected]
         await r.wait_for(lambda got: set(want) <= {d.webhook_id for d in got})
+
+        # Every first attempt recorded delivered before the rewind: one still
+        # in flight (received, its answer not recorded yet) stays queued and
+        # is not sent again (RedeliverWebhooks keeps queued rows as they are).
+        async def recorded() -> bool:
+            listed = await stub(channel).ListWebhookDeliveries(
+                wh.ListWebhookDeliveriesRequest(endpoint_id=endpoint.id, page_size=100),
+                metadata=auth(),
+                timeout=5,
+            )
+            return set(want) <= {d.update_id for d in listed.deliveries if d.delivered}
+
+        await eventually(recorded, "every first attempt recorded delivered")
         before = len(r.got)
         await stub(channel).RedeliverWebhooks(
             wh.RedeliverWebhooksRequest(endpoint_id=endpoint.id, after_cursor=expected[0].cursor),
