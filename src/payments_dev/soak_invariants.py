@@ -49,9 +49,9 @@ class Intent:
     payment_id: str | None  # metadata.payment_id: ours when set
     amount_refunded: int = 0  # Stripe's: pending refunds count too
     disputed: bool = False
-    # The intent's refunds: provider refund id -> status (succeeded, pending, failed)
-    refunds: Mapping[str, str] = field(default_factory=dict)
-    refund_amounts: Mapping[str, int] = field(default_factory=dict)
+    # The intent's refunds: provider refund id -> (status, amount); the
+    # status is the provider's word (succeeded, pending, failed)
+    refunds: Mapping[str, tuple[str, int]] = field(default_factory=dict)
 
     @classmethod
     def from_ledger(cls, row: Mapping[str, Any]) -> Intent:
@@ -65,8 +65,9 @@ class Intent:
             payment_id=metadata.get("payment_id"),
             amount_refunded=int(row.get("amount_refunded") or 0),
             disputed=bool(row.get("disputed")),
-            refunds={str(r["id"]): str(r["status"]) for r in row.get("refunds") or []},
-            refund_amounts={str(r["id"]): int(r["amount"]) for r in row.get("refunds") or []},
+            refunds={
+                str(r["id"]): (str(r["status"]), int(r["amount"])) for r in row.get("refunds") or []
+            },
         )
 
     def expected_status(self) -> str:
@@ -83,7 +84,7 @@ class Intent:
     def refunded(self) -> int:
         """What the succeeded refunds took back (amount_refunded counts the
         pending ones too: no evidence of money given back)."""
-        return sum(self.refund_amounts[i] for i, s in self.refunds.items() if s == "succeeded")
+        return sum(amount for status, amount in self.refunds.values() if status == "succeeded")
 
     @property
     def reversed(self) -> int:
@@ -349,7 +350,7 @@ def reversals_match(
                 f"provider's succeeded refunds and disputes took {intent.reversed} "
                 f"({intent.id}: refunds {dict(intent.refunds)}, disputed {intent.disputed})"
             )
-    by_provider_refund = {rid: status for i in intents for rid, status in i.refunds.items()}
+    by_provider_refund = {rid: status for i in intents for rid, (status, _) in i.refunds.items()}
     checked = 0
     for r in refunds:
         if r.provider_refund_id is None:

@@ -57,8 +57,7 @@ def refunded_at_provider(intent: Intent, amount: int, status: str, re_id: str = 
     return replace(
         intent,
         amount_refunded=intent.amount_refunded + counted,
-        refunds={**intent.refunds, re_id: status},
-        refund_amounts={**intent.refund_amounts, re_id: amount},
+        refunds={**intent.refunds, re_id: (status, amount)},
     )
 
 

@@ -36,6 +36,7 @@ from payments_stripe.status import (
     StripeRefundStatus,
     intent_failure,
     intent_status,
+    refund_failure,
     snapshot_reversed,
     to_payment_status,
     to_refund_state,
@@ -178,7 +179,10 @@ def refund_snapshot(words: ProviderRefundWords) -> ProviderRefundFact:
     provider_status = StripeRefundStatus.parse(words.provider_status)
     state = to_refund_state(provider_status)
     failed = state is RefundState.FAILED
-    reason = words.failure_reason or "failed"
+    # The Stripe package's one reading of a failure, as for events.
+    code, message = refund_failure(
+        {"failure_reason": words.failure_reason, "status": words.provider_status}
+    )
     return ProviderRefundFact(
         provider_refund_id=words.provider_refund_id,
         provider_payment_id=None,
@@ -188,8 +192,8 @@ def refund_snapshot(words: ProviderRefundWords) -> ProviderRefundFact:
         status=RefundStatus[state.name],
         provider_status=provider_status.value,
         reason=words.reason,
-        failure_code=reason if failed else None,
-        failure_message=f"refund failed at the provider: {reason}" if failed else None,
+        failure_code=(code or "failed") if failed else None,
+        failure_message=(message or "refund failed at the provider: failed") if failed else None,
     )
 
 

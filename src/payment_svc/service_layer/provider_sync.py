@@ -126,7 +126,7 @@ class ProviderSyncService:
             ),
         )
         if outcome.undone:
-            self._undone(cmd.source)
+            self._on_undone(cmd.source)
         if outcome.discrepancy is not None:
             log.error(
                 "discrepancy",
@@ -211,9 +211,6 @@ class ProviderSyncService:
         log.info("quarantined_event_replayed", quarantine_id=str(quarantine_id), by=by)
         return outcome, entry
 
-    def _undone(self, source: Source) -> None:
-        self._on_undone(source)
-
     async def rematch(self, limit: int = 100) -> int:
         """Tries again to match inbox events that matched no payment yet, the
         longest untried first, each in a unit of work of its own: one slow or
@@ -249,7 +246,7 @@ class ProviderSyncService:
                     if event.observation.refund_event and not plan.duplicate:
                         _, _, undone = await apply_refund_event(uow, target, event)
                         if undone:
-                            self._undone(event.source)
+                            self._on_undone(event.source)
                     for kind, details in event_findings(target, event, plan):
                         await uow.discrepancies.report(
                             kind, write.payment_id, event.observation.provider_payment_id, details
